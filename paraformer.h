@@ -1,0 +1,2610 @@
+/* paraformer.h - ParaFormer (shallow parallel transformers) on the CPU.
+   Single-header library in the style of stb. MIT license at the end.
+
+   ParaFormer (Wang, Wei, Li, arXiv 2510.15425) is a Vision Transformer whose
+   layers are arranged as `branches` parallel stacks of `depth` layers. Every
+   branch reads the same embedded input X0 and their outputs are aggregated:
+
+       X0  = [cls ; patches(x) Wp^T + bp] + pos                 [T, D]
+       B_b = L_{b,depth} o ... o L_{b,1} (X0)        b = 0..n-1
+       agg = X0 + sum_b (B_b - X0)     ("delta")   |   sum_b B_b   ("sum")
+       out = head( LN( pool(agg) ) )          pool = cls token | mean of tokens
+
+   With one branch, prenorm and delta the model is a standard pre-LN ViT.
+
+   USAGE
+       Do this in *one* C or C++ file:
+           #define PARAFORMER_IMPLEMENTATION
+           #include "paraformer.h"
+       Other files just #include "paraformer.h".
+
+       pf_config cfg; pf_model *m; float loss;
+       pf_config_preset(&cfg, "paraformer");        // 4 branches x 3 layers
+       cfg.classes = 10;
+       PF_TRY(pf_model_create(&cfg, &m));
+       pf_model_init(m, 42, 0.0f);                  // seeded, PyTorch-like
+       PF_TRY(pf_model_reserve(m, 64));             // activations for B <= 64
+       pf_forward(m, x, labels, 64, 0.0f, &loss);   // x: [B,C,H,W] normalised
+       pf_backward(m);                              // m->grads
+       pf_optim opt = pf_optim_default();  pf_optim_step(m, &opt);
+       pf_model_save(m, "model.safetensors");       // PyTorch reads it
+
+   OPTIONS (define before including)
+       PF_STATIC          all functions static (private copy per file)
+       PF_DOUBLE          compute in double (pf_real = double); the tests use
+                          this for finite-difference checks
+       PF_MALLOC(sz) / PF_REALLOC(p,sz) / PF_FREE(p)   allocator (all or none)
+       PF_ASSERT(x)       assert macro (default: assert.h)
+       OpenMP is used when the file is compiled with -fopenmp. Every parallel
+       loop gives each output element to exactly one thread, so the results
+       are bitwise identical for any number of threads.
+
+   CONVENTIONS
+       Functions that can fail return pf_status and set pf_last_error(), a
+       readable message naming the file and the problem. The library never
+       exits. Weights keep PyTorch's [out, in] layout. Tensor names and the
+       checkpoint format are those of DESIGN.md section 4 (the state_dict of
+       the PyTorch reference `Net`).
+
+   VERSION HISTORY
+       0.1  (2026-11)  first release: model, forward/backward, AdamW/Adam,
+                       safetensors and .npy I/O.
+*/
+#ifndef PARAFORMER_H
+#define PARAFORMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef PF_STATIC
+#if defined(__GNUC__)
+#define PFDEF static __attribute__((unused))
+#else
+#define PFDEF static
+#endif
+#else
+#ifdef __cplusplus
+#define PFDEF extern "C"
+#else
+#define PFDEF extern
+#endif
+#endif
+
+#define PF_VERSION "0.1"
+#define PF_FORMAT_VERSION 1
+#define PF_MAX_CHANNELS 16 /* mean/std arrays */
+#define PF_MAX_DIMS 8      /* tensor rank in files */
+
+#ifdef PF_DOUBLE
+typedef double pf_real;
+#else
+typedef float pf_real;
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* status and errors */
+
+typedef enum pf_status {
+    PF_OK = 0,
+    PF_ERR_ARG,    /* bad argument or flag */
+    PF_ERR_CONFIG, /* invalid configuration */
+    PF_ERR_NOMEM,  /* allocation failed */
+    PF_ERR_IO,     /* could not open/read/write a file */
+    PF_ERR_FORMAT, /* file content is malformed */
+    PF_ERR_SHAPE   /* well-formed but wrong shape/dtype for this use */
+} pf_status;
+
+/* The message of the last failure in this thread ("" if none). Don't free. */
+PFDEF const char *pf_last_error(void);
+PFDEF const char *pf_status_name(pf_status s);
+/* Sets the last error (printf-style) and returns `s`. For programs too. */
+PFDEF pf_status pf_fail(pf_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ---------------------------------------------------------------------- */
+/* configuration: architecture only (what a checkpoint stores). Zero means
+   default: image 32, channels 3, patch 4, dim 192, heads 3, mlp_dim 4*dim,
+   branches 4, depth 3, classes 10, prenorm, delta, qkv bias on, cls pool,
+   dropout 0, mean 0, std 1. */
+
+enum { PF_PRENORM = 0, PF_NORMED = 1 };     /* x+F(LN x)  |  LN x+F(LN x) */
+enum { PF_AGG_DELTA = 0, PF_AGG_SUM = 1 };  /* X0+sum(B-X0) | sum(B)      */
+enum { PF_POOL_CLS = 0, PF_POOL_MEAN = 1 }; /* token 0 | mean of all T    */
+
+typedef struct pf_config {
+    int image_size, channels, patch_size;
+    int dim, heads, mlp_dim;
+    int branches, depth, classes;
+    int residual;    /* PF_PRENORM | PF_NORMED */
+    int aggregate;   /* PF_AGG_DELTA | PF_AGG_SUM */
+    int pool;        /* PF_POOL_CLS | PF_POOL_MEAN */
+    int no_qkv_bias; /* 0: qkv has a bias (default), 1: no bias */
+    float dropout;     /* after attn proj, after GELU, after fc2 */
+    float emb_dropout; /* after the embedding (cls + pos) */
+    float mean[PF_MAX_CHANNELS], std[PF_MAX_CHANNELS]; /* [0,1]-scale input
+                          normalisation; std 0 means 1 */
+} pf_config;
+
+/* Fills `c` with a named preset: "paraformer" (default, 4x3 at 192),
+   "vit" (one branch of 12 layers), "paper" (the authors' released config:
+   224/16, 8 branches x 2 layers, normed, sum, no qkv bias, dropout 0.1,
+   mean 0.5 std 0.2). Returns PF_ERR_ARG for an unknown name. */
+PFDEF pf_status pf_config_preset(pf_config *c, const char *name);
+/* The std of the cls/pos initialisation a preset uses (0.02; 1 for paper). */
+PFDEF float pf_preset_embed_std(const char *name);
+/* Replaces zero fields by their defaults (in place). */
+PFDEF void pf_config_resolve(pf_config *c);
+/* Resolves and checks; on failure the last error says what is wrong. */
+PFDEF pf_status pf_config_validate(pf_config *c);
+/* Tokens T = (image/patch)^2 + 1 of a resolved config. */
+PFDEF int pf_config_tokens(const pf_config *c);
+/* The config as the JSON object string of DESIGN 4. Returns the length
+   written (excluding NUL) or -1 if cap is too small. */
+PFDEF int pf_config_to_json(const pf_config *c, char *buf, size_t cap);
+/* Parses such a JSON object (lenient about optional keys and bool forms). */
+PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c);
+PFDEF const char *pf_residual_name(int r);
+PFDEF const char *pf_aggregate_name(int a);
+PFDEF const char *pf_pool_name(int p);
+
+/* ---------------------------------------------------------------------- */
+/* parameters: one spec table drives layout, I/O, init, decay and tests */
+
+enum { PF_PART_STEM = 0, PF_PART_BRANCH = 1, PF_PART_HEAD = 2 };
+enum { /* what a tensor is (init and reporting) */
+    PF_KIND_WEIGHT = 0, PF_KIND_BIAS, PF_KIND_LN_WEIGHT, PF_KIND_LN_BIAS, PF_KIND_EMBED
+};
+
+typedef struct pf_tensor_spec {
+    char name[64];      /* DESIGN 4 name, e.g. "branches.1.0.qkv.weight" */
+    int ndim;
+    int shape[4];
+    size_t offset;      /* into params/grads/m/v, in elements */
+    size_t numel;
+    int decay;          /* 1: weight decay applies (Linear weights) */
+    int kind;           /* PF_KIND_* */
+    int part;           /* PF_PART_* */
+    int branch, layer;  /* -1 outside branches */
+    int fan_in;         /* Linear in_features (init bound 1/sqrt(fan_in)) */
+} pf_tensor_spec;
+
+/* Pointers into the parameter buffer of one layer (also used for grads). */
+typedef struct pf_layer_ptrs {
+    pf_real *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    pf_real *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} pf_layer_ptrs;
+
+/* Saved activations of one layer of one branch, for a batch of B. */
+typedef struct pf_layer_acts {
+    pf_real *ln1_mean, *ln1_rstd; /* [B,T] */
+    pf_real *u1;                  /* [B,T,D] LN1 output */
+    pf_real *qkv;                 /* [B,T,3D] */
+    pf_real *att;                 /* [B,h,T,T] softmax probabilities */
+    pf_real *atty;                /* [B,T,D] attention output, heads concat */
+    pf_real *x1;                  /* [B,T,D] after the attention residual */
+    pf_real *ln2_mean, *ln2_rstd; /* [B,T] */
+    pf_real *u2;                  /* [B,T,D] LN2 output */
+    pf_real *h;                   /* [B,T,M] fc1 output (pre-GELU) */
+    pf_real *g;                   /* [B,T,M] GELU output (after dropout) */
+    pf_real *x2;                  /* [B,T,D] layer output */
+} pf_layer_acts;
+
+typedef struct pf_model {
+    pf_config cfg;          /* resolved */
+    int T, n_patches, patch_dim; /* tokens, (H/P)^2, C*P*P */
+    int n_specs;
+    pf_tensor_spec *specs;  /* stem, branch 0 .. n-1 (layer-major), head */
+    size_t n_params;
+    size_t stem_size, branch_size, head_size; /* elements; branch b starts at
+                               stem_size + b*branch_size, head after them */
+    int branch_spec_count;  /* specs per branch */
+    pf_real *params;
+    pf_real *grads;         /* NULL until pf_model_alloc_train */
+    pf_real *adam_m, *adam_v;
+    int64_t *steps;         /* optimizer step per spec (bias correction) */
+    /* what runs and what trains */
+    int active;             /* branches used by forward (prefix), default all */
+    unsigned char *train_branch; /* [branches] 1: branch b gets optimizer steps */
+    int train_stem, train_head;  /* default 1 */
+    int training;           /* 1: dropout on */
+    uint64_t dropout_seed;  /* dropout masks = hash(seed, counter, site, i) */
+    uint64_t dropout_counter; /* advanced by every training forward */
+    /* activations (pf_model_reserve) */
+    int max_batch, B;       /* capacity, batch of the last forward */
+    const int *labels;      /* labels of the last forward (borrowed) */
+    float label_smoothing;  /* of the last forward */
+    void *acts_mem, *scratch_mem;
+    pf_real *patches;       /* [B,np,C*P*P] */
+    pf_real *x0;            /* [B,T,D] embedded input */
+    pf_real *agg;           /* [B,T,D] aggregated branches */
+    pf_real *pooled;        /* [B,D] */
+    pf_real *lnf_mean, *lnf_rstd; /* [B] */
+    pf_real *uf;            /* [B,D] final LN output */
+    pf_real *logits;        /* [B,K] */
+    pf_real *probs;         /* [B,K] softmax */
+    pf_layer_acts *acts;    /* [branches*depth], branch-major */
+} pf_model;
+
+/* Creates a model for `cfg` (validated; parameters zero). *out is NULL on
+   failure. Free with pf_model_free. */
+PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out);
+PFDEF void pf_model_free(pf_model *m);
+/* Seeded initialisation, PyTorch's defaults in distribution: Linear weight and
+   bias U(+-1/sqrt(fan_in)), LayerNorm 1/0, cls and pos N(0, embed_std^2)
+   (embed_std <= 0 means 0.02). Each tensor draws from its own stream seeded by
+   (seed, name), so adding branches never changes the existing ones. */
+PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std);
+/* Allocates gradients, Adam moments and step counters (zeroed). */
+PFDEF pf_status pf_model_alloc_train(pf_model *m);
+/* Allocates activations for batches up to B (no allocation in a step). */
+PFDEF pf_status pf_model_reserve(pf_model *m, int B);
+/* Uses the first k branches (1..branches) in forward/backward. */
+PFDEF pf_status pf_model_set_active(pf_model *m, int k);
+/* The spec named `name`, or NULL. */
+PFDEF const pf_tensor_spec *pf_model_find(const pf_model *m, const char *name);
+/* Parameter (or gradient when buf = m->grads) pointers of layer l of branch b. */
+PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l);
+/* Number of parameters of a part (PF_PART_*; for branches: one branch). */
+PFDEF size_t pf_model_part_size(const pf_model *m, int part);
+
+/* Forward pass on x [B,C,H,W] (normalised). With labels (may be NULL) it also
+   computes the mean softmax cross-entropy with label smoothing into *loss.
+   Logits are in m->logits [B,K]. Requires B <= m->max_batch. */
+PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B,
+                           float label_smoothing, float *loss);
+/* Backward pass of the last forward (which must have had labels): writes
+   (not accumulates) the gradients of the active branches, stem and head. */
+PFDEF pf_status pf_backward(pf_model *m);
+/* Convenience: forward on float input of any batch size in chunks of
+   max_batch, logits written to out [N,K]. */
+PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out);
+
+/* ---------------------------------------------------------------------- */
+/* optimizer */
+
+typedef struct pf_optim {
+    int adam;           /* 0: AdamW (decoupled decay), 1: Adam (L2 in grad) */
+    float lr, beta1, beta2, eps, weight_decay;
+    float clip;         /* > 0: clip the global grad norm to this */
+} pf_optim;
+
+/* lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0.01 (torch's AdamW
+   defaults), no clipping. */
+PFDEF pf_optim pf_optim_default(void);
+/* Global L2 norm of the gradients that exist (trainable, active tensors). */
+PFDEF double pf_grad_norm(const pf_model *m);
+/* torch.nn.utils.clip_grad_norm_: scales grads by max/(norm+1e-6) when that
+   is < 1. Returns the norm before clipping. */
+PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm);
+/* One optimizer step (clips first if o->clip > 0) on the tensors that exist:
+   stem/head if trainable, branches b < active with train_branch[b]. Others
+   take no step at all (no decay, no moment update, no step count), like
+   parameters without a gradient in PyTorch. Returns the grad norm if clipping
+   was done, else 0. */
+PFDEF double pf_optim_step(pf_model *m, const pf_optim *o);
+
+/* ---------------------------------------------------------------------- */
+/* files: safetensors (checkpoints) and .npy (arrays) */
+
+typedef enum pf_dtype {
+    PF_F32 = 0, PF_F64, PF_F16, PF_BF16, PF_U8, PF_I8, PF_I32, PF_I64, PF_DTYPE_COUNT
+} pf_dtype;
+PFDEF size_t pf_dtype_size(pf_dtype t);
+PFDEF const char *pf_dtype_name(pf_dtype t); /* safetensors name: "F32" */
+
+/* One tensor entry of a safetensors file. */
+typedef struct pf_st_entry {
+    char *name;
+    pf_dtype dtype;
+    int ndim;
+    int64_t shape[PF_MAX_DIMS];
+    uint64_t begin, end; /* byte offsets in the data section */
+} pf_st_entry;
+
+/* An open, validated safetensors file. */
+typedef struct pf_st_file {
+    char path[512];
+    void *fp;               /* FILE* */
+    uint64_t header_len, data_start, data_len;
+    int n, n_meta;
+    pf_st_entry *entries;
+    char **meta_keys, **meta_vals;
+} pf_st_file;
+
+/* Opens and validates (header size, JSON, dtypes, shapes, offsets against
+   the file size) before allocating anything proportional to the data. */
+PFDEF pf_status pf_st_open(const char *path, pf_st_file **out);
+PFDEF void pf_st_close(pf_st_file *f);
+PFDEF const pf_st_entry *pf_st_find(const pf_st_file *f, const char *name);
+PFDEF const char *pf_st_meta(const pf_st_file *f, const char *key); /* or NULL */
+PFDEF size_t pf_st_numel(const pf_st_entry *e);
+/* Reads an entry converted to float / double (from F32, F64, F16, BF16, and
+   integer types); dst holds pf_st_numel(e) values. */
+PFDEF pf_status pf_st_read_f32(pf_st_file *f, const pf_st_entry *e, float *dst);
+PFDEF pf_status pf_st_read_f64(pf_st_file *f, const pf_st_entry *e, double *dst);
+/* Reads raw bytes (end - begin) of an entry. */
+PFDEF pf_status pf_st_read_raw(pf_st_file *f, const pf_st_entry *e, void *dst);
+
+/* A tensor to write. */
+typedef struct pf_st_tensor {
+    const char *name;
+    pf_dtype dtype;
+    int ndim;
+    int64_t shape[PF_MAX_DIMS];
+    const void *data;
+} pf_st_tensor;
+/* Writes a safetensors file atomically (temporary file, fsync, rename).
+   meta: n_meta key/value string pairs for __metadata__. */
+PFDEF pf_status pf_st_write(const char *path, const pf_st_tensor *t, int n,
+                            const char *const *meta_keys, const char *const *meta_vals, int n_meta);
+
+/* Saves the model parameters as F32 with metadata format/format_version/
+   config (atomically). */
+PFDEF pf_status pf_model_save(const pf_model *m, const char *path);
+/* Loads a model: config from __metadata__, every tensor by name with the
+   right shape (F32/F16/BF16/F64 accepted), tensors named "train.*" ignored,
+   any other unknown tensor refused. */
+PFDEF pf_status pf_model_load(const char *path, pf_model **out);
+
+/* A dense array (from/to .npy). */
+typedef struct pf_array {
+    pf_dtype dtype;
+    int ndim;
+    int64_t shape[PF_MAX_DIMS];
+    void *data;     /* owned; free with pf_array_free */
+    size_t nbytes;
+} pf_array;
+/* Reads .npy v1/v2/v3: <f4 <f8 |u1 |i1 <i4 <i8 (also <f2), C order only.
+   Validates the header and that the file holds exactly the data. */
+PFDEF pf_status pf_npy_load(const char *path, pf_array *out);
+/* Writes .npy v1.0 atomically. */
+PFDEF pf_status pf_npy_save(const char *path, const pf_array *a);
+PFDEF void pf_array_free(pf_array *a);
+PFDEF size_t pf_array_numel(const pf_array *a);
+
+/* Converts an 8-bit image [h,w,c] (c = 1..4) to one model input [C,S,S]:
+   bilinear resize (half-pixel centres, like torch's align_corners=False) to
+   the model's size, channels adapted (gray -> replicated, RGB(A) -> gray by
+   ITU-R 601 luma, alpha dropped), scaled to [0,1], then (v - mean)/std. */
+PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c,
+                                  const pf_config *cfg, float *out);
+
+/* Threads used by parallel loops (no effect without OpenMP). */
+PFDEF void pf_set_threads(int n);
+PFDEF int pf_get_threads(void);
+
+/* For programs: print the error and exit(1) on failure. */
+#define PF_TRY(call) do { pf_status pf__s = (call); if (pf__s != PF_OK) { \
+    fprintf(stderr, "error: %s\n", pf_last_error()); exit(1); } } while (0)
+
+#endif /* PARAFORMER_H */
+
+/* ====================================================================== */
+/*                            IMPLEMENTATION                              */
+/* ====================================================================== */
+#ifdef PARAFORMER_IMPLEMENTATION
+#ifndef PARAFORMER_IMPLEMENTATION_DONE
+#define PARAFORMER_IMPLEMENTATION_DONE
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define PF__HAVE_FSYNC 1
+#endif
+
+#if defined(PF_MALLOC) && defined(PF_FREE) && defined(PF_REALLOC)
+#elif !defined(PF_MALLOC) && !defined(PF_FREE) && !defined(PF_REALLOC)
+#define PF_MALLOC(sz) malloc(sz)
+#define PF_REALLOC(p, sz) realloc(p, sz)
+#define PF_FREE(p) free(p)
+#else
+#error "define all or none of PF_MALLOC, PF_FREE, PF_REALLOC"
+#endif
+#ifndef PF_ASSERT
+#include <assert.h>
+#define PF_ASSERT(x) assert(x)
+#endif
+
+/* OpenMP on outer loops only; without OpenMP the pragmas vanish. */
+#ifdef _OPENMP
+#define PF__STR(x) #x
+#define PF__OMP(x) _Pragma(PF__STR(omp x))
+#else
+#define PF__OMP(x)
+#endif
+
+#ifdef PF_DOUBLE
+#define PF__EXP exp
+#define PF__LOG log
+#define PF__SQRT sqrt
+#define PF__ERF erf
+#else
+#define PF__EXP expf
+#define PF__LOG logf
+#define PF__SQRT sqrtf
+#define PF__ERF erff
+#endif
+
+#define PF__CALLOC(T, n) ((T *)pf__calloc((size_t)(n), sizeof(T)))
+
+static void *pf__calloc(size_t n, size_t size) {
+    void *p;
+    if (size && n > (size_t)-1 / size) return NULL;
+    p = PF_MALLOC(n * size > 0 ? n * size : 1);
+    if (p) memset(p, 0, n * size);
+    return p;
+}
+
+/* ---------------------------------------------------------------------- */
+/* errors */
+
+#if defined(_MSC_VER)
+#define PF__TLS __declspec(thread)
+#elif defined(__cplusplus) && __cplusplus >= 201103L
+#define PF__TLS thread_local
+#elif defined(__GNUC__)
+#define PF__TLS __thread
+#else
+#define PF__TLS
+#endif
+
+static PF__TLS char pf__err[768];
+
+PFDEF const char *pf_last_error(void) { return pf__err; }
+
+PFDEF pf_status pf_fail(pf_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pf__err, sizeof pf__err, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+PFDEF const char *pf_status_name(pf_status s) {
+    switch (s) {
+    case PF_OK: return "ok";
+    case PF_ERR_ARG: return "bad argument";
+    case PF_ERR_CONFIG: return "invalid configuration";
+    case PF_ERR_NOMEM: return "out of memory";
+    case PF_ERR_IO: return "I/O error";
+    case PF_ERR_FORMAT: return "malformed file";
+    case PF_ERR_SHAPE: return "wrong shape or type";
+    }
+    return "unknown status";
+}
+
+PFDEF void pf_set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+PFDEF int pf_get_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ---------------------------------------------------------------------- */
+/* random numbers: splitmix64 streams (seeded per tensor by name) */
+
+static uint64_t pf__mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static uint64_t pf__next(uint64_t *s) { *s += 0x9e3779b97f4a7c15ULL; return pf__mix64(*s); }
+static double pf__uniform(uint64_t *s) { return (double)(pf__next(s) >> 11) * (1.0 / 9007199254740992.0); }
+static double pf__normal(uint64_t *s) { /* Box-Muller, one value per call */
+    double u1 = pf__uniform(s), u2 = pf__uniform(s);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+static uint64_t pf__hash_str(uint64_t h, const char *s) { /* FNV-1a then mix */
+    h ^= 0xcbf29ce484222325ULL;
+    while (*s) { h ^= (unsigned char)*s++; h *= 0x100000001b3ULL; }
+    return pf__mix64(h);
+}
+
+/* ---------------------------------------------------------------------- */
+/* a small JSON reader (safetensors headers, configs). Depth-limited,
+   bounds-checked, never reads past len. */
+
+typedef struct pf__json {
+    const char *s;
+    size_t n, i;
+    int depth;
+    const char *err;
+} pf__json;
+
+#define PF__JSON_MAX_DEPTH 64
+
+static void pf__jws(pf__json *j) {
+    while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' || j->s[j->i] == '\n' || j->s[j->i] == '\r')) j->i++;
+}
+static int pf__jpeek(pf__json *j) { pf__jws(j); return j->i < j->n ? (unsigned char)j->s[j->i] : -1; }
+static int pf__jexpect(pf__json *j, char c) {
+    if (pf__jpeek(j) != (unsigned char)c) { if (!j->err) j->err = "unexpected character"; return 0; }
+    j->i++;
+    return 1;
+}
+static void pf__utf8(char *out, size_t cap, size_t *k, unsigned cp) {
+    unsigned char b[4]; int n, t;
+    if (cp < 0x80) { b[0] = (unsigned char)cp; n = 1; }
+    else if (cp < 0x800) { b[0] = (unsigned char)(0xC0 | (cp >> 6)); b[1] = (unsigned char)(0x80 | (cp & 63)); n = 2; }
+    else if (cp < 0x10000) { b[0] = (unsigned char)(0xE0 | (cp >> 12)); b[1] = (unsigned char)(0x80 | ((cp >> 6) & 63)); b[2] = (unsigned char)(0x80 | (cp & 63)); n = 3; }
+    else { b[0] = (unsigned char)(0xF0 | (cp >> 18)); b[1] = (unsigned char)(0x80 | ((cp >> 12) & 63)); b[2] = (unsigned char)(0x80 | ((cp >> 6) & 63)); b[3] = (unsigned char)(0x80 | (cp & 63)); n = 4; }
+    for (t = 0; t < n; t++) { if (*k + 1 < cap) out[*k] = (char)b[t]; (*k)++; }
+}
+static int pf__jhex4(pf__json *j, unsigned *v) {
+    int t; *v = 0;
+    if (j->i + 4 > j->n) return 0;
+    for (t = 0; t < 4; t++) {
+        char c = j->s[j->i++]; unsigned d;
+        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
+        else return 0;
+        *v = *v * 16 + d;
+    }
+    return 1;
+}
+/* Parses a string into out (NUL-terminated, truncated to cap-1; *len gets
+   the full decoded length). out may be NULL to skip. */
+static int pf__jstring(pf__json *j, char *out, size_t cap, size_t *len) {
+    size_t k = 0;
+    if (!pf__jexpect(j, '"')) { j->err = "expected a string"; return 0; }
+    for (;;) {
+        unsigned char c;
+        if (j->i >= j->n) { j->err = "unterminated string"; return 0; }
+        c = (unsigned char)j->s[j->i++];
+        if (c == '"') break;
+        if (c < 0x20) { j->err = "control character in string"; return 0; }
+        if (c == '\\') {
+            char e;
+            if (j->i >= j->n) { j->err = "unterminated string"; return 0; }
+            e = j->s[j->i++];
+            switch (e) {
+            case '"': c = '"'; break; case '\\': c = '\\'; break; case '/': c = '/'; break;
+            case 'b': c = '\b'; break; case 'f': c = '\f'; break; case 'n': c = '\n'; break;
+            case 'r': c = '\r'; break; case 't': c = '\t'; break;
+            case 'u': {
+                unsigned cp, lo;
+                if (!pf__jhex4(j, &cp)) { j->err = "bad \\u escape"; return 0; }
+                if (cp >= 0xD800 && cp < 0xDC00) {
+                    if (j->i + 2 > j->n || j->s[j->i] != '\\' || j->s[j->i + 1] != 'u') { j->err = "bad surrogate pair"; return 0; }
+                    j->i += 2;
+                    if (!pf__jhex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF) { j->err = "bad surrogate pair"; return 0; }
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                if (out) pf__utf8(out, cap, &k, cp); else k++;
+                continue;
+            }
+            default: j->err = "bad escape in string"; return 0;
+            }
+        }
+        if (out && k + 1 < cap) out[k] = (char)c;
+        k++;
+    }
+    if (out && cap) out[k < cap ? k : cap - 1] = 0;
+    if (len) *len = k;
+    return 1;
+}
+static int pf__jnumber(pf__json *j, double *v) {
+    char buf[64]; size_t k = 0; char *end;
+    pf__jws(j);
+    while (j->i < j->n && k < sizeof buf - 1) {
+        char c = j->s[j->i];
+        if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') buf[k++] = c, j->i++;
+        else break;
+    }
+    buf[k] = 0;
+    if (!k) { j->err = "expected a number"; return 0; }
+    *v = strtod(buf, &end);
+    if (*end) { j->err = "bad number"; return 0; }
+    return 1;
+}
+static int pf__jlit(pf__json *j, const char *lit) {
+    size_t L = strlen(lit);
+    pf__jws(j);
+    if (j->i + L <= j->n && !memcmp(j->s + j->i, lit, L)) { j->i += L; return 1; }
+    return 0;
+}
+static int pf__jskip(pf__json *j) { /* skips any value */
+    int c = pf__jpeek(j);
+    if (c == '"') return pf__jstring(j, NULL, 0, NULL);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        if (++j->depth > PF__JSON_MAX_DEPTH) { j->err = "nesting too deep"; return 0; }
+        j->i++;
+        if (pf__jpeek(j) == close) { j->i++; j->depth--; return 1; }
+        for (;;) {
+            if (c == '{') { if (!pf__jstring(j, NULL, 0, NULL) || !pf__jexpect(j, ':')) return 0; }
+            if (!pf__jskip(j)) return 0;
+            if (pf__jpeek(j) == ',') { j->i++; continue; }
+            if (!pf__jexpect(j, close)) { j->err = "expected , or closing bracket"; return 0; }
+            break;
+        }
+        j->depth--;
+        return 1;
+    }
+    if (c == 't') { if (pf__jlit(j, "true")) return 1; }
+    else if (c == 'f') { if (pf__jlit(j, "false")) return 1; }
+    else if (c == 'n') { if (pf__jlit(j, "null")) return 1; }
+    else { double v; return pf__jnumber(j, &v); }
+    j->err = "bad literal";
+    return 0;
+}
+/* Object iteration: call pf__jobj_begin, then while pf__jobj_next(key) ...
+   parse or skip the value. Returns 0 at the end or on error (check j->err). */
+static int pf__jobj_begin(pf__json *j) {
+    if (!pf__jexpect(j, '{')) { j->err = "expected an object"; return 0; }
+    if (++j->depth > PF__JSON_MAX_DEPTH) { j->err = "nesting too deep"; return 0; }
+    return 1;
+}
+static int pf__jobj_next(pf__json *j, int *first, char *key, size_t cap) {
+    int c = pf__jpeek(j);
+    if (*first) {
+        *first = 0;
+        if (c == '}') { j->i++; j->depth--; return 0; }
+    } else {
+        if (c == '}') { j->i++; j->depth--; return 0; }
+        if (c != ',') { j->err = "expected , or }"; return 0; }
+        j->i++;
+    }
+    if (!pf__jstring(j, key, cap, NULL)) return 0;
+    if (!pf__jexpect(j, ':')) { j->err = "expected :"; return 0; }
+    return 1;
+}
+/* Array of numbers into v[0..cap); *n gets the count. A scalar number is
+   accepted as a one-element array. */
+static int pf__jnumarray(pf__json *j, double *v, int cap, int *n) {
+    int first = 1;
+    *n = 0;
+    if (pf__jpeek(j) != '[') { if (cap < 1) return 0; *n = 1; return pf__jnumber(j, v); }
+    j->i++;
+    for (;;) {
+        int c = pf__jpeek(j);
+        if (c == ']') { j->i++; return 1; }
+        if (!first) { if (c != ',') { j->err = "expected , or ]"; return 0; } j->i++; }
+        first = 0;
+        if (*n >= cap) { j->err = "array too long"; return 0; }
+        if (!pf__jnumber(j, &v[*n])) return 0;
+        (*n)++;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* configuration */
+
+PFDEF const char *pf_residual_name(int r) { return r == PF_NORMED ? "normed" : "prenorm"; }
+PFDEF const char *pf_aggregate_name(int a) { return a == PF_AGG_SUM ? "sum" : "delta"; }
+PFDEF const char *pf_pool_name(int p) { return p == PF_POOL_MEAN ? "mean" : "cls"; }
+
+PFDEF void pf_config_resolve(pf_config *c) {
+    int i;
+    if (!c->image_size) c->image_size = 32;
+    if (!c->channels) c->channels = 3;
+    if (!c->patch_size) c->patch_size = 4;
+    if (!c->dim) c->dim = 192;
+    if (!c->heads) c->heads = 3;
+    if (!c->mlp_dim) c->mlp_dim = 4 * c->dim;
+    if (!c->branches) c->branches = 4;
+    if (!c->depth) c->depth = 3;
+    if (!c->classes) c->classes = 10;
+    for (i = 0; i < PF_MAX_CHANNELS; i++)
+        if (c->std[i] == 0.0f) c->std[i] = 1.0f;
+}
+
+PFDEF pf_status pf_config_preset(pf_config *c, const char *name) {
+    int i;
+    memset(c, 0, sizeof *c);
+    if (!name || !strcmp(name, "paraformer") || !strcmp(name, "default")) {
+        /* zero = defaults: PF(4x3) at width 192 on 32x32x3 */
+    } else if (!strcmp(name, "vit")) {
+        c->branches = 1; c->depth = 12;
+    } else if (!strcmp(name, "paper")) {
+        /* the authors' released configuration (DESIGN 2) */
+        c->image_size = 224; c->patch_size = 16; c->dim = 192; c->heads = 3; c->mlp_dim = 768;
+        c->branches = 8; c->depth = 2; c->residual = PF_NORMED; c->aggregate = PF_AGG_SUM;
+        c->no_qkv_bias = 1; c->dropout = 0.1f; c->emb_dropout = 0.1f;
+        for (i = 0; i < PF_MAX_CHANNELS; i++) { c->mean[i] = 0.5f; c->std[i] = 0.2f; }
+    } else {
+        pf_config_resolve(c);
+        return pf_fail(PF_ERR_ARG, "unknown preset '%s' (known: paraformer, vit, paper)", name);
+    }
+    pf_config_resolve(c);
+    return PF_OK;
+}
+
+PFDEF float pf_preset_embed_std(const char *name) {
+    return (name && !strcmp(name, "paper")) ? 1.0f : 0.02f;
+}
+
+PFDEF int pf_config_tokens(const pf_config *c) {
+    int g = c->image_size / c->patch_size;
+    return g * g + 1;
+}
+
+PFDEF pf_status pf_config_validate(pf_config *c) {
+    int i;
+    pf_config_resolve(c);
+#define PF__RANGE(f, lo, hi) if (c->f < (lo) || c->f > (hi)) \
+        return pf_fail(PF_ERR_CONFIG, "config: " #f " = %d is out of range [%d, %d]", c->f, lo, hi)
+    PF__RANGE(image_size, 1, 8192);
+    PF__RANGE(channels, 1, PF_MAX_CHANNELS);
+    PF__RANGE(patch_size, 1, 1024);
+    PF__RANGE(dim, 1, 65536);
+    PF__RANGE(heads, 1, 4096);
+    PF__RANGE(mlp_dim, 1, 1 << 20);
+    PF__RANGE(branches, 1, 1024);
+    PF__RANGE(depth, 1, 1024);
+    PF__RANGE(classes, 1, 1 << 20);
+#undef PF__RANGE
+    if (c->image_size % c->patch_size)
+        return pf_fail(PF_ERR_CONFIG, "config: patch_size %d does not divide image_size %d", c->patch_size, c->image_size);
+    if (c->dim % c->heads)
+        return pf_fail(PF_ERR_CONFIG, "config: heads %d does not divide dim %d", c->heads, c->dim);
+    if (pf_config_tokens(c) > 16385)
+        return pf_fail(PF_ERR_CONFIG, "config: %d tokens is too many (image_size/patch_size too large)", pf_config_tokens(c));
+    if ((double)c->channels * c->patch_size * c->patch_size > (1 << 24))
+        return pf_fail(PF_ERR_CONFIG, "config: patch too large");
+    if (c->residual != PF_PRENORM && c->residual != PF_NORMED)
+        return pf_fail(PF_ERR_CONFIG, "config: residual must be prenorm or normed");
+    if (c->aggregate != PF_AGG_DELTA && c->aggregate != PF_AGG_SUM)
+        return pf_fail(PF_ERR_CONFIG, "config: aggregate must be delta or sum");
+    if (c->pool != PF_POOL_CLS && c->pool != PF_POOL_MEAN)
+        return pf_fail(PF_ERR_CONFIG, "config: pool must be cls or mean");
+    if (c->no_qkv_bias != 0 && c->no_qkv_bias != 1)
+        return pf_fail(PF_ERR_CONFIG, "config: no_qkv_bias must be 0 or 1");
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
+        return pf_fail(PF_ERR_CONFIG, "config: dropout %g must be in [0, 1)", c->dropout);
+    if (!(c->emb_dropout >= 0.0f && c->emb_dropout < 1.0f))
+        return pf_fail(PF_ERR_CONFIG, "config: emb_dropout %g must be in [0, 1)", c->emb_dropout);
+    for (i = 0; i < c->channels; i++) {
+        if (!(c->std[i] > 0.0f) || !isfinite(c->std[i]) || !isfinite(c->mean[i]))
+            return pf_fail(PF_ERR_CONFIG, "config: mean/std of channel %d must be finite with std > 0", i);
+    }
+    return PF_OK;
+}
+
+static int pf__appendf(char *buf, size_t cap, size_t *k, const char *fmt, ...) {
+    va_list ap; int r;
+    va_start(ap, fmt);
+    r = vsnprintf(*k < cap ? buf + *k : NULL, *k < cap ? cap - *k : 0, fmt, ap);
+    va_end(ap);
+    if (r < 0) return 0;
+    *k += (size_t)r;
+    return 1;
+}
+
+PFDEF int pf_config_to_json(const pf_config *c, char *buf, size_t cap) {
+    size_t k = 0; int i;
+    pf__appendf(buf, cap, &k,
+                "{\"image_size\": %d, \"channels\": %d, \"patch_size\": %d, \"dim\": %d, \"heads\": %d, "
+                "\"mlp_dim\": %d, \"branches\": %d, \"depth\": %d, \"classes\": %d, \"residual\": \"%s\", "
+                "\"aggregate\": \"%s\", \"qkv_bias\": %s, \"pool\": \"%s\", \"dropout\": %.9g, "
+                "\"emb_dropout\": %.9g, \"mean\": [",
+                c->image_size, c->channels, c->patch_size, c->dim, c->heads, c->mlp_dim, c->branches,
+                c->depth, c->classes, pf_residual_name(c->residual), pf_aggregate_name(c->aggregate),
+                c->no_qkv_bias ? "false" : "true", pf_pool_name(c->pool), (double)c->dropout,
+                (double)c->emb_dropout);
+    for (i = 0; i < c->channels && i < PF_MAX_CHANNELS; i++) pf__appendf(buf, cap, &k, "%s%.9g", i ? ", " : "", (double)c->mean[i]);
+    pf__appendf(buf, cap, &k, "], \"std\": [");
+    for (i = 0; i < c->channels && i < PF_MAX_CHANNELS; i++) pf__appendf(buf, cap, &k, "%s%.9g", i ? ", " : "", (double)(c->std[i] == 0.0f ? 1.0f : c->std[i]));
+    pf__appendf(buf, cap, &k, "], \"format_version\": %d}", PF_FORMAT_VERSION);
+    if (k >= cap) return -1;
+    return (int)k;
+}
+
+/* A JSON value read as an integer (number or numeric string). */
+static int pf__jint(pf__json *j, int *out) {
+    double v;
+    if (pf__jpeek(j) == '"') {
+        char s[64]; char *end;
+        if (!pf__jstring(j, s, sizeof s, NULL)) return 0;
+        v = strtod(s, &end);
+        if (end == s || *end) { j->err = "expected an integer"; return 0; }
+    } else if (!pf__jnumber(j, &v)) return 0;
+    if (v != floor(v) || v < -2147483647.0 || v > 2147483647.0) { j->err = "expected an integer"; return 0; }
+    *out = (int)v;
+    return 1;
+}
+/* A boolean given as true/false, 1/0 or "true"/"false"/"on"/"off"/"1"/"0". */
+static int pf__jbool(pf__json *j, int *out) {
+    int c = pf__jpeek(j);
+    if (c == 't' && pf__jlit(j, "true")) { *out = 1; return 1; }
+    if (c == 'f' && pf__jlit(j, "false")) { *out = 0; return 1; }
+    if (c == '"') {
+        char s[16];
+        if (!pf__jstring(j, s, sizeof s, NULL)) return 0;
+        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "on") || !strcmp(s, "1") || !strcmp(s, "yes")) { *out = 1; return 1; }
+        if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "off") || !strcmp(s, "0") || !strcmp(s, "no")) { *out = 0; return 1; }
+    } else {
+        double v;
+        if (pf__jnumber(j, &v) && (v == 0.0 || v == 1.0)) { *out = v != 0.0; return 1; }
+    }
+    j->err = "expected a boolean";
+    return 0;
+}
+
+PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c) {
+    static const char *required[] = {"image_size", "channels", "patch_size", "dim", "heads", "mlp_dim",
+                                     "branches", "depth", "classes", "residual", "aggregate", "qkv_bias", "pool"};
+    pf__json j; char key[64]; int first = 1, i, seen = 0;
+    memset(c, 0, sizeof *c);
+    memset(&j, 0, sizeof j);
+    j.s = json; j.n = len;
+    if (!pf__jobj_begin(&j)) return pf_fail(PF_ERR_FORMAT, "config is not a JSON object");
+    while (pf__jobj_next(&j, &first, key, sizeof key)) {
+        int *ip = NULL, bit = -1;
+        for (i = 0; i < 13; i++) if (!strcmp(key, required[i])) bit = i;
+        if (bit >= 0) seen |= 1 << bit;
+        if (!strcmp(key, "image_size")) ip = &c->image_size;
+        else if (!strcmp(key, "channels")) ip = &c->channels;
+        else if (!strcmp(key, "patch_size")) ip = &c->patch_size;
+        else if (!strcmp(key, "dim")) ip = &c->dim;
+        else if (!strcmp(key, "heads")) ip = &c->heads;
+        else if (!strcmp(key, "mlp_dim")) ip = &c->mlp_dim;
+        else if (!strcmp(key, "branches")) ip = &c->branches;
+        else if (!strcmp(key, "depth")) ip = &c->depth;
+        else if (!strcmp(key, "classes")) ip = &c->classes;
+        if (ip) {
+            if (!pf__jint(&j, ip)) break;
+            if (*ip <= 0) return pf_fail(PF_ERR_CONFIG, "config: %s must be positive, got %d", key, *ip);
+        } else if (!strcmp(key, "residual") || !strcmp(key, "aggregate") || !strcmp(key, "pool")) {
+            char v[32];
+            if (!pf__jstring(&j, v, sizeof v, NULL)) break;
+            if (!strcmp(key, "residual")) {
+                if (!strcmp(v, "prenorm")) c->residual = PF_PRENORM;
+                else if (!strcmp(v, "normed")) c->residual = PF_NORMED;
+                else return pf_fail(PF_ERR_CONFIG, "config: residual '%s' is not prenorm or normed", v);
+            } else if (!strcmp(key, "aggregate")) {
+                if (!strcmp(v, "delta")) c->aggregate = PF_AGG_DELTA;
+                else if (!strcmp(v, "sum")) c->aggregate = PF_AGG_SUM;
+                else return pf_fail(PF_ERR_CONFIG, "config: aggregate '%s' is not delta or sum", v);
+            } else {
+                if (!strcmp(v, "cls")) c->pool = PF_POOL_CLS;
+                else if (!strcmp(v, "mean")) c->pool = PF_POOL_MEAN;
+                else return pf_fail(PF_ERR_CONFIG, "config: pool '%s' is not cls or mean", v);
+            }
+        } else if (!strcmp(key, "qkv_bias")) {
+            int b;
+            if (!pf__jbool(&j, &b)) break;
+            c->no_qkv_bias = !b;
+        } else if (!strcmp(key, "dropout") || !strcmp(key, "emb_dropout")) {
+            double v;
+            if (pf__jpeek(&j) == 'n' && pf__jlit(&j, "null")) continue;
+            if (!pf__jnumber(&j, &v)) break;
+            if (!strcmp(key, "dropout")) c->dropout = (float)v; else c->emb_dropout = (float)v;
+        } else if (!strcmp(key, "mean") || !strcmp(key, "std")) {
+            double v[PF_MAX_CHANNELS]; int n, t;
+            float *dst = !strcmp(key, "mean") ? c->mean : c->std;
+            if (pf__jpeek(&j) == 'n' && pf__jlit(&j, "null")) continue;
+            if (!pf__jnumarray(&j, v, PF_MAX_CHANNELS, &n)) break;
+            for (t = 0; t < PF_MAX_CHANNELS; t++) dst[t] = (float)(n == 1 ? v[0] : t < n ? v[t] : (dst == c->std ? 1.0 : 0.0));
+        } else if (!strcmp(key, "format_version")) {
+            int v;
+            if (!pf__jint(&j, &v)) break;
+            if (v > PF_FORMAT_VERSION) return pf_fail(PF_ERR_FORMAT, "config: format_version %d is newer than this library (%d)", v, PF_FORMAT_VERSION);
+        } else if (!pf__jskip(&j)) break; /* unknown keys are ignored */
+    }
+    if (j.err) return pf_fail(PF_ERR_FORMAT, "config JSON: %s at byte %zu (key '%s')", j.err, j.i, key);
+    for (i = 0; i < 13; i++)
+        if (!(seen & (1 << i))) return pf_fail(PF_ERR_CONFIG, "config: missing key '%s'", required[i]);
+    return pf_config_validate(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* the parameter spec table: stem, branch 0..n-1 (each the same layout), head */
+
+static void pf__spec(pf_model *m, int *k, size_t *off, const char *name, int ndim, int d0, int d1, int d2,
+                     int kind, int part, int branch, int layer, int fan_in) {
+    pf_tensor_spec *s = &m->specs[*k];
+    int i;
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = ndim;
+    s->shape[0] = d0; s->shape[1] = d1; s->shape[2] = d2;
+    s->numel = 1;
+    for (i = 0; i < ndim; i++) s->numel *= (size_t)s->shape[i];
+    s->offset = *off;
+    s->kind = kind;
+    s->decay = kind == PF_KIND_WEIGHT;
+    s->part = part;
+    s->branch = branch;
+    s->layer = layer;
+    s->fan_in = fan_in;
+    *off += s->numel;
+    (*k)++;
+}
+
+static void pf__build_specs(pf_model *m) {
+    const pf_config *c = &m->cfg;
+    int D = c->dim, M = c->mlp_dim, k = 0, b, l;
+    size_t off = 0;
+    char nm[64];
+    pf__spec(m, &k, &off, "embed.proj.weight", 2, D, m->patch_dim, 0, PF_KIND_WEIGHT, PF_PART_STEM, -1, -1, m->patch_dim);
+    pf__spec(m, &k, &off, "embed.proj.bias", 1, D, 0, 0, PF_KIND_BIAS, PF_PART_STEM, -1, -1, m->patch_dim);
+    pf__spec(m, &k, &off, "embed.cls", 3, 1, 1, D, PF_KIND_EMBED, PF_PART_STEM, -1, -1, 0);
+    pf__spec(m, &k, &off, "embed.pos", 3, 1, m->T, D, PF_KIND_EMBED, PF_PART_STEM, -1, -1, 0);
+    m->stem_size = off;
+    for (b = 0; b < c->branches; b++) {
+        for (l = 0; l < c->depth; l++) {
+#define PF__BSPEC(suffix, ndim, d0, d1, kind, fan) \
+            snprintf(nm, sizeof nm, "branches.%d.%d." suffix, b, l); \
+            pf__spec(m, &k, &off, nm, ndim, d0, d1, 0, kind, PF_PART_BRANCH, b, l, fan)
+            PF__BSPEC("ln1.weight", 1, D, 0, PF_KIND_LN_WEIGHT, 0);
+            PF__BSPEC("ln1.bias", 1, D, 0, PF_KIND_LN_BIAS, 0);
+            PF__BSPEC("qkv.weight", 2, 3 * D, D, PF_KIND_WEIGHT, D);
+            if (!c->no_qkv_bias) { PF__BSPEC("qkv.bias", 1, 3 * D, 0, PF_KIND_BIAS, D); }
+            PF__BSPEC("proj.weight", 2, D, D, PF_KIND_WEIGHT, D);
+            PF__BSPEC("proj.bias", 1, D, 0, PF_KIND_BIAS, D);
+            PF__BSPEC("ln2.weight", 1, D, 0, PF_KIND_LN_WEIGHT, 0);
+            PF__BSPEC("ln2.bias", 1, D, 0, PF_KIND_LN_BIAS, 0);
+            PF__BSPEC("fc1.weight", 2, M, D, PF_KIND_WEIGHT, D);
+            PF__BSPEC("fc1.bias", 1, M, 0, PF_KIND_BIAS, D);
+            PF__BSPEC("fc2.weight", 2, D, M, PF_KIND_WEIGHT, M);
+            PF__BSPEC("fc2.bias", 1, D, 0, PF_KIND_BIAS, M);
+#undef PF__BSPEC
+        }
+        if (b == 0) m->branch_size = off - m->stem_size;
+    }
+    pf__spec(m, &k, &off, "ln.weight", 1, D, 0, 0, PF_KIND_LN_WEIGHT, PF_PART_HEAD, -1, -1, 0);
+    pf__spec(m, &k, &off, "ln.bias", 1, D, 0, 0, PF_KIND_LN_BIAS, PF_PART_HEAD, -1, -1, 0);
+    pf__spec(m, &k, &off, "head.weight", 2, c->classes, D, 0, PF_KIND_WEIGHT, PF_PART_HEAD, -1, -1, D);
+    pf__spec(m, &k, &off, "head.bias", 1, c->classes, 0, 0, PF_KIND_BIAS, PF_PART_HEAD, -1, -1, D);
+    m->head_size = off - m->stem_size - (size_t)c->branches * m->branch_size;
+    m->n_params = off;
+    m->n_specs = k;
+}
+
+PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out) {
+    pf_model *m;
+    pf_config c = *cfg;
+    pf_status st;
+    double total;
+    int per_layer;
+    *out = NULL;
+    if ((st = pf_config_validate(&c)) != PF_OK) return st;
+    /* refuse models whose parameter count would not fit comfortably */
+    total = (double)c.dim * c.channels * c.patch_size * c.patch_size + (double)pf_config_tokens(&c) * c.dim +
+            (double)c.branches * c.depth * (4.0 * c.dim * c.dim + 2.0 * c.dim * c.mlp_dim) + (double)c.classes * c.dim;
+    if (total > 4e9) return pf_fail(PF_ERR_CONFIG, "config: %.3g parameters is too many", total);
+    m = PF__CALLOC(pf_model, 1);
+    if (!m) return pf_fail(PF_ERR_NOMEM, "out of memory creating the model");
+    m->cfg = c;
+    m->n_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+    m->T = m->n_patches + 1;
+    m->patch_dim = c.channels * c.patch_size * c.patch_size;
+    per_layer = c.no_qkv_bias ? 11 : 12;
+    m->branch_spec_count = per_layer * c.depth;
+    m->specs = PF__CALLOC(pf_tensor_spec, 8 + (size_t)c.branches * m->branch_spec_count);
+    m->train_branch = PF__CALLOC(unsigned char, c.branches);
+    if (!m->specs || !m->train_branch) { pf_model_free(m); return pf_fail(PF_ERR_NOMEM, "out of memory creating the model"); }
+    pf__build_specs(m);
+    m->params = PF__CALLOC(pf_real, m->n_params);
+    if (!m->params) {
+        pf_model_free(m);
+        return pf_fail(PF_ERR_NOMEM, "out of memory: %zu parameters", (size_t)total);
+    }
+    memset(m->train_branch, 1, (size_t)c.branches);
+    m->train_stem = m->train_head = 1;
+    m->active = c.branches;
+    *out = m;
+    return PF_OK;
+}
+
+PFDEF void pf_model_free(pf_model *m) {
+    if (!m) return;
+    PF_FREE(m->specs); PF_FREE(m->train_branch); PF_FREE(m->params); PF_FREE(m->grads);
+    PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
+    PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+    PF_FREE(m);
+}
+
+PFDEF const pf_tensor_spec *pf_model_find(const pf_model *m, const char *name) {
+    int i;
+    for (i = 0; i < m->n_specs; i++)
+        if (!strcmp(m->specs[i].name, name)) return &m->specs[i];
+    return NULL;
+}
+
+PFDEF size_t pf_model_part_size(const pf_model *m, int part) {
+    return part == PF_PART_STEM ? m->stem_size : part == PF_PART_BRANCH ? m->branch_size : m->head_size;
+}
+
+PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l) {
+    /* every layer of every branch has the same internal layout */
+    const pf_config *c = &m->cfg;
+    size_t D = (size_t)c->dim, M = (size_t)c->mlp_dim;
+    size_t layer_size = m->branch_size / (size_t)c->depth;
+    pf_real *p = buf + m->stem_size + (size_t)b * m->branch_size + (size_t)l * layer_size;
+    pf_layer_ptrs L;
+    L.ln1_w = p; p += D;
+    L.ln1_b = p; p += D;
+    L.qkv_w = p; p += 3 * D * D;
+    if (c->no_qkv_bias) L.qkv_b = NULL; else { L.qkv_b = p; p += 3 * D; }
+    L.proj_w = p; p += D * D;
+    L.proj_b = p; p += D;
+    L.ln2_w = p; p += D;
+    L.ln2_b = p; p += D;
+    L.fc1_w = p; p += M * D;
+    L.fc1_b = p; p += M;
+    L.fc2_w = p; p += D * M;
+    L.fc2_b = p;
+    return L;
+}
+
+/* stem and head pointers into a buffer */
+#define PF__STEM_W(m, buf) ((buf))
+#define PF__STEM_B(m, buf) ((buf) + (size_t)(m)->cfg.dim * (m)->patch_dim)
+#define PF__STEM_CLS(m, buf) (PF__STEM_B(m, buf) + (m)->cfg.dim)
+#define PF__STEM_POS(m, buf) (PF__STEM_CLS(m, buf) + (m)->cfg.dim)
+#define PF__HEAD(m, buf) ((buf) + (m)->stem_size + (size_t)(m)->cfg.branches * (m)->branch_size)
+
+PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
+    int i;
+    double estd = embed_std > 0.0f ? (double)embed_std : 0.02;
+    for (i = 0; i < m->n_specs; i++) {
+        const pf_tensor_spec *s = &m->specs[i];
+        pf_real *p = m->params + s->offset;
+        uint64_t st = pf__hash_str(seed, s->name);
+        double bound = s->fan_in > 0 ? 1.0 / sqrt((double)s->fan_in) : 0.0;
+        size_t j;
+        for (j = 0; j < s->numel; j++) {
+            switch (s->kind) {
+            case PF_KIND_WEIGHT: case PF_KIND_BIAS: p[j] = (pf_real)((2.0 * pf__uniform(&st) - 1.0) * bound); break;
+            case PF_KIND_LN_WEIGHT: p[j] = 1; break;
+            case PF_KIND_LN_BIAS: p[j] = 0; break;
+            default: p[j] = (pf_real)(estd * pf__normal(&st)); break;
+            }
+        }
+    }
+    m->dropout_seed = pf__mix64(seed ^ 0x5eedd20b0u);
+}
+
+PFDEF pf_status pf_model_alloc_train(pf_model *m) {
+    if (m->grads) return PF_OK;
+    m->grads = PF__CALLOC(pf_real, m->n_params);
+    m->adam_m = PF__CALLOC(pf_real, m->n_params);
+    m->adam_v = PF__CALLOC(pf_real, m->n_params);
+    m->steps = PF__CALLOC(int64_t, m->n_specs);
+    if (!m->grads || !m->adam_m || !m->adam_v || !m->steps) {
+        PF_FREE(m->grads); PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
+        m->grads = m->adam_m = m->adam_v = NULL; m->steps = NULL;
+        return pf_fail(PF_ERR_NOMEM, "out of memory for gradients and optimizer state (%zu parameters)", m->n_params);
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_model_set_active(pf_model *m, int k) {
+    if (k < 1 || k > m->cfg.branches)
+        return pf_fail(PF_ERR_ARG, "active branches %d must be in 1..%d", k, m->cfg.branches);
+    m->active = k;
+    return PF_OK;
+}
+
+/* Scratch for backward (shared by all branches, used one branch at a time). */
+typedef struct pf__scratch {
+    pf_real *dx0;    /* [B,T,D] gradient into X0 */
+    pf_real *dagg;   /* [B,T,D] gradient of the aggregate */
+    pf_real *dcur;   /* [B,T,D] gradient of the current layer output */
+    pf_real *dres;   /* [B,T,D] */
+    pf_real *du;     /* [B,T,D] */
+    pf_real *datty;  /* [B,T,D] */
+    pf_real *dqkv;   /* [B,T,3D] */
+    pf_real *dh;     /* [B,T,M] */
+    pf_real *datt;   /* [B,h,T,T] */
+    pf_real *dpatch; /* [B,np,D] */
+    pf_real *dpool;  /* [B,D] */
+    pf_real *duf;    /* [B,D] */
+    pf_real *dlogits;/* [B,K] */
+} pf__scratch;
+
+static pf__scratch pf__get_scratch(const pf_model *m) {
+    pf__scratch s;
+    size_t B = (size_t)m->max_batch, T = (size_t)m->T, D = (size_t)m->cfg.dim, M = (size_t)m->cfg.mlp_dim;
+    size_t H = (size_t)m->cfg.heads, NP = (size_t)m->n_patches;
+    pf_real *p = (pf_real *)m->scratch_mem;
+    s.dx0 = p; p += B * T * D;
+    s.dagg = p; p += B * T * D;
+    s.dcur = p; p += B * T * D;
+    s.dres = p; p += B * T * D;
+    s.du = p; p += B * T * D;
+    s.datty = p; p += B * T * D;
+    s.dqkv = p; p += 3 * B * T * D;
+    s.dh = p; p += B * T * M;
+    s.datt = p; p += B * H * T * T;
+    s.dpatch = p; p += B * NP * D;
+    s.dpool = p; p += B * D;
+    s.duf = p; p += B * D;
+    s.dlogits = p;
+    return s;
+}
+
+PFDEF pf_status pf_model_reserve(pf_model *m, int B) {
+    const pf_config *c = &m->cfg;
+    size_t Bz, T = (size_t)m->T, D = (size_t)c->dim, M = (size_t)c->mlp_dim, H = (size_t)c->heads;
+    size_t K = (size_t)c->classes, NP = (size_t)m->n_patches, PD = (size_t)m->patch_dim;
+    size_t nl = (size_t)c->branches * (size_t)c->depth, per_layer, stem, scratch, i;
+    double total;
+    pf_real *p;
+    if (B < 1) return pf_fail(PF_ERR_ARG, "batch size %d must be >= 1", B);
+    if (B <= m->max_batch) return PF_OK;
+    Bz = (size_t)B;
+    per_layer = Bz * T * (4 + 8 * D + 2 * M) + Bz * H * T * T;
+    stem = Bz * NP * PD + 2 * Bz * T * D + 2 * Bz * D + 2 * Bz + 2 * Bz * K;
+    scratch = Bz * T * D * 9 + Bz * T * M + Bz * H * T * T + Bz * NP * D + 2 * Bz * D + Bz * K;
+    total = ((double)per_layer * (double)nl + (double)stem + (double)scratch) * sizeof(pf_real);
+    if (total > 1.5e11) return pf_fail(PF_ERR_NOMEM, "activations for batch %d would need %.1f GB", B, total / 1e9);
+    PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+    m->acts_mem = m->scratch_mem = NULL; m->acts = NULL; m->max_batch = 0;
+    m->acts_mem = pf__calloc(per_layer * nl + stem, sizeof(pf_real));
+    m->scratch_mem = pf__calloc(scratch, sizeof(pf_real));
+    m->acts = PF__CALLOC(pf_layer_acts, nl);
+    if (!m->acts_mem || !m->scratch_mem || !m->acts) {
+        PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+        m->acts_mem = m->scratch_mem = NULL; m->acts = NULL;
+        return pf_fail(PF_ERR_NOMEM, "out of memory: activations for batch %d need %.1f GB", B, total / 1e9);
+    }
+    p = (pf_real *)m->acts_mem;
+    m->patches = p; p += Bz * NP * PD;
+    m->x0 = p; p += Bz * T * D;
+    m->agg = p; p += Bz * T * D;
+    m->pooled = p; p += Bz * D;
+    m->lnf_mean = p; p += Bz;
+    m->lnf_rstd = p; p += Bz;
+    m->uf = p; p += Bz * D;
+    m->logits = p; p += Bz * K;
+    m->probs = p; p += Bz * K;
+    for (i = 0; i < nl; i++) {
+        pf_layer_acts *a = &m->acts[i];
+        a->ln1_mean = p; p += Bz * T;
+        a->ln1_rstd = p; p += Bz * T;
+        a->u1 = p; p += Bz * T * D;
+        a->qkv = p; p += Bz * T * 3 * D;
+        a->att = p; p += Bz * H * T * T;
+        a->atty = p; p += Bz * T * D;
+        a->x1 = p; p += Bz * T * D;
+        a->ln2_mean = p; p += Bz * T;
+        a->ln2_rstd = p; p += Bz * T;
+        a->u2 = p; p += Bz * T * D;
+        a->h = p; p += Bz * T * M;
+        a->g = p; p += Bz * T * M;
+        a->x2 = p; p += Bz * T * D;
+    }
+    m->max_batch = B;
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* ops: <op>_forward / <op>_backward pairs. Argument order: outputs, saved
+   stats, inputs, weights, sizes. Gradients carry a d prefix. Backward
+   functions write (=) their outputs unless the name says "accumulate". */
+
+/* dot product with 8 independent partial sums: vectorises without
+   -ffast-math and is the same for every thread count */
+static pf_real pf__dot(const pf_real *a, const pf_real *b, int n) {
+    pf_real s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3];
+        s4 += a[i + 4] * b[i + 4]; s5 += a[i + 5] * b[i + 5]; s6 += a[i + 6] * b[i + 6]; s7 += a[i + 7] * b[i + 7];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+}
+
+/* Linear (torch.nn.Linear): out[N,OC] = inp[N,IC] W[OC,IC]^T + bias[OC] */
+static void pf__linear_forward(pf_real *out, const pf_real *inp, const pf_real *W, const pf_real *bias,
+                               int N, int IC, int OC) {
+    int n;
+    PF__OMP(parallel for schedule(static))
+    for (n = 0; n < N; n++) {
+        const pf_real *x = inp + (size_t)n * IC;
+        pf_real *y = out + (size_t)n * OC;
+        int o;
+        for (o = 0; o < OC; o++) y[o] = (bias ? bias[o] : 0) + pf__dot(x, W + (size_t)o * IC, IC);
+    }
+}
+
+/* dinp = dout W (may be NULL), dW = dout^T inp, dbias = sum_n dout (may be
+   NULL). Each output row is owned by one thread; sums run in a fixed order. */
+static void pf__linear_backward(pf_real *dinp, pf_real *dW, pf_real *dbias, const pf_real *dout,
+                                const pf_real *inp, const pf_real *W, int N, int IC, int OC) {
+    int n, o;
+    if (dinp) {
+        PF__OMP(parallel for schedule(static))
+        for (n = 0; n < N; n++) {
+            pf_real *dx = dinp + (size_t)n * IC;
+            const pf_real *dy = dout + (size_t)n * OC;
+            int i, oo;
+            for (i = 0; i < IC; i++) dx[i] = 0;
+            for (oo = 0; oo < OC; oo++) {
+                const pf_real g = dy[oo], *w = W + (size_t)oo * IC;
+                for (i = 0; i < IC; i++) dx[i] += g * w[i];
+            }
+        }
+    }
+    PF__OMP(parallel for schedule(static))
+    for (o = 0; o < OC; o++) {
+        pf_real *dw = dW + (size_t)o * IC, db = 0;
+        int i, nn;
+        for (i = 0; i < IC; i++) dw[i] = 0;
+        for (nn = 0; nn < N; nn++) {
+            const pf_real g = dout[(size_t)nn * OC + o], *x = inp + (size_t)nn * IC;
+            db += g;
+            if (g != 0) for (i = 0; i < IC; i++) dw[i] += g * x[i];
+        }
+        if (dbias) dbias[o] = db;
+    }
+}
+
+/* LayerNorm (torch.nn.LayerNorm, eps 1e-5, biased variance) over the last
+   dimension C of N rows: out = (x - mean) * rstd * w + b. */
+static void pf__layernorm_forward(pf_real *out, pf_real *mean, pf_real *rstd, const pf_real *inp,
+                                  const pf_real *w, const pf_real *b, int N, int C) {
+    int n;
+    PF__OMP(parallel for schedule(static))
+    for (n = 0; n < N; n++) {
+        const pf_real *x = inp + (size_t)n * C;
+        pf_real *y = out + (size_t)n * C, mu = 0, var = 0, rs;
+        int i;
+        for (i = 0; i < C; i++) mu += x[i];
+        mu /= (pf_real)C;
+        for (i = 0; i < C; i++) var += (x[i] - mu) * (x[i] - mu);
+        var /= (pf_real)C;
+        rs = (pf_real)1 / PF__SQRT(var + (pf_real)1e-5);
+        for (i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * w[i] + b[i];
+        mean[n] = mu;
+        rstd[n] = rs;
+    }
+}
+
+/* dinp = LN backward of dout; dw/db get sum over rows (each column owned by
+   one thread). dinp accumulates when acc is 1. */
+static void pf__layernorm_backward(pf_real *dinp, pf_real *dw, pf_real *db, const pf_real *dout,
+                                   const pf_real *inp, const pf_real *w, const pf_real *mean,
+                                   const pf_real *rstd, int N, int C, int acc) {
+    int n, i;
+    PF__OMP(parallel for schedule(static))
+    for (n = 0; n < N; n++) {
+        const pf_real *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        pf_real *dx = dinp + (size_t)n * C, mu = mean[n], rs = rstd[n], s1 = 0, s2 = 0;
+        int k;
+        for (k = 0; k < C; k++) {
+            pf_real g = dy[k] * w[k];
+            s1 += g;
+            s2 += g * (x[k] - mu) * rs;
+        }
+        s1 /= (pf_real)C;
+        s2 /= (pf_real)C;
+        for (k = 0; k < C; k++) {
+            pf_real v = (dy[k] * w[k] - s1 - (x[k] - mu) * rs * s2) * rs;
+            dx[k] = acc ? dx[k] + v : v;
+        }
+    }
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < C; i++) {
+        pf_real sw = 0, sb = 0;
+        int nn;
+        for (nn = 0; nn < N; nn++) {
+            pf_real g = dout[(size_t)nn * C + i];
+            sw += g * (inp[(size_t)nn * C + i] - mean[nn]) * rstd[nn];
+            sb += g;
+        }
+        dw[i] = sw;
+        db[i] = sb;
+    }
+}
+
+/* GELU, exact (torch.nn.functional.gelu, approximate='none'):
+   0.5 x (1 + erf(x / sqrt 2)) */
+static void pf__gelu_forward(pf_real *out, const pf_real *inp, size_t n) {
+    size_t i;
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < n; i++) out[i] = (pf_real)0.5 * inp[i] * (1 + PF__ERF(inp[i] * (pf_real)0.70710678118654752440));
+}
+static void pf__gelu_backward(pf_real *dinp, const pf_real *dout, const pf_real *inp, size_t n) {
+    size_t i;
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < n; i++) {
+        pf_real x = inp[i];
+        pf_real cdf = (pf_real)0.5 * (1 + PF__ERF(x * (pf_real)0.70710678118654752440));
+        pf_real pdf = PF__EXP((pf_real)-0.5 * x * x) * (pf_real)0.39894228040143267794;
+        dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+/* Multi-head self-attention core (no mask), per (image, head):
+   q,k,v from qkv [B,T,3D] (q | k | v, heads contiguous inside each);
+   att [B,h,T,T] = softmax(q k^T / sqrt(D/h)); out [B,T,D] = att v. */
+static void pf__attention_forward(pf_real *out, pf_real *att, const pf_real *qkv, int B, int T, int D, int H) {
+    int bh, hd = D / H;
+    pf_real scale = (pf_real)1 / PF__SQRT((pf_real)hd);
+    PF__OMP(parallel for schedule(static))
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, i, j, d;
+        const pf_real *base = qkv + (size_t)b * T * 3 * D;
+        for (i = 0; i < T; i++) {
+            const pf_real *q = base + (size_t)i * 3 * D + h * hd;
+            pf_real *a = att + ((size_t)bh * T + i) * T, mx = -1e30f, sum = 0;
+            pf_real *y = out + ((size_t)b * T + i) * D + h * hd;
+            for (j = 0; j < T; j++) {
+                a[j] = pf__dot(q, base + (size_t)j * 3 * D + D + h * hd, hd) * scale;
+                if (a[j] > mx) mx = a[j];
+            }
+            for (j = 0; j < T; j++) { a[j] = PF__EXP(a[j] - mx); sum += a[j]; }
+            for (j = 0; j < T; j++) a[j] /= sum;
+            for (d = 0; d < hd; d++) y[d] = 0;
+            for (j = 0; j < T; j++) {
+                const pf_real *v = base + (size_t)j * 3 * D + 2 * D + h * hd, p = a[j];
+                for (d = 0; d < hd; d++) y[d] += p * v[d];
+            }
+        }
+    }
+}
+
+/* dqkv [B,T,3D] (=) from dout [B,T,D]; datt is scratch [B,h,T,T]. Each
+   (image, head) owns its slices of dq, dk, dv. */
+static void pf__attention_backward(pf_real *dqkv, pf_real *datt, const pf_real *dout, const pf_real *qkv,
+                                   const pf_real *att, int B, int T, int D, int H) {
+    int bh, hd = D / H;
+    pf_real scale = (pf_real)1 / PF__SQRT((pf_real)hd);
+    PF__OMP(parallel for schedule(static))
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, i, j, d;
+        const pf_real *base = qkv + (size_t)b * T * 3 * D;
+        pf_real *dbase = dqkv + (size_t)b * T * 3 * D;
+        for (i = 0; i < T; i++) { /* zero this head's dq, dk, dv */
+            pf_real *r = dbase + (size_t)i * 3 * D + h * hd;
+            for (d = 0; d < hd; d++) r[d] = r[D + d] = r[2 * D + d] = 0;
+        }
+        for (i = 0; i < T; i++) {
+            const pf_real *a = att + ((size_t)bh * T + i) * T;
+            const pf_real *dy = dout + ((size_t)b * T + i) * D + h * hd;
+            pf_real *da = datt + ((size_t)bh * T + i) * T, s = 0;
+            const pf_real *q = base + (size_t)i * 3 * D + h * hd;
+            pf_real *dq = dbase + (size_t)i * 3 * D + h * hd;
+            for (j = 0; j < T; j++) { /* dP = dy . v, dv += P dy */
+                const pf_real *v = base + (size_t)j * 3 * D + 2 * D + h * hd;
+                pf_real *dv = dbase + (size_t)j * 3 * D + 2 * D + h * hd;
+                da[j] = pf__dot(dy, v, hd);
+                for (d = 0; d < hd; d++) dv[d] += a[j] * dy[d];
+                s += a[j] * da[j];
+            }
+            for (j = 0; j < T; j++) { /* softmax backward, then scores */
+                const pf_real *k = base + (size_t)j * 3 * D + D + h * hd;
+                pf_real *dk = dbase + (size_t)j * 3 * D + D + h * hd;
+                pf_real ds = a[j] * (da[j] - s) * scale;
+                for (d = 0; d < hd; d++) { dq[d] += ds * k[d]; dk[d] += ds * q[d]; }
+            }
+        }
+    }
+}
+
+/* Inverted dropout with masks from a counter-based hash: the mask of element
+   i at a site is a pure function of (seed, counter, site, i), so nothing is
+   stored and every thread count gives the same masks. */
+static pf_real pf__keep(uint64_t key, size_t i, float p) {
+    uint64_t r = pf__mix64(key ^ pf__mix64((uint64_t)i + 0x632be59bd9b4e019ULL));
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0) >= (double)p ? (pf_real)(1.0 / (1.0 - (double)p)) : (pf_real)0;
+}
+static uint64_t pf__site_key(const pf_model *m, int site) {
+    return pf__mix64(m->dropout_seed ^ pf__mix64(m->dropout_counter * 0x100000001b3ULL + (uint64_t)site));
+}
+static void pf__dropout(pf_real *x, size_t n, uint64_t key, float p) {
+    size_t i;
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < n; i++) x[i] *= pf__keep(key, i, p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* the model: forward */
+
+/* dropout sites: 0 = embedding, then three per layer */
+#define PF__SITE(m, b, l, k) (1 + 3 * ((b) * (m)->cfg.depth + (l)) + (k))
+
+/* patches [B,np,C*P*P] from images [B,C,H,W], flattened in (c, py, px) order */
+static void pf__patchify(pf_real *patches, const pf_real *x, int B, int C, int S, int P) {
+    int G = S / P, n;
+    PF__OMP(parallel for schedule(static))
+    for (n = 0; n < B * G * G; n++) {
+        int b = n / (G * G), p = n % (G * G), gy = p / G, gx = p % G, c, py, px;
+        pf_real *out = patches + (size_t)n * C * P * P;
+        for (c = 0; c < C; c++)
+            for (py = 0; py < P; py++)
+                for (px = 0; px < P; px++)
+                    *out++ = x[(((size_t)b * C + c) * S + gy * P + py) * S + gx * P + px];
+    }
+}
+
+static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int B) {
+    const pf_config *c = &m->cfg;
+    int T = m->T, D = c->dim, M = c->mlp_dim, N = B * T;
+    size_t ND = (size_t)N * D, i;
+    pf_layer_ptrs P = pf_model_layer(m, m->params, b, l);
+    pf_layer_acts *a = &m->acts[b * c->depth + l];
+    int drop = m->training && c->dropout > 0.0f;
+    const pf_real *res;
+    /* attention sub-layer: x1 = (x | LN x) + Drop(Attn(LN x)) */
+    pf__layernorm_forward(a->u1, a->ln1_mean, a->ln1_rstd, xin, P.ln1_w, P.ln1_b, N, D);
+    pf__linear_forward(a->qkv, a->u1, P.qkv_w, P.qkv_b, N, D, 3 * D);
+    pf__attention_forward(a->atty, a->att, a->qkv, B, T, D, c->heads);
+    pf__linear_forward(a->x1, a->atty, P.proj_w, P.proj_b, N, D, D);
+    if (drop) pf__dropout(a->x1, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+    res = c->residual == PF_PRENORM ? xin : a->u1;
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < ND; i++) a->x1[i] += res[i];
+    /* MLP sub-layer: x2 = (x1 | LN x1) + Drop(fc2(Drop(GELU(fc1(LN x1))))) */
+    pf__layernorm_forward(a->u2, a->ln2_mean, a->ln2_rstd, a->x1, P.ln2_w, P.ln2_b, N, D);
+    pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M);
+    pf__gelu_forward(a->g, a->h, (size_t)N * M);
+    if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+    pf__linear_forward(a->x2, a->g, P.fc2_w, P.fc2_b, N, M, D);
+    if (drop) pf__dropout(a->x2, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+    res = c->residual == PF_PRENORM ? a->x1 : a->u2;
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < ND; i++) a->x2[i] += res[i];
+}
+
+PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
+                           float *loss) {
+    const pf_config *c = &m->cfg;
+    int T = m->T, D = c->dim, K = c->classes, NP = m->n_patches, k = m->active, b, l, n;
+    size_t TD = (size_t)T * D, ND = (size_t)B * TD, i;
+    const pf_real *pw = PF__STEM_W(m, m->params), *pb = PF__STEM_B(m, m->params);
+    const pf_real *cls = PF__STEM_CLS(m, m->params), *pos = PF__STEM_POS(m, m->params);
+    const pf_real *head = PF__HEAD(m, m->params);
+    double total = 0;
+    if (B < 1 || B > m->max_batch)
+        return pf_fail(PF_ERR_ARG, "batch %d is outside 1..%d (call pf_model_reserve)", B, m->max_batch);
+    if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+        return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
+    if (labels)
+        for (n = 0; n < B; n++)
+            if (labels[n] < 0 || labels[n] >= K) return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, K - 1);
+    m->B = B;
+    m->labels = labels;
+    m->label_smoothing = label_smoothing;
+    if (m->training) m->dropout_counter++;
+    /* embedding: X0 = Drop([cls ; patches Wp^T + bp] + pos) */
+    pf__patchify(m->patches, x, B, c->channels, c->image_size, c->patch_size);
+    for (b = 0; b < B; b++)
+        pf__linear_forward(m->x0 + (size_t)b * TD + D, m->patches + (size_t)b * NP * m->patch_dim, pw, pb, NP,
+                           m->patch_dim, D);
+    PF__OMP(parallel for schedule(static))
+    for (b = 0; b < B; b++) {
+        pf_real *x0 = m->x0 + (size_t)b * TD;
+        size_t j;
+        for (j = 0; j < (size_t)D; j++) x0[j] = cls[j];
+        for (j = 0; j < TD; j++) x0[j] += pos[j];
+    }
+    if (m->training && c->emb_dropout > 0.0f) pf__dropout(m->x0, ND, pf__site_key(m, 0), c->emb_dropout);
+    /* branches, each reading X0 */
+    for (b = 0; b < k; b++)
+        for (l = 0; l < c->depth; l++)
+            pf__layer_forward(m, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
+    /* aggregate (same association as the PyTorch reference's sum()) */
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < ND; i++) {
+        pf_real s = 0;
+        int bb;
+        for (bb = 0; bb < k; bb++) {
+            pf_real o = m->acts[bb * c->depth + c->depth - 1].x2[i];
+            s += c->aggregate == PF_AGG_DELTA ? o - m->x0[i] : o;
+        }
+        m->agg[i] = c->aggregate == PF_AGG_DELTA ? m->x0[i] + s : s;
+    }
+    /* pool, final LayerNorm, head */
+    PF__OMP(parallel for schedule(static))
+    for (b = 0; b < B; b++) {
+        const pf_real *a = m->agg + (size_t)b * TD;
+        pf_real *p = m->pooled + (size_t)b * D;
+        int d, t;
+        if (c->pool == PF_POOL_CLS) {
+            for (d = 0; d < D; d++) p[d] = a[d];
+        } else {
+            for (d = 0; d < D; d++) {
+                pf_real s = 0;
+                for (t = 0; t < T; t++) s += a[(size_t)t * D + d];
+                p[d] = s / (pf_real)T;
+            }
+        }
+    }
+    pf__layernorm_forward(m->uf, m->lnf_mean, m->lnf_rstd, m->pooled, head, head + D, B, D);
+    pf__linear_forward(m->logits, m->uf, head + 2 * D, head + 2 * D + (size_t)K * D, B, D, K);
+    /* softmax cross-entropy with label smoothing (torch.nn.functional.cross_entropy):
+       loss = (1-eps) * (-log p_y) + eps * mean_c(-log p_c) */
+    for (b = 0; b < B; b++) {
+        const pf_real *z = m->logits + (size_t)b * K;
+        pf_real *p = m->probs + (size_t)b * K, mx = z[0], s = 0;
+        int j;
+        double lse, sumlog = 0;
+        for (j = 1; j < K; j++) if (z[j] > mx) mx = z[j];
+        for (j = 0; j < K; j++) { p[j] = PF__EXP(z[j] - mx); s += p[j]; }
+        for (j = 0; j < K; j++) p[j] /= s;
+        if (labels) {
+            lse = (double)mx + log((double)s);
+            for (j = 0; j < K; j++) sumlog += (double)z[j] - lse;
+            total += -(1.0 - label_smoothing) * ((double)z[labels[b]] - lse) - label_smoothing * sumlog / K;
+        }
+    }
+    if (loss) *loss = labels ? (float)(total / B) : 0.0f;
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the model: backward */
+
+static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const pf_real *xin, int B) {
+    /* in: s->dcur = d(layer output); out: s->dcur = d(layer input) */
+    const pf_config *c = &m->cfg;
+    int T = m->T, D = c->dim, M = c->mlp_dim, N = B * T;
+    size_t ND = (size_t)N * D, NM = (size_t)N * M, i;
+    pf_layer_ptrs P = pf_model_layer(m, m->params, b, l), G = pf_model_layer(m, m->grads, b, l);
+    pf_layer_acts *a = &m->acts[b * c->depth + l];
+    int drop = m->training && c->dropout > 0.0f, prenorm = c->residual == PF_PRENORM;
+    pf_real *dproj;
+    /* MLP sub-layer */
+    memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
+    if (drop) pf__dropout(s->dres, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+    pf__linear_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, P.fc2_w, N, M, D);
+    if (drop) pf__dropout(s->dh, NM, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+    pf__gelu_backward(s->dh, s->dh, a->h, NM);
+    pf__linear_backward(s->du, G.fc1_w, G.fc1_b, s->dh, a->u2, P.fc1_w, N, D, M);
+    if (prenorm) { /* dx1 = dx2 + LN2'(du2) */
+        memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
+        pf__layernorm_backward(s->dres, G.ln2_w, G.ln2_b, s->du, a->x1, P.ln2_w, a->ln2_mean, a->ln2_rstd, N, D, 1);
+    } else { /* dx1 = LN2'(du2 + dx2) */
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < ND; i++) s->du[i] += s->dcur[i];
+        pf__layernorm_backward(s->dres, G.ln2_w, G.ln2_b, s->du, a->x1, P.ln2_w, a->ln2_mean, a->ln2_rstd, N, D, 0);
+    }
+    /* attention sub-layer; s->dres = dx1 */
+    dproj = s->dres;
+    if (drop) {
+        memcpy(s->du, s->dres, ND * sizeof(pf_real));
+        pf__dropout(s->du, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+        dproj = s->du;
+    }
+    pf__linear_backward(s->datty, G.proj_w, G.proj_b, dproj, a->atty, P.proj_w, N, D, D);
+    pf__attention_backward(s->dqkv, s->datt, s->datty, a->qkv, a->att, B, T, D, c->heads);
+    pf__linear_backward(s->du, G.qkv_w, G.qkv_b, s->dqkv, a->u1, P.qkv_w, N, D, 3 * D);
+    if (prenorm) { /* dx = dx1 + LN1'(du1) */
+        memcpy(s->dcur, s->dres, ND * sizeof(pf_real));
+        pf__layernorm_backward(s->dcur, G.ln1_w, G.ln1_b, s->du, xin, P.ln1_w, a->ln1_mean, a->ln1_rstd, N, D, 1);
+    } else { /* dx = LN1'(du1 + dx1) */
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < ND; i++) s->du[i] += s->dres[i];
+        pf__layernorm_backward(s->dcur, G.ln1_w, G.ln1_b, s->du, xin, P.ln1_w, a->ln1_mean, a->ln1_rstd, N, D, 0);
+    }
+}
+
+PFDEF pf_status pf_backward(pf_model *m) {
+    const pf_config *c = &m->cfg;
+    int B = m->B, T = m->T, D = c->dim, K = c->classes, NP = m->n_patches, k = m->active, b, l;
+    size_t TD = (size_t)T * D, ND = (size_t)B * TD, i;
+    pf__scratch s;
+    const pf_real *head = PF__HEAD(m, m->params);
+    pf_real *ghead = PF__HEAD(m, m->grads);
+    pf_real eps = (pf_real)m->label_smoothing;
+    if (!m->grads) return pf_fail(PF_ERR_ARG, "pf_backward: call pf_model_alloc_train first");
+    if (!m->labels || B < 1) return pf_fail(PF_ERR_ARG, "pf_backward: the last forward had no labels");
+    s = pf__get_scratch(m);
+    /* cross-entropy: dlogits = (softmax - target) / B, target = (1-eps) onehot + eps/K */
+    for (b = 0; b < B; b++) {
+        int j;
+        for (j = 0; j < K; j++) {
+            pf_real t = eps / (pf_real)K + (j == m->labels[b] ? 1 - eps : 0);
+            s.dlogits[(size_t)b * K + j] = (m->probs[(size_t)b * K + j] - t) / (pf_real)B;
+        }
+    }
+    /* head and final LayerNorm */
+    pf__linear_backward(s.duf, ghead + 2 * D, ghead + 2 * D + (size_t)K * D, s.dlogits, m->uf, head + 2 * D, B, D, K);
+    pf__layernorm_backward(s.dpool, ghead, ghead + D, s.duf, m->pooled, head, m->lnf_mean, m->lnf_rstd, B, D, 0);
+    /* pooling */
+    PF__OMP(parallel for schedule(static))
+    for (b = 0; b < B; b++) {
+        pf_real *da = s.dagg + (size_t)b * TD;
+        const pf_real *dp = s.dpool + (size_t)b * D;
+        size_t t, d;
+        for (t = 0; t < (size_t)T; t++)
+            for (d = 0; d < (size_t)D; d++)
+                da[t * D + d] = c->pool == PF_POOL_CLS ? (t == 0 ? dp[d] : 0) : dp[d] / (pf_real)T;
+    }
+    /* aggregation: delta gives X0 the gradient (1 - k) dagg directly */
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < ND; i++) s.dx0[i] = c->aggregate == PF_AGG_DELTA ? (pf_real)(1 - k) * s.dagg[i] : 0;
+    /* branches, each adding its input gradient into dX0 (fixed order) */
+    for (b = 0; b < k; b++) {
+        memcpy(s.dcur, s.dagg, ND * sizeof(pf_real));
+        for (l = c->depth - 1; l >= 0; l--)
+            pf__layer_backward(m, &s, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < ND; i++) s.dx0[i] += s.dcur[i];
+    }
+    /* embedding */
+    if (m->training && c->emb_dropout > 0.0f) pf__dropout(s.dx0, ND, pf__site_key(m, 0), c->emb_dropout);
+    {
+        pf_real *gcls = PF__STEM_CLS(m, m->grads), *gpos = PF__STEM_POS(m, m->grads);
+        size_t j;
+        PF__OMP(parallel for schedule(static))
+        for (j = 0; j < TD; j++) {
+            pf_real sum = 0;
+            int bb;
+            for (bb = 0; bb < B; bb++) sum += s.dx0[(size_t)bb * TD + j];
+            gpos[j] = sum;
+            if (j < (size_t)D) gcls[j] = sum;
+        }
+        PF__OMP(parallel for schedule(static))
+        for (b = 0; b < B; b++)
+            memcpy(s.dpatch + (size_t)b * NP * D, s.dx0 + (size_t)b * TD + D, (size_t)NP * D * sizeof(pf_real));
+        pf__linear_backward(NULL, PF__STEM_W(m, m->grads), PF__STEM_B(m, m->grads), s.dpatch, m->patches,
+                            PF__STEM_W(m, m->params), B * NP, m->patch_dim, D);
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out) {
+    const pf_config *c = &m->cfg;
+    size_t per = (size_t)c->channels * c->image_size * c->image_size;
+    int n0, saved = m->training;
+    pf_status st = PF_OK;
+#ifdef PF_DOUBLE
+    pf_real *buf;
+#endif
+    if (N < 0) return pf_fail(PF_ERR_ARG, "pf_predict: N = %d", N);
+    if (!N) return PF_OK;
+    if (!m->max_batch && (st = pf_model_reserve(m, N < 64 ? N : 64)) != PF_OK) return st;
+#ifdef PF_DOUBLE
+    buf = PF__CALLOC(pf_real, per * (size_t)m->max_batch);
+    if (!buf) return pf_fail(PF_ERR_NOMEM, "pf_predict: out of memory");
+#endif
+    m->training = 0;
+    for (n0 = 0; n0 < N && st == PF_OK; n0 += m->max_batch) {
+        int B = N - n0 < m->max_batch ? N - n0 : m->max_batch, j;
+#ifdef PF_DOUBLE
+        size_t t;
+        for (t = 0; t < per * (size_t)B; t++) buf[t] = x[(size_t)n0 * per + t];
+        st = pf_forward(m, buf, NULL, B, 0.0f, NULL);
+#else
+        st = pf_forward(m, x + (size_t)n0 * per, NULL, B, 0.0f, NULL);
+#endif
+        for (j = 0; st == PF_OK && j < B * c->classes; j++) out[(size_t)n0 * c->classes + j] = (float)m->logits[j];
+    }
+    m->training = saved;
+#ifdef PF_DOUBLE
+    PF_FREE(buf);
+#endif
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* optimizer: AdamW / Adam with PyTorch 1.13's semantics */
+
+PFDEF pf_optim pf_optim_default(void) {
+    pf_optim o;
+    memset(&o, 0, sizeof o);
+    o.lr = 1e-3f; o.beta1 = 0.9f; o.beta2 = 0.999f; o.eps = 1e-8f; o.weight_decay = 0.01f;
+    return o;
+}
+
+/* Does this tensor have a gradient and take optimizer steps? */
+static int pf__trainable(const pf_model *m, const pf_tensor_spec *s) {
+    if (s->part == PF_PART_STEM) return m->train_stem;
+    if (s->part == PF_PART_HEAD) return m->train_head;
+    return s->branch < m->active && m->train_branch[s->branch];
+}
+
+PFDEF double pf_grad_norm(const pf_model *m) {
+    double total = 0;
+    int t;
+    if (!m->grads) return 0;
+    for (t = 0; t < m->n_specs; t++) {
+        const pf_tensor_spec *s = &m->specs[t];
+        const pf_real *g = m->grads + s->offset;
+        double sum = 0;
+        size_t i;
+        if (!pf__trainable(m, s)) continue;
+        for (i = 0; i < s->numel; i++) sum += (double)g[i] * (double)g[i];
+        total += sum;
+    }
+    return sqrt(total);
+}
+
+PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm) {
+    double norm = pf_grad_norm(m), coef = max_norm / (norm + 1e-6);
+    int t;
+    if (coef < 1.0) {
+        for (t = 0; t < m->n_specs; t++) {
+            const pf_tensor_spec *s = &m->specs[t];
+            pf_real *g = m->grads + s->offset;
+            size_t i;
+            if (!pf__trainable(m, s)) continue;
+            for (i = 0; i < s->numel; i++) g[i] = (pf_real)(g[i] * (pf_real)coef);
+        }
+    }
+    return norm;
+}
+
+PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
+    double norm = 0;
+    int t;
+    if (!m->grads) return 0;
+    if (o->clip > 0.0f) norm = pf_clip_grad_norm(m, o->clip);
+    for (t = 0; t < m->n_specs; t++) {
+        const pf_tensor_spec *s = &m->specs[t];
+        pf_real *p = m->params + s->offset, *g = m->grads + s->offset;
+        pf_real *mm = m->adam_m + s->offset, *vv = m->adam_v + s->offset;
+        pf_real lr = (pf_real)o->lr, b1 = (pf_real)o->beta1, b2 = (pf_real)o->beta2, eps = (pf_real)o->eps;
+        pf_real wd = s->decay ? (pf_real)o->weight_decay : 0, step_size, bc2_sqrt;
+        int64_t step;
+        size_t i;
+        if (!pf__trainable(m, s)) continue; /* no gradient: no step at all */
+        step = ++m->steps[t];
+        /* bias corrections in double, as torch computes them in Python */
+        step_size = (pf_real)((double)o->lr / (1.0 - pow((double)o->beta1, (double)step)));
+        bc2_sqrt = (pf_real)sqrt(1.0 - pow((double)o->beta2, (double)step));
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < s->numel; i++) {
+            pf_real gi = g[i];
+            if (o->adam) gi = gi + p[i] * wd;        /* Adam: L2 term in the gradient */
+            else p[i] = p[i] * (1 - lr * wd);        /* AdamW: decoupled decay */
+            mm[i] = mm[i] * b1 + gi * (1 - b1);
+            vv[i] = vv[i] * b2 + gi * gi * (1 - b2);
+            p[i] = p[i] - step_size * (mm[i] / (PF__SQRT(vv[i]) / bc2_sqrt + eps));
+        }
+    }
+    return norm;
+}
+
+/* ---------------------------------------------------------------------- */
+/* file helpers */
+
+#if !defined(__cplusplus) && defined(PF__HAVE_FSYNC)
+/* POSIX; declared here because strict -std=c99 hides them in the headers */
+int fileno(FILE *);
+int fsync(int);
+#endif
+
+PFDEF size_t pf_dtype_size(pf_dtype t) {
+    static const size_t sz[PF_DTYPE_COUNT] = {4, 8, 2, 2, 1, 1, 4, 8};
+    return (unsigned)t < PF_DTYPE_COUNT ? sz[t] : 0;
+}
+PFDEF const char *pf_dtype_name(pf_dtype t) {
+    static const char *nm[PF_DTYPE_COUNT] = {"F32", "F64", "F16", "BF16", "U8", "I8", "I32", "I64"};
+    return (unsigned)t < PF_DTYPE_COUNT ? nm[t] : "?";
+}
+
+static float pf__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, f = h & 1023, bits;
+    float out;
+    if (e == 31) bits = sign | 0x7F800000u | (f << 13);          /* inf / nan */
+    else if (e) bits = sign | ((e + 112) << 23) | (f << 13);     /* normal */
+    else if (!f) bits = sign;                                     /* zero */
+    else {                                                        /* subnormal */
+        out = (float)f * (1.0f / 16777216.0f);
+        return sign ? -out : out;
+    }
+    memcpy(&out, &bits, 4);
+    return out;
+}
+static float pf__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+static uint64_t pf__rd64le(const unsigned char *b) {
+    uint64_t v = 0; int i;
+    for (i = 7; i >= 0; i--) v = (v << 8) | b[i];
+    return v;
+}
+/* element i of a little-endian buffer of type t as double */
+static double pf__elem(const unsigned char *p, pf_dtype t) {
+    switch (t) {
+    case PF_F32: { float f; memcpy(&f, p, 4); return f; }
+    case PF_F64: { double d; memcpy(&d, p, 8); return d; }
+    case PF_F16: return pf__f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+    case PF_BF16: return pf__bf16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+    case PF_U8: return p[0];
+    case PF_I8: return (signed char)p[0];
+    case PF_I32: { int32_t v; memcpy(&v, p, 4); return v; }
+    case PF_I64: { int64_t v; memcpy(&v, p, 8); return (double)v; }
+    default: return 0;
+    }
+}
+
+/* size of an open file, or -1 */
+static long long pf__file_size(FILE *f) {
+    long sz;
+    if (fseek(f, 0, SEEK_END) != 0) return -1;
+    sz = ftell(f);
+    if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) return -1;
+    return (long long)sz;
+}
+
+/* Opens path.tmp for an atomic write; pf__commit renames it into place. */
+static FILE *pf__open_tmp(const char *path, char *tmp, size_t cap) {
+    FILE *f;
+    if ((size_t)snprintf(tmp, cap, "%s.tmp", path) >= cap) { pf_fail(PF_ERR_ARG, "%s: path too long", path); return NULL; }
+    f = fopen(tmp, "wb");
+    if (!f) pf_fail(PF_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
+    return f;
+}
+static pf_status pf__commit(FILE *f, const char *tmp, const char *path, int ok) {
+    if (ok && fflush(f) != 0) ok = 0;
+#ifdef PF__HAVE_FSYNC
+    if (ok && fsync(fileno(f)) != 0) ok = 0;
+#endif
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) {
+        int e = errno;
+        remove(tmp);
+        return pf_fail(PF_ERR_IO, "%s: write failed: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        return pf_fail(PF_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+    }
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* safetensors: u64 header length, JSON header, raw little-endian data
+   (https://github.com/huggingface/safetensors, format section) */
+
+#define PF__ST_MAX_HEADER (16u << 20)
+
+static int pf__dtype_from_name(const char *s) {
+    int t;
+    for (t = 0; t < PF_DTYPE_COUNT; t++)
+        if (!strcmp(s, pf_dtype_name((pf_dtype)t))) return t;
+    return -1;
+}
+
+PFDEF size_t pf_st_numel(const pf_st_entry *e) {
+    size_t n = 1; int i;
+    for (i = 0; i < e->ndim; i++) n *= (size_t)e->shape[i];
+    return n;
+}
+
+PFDEF void pf_st_close(pf_st_file *f) {
+    int i;
+    if (!f) return;
+    if (f->fp) fclose((FILE *)f->fp);
+    for (i = 0; i < f->n; i++) PF_FREE(f->entries[i].name);
+    for (i = 0; i < f->n_meta; i++) { PF_FREE(f->meta_keys[i]); PF_FREE(f->meta_vals[i]); }
+    PF_FREE(f->entries); PF_FREE(f->meta_keys); PF_FREE(f->meta_vals);
+    PF_FREE(f);
+}
+
+static char *pf__strndup(const char *s, size_t n) {
+    char *d = (char *)PF_MALLOC(n + 1);
+    if (d) { memcpy(d, s, n); d[n] = 0; }
+    return d;
+}
+
+/* Parses a JSON string value into a fresh allocation. */
+static char *pf__jstring_dup(pf__json *j) {
+    size_t save = j->i, len;
+    char *out;
+    if (!pf__jstring(j, NULL, 0, &len)) return NULL;
+    j->i = save;
+    out = (char *)PF_MALLOC(len + 1);
+    if (!out) { j->err = "out of memory"; return NULL; }
+    if (!pf__jstring(j, out, len + 1, NULL)) { PF_FREE(out); return NULL; }
+    return out;
+}
+
+/* Parses one tensor description {"dtype":..,"shape":[..],"data_offsets":[a,b]}. */
+static int pf__st_entry(pf__json *j, pf_st_entry *e, char *why, size_t cap) {
+    char key[32];
+    int first = 1, have = 0;
+    if (!pf__jobj_begin(j)) return 0;
+    while (pf__jobj_next(j, &first, key, sizeof key)) {
+        if (!strcmp(key, "dtype")) {
+            char d[16]; int t;
+            if (!pf__jstring(j, d, sizeof d, NULL)) return 0;
+            if ((t = pf__dtype_from_name(d)) < 0) { snprintf(why, cap, "unsupported dtype '%s'", d); return 0; }
+            e->dtype = (pf_dtype)t;
+            have |= 1;
+        } else if (!strcmp(key, "shape") || !strcmp(key, "data_offsets")) {
+            double v[PF_MAX_DIMS + 1]; int n, i, off = key[0] == 'd';
+            if (pf__jpeek(j) != '[') { j->err = "expected an array"; return 0; }
+            if (!pf__jnumarray(j, v, PF_MAX_DIMS + 1, &n)) {
+                if (j->err && !strcmp(j->err, "array too long")) snprintf(why, cap, "%s has too many entries", key);
+                return 0;
+            }
+            for (i = 0; i < n; i++)
+                if (!(v[i] >= 0 && v[i] <= 9007199254740992.0 && v[i] == floor(v[i]))) {
+                    snprintf(why, cap, "%s has a bad value %g", key, v[i]);
+                    return 0;
+                }
+            if (off) {
+                if (n != 2) { snprintf(why, cap, "data_offsets must have 2 entries"); return 0; }
+                e->begin = (uint64_t)v[0]; e->end = (uint64_t)v[1];
+                have |= 4;
+            } else {
+                if (n > PF_MAX_DIMS) { snprintf(why, cap, "shape has more than %d dimensions", PF_MAX_DIMS); return 0; }
+                e->ndim = n;
+                for (i = 0; i < n; i++) e->shape[i] = (int64_t)v[i];
+                have |= 2;
+            }
+        } else if (!pf__jskip(j)) return 0;
+    }
+    if (j->err) return 0;
+    if (have != 7) { snprintf(why, cap, "needs dtype, shape and data_offsets"); return 0; }
+    return 1;
+}
+
+static int pf__cmp_begin(const void *a, const void *b) {
+    const pf_st_entry *x = *(const pf_st_entry *const *)a, *y = *(const pf_st_entry *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
+}
+
+PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
+    FILE *fp;
+    pf_st_file *f = NULL;
+    unsigned char lenb[8];
+    char *hdr = NULL, key[256], why[160];
+    long long size;
+    uint64_t hl;
+    pf__json j;
+    int first = 1, cap = 0, mcap = 0, i;
+    pf_status st = PF_ERR_FORMAT;
+    pf_st_entry **sorted = NULL;
+    *out = NULL;
+    why[0] = 0;
+    fp = fopen(path, "rb");
+    if (!fp) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size = pf__file_size(fp);
+    if (size < 0) { fclose(fp); return pf_fail(PF_ERR_IO, "%s: cannot determine the file size", path); }
+    if (size < 8) { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: file is %lld bytes, too short for a safetensors header", path, size); }
+    if (fread(lenb, 1, 8, fp) != 8) { fclose(fp); return pf_fail(PF_ERR_IO, "%s: cannot read the header length", path); }
+    hl = pf__rd64le(lenb);
+    if (hl > PF__ST_MAX_HEADER) {
+        fclose(fp);
+        return pf_fail(PF_ERR_FORMAT, "%s: header length %llu exceeds the %u MiB limit (not a safetensors file?)", path,
+                       (unsigned long long)hl, PF__ST_MAX_HEADER >> 20);
+    }
+    if (hl > (uint64_t)size - 8) {
+        fclose(fp);
+        return pf_fail(PF_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%lld bytes): truncated or not safetensors",
+                       path, (unsigned long long)hl, size);
+    }
+    if (hl < 2) { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: header length %llu is too small", path, (unsigned long long)hl); }
+    f = PF__CALLOC(pf_st_file, 1);
+    hdr = (char *)PF_MALLOC((size_t)hl + 1);
+    if (!f || !hdr) { fclose(fp); PF_FREE(f); PF_FREE(hdr); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    f->fp = fp;
+    snprintf(f->path, sizeof f->path, "%s", path);
+    f->header_len = hl;
+    f->data_start = 8 + hl;
+    f->data_len = (uint64_t)size - 8 - hl;
+    if (fread(hdr, 1, (size_t)hl, fp) != (size_t)hl) { st = pf_fail(PF_ERR_IO, "%s: cannot read the header", path); goto fail; }
+    hdr[hl] = 0;
+    memset(&j, 0, sizeof j);
+    j.s = hdr; j.n = (size_t)hl;
+    if (pf__jpeek(&j) != '{') { st = pf_fail(PF_ERR_FORMAT, "%s: header does not start with '{': not a safetensors file", path); goto fail; }
+    pf__jobj_begin(&j);
+    while (pf__jobj_next(&j, &first, key, sizeof key)) {
+        if (!strcmp(key, "__metadata__")) {
+            int mfirst = 1;
+            char mkey[256];
+            if (!pf__jobj_begin(&j)) goto bad_json;
+            while (pf__jobj_next(&j, &mfirst, mkey, sizeof mkey)) {
+                char *v;
+                if (pf__jpeek(&j) != '"') { if (!pf__jskip(&j)) goto bad_json; continue; } /* lenient */
+                if (f->n_meta == mcap) {
+                    int nc = mcap ? 2 * mcap : 8;
+                    char **nk = (char **)PF_REALLOC(f->meta_keys, (size_t)nc * sizeof(char *));
+                    char **nv;
+                    if (!nk) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+                    f->meta_keys = nk;
+                    nv = (char **)PF_REALLOC(f->meta_vals, (size_t)nc * sizeof(char *));
+                    if (!nv) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+                    f->meta_vals = nv;
+                    mcap = nc;
+                }
+                if (!(v = pf__jstring_dup(&j))) goto bad_json;
+                f->meta_vals[f->n_meta] = v;
+                f->meta_keys[f->n_meta] = pf__strndup(mkey, strlen(mkey));
+                if (!f->meta_keys[f->n_meta]) { PF_FREE(v); st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+                f->n_meta++;
+            }
+            if (j.err) goto bad_json;
+            continue;
+        }
+        if (f->n == cap) {
+            int nc = cap ? 2 * cap : 64;
+            pf_st_entry *ne = (pf_st_entry *)PF_REALLOC(f->entries, (size_t)nc * sizeof(pf_st_entry));
+            if (!ne) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+            f->entries = ne;
+            cap = nc;
+        }
+        memset(&f->entries[f->n], 0, sizeof(pf_st_entry));
+        if (!pf__st_entry(&j, &f->entries[f->n], why, sizeof why)) {
+            if (why[0]) { st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': %s", path, key, why); goto fail; }
+            goto bad_json;
+        }
+        f->entries[f->n].name = pf__strndup(key, strlen(key));
+        if (!f->entries[f->n].name) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+        f->n++;
+    }
+    if (j.err) goto bad_json;
+    pf__jws(&j);
+    if (j.i != j.n) { st = pf_fail(PF_ERR_FORMAT, "%s: trailing bytes after the JSON header at offset %zu", path, 8 + j.i); goto fail; }
+    /* validate every entry against the data section */
+    for (i = 0; i < f->n; i++) {
+        pf_st_entry *e = &f->entries[i];
+        uint64_t bytes = pf_dtype_size(e->dtype);
+        int d, t;
+        for (d = 0; d < e->ndim; d++) {
+            if (e->shape[d] && bytes > ((uint64_t)1 << 62) / (uint64_t)e->shape[d]) {
+                st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': shape is too large", path, e->name);
+                goto fail;
+            }
+            bytes *= (uint64_t)e->shape[d];
+        }
+        if (e->begin > e->end) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, e->name,
+                         (unsigned long long)e->begin, (unsigned long long)e->end);
+            goto fail;
+        }
+        if (e->end > f->data_len) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': data_offsets end %llu is past the end of the data (%llu bytes): truncated file?",
+                         path, e->name, (unsigned long long)e->end, (unsigned long long)f->data_len);
+            goto fail;
+        }
+        if (e->end - e->begin != bytes) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': %s shape needs %llu bytes but data_offsets span %llu", path,
+                         e->name, pf_dtype_name(e->dtype), (unsigned long long)bytes,
+                         (unsigned long long)(e->end - e->begin));
+            goto fail;
+        }
+        for (t = 0; t < i; t++)
+            if (!strcmp(f->entries[t].name, e->name)) {
+                st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s' appears twice", path, e->name);
+                goto fail;
+            }
+    }
+    if (f->n > 1) { /* no two tensors may share bytes */
+        sorted = (pf_st_entry **)PF_MALLOC((size_t)f->n * sizeof(pf_st_entry *));
+        if (!sorted) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+        for (i = 0; i < f->n; i++) sorted[i] = &f->entries[i];
+        qsort(sorted, (size_t)f->n, sizeof *sorted, pf__cmp_begin);
+        for (i = 1; i < f->n; i++)
+            if (sorted[i]->begin < sorted[i - 1]->end && sorted[i]->begin != sorted[i]->end) {
+                st = pf_fail(PF_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", path,
+                             sorted[i - 1]->name, sorted[i]->name);
+                goto fail;
+            }
+        PF_FREE(sorted);
+        sorted = NULL;
+    }
+    PF_FREE(hdr);
+    *out = f;
+    return PF_OK;
+bad_json:
+    st = pf_fail(PF_ERR_FORMAT, "%s: bad JSON header: %s at byte %zu", path, j.err ? j.err : "syntax error", 8 + j.i);
+fail:
+    PF_FREE(sorted);
+    PF_FREE(hdr);
+    pf_st_close(f);
+    return st;
+}
+
+PFDEF const pf_st_entry *pf_st_find(const pf_st_file *f, const char *name) {
+    int i;
+    for (i = 0; i < f->n; i++)
+        if (!strcmp(f->entries[i].name, name)) return &f->entries[i];
+    return NULL;
+}
+
+PFDEF const char *pf_st_meta(const pf_st_file *f, const char *key) {
+    int i;
+    for (i = 0; i < f->n_meta; i++)
+        if (!strcmp(f->meta_keys[i], key)) return f->meta_vals[i];
+    return NULL;
+}
+
+PFDEF pf_status pf_st_read_raw(pf_st_file *f, const pf_st_entry *e, void *dst) {
+    FILE *fp = (FILE *)f->fp;
+    size_t n = (size_t)(e->end - e->begin);
+    if (fseek(fp, (long)(f->data_start + e->begin), SEEK_SET) != 0 || fread(dst, 1, n, fp) != n)
+        return pf_fail(PF_ERR_IO, "%s: tensor '%s': cannot read %zu bytes at offset %llu", f->path, e->name, n,
+                       (unsigned long long)(f->data_start + e->begin));
+    return PF_OK;
+}
+
+/* reads and converts in bounded chunks */
+static pf_status pf__st_read_conv(pf_st_file *f, const pf_st_entry *e, float *d32, double *d64) {
+    unsigned char buf[1 << 14];
+    FILE *fp = (FILE *)f->fp;
+    size_t es = pf_dtype_size(e->dtype), n = pf_st_numel(e), done = 0, i;
+    if (fseek(fp, (long)(f->data_start + e->begin), SEEK_SET) != 0)
+        return pf_fail(PF_ERR_IO, "%s: tensor '%s': cannot seek", f->path, e->name);
+    while (done < n) {
+        size_t chunk = n - done < sizeof buf / es ? n - done : sizeof buf / es;
+        if (fread(buf, es, chunk, fp) != chunk)
+            return pf_fail(PF_ERR_IO, "%s: tensor '%s': file ended while reading the data", f->path, e->name);
+        for (i = 0; i < chunk; i++) {
+            double v = pf__elem(buf + i * es, e->dtype);
+            if (d32) d32[done + i] = (float)v; else d64[done + i] = v;
+        }
+        done += chunk;
+    }
+    return PF_OK;
+}
+PFDEF pf_status pf_st_read_f32(pf_st_file *f, const pf_st_entry *e, float *dst) {
+    if (e->dtype == PF_F32) return pf_st_read_raw(f, e, dst);
+    return pf__st_read_conv(f, e, dst, NULL);
+}
+PFDEF pf_status pf_st_read_f64(pf_st_file *f, const pf_st_entry *e, double *dst) {
+    if (e->dtype == PF_F64) return pf_st_read_raw(f, e, dst);
+    return pf__st_read_conv(f, e, NULL, dst);
+}
+
+/* writes a JSON string literal with escapes */
+static void pf__json_str(char *buf, size_t cap, size_t *k, const char *s) {
+    pf__appendf(buf, cap, k, "\"");
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') pf__appendf(buf, cap, k, "\\%c", ch);
+        else if (ch < 0x20) pf__appendf(buf, cap, k, "\\u%04x", ch);
+        else pf__appendf(buf, cap, k, "%c", ch);
+    }
+    pf__appendf(buf, cap, k, "\"");
+}
+
+PFDEF pf_status pf_st_write(const char *path, const pf_st_tensor *t, int n, const char *const *meta_keys,
+                            const char *const *meta_vals, int n_meta) {
+    size_t cap = 0, k, hl, i;
+    char *hdr = NULL, tmp[1024];
+    uint64_t off;
+    unsigned char lenb[8];
+    FILE *f;
+    int pass, ok = 1, d;
+    for (pass = 0; pass < 2; pass++) { /* pass 0 measures, pass 1 writes */
+        k = 0; off = 0;
+        pf__appendf(hdr, cap, &k, "{");
+        if (n_meta > 0) {
+            pf__appendf(hdr, cap, &k, "\"__metadata__\":{");
+            for (i = 0; i < (size_t)n_meta; i++) {
+                if (i) pf__appendf(hdr, cap, &k, ",");
+                pf__json_str(hdr, cap, &k, meta_keys[i]);
+                pf__appendf(hdr, cap, &k, ":");
+                pf__json_str(hdr, cap, &k, meta_vals[i]);
+            }
+            pf__appendf(hdr, cap, &k, "}");
+        }
+        for (i = 0; i < (size_t)n; i++) {
+            uint64_t bytes = pf_dtype_size(t[i].dtype);
+            for (d = 0; d < t[i].ndim; d++) bytes *= (uint64_t)t[i].shape[d];
+            pf__appendf(hdr, cap, &k, "%s", (n_meta > 0 || i) ? "," : "");
+            pf__json_str(hdr, cap, &k, t[i].name);
+            pf__appendf(hdr, cap, &k, ":{\"dtype\":\"%s\",\"shape\":[", pf_dtype_name(t[i].dtype));
+            for (d = 0; d < t[i].ndim; d++) pf__appendf(hdr, cap, &k, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
+            pf__appendf(hdr, cap, &k, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                        (unsigned long long)(off + bytes));
+            off += bytes;
+        }
+        pf__appendf(hdr, cap, &k, "}");
+        if (pass == 0) {
+            cap = k + 16;
+            hdr = (char *)PF_MALLOC(cap);
+            if (!hdr) return pf_fail(PF_ERR_NOMEM, "%s: out of memory for the header", path);
+        }
+    }
+    hl = (k + 7) / 8 * 8; /* pad with spaces so the data starts 8-aligned */
+    while (k < hl) hdr[k++] = ' ';
+    for (d = 0; d < 8; d++) lenb[d] = (unsigned char)((uint64_t)hl >> (8 * d));
+    f = pf__open_tmp(path, tmp, sizeof tmp);
+    if (!f) { PF_FREE(hdr); return PF_ERR_IO; }
+    ok = fwrite(lenb, 1, 8, f) == 8 && fwrite(hdr, 1, hl, f) == hl;
+    for (i = 0; ok && i < (size_t)n; i++) {
+        size_t bytes = pf_dtype_size(t[i].dtype);
+        for (d = 0; d < t[i].ndim; d++) bytes *= (size_t)t[i].shape[d];
+        if (bytes && fwrite(t[i].data, 1, bytes, f) != bytes) ok = 0;
+    }
+    PF_FREE(hdr);
+    return pf__commit(f, tmp, path, ok);
+}
+
+/* shapes match when equal after dropping leading 1s ([1,1,D] == [D]) */
+static int pf__same_shape(const int *a, int na, const int64_t *b, int nb) {
+    while (na > 1 && a[0] == 1) a++, na--;
+    while (nb > 1 && b[0] == 1) b++, nb--;
+    if (na != nb) return 0;
+    while (na--) if ((int64_t)a[na] != b[na]) return 0;
+    return 1;
+}
+
+static void pf__shape_str(char *buf, size_t cap, const int64_t *s, int n) {
+    size_t k = 0; int i;
+    pf__appendf(buf, cap, &k, "[");
+    for (i = 0; i < n; i++) pf__appendf(buf, cap, &k, "%s%lld", i ? ", " : "", (long long)s[i]);
+    pf__appendf(buf, cap, &k, "]");
+}
+
+PFDEF pf_status pf_model_save(const pf_model *m, const char *path) {
+    char cfg[2048];
+    const char *keys[3] = {"format", "format_version", "config"}, *vals[3];
+    pf_st_tensor *t;
+    float *buf;
+    size_t i;
+    int s, d;
+    pf_status st;
+    if (pf_config_to_json(&m->cfg, cfg, sizeof cfg) < 0) return pf_fail(PF_ERR_ARG, "%s: config too long", path);
+    vals[0] = "paraformer"; vals[1] = "1"; vals[2] = cfg;
+    t = PF__CALLOC(pf_st_tensor, m->n_specs);
+    buf = PF__CALLOC(float, m->n_params);
+    if (!t || !buf) { PF_FREE(t); PF_FREE(buf); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    for (i = 0; i < m->n_params; i++) buf[i] = (float)m->params[i];
+    for (s = 0; s < m->n_specs; s++) {
+        const pf_tensor_spec *sp = &m->specs[s];
+        t[s].name = sp->name;
+        t[s].dtype = PF_F32;
+        t[s].ndim = sp->ndim;
+        for (d = 0; d < sp->ndim; d++) t[s].shape[d] = sp->shape[d];
+        t[s].data = buf + sp->offset;
+    }
+    st = pf_st_write(path, t, m->n_specs, keys, vals, 3);
+    PF_FREE(t);
+    PF_FREE(buf);
+    return st;
+}
+
+PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
+    pf_st_file *f;
+    pf_model *m = NULL;
+    pf_config cfg;
+    const char *cj;
+    pf_status st;
+    int s, i;
+    *out = NULL;
+    if ((st = pf_st_open(path, &f)) != PF_OK) return st;
+    cj = pf_st_meta(f, "config");
+    if (!cj) {
+        pf_st_close(f);
+        return pf_fail(PF_ERR_FORMAT, "%s: no config in __metadata__: heads and residual form cannot be inferred from "
+                       "shapes; a ParaFormer checkpoint needs \"config\" (DESIGN 4)", path);
+    }
+    if ((st = pf_config_from_json(cj, strlen(cj), &cfg)) != PF_OK) {
+        char msg[768];
+        snprintf(msg, sizeof msg, "%s", pf_last_error());
+        pf_st_close(f);
+        return pf_fail(st, "%s: %s", path, msg);
+    }
+    if ((st = pf_model_create(&cfg, &m)) != PF_OK) {
+        char msg[768];
+        snprintf(msg, sizeof msg, "%s", pf_last_error());
+        pf_st_close(f);
+        return pf_fail(st, "%s: %s", path, msg);
+    }
+    /* every tensor of the config must be there with the right shape */
+    for (s = 0; s < m->n_specs; s++) {
+        const pf_tensor_spec *sp = &m->specs[s];
+        const pf_st_entry *e = pf_st_find(f, sp->name);
+        char got[128], want[128];
+        int64_t ws[4];
+        for (i = 0; i < sp->ndim; i++) ws[i] = sp->shape[i];
+        if (!e) { st = pf_fail(PF_ERR_SHAPE, "%s: missing tensor '%s' (the config needs it)", path, sp->name); goto fail; }
+        if (e->dtype != PF_F32 && e->dtype != PF_F16 && e->dtype != PF_BF16 && e->dtype != PF_F64) {
+            st = pf_fail(PF_ERR_SHAPE, "%s: tensor '%s' has dtype %s, expected F32 (or F16/BF16/F64)", path, sp->name,
+                         pf_dtype_name(e->dtype));
+            goto fail;
+        }
+        if (!pf__same_shape(sp->shape, sp->ndim, e->shape, e->ndim)) {
+            pf__shape_str(got, sizeof got, e->shape, e->ndim);
+            pf__shape_str(want, sizeof want, ws, sp->ndim);
+            st = pf_fail(PF_ERR_SHAPE, "%s: tensor '%s' has shape %s, the config needs %s", path, sp->name, got, want);
+            goto fail;
+        }
+    }
+    for (i = 0; i < f->n; i++)
+        if (strncmp(f->entries[i].name, "train.", 6) && !pf_model_find(m, f->entries[i].name)) {
+            st = pf_fail(PF_ERR_SHAPE, "%s: unexpected tensor '%s' (not part of this config)", path, f->entries[i].name);
+            goto fail;
+        }
+    for (s = 0; s < m->n_specs; s++) {
+        const pf_st_entry *e = pf_st_find(f, m->specs[s].name);
+#ifdef PF_DOUBLE
+        st = pf_st_read_f64(f, e, m->params + m->specs[s].offset);
+#else
+        st = pf_st_read_f32(f, e, m->params + m->specs[s].offset);
+#endif
+        if (st != PF_OK) goto fail;
+    }
+    pf_st_close(f);
+    *out = m;
+    return PF_OK;
+fail:
+    pf_st_close(f);
+    pf_model_free(m);
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* .npy (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html) */
+
+#define PF__NPY_MAX_HEADER (1u << 20)
+
+PFDEF size_t pf_array_numel(const pf_array *a) {
+    size_t n = 1; int i;
+    for (i = 0; i < a->ndim; i++) n *= (size_t)a->shape[i];
+    return n;
+}
+PFDEF void pf_array_free(pf_array *a) {
+    if (!a) return;
+    PF_FREE(a->data);
+    a->data = NULL;
+    a->nbytes = 0;
+}
+
+/* The header dict: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } */
+static int pf__npy_header(const char *h, size_t n, char *descr, size_t dcap, int *fortran, int64_t *shape, int *ndim,
+                          const char **why) {
+    size_t i = 0;
+    int have = 0;
+#define PF__WS() while (i < n && (h[i] == ' ' || h[i] == '\n' || h[i] == '\t' || h[i] == '\r')) i++
+    PF__WS();
+    if (i >= n || h[i++] != '{') { *why = "header is not a dict"; return 0; }
+    for (;;) {
+        char key[32], q;
+        size_t k = 0;
+        PF__WS();
+        if (i < n && h[i] == '}') { i++; break; }
+        if (i >= n || (h[i] != '\'' && h[i] != '"')) { *why = "expected a quoted key"; return 0; }
+        q = h[i++];
+        while (i < n && h[i] != q) { if (k + 1 < sizeof key) key[k++] = h[i]; i++; }
+        if (i >= n) { *why = "unterminated key"; return 0; }
+        key[k] = 0; i++;
+        PF__WS();
+        if (i >= n || h[i++] != ':') { *why = "expected ':'"; return 0; }
+        PF__WS();
+        if (!strcmp(key, "descr")) {
+            k = 0;
+            if (i >= n || (h[i] != '\'' && h[i] != '"')) { *why = "descr is not a string (structured arrays are not supported)"; return 0; }
+            q = h[i++];
+            while (i < n && h[i] != q) { if (k + 1 < dcap) descr[k++] = h[i]; i++; }
+            if (i >= n) { *why = "unterminated descr"; return 0; }
+            descr[k] = 0; i++;
+            have |= 1;
+        } else if (!strcmp(key, "fortran_order")) {
+            if (i + 4 <= n && !memcmp(h + i, "True", 4)) { *fortran = 1; i += 4; }
+            else if (i + 5 <= n && !memcmp(h + i, "False", 5)) { *fortran = 0; i += 5; }
+            else { *why = "fortran_order is not True/False"; return 0; }
+            have |= 2;
+        } else if (!strcmp(key, "shape")) {
+            if (i >= n || h[i++] != '(') { *why = "shape is not a tuple"; return 0; }
+            *ndim = 0;
+            for (;;) {
+                uint64_t v = 0;
+                int digits = 0;
+                PF__WS();
+                if (i < n && h[i] == ')') { i++; break; }
+                while (i < n && h[i] >= '0' && h[i] <= '9') {
+                    if (v > ((uint64_t)1 << 62) / 10) { *why = "shape dimension too large"; return 0; }
+                    v = v * 10 + (uint64_t)(h[i++] - '0');
+                    digits++;
+                }
+                if (i < n && h[i] == 'L') i++; /* python 2 longs */
+                if (!digits) { *why = "bad shape (negative or not an integer)"; return 0; }
+                if (*ndim >= PF_MAX_DIMS) { *why = "too many dimensions"; return 0; }
+                shape[(*ndim)++] = (int64_t)v;
+                PF__WS();
+                if (i < n && h[i] == ',') { i++; continue; }
+                if (i < n && h[i] == ')') { i++; break; }
+                *why = "bad shape tuple";
+                return 0;
+            }
+            have |= 4;
+        } else { *why = "unknown key in header"; return 0; }
+        PF__WS();
+        if (i < n && h[i] == ',') { i++; continue; }
+        if (i < n && h[i] == '}') { i++; break; }
+        *why = "expected ',' or '}'";
+        return 0;
+    }
+    PF__WS();
+    if (i != n) { *why = "bytes after the header dict"; return 0; }
+    if (have != 7) { *why = "header needs descr, fortran_order and shape"; return 0; }
+#undef PF__WS
+    return 1;
+}
+
+PFDEF pf_status pf_npy_load(const char *path, pf_array *out) {
+    FILE *fp;
+    unsigned char pre[12];
+    char *hdr = NULL, descr[32];
+    long long size;
+    uint64_t hl, pre_len, bytes;
+    int major, fortran = 0, i;
+    const char *why = NULL;
+    pf_array a;
+    memset(out, 0, sizeof *out);
+    memset(&a, 0, sizeof a);
+    fp = fopen(path, "rb");
+    if (!fp) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size = pf__file_size(fp);
+    if (size < 10 || fread(pre, 1, 10, fp) != 10) {
+        fclose(fp);
+        return pf_fail(PF_ERR_FORMAT, "%s: file is %lld bytes, too short for a .npy header", path, size);
+    }
+    if (memcmp(pre, "\x93NUMPY", 6)) { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: not a .npy file (bad magic)", path); }
+    major = pre[6];
+    if (major == 1) { hl = (uint64_t)pre[8] | ((uint64_t)pre[9] << 8); pre_len = 10; }
+    else if (major == 2 || major == 3) {
+        if (size < 12 || fread(pre + 10, 1, 2, fp) != 2) { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: truncated .npy header", path); }
+        hl = (uint64_t)pre[8] | ((uint64_t)pre[9] << 8) | ((uint64_t)pre[10] << 16) | ((uint64_t)pre[11] << 24);
+        pre_len = 12;
+    } else { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: unsupported .npy version %d.%d", path, major, pre[7]); }
+    if (hl > PF__NPY_MAX_HEADER) { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: .npy header length %llu is too large", path, (unsigned long long)hl); }
+    if (pre_len + hl > (uint64_t)size) {
+        fclose(fp);
+        return pf_fail(PF_ERR_FORMAT, "%s: .npy header length %llu runs past the end of the file (%lld bytes)", path,
+                       (unsigned long long)hl, size);
+    }
+    hdr = (char *)PF_MALLOC((size_t)hl + 1);
+    if (!hdr) { fclose(fp); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    if (fread(hdr, 1, (size_t)hl, fp) != (size_t)hl) { PF_FREE(hdr); fclose(fp); return pf_fail(PF_ERR_IO, "%s: cannot read the header", path); }
+    hdr[hl] = 0;
+    if (!pf__npy_header(hdr, (size_t)hl, descr, sizeof descr, &fortran, a.shape, &a.ndim, &why)) {
+        PF_FREE(hdr); fclose(fp);
+        return pf_fail(PF_ERR_FORMAT, "%s: bad .npy header: %s", path, why);
+    }
+    PF_FREE(hdr);
+    if (fortran) { fclose(fp); return pf_fail(PF_ERR_FORMAT, "%s: Fortran-order arrays are not supported (save with C order)", path); }
+    if (!strcmp(descr, "<f4")) a.dtype = PF_F32;
+    else if (!strcmp(descr, "<f8")) a.dtype = PF_F64;
+    else if (!strcmp(descr, "<f2")) a.dtype = PF_F16;
+    else if (!strcmp(descr, "|u1") || !strcmp(descr, "<u1") || !strcmp(descr, "u1")) a.dtype = PF_U8;
+    else if (!strcmp(descr, "|i1") || !strcmp(descr, "<i1") || !strcmp(descr, "i1")) a.dtype = PF_I8;
+    else if (!strcmp(descr, "<i4")) a.dtype = PF_I32;
+    else if (!strcmp(descr, "<i8")) a.dtype = PF_I64;
+    else {
+        fclose(fp);
+        return pf_fail(PF_ERR_SHAPE, "%s: unsupported dtype '%s' (supported: <f4 <f8 <f2 |u1 |i1 <i4 <i8, little-endian)", path, descr);
+    }
+    bytes = pf_dtype_size(a.dtype);
+    for (i = 0; i < a.ndim; i++) {
+        if (a.shape[i] && bytes > ((uint64_t)1 << 62) / (uint64_t)a.shape[i]) {
+            fclose(fp);
+            return pf_fail(PF_ERR_FORMAT, "%s: shape is too large", path);
+        }
+        bytes *= (uint64_t)a.shape[i];
+    }
+    if (bytes != (uint64_t)size - pre_len - hl) {
+        fclose(fp);
+        return pf_fail(PF_ERR_FORMAT, "%s: the header's shape needs %llu data bytes but the file has %llu (%s)", path,
+                       (unsigned long long)bytes, (unsigned long long)((uint64_t)size - pre_len - hl),
+                       bytes > (uint64_t)size - pre_len - hl ? "truncated" : "extra bytes");
+    }
+    a.nbytes = (size_t)bytes;
+    a.data = PF_MALLOC(a.nbytes ? a.nbytes : 1);
+    if (!a.data) { fclose(fp); return pf_fail(PF_ERR_NOMEM, "%s: out of memory for %zu bytes", path, a.nbytes); }
+    if (a.nbytes && fread(a.data, 1, a.nbytes, fp) != a.nbytes) {
+        PF_FREE(a.data); fclose(fp);
+        return pf_fail(PF_ERR_IO, "%s: cannot read the data", path);
+    }
+    fclose(fp);
+    *out = a;
+    return PF_OK;
+}
+
+PFDEF pf_status pf_npy_save(const char *path, const pf_array *a) {
+    static const char *descr[PF_DTYPE_COUNT] = {"<f4", "<f8", "<f2", NULL, "|u1", "|i1", "<i4", "<i8"};
+    char hdr[512], tmp[1024];
+    size_t k = 0, total, bytes;
+    unsigned char pre[10];
+    FILE *f;
+    int i, ok;
+    if ((unsigned)a->dtype >= PF_DTYPE_COUNT || !descr[a->dtype]) return pf_fail(PF_ERR_ARG, "%s: dtype cannot be stored in .npy", path);
+    if (a->ndim < 0 || a->ndim > PF_MAX_DIMS) return pf_fail(PF_ERR_ARG, "%s: bad rank %d", path, a->ndim);
+    pf__appendf(hdr, sizeof hdr, &k, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr[a->dtype]);
+    for (i = 0; i < a->ndim; i++) pf__appendf(hdr, sizeof hdr, &k, "%lld,%s", (long long)a->shape[i], i + 1 < a->ndim ? " " : "");
+    pf__appendf(hdr, sizeof hdr, &k, "), }");
+    total = (10 + k + 1 + 63) / 64 * 64; /* 64-byte aligned, ends with '\n' */
+    if (total - 10 > sizeof hdr) return pf_fail(PF_ERR_ARG, "%s: header too long", path);
+    while (10 + k + 1 < total) hdr[k++] = ' ';
+    hdr[k++] = '\n';
+    memcpy(pre, "\x93NUMPY\x01\x00", 8);
+    pre[8] = (unsigned char)(k & 255);
+    pre[9] = (unsigned char)(k >> 8);
+    bytes = pf_array_numel(a) * pf_dtype_size(a->dtype);
+    f = pf__open_tmp(path, tmp, sizeof tmp);
+    if (!f) return PF_ERR_IO;
+    ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, k, f) == k && (!bytes || fwrite(a->data, 1, bytes, f) == bytes);
+    return pf__commit(f, tmp, path, ok);
+}
+
+/* ---------------------------------------------------------------------- */
+/* images */
+
+PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c, const pf_config *cfg, float *out) {
+    int S = cfg->image_size, C = cfg->channels, ch, y, x;
+    if (h < 1 || w < 1 || c < 1 || c > 4) return pf_fail(PF_ERR_ARG, "image of %dx%d with %d channels is not supported", w, h, c);
+    if (C != 1 && C != 3 && C != c) return pf_fail(PF_ERR_SHAPE, "a %d-channel image cannot feed a %d-channel model", c, C);
+    for (ch = 0; ch < C; ch++) {
+        double mean = cfg->mean[ch], sd = cfg->std[ch] != 0.0f ? cfg->std[ch] : 1.0;
+        for (y = 0; y < S; y++) {
+            /* bilinear with half-pixel centres (torch interpolate, align_corners=False) */
+            double sy = ((double)y + 0.5) * h / S - 0.5, ly;
+            int y0, y1;
+            if (sy < 0) sy = 0;
+            y0 = (int)sy; if (y0 > h - 1) y0 = h - 1;
+            y1 = y0 + 1 < h ? y0 + 1 : h - 1;
+            ly = sy - y0;
+            for (x = 0; x < S; x++) {
+                double sx = ((double)x + 0.5) * w / S - 0.5, lx, v = 0;
+                int x0, x1, t;
+                if (sx < 0) sx = 0;
+                x0 = (int)sx; if (x0 > w - 1) x0 = w - 1;
+                x1 = x0 + 1 < w ? x0 + 1 : w - 1;
+                lx = sx - x0;
+                for (t = 0; t < 4; t++) {
+                    int yy = t < 2 ? y0 : y1, xx = (t & 1) ? x1 : x0;
+                    double wt = (t < 2 ? 1 - ly : ly) * ((t & 1) ? lx : 1 - lx);
+                    const unsigned char *px = img + ((size_t)yy * w + xx) * c;
+                    double val;
+                    if (C == c) val = px[ch];
+                    else if (C == 1) val = c >= 3 ? 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2] : px[0];
+                    else val = c >= 3 ? px[ch] : px[0]; /* C == 3 */
+                    v += wt * val;
+                }
+                out[((size_t)ch * S + y) * S + x] = (float)((v / 255.0 - mean) / sd);
+            }
+        }
+    }
+    return PF_OK;
+}
+
+#endif /* PARAFORMER_IMPLEMENTATION_DONE */
+#endif /* PARAFORMER_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+MIT License
+
+Copyright (c) 2026 The ParaFormer-C authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+*/
