@@ -216,6 +216,7 @@ typedef struct pf_model {
     int max_batch, B;       /* capacity, batch of the last forward */
     const int *labels;      /* labels of the last forward (borrowed) */
     float label_smoothing;  /* of the last forward */
+    double loss;            /* mean loss of the last forward with labels */
     void *acts_mem, *scratch_mem;
     pf_real *patches;       /* [B,np,C*P*P] */
     pf_real *x0;            /* [B,T,D] embedded input */
@@ -1547,7 +1548,8 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
             total += -(1.0 - label_smoothing) * ((double)z[labels[b]] - lse) - label_smoothing * sumlog / K;
         }
     }
-    if (loss) *loss = labels ? (float)(total / B) : 0.0f;
+    m->loss = labels ? total / B : 0.0;
+    if (loss) *loss = (float)m->loss;
     return PF_OK;
 }
 
