@@ -312,6 +312,7 @@ typedef struct pf_st_file {
     uint64_t header_len, data_start, data_len;
     int n, n_meta;
     pf_st_entry *entries;
+    int *by_name;           /* entry indices sorted by name (pf_st_find) */
     char **meta_keys, **meta_vals;
 } pf_st_file;
 
@@ -975,7 +976,15 @@ static void pf__build_specs(pf_model *m) {
     m->n_specs = k;
 }
 
+static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params);
+
 PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out) {
+    return pf__model_new(cfg, out, 1);
+}
+
+/* alloc_params 0: specs only (pf_model_load checks a file before it
+   allocates the parameters) */
+static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params) {
     pf_model *m;
     pf_config c = *cfg;
     pf_status st;
@@ -999,8 +1008,8 @@ PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out) {
     m->train_branch = PF__CALLOC(unsigned char, c.branches);
     if (!m->specs || !m->train_branch) { pf_model_free(m); return pf_fail(PF_ERR_NOMEM, "out of memory creating the model"); }
     pf__build_specs(m);
-    m->params = PF__CALLOC(pf_real, m->n_params);
-    if (!m->params) {
+    m->params = alloc_params ? PF__CALLOC(pf_real, m->n_params) : NULL;
+    if (alloc_params && !m->params) {
         pf_model_free(m);
         return pf_fail(PF_ERR_NOMEM, "out of memory: %zu parameters", (size_t)total);
     }
@@ -1896,7 +1905,7 @@ PFDEF void pf_st_close(pf_st_file *f) {
     if (f->fp) fclose((FILE *)f->fp);
     for (i = 0; i < f->n; i++) PF_FREE(f->entries[i].name);
     for (i = 0; i < f->n_meta; i++) { PF_FREE(f->meta_keys[i]); PF_FREE(f->meta_vals[i]); }
-    PF_FREE(f->entries); PF_FREE(f->meta_keys); PF_FREE(f->meta_vals);
+    PF_FREE(f->entries); PF_FREE(f->by_name); PF_FREE(f->meta_keys); PF_FREE(f->meta_vals);
     PF_FREE(f);
 }
 
@@ -1957,6 +1966,14 @@ static int pf__st_entry(pf__json *j, pf_st_entry *e, char *why, size_t cap) {
     if (j->err) return 0;
     if (have != 7) { snprintf(why, cap, "needs dtype, shape and data_offsets"); return 0; }
     return 1;
+}
+
+static PF__TLS const pf_st_entry *pf__sort_base; /* qsort has no context argument */
+static int pf__cmp_name_idx(const void *a, const void *b) {
+    return strcmp(pf__sort_base[*(const int *)a].name, pf__sort_base[*(const int *)b].name);
+}
+static int pf__cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 static int pf__cmp_begin(const void *a, const void *b) {
@@ -2060,7 +2077,7 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
     for (i = 0; i < f->n; i++) {
         pf_st_entry *e = &f->entries[i];
         uint64_t bytes = pf_dtype_size(e->dtype);
-        int d, t;
+        int d;
         for (d = 0; d < e->ndim; d++) {
             if (e->shape[d] && bytes > ((uint64_t)1 << 62) / (uint64_t)e->shape[d]) {
                 st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': shape is too large", path, e->name);
@@ -2084,12 +2101,18 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
                          (unsigned long long)(e->end - e->begin));
             goto fail;
         }
-        for (t = 0; t < i; t++)
-            if (!strcmp(f->entries[t].name, e->name)) {
-                st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s' appears twice", path, e->name);
-                goto fail;
-            }
     }
+    /* name index (sorted; duplicates are adjacent) */
+    f->by_name = (int *)PF_MALLOC((size_t)(f->n ? f->n : 1) * sizeof(int));
+    if (!f->by_name) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    for (i = 0; i < f->n; i++) f->by_name[i] = i;
+    pf__sort_base = f->entries;
+    qsort(f->by_name, (size_t)f->n, sizeof(int), pf__cmp_name_idx);
+    for (i = 1; i < f->n; i++)
+        if (!strcmp(f->entries[f->by_name[i]].name, f->entries[f->by_name[i - 1]].name)) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s' appears twice", path, f->entries[f->by_name[i]].name);
+            goto fail;
+        }
     if (f->n > 1) { /* no two tensors may share bytes */
         sorted = (pf_st_entry **)PF_MALLOC((size_t)f->n * sizeof(pf_st_entry *));
         if (!sorted) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
@@ -2117,9 +2140,12 @@ fail:
 }
 
 PFDEF const pf_st_entry *pf_st_find(const pf_st_file *f, const char *name) {
-    int i;
-    for (i = 0; i < f->n; i++)
-        if (!strcmp(f->entries[i].name, name)) return &f->entries[i];
+    int lo = 0, hi = f->n - 1;
+    while (lo <= hi) { /* binary search in the name index */
+        int mid = lo + (hi - lo) / 2, c = strcmp(f->entries[f->by_name[mid]].name, name);
+        if (!c) return &f->entries[f->by_name[mid]];
+        if (c < 0) lo = mid + 1; else hi = mid - 1;
+    }
     return NULL;
 }
 
@@ -2298,7 +2324,14 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
         pf_st_close(f);
         return pf_fail(st, "%s: %s", path, msg);
     }
-    if ((st = pf_model_create(&cfg, &m)) != PF_OK) {
+    /* a hostile config must not make us allocate: the file has to hold at
+       least one tensor per spec before the specs are built */
+    if ((double)cfg.branches * cfg.depth * 11 > (double)f->n) {
+        pf_st_close(f);
+        return pf_fail(PF_ERR_SHAPE, "%s: the config needs %d x %d layers but the file has only %d tensors", path,
+                       cfg.branches, cfg.depth, f->n);
+    }
+    if ((st = pf__model_new(&cfg, &m, 0)) != PF_OK) {
         char msg[768];
         snprintf(msg, sizeof msg, "%s", pf_last_error());
         pf_st_close(f);
@@ -2324,11 +2357,24 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
             goto fail;
         }
     }
-    for (i = 0; i < f->n; i++)
-        if (strncmp(f->entries[i].name, "train.", 6) && !pf_model_find(m, f->entries[i].name)) {
-            st = pf_fail(PF_ERR_SHAPE, "%s: unexpected tensor '%s' (not part of this config)", path, f->entries[i].name);
-            goto fail;
+    { /* any tensor outside the spec table (and not "train.*") is refused */
+        const char **names = (const char **)PF_MALLOC((size_t)m->n_specs * sizeof(char *));
+        if (!names) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+        for (s = 0; s < m->n_specs; s++) names[s] = m->specs[s].name;
+        qsort(names, (size_t)m->n_specs, sizeof(char *), pf__cmp_str);
+        for (i = 0; i < f->n; i++) {
+            const char *key = f->entries[i].name;
+            if (strncmp(key, "train.", 6) && !bsearch(&key, names, (size_t)m->n_specs, sizeof(char *), pf__cmp_str)) {
+                st = pf_fail(PF_ERR_SHAPE, "%s: unexpected tensor '%s' (not part of this config)", path, key);
+                break;
+            }
         }
+        PF_FREE(names);
+        if (st != PF_OK) goto fail;
+    }
+    /* shapes match, so the file holds every parameter: now allocate */
+    m->params = PF__CALLOC(pf_real, m->n_params);
+    if (!m->params) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory for %zu parameters", path, m->n_params); goto fail; }
     for (s = 0; s < m->n_specs; s++) {
         const pf_st_entry *e = pf_st_find(f, m->specs[s].name);
 #ifdef PF_DOUBLE
