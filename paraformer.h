@@ -2327,9 +2327,10 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
     /* a hostile config must not make us allocate: the file has to hold at
        least one tensor per spec before the specs are built */
     if ((double)cfg.branches * cfg.depth * 11 > (double)f->n) {
+        int n = f->n;
         pf_st_close(f);
         return pf_fail(PF_ERR_SHAPE, "%s: the config needs %d x %d layers but the file has only %d tensors", path,
-                       cfg.branches, cfg.depth, f->n);
+                       cfg.branches, cfg.depth, n);
     }
     if ((st = pf__model_new(&cfg, &m, 0)) != PF_OK) {
         char msg[768];

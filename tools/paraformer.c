@@ -1,0 +1,819 @@
+/* paraformer.c - the `paraformer` command-line program.
+
+       paraformer init     --out M.safetensors [--preset P] [architecture flags]
+       paraformer info     --model M [--json] [--tensors]
+       paraformer predict  --model M --input X --output Y [--branches k] ...
+
+   A thin layer over paraformer.h: it parses flags, reads inputs and writes
+   outputs; all model work is the library's. Each subcommand answers --help
+   with every option and its default. Flags take `--flag value` or
+   `--flag=value`. Exit status: 0 ok, 1 runtime error (files, model),
+   2 usage error (flags). Errors go to stderr as `error: ...`.
+
+   Build (stb_image optional, for .png/.jpg/.bmp input):
+       gcc -std=c99 -O2 -Wall -Wextra -fopenmp -DPF_HAVE_STB -I. \
+           tools/paraformer.c -o build/paraformer -lm
+*/
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+
+#ifdef PF_HAVE_STB
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_MAX_DIMENSIONS (1 << 14) // bounds what a hostile header makes it allocate
+#include <stb/stb_image.h>
+#endif
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// errors
+
+static void die(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+// a library failure about `path`: the message, prefixed by the path unless it
+// already names it
+static void die_file(const char *path) {
+    const char *e = pf_last_error();
+    if (*e && strstr(e, path)) die(1, "%s", e);
+    die(1, "%s: %s", path, *e ? e : "unknown error");
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die(1, "out of memory (%zu bytes)", n);
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// option parsing: a table per subcommand, one pass over argv
+
+typedef struct optdef {
+    const char *name; // "--dim"
+    const char *arg;  // value placeholder in the help ("N"); NULL: a switch
+    const char *def;  // default shown in the help
+    const char *help;
+} optdef;
+
+typedef struct cli {
+    const char *cmd;
+    const optdef *o;
+    int n_opts;
+    int n;             // options given, in order:
+    int *which;        // index into o
+    const char **vals; // value ("" for a switch)
+} cli;
+
+static void usage_error(const cli *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: %s: ", c->cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'paraformer %s --help')\n", c->cmd);
+    va_end(ap);
+    exit(2);
+}
+
+static void print_options(const cli *c) {
+    int k;
+    printf("options:\n");
+    for (k = 0; k < c->n_opts; k++) {
+        char lhs[64];
+        snprintf(lhs, sizeof lhs, "%s%s%s", c->o[k].name, c->o[k].arg ? " " : "",
+                 c->o[k].arg ? c->o[k].arg : "");
+        if (!strcmp(c->o[k].def, "required")) printf("  %-26s %s (required)\n", lhs, c->o[k].help);
+        else printf("  %-26s %s (default: %s)\n", lhs, c->o[k].help, c->o[k].def);
+    }
+    printf("  %-26s show this help\n", "--help");
+}
+
+static int wants_help(int argc, char **argv) {
+    int i;
+    for (i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
+// argv: the arguments after the subcommand name
+static void cli_parse(cli *c, int argc, char **argv) {
+    int i, k;
+    c->n = 0;
+    c->which = (int *)xmalloc((size_t)(argc + 1) * sizeof(int));
+    c->vals = (const char **)xmalloc((size_t)(argc + 1) * sizeof(char *));
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i], *eq, *v;
+        size_t len;
+        int found = -1;
+        if (strncmp(a, "--", 2) != 0) usage_error(c, "unexpected argument '%s'", a);
+        eq = strchr(a, '=');
+        len = eq ? (size_t)(eq - a) : strlen(a);
+        for (k = 0; k < c->n_opts; k++)
+            if (strlen(c->o[k].name) == len && !strncmp(c->o[k].name, a, len)) found = k;
+        if (found < 0) usage_error(c, "unknown option '%.*s'", (int)len, a);
+        if (!c->o[found].arg) {
+            if (eq) usage_error(c, "%s takes no value", c->o[found].name);
+            v = "";
+        } else if (eq) {
+            v = eq + 1;
+        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+            v = argv[++i];
+        } else {
+            usage_error(c, "%s needs a value (%s)", c->o[found].name, c->o[found].arg);
+            v = "";
+        }
+        if (c->o[found].arg && !*v) usage_error(c, "%s: empty value", c->o[found].name);
+        c->which[c->n] = found;
+        c->vals[c->n++] = v;
+    }
+}
+
+static void cli_free(cli *c) {
+    free(c->which);
+    free(c->vals);
+}
+
+// the last value given for option k, or NULL
+static const char *cli_get(const cli *c, int k) {
+    int i;
+    for (i = c->n - 1; i >= 0; i--)
+        if (c->which[i] == k) return c->vals[i];
+    return NULL;
+}
+
+static const char *cli_need(const cli *c, int k) {
+    const char *v = cli_get(c, k);
+    if (!v) usage_error(c, "%s is required", c->o[k].name);
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// value parsing (usage errors exit 2 naming the option)
+
+static long parse_int(const cli *c, int k, long lo, long hi) {
+    const char *s = cli_get(c, k);
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (end == s || *end || errno == ERANGE)
+        usage_error(c, "%s: '%s' is not an integer", c->o[k].name, s);
+    if (v < lo || v > hi) usage_error(c, "%s: %ld is out of range %ld..%ld", c->o[k].name, v, lo, hi);
+    return v;
+}
+
+static uint64_t parse_u64(const cli *c, int k) {
+    const char *s = cli_get(c, k);
+    char *end;
+    unsigned long long v;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (end == s || *end || errno == ERANGE || strchr(s, '-'))
+        usage_error(c, "%s: '%s' is not an unsigned 64-bit integer", c->o[k].name, s);
+    return (uint64_t)v;
+}
+
+static float parse_float(const cli *c, int k, double lo, double hi) {
+    const char *s = cli_get(c, k);
+    char *end;
+    double v;
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(v))
+        usage_error(c, "%s: '%s' is not a number", c->o[k].name, s);
+    if (v < lo || v > hi) usage_error(c, "%s: %g is out of range %g..%g", c->o[k].name, v, lo, hi);
+    return (float)v;
+}
+
+// one of `names` (n of them); returns its index
+static int parse_choice(const cli *c, int k, const char *const *names, int n) {
+    const char *s = cli_get(c, k);
+    int i;
+    for (i = 0; i < n; i++)
+        if (!strcmp(s, names[i])) return i;
+    fprintf(stderr, "error: %s: %s: '%s' is not one of ", c->cmd, c->o[k].name, s);
+    for (i = 0; i < n; i++) fprintf(stderr, "%s%s", i ? "|" : "", names[i]);
+    fprintf(stderr, " (see 'paraformer %s --help')\n", c->cmd);
+    exit(2);
+}
+
+// "a,b,c" -> dst (at most max values); returns the count
+static int parse_floats(const cli *c, int k, float *dst, int max) {
+    const char *s = cli_get(c, k), *p = s;
+    int n = 0;
+    for (;;) {
+        char *end;
+        double v;
+        errno = 0;
+        v = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || errno == ERANGE || !isfinite(v))
+            usage_error(c, "%s: '%s' is not a comma-separated list of numbers", c->o[k].name, s);
+        if (n == max) usage_error(c, "%s: more than %d values", c->o[k].name, max);
+        dst[n++] = (float)v;
+        if (!*end) return n;
+        p = end + 1;
+    }
+}
+
+static int ends_with(const char *s, const char *suffix) { // case-insensitive
+    size_t n = strlen(s), m = strlen(suffix), i;
+    if (m > n) return 0;
+    for (i = 0; i < m; i++) {
+        char a = s[n - m + i], b = suffix[i];
+        if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+        if (a != b) return 0;
+    }
+    return 1;
+}
+
+static const char *np_name(pf_dtype t) { // NumPy's name of a dtype
+    static const char *const names[] = {"float32", "float64", "float16", "bfloat16",
+                                        "uint8",   "int8",    "int32",   "int64"};
+    return (int)t >= 0 && t < PF_DTYPE_COUNT ? names[t] : "unknown";
+}
+
+// "[2,3,32,32]"
+static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t cap) {
+    size_t len = 0;
+    int i;
+    buf[0] = '\0';
+    for (i = 0; i < ndim && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i ? "," : "[", (long long)shape[i]);
+    if (len < cap) snprintf(buf + len, cap - len, "%s", ndim ? "]" : "[]");
+    return buf;
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void print_floats(FILE *f, const float *v, int n) {
+    int i;
+    for (i = 0; i < n; i++) fprintf(f, "%s%g", i ? "," : "", v[i]);
+}
+
+// ----------------------------------------------------------------------------
+// init
+
+static const char *const RESIDUALS[] = {"prenorm", "normed"}; // PF_PRENORM, PF_NORMED
+static const char *const AGGREGATES[] = {"delta", "sum"};     // PF_AGG_DELTA, PF_AGG_SUM
+static const char *const POOLS[] = {"cls", "mean"};           // PF_POOL_CLS, PF_POOL_MEAN
+static const char *const PRESETS[] = {"paraformer", "vit", "paper"};
+static const char *const ONOFF[] = {"off", "on", "false", "true", "0", "1", "no", "yes"}; // index % 2
+
+// the values each preset gives, one column per preset
+static void print_presets(void) {
+    pf_config p[3];
+    int i;
+    for (i = 0; i < 3; i++) {
+        memset(&p[i], 0, sizeof p[i]);
+        if (pf_config_preset(&p[i], PRESETS[i]) != PF_OK) return;
+        pf_config_resolve(&p[i]);
+    }
+    printf("\npreset values (flags override them):\n  %-14s", "");
+    for (i = 0; i < 3; i++) printf(i < 2 ? " %-14s" : " %s", PRESETS[i]);
+    printf("\n");
+#define ROW(label, fmt, expr) do { printf("  %-14s", label); \
+        for (i = 0; i < 3; i++) { char b[64]; const pf_config *c = &p[i]; snprintf(b, sizeof b, fmt, expr); \
+            printf(i < 2 ? " %-14s" : " %s", b); (void)c; } printf("\n"); } while (0)
+    ROW("--image-size", "%d", c->image_size);
+    ROW("--channels", "%d", c->channels);
+    ROW("--patch", "%d", c->patch_size);
+    ROW("--dim", "%d", c->dim);
+    ROW("--heads", "%d", c->heads);
+    ROW("--mlp-dim", "%d", c->mlp_dim);
+    ROW("--branches", "%d", c->branches);
+    ROW("--depth", "%d", c->depth);
+    ROW("--classes", "%d", c->classes);
+    ROW("--residual", "%s", pf_residual_name(c->residual));
+    ROW("--aggregate", "%s", pf_aggregate_name(c->aggregate));
+    ROW("--qkv-bias", "%s", c->no_qkv_bias ? "off" : "on");
+    ROW("--pool", "%s", pf_pool_name(c->pool));
+    ROW("--dropout", "%g", c->dropout);
+    ROW("--emb-dropout", "%g", c->emb_dropout);
+    ROW("--mean", "%g (each)", c->mean[0]);
+    ROW("--std", "%g (each)", c->std[0] == 0.0f ? 1.0f : c->std[0]);
+    ROW("cls/pos init", "N(0, %g^2)", pf_preset_embed_std(PRESETS[i]));
+#undef ROW
+}
+
+static int cmd_init(int argc, char **argv) {
+    enum { O_OUT, O_PRESET, O_IMAGE, O_CHANNELS, O_PATCH, O_DIM, O_HEADS, O_MLP, O_BRANCHES, O_DEPTH,
+           O_CLASSES, O_RESIDUAL, O_AGGREGATE, O_QKV, O_POOL, O_DROPOUT, O_EMB_DROPOUT, O_MEAN, O_STD,
+           O_SEED, O_N };
+    static const optdef o[O_N] = {
+        {"--out", "FILE", "required", "checkpoint to write (safetensors)"},
+        {"--preset", "NAME", "paraformer", "paraformer | vit | paper"},
+        {"--image-size", "N", "preset", "input image side (pixels)"},
+        {"--channels", "N", "preset", "input channels"},
+        {"--patch", "N", "preset", "patch side (divides the image size)"},
+        {"--dim", "N", "preset", "token width D"},
+        {"--heads", "N", "preset", "attention heads (divide D)"},
+        {"--mlp-dim", "N", "preset", "MLP hidden width"},
+        {"--branches", "N", "preset", "parallel branches"},
+        {"--depth", "N", "preset", "layers per branch"},
+        {"--classes", "N", "preset", "output classes"},
+        {"--residual", "prenorm|normed", "preset", "x+F(LN x) | LN x+F(LN x)"},
+        {"--aggregate", "delta|sum", "preset", "X0+sum(B-X0) | sum(B)"},
+        {"--qkv-bias", "on|off", "preset", "bias on the qkv projection (also true/false, 1/0)"},
+        {"--pool", "cls|mean", "preset", "cls token | mean of all tokens"},
+        {"--dropout", "F", "preset", "dropout after attn proj / GELU / fc2, in [0,1)"},
+        {"--emb-dropout", "F", "preset", "dropout after the embedding, in [0,1)"},
+        {"--mean", "a,b,c", "preset", "per-channel input mean on the [0,1] scale (one value: all)"},
+        {"--std", "a,b,c", "preset", "per-channel input std (> 0; one value: all)"},
+        {"--seed", "S", "0", "initialisation seed (unsigned 64-bit)"},
+    };
+    cli c = {"init", o, O_N, 0, NULL, NULL};
+    pf_config cfg;
+    pf_model *m = NULL;
+    const char *out, *preset;
+    uint64_t seed = 0;
+    int i;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer init --out FILE [--preset NAME] [options]\n\n"
+               "Creates a model with seeded initial weights (PyTorch's default distributions)\n"
+               "and writes it as a safetensors checkpoint that PyTorch loads by name.\n\n");
+        print_options(&c);
+        print_presets();
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    out = cli_need(&c, O_OUT);
+    preset = cli_get(&c, O_PRESET) ? cli_get(&c, O_PRESET) : "paraformer";
+    memset(&cfg, 0, sizeof cfg);
+    if (pf_config_preset(&cfg, preset) != PF_OK)
+        usage_error(&c, "--preset: unknown preset '%s' (paraformer, vit, paper)", preset);
+    if (cli_get(&c, O_IMAGE)) cfg.image_size = (int)parse_int(&c, O_IMAGE, 1, INT_MAX);
+    if (cli_get(&c, O_CHANNELS)) cfg.channels = (int)parse_int(&c, O_CHANNELS, 1, PF_MAX_CHANNELS);
+    if (cli_get(&c, O_PATCH)) cfg.patch_size = (int)parse_int(&c, O_PATCH, 1, INT_MAX);
+    if (cli_get(&c, O_DIM)) cfg.dim = (int)parse_int(&c, O_DIM, 1, INT_MAX);
+    if (cli_get(&c, O_HEADS)) cfg.heads = (int)parse_int(&c, O_HEADS, 1, INT_MAX);
+    if (cli_get(&c, O_MLP)) cfg.mlp_dim = (int)parse_int(&c, O_MLP, 1, INT_MAX);
+    if (cli_get(&c, O_BRANCHES)) cfg.branches = (int)parse_int(&c, O_BRANCHES, 1, INT_MAX);
+    if (cli_get(&c, O_DEPTH)) cfg.depth = (int)parse_int(&c, O_DEPTH, 1, INT_MAX);
+    if (cli_get(&c, O_CLASSES)) cfg.classes = (int)parse_int(&c, O_CLASSES, 1, INT_MAX);
+    if (cli_get(&c, O_RESIDUAL)) cfg.residual = parse_choice(&c, O_RESIDUAL, RESIDUALS, 2);
+    if (cli_get(&c, O_AGGREGATE)) cfg.aggregate = parse_choice(&c, O_AGGREGATE, AGGREGATES, 2);
+    if (cli_get(&c, O_QKV)) cfg.no_qkv_bias = parse_choice(&c, O_QKV, ONOFF, 8) % 2 == 0;
+    if (cli_get(&c, O_POOL)) cfg.pool = parse_choice(&c, O_POOL, POOLS, 2);
+    if (cli_get(&c, O_DROPOUT)) cfg.dropout = parse_float(&c, O_DROPOUT, 0.0, 0.999999);
+    if (cli_get(&c, O_EMB_DROPOUT)) cfg.emb_dropout = parse_float(&c, O_EMB_DROPOUT, 0.0, 0.999999);
+    if (cli_get(&c, O_SEED)) seed = parse_u64(&c, O_SEED);
+    pf_config_resolve(&cfg); // channels known from here on
+    for (i = 0; i < 2; i++) { // --mean, --std: one value or one per channel
+        int k = i ? O_STD : O_MEAN, n, j;
+        float v[PF_MAX_CHANNELS], *dst = i ? cfg.std : cfg.mean;
+        if (!cli_get(&c, k)) continue;
+        n = parse_floats(&c, k, v, PF_MAX_CHANNELS);
+        if (n != 1 && n != cfg.channels)
+            usage_error(&c, "%s: %d values for %d channels (give 1 or %d)", o[k].name, n, cfg.channels,
+                        cfg.channels);
+        for (j = 0; j < cfg.channels; j++) {
+            dst[j] = v[n == 1 ? 0 : j];
+            if (i && !(dst[j] > 0.0f)) usage_error(&c, "--std: values must be > 0");
+        }
+    }
+    if (pf_config_validate(&cfg) != PF_OK) die(2, "init: invalid configuration: %s", pf_last_error());
+    if (pf_model_create(&cfg, &m) != PF_OK) die(1, "init: %s", pf_last_error());
+    pf_model_init(m, seed, pf_preset_embed_std(preset));
+    if (pf_model_save(m, out) != PF_OK) die_file(out);
+    printf("wrote %s: PF(%dx%d) dim %d heads %d, %dx%d input, %d classes, %zu parameters, seed %llu\n",
+           out, m->cfg.branches, m->cfg.depth, m->cfg.dim, m->cfg.heads, m->cfg.image_size,
+           m->cfg.image_size, m->cfg.classes, m->n_params, (unsigned long long)seed);
+    pf_model_free(m);
+    cli_free(&c);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// info
+
+static long long file_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    long long n = -1;
+    if (!f) return -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = (long long)ftell(f);
+    fclose(f);
+    return n;
+}
+
+static int cmd_info(int argc, char **argv) {
+    enum { O_MODEL, O_JSON, O_TENSORS, O_N };
+    static const optdef o[O_N] = {
+        {"--model", "FILE", "required", "checkpoint (safetensors)"},
+        {"--json", NULL, "off", "print one JSON object"},
+        {"--tensors", NULL, "off", "also list the file's tensors with dtype and shape"},
+    };
+    cli c = {"info", o, O_N, 0, NULL, NULL};
+    const char *path;
+    pf_model *m = NULL;
+    pf_st_file *st = NULL;
+    const pf_config *g;
+    size_t *branch = NULL;
+    char json[4096], sh[160];
+    int json_out, tensors, b, i;
+    long long bytes;
+    const char *fv;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer info --model FILE [--json] [--tensors]\n\n"
+               "Shows a checkpoint's configuration, parameter counts per part and file size.\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    path = cli_need(&c, O_MODEL);
+    json_out = cli_get(&c, O_JSON) != NULL;
+    tensors = cli_get(&c, O_TENSORS) != NULL;
+    if (pf_model_load(path, &m) != PF_OK) die_file(path);
+    if (pf_st_open(path, &st) != PF_OK) die_file(path);
+    g = &m->cfg;
+    bytes = file_size(path);
+    fv = pf_st_meta(st, "format_version");
+    if (!fv || !*fv || strspn(fv, "0123456789") != strlen(fv)) fv = NULL; // printed as a JSON number
+    branch = (size_t *)xmalloc((size_t)g->branches * sizeof(size_t));
+    for (b = 0; b < g->branches; b++) branch[b] = 0;
+    for (i = 0; i < m->n_specs; i++) {
+        const pf_tensor_spec *s = &m->specs[i];
+        if (s->part == PF_PART_BRANCH && s->branch >= 0 && s->branch < g->branches)
+            branch[s->branch] += s->numel;
+    }
+    if (json_out) {
+        if (pf_config_to_json(g, json, sizeof json) < 0) snprintf(json, sizeof json, "null");
+        printf("{\"file\": ");
+        json_str(stdout, path);
+        printf(", \"file_bytes\": %lld, \"format_version\": %s, \"config\": %s, \"tokens\": %d,\n", bytes,
+               fv ? fv : "null", json, m->T);
+        printf(" \"parameters\": {\"stem\": %zu, \"branches\": [", pf_model_part_size(m, PF_PART_STEM));
+        for (b = 0; b < g->branches; b++) printf("%s%zu", b ? ", " : "", branch[b]);
+        printf("], \"head\": %zu, \"total\": %zu},\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
+        printf(" \"n_tensors\": %d, \"train_state\": %s", st->n,
+               pf_st_meta(st, "train_state") ? "true" : "false");
+        if (tensors) {
+            printf(",\n \"tensors\": [");
+            for (i = 0; i < st->n; i++) {
+                printf("%s\n  {\"name\": ", i ? "," : "");
+                json_str(stdout, st->entries[i].name);
+                printf(", \"dtype\": \"%s\", \"shape\": %s}", pf_dtype_name(st->entries[i].dtype),
+                       shape_str(st->entries[i].shape, st->entries[i].ndim, sh, sizeof sh));
+            }
+            printf("]");
+        }
+        printf("}\n");
+    } else {
+        printf("file          %s (%lld bytes, format_version %s)\n", path, bytes, fv ? fv : "?");
+        printf("image_size    %d\nchannels      %d\npatch_size    %d\ndim           %d\nheads         %d\n"
+               "mlp_dim       %d\nbranches      %d\ndepth         %d\nclasses       %d\n",
+               g->image_size, g->channels, g->patch_size, g->dim, g->heads, g->mlp_dim, g->branches,
+               g->depth, g->classes);
+        printf("residual      %s\naggregate     %s\nqkv_bias      %s\npool          %s\n",
+               pf_residual_name(g->residual), pf_aggregate_name(g->aggregate), g->no_qkv_bias ? "off" : "on",
+               pf_pool_name(g->pool));
+        printf("dropout       %g\nemb_dropout   %g\nmean          ", g->dropout, g->emb_dropout);
+        print_floats(stdout, g->mean, g->channels);
+        printf("\nstd           ");
+        print_floats(stdout, g->std, g->channels);
+        printf("\ntokens        %d\n", m->T);
+        printf("parameters    stem %zu", pf_model_part_size(m, PF_PART_STEM));
+        for (b = 0; b < g->branches; b++) printf(", branch %d %zu", b, branch[b]);
+        printf(", head %zu, total %zu\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
+        printf("tensors       %d in the file%s\n", st->n,
+               pf_st_meta(st, "train_state") ? " (with training state)" : "");
+        if (tensors)
+            for (i = 0; i < st->n; i++)
+                printf("  %-40s %-4s %s\n", st->entries[i].name, pf_dtype_name(st->entries[i].dtype),
+                       shape_str(st->entries[i].shape, st->entries[i].ndim, sh, sizeof sh));
+    }
+    free(branch);
+    pf_st_close(st);
+    pf_model_free(m);
+    cli_free(&c);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// predict
+
+// An .npy array -> normalised float input [N,C,S,S] (malloc'd); *n_out = N.
+static float *load_npy_input(const char *path, const pf_config *g, int *n_out) {
+    pf_array a;
+    int C = g->channels, S = g->image_size, c, ok;
+    int64_t n = 0;
+    size_t per = (size_t)C * S * S, i, px;
+    float *x;
+    char got[160];
+    if (pf_npy_load(path, &a) != PF_OK) die_file(path);
+    shape_str(a.shape, a.ndim, got, sizeof got);
+    if (a.dtype == PF_F32) {
+        ok = a.ndim == 4 && a.shape[1] == C && a.shape[2] == S && a.shape[3] == S;
+        if (!ok)
+            die(1, "%s: expected float32 [N,%d,%d,%d] (the model's channels and image size), got float32 %s",
+                path, C, S, S, got);
+    } else if (a.dtype == PF_U8) {
+        ok = (a.ndim == 4 && a.shape[1] == S && a.shape[2] == S && a.shape[3] == C) ||
+             (a.ndim == 3 && C == 1 && a.shape[1] == S && a.shape[2] == S);
+        char alt[64] = "";
+        if (C == 1) snprintf(alt, sizeof alt, " or [N,%d,%d]", S, S);
+        if (!ok)
+            die(1, "%s: expected uint8 [N,%d,%d,%d]%s (the model's image size and channels), got uint8 %s",
+                path, S, S, C, alt, got);
+    } else {
+        die(1, "%s: expected float32 [N,%d,%d,%d] (normalised) or uint8 [N,%d,%d,%d], got %s %s "
+               "(convert with .astype(np.float32))", path, C, S, S, S, S, C, np_name(a.dtype), got);
+    }
+    n = a.shape[0];
+    if (n < 0 || n > INT_MAX || (uint64_t)n > SIZE_MAX / sizeof(float) / per)
+        die(1, "%s: %lld inputs is too many", path, (long long)n);
+    *n_out = (int)n;
+    if (a.dtype == PF_F32) return (float *)a.data; // used as is; PF_MALLOC is malloc here, so free() frees it
+    x = (float *)xmalloc((size_t)n * per * sizeof(float));
+    for (i = 0; i < (size_t)n; i++) // NHWC bytes -> NCHW, v/255 then (v-mean)/std
+        for (px = 0; px < (size_t)S * S; px++)
+            for (c = 0; c < C; c++) {
+                float sd = g->std[c] == 0.0f ? 1.0f : g->std[c];
+                float v = (float)((const unsigned char *)a.data)[(i * S * S + px) * C + c] / 255.0f;
+                x[i * per + (size_t)c * S * S + px] = (v - g->mean[c]) / sd;
+            }
+    pf_array_free(&a);
+    return x;
+}
+
+#ifdef PF_HAVE_STB
+// Debian's stb_image (2022) overruns its Huffman tables when a JPEG DHT table
+// declares more than 256 codes (nothings/stb#1289, fixed upstream later). This
+// walks the markers as stb_image does and refuses such a file before decoding.
+static int jpeg_tables_ok(const unsigned char *p, size_t n) {
+    size_t i = 2, end, j, len;
+    int k, sum;
+    while (i + 1 < n) {
+        unsigned m = p[i + 1];
+        if (p[i] != 0xFF || m == 0xFF) { i++; continue; }             // entropy data, fill bytes
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; } // no length
+        if (i + 3 >= n) break;
+        len = (size_t)p[i + 2] << 8 | p[i + 3];
+        end = i + 2 + len;
+        for (j = i + 4; m == 0xC4 && j < end; j += 17 + (size_t)sum) { // DHT: class/id, 16 counts, symbols
+            for (sum = 0, k = 1; k <= 16; k++) sum += j + k < n ? p[j + k] : 0;
+            if (sum > 256) return 0;
+        }
+        i = end;
+    }
+    return 1;
+}
+
+static unsigned char *read_image(const char *path, int *w, int *h, int *ch) {
+    FILE *f = fopen(path, "rb");
+    long size = -1;
+    unsigned char *buf, *img;
+    if (!f) die(1, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size < 0 || size > (1L << 30) || fseek(f, 0, SEEK_SET) != 0)
+        die(1, "%s: cannot read the image (size unknown or over 1 GiB)", path);
+    buf = (unsigned char *)xmalloc((size_t)size);
+    if (fread(buf, 1, (size_t)size, f) != (size_t)size) die(1, "%s: read error", path);
+    fclose(f);
+    if (size >= 2 && buf[0] == 0xFF && buf[1] == 0xD8 && !jpeg_tables_ok(buf, (size_t)size))
+        die(1, "%s: cannot read the image (corrupt JPEG: a Huffman table has more than 256 codes)", path);
+    img = stbi_load_from_memory(buf, (int)size, w, h, ch, 0);
+    free(buf);
+    if (!img) die(1, "%s: cannot read the image (%s)", path, stbi_failure_reason());
+    return img;
+}
+#endif
+
+// image files -> normalised float input [N,C,S,S] (malloc'd)
+static float *load_images(const char *const *files, int n, const pf_config *g) {
+#ifndef PF_HAVE_STB
+    (void)n; (void)g;
+    die(1, "%s: image input needs stb_image, and this program was built without it "
+           "(rebuild with -DPF_HAVE_STB, Debian package libstb-dev), or pass a .npy array", files[0]);
+    return NULL;
+#else
+    size_t per = (size_t)g->channels * g->image_size * g->image_size;
+    float *x;
+    int i;
+    if ((size_t)n > SIZE_MAX / sizeof(float) / per) die(1, "too many images (%d)", n);
+    x = (float *)xmalloc((size_t)n * per * sizeof(float));
+    for (i = 0; i < n; i++) {
+        int w, h, ch;
+        unsigned char *img = read_image(files[i], &w, &h, &ch);
+        pf_status st = pf_image_to_input(img, h, w, ch, g, x + (size_t)i * per);
+        stbi_image_free(img);
+        if (st != PF_OK) die_file(files[i]);
+    }
+    return x;
+#endif
+}
+
+// the k largest of v[0..K) into idx[0..k) in descending order (idx holds K)
+static void top_k(const float *v, int K, int k, int *idx) {
+    int i, j, t;
+    for (j = 0; j < K; j++) idx[j] = j;
+    for (i = 0; i < k; i++)
+        for (j = i + 1; j < K; j++)
+            if (v[idx[j]] > v[idx[i]] || (v[idx[j]] == v[idx[i]] && idx[j] < idx[i]))
+                t = idx[i], idx[i] = idx[j], idx[j] = t;
+}
+
+static int cmd_predict(int argc, char **argv) {
+    enum { O_MODEL, O_INPUT, O_OUTPUT, O_BRANCHES, O_THREADS, O_BATCH, O_PROBS, O_TOP, O_N };
+    static const optdef o[O_N] = {
+        {"--model", "FILE", "required", "checkpoint (safetensors)"},
+        {"--input", "X", "required", "a .npy array or image files (a,b,c; repeatable)"},
+        {"--output", "Y", "required", "Y.npy (float32 [N,K]) or Y.csv (- : CSV on stdout)"},
+        {"--branches", "k", "all", "use the first k branches"},
+        {"--threads", "N", "OpenMP default", "threads"},
+        {"--batch", "B", "64", "images per forward pass"},
+        {"--probs", NULL, "off", "write softmax probabilities instead of logits"},
+        {"--top", "k", "off", "print the k most likely classes per input (and add them to a CSV)"},
+    };
+    cli c = {"predict", o, O_N, 0, NULL, NULL};
+    const char *model, *output, **files = NULL;
+    pf_model *m = NULL;
+    float *x = NULL, *y = NULL;
+    int N = 0, K, n_files = 0, is_npy = 0, probs, top = 0, active = 0, batch = 64, csv, i, j;
+    int *idx = NULL;
+    char *names = NULL; // --input values split at commas (files point into it)
+    size_t names_len = 0;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer predict --model FILE --input X [--input X2 ...] --output Y [options]\n\n"
+               "Writes class scores (logits, or probabilities with --probs) for the inputs:\n"
+               "  X.npy float32 [N,C,H,W]   normalised already, used as is (C, H, W: the model's)\n"
+               "  X.npy uint8 [N,H,W,C]     (or [N,H,W] for one channel) scaled to [0,1], then\n"
+               "                            (v - mean)/std with the model's mean/std\n"
+               "  .png .jpg .jpeg .bmp      the same after a bilinear resize to the model's size\n"
+               "                            and channel conversion (gray <-> RGB, alpha dropped)\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    model = cli_need(&c, O_MODEL);
+    output = cli_need(&c, O_OUTPUT);
+    cli_need(&c, O_INPUT);
+    csv = !strcmp(output, "-") || ends_with(output, ".csv");
+    if (!csv && !ends_with(output, ".npy"))
+        usage_error(&c, "--output: '%s' is neither .npy nor .csv (or - for CSV on stdout)", output);
+    probs = cli_get(&c, O_PROBS) != NULL;
+    if (cli_get(&c, O_BRANCHES)) active = (int)parse_int(&c, O_BRANCHES, 1, INT_MAX);
+    if (cli_get(&c, O_TOP)) top = (int)parse_int(&c, O_TOP, 1, INT_MAX);
+    if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 1 << 20);
+    if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 4096));
+    // every --input, split at commas
+    for (i = 0; i < c.n; i++)
+        if (c.which[i] == O_INPUT) names_len += strlen(c.vals[i]) + 1;
+    names = (char *)xmalloc(names_len);
+    files = (const char **)xmalloc(names_len * sizeof(char *));
+    names_len = 0;
+    for (i = 0; i < c.n; i++) {
+        char *s;
+        if (c.which[i] != O_INPUT) continue;
+        s = strcpy(names + names_len, c.vals[i]);
+        names_len += strlen(s) + 1;
+        for (;;) {
+            char *comma = strchr(s, ',');
+            if (comma) *comma = '\0';
+            if (!*s) usage_error(&c, "--input: empty file name in '%s'", c.vals[i]);
+            if (ends_with(s, ".npy")) is_npy++;
+            else if (!ends_with(s, ".png") && !ends_with(s, ".jpg") && !ends_with(s, ".jpeg") &&
+                     !ends_with(s, ".bmp"))
+                usage_error(&c, "--input: '%s' is not .npy, .png, .jpg, .jpeg or .bmp", s);
+            files[n_files++] = s;
+            if (!comma) break;
+            s = comma + 1;
+        }
+    }
+    if (is_npy && n_files > 1) usage_error(&c, "--input: a .npy input must be the only input");
+
+    if (pf_model_load(model, &m) != PF_OK) die_file(model);
+    K = m->cfg.classes;
+    if (active > m->cfg.branches)
+        usage_error(&c, "--branches %d: %s has %d branch%s", active, model, m->cfg.branches,
+                    m->cfg.branches == 1 ? "" : "es");
+    if (active && pf_model_set_active(m, active) != PF_OK) die(1, "%s", pf_last_error());
+    if (top > K) usage_error(&c, "--top %d: %s has %d classes", top, model, K);
+    if (is_npy) x = load_npy_input(files[0], &m->cfg, &N);
+    else x = load_images(files, N = n_files, &m->cfg);
+    if ((size_t)N > SIZE_MAX / sizeof(float) / (size_t)K) die(1, "too many inputs (%d)", N);
+    y = (float *)xmalloc((size_t)N * K * sizeof(float));
+    if (N > 0) {
+        if (pf_model_reserve(m, batch < N ? batch : N) != PF_OK) die(1, "%s", pf_last_error());
+        if (pf_predict(m, x, N, y) != PF_OK) die(1, "%s: %s", model, pf_last_error());
+    }
+    if (probs) // softmax per row
+        for (i = 0; i < N; i++) {
+            float *r = y + (size_t)i * K;
+            double mx = r[0], s = 0.0;
+            for (j = 1; j < K; j++) mx = r[j] > mx ? r[j] : mx;
+            for (j = 0; j < K; j++) s += exp((double)r[j] - mx);
+            for (j = 0; j < K; j++) r[j] = (float)(exp((double)r[j] - mx) / s);
+        }
+    idx = (int *)xmalloc((size_t)K * sizeof(int));
+    if (csv) {
+        FILE *f = strcmp(output, "-") ? fopen(output, "w") : stdout;
+        if (!f) die(1, "%s: cannot open for writing (%s)", output, strerror(errno));
+        for (j = 0; j < K; j++) fprintf(f, "%s%s_%d", j ? "," : "", probs ? "prob" : "logit", j);
+        for (j = 0; j < top; j++) fprintf(f, ",top_%d", j + 1);
+        fprintf(f, "\n");
+        for (i = 0; i < N; i++) {
+            const float *r = y + (size_t)i * K;
+            for (j = 0; j < K; j++) fprintf(f, "%s%.9g", j ? "," : "", r[j]);
+            if (top) top_k(r, K, top, idx);
+            for (j = 0; j < top; j++) fprintf(f, ",%d", idx[j]);
+            fprintf(f, "\n");
+        }
+        if (ferror(f) | (f == stdout ? fflush(f) : fclose(f))) die(1, "%s: write failed", output);
+    } else {
+        pf_array a;
+        memset(&a, 0, sizeof a);
+        a.dtype = PF_F32;
+        a.ndim = 2;
+        a.shape[0] = N;
+        a.shape[1] = K;
+        a.data = y;
+        a.nbytes = (size_t)N * K * sizeof(float);
+        if (pf_npy_save(output, &a) != PF_OK) die_file(output);
+    }
+    if (strcmp(output, "-")) {
+        if (top)
+            for (i = 0; i < N; i++) {
+                top_k(y + (size_t)i * K, K, top, idx);
+                printf("%s", is_npy ? "" : files[i]);
+                if (is_npy) printf("%d", i);
+                for (j = 0; j < top; j++)
+                    printf("%s%d (%.4g)", j ? " " : ": ", idx[j], y[(size_t)i * K + idx[j]]);
+                printf("\n");
+            }
+        printf("wrote %s: %s [%d,%d] from %d input%s, %d of %d branches\n", output,
+               probs ? "probabilities" : "logits", N, K, N, N == 1 ? "" : "s", m->active, m->cfg.branches);
+    }
+    free(idx);
+    free(y);
+    free(x);
+    free(files);
+    free(names);
+    pf_model_free(m);
+    cli_free(&c);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// main
+
+static void usage(FILE *f) {
+    fprintf(f, "paraformer %s - ParaFormer (shallow parallel transformers) on the CPU\n\n"
+               "usage: paraformer <command> [options]      (paraformer <command> --help for its options)\n\n"
+               "commands:\n"
+               "  init      create a model with seeded initial weights (safetensors)\n"
+               "  info      show a checkpoint's configuration, parameter counts and tensors\n"
+               "  predict   class scores (logits or probabilities) for .npy arrays or images\n"
+               "  help      this list; `paraformer help <command>` for a command's options\n\n"
+               "--version prints the version.\n", PF_VERSION);
+}
+
+// argv: the command's arguments (after its name)
+static int run_command(const char *cmd, int argc, char **argv) {
+    if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
+    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
+    fprintf(stderr, "error: unknown command '%s' (commands: init, info, predict; see 'paraformer --help')\n",
+            cmd);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    static char help_arg[] = "--help";
+    const char *cmd = argc > 1 ? argv[1] : "help";
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        char *sub[1];
+        sub[0] = help_arg;
+        if (argc > 2 && !strcmp(cmd, "help")) return run_command(argv[2], 1, sub);
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("paraformer %s\n", PF_VERSION);
+        return 0;
+    }
+    return run_command(cmd, argc - 2, argv + 2);
+}
