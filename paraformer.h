@@ -1849,7 +1849,8 @@ static long long pf__file_size(FILE *f) {
     long sz;
     if (fseek(f, 0, SEEK_END) != 0) return -1;
     sz = ftell(f);
-    if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) return -1;
+    if (sz < 0 || sz == 0x7fffffffL || (sizeof(long) > 4 && sz == (long)(~0UL >> 1)) || fseek(f, 0, SEEK_SET) != 0)
+        return -1; /* LONG_MAX: a directory */
     return (long long)sz;
 }
 
@@ -2033,7 +2034,10 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
             if (!pf__jobj_begin(&j)) goto bad_json;
             while (pf__jobj_next(&j, &mfirst, mkey, sizeof mkey)) {
                 char *v;
-                if (pf__jpeek(&j) != '"') { if (!pf__jskip(&j)) goto bad_json; continue; } /* lenient */
+                if (pf__jpeek(&j) != '"') {
+                    st = pf_fail(PF_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", path, mkey);
+                    goto fail;
+                }
                 if (f->n_meta == mcap) {
                     int nc = mcap ? 2 * mcap : 8;
                     char **nk = (char **)PF_REALLOC(f->meta_keys, (size_t)nc * sizeof(char *));
@@ -2113,17 +2117,34 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
             st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s' appears twice", path, f->entries[f->by_name[i]].name);
             goto fail;
         }
-    if (f->n > 1) { /* no two tensors may share bytes */
+    if (f->n == 0 && f->data_len) {
+        st = pf_fail(PF_ERR_FORMAT, "%s: %llu data bytes but no tensors", path, (unsigned long long)f->data_len);
+        goto fail;
+    }
+    if (f->n > 0) { /* the tensors tile the data section exactly: no overlap, hole or tail */
+        uint64_t at = 0;
         sorted = (pf_st_entry **)PF_MALLOC((size_t)f->n * sizeof(pf_st_entry *));
         if (!sorted) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
         for (i = 0; i < f->n; i++) sorted[i] = &f->entries[i];
         qsort(sorted, (size_t)f->n, sizeof *sorted, pf__cmp_begin);
-        for (i = 1; i < f->n; i++)
-            if (sorted[i]->begin < sorted[i - 1]->end && sorted[i]->begin != sorted[i]->end) {
+        for (i = 0; i < f->n; i++) {
+            if (sorted[i]->begin < at) {
                 st = pf_fail(PF_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", path,
                              sorted[i - 1]->name, sorted[i]->name);
                 goto fail;
             }
+            if (sorted[i]->begin > at) {
+                st = pf_fail(PF_ERR_FORMAT, "%s: data bytes %llu..%llu belong to no tensor (before '%s')", path,
+                             (unsigned long long)at, (unsigned long long)sorted[i]->begin, sorted[i]->name);
+                goto fail;
+            }
+            at = sorted[i]->end;
+        }
+        if (at != f->data_len) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: %llu bytes after the last tensor's data", path,
+                         (unsigned long long)(f->data_len - at));
+            goto fail;
+        }
         PF_FREE(sorted);
         sorted = NULL;
     }

@@ -20,10 +20,10 @@
 
 #define TOL 1e-4
 #define FIX "tests/fixtures/"
-#define EXE "build/paraformer"
 #define TMP "build/tmp_interop"
 
 static int passed, failed;
+static const char *EXE = "build/paraformer"; /* or $PARAFORMER_EXE */
 
 static void check(int ok, const char *fmt, ...) {
     va_list ap;
@@ -58,8 +58,8 @@ static int load(const char *path, pf_array *a, pf_dtype want) {
 static void cli_predict(const char *model, const char *input, const char *ref_path, const char *what) {
     char cmd[1024];
     pf_array out, ref;
-    snprintf(cmd, sizeof cmd, EXE " predict --model %s --input %s --output " TMP "/out.npy > " TMP "/log.txt 2>&1",
-             model, input);
+    snprintf(cmd, sizeof cmd, "%s predict --model %s --input %s --output " TMP "/out.npy > " TMP "/log.txt 2>&1",
+             EXE, model, input);
     if (system(cmd) != 0) { check(0, "%s: `%s` failed (see " TMP "/log.txt)", what, cmd); return; }
     if (!load(TMP "/out.npy", &out, PF_F32)) return;
     if (!load(ref_path, &ref, PF_F64)) { pf_array_free(&out); return; }
@@ -91,7 +91,8 @@ int main(void) {
     pf_model *m;
     pf_array x, ref;
     float *logits;
-    printf("# test_interop (tolerance %.0e relative)\n", TOL);
+    if (getenv("PARAFORMER_EXE")) EXE = getenv("PARAFORMER_EXE");
+    printf("# test_interop (tolerance %.0e relative, program %s)\n", TOL, EXE);
     if (system("mkdir -p " TMP) != 0) { printf("cannot create " TMP "\n0 passed, 1 failed\n"); return 1; }
 
     /* 1. a model written by PyTorch, through the library */
@@ -124,9 +125,11 @@ int main(void) {
                 "torch -> `paraformer predict` uint8 NHWC (scaled, normalised with the model's mean/std)");
 
     /* 2. `paraformer init` is deterministic and PyTorch loaded its output */
-    if (system(EXE " init --out " TMP "/c_init.safetensors --image-size 16 --channels 1 --patch 4 --dim 16 "
-               "--heads 4 --mlp-dim 48 --branches 2 --depth 2 --classes 6 --residual prenorm --aggregate delta "
-               "--qkv-bias on --pool cls --seed 11 > " TMP "/log.txt 2>&1") != 0) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s init --out " TMP "/c_init.safetensors --image-size 16 --channels 1 --patch 4 "
+             "--dim 16 --heads 4 --mlp-dim 48 --branches 2 --depth 2 --classes 6 --residual prenorm "
+             "--aggregate delta --qkv-bias on --pool cls --seed 11 > " TMP "/log.txt 2>&1", EXE);
+    if (system(cmd) != 0) {
         check(0, "paraformer init failed (see " TMP "/log.txt)");
     } else {
         check(same_bytes(TMP "/c_init.safetensors", FIX "c_init.safetensors"),

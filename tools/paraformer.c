@@ -804,6 +804,10 @@ static int run_command(const char *cmd, int argc, char **argv) {
 int main(int argc, char **argv) {
     static char help_arg[] = "--help";
     const char *cmd = argc > 1 ? argv[1] : "help";
+    if (argc < 2) { /* no command: usage on stderr, exit 2 */
+        usage(stderr);
+        return 2;
+    }
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         char *sub[1];
         sub[0] = help_arg;

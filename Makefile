@@ -1,0 +1,219 @@
+# Makefile for ParaFormer-C (paraformer.h + the `paraformer` program).
+#
+#   make               build build/paraformer (the command-line program)
+#   make test          build and run every test; no PyTorch, no GPU needed
+#   make test SAN=1    the same with AddressSanitizer + UBSan, in build-san/
+#   make test-torch    live PyTorch interop check (optional, needs PyTorch)
+#   make help          targets, variables and what was detected
+#   make clean         remove build/ and build-san/
+#
+# Variables (command line or environment):
+#   CC, CXX            compilers (cc, g++)
+#   CFLAGS             optimisation/debug flags (default -O2 -g); never add
+#                      -ffast-math/-Ofast: the tests compare against PyTorch
+#   LDFLAGS, LDLIBS    extra link flags / libraries
+#   OPENMP=0           build without OpenMP even if the compiler has it
+#   STB=0              build without stb_image (no PNG/JPEG/BMP input)
+#   STB_INC=DIR        where stb/stb_image.h lives (default /usr/include)
+#   SAN=1              sanitizers: -fsanitize=address,undefined, in build-san/
+#
+# The library is header-only: every program compiles paraformer.h with
+# PARAFORMER_IMPLEMENTATION in its own translation unit, so there is no
+# library object to build.
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+CXX      ?= g++
+CFLAGS   ?= -O2 -g
+STD      := -std=c99
+CXXSTD   := -std=c++11
+WARN     := -Wall -Wextra
+LDLIBS   += -lm
+PYTHON   ?= /usr/bin/python3
+
+# ---------------------------------------------------------------------------
+# Sanitizer build: everything goes to build-san/ so that it never mixes with
+# the optimised objects in build/.
+
+SAN ?= 0
+ifeq ($(SAN),1)
+BUILD    := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
+else
+BUILD    := build
+SANFLAGS :=
+endif
+
+# ---------------------------------------------------------------------------
+# Detection. Each probe compiles a tiny program in a throw-away directory;
+# the results are printed as ✓/✗ lines by `make`, `make test` and `make help`.
+
+# try-cc FLAGS, SOURCE-TEXT: "1" when SOURCE-TEXT compiles and links with FLAGS
+try-cc = $(shell t=$$(mktemp -d 2>/dev/null) && printf '$(2)' > $$t/p.c && \
+	$(CC) $(1) $$t/p.c -o $$t/p >/dev/null 2>&1 && echo 1; rm -rf $$t)
+
+OPENMP ?= 1
+ifeq ($(OPENMP),1)
+HAVE_OPENMP := $(call try-cc,-fopenmp,int omp_get_max_threads(void);\nint main(void) { return omp_get_max_threads() < 1; }\n)
+endif
+ifeq ($(HAVE_OPENMP),1)
+OMPFLAGS := -fopenmp
+endif
+
+# stb_image is included as <stb/stb_image.h> (Debian's libstb-dev layout);
+# STB_INC is the directory that holds stb/.
+STB     ?= 1
+STB_INC ?= /usr/include
+ifeq ($(STB),1)
+HAVE_STB := $(if $(wildcard $(STB_INC)/stb/stb_image.h),1)
+endif
+ifeq ($(HAVE_STB),1)
+STBFLAGS := -DPF_HAVE_STB $(if $(filter /usr/include,$(STB_INC)),,-I$(STB_INC))
+endif
+
+# nvcc is only reported for now: paraformer_cuda.cu does not exist yet.
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+
+# Print the detection once per top-level make (not for `make clean`).
+ifeq ($(MAKELEVEL),0)
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),all)),)
+$(info $(if $(HAVE_OPENMP),✓ OpenMP     -fopenmp,✗ OpenMP     $(if $(filter 0,$(OPENMP)),disabled (OPENMP=0),not available): single-threaded build))
+$(info $(if $(HAVE_STB),✓ stb_image  $(STB_INC)/stb/stb_image.h (-DPF_HAVE_STB),✗ stb_image  $(if $(filter 0,$(STB)),disabled (STB=0),$(STB_INC)/stb/stb_image.h not found (apt-get install libstb-dev)): no PNG/JPEG/BMP input))
+$(info $(if $(NVCC),✓ nvcc       $(NVCC) (no CUDA backend to build yet),✗ nvcc       not found (the GPU backend will need it)))
+$(if $(filter 1,$(SAN)),$(info ✓ sanitizers address,undefined -> $(BUILD)/))
+endif
+endif
+
+# Flags for every C program. The tests add -DPF_DOUBLE where they need it.
+ALL_CFLAGS   = $(STD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(STBFLAGS)
+ALL_CXXFLAGS = $(CXXSTD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(STBFLAGS)
+ALL_LDFLAGS  = $(LDFLAGS) $(SANFLAGS) $(OMPFLAGS)
+
+# Everything is rebuilt when the flags change (`make STB=0` after `make`):
+# $(BUILD)/flags holds the flags of the last build and is only rewritten
+# when they differ.
+FLAGS_FILE := $(BUILD)/flags
+FLAGS_NOW   = $(CC) $(CXX) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(LDLIBS)
+ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
+$(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_FILE) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
+	echo '$(FLAGS_NOW)' > $(FLAGS_FILE); })
+endif
+HDR          = paraformer.h $(FLAGS_FILE)
+$(FLAGS_FILE):   # only needed after `make clean` in the same command
+	@mkdir -p $(@D) && echo '$(FLAGS_NOW)' > $@
+
+# ---------------------------------------------------------------------------
+# The program
+
+EXE := $(BUILD)/paraformer
+
+all: $(EXE)
+
+$(BUILD):
+	@mkdir -p $@
+
+$(EXE): tools/paraformer.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
+# ---------------------------------------------------------------------------
+# Test programs. Each prints one line per check and ends with
+# `N passed, M failed`; tests/run_all.sh runs them and adds the counts up.
+# A test whose source is missing is skipped with a ✗ note (only while the
+# project is being written: in the finished tree every source exists).
+
+# test_ops: every op against finite differences, in double precision.
+$(BUILD)/test_ops: tests/test_ops.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -DPF_DOUBLE -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
+# test_model: whole model against the PyTorch fixtures, in float and double.
+$(BUILD)/test_model: tests/test_model.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+$(BUILD)/test_model_f64: tests/test_model.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -DPF_DOUBLE -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
+# test_interop: PyTorch-written fixtures through the library and the program.
+$(BUILD)/test_interop: tests/test_interop.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
+# test_io: hostile and truncated files through the library's readers.
+$(BUILD)/test_io: tests/test_io.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
+# test_header_*: the header as a user compiles it, -Werror -pedantic: as C99
+# and as C++, extern and PF_STATIC, always linked from two translation units
+# (tests/test_header_tu2.c includes the header without the implementation, or
+# with its own private copy under PF_STATIC). `mixed` links the C
+# implementation with a C++ caller (extern "C" linkage).
+HDR_WARN   := -Wall -Wextra -Werror -pedantic
+HDR_CFLAGS  = $(STD) $(CFLAGS) $(SANFLAGS) $(HDR_WARN) $(OMPFLAGS)
+HDR_CXFLAGS = $(CXXSTD) -x c++ $(CFLAGS) $(SANFLAGS) $(HDR_WARN) $(OMPFLAGS)
+HDR_SRCS   := tests/test_header.c tests/test_header_tu2.c $(HDR)
+HDR_BINS   := test_header_c test_header_c_static test_header_cpp test_header_cpp_static test_header_mixed
+
+# hdr-test MAIN-LANG, TU2-LANG, EXTRA-FLAGS: compile both translation units to
+# objects (c or cxx) and link them with the C++ driver (a no-op for C code).
+hdr-cc-c   = $(CC) $(HDR_CFLAGS)
+hdr-cc-cxx = $(CXX) $(HDR_CXFLAGS)
+define hdr-test
+	$(hdr-cc-$(1)) $(3) -DPF_HEADER_TU2 -c -o $@.main.o tests/test_header.c
+	$(hdr-cc-$(2)) $(3) -DPF_HEADER_TU2 -c -o $@.tu2.o tests/test_header_tu2.c
+	$(CXX) -o $@ $@.main.o $@.tu2.o $(ALL_LDFLAGS) $(LDLIBS)
+endef
+
+$(BUILD)/test_header_c: $(HDR_SRCS) | $(BUILD)
+	$(call hdr-test,c,c,)
+$(BUILD)/test_header_c_static: $(HDR_SRCS) | $(BUILD)
+	$(call hdr-test,c,c,-DPF_STATIC)
+$(BUILD)/test_header_cpp: $(HDR_SRCS) | $(BUILD)
+	$(call hdr-test,cxx,cxx,)
+$(BUILD)/test_header_cpp_static: $(HDR_SRCS) | $(BUILD)
+	$(call hdr-test,cxx,cxx,-DPF_STATIC)
+$(BUILD)/test_header_mixed: $(HDR_SRCS) | $(BUILD)
+	$(call hdr-test,c,cxx,)
+
+# What exists decides what is built and run (see the note above).
+have = $(wildcard $(1))
+TESTS_C := \
+  $(if $(call have,tests/test_header.c),$(addprefix $(BUILD)/,$(HDR_BINS))) \
+  $(if $(call have,tests/test_io.c),$(BUILD)/test_io) \
+  $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
+  $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
+  $(if $(call have,tests/test_interop.c),$(BUILD)/test_interop)
+TEST_EXE := $(if $(call have,tools/paraformer.c),$(EXE))
+# test_cli.sh and test_interop run the program: they only make sense with it.
+TESTS_RUN := $(TESTS_C) $(if $(TEST_EXE),tests/test_cli.sh)
+ifeq ($(TEST_EXE),)
+TESTS_RUN := $(filter-out %/test_interop,$(TESTS_RUN))
+endif
+MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_tu2.c tests/test_io.c \
+             tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
+
+# `make test`: build everything first, then run. tests/run_all.sh prints each
+# program's output, a summary, and as its very last line the summed
+# `N passed, M failed`; it exits non-zero when any check fails or any program
+# crashes or exits non-zero. PARAFORMER_EXE tells the tests which program to
+# run (build-san/paraformer under SAN=1).
+test: $(TESTS_C) $(TEST_EXE)
+	@for f in $(MISSING); do echo "✗ $$f is missing: skipped (the finished tree has every test)"; done
+	@PARAFORMER_EXE=$(EXE) tests/run_all.sh $(TESTS_RUN)
+
+# Optional: live interop against PyTorch (not part of `make test`).
+test-torch: $(EXE)
+	$(PYTHON) tools/torch_interop.py $(EXE)
+
+clean:
+	rm -rf build build-san
+
+help:
+	@echo "targets:"
+	@echo "  make              build $(EXE) from tools/paraformer.c"
+	@echo "  make test         build and run every test (no PyTorch or GPU needed)"
+	@echo "  make test SAN=1   the same under AddressSanitizer + UBSan, in build-san/"
+	@echo "  make test-torch   $(PYTHON) tools/torch_interop.py $(EXE) (needs PyTorch)"
+	@echo "  make clean        remove build/ and build-san/"
+	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) SAN=$(SAN)"
+	@echo "compile:   $(CC) $(ALL_CFLAGS) ... $(ALL_LDFLAGS) $(LDLIBS)"
+
+.PHONY: all test test-torch clean help

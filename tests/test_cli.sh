@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# test_cli.sh - the `paraformer` program fed bad flags and bad files.
+#
+#   tests/test_cli.sh [PROGRAM]      (default $PARAFORMER_EXE or build/paraformer)
+#
+# Every bad invocation must exit with a non-zero status below 126 (not a
+# crash, not a signal), print nothing from a sanitizer, and say on stderr what
+# is wrong: the offending flag or value, or the path of the offending file. A
+# few good invocations check that the program works at all (the numbers are
+# tested by tests/test_interop.c). Failed commands must not leave their output
+# file (or a temporary) behind. Prints one line per check and
+# `N passed, M failed`; exit status 1 on any failure. Run from the repo root.
+set -u
+
+EXE="${1:-${PARAFORMER_EXE:-build/paraformer}}"
+FIX=tests/fixtures
+pass=0 fail=0
+
+if [ ! -x "$EXE" ]; then
+    echo "FAIL - $EXE not found or not executable (run make)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+T=$(mktemp -d "${TMPDIR:-/tmp}/pf_cli.XXXXXX") || exit 2
+trap 'rm -rf "$T"' EXIT
+
+ok() { pass=$((pass + 1)); echo "ok   - $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $*"; }
+first_line() { head -n 1 "$1" | cut -c1-200; }
+
+# expect_fail LABEL 'PATTERN[|PATTERN...]' CMD...: the command fails cleanly
+# and its stderr contains one of the patterns (fixed strings).
+expect_fail() {
+    local label=$1 pats=$2 p rc
+    local -a g=()
+    shift 2
+    IFS='|' read -r -a parts <<<"$pats"
+    for p in "${parts[@]}"; do g+=(-e "$p"); done
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        bad "$label: exited 0"
+    elif [ "$rc" -ge 126 ]; then
+        bad "$label: exit status $rc (crash or signal): $(first_line "$T/err")"
+    elif grep -q -e 'Sanitizer' -e 'runtime error:' "$T/err"; then
+        bad "$label: sanitizer report: $(grep -m1 -e 'Sanitizer' -e 'runtime error:' "$T/err" | cut -c1-200)"
+    elif [ ! -s "$T/err" ]; then
+        bad "$label: exit status $rc but nothing on stderr"
+    elif ! grep -qF "${g[@]}" "$T/err"; then
+        bad "$label: stderr does not mention '$pats': $(first_line "$T/err")"
+    else
+        ok "$label: exit $rc: $(first_line "$T/err")"
+    fi
+}
+
+# expect_ok LABEL CMD...: the command succeeds without a sanitizer report.
+expect_ok() {
+    local label=$1 rc
+    shift
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        bad "$label: exit status $rc: $(first_line "$T/err")"
+    elif grep -q -e 'Sanitizer' -e 'runtime error:' "$T/err"; then
+        bad "$label: sanitizer report: $(grep -m1 -e 'Sanitizer' -e 'runtime error:' "$T/err" | cut -c1-200)"
+    else
+        ok "$label"
+    fi
+}
+
+# no_file LABEL PATH: a failed write left neither PATH nor PATH.* behind.
+no_file() {
+    local left
+    left=$(ls -d "$2" "$2".* 2>/dev/null | head -n 3 | tr '\n' ' ')
+    if [ -n "$left" ]; then bad "$1: left behind: $left"; else ok "$1"; fi
+}
+
+# st_write PATH JSON: a safetensors file with header JSON and no data.
+st_write() {
+    local n=${#2} i b=""
+    for i in 0 1 2 3 4 5 6 7; do b+=$(printf '\\%03o' $(((n >> (8 * i)) & 255))); done
+    printf "$b" >"$1"
+    printf '%s' "$2" >>"$1"
+}
+
+echo "# $EXE, files in $T"
+
+# --- files used below --------------------------------------------------------
+M="$T/model.safetensors"   # a small valid model for 16x16x3 input
+SMALL=(--image-size 16 --channels 3 --patch 4 --dim 16 --heads 2 --mlp-dim 32 --branches 2 --depth 1 --classes 4)
+expect_ok "init a small model (16x16x3, PF(2x1), 4 classes)" "$EXE" init --out "$M" "${SMALL[@]}" --seed 3
+M8="$T/model8.safetensors"  # the same for 8x8 input
+expect_ok "init a model for 8x8 input" "$EXE" init --out "$M8" "${SMALL[@]}" --image-size 8 --seed 4
+X="$FIX/torch_input.npy"         # float32 [5,3,16,16]
+XU8="$FIX/torch_input_u8.npy"    # uint8 [5,16,16,3]
+FIXM="$FIX/torch_model.safetensors"
+size=$(wc -c <"$M")
+head -c $((size / 2)) "$M" >"$T/trunc.safetensors"                 # cut inside the data
+head -c 100 "$M" >"$T/trunc_header.safetensors"                    # cut inside the header
+tail -c +101 "$FIX/torch_logits.npy" >"$T/garbage.safetensors"     # float bytes: garbage
+: >"$T/empty.safetensors"
+head -c 60 "$X" >"$T/trunc_header.npy"                             # cut inside the .npy header
+head -c 1000 "$X" >"$T/trunc_data.npy"                             # cut inside the data
+tail -c +101 "$FIX/torch_logits.npy" >"$T/garbage.npy"
+cp "$T/garbage.npy" "$T/garbage.png"                                 # not an image
+printf 'P6\n16 16\n255\n' >"$T/wrong_ext.bmp"                        # a PPM named .bmp
+mkdir -p "$T/adir.npy"
+CFG='"image_size": 8, "channels": 1, "patch_size": 4, "mlp_dim": 16, "classes": 3, "residual": "prenorm", "aggregate": "delta", "qkv_bias": true, "pool": "cls"'
+CFG_BIG="{$CFG, \"dim\": 8, \"heads\": 2, \"branches\": 16, \"depth\": 16}"
+CFG_HEADS="{$CFG, \"dim\": 8, \"heads\": 3, \"branches\": 1, \"depth\": 1}"
+st_write "$T/no_config.safetensors" '{"__metadata__":{"format":"paraformer"}}'
+st_write "$T/cfg_big.safetensors" "{\"__metadata__\":{\"format\":\"paraformer\",\"config\":\"${CFG_BIG//\"/\\\"}\"}}"
+st_write "$T/cfg_heads.safetensors" "{\"__metadata__\":{\"format\":\"paraformer\",\"config\":\"${CFG_HEADS//\"/\\\"}\"}}"
+
+# --- flags -----------------------------------------------------------------
+expect_fail "unknown command" "frobnicate" "$EXE" frobnicate
+expect_fail "unknown option" "--bogus-flag" "$EXE" init --out "$T/x.safetensors" --bogus-flag
+expect_fail "option without its value" "--dim" "$EXE" init --out "$T/x.safetensors" --dim
+expect_fail "not a number" "abc" "$EXE" init --out "$T/x.safetensors" --dim abc
+expect_fail "number too large for an int" "99999999999999999999" "$EXE" init --out "$T/x.safetensors" --dim 99999999999999999999
+expect_fail "negative width" "--dim|-16|dim" "$EXE" init --out "$T/x.safetensors" --dim -16
+expect_fail "heads not dividing dim" "heads" "$EXE" init --out "$T/x.safetensors" --dim 10 --heads 3
+expect_fail "patch not dividing the image" "patch" "$EXE" init --out "$T/x.safetensors" --image-size 30 --patch 4
+expect_fail "unknown residual form" "postnorm" "$EXE" init --out "$T/x.safetensors" --residual postnorm
+expect_fail "unknown aggregation" "max" "$EXE" init --out "$T/x.safetensors" --aggregate max
+expect_fail "bad boolean" "maybe" "$EXE" init --out "$T/x.safetensors" --qkv-bias maybe
+expect_fail "unknown preset" "nope" "$EXE" init --out "$T/x.safetensors" --preset nope
+expect_fail "dropout out of range" "dropout" "$EXE" init --out "$T/x.safetensors" --dropout 1.5
+expect_fail "std not positive" "std" "$EXE" init --out "$T/x.safetensors" --std 0
+no_file "failed init leaves no file" "$T/x.safetensors"
+expect_fail "init without --out" "--out" "$EXE" init
+expect_fail "predict without --model" "--model" "$EXE" predict --input "$X" --output "$T/y.npy"
+expect_fail "predict without --input" "--input" "$EXE" predict --model "$M" --output "$T/y.npy"
+expect_fail "predict without --output" "--output" "$EXE" predict --model "$M" --input "$X"
+expect_fail "--branches beyond the model" "branches" "$EXE" predict --model "$M" --input "$X" --output "$T/y.npy" --branches 3
+expect_fail "--batch 0" "batch" "$EXE" predict --model "$M" --input "$X" --output "$T/y.npy" --batch 0
+expect_fail "output of unknown type" "$T/y.txt" "$EXE" predict --model "$M" --input "$X" --output "$T/y.txt"
+no_file "failed predict leaves no output" "$T/y.npy"
+
+# --- bad files -------------------------------------------------------------
+expect_fail "init into a missing directory" "$T/nodir/m.safetensors" "$EXE" init --out "$T/nodir/m.safetensors" "${SMALL[@]}"
+expect_fail "model file missing" "$T/missing.safetensors" \
+    "$EXE" predict --model "$T/missing.safetensors" --input "$X" --output "$T/y.npy"
+expect_fail "model file empty" "$T/empty.safetensors" \
+    "$EXE" predict --model "$T/empty.safetensors" --input "$X" --output "$T/y.npy"
+expect_fail "model file truncated (data)" "$T/trunc.safetensors" \
+    "$EXE" predict --model "$T/trunc.safetensors" --input "$X" --output "$T/y.npy"
+expect_fail "model file truncated (header)" "$T/trunc_header.safetensors" \
+    "$EXE" predict --model "$T/trunc_header.safetensors" --input "$X" --output "$T/y.npy"
+expect_fail "model file of garbage" "$T/garbage.safetensors" \
+    "$EXE" predict --model "$T/garbage.safetensors" --input "$X" --output "$T/y.npy"
+expect_fail "model is a .npy file" "$X" "$EXE" predict --model "$X" --input "$X" --output "$T/y.npy"
+expect_fail "model without a config" "$T/no_config.safetensors" "$EXE" info --model "$T/no_config.safetensors"
+expect_fail "config of 16x16 layers, no tensors" "$T/cfg_big.safetensors" "$EXE" info --model "$T/cfg_big.safetensors"
+expect_fail "config with heads not dividing dim" "$T/cfg_heads.safetensors" "$EXE" info --model "$T/cfg_heads.safetensors"
+expect_fail "info on a garbage model" "$T/garbage.safetensors" "$EXE" info --model "$T/garbage.safetensors"
+expect_fail "input file missing" "$T/missing.npy" "$EXE" predict --model "$M" --input "$T/missing.npy" --output "$T/y.npy"
+expect_fail "input .npy truncated (header)" "$T/trunc_header.npy" \
+    "$EXE" predict --model "$M" --input "$T/trunc_header.npy" --output "$T/y.npy"
+expect_fail "input .npy truncated (data)" "$T/trunc_data.npy" \
+    "$EXE" predict --model "$M" --input "$T/trunc_data.npy" --output "$T/y.npy"
+expect_fail "input .npy of garbage" "$T/garbage.npy" "$EXE" predict --model "$M" --input "$T/garbage.npy" --output "$T/y.npy"
+expect_fail "input is a directory" "$T/adir.npy" "$EXE" predict --model "$M" --input "$T/adir.npy" --output "$T/y.npy"
+expect_fail "input float64 (wrong dtype)" "$FIX/torch_logits.npy" \
+    "$EXE" predict --model "$M" --input "$FIX/torch_logits.npy" --output "$T/y.npy"
+expect_fail "input of the wrong image size (16 for an 8x8 model)" "$X" \
+    "$EXE" predict --model "$M8" --input "$X" --output "$T/y.npy"
+expect_fail "image file of garbage" "$T/garbage.png" "$EXE" predict --model "$M" --input "$T/garbage.png" --output "$T/y.npy"
+expect_fail "image that is not what its name says" "$T/wrong_ext.bmp" \
+    "$EXE" predict --model "$M" --input "$T/wrong_ext.bmp" --output "$T/y.npy"
+expect_fail "input of unknown type" "$FIX/README.md" "$EXE" predict --model "$M" --input "$FIX/README.md" --output "$T/y.npy"
+expect_fail "output into a missing directory" "$T/nodir/y.npy" \
+    "$EXE" predict --model "$M" --input "$X" --output "$T/nodir/y.npy"
+no_file "failed predict leaves no output" "$T/y.npy"
+
+# --- good invocations ------------------------------------------------------
+expect_ok "--help" "$EXE" --help
+if grep -q init "$T/out" && grep -q predict "$T/out"; then ok "--help lists init and predict"; else bad "--help does not list init and predict"; fi
+expect_ok "--version" "$EXE" --version
+expect_ok "init --help" "$EXE" init --help
+expect_ok "predict --help" "$EXE" predict --help
+expect_ok "info on a valid model" "$EXE" info --model "$M"
+expect_ok "predict float32 NCHW .npy" "$EXE" predict --model "$M" --input "$X" --output "$T/y.npy"
+if [ -s "$T/y.npy" ]; then ok "predict wrote $T/y.npy"; else bad "predict wrote no $T/y.npy"; fi
+expect_ok "predict uint8 NHWC .npy to CSV on stdout" "$EXE" predict --model "$FIXM" --input "$XU8" --output - --top 2
+if [ "$(wc -l <"$T/out")" -ge 6 ]; then ok "CSV has a header and 5 rows"; else bad "CSV: $(wc -l <"$T/out") lines"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

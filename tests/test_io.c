@@ -1,0 +1,1521 @@
+/* test_io.c - hostile, truncated and malformed files through the readers of
+   paraformer.h, and round trips through its writers.
+
+   Every bad file is generated here (in a fresh directory next to this
+   program, removed at the end unless something failed) and fed to the
+   library API: pf_st_open, pf_model_load, pf_npy_load. A bad file passes
+   when the call
+     - returns a status other than PF_OK,
+     - leaves a non-empty pf_last_error() that contains the file's path,
+     - never asks for more than 64 MiB in one allocation (the library's
+       PF_MALLOC/PF_REALLOC are routed through a guard here: a reader must
+       check sizes against the file before it allocates), and
+     - does not crash (run it under `make test SAN=1`: AddressSanitizer and
+       UndefinedBehaviorSanitizer turn any overflow or UB into a failure).
+   At the end no allocation made through PF_MALLOC may still be live.
+
+   Good files must round-trip exactly: pf_model_save -> pf_model_load,
+   hand-written F32/F64/F16/BF16 checkpoints, pf_npy_save -> pf_npy_load for
+   f32/u8/i64, hand-written .npy v1/v2, and the committed fixtures. F16 and
+   BF16 are checked against hand-encoded bit patterns of known values.
+
+   Prints `ok   - ...` / `FAIL - ...` per check, then `N passed, M failed`;
+   exit status 1 on any failure. Run from the repository root (it reads
+   tests/fixtures). PF_KEEP_TMP=1 keeps the generated files. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------- */
+/* allocation guard: the library's allocations, counted and capped */
+
+#define TIO_ALLOC_LIMIT ((size_t)64 << 20)
+static size_t tio_biggest; /* largest single request since the last reset */
+static long tio_live;      /* allocations not yet freed */
+
+static void *tio_malloc(size_t n) {
+    void *p;
+    if (n > tio_biggest) tio_biggest = n;
+    if (n > TIO_ALLOC_LIMIT) return NULL;
+    p = malloc(n ? n : 1);
+    if (p) tio_live++;
+    return p;
+}
+static void *tio_realloc(void *p, size_t n) {
+    void *q;
+    if (n > tio_biggest) tio_biggest = n;
+    if (n > TIO_ALLOC_LIMIT) return NULL;
+    q = realloc(p, n ? n : 1);
+    if (q && !p) tio_live++;
+    return q;
+}
+static void tio_free(void *p) {
+    if (p) tio_live--;
+    free(p);
+}
+#define PF_MALLOC(sz) tio_malloc(sz)
+#define PF_REALLOC(p, sz) tio_realloc(p, sz)
+#define PF_FREE(p) tio_free(p)
+
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+
+/* ---------------------------------------------------------------------- */
+/* checks */
+
+static int n_pass, n_fail;
+
+static void check(int ok, const char *fmt, ...) {
+    va_list ap;
+    if (ok) n_pass++;
+    else n_fail++;
+    printf("%s - ", ok ? "ok  " : "FAIL");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+static void clear_error(void) { pf_fail(PF_OK, "%s", ""); }
+
+/* ---------------------------------------------------------------------- */
+/* files */
+
+static char g_dir[512];        /* the temporary directory */
+static char *g_files[4096];    /* what we created there, for cleanup */
+static int g_nfiles;
+
+/* `path` = g_dir/name (static rotating buffers so a call can use two). */
+static const char *tpath(const char *name) {
+    static char bufs[4][700];
+    static int k;
+    char *p = bufs[k++ & 3];
+    snprintf(p, 700, "%s/%s", g_dir, name);
+    return p;
+}
+
+static void remember(const char *path) {
+    int i;
+    for (i = 0; i < g_nfiles; i++)
+        if (!strcmp(g_files[i], path)) return;
+    if (g_nfiles < (int)(sizeof g_files / sizeof g_files[0])) {
+        g_files[g_nfiles] = (char *)malloc(strlen(path) + 1);
+        if (g_files[g_nfiles]) strcpy(g_files[g_nfiles++], path);
+    }
+}
+
+static void write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f) != 0) {
+        fprintf(stderr, "test_io: cannot write %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    remember(path);
+}
+
+static unsigned char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *p = NULL;
+    long len;
+    *n = 0;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        p = (unsigned char *)malloc((size_t)len + 1);
+        if (p && fread(p, 1, (size_t)len, f) == (size_t)len) *n = (size_t)len;
+        else {
+            free(p);
+            p = NULL;
+        }
+    }
+    fclose(f);
+    return p;
+}
+
+/* A growable byte buffer. */
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} tbuf;
+
+static void tb_add(tbuf *b, const void *data, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        unsigned char *p = (unsigned char *)realloc(b->p, cap);
+        if (!p) {
+            fprintf(stderr, "test_io: out of memory\n");
+            exit(2);
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->n, data, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void tb_str(tbuf *b, const char *s) { tb_add(b, s, strlen(s)); }
+static void tb_byte(tbuf *b, int c, size_t count) {
+    unsigned char ch = (unsigned char)c;
+    while (count--) tb_add(b, &ch, 1);
+}
+static void tb_le(tbuf *b, uint64_t v, int bytes) {
+    int i;
+    for (i = 0; i < bytes; i++) tb_byte(b, (int)((v >> (8 * i)) & 0xff), 1);
+}
+static void tb_free(tbuf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->n = b->cap = 0;
+}
+
+/* safetensors bytes: 8-byte little-endian header length, header, data. */
+static tbuf st_bytes_len(uint64_t hlen, const char *json, size_t json_len, const void *data, size_t dlen) {
+    tbuf b = {NULL, 0, 0};
+    tb_le(&b, hlen, 8);
+    tb_add(&b, json, json_len);
+    tb_add(&b, data, dlen);
+    return b;
+}
+static tbuf st_bytes(const char *json, const void *data, size_t dlen) {
+    return st_bytes_len(strlen(json), json, strlen(json), data, dlen);
+}
+
+/* .npy bytes: magic, version, header length (2 bytes for v1, 4 for v2/v3),
+   the dict padded with spaces and a newline to a multiple of 64, data. */
+static tbuf npy_bytes(int major, const char *dict, const void *data, size_t dlen) {
+    tbuf b = {NULL, 0, 0};
+    size_t pre = major == 1 ? 10 : 12, hl = strlen(dict) + 1;
+    hl += (64 - (pre + hl) % 64) % 64;
+    tb_add(&b, "\x93NUMPY", 6);
+    tb_byte(&b, major, 1);
+    tb_byte(&b, 0, 1);
+    tb_le(&b, hl, major == 1 ? 2 : 4);
+    tb_str(&b, dict);
+    tb_byte(&b, ' ', hl - strlen(dict) - 1);
+    tb_byte(&b, '\n', 1);
+    tb_add(&b, data, dlen);
+    return b;
+}
+
+/* ---------------------------------------------------------------------- */
+/* expectations for bad files */
+
+/* Judges a refusal; `why` gets the reason (for the check line). */
+static int judge(pf_status st, const char *path, char *why, size_t cap) {
+    const char *e = pf_last_error();
+    if (st == PF_OK) {
+        snprintf(why, cap, "accepted");
+        return 0;
+    }
+    if (!e[0]) {
+        snprintf(why, cap, "%s with an empty error message", pf_status_name(st));
+        return 0;
+    }
+    if (!strstr(e, path)) {
+        snprintf(why, cap, "message does not name the file: %s", e);
+        return 0;
+    }
+    if (tio_biggest > TIO_ALLOC_LIMIT) {
+        snprintf(why, cap, "asked for %lu bytes in one allocation (limit %lu MiB): %s", (unsigned long)tio_biggest,
+                 (unsigned long)(TIO_ALLOC_LIMIT >> 20), e);
+        return 0;
+    }
+    snprintf(why, cap, "%s: %s", pf_status_name(st), e);
+    return 1;
+}
+
+static int st_open_refuses(const char *path, char *why, size_t cap) {
+    pf_st_file *f = NULL;
+    pf_status st;
+    clear_error();
+    tio_biggest = 0;
+    st = pf_st_open(path, &f);
+    if (st == PF_OK) {
+        snprintf(why, cap, "pf_st_open accepted it (%d tensors)", f ? f->n : -1);
+        pf_st_close(f);
+        return 0;
+    }
+    if (f) {
+        snprintf(why, cap, "pf_st_open failed but set *out");
+        return 0;
+    }
+    return judge(st, path, why, cap);
+}
+
+static int model_load_refuses(const char *path, char *why, size_t cap) {
+    pf_model *m = NULL;
+    pf_status st;
+    clear_error();
+    tio_biggest = 0;
+    st = pf_model_load(path, &m);
+    if (st == PF_OK) {
+        snprintf(why, cap, "pf_model_load accepted it (%lu parameters)", m ? (unsigned long)m->n_params : 0ul);
+        pf_model_free(m);
+        return 0;
+    }
+    if (m) {
+        snprintf(why, cap, "pf_model_load failed but set *out");
+        return 0;
+    }
+    return judge(st, path, why, cap);
+}
+
+static int npy_refuses(const char *path, char *why, size_t cap) {
+    pf_array a;
+    pf_status st;
+    memset(&a, 0, sizeof a);
+    clear_error();
+    tio_biggest = 0;
+    st = pf_npy_load(path, &a);
+    if (st == PF_OK) {
+        snprintf(why, cap, "pf_npy_load accepted it (%s, %d dims, %lu bytes)", pf_dtype_name(a.dtype), a.ndim,
+                 (unsigned long)a.nbytes);
+        pf_array_free(&a);
+        return 0;
+    }
+    if (a.data) {
+        snprintf(why, cap, "pf_npy_load failed but left out->data set");
+        return 0;
+    }
+    return judge(st, path, why, cap);
+}
+
+/* A malformed safetensors file: pf_st_open and pf_model_load both refuse. */
+static void bad_st(const char *label, const char *name, const void *bytes, size_t n) {
+    const char *path = tpath(name);
+    char why[1024];
+    int ok;
+    write_file(path, bytes, n);
+    ok = st_open_refuses(path, why, sizeof why);
+    check(ok, "st_open    %-44s %s", label, why);
+    ok = model_load_refuses(path, why, sizeof why);
+    check(ok, "model_load %-44s %s", label, why);
+}
+static void bad_st_buf(const char *label, const char *name, tbuf b) {
+    bad_st(label, name, b.p, b.n);
+    tb_free(&b);
+}
+/* A well-formed safetensors file that is not a valid model: pf_st_open
+   accepts it (so the test is about the model layer), pf_model_load refuses. */
+static void bad_model_file(const char *label, const char *path) {
+    pf_st_file *f = NULL;
+    char why[1024];
+    int ok;
+    clear_error();
+    ok = pf_st_open(path, &f) == PF_OK;
+    check(ok, "st_open    %-44s accepted (well-formed safetensors)%s%s", label, ok ? "" : ": ",
+          ok ? "" : pf_last_error());
+    pf_st_close(f);
+    ok = model_load_refuses(path, why, sizeof why);
+    check(ok, "model_load %-44s %s", label, why);
+}
+static void bad_npy(const char *label, const char *name, const void *bytes, size_t n) {
+    const char *path = tpath(name);
+    char why[1024];
+    int ok;
+    write_file(path, bytes, n);
+    ok = npy_refuses(path, why, sizeof why);
+    check(ok, "npy_load   %-44s %s", label, why);
+}
+static void bad_npy_buf(const char *label, const char *name, tbuf b) {
+    bad_npy(label, name, b.p, b.n);
+    tb_free(&b);
+}
+
+/* ---------------------------------------------------------------------- */
+/* a seeded generator for the random files (xorshift64*) */
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545F4914F6CDD1Dull;
+}
+static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
+
+/* ---------------------------------------------------------------------- */
+/* the tiny model used by the checkpoint tests */
+
+static void tiny_config(pf_config *c) {
+    memset(c, 0, sizeof *c);
+    c->image_size = 8;
+    c->channels = 1;
+    c->patch_size = 4; /* T = 5 */
+    c->dim = 8;
+    c->heads = 2;
+    c->mlp_dim = 16;
+    c->branches = 2;
+    c->depth = 1;
+    c->classes = 3;
+}
+
+/* How write_model() departs from a faithful checkpoint. */
+typedef struct {
+    pf_dtype dtype;         /* of every tensor (F32 unless set) */
+    const char *skip;       /* leave this tensor out */
+    const char *extra;      /* add this tensor (F32 [4]) */
+    const char *grow;       /* this tensor gets dim 0 one larger */
+    const char *transpose;  /* this 2-d tensor is written [in, out] */
+    const char *int_dtype;  /* this tensor is written as I32 */
+    int n_meta;             /* 0: format, format_version, config; -1: none */
+    const char *config;     /* config JSON instead of the model's */
+    int no_config;          /* metadata without "config" */
+} variant;
+
+static uint16_t f16_exact(float v) { /* only for values exactly representable */
+    uint32_t u;
+    int e;
+    memcpy(&u, &v, 4);
+    e = (int)((u >> 23) & 0xff);
+    if (e == 0) return (uint16_t)((u >> 16) & 0x8000);
+    return (uint16_t)(((u >> 16) & 0x8000) | (uint32_t)((e - 127 + 15) << 10) | ((u & 0x7fffff) >> 13));
+}
+
+/* Writes the parameters of `m` as a checkpoint through pf_st_write. */
+static pf_status write_model(const char *path, const pf_model *m, const variant *v) {
+    pf_st_tensor t[512];
+    void *bufs[512];
+    const char *keys[3] = {"format", "format_version", "config"};
+    const char *vals[3];
+    char json[4096], ver[16];
+    int n = 0, i, d, n_meta;
+    pf_status st;
+
+    for (i = 0; i < m->n_specs && n < 500; i++) {
+        const pf_tensor_spec *s = &m->specs[i];
+        size_t numel = 1, k, esz;
+        unsigned char *p;
+        if (v->skip && !strcmp(v->skip, s->name)) continue;
+        memset(&t[n], 0, sizeof t[n]);
+        t[n].name = s->name;
+        t[n].dtype = v->dtype;
+        t[n].ndim = s->ndim;
+        for (d = 0; d < s->ndim; d++) t[n].shape[d] = s->shape[d];
+        if (v->grow && !strcmp(v->grow, s->name)) t[n].shape[0]++;
+        if (v->transpose && !strcmp(v->transpose, s->name) && s->ndim == 2) {
+            t[n].shape[0] = s->shape[1];
+            t[n].shape[1] = s->shape[0];
+        }
+        if (v->int_dtype && !strcmp(v->int_dtype, s->name)) t[n].dtype = PF_I32;
+        for (d = 0; d < t[n].ndim; d++) numel *= (size_t)t[n].shape[d];
+        esz = pf_dtype_size(t[n].dtype);
+        p = (unsigned char *)calloc(numel ? numel : 1, esz);
+        if (!p) return PF_ERR_NOMEM;
+        for (k = 0; k < numel && k < s->numel; k++) {
+            float x = (float)m->params[s->offset + k];
+            if (t[n].dtype == PF_F32) memcpy(p + 4 * k, &x, 4);
+            else if (t[n].dtype == PF_F64) {
+                double y = x;
+                memcpy(p + 8 * k, &y, 8);
+            } else if (t[n].dtype == PF_F16 || t[n].dtype == PF_BF16) {
+                uint32_t u;
+                uint16_t h;
+                memcpy(&u, &x, 4);
+                h = t[n].dtype == PF_F16 ? f16_exact(x) : (uint16_t)(u >> 16);
+                p[2 * k] = (unsigned char)(h & 0xff);
+                p[2 * k + 1] = (unsigned char)(h >> 8);
+            } /* I32: zeros */
+        }
+        t[n].data = p;
+        bufs[n++] = p;
+    }
+    if (v->extra) {
+        float *p = (float *)calloc(4, sizeof(float));
+        memset(&t[n], 0, sizeof t[n]);
+        t[n].name = v->extra;
+        t[n].dtype = PF_F32;
+        t[n].ndim = 1;
+        t[n].shape[0] = 4;
+        t[n].data = p;
+        bufs[n++] = p;
+    }
+    if (v->config) vals[2] = v->config;
+    else {
+        pf_config_to_json(&m->cfg, json, sizeof json);
+        vals[2] = json;
+    }
+    snprintf(ver, sizeof ver, "%d", PF_FORMAT_VERSION);
+    vals[0] = "paraformer";
+    vals[1] = ver;
+    n_meta = v->n_meta < 0 ? 0 : v->no_config ? 2 : 3;
+    st = pf_st_write(path, t, n, keys, vals, n_meta);
+    for (i = 0; i < n; i++) free(bufs[i]);
+    remember(path);
+    return st;
+}
+
+static int params_equal(const pf_model *a, const pf_model *b) {
+    return a->n_params == b->n_params && !memcmp(a->params, b->params, a->n_params * sizeof(pf_real));
+}
+
+static int configs_equal(const pf_config *a, const pf_config *b) {
+    char ja[4096], jb[4096];
+    return pf_config_to_json(a, ja, sizeof ja) > 0 && pf_config_to_json(b, jb, sizeof jb) > 0 && !strcmp(ja, jb);
+}
+
+/* ---------------------------------------------------------------------- */
+/* safetensors: good files */
+
+static const char *BASE_JSON =
+    "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+    "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}";
+static float g_base_data[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+
+static void test_st_good(void) {
+    pf_st_file *f = NULL;
+    const char *path;
+    pf_status st;
+    tbuf b;
+    float got[10];
+
+    /* the base file the malformed ones are made from */
+    b = st_bytes(BASE_JSON, g_base_data, sizeof g_base_data);
+    path = tpath("good_base.safetensors");
+    write_file(path, b.p, b.n);
+    tb_free(&b);
+    st = pf_st_open(path, &f);
+    check(st == PF_OK && f && f->n == 2, "st_open    base file (2 F32 tensors) opens%s%s", st ? ": " : "",
+          st ? pf_last_error() : "");
+    if (st == PF_OK) {
+        const pf_st_entry *ea = pf_st_find(f, "a"), *eb = pf_st_find(f, "b");
+        int ok = ea && eb && ea->ndim == 2 && ea->shape[0] == 2 && ea->shape[1] == 3 && pf_st_numel(ea) == 6 &&
+                 eb->dtype == PF_F32 && pf_st_find(f, "c") == NULL;
+        check(ok, "st_open    base file: names, shapes, dtypes");
+        ok = eb && pf_st_read_f32(f, eb, got) == PF_OK && got[0] == 6 && got[3] == 9;
+        if (ok && ea) ok = pf_st_read_raw(f, ea, got) == PF_OK && !memcmp(got, g_base_data, 24);
+        check(ok, "st_read    base file: values of a (raw) and b (f32)");
+    }
+    pf_st_close(f);
+    f = NULL;
+
+    /* metadata, and a header padded with trailing spaces (allowed by the format) */
+    {
+        const char *json = "{\"__metadata__\":{\"format\":\"pt\",\"k\":\"v \\\"q\\\"\"},"
+                           "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}       ";
+        b = st_bytes(json, g_base_data, 16);
+        path = tpath("good_meta.safetensors");
+        write_file(path, b.p, b.n);
+        tb_free(&b);
+        st = pf_st_open(path, &f);
+        check(st == PF_OK && pf_st_meta(f, "k") && !strcmp(pf_st_meta(f, "k"), "v \"q\"") &&
+                  pf_st_meta(f, "format") && !strcmp(pf_st_meta(f, "format"), "pt") && !pf_st_meta(f, "x") &&
+                  f->n == 1,
+              "st_open    __metadata__ (escaped quotes) and space padding%s%s", st ? ": " : "",
+              st ? pf_last_error() : "");
+        pf_st_close(f);
+        f = NULL;
+    }
+
+    /* 8 dims is PF_MAX_DIMS: allowed */
+    b = st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}", g_base_data, 24);
+    path = tpath("good_8dims.safetensors");
+    write_file(path, b.p, b.n);
+    tb_free(&b);
+    st = pf_st_open(path, &f);
+    check(st == PF_OK && f->n == 1 && f->entries[0].ndim == 8, "st_open    8 dims (PF_MAX_DIMS) accepted%s%s",
+          st ? ": " : "", st ? pf_last_error() : "");
+    pf_st_close(f);
+    f = NULL;
+
+    /* a 0-rank (scalar) and an empty tensor: both allowed by the format */
+    b = st_bytes("{\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
+                 "\"z\":{\"dtype\":\"F32\",\"shape\":[2,0],\"data_offsets\":[4,4]}}",
+                 g_base_data + 3, 4);
+    path = tpath("good_scalar_empty.safetensors");
+    write_file(path, b.p, b.n);
+    tb_free(&b);
+    st = pf_st_open(path, &f);
+    if (st == PF_OK) {
+        const pf_st_entry *es = pf_st_find(f, "s"), *ez = pf_st_find(f, "z");
+        got[0] = -1;
+        check(es && ez && es->ndim == 0 && pf_st_numel(es) == 1 && pf_st_numel(ez) == 0 &&
+                  pf_st_read_f32(f, es, got) == PF_OK && got[0] == 3.0f,
+              "st_open    scalar shape [] and empty shape [2,0] read back");
+    } else
+        check(0, "st_open    scalar shape [] and empty shape [2,0] (allowed by the format): %s", pf_last_error());
+    pf_st_close(f);
+    f = NULL;
+
+    /* no tensors at all: a valid safetensors file (pf_model_load refuses it below) */
+    b = st_bytes("{}", NULL, 0);
+    path = tpath("good_empty.safetensors");
+    write_file(path, b.p, b.n);
+    tb_free(&b);
+    st = pf_st_open(path, &f);
+    check(st == PF_OK && f->n == 0, "st_open    {} (no tensors) accepted%s%s", st ? ": " : "",
+          st ? pf_last_error() : "");
+    pf_st_close(f);
+    f = NULL;
+    bad_model_file("{} (no tensors, no config)", path);
+}
+
+/* F16 and BF16 (and integer, F64) conversion through pf_st_read_f32/_f64,
+   against hand-encoded bit patterns. */
+static void test_st_half(void) {
+    static const uint16_t h16[8] = {0x3C00, 0xC100, 0x3558, 0x7BFF, 0x0001, 0x8000, 0x7C00, 0x7E00};
+    static const uint16_t b16[8] = {0x3F80, 0xC020, 0x3EAB, 0x7F7F, 0x0001, 0x8000, 0xFF80, 0x7FC0};
+    const double inf = HUGE_VAL;
+    double eh[8], eb[8];
+    const char *json = "{\"h\":{\"dtype\":\"F16\",\"shape\":[8],\"data_offsets\":[0,16]},"
+                       "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,4],\"data_offsets\":[16,32]},"
+                       "\"i\":{\"dtype\":\"I32\",\"shape\":[3],\"data_offsets\":[32,44]},"
+                       "\"u\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[44,48]},"
+                       "\"d\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[48,64]},"
+                       "\"l\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[64,72]}}";
+    tbuf data = {NULL, 0, 0}, b;
+    const char *path = tpath("good_half.safetensors");
+    pf_st_file *f = NULL;
+    pf_status st;
+    int i, which;
+    double dd[2] = {0.1, -3.5};
+
+    eh[0] = 1.0, eh[1] = -2.5, eh[2] = 0.333984375, eh[3] = 65504.0, eh[4] = ldexp(1.0, -24), eh[5] = -0.0,
+    eh[6] = inf, eh[7] = 0; /* [7] is NaN */
+    eb[0] = 1.0, eb[1] = -2.5, eb[2] = 0.333984375, eb[3] = ldexp(2.0 - 1.0 / 128, 127), eb[4] = ldexp(1.0, -133),
+    eb[5] = -0.0, eb[6] = -inf, eb[7] = 0; /* [7] is NaN */
+    for (i = 0; i < 8; i++) tb_le(&data, h16[i], 2);
+    for (i = 0; i < 8; i++) tb_le(&data, b16[i], 2);
+    tb_le(&data, (uint32_t)-7, 4);
+    tb_le(&data, 0, 4);
+    tb_le(&data, 123456, 4);
+    tb_byte(&data, 0, 1);
+    tb_byte(&data, 1, 1);
+    tb_byte(&data, 128, 1);
+    tb_byte(&data, 255, 1);
+    for (i = 0; i < 2; i++) {
+        uint64_t u;
+        memcpy(&u, &dd[i], 8);
+        tb_le(&data, u, 8);
+    }
+    tb_le(&data, (uint64_t)-1234567890123ll, 8);
+    b = st_bytes(json, data.p, data.n);
+    write_file(path, b.p, b.n);
+    tb_free(&b);
+    tb_free(&data);
+
+    st = pf_st_open(path, &f);
+    check(st == PF_OK, "st_open    F16/BF16/I32/U8/F64/I64 file opens%s%s", st ? ": " : "", st ? pf_last_error() : "");
+    if (st != PF_OK) return;
+    for (which = 0; which < 4; which++) { /* F16 f32, F16 f64, BF16 f32, BF16 f64 */
+        const pf_st_entry *e = pf_st_find(f, which < 2 ? "h" : "b");
+        const double *want = which < 2 ? eh : eb;
+        float g32[8];
+        double g64[8];
+        int ok = e != NULL, bad = -1;
+        if (ok) ok = (which & 1 ? pf_st_read_f64(f, e, g64) : pf_st_read_f32(f, e, g32)) == PF_OK;
+        for (i = 0; ok && i < 8; i++) {
+            double g = which & 1 ? g64[i] : (double)g32[i];
+            int same = i == 7 ? g != g : (g == want[i] && signbit(g) == signbit(want[i]));
+            if (!same) bad = i, ok = 0;
+        }
+        check(ok, "st_read    %s -> %s: 1, -2.5, 0.333984375, max, min subnormal, -0, inf, nan%s",
+              which < 2 ? "F16 " : "BF16", which & 1 ? "f64" : "f32",
+              bad >= 0 ? " (first wrong element printed below)" : "");
+        if (bad >= 0)
+            printf("#   element %d: got %.17g, want %.17g\n", bad, which & 1 ? g64[bad] : (double)g32[bad],
+                   want[bad]);
+    }
+    {
+        float g[4];
+        double gd[2];
+        const pf_st_entry *ei = pf_st_find(f, "i"), *eu = pf_st_find(f, "u"), *ed = pf_st_find(f, "d"),
+                          *el = pf_st_find(f, "l");
+        int ok = ei && pf_st_read_f32(f, ei, g) == PF_OK && g[0] == -7.0f && g[1] == 0.0f && g[2] == 123456.0f;
+        check(ok, "st_read    I32 -> f32");
+        ok = eu && pf_st_read_f32(f, eu, g) == PF_OK && g[0] == 0 && g[1] == 1 && g[2] == 128 && g[3] == 255;
+        check(ok, "st_read    U8 -> f32");
+        ok = ed && pf_st_read_f32(f, ed, g) == PF_OK && g[0] == (float)0.1 && g[1] == -3.5f;
+        ok = ok && pf_st_read_f64(f, ed, gd) == PF_OK && gd[0] == 0.1 && gd[1] == -3.5;
+        check(ok, "st_read    F64 -> f32 (rounded) and f64 (exact)");
+        ok = el && pf_st_read_f64(f, el, gd) == PF_OK && gd[0] == -1234567890123.0;
+        check(ok, "st_read    I64 -> f64");
+    }
+    pf_st_close(f);
+}
+
+/* ---------------------------------------------------------------------- */
+/* safetensors: malformed files */
+
+static void test_st_bad(void) {
+    tbuf b;
+    size_t i;
+
+    /* the length field */
+    bad_st("empty file (0 bytes)", "st_empty.safetensors", "", 0);
+    bad_st("3 bytes (inside the 8-byte length)", "st_3bytes.safetensors", "\x10\0\0", 3);
+    bad_st_buf("header length 0", "st_hlen0.safetensors", st_bytes_len(0, "", 0, NULL, 0));
+    bad_st_buf("header length 0, data follows", "st_hlen0_data.safetensors",
+               st_bytes_len(0, "", 0, g_base_data, sizeof g_base_data));
+    bad_st_buf("header length 2^60", "st_hlen_2e60.safetensors",
+               st_bytes_len((uint64_t)1 << 60, BASE_JSON, strlen(BASE_JSON), g_base_data, 40));
+    bad_st_buf("header length 2^64-1", "st_hlen_max.safetensors",
+               st_bytes_len(~(uint64_t)0, BASE_JSON, strlen(BASE_JSON), g_base_data, 40));
+    bad_st_buf("header length > file size", "st_hlen_past_end.safetensors",
+               st_bytes_len(strlen(BASE_JSON) + 1000, BASE_JSON, strlen(BASE_JSON), g_base_data, 40));
+    bad_st_buf("header length 2^31 claimed, small file", "st_hlen_2e31.safetensors",
+               st_bytes_len((uint64_t)1 << 31, BASE_JSON, strlen(BASE_JSON), g_base_data, 40));
+    bad_st_buf("wrong magic: a .npy file", "st_is_npy.safetensors",
+               npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (10,), }", g_base_data, 40));
+    bad_st_buf("wrong magic: PNG signature", "st_is_png.safetensors",
+               st_bytes_len(0x0a1a0a0d474e5089ull, "\0\0\0\rIHDR", 8, NULL, 0));
+    {   /* a real 17 MiB header: valid JSON padded with spaces, over the 16 MiB limit */
+        size_t hl = (size_t)17 << 20;
+        const char *j = "{\"__metadata__\":{\"pad\":\"x\"}}";
+        b = st_bytes_len(hl, j, strlen(j), NULL, 0);
+        tb_byte(&b, ' ', hl - strlen(j));
+        bad_st_buf("header of 17 MiB (limit 16 MiB), real bytes", "st_header_17mib.safetensors", b);
+    }
+
+    /* JSON syntax */
+    {
+        static const struct {
+            const char *label, *name, *json;
+        } cases[] = {
+            {"unterminated string", "st_json_unterminated_str", "{\"a"},
+            {"unterminated object", "st_json_unterminated_obj",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"},
+            {"unterminated array", "st_json_unterminated_arr", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3"},
+            {"bad escape \\q in a key", "st_json_bad_escape", "{\"a\\q\":{\"dtype\":\"F32\",\"shape\":[2,3],"
+                                                              "\"data_offsets\":[0,24]}}"},
+            {"truncated \\u escape", "st_json_bad_u", "{\"a\\u12\":{\"dtype\":\"F32\",\"shape\":[2,3],"
+                                                      "\"data_offsets\":[0,24]}}"},
+            {"escape at the very end", "st_json_escape_end", "{\"a\\"},
+            {"header is an array", "st_json_array", "[1,2,3]"},
+            {"header is a string", "st_json_string", "\"abc\""},
+            {"header is a number", "st_json_number", "12345"},
+            {"header is null", "st_json_null", "null"},
+            {"missing colon", "st_json_no_colon", "{\"a\" {\"dtype\":\"F32\"}}"},
+            {"trailing comma", "st_json_trailing_comma",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},}"},
+            {"garbage after the object", "st_json_trailing_garbage",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}xyz"},
+            {"single quotes", "st_json_single_quotes", "{'a':{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]}}"},
+            {"entry is not an object", "st_entry_array", "{\"a\":[1,2,3]}"},
+            {"unknown dtype Q7", "st_dtype_q7", "{\"a\":{\"dtype\":\"Q7\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+            {"dtype is a number", "st_dtype_number", "{\"a\":{\"dtype\":4,\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+            {"dtype f32 (lower case)", "st_dtype_lower",
+             "{\"a\":{\"dtype\":\"f32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+            {"missing dtype", "st_no_dtype", "{\"a\":{\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+            {"missing shape", "st_no_shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,24]}}"},
+            {"missing data_offsets", "st_no_offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3]}}"},
+            {"shape x offsets mismatch [2,4] in 24 B", "st_shape_mismatch",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,4],\"data_offsets\":[0,24]}}"},
+            {"F16 [2,3] in 24 B (dtype size)", "st_dtype_size_mismatch",
+             "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+            {"negative dims [-2,-3] (product 6)", "st_shape_negative",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2,-3],\"data_offsets\":[0,24]}}"},
+            {"9 dims (> PF_MAX_DIMS)", "st_shape_9dims",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}"},
+            {"40 dims", "st_shape_40dims",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
+             "1,1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}"},
+            {"shape product wraps to 24 B mod 2^64", "st_shape_wrap",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6,4611686018427387905],\"data_offsets\":[0,24]}}"},
+            {"shape [2^62,2^62,2^62]", "st_shape_huge",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4611686018427387904,4611686018427387904],"
+             "\"data_offsets\":[0,24]}}"},
+            {"shape dim 1e400", "st_shape_1e400", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e400],\"data_offsets\":[0,24]}}"},
+            {"shape dim 2.5", "st_shape_frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2.5,2.4],\"data_offsets\":[0,24]}}"},
+            {"shape dim a string", "st_shape_string",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\",3],\"data_offsets\":[0,24]}}"},
+            {"shape not an array", "st_shape_scalar", "{\"a\":{\"dtype\":\"F32\",\"shape\":6,\"data_offsets\":[0,24]}}"},
+            {"data_offsets past the data [0,400]", "st_offsets_past_end",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}"},
+            {"data_offsets begin > end [24,0]", "st_offsets_reversed",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[24,0]}}"},
+            {"data_offsets negative [-24,0]", "st_offsets_negative",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[-24,0]}}"},
+            {"data_offsets 3 numbers", "st_offsets_three",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24,40]}}"},
+            {"data_offsets one number", "st_offsets_one", "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[24]}}"},
+            {"data_offsets begin near 2^64", "st_offsets_wrap",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[18446744073709551600,8]}}"},
+            {"data_offsets beyond 2^64", "st_offsets_2e64",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[36893488147419103232,36893488147419103256]}}"},
+            {"overlapping tensors", "st_offsets_overlap",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}"},
+            {"same range twice", "st_offsets_alias",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]}}"},
+            {"duplicate tensor name", "st_duplicate_name",
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}"},
+            {"__metadata__ not an object", "st_meta_string", "{\"__metadata__\":\"x\"}"},
+            {"__metadata__ value not a string (str->str map)", "st_meta_number", "{\"__metadata__\":{\"k\":1}}"},
+        };
+        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            char name[128];
+            size_t dlen = strstr(cases[i].json, "[24,40]") ? 40 : 24;
+            snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
+            bad_st_buf(cases[i].label, name, st_bytes(cases[i].json, g_base_data, dlen));
+        }
+    }
+    /* 10000 '[' and 10000 '{"a":' deep */
+    b = st_bytes_len(0, "", 0, NULL, 0);
+    b.n = 8;
+    tb_str(&b, "{\"__metadata__\":");
+    tb_byte(&b, '[', 10000);
+    for (i = 0; i < 8; i++) b.p[i] = (unsigned char)(((b.n - 8) >> (8 * i)) & 0xff);
+    bad_st_buf("10000 nested '[' (unterminated)", "st_deep_brackets.safetensors", b);
+    b = st_bytes_len(0, "", 0, NULL, 0);
+    tb_str(&b, "{\"x\":");
+    for (i = 0; i < 10000; i++) tb_str(&b, "{\"a\":");
+    tb_str(&b, "1");
+    tb_byte(&b, '}', 10001);
+    for (i = 0; i < 8; i++) b.p[i] = (unsigned char)(((b.n - 8) >> (8 * i)) & 0xff);
+    bad_st_buf("10000 nested objects (closed)", "st_deep_objects.safetensors", b);
+    /* a NUL byte inside the header */
+    {
+        static const char j[] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}\0{\"b\":1}";
+        bad_st_buf("NUL byte inside the header", "st_header_nul.safetensors",
+                   st_bytes_len(sizeof j - 1, j, sizeof j - 1, g_base_data, 24));
+    }
+    /* the data section: a hole between tensors, bytes after the last one
+       (the format requires the data to be indexed entirely, without holes) */
+    bad_st_buf("hole between tensors (must be fully indexed)", "st_hole.safetensors",
+               st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
+                        "\"b\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[28,40]}}",
+                        g_base_data, 40));
+    b = st_bytes(BASE_JSON, g_base_data, 40);
+    tb_le(&b, 0xdeadbeef, 4);
+    bad_st_buf("4 bytes after the last tensor (fully indexed)", "st_trailing_bytes.safetensors", b);
+}
+
+/* Valid model files cut short at several points. */
+static void test_st_truncated(const char *model_path) {
+    size_t n, hl, cuts[9], k;
+    unsigned char *full = read_file(model_path, &n);
+    const char *labels[9] = {"cut at 1 byte (inside the length)", "cut at 7 bytes (inside the length)",
+                             "cut at 8 bytes (length only)", "cut at 8+10 (inside the header)",
+                             "cut at 8+hl/2 (inside the header)", "cut at 8+hl-1 (header minus 1)",
+                             "cut at 8+hl (no data)", "cut inside the data", "cut 1 byte short"};
+    if (!full || n < 16) {
+        check(0, "truncated: cannot read %s back", model_path);
+        free(full);
+        return;
+    }
+    for (hl = 0, k = 0; k < 8; k++) hl |= (size_t)full[k] << (8 * k);
+    cuts[0] = 1, cuts[1] = 7, cuts[2] = 8, cuts[3] = 18, cuts[4] = 8 + hl / 2, cuts[5] = 8 + hl - 1, cuts[6] = 8 + hl;
+    cuts[7] = 8 + hl + (n - 8 - hl) / 2, cuts[8] = n - 1;
+    for (k = 0; k < 9; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "st_trunc_%lu.safetensors", (unsigned long)k);
+        bad_st(labels[k], name, full, cuts[k] < n ? cuts[k] : n - 1);
+    }
+    free(full);
+}
+
+/* Random bytes, random bytes after a valid length, and byte flips in the
+   header of a valid checkpoint. */
+static void test_st_random(const char *model_path) {
+    int i, fails = 0, refused_all = 1;
+    size_t n_full, hl, k;
+    unsigned char *full = read_file(model_path, &n_full);
+    unsigned char *buf = (unsigned char *)malloc(8192 + (full ? n_full : 0));
+    char why[1024];
+    int accepted = 0, refused = 0;
+
+    g_rng = 12345;
+    for (i = 0; i < 160; i++) {
+        const char *path;
+        size_t len = rnd_below(i < 80 ? 64 : 4096);
+        char name[64];
+        for (k = 0; k < len; k++) buf[k] = (unsigned char)rnd();
+        if (i >= 120 && len >= 8) { /* a valid length, random header */
+            for (k = 0; k < 8; k++) buf[k] = (unsigned char)(((len - 8) >> (8 * k)) & 0xff);
+            if (i >= 140 && len > 9) buf[8] = '{';
+        }
+        snprintf(name, sizeof name, "st_random_%03d.safetensors", i);
+        path = tpath(name);
+        write_file(path, buf, len);
+        if (!st_open_refuses(path, why, sizeof why)) {
+            fails++, refused_all = 0;
+            check(0, "st_open    random file %s (%lu bytes): %s", name, (unsigned long)len, why);
+        }
+        if (!model_load_refuses(path, why, sizeof why)) {
+            fails++, refused_all = 0;
+            check(0, "model_load random file %s (%lu bytes): %s", name, (unsigned long)len, why);
+        }
+    }
+    check(refused_all, "st_open+model_load: 160 random files (seed 12345, 0..4 KiB; 40 with a valid length) refused");
+
+    /* byte flips inside the header of a valid checkpoint: these may stay valid,
+       so only "no crash, and every refusal names the file" is required */
+    if (full && n_full > 16) {
+        for (hl = 0, k = 0; k < 8; k++) hl |= (size_t)full[k] << (8 * k);
+        fails = 0;
+        for (i = 0; i < 200 && hl > 0 && 8 + hl <= n_full; i++) {
+            const char *path;
+            char name[64];
+            int flips = 1 + (int)rnd_below(4), t;
+            pf_model *m = NULL;
+            pf_status st;
+            memcpy(buf, full, n_full);
+            for (t = 0; t < flips; t++) {
+                size_t at = 8 + rnd_below(hl);
+                static const char pool[] = "{}[]\":,0123456789-.eE \\x\x01\xff";
+                buf[at] = rnd_below(2) ? (unsigned char)pool[rnd_below(sizeof pool - 1)] : (unsigned char)rnd();
+            }
+            snprintf(name, sizeof name, "st_flip_%03d.safetensors", i);
+            path = tpath(name);
+            write_file(path, buf, n_full);
+            clear_error();
+            tio_biggest = 0;
+            st = pf_model_load(path, &m);
+            if (st == PF_OK) {
+                accepted++;
+                pf_model_free(m);
+                continue;
+            }
+            refused++;
+            if (!judge(st, path, why, sizeof why)) {
+                fails++;
+                check(0, "model_load byte flips %s: %s", name, why);
+            }
+        }
+        check(fails == 0, "model_load: 200 checkpoints with 1-4 bytes of the header changed: no crash, "
+                          "every refusal names the file (%d refused, %d still valid)",
+              refused, accepted);
+    }
+    free(buf);
+    free(full);
+}
+
+/* ---------------------------------------------------------------------- */
+/* checkpoints: good and bad models */
+
+static void test_models(char *model_path, size_t cap) {
+    pf_config cfg;
+    pf_model *m = NULL, *back = NULL;
+    pf_status st;
+    const char *path;
+    variant v;
+    char cfgjson[4096], buf[4096];
+    size_t i;
+    int ok;
+
+    tiny_config(&cfg);
+    cfg.mean[0] = 0.25f;
+    cfg.std[0] = 0.5f;
+    if (pf_model_create(&cfg, &m) != PF_OK) {
+        check(0, "pf_model_create (tiny): %s", pf_last_error());
+        return;
+    }
+    pf_model_init(m, 7, 0.0f);
+
+    /* pf_model_save -> pf_model_load */
+    path = tpath("model_saved.safetensors");
+    snprintf(model_path, cap, "%s", path);
+    st = pf_model_save(m, path);
+    remember(path);
+    check(st == PF_OK, "model_save tiny model (%lu parameters)%s%s", (unsigned long)m->n_params, st ? ": " : "",
+          st ? pf_last_error() : "");
+    st = pf_model_load(path, &back);
+    ok = st == PF_OK && back && params_equal(m, back) && configs_equal(&m->cfg, &back->cfg) &&
+         back->cfg.mean[0] == 0.25f && back->cfg.std[0] == 0.5f;
+    check(ok, "model_load round trip: same config (mean/std too) and bit-identical parameters%s%s",
+          st ? ": " : "", st ? pf_last_error() : "");
+    pf_model_free(back);
+    back = NULL;
+    {   /* the saved file's metadata */
+        pf_st_file *f = NULL;
+        const char *fmt = NULL, *c = NULL;
+        pf_config pc;
+        if (pf_st_open(path, &f) == PF_OK) {
+            fmt = pf_st_meta(f, "format");
+            c = pf_st_meta(f, "config");
+        }
+        ok = fmt && !strcmp(fmt, "paraformer") && c && pf_st_meta(f, "format_version") &&
+             pf_config_from_json(c, strlen(c), &pc) == PF_OK && (pf_config_resolve(&pc), configs_equal(&pc, &m->cfg)) &&
+             f->n == m->n_specs;
+        check(ok, "model_save metadata: format=paraformer, format_version, config; one tensor per spec");
+        pf_st_close(f);
+    }
+
+    /* written by hand through pf_st_write: F32 (checks write_model itself), F64 */
+    memset(&v, 0, sizeof v);
+    v.dtype = PF_F32;
+    path = tpath("model_handmade_f32.safetensors");
+    st = write_model(path, m, &v);
+    if (st == PF_OK) st = pf_model_load(path, &back);
+    check(st == PF_OK && params_equal(m, back), "model_load hand-written F32 checkpoint%s%s", st ? ": " : "",
+          st ? pf_last_error() : "");
+    pf_model_free(back);
+    back = NULL;
+    v.dtype = PF_F64;
+    path = tpath("model_handmade_f64.safetensors");
+    st = write_model(path, m, &v);
+    if (st == PF_OK) st = pf_model_load(path, &back);
+    check(st == PF_OK && params_equal(m, back), "model_load F64 checkpoint (exact)%s%s", st ? ": " : "",
+          st ? pf_last_error() : "");
+    pf_model_free(back);
+    back = NULL;
+    {   /* F16 and BF16: parameters set to multiples of 1/8 in [-1, 1], exact in both */
+        pf_model *q = NULL;
+        pf_dtype dts[2] = {PF_F16, PF_BF16};
+        int t;
+        if (pf_model_create(&cfg, &q) == PF_OK) {
+            for (i = 0; i < q->n_params; i++) q->params[i] = (pf_real)((int)(i % 17) - 8) * (pf_real)0.125;
+            for (t = 0; t < 2; t++) {
+                v.dtype = dts[t];
+                path = tpath(t ? "model_bf16.safetensors" : "model_f16.safetensors");
+                st = write_model(path, q, &v);
+                if (st == PF_OK) st = pf_model_load(path, &back);
+                check(st == PF_OK && params_equal(q, back), "model_load %s checkpoint (values k/8, exact)%s%s",
+                      pf_dtype_name(dts[t]), st ? ": " : "", st ? pf_last_error() : "");
+                pf_model_free(back);
+                back = NULL;
+            }
+        }
+        pf_model_free(q);
+    }
+    v.dtype = PF_F32;
+    /* training state (train.*) is ignored by the model loader */
+    v.extra = "train.adam_m.head.weight";
+    path = tpath("model_train_state.safetensors");
+    st = write_model(path, m, &v);
+    if (st == PF_OK) st = pf_model_load(path, &back);
+    check(st == PF_OK && params_equal(m, back), "model_load ignores train.* tensors%s%s", st ? ": " : "",
+          st ? pf_last_error() : "");
+    pf_model_free(back);
+    back = NULL;
+    v.extra = NULL;
+    /* a config with only the required keys (DESIGN 4): optional ones default */
+    v.config = "{\"image_size\":8,\"channels\":1,\"patch_size\":4,\"dim\":8,\"heads\":2,\"mlp_dim\":16,"
+               "\"branches\":2,\"depth\":1,\"classes\":3,\"residual\":\"prenorm\",\"aggregate\":\"delta\","
+               "\"qkv_bias\":true,\"pool\":\"cls\"}";
+    path = tpath("model_minimal_config.safetensors");
+    st = write_model(path, m, &v);
+    if (st == PF_OK) st = pf_model_load(path, &back);
+    ok = st == PF_OK && params_equal(m, back) && back->cfg.mean[0] == 0.0f && back->cfg.dropout == 0.0f &&
+         (back->cfg.std[0] == 1.0f || back->cfg.std[0] == 0.0f);
+    check(ok, "model_load config with the required keys only (mean 0, std 1, dropout 0)%s%s", st ? ": " : "",
+          st ? pf_last_error() : "");
+    pf_model_free(back);
+    back = NULL;
+    v.config = NULL;
+
+    /* bad models in well-formed files */
+    pf_config_to_json(&m->cfg, cfgjson, sizeof cfgjson);
+    {
+        static const struct {
+            const char *label, *name;
+            int kind; /* 0 skip, 1 extra, 2 grow, 3 transpose, 4 I32, 5 no metadata, 6 no config */
+            const char *tensor;
+        } cases[] = {
+            {"missing tensor head.bias", "model_missing_tensor", 0, "head.bias"},
+            {"missing tensor branches.1.0.fc2.weight", "model_missing_branch_tensor", 0, "branches.1.0.fc2.weight"},
+            {"unknown extra tensor extra.weight", "model_extra_tensor", 1, "extra.weight"},
+            {"tensor of a third branch (2 in config)", "model_extra_branch", 1, "branches.2.0.ln1.weight"},
+            {"embed.pos [2, T, D] (dim 0 grown)", "model_shape_pos", 2, "embed.pos"},
+            {"head.weight [K+1, D]", "model_shape_head", 2, "head.weight"},
+            {"qkv.weight transposed (same numel)", "model_transposed", 3, "branches.0.0.qkv.weight"},
+            {"head.weight as I32", "model_dtype_i32", 4, "head.weight"},
+            {"no __metadata__ at all", "model_no_metadata", 5, NULL},
+            {"__metadata__ without config", "model_no_config", 6, NULL},
+        };
+        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            char name[128];
+            memset(&v, 0, sizeof v);
+            v.dtype = PF_F32;
+            switch (cases[i].kind) {
+            case 0: v.skip = cases[i].tensor; break;
+            case 1: v.extra = cases[i].tensor; break;
+            case 2: v.grow = cases[i].tensor; break;
+            case 3: v.transpose = cases[i].tensor; break;
+            case 4: v.int_dtype = cases[i].tensor; break;
+            case 5: v.n_meta = -1; break;
+            default: v.no_config = 1; break;
+            }
+            snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
+            path = tpath(name);
+            st = write_model(path, m, &v);
+            if (st != PF_OK) {
+                check(0, "pf_st_write %s: %s", name, pf_last_error());
+                continue;
+            }
+            bad_model_file(cases[i].label, path);
+        }
+    }
+    {   /* config values */
+        static const struct {
+            const char *label, *name, *from, *to;
+        } cases[] = {
+            {"config: heads 3 does not divide dim 8", "model_cfg_heads", "\"heads\": 2", "\"heads\": 3"},
+            {"config: residual \"postnorm\"", "model_cfg_residual", "\"residual\": \"prenorm\"",
+             "\"residual\": \"postnorm\""},
+            {"config: aggregate \"max\"", "model_cfg_aggregate", "\"aggregate\": \"delta\"", "\"aggregate\": \"max\""},
+            {"config: pool \"max\"", "model_cfg_pool", "\"pool\": \"cls\"", "\"pool\": \"max\""},
+            {"config: image_size 10 (patch 4)", "model_cfg_image", "\"image_size\": 8", "\"image_size\": 10"},
+            {"config: dim -8", "model_cfg_dim_negative", "\"dim\": 8", "\"dim\": -8"},
+            {"config: dim 8.5", "model_cfg_dim_frac", "\"dim\": 8", "\"dim\": 8.5"},
+            {"config: dim 1e30", "model_cfg_dim_huge", "\"dim\": 8", "\"dim\": 1e30"},
+            {"config: qkv_bias \"maybe\"", "model_cfg_qkv_bias", "\"qkv_bias\": true", "\"qkv_bias\": \"maybe\""},
+            {"config: qkv_bias false, file has qkv.bias", "model_cfg_qkv_false", "\"qkv_bias\": true",
+             "\"qkv_bias\": false"},
+            {"config: channels 17 (> PF_MAX_CHANNELS)", "model_cfg_channels", "\"channels\": 1", "\"channels\": 17"},
+            {"config: format_version 99", "model_cfg_version", "\"format_version\": 1", "\"format_version\": 99"},
+            {"config: dropout 1.5", "model_cfg_dropout", "\"dropout\": 0", "\"dropout\": 1.5"},
+            {"config: std -0.5", "model_cfg_std_negative", "\"std\": [0.5]", "\"std\": [-0.5]"},
+            {"config: dim 4096 x 16 x 16 (200 GB), tiny file", "model_cfg_enormous", "\"dim\": 8, \"heads\": 2, "
+             "\"mlp_dim\": 16, \"branches\": 2, \"depth\": 1", "\"dim\": 4096, \"heads\": 1, \"mlp_dim\": 16384, "
+             "\"branches\": 16, \"depth\": 16"},
+            {"config: not JSON", "model_cfg_not_json", NULL, "{dim: 8"},
+            {"config: a JSON array", "model_cfg_array", NULL, "[8, 1, 4]"},
+            {"config: empty string", "model_cfg_empty", NULL, ""},
+            {"config: required key missing (heads)", "model_cfg_no_heads", "\"heads\": 2, ", ""},
+        };
+        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            char name[128];
+            const char *at = cases[i].from ? strstr(cfgjson, cases[i].from) : NULL;
+            if (cases[i].from && !at) {
+                check(0, "%s: the saved config has no `%s` to replace: %s", cases[i].label, cases[i].from, cfgjson);
+                continue;
+            }
+            if (at)
+                snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - cfgjson), cfgjson, cases[i].to,
+                         at + strlen(cases[i].from));
+            else
+                snprintf(buf, sizeof buf, "%s", cases[i].to);
+            memset(&v, 0, sizeof v);
+            v.dtype = PF_F32;
+            v.config = buf;
+            snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
+            path = tpath(name);
+            st = write_model(path, m, &v);
+            if (st != PF_OK) {
+                check(0, "pf_st_write %s: %s", name, pf_last_error());
+                continue;
+            }
+            bad_model_file(cases[i].label, path);
+        }
+    }
+
+    /* the PyTorch-written fixture */
+    path = "tests/fixtures/torch_model.safetensors";
+    st = pf_model_load(path, &back);
+    ok = st == PF_OK && back->cfg.image_size == 16 && back->cfg.channels == 3 && back->cfg.dim == 16 &&
+         back->cfg.heads == 2 && back->cfg.branches == 3 && back->cfg.depth == 2 && back->cfg.classes == 7 &&
+         back->cfg.residual == PF_NORMED && back->cfg.aggregate == PF_AGG_SUM && back->cfg.no_qkv_bias == 1 &&
+         back->cfg.pool == PF_POOL_MEAN && fabs(back->cfg.mean[2] - 0.6) < 1e-6 && fabs(back->cfg.std[1] - 0.25) < 1e-6;
+    check(ok, "model_load %s (written by PyTorch): config as documented%s%s", path, st ? ": " : "",
+          st ? pf_last_error() : "");
+    pf_model_free(back);
+    back = NULL;
+
+    /* files that are not there, directories, unwritable destinations */
+    {
+        char why[1024];
+        const char *missing = tpath("no_such_file.safetensors");
+        const char *nodir = tpath("no_such_dir/model.safetensors");
+        check(st_open_refuses(missing, why, sizeof why), "st_open    missing file: %s", why);
+        check(model_load_refuses(missing, why, sizeof why), "model_load missing file: %s", why);
+        check(st_open_refuses(g_dir, why, sizeof why), "st_open    a directory: %s", why);
+        check(model_load_refuses(g_dir, why, sizeof why), "model_load a directory: %s", why);
+        clear_error();
+        st = pf_model_save(m, nodir);
+        ok = st != PF_OK && strstr(pf_last_error(), nodir) != NULL;
+        check(ok, "model_save into a missing directory: %s: %s", pf_status_name(st), pf_last_error());
+    }
+    pf_model_free(m);
+}
+
+/* ---------------------------------------------------------------------- */
+/* .npy */
+
+/* Every file name in dir, to see that writers leave no temporary behind. */
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (!d) return -1;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+static void test_npy_good(void) {
+    float f[6] = {1.5f, -2.0f, 0.25f, 3.0f, -0.0f, 1e-30f};
+    unsigned char u[15];
+    int64_t l[4] = {0, -5, (int64_t)1 << 40, INT64_MIN};
+    struct {
+        pf_dtype dtype;
+        int ndim;
+        int64_t shape[3];
+        void *data;
+        size_t nbytes;
+        const char *name;
+    } rt[3];
+    char sub[700];
+    int i, k, before;
+    pf_status st;
+
+    for (i = 0; i < 15; i++) u[i] = (unsigned char)(i * 17);
+    rt[0].dtype = PF_F32, rt[0].ndim = 3, rt[0].shape[0] = 1, rt[0].shape[1] = 2, rt[0].shape[2] = 3;
+    rt[0].data = f, rt[0].nbytes = sizeof f, rt[0].name = "f32 [1,2,3]";
+    rt[1].dtype = PF_U8, rt[1].ndim = 2, rt[1].shape[0] = 3, rt[1].shape[1] = 5;
+    rt[1].data = u, rt[1].nbytes = sizeof u, rt[1].name = "u8 [3,5]";
+    rt[2].dtype = PF_I64, rt[2].ndim = 1, rt[2].shape[0] = 4;
+    rt[2].data = l, rt[2].nbytes = sizeof l, rt[2].name = "i64 [4]";
+
+    snprintf(sub, sizeof sub, "%s/npy_save", g_dir);
+    mkdir(sub, 0755);
+    before = count_entries(sub);
+    for (k = 0; k < 3; k++) {
+        pf_array a, b;
+        char path[800];
+        unsigned char *raw;
+        size_t n, hl;
+        int ok;
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        a.dtype = rt[k].dtype;
+        a.ndim = rt[k].ndim;
+        for (i = 0; i < a.ndim; i++) a.shape[i] = rt[k].shape[i];
+        a.data = rt[k].data;
+        a.nbytes = rt[k].nbytes;
+        snprintf(path, sizeof path, "%s/rt_%d.npy", sub, k);
+        st = pf_npy_save(path, &a);
+        remember(path);
+        if (st == PF_OK) st = pf_npy_load(path, &b);
+        ok = st == PF_OK && b.dtype == a.dtype && b.ndim == a.ndim && b.nbytes == a.nbytes &&
+             !memcmp(b.data, a.data, a.nbytes) && pf_array_numel(&b) == a.nbytes / pf_dtype_size(a.dtype);
+        for (i = 0; ok && i < a.ndim; i++) ok = b.shape[i] == a.shape[i];
+        check(ok, "npy        save -> load %s: same dtype, shape and bytes%s%s", rt[k].name, st ? ": " : "",
+              st ? pf_last_error() : "");
+        if (st == PF_OK) pf_array_free(&b);
+        /* what numpy needs: magic, v1.0, header padded to 64 bytes ending in '\n' */
+        raw = read_file(path, &n);
+        hl = raw && n > 10 ? (size_t)raw[8] | (size_t)raw[9] << 8 : 0;
+        ok = raw && n > 10 && !memcmp(raw, "\x93NUMPY\x01\x00", 8) && (10 + hl) % 64 == 0 && 10 + hl <= n &&
+             raw[10 + hl - 1] == '\n' && n - 10 - hl == a.nbytes;
+        check(ok, "npy        saved %s is a v1.0 file numpy reads (64-byte aligned header, newline)", rt[k].name);
+        free(raw);
+    }
+    check(count_entries(sub) == before + 3, "npy        save leaves no temporary file behind (%d files)",
+          count_entries(sub) - before);
+
+    /* written by hand: v1, v2, keys in another order, 1-d with trailing comma */
+    {
+        static const struct {
+            int major;
+            const char *dict, *label;
+            pf_dtype dtype;
+            int ndim;
+            int64_t d0, d1;
+        } hand[] = {
+            {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", "v1.0 <f4 (2, 3)", PF_F32, 2, 2, 3},
+            {2, "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", "v2.0 <f4 (6,)", PF_F32, 1, 6, 0},
+            {1, "{'shape': (3, 2), 'descr': '<f4', 'fortran_order': False}", "v1.0 keys reordered", PF_F32, 2, 3, 2},
+            {1, "{'descr': '|u1', 'fortran_order': False, 'shape': (24,), }", "v1.0 |u1 (24,)", PF_U8, 1, 24, 0},
+            {1, "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", "v1.0 <i4 (2, 3)", PF_I32, 2, 2, 3},
+            {1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", "v1.0 <f8 (3,)", PF_F64, 1, 3, 0},
+            {1, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", "v1.0 <i8 (3,)", PF_I64, 1, 3, 0},
+        };
+        for (k = 0; k < (int)(sizeof hand / sizeof hand[0]); k++) {
+            char name[64];
+            const char *path;
+            pf_array b;
+            tbuf t = npy_bytes(hand[k].major, hand[k].dict, g_base_data, 24);
+            int ok;
+            snprintf(name, sizeof name, "npy_hand_%d.npy", k);
+            path = tpath(name);
+            write_file(path, t.p, t.n);
+            tb_free(&t);
+            memset(&b, 0, sizeof b);
+            st = pf_npy_load(path, &b);
+            ok = st == PF_OK && b.dtype == hand[k].dtype && b.ndim == hand[k].ndim && b.shape[0] == hand[k].d0 &&
+                 (b.ndim < 2 || b.shape[1] == hand[k].d1) && b.nbytes == 24 && !memcmp(b.data, g_base_data, 24);
+            check(ok, "npy        hand-written %s%s%s", hand[k].label, st ? ": " : "", st ? pf_last_error() : "");
+            if (st == PF_OK) pf_array_free(&b);
+        }
+    }
+
+    /* a scalar, shape (), and an empty array, shape (0, 3): valid numpy files */
+    {
+        pf_array b;
+        tbuf t = npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", g_base_data + 5, 4);
+        const char *path = tpath("npy_scalar.npy");
+        int ok;
+        write_file(path, t.p, t.n);
+        tb_free(&t);
+        memset(&b, 0, sizeof b);
+        st = pf_npy_load(path, &b);
+        ok = st == PF_OK && b.ndim == 0 && pf_array_numel(&b) == 1 && b.nbytes == 4 && ((float *)b.data)[0] == 5.0f;
+        check(ok, "npy        hand-written scalar, shape ()%s%s", st ? ": " : "", st ? pf_last_error() : "");
+        if (st == PF_OK) pf_array_free(&b);
+        t = npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }", NULL, 0);
+        path = tpath("npy_empty_array.npy");
+        write_file(path, t.p, t.n);
+        tb_free(&t);
+        memset(&b, 0, sizeof b);
+        st = pf_npy_load(path, &b);
+        ok = st == PF_OK && b.ndim == 2 && b.shape[0] == 0 && b.shape[1] == 3 && pf_array_numel(&b) == 0;
+        check(ok, "npy        hand-written empty array, shape (0, 3)%s%s", st ? ": " : "", st ? pf_last_error() : "");
+        if (st == PF_OK) pf_array_free(&b);
+    }
+
+    /* the committed fixtures, written by numpy */
+    {
+        static const struct {
+            const char *path;
+            pf_dtype dtype;
+            int ndim;
+            int64_t s[4];
+        } fx[] = {
+            {"tests/fixtures/torch_input.npy", PF_F32, 4, {5, 3, 16, 16}},
+            {"tests/fixtures/torch_input_u8.npy", PF_U8, 4, {5, 16, 16, 3}},
+            {"tests/fixtures/torch_logits.npy", PF_F64, 2, {5, 7, 0, 0}},
+        };
+        for (k = 0; k < 3; k++) {
+            pf_array b;
+            int ok;
+            memset(&b, 0, sizeof b);
+            st = pf_npy_load(fx[k].path, &b);
+            ok = st == PF_OK && b.dtype == fx[k].dtype && b.ndim == fx[k].ndim;
+            for (i = 0; ok && i < fx[k].ndim; i++) ok = b.shape[i] == fx[k].s[i];
+            check(ok, "npy        fixture %s (%s)%s%s", fx[k].path, pf_dtype_name(fx[k].dtype), st ? ": " : "",
+                  st ? pf_last_error() : "");
+            if (st == PF_OK) pf_array_free(&b);
+        }
+    }
+
+    /* writing into a missing directory fails and names the path */
+    {
+        pf_array a;
+        const char *nodir = tpath("no_such_dir/x.npy");
+        memset(&a, 0, sizeof a);
+        a.dtype = PF_F32;
+        a.ndim = 1;
+        a.shape[0] = 6;
+        a.data = f;
+        a.nbytes = sizeof f;
+        clear_error();
+        st = pf_npy_save(nodir, &a);
+        check(st != PF_OK && strstr(pf_last_error(), nodir) != NULL, "npy        save into a missing directory: %s: %s",
+              pf_status_name(st), pf_last_error());
+    }
+}
+
+static void test_npy_bad(void) {
+    static const char *F4 = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+    unsigned char data[64] = {0};
+    tbuf b;
+    size_t i;
+    char why[1024];
+
+    bad_npy("empty file", "npy_empty.npy", "", 0);
+    bad_npy("5 bytes", "npy_5bytes.npy", "\x93NUMP", 5);
+    bad_npy("magic and version only", "npy_magic_only.npy", "\x93NUMPY\x01\x00", 8);
+    bad_npy("magic, version, half a length", "npy_half_len.npy", "\x93NUMPY\x01\x00\x40", 9);
+    b = npy_bytes(1, F4, data, 24);
+    b.p[5] = 'Z';
+    bad_npy_buf("wrong magic \\x93NUMPZ", "npy_bad_magic.npy", b);
+    bad_npy("a zip file (.npz)", "npy_zip.npy", "PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
+    b = npy_bytes(1, F4, data, 24);
+    b.p[6] = 4;
+    bad_npy_buf("version 4.0", "npy_version4.npy", b);
+    b = npy_bytes(1, F4, data, 24);
+    b.n = 10 + 30;
+    bad_npy_buf("truncated inside the header", "npy_trunc_header.npy", b);
+    b = npy_bytes(1, F4, data, 24);
+    b.p[8] = 0xe8, b.p[9] = 0x03; /* header length 1000 */
+    bad_npy_buf("header length past the end", "npy_hlen_past_end.npy", b);
+    b = npy_bytes(2, F4, data, 24);
+    b.p[8] = 0xff, b.p[9] = 0xff, b.p[10] = 0xff, b.p[11] = 0x7f; /* v2: 2 GiB header claimed */
+    bad_npy_buf("v2 header length 2^31-1, small file", "npy_hlen_2e31.npy", b);
+    b = npy_bytes(1, F4, data, 24);
+    b.p[8] = 0, b.p[9] = 0;
+    bad_npy_buf("header length 0", "npy_hlen0.npy", b);
+    {
+        static const struct {
+            const char *label, *name, *dict;
+            size_t dlen;
+        } cases[] = {
+            {"descr '>f4' (big endian)", "npy_big_endian", "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
+             24},
+            {"descr '<c8' (complex)", "npy_complex", "{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }", 24},
+            {"descr '<U4' (unicode)", "npy_unicode", "{'descr': '<U4', 'fortran_order': False, 'shape': (2,), }", 32},
+            {"descr '|O' (objects)", "npy_object", "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }", 24},
+            {"descr structured [('a','<f4')]", "npy_structured",
+             "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (6,), }", 24},
+            {"descr 'float32' (no byte order)", "npy_descr_word",
+             "{'descr': 'float32', 'fortran_order': False, 'shape': (6,), }", 24},
+            {"fortran_order True", "npy_fortran", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24},
+            {"data too short (23 of 24 B)", "npy_short", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+             23},
+            {"data too long (28 of 24 B)", "npy_long", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 28},
+            {"shape (2**62, 2**62), no data", "npy_shape_overflow",
+             "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }", 0},
+            {"shape (2**62,) <f4: bytes wrap to 0", "npy_bytes_wrap",
+             "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }", 0},
+            {"shape (2**40,) with 24 B", "npy_shape_large",
+             "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776,), }", 24},
+            {"shape dim 10**20", "npy_shape_1e20",
+             "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000000000000,), }", 24},
+            {"shape (-1, 6)", "npy_shape_negative", "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -6), }",
+             24},
+            {"shape with 9 dims", "npy_shape_9dims",
+             "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 1, 1, 1, 1, 2, 3), }", 24},
+            {"shape (2.5,)", "npy_shape_float", "{'descr': '<f4', 'fortran_order': False, 'shape': (2.5,), }", 24},
+            {"shape not a tuple", "npy_shape_int", "{'descr': '<f4', 'fortran_order': False, 'shape': 6, }", 24},
+            {"missing shape", "npy_no_shape", "{'descr': '<f4', 'fortran_order': False, }", 24},
+            {"missing descr", "npy_no_descr", "{'fortran_order': False, 'shape': (2, 3), }", 24},
+            {"header is a list", "npy_list", "[1, 2, 3]", 24},
+            {"header is empty", "npy_header_blank", "", 24},
+            {"unterminated dict", "npy_unterminated", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)", 24},
+            {"unterminated string", "npy_unterminated_str", "{'descr: '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+             24},
+            {"unterminated tuple", "npy_unterminated_tuple", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3",
+             24},
+        };
+        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s.npy", cases[i].name);
+            bad_npy_buf(cases[i].label, name, npy_bytes(1, cases[i].dict, data, cases[i].dlen));
+        }
+    }
+    {   /* a NUL byte in the header, before a valid-looking rest */
+        tbuf t = {NULL, 0, 0};
+        static const char d[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\0, 'x': ";
+        size_t hl = 118; /* 10 + 118 = 128 */
+        tb_add(&t, "\x93NUMPY\x01\x00", 8);
+        tb_le(&t, hl, 2);
+        tb_add(&t, d, sizeof d - 1);
+        tb_byte(&t, ' ', hl - (sizeof d - 1) - 1);
+        tb_byte(&t, '\n', 1);
+        tb_add(&t, data, 24);
+        bad_npy_buf("NUL byte inside the header", "npy_header_nul.npy", t);
+    }
+    {   /* 10000 nested '(' in the shape */
+        tbuf d = {NULL, 0, 0};
+        tb_str(&d, "{'descr': '<f4', 'fortran_order': False, 'shape': ");
+        tb_byte(&d, '(', 10000);
+        tb_str(&d, "6");
+        tb_byte(&d, ')', 10000);
+        tb_str(&d, ", }");
+        bad_npy_buf("10000 nested '(' in the shape (v2)", "npy_deep.npy", npy_bytes(2, (const char *)d.p, data, 24));
+        tb_free(&d);
+    }
+
+    /* random bytes, random bytes after a valid preamble, byte flips */
+    {
+        unsigned char buf[4096 + 64];
+        int k, bad = 0, accepted = 0, refused = 0;
+        g_rng = 777;
+        for (k = 0; k < 160; k++) {
+            size_t len = rnd_below(k < 80 ? 64 : 4096), j;
+            char name[64];
+            const char *path;
+            for (j = 0; j < len; j++) buf[j] = (unsigned char)rnd();
+            if (k >= 120 && len >= 10) { /* magic, v1.0, the true header length, random header */
+                memcpy(buf, "\x93NUMPY\x01\x00", 8);
+                buf[8] = (unsigned char)((len - 10) & 0xff);
+                buf[9] = (unsigned char)((len - 10) >> 8);
+                if (k >= 140 && len > 12) buf[10] = '{';
+            }
+            snprintf(name, sizeof name, "npy_random_%03d.npy", k);
+            path = tpath(name);
+            write_file(path, buf, len);
+            if (!npy_refuses(path, why, sizeof why)) {
+                bad++;
+                check(0, "npy_load   random file %s (%lu bytes): %s", name, (unsigned long)len, why);
+            }
+        }
+        check(bad == 0, "npy_load: 160 random files (seed 777, 0..4 KiB; 40 with a valid preamble) refused");
+        bad = 0;
+        for (k = 0; k < 200; k++) {
+            tbuf t = npy_bytes(1, F4, data, 24);
+            int flips = 1 + (int)rnd_below(4), j;
+            char name[64];
+            const char *path;
+            pf_array a;
+            pf_status st;
+            for (j = 0; j < flips; j++) {
+                static const char pool[] = "{}()[]',:0123456789-<>|fiuc TrueFalse\x01\xff";
+                size_t at = rnd_below(t.n - 24);
+                t.p[at] = rnd_below(2) ? (unsigned char)pool[rnd_below(sizeof pool - 1)] : (unsigned char)rnd();
+            }
+            snprintf(name, sizeof name, "npy_flip_%03d.npy", k);
+            path = tpath(name);
+            write_file(path, t.p, t.n);
+            tb_free(&t);
+            memset(&a, 0, sizeof a);
+            clear_error();
+            tio_biggest = 0;
+            st = pf_npy_load(path, &a);
+            if (st == PF_OK) {
+                accepted++;
+                pf_array_free(&a);
+                continue;
+            }
+            refused++;
+            if (!judge(st, path, why, sizeof why)) {
+                bad++;
+                check(0, "npy_load   byte flips %s: %s", name, why);
+            }
+        }
+        check(bad == 0, "npy_load: 200 files with 1-4 bytes of the preamble/header changed: no crash, every refusal "
+                        "names the file (%d refused, %d still valid)",
+              refused, accepted);
+    }
+    {
+        const char *missing = tpath("no_such_file.npy");
+        check(npy_refuses(missing, why, sizeof why), "npy_load   missing file: %s", why);
+        check(npy_refuses(g_dir, why, sizeof why), "npy_load   a directory: %s", why);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+
+int main(int argc, char **argv) {
+    char model_path[700] = "";
+    const char *self = argc > 0 ? argv[0] : "test_io";
+    const char *slash = strrchr(self, '/');
+    int i, keep = getenv("PF_KEEP_TMP") && getenv("PF_KEEP_TMP")[0] == '1';
+
+    /* a fresh directory next to the program: build/tmp_io_XXXXXX */
+    snprintf(g_dir, sizeof g_dir, "%.*stmp_io_XXXXXX", slash ? (int)(slash - self + 1) : 0, self);
+    if (!mkdtemp(g_dir)) {
+        fprintf(stderr, "test_io: mkdtemp %s: %s\n", g_dir, strerror(errno));
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    printf("# files in %s\n", g_dir);
+
+    test_st_good();
+    test_st_half();
+    test_models(model_path, sizeof model_path);
+    test_st_bad();
+    if (model_path[0]) {
+        test_st_truncated(model_path);
+        test_st_random(model_path);
+    }
+    test_npy_good();
+    test_npy_bad();
+    check(tio_live == 0, "every allocation made through PF_MALLOC was freed (%ld live)", tio_live);
+
+    if (n_fail || keep) {
+        printf("# kept %s\n", g_dir);
+    } else {
+        char sub[800];
+        for (i = 0; i < g_nfiles; i++) remove(g_files[i]);
+        snprintf(sub, sizeof sub, "%s/npy_save", g_dir);
+        rmdir(sub);
+        if (rmdir(g_dir) != 0) printf("# could not remove %s: %s\n", g_dir, strerror(errno));
+    }
+    for (i = 0; i < g_nfiles; i++) free(g_files[i]);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
