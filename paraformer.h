@@ -192,6 +192,20 @@ typedef struct pf_layer_acts {
     pf_real *x2;                  /* [B,T,D] layer output */
 } pf_layer_acts;
 
+/* Per-op profile (optional): forward, backward and optimizer add their
+   wall time and floating-point operations here when m->profile is set. */
+enum {
+    PF_OP_EMBED = 0, PF_OP_LAYERNORM, PF_OP_QKV, PF_OP_ATTENTION, PF_OP_PROJ, PF_OP_FC1, PF_OP_GELU,
+    PF_OP_FC2, PF_OP_RESIDUAL, PF_OP_HEAD, PF_OP_OPTIM, PF_OP_COUNT
+};
+typedef struct pf_profile {
+    double fwd_s[PF_OP_COUNT], bwd_s[PF_OP_COUNT];         /* seconds */
+    double fwd_flops[PF_OP_COUNT], bwd_flops[PF_OP_COUNT]; /* flops (2 per FMA) */
+} pf_profile;
+PFDEF const char *pf_op_name(int op);
+/* Wall-clock seconds (monotonic where OpenMP is there). */
+PFDEF double pf_time(void);
+
 typedef struct pf_model {
     pf_config cfg;          /* resolved */
     int T, n_patches, patch_dim; /* tokens, (H/P)^2, C*P*P */
@@ -227,6 +241,7 @@ typedef struct pf_model {
     pf_real *logits;        /* [B,K] */
     pf_real *probs;         /* [B,K] softmax */
     pf_layer_acts *acts;    /* [branches*depth], branch-major */
+    pf_profile *profile;    /* NULL, or where ops add time and flops (not owned) */
 } pf_model;
 
 /* Creates a model for `cfg` (validated; parameters zero). *out is NULL on
@@ -374,6 +389,18 @@ PFDEF size_t pf_array_numel(const pf_array *a);
 PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c,
                                   const pf_config *cfg, float *out);
 
+/* ---------------------------------------------------------------------- */
+/* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
+   row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
+   Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
+   portable kernel otherwise. Each element of C belongs to one thread and its
+   k-sum runs in a fixed order, so results are identical for any number of
+   threads. No allocation: packing buffers are thread-local statics. */
+PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                   float *C, int ldc, int accumulate);
+/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
+PFDEF const char *pf_gemm_kernel(void);
+
 /* Threads used by parallel loops (no effect without OpenMP). */
 PFDEF void pf_set_threads(int n);
 PFDEF int pf_get_threads(void);
@@ -397,6 +424,7 @@ PFDEF int pf_get_threads(void);
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -500,6 +528,40 @@ PFDEF int pf_get_threads(void) {
 #else
     return 1;
 #endif
+}
+
+PFDEF double pf_time(void) {
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
+PFDEF const char *pf_op_name(int op) {
+    static const char *names[PF_OP_COUNT] = {"embed", "layernorm", "qkv", "attention", "proj", "fc1",
+                                             "gelu", "fc2", "residual", "head", "optimizer"};
+    return op >= 0 && op < PF_OP_COUNT ? names[op] : "?";
+}
+
+/* Times `stmt` into m->profile (dir: fwd or bwd) when profiling is on. */
+#define PF__PROF(m, dir, op, flops, stmt) do { \
+        double pf__t0 = (m)->profile ? pf_time() : 0.0; \
+        stmt; \
+        if ((m)->profile) { \
+            (m)->profile->dir##_s[op] += pf_time() - pf__t0; \
+            (m)->profile->dir##_flops[op] += (double)(flops); \
+        } \
+    } while (0)
+
+/* Adds the time since t0 to op; returns the time now (0 when not profiling). */
+static double pf__lap(pf_model *m, int bwd, int op, double t0, double flops) {
+    double t;
+    if (!m->profile) return 0.0;
+    t = pf_time();
+    if (bwd) { m->profile->bwd_s[op] += t - t0; m->profile->bwd_flops[op] += flops; }
+    else { m->profile->fwd_s[op] += t - t0; m->profile->fwd_flops[op] += flops; }
+    return t;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1449,29 +1511,39 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     const pf_config *c = &m->cfg;
     int T = m->T, D = c->dim, M = c->mlp_dim, N = B * T;
     size_t ND = (size_t)N * D, i;
+    double nd = (double)N * D, nm = (double)N * M;
     pf_layer_ptrs P = pf_model_layer(m, m->params, b, l);
     pf_layer_acts *a = &m->acts[b * c->depth + l];
     int drop = m->training && c->dropout > 0.0f;
     const pf_real *res;
     /* attention sub-layer: x1 = (x | LN x) + Drop(Attn(LN x)) */
-    pf__layernorm_forward(a->u1, a->ln1_mean, a->ln1_rstd, xin, P.ln1_w, P.ln1_b, N, D);
-    pf__linear_forward(a->qkv, a->u1, P.qkv_w, P.qkv_b, N, D, 3 * D);
-    pf__attention_forward(a->atty, a->att, a->qkv, B, T, D, c->heads);
-    pf__linear_forward(a->x1, a->atty, P.proj_w, P.proj_b, N, D, D);
-    if (drop) pf__dropout(a->x1, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+    PF__PROF(m, fwd, PF_OP_LAYERNORM, 8 * nd,
+             pf__layernorm_forward(a->u1, a->ln1_mean, a->ln1_rstd, xin, P.ln1_w, P.ln1_b, N, D));
+    PF__PROF(m, fwd, PF_OP_QKV, 6 * nd * D, pf__linear_forward(a->qkv, a->u1, P.qkv_w, P.qkv_b, N, D, 3 * D));
+    PF__PROF(m, fwd, PF_OP_ATTENTION, 4.0 * B * T * T * D,
+             pf__attention_forward(a->atty, a->att, a->qkv, B, T, D, c->heads));
+    PF__PROF(m, fwd, PF_OP_PROJ, 2 * nd * D, pf__linear_forward(a->x1, a->atty, P.proj_w, P.proj_b, N, D, D));
     res = c->residual == PF_PRENORM ? xin : a->u1;
-    PF__OMP(parallel for schedule(static))
-    for (i = 0; i < ND; i++) a->x1[i] += res[i];
+    PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
+        if (drop) pf__dropout(a->x1, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < ND; i++) a->x1[i] += res[i];
+    });
     /* MLP sub-layer: x2 = (x1 | LN x1) + Drop(fc2(Drop(GELU(fc1(LN x1))))) */
-    pf__layernorm_forward(a->u2, a->ln2_mean, a->ln2_rstd, a->x1, P.ln2_w, P.ln2_b, N, D);
-    pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M);
-    pf__gelu_forward(a->g, a->h, (size_t)N * M);
-    if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
-    pf__linear_forward(a->x2, a->g, P.fc2_w, P.fc2_b, N, M, D);
-    if (drop) pf__dropout(a->x2, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+    PF__PROF(m, fwd, PF_OP_LAYERNORM, 8 * nd,
+             pf__layernorm_forward(a->u2, a->ln2_mean, a->ln2_rstd, a->x1, P.ln2_w, P.ln2_b, N, D));
+    PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M));
+    PF__PROF(m, fwd, PF_OP_GELU, nm, {
+        pf__gelu_forward(a->g, a->h, (size_t)N * M);
+        if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+    });
+    PF__PROF(m, fwd, PF_OP_FC2, 2 * nm * D, pf__linear_forward(a->x2, a->g, P.fc2_w, P.fc2_b, N, M, D));
     res = c->residual == PF_PRENORM ? a->x1 : a->u2;
-    PF__OMP(parallel for schedule(static))
-    for (i = 0; i < ND; i++) a->x2[i] += res[i];
+    PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
+        if (drop) pf__dropout(a->x2, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < ND; i++) a->x2[i] += res[i];
+    });
 }
 
 PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
@@ -1482,7 +1554,7 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
     const pf_real *pw = PF__STEM_W(m, m->params), *pb = PF__STEM_B(m, m->params);
     const pf_real *cls = PF__STEM_CLS(m, m->params), *pos = PF__STEM_POS(m, m->params);
     const pf_real *head = PF__HEAD(m, m->params);
-    double total = 0;
+    double total = 0, t0;
     if (B < 1 || B > m->max_batch)
         return pf_fail(PF_ERR_ARG, "batch %d is outside 1..%d (call pf_model_reserve)", B, m->max_batch);
     if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
@@ -1495,6 +1567,7 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
     m->labels = labels;
     m->label_smoothing = label_smoothing;
     if (m->training) m->dropout_counter++;
+    t0 = m->profile ? pf_time() : 0.0;
     /* embedding: X0 = Drop([cls ; patches Wp^T + bp] + pos) */
     pf__patchify(m->patches, x, B, c->channels, c->image_size, c->patch_size);
     for (b = 0; b < B; b++)
@@ -1508,10 +1581,12 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
         for (j = 0; j < TD; j++) x0[j] += pos[j];
     }
     if (m->training && c->emb_dropout > 0.0f) pf__dropout(m->x0, ND, pf__site_key(m, 0), c->emb_dropout);
+    pf__lap(m, 0, PF_OP_EMBED, t0, 2.0 * B * NP * m->patch_dim * D);
     /* branches, each reading X0 */
     for (b = 0; b < k; b++)
         for (l = 0; l < c->depth; l++)
             pf__layer_forward(m, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
+    t0 = m->profile ? pf_time() : 0.0;
     /* aggregate (same association as the PyTorch reference's sum()) */
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < ND; i++) {
@@ -1523,6 +1598,7 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
         }
         m->agg[i] = c->aggregate == PF_AGG_DELTA ? m->x0[i] + s : s;
     }
+    t0 = pf__lap(m, 0, PF_OP_RESIDUAL, t0, (double)ND * k);
     /* pool, final LayerNorm, head */
     PF__OMP(parallel for schedule(static))
     for (b = 0; b < B; b++) {
@@ -1557,6 +1633,7 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
             total += -(1.0 - label_smoothing) * ((double)z[labels[b]] - lse) - label_smoothing * sumlog / K;
         }
     }
+    pf__lap(m, 0, PF_OP_HEAD, t0, 2.0 * B * D * K);
     m->loss = labels ? total / B : 0.0;
     if (loss) *loss = (float)m->loss;
     return PF_OK;
@@ -1570,43 +1647,55 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     const pf_config *c = &m->cfg;
     int T = m->T, D = c->dim, M = c->mlp_dim, N = B * T;
     size_t ND = (size_t)N * D, NM = (size_t)N * M, i;
+    double nd = (double)N * D, nm = (double)N * M;
     pf_layer_ptrs P = pf_model_layer(m, m->params, b, l), G = pf_model_layer(m, m->grads, b, l);
     pf_layer_acts *a = &m->acts[b * c->depth + l];
     int drop = m->training && c->dropout > 0.0f, prenorm = c->residual == PF_PRENORM;
     pf_real *dproj;
     /* MLP sub-layer */
-    memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
-    if (drop) pf__dropout(s->dres, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
-    pf__linear_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, P.fc2_w, N, M, D);
-    if (drop) pf__dropout(s->dh, NM, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
-    pf__gelu_backward(s->dh, s->dh, a->h, NM);
-    pf__linear_backward(s->du, G.fc1_w, G.fc1_b, s->dh, a->u2, P.fc1_w, N, D, M);
-    if (prenorm) { /* dx1 = dx2 + LN2'(du2) */
+    PF__PROF(m, bwd, PF_OP_RESIDUAL, nd, {
         memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
-        pf__layernorm_backward(s->dres, G.ln2_w, G.ln2_b, s->du, a->x1, P.ln2_w, a->ln2_mean, a->ln2_rstd, N, D, 1);
-    } else { /* dx1 = LN2'(du2 + dx2) */
-        PF__OMP(parallel for schedule(static))
-        for (i = 0; i < ND; i++) s->du[i] += s->dcur[i];
-        pf__layernorm_backward(s->dres, G.ln2_w, G.ln2_b, s->du, a->x1, P.ln2_w, a->ln2_mean, a->ln2_rstd, N, D, 0);
-    }
+        if (drop) pf__dropout(s->dres, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+    });
+    PF__PROF(m, bwd, PF_OP_FC2, 4 * nm * D, pf__linear_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, P.fc2_w, N, M, D));
+    PF__PROF(m, bwd, PF_OP_GELU, nm, {
+        if (drop) pf__dropout(s->dh, NM, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+        pf__gelu_backward(s->dh, s->dh, a->h, NM);
+    });
+    PF__PROF(m, bwd, PF_OP_FC1, 4 * nm * D, pf__linear_backward(s->du, G.fc1_w, G.fc1_b, s->dh, a->u2, P.fc1_w, N, D, M));
+    PF__PROF(m, bwd, PF_OP_LAYERNORM, 12 * nd, {
+        if (prenorm) { /* dx1 = dx2 + LN2'(du2) */
+            memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
+            pf__layernorm_backward(s->dres, G.ln2_w, G.ln2_b, s->du, a->x1, P.ln2_w, a->ln2_mean, a->ln2_rstd, N, D, 1);
+        } else { /* dx1 = LN2'(du2 + dx2) */
+            PF__OMP(parallel for schedule(static))
+            for (i = 0; i < ND; i++) s->du[i] += s->dcur[i];
+            pf__layernorm_backward(s->dres, G.ln2_w, G.ln2_b, s->du, a->x1, P.ln2_w, a->ln2_mean, a->ln2_rstd, N, D, 0);
+        }
+    });
     /* attention sub-layer; s->dres = dx1 */
     dproj = s->dres;
     if (drop) {
-        memcpy(s->du, s->dres, ND * sizeof(pf_real));
-        pf__dropout(s->du, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+        PF__PROF(m, bwd, PF_OP_RESIDUAL, nd, {
+            memcpy(s->du, s->dres, ND * sizeof(pf_real));
+            pf__dropout(s->du, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+        });
         dproj = s->du;
     }
-    pf__linear_backward(s->datty, G.proj_w, G.proj_b, dproj, a->atty, P.proj_w, N, D, D);
-    pf__attention_backward(s->dqkv, s->datt, s->datty, a->qkv, a->att, B, T, D, c->heads);
-    pf__linear_backward(s->du, G.qkv_w, G.qkv_b, s->dqkv, a->u1, P.qkv_w, N, D, 3 * D);
-    if (prenorm) { /* dx = dx1 + LN1'(du1) */
-        memcpy(s->dcur, s->dres, ND * sizeof(pf_real));
-        pf__layernorm_backward(s->dcur, G.ln1_w, G.ln1_b, s->du, xin, P.ln1_w, a->ln1_mean, a->ln1_rstd, N, D, 1);
-    } else { /* dx = LN1'(du1 + dx1) */
-        PF__OMP(parallel for schedule(static))
-        for (i = 0; i < ND; i++) s->du[i] += s->dres[i];
-        pf__layernorm_backward(s->dcur, G.ln1_w, G.ln1_b, s->du, xin, P.ln1_w, a->ln1_mean, a->ln1_rstd, N, D, 0);
-    }
+    PF__PROF(m, bwd, PF_OP_PROJ, 4 * nd * D, pf__linear_backward(s->datty, G.proj_w, G.proj_b, dproj, a->atty, P.proj_w, N, D, D));
+    PF__PROF(m, bwd, PF_OP_ATTENTION, 8.0 * B * T * T * D,
+             pf__attention_backward(s->dqkv, s->datt, s->datty, a->qkv, a->att, B, T, D, c->heads));
+    PF__PROF(m, bwd, PF_OP_QKV, 12 * nd * D, pf__linear_backward(s->du, G.qkv_w, G.qkv_b, s->dqkv, a->u1, P.qkv_w, N, D, 3 * D));
+    PF__PROF(m, bwd, PF_OP_LAYERNORM, 12 * nd, {
+        if (prenorm) { /* dx = dx1 + LN1'(du1) */
+            memcpy(s->dcur, s->dres, ND * sizeof(pf_real));
+            pf__layernorm_backward(s->dcur, G.ln1_w, G.ln1_b, s->du, xin, P.ln1_w, a->ln1_mean, a->ln1_rstd, N, D, 1);
+        } else { /* dx = LN1'(du1 + dx1) */
+            PF__OMP(parallel for schedule(static))
+            for (i = 0; i < ND; i++) s->du[i] += s->dres[i];
+            pf__layernorm_backward(s->dcur, G.ln1_w, G.ln1_b, s->du, xin, P.ln1_w, a->ln1_mean, a->ln1_rstd, N, D, 0);
+        }
+    });
 }
 
 PFDEF pf_status pf_backward(pf_model *m) {
@@ -1617,6 +1706,7 @@ PFDEF pf_status pf_backward(pf_model *m) {
     const pf_real *head = PF__HEAD(m, m->params);
     pf_real *ghead = PF__HEAD(m, m->grads);
     pf_real eps = (pf_real)m->label_smoothing;
+    double t0 = m->profile ? pf_time() : 0.0;
     if (!m->grads) return pf_fail(PF_ERR_ARG, "pf_backward: call pf_model_alloc_train first");
     if (!m->labels || B < 1) return pf_fail(PF_ERR_ARG, "pf_backward: the last forward had no labels");
     s = pf__get_scratch(m);
@@ -1641,6 +1731,7 @@ PFDEF pf_status pf_backward(pf_model *m) {
             for (d = 0; d < (size_t)D; d++)
                 da[t * D + d] = c->pool == PF_POOL_CLS ? (t == 0 ? dp[d] : 0) : dp[d] / (pf_real)T;
     }
+    t0 = pf__lap(m, 1, PF_OP_HEAD, t0, 4.0 * B * D * K);
     /* aggregation: delta gives X0 the gradient (1 - k) dagg directly */
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < ND; i++) s.dx0[i] = c->aggregate == PF_AGG_DELTA ? (pf_real)(1 - k) * s.dagg[i] : 0;
@@ -1649,9 +1740,12 @@ PFDEF pf_status pf_backward(pf_model *m) {
         memcpy(s.dcur, s.dagg, ND * sizeof(pf_real));
         for (l = c->depth - 1; l >= 0; l--)
             pf__layer_backward(m, &s, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
+        t0 = m->profile ? pf_time() : 0.0;
         PF__OMP(parallel for schedule(static))
         for (i = 0; i < ND; i++) s.dx0[i] += s.dcur[i];
+        pf__lap(m, 1, PF_OP_RESIDUAL, t0, (double)ND);
     }
+    t0 = m->profile ? pf_time() : 0.0;
     /* embedding */
     if (m->training && c->emb_dropout > 0.0f) pf__dropout(s.dx0, ND, pf__site_key(m, 0), c->emb_dropout);
     {
@@ -1671,6 +1765,7 @@ PFDEF pf_status pf_backward(pf_model *m) {
         pf__linear_backward(NULL, PF__STEM_W(m, m->grads), PF__STEM_B(m, m->grads), s.dpatch, m->patches,
                             PF__STEM_W(m, m->params), B * NP, m->patch_dim, D);
     }
+    pf__lap(m, 1, PF_OP_EMBED, t0, 2.0 * B * NP * m->patch_dim * D);
     return PF_OK;
 }
 
@@ -1757,7 +1852,7 @@ PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm) {
 }
 
 PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
-    double norm = 0;
+    double norm = 0, t0 = m->profile ? pf_time() : 0.0;
     int t;
     if (!m->grads) return 0;
     if (o->clip > 0.0f) norm = pf_clip_grad_norm(m, o->clip);
@@ -1784,6 +1879,7 @@ PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
             p[i] = p[i] - step_size * (mm[i] / (PF__SQRT(vv[i]) / bc2_sqrt + eps));
         }
     }
+    pf__lap(m, 1, PF_OP_OPTIM, t0, 12.0 * (double)m->n_params);
     return norm;
 }
 
