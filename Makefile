@@ -133,6 +133,10 @@ $(BUILD)/test_model: tests/test_model.c $(HDR) | $(BUILD)
 $(BUILD)/test_model_f64: tests/test_model.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -DPF_DOUBLE -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
+# test_gemm: the fast kernels (GEMM, attention, GELU) against the reference loops.
+$(BUILD)/test_gemm: tests/test_gemm.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
 # test_interop: PyTorch-written fixtures through the library and the program.
 $(BUILD)/test_interop: tests/test_interop.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
@@ -179,6 +183,7 @@ TESTS_C := \
   $(if $(call have,tests/test_header.c),$(addprefix $(BUILD)/,$(HDR_BINS))) \
   $(if $(call have,tests/test_io.c),$(BUILD)/test_io) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
+  $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
   $(if $(call have,tests/test_interop.c),$(BUILD)/test_interop)
 TEST_EXE := $(if $(call have,tools/paraformer.c),$(EXE))

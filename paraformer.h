@@ -400,6 +400,9 @@ PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda,
                    float *C, int ldc, int accumulate);
 /* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
 PFDEF const char *pf_gemm_kernel(void);
+/* 1: the model runs the plain reference loops instead of the fast kernels
+   (the tests compare the two). Always the reference under PF_DOUBLE. */
+PFDEF void pf_use_reference(int on);
 
 /* Threads used by parallel loops (no effect without OpenMP). */
 PFDEF void pf_set_threads(int n);
@@ -1266,6 +1269,420 @@ PFDEF pf_status pf_model_reserve(pf_model *m, int B) {
 }
 
 /* ---------------------------------------------------------------------- */
+/* GEMM: packed, cache-blocked, with micro-kernels for AVX-512 and AVX2
+   chosen at run time and a portable one for everything else.
+
+   C[M,N] (+)= op(A)[M,K] op(B)[K,N]. Blocking (the classic Goto/BLIS
+   scheme): for each block of NC columns and KC depth, B is packed into
+   panels of PF__NR columns ([kc][NR], zero-padded) shared by all threads;
+   then each thread takes micro-rows of MR rows of A, packs them ([kc][MR],
+   in L1) and runs the micro-kernel against every B panel (streamed from L2).
+   The k-sum of each C element runs in ascending k inside one thread, so
+   the bits do not depend on the thread count. */
+
+#define PF__NR 32  /* columns per packed B panel (two 16-float vectors) */
+#define PF__MR 12  /* largest micro-kernel row count */
+#ifndef PF__KC
+#define PF__KC 384
+#endif
+/* depth block: A micro-panel 12 x 384 x 4 B = 18 KB (L1) */
+#define PF__NC 768 /* column block: packed B 384 x 768 x 4 B = 1.2 MB (L2) */
+
+/* micro-kernel: c[mr,nr] (+)= a[kc][MR] . b[kc][NR]; load_c: add to c */
+typedef void (*pf__kernel_fn)(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
+                              int load_c);
+
+/* writes a full MR x NR register tile or the valid part of it */
+static void pf__store_tile(float *c, long ldc, const float *t, int mr, int nr, int load_c) {
+    int i, j;
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < nr; j++) c[i * ldc + j] = load_c ? c[i * ldc + j] + t[i * PF__NR + j] : t[i * PF__NR + j];
+}
+
+/* portable kernel (MR 4): plain loops the compiler vectorises */
+static void pf__kernel_generic(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
+                               int load_c) {
+    float t[4 * PF__NR];
+    int i, j, k;
+    for (i = 0; i < 4; i++)
+        for (j = 0; j < PF__NR; j++) t[i * PF__NR + j] = (load_c && i < mr && j < nr) ? c[i * ldc + j] : 0.0f;
+    for (k = 0; k < kc; k++, a += 4, b += PF__NR)
+        for (i = 0; i < 4; i++)
+            for (j = 0; j < PF__NR; j++) t[i * PF__NR + j] += a[i] * b[j];
+    pf__store_tile(c, ldc, t, mr, nr, 0);
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(PF_NO_SIMD)
+#include <immintrin.h>
+#define PF__X86 1
+
+/* AVX-512 kernel: 12 x 32 tile in 24 zmm accumulators; per k two vector
+   loads of B and 12 broadcasts of A feed 24 FMAs. */
+__attribute__((target("avx512f"))) static void pf__kernel_avx512(int kc, const float *a, const float *b, float *c,
+                                                                long ldc, int mr, int nr, int load_c) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+    int k;
+    int full = mr == 12 && nr == PF__NR;
+    if (load_c && full) {
+#define PF__LD(r, i) r##0 = _mm512_loadu_ps(c + (i) * ldc); r##1 = _mm512_loadu_ps(c + (i) * ldc + 16)
+        PF__LD(c0, 0); PF__LD(c1, 1); PF__LD(c2, 2); PF__LD(c3, 3); PF__LD(c4, 4); PF__LD(c5, 5);
+        PF__LD(c6, 6); PF__LD(c7, 7); PF__LD(c8, 8); PF__LD(c9, 9); PF__LD(ca, 10); PF__LD(cb, 11);
+#undef PF__LD
+    }
+    for (k = 0; k < kc; k++, a += 12, b += PF__NR) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
+#define PF__FMA(r, i) t = _mm512_set1_ps(a[i]); r##0 = _mm512_fmadd_ps(t, b0, r##0); r##1 = _mm512_fmadd_ps(t, b1, r##1)
+        PF__FMA(c0, 0); PF__FMA(c1, 1); PF__FMA(c2, 2); PF__FMA(c3, 3); PF__FMA(c4, 4); PF__FMA(c5, 5);
+        PF__FMA(c6, 6); PF__FMA(c7, 7); PF__FMA(c8, 8); PF__FMA(c9, 9); PF__FMA(ca, 10); PF__FMA(cb, 11);
+#undef PF__FMA
+    }
+    if (full) {
+#define PF__ST(r, i) _mm512_storeu_ps(c + (i) * ldc, r##0); _mm512_storeu_ps(c + (i) * ldc + 16, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
+#undef PF__ST
+    } else {
+        float t[12 * PF__NR];
+#define PF__ST(r, i) _mm512_storeu_ps(t + (i) * PF__NR, r##0); _mm512_storeu_ps(t + (i) * PF__NR + 16, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
+#undef PF__ST
+        pf__store_tile(c, ldc, t, mr, nr, load_c);
+    }
+}
+
+/* AVX2 kernel: 6 x 32 tile computed as two 6 x 16 halves (12 ymm
+   accumulators each) over the same packed panels. */
+__attribute__((target("avx2,fma"))) static void pf__kernel_avx2(int kc, const float *a, const float *b, float *c,
+                                                               long ldc, int mr, int nr, int load_c) {
+    float t[6 * PF__NR];
+    int h, k, i;
+    for (h = 0; h < 2; h++) {
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+        __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        const float *ap = a, *bp = b + 16 * h;
+        for (k = 0; k < kc; k++, ap += 6, bp += PF__NR) {
+            __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8), s;
+#define PF__FMA(r, i) s = _mm256_broadcast_ss(ap + i); r##0 = _mm256_fmadd_ps(s, b0, r##0); r##1 = _mm256_fmadd_ps(s, b1, r##1)
+            PF__FMA(c0, 0); PF__FMA(c1, 1); PF__FMA(c2, 2); PF__FMA(c3, 3); PF__FMA(c4, 4); PF__FMA(c5, 5);
+#undef PF__FMA
+        }
+#define PF__ST(r, i) _mm256_storeu_ps(t + (i) * PF__NR + 16 * h, r##0); _mm256_storeu_ps(t + (i) * PF__NR + 16 * h + 8, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+#undef PF__ST
+    }
+    (void)i;
+    pf__store_tile(c, ldc, t, mr, nr, load_c);
+}
+#endif
+
+/* the kernel for this machine, chosen once */
+typedef struct pf__kernel { pf__kernel_fn fn; int mr; const char *name; } pf__kernel;
+static pf__kernel pf__pick_kernel(void) {
+    pf__kernel k;
+    k.fn = pf__kernel_generic; k.mr = 4; k.name = "generic";
+#ifdef PF__X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) { k.fn = pf__kernel_avx512; k.mr = 12; k.name = "avx512"; }
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { k.fn = pf__kernel_avx2; k.mr = 6; k.name = "avx2"; }
+#endif
+    return k;
+}
+static pf__kernel pf__kern;
+static int pf__kern_ready;
+static pf__kernel pf__get_kernel(void) {
+    if (!pf__kern_ready) { pf__kern = pf__pick_kernel(); pf__kern_ready = 1; } /* idempotent: races write the same */
+    return pf__kern;
+}
+
+PFDEF const char *pf_gemm_kernel(void) { return pf__get_kernel().name; }
+
+/* packing buffers: B block shared by the team (owned by the calling
+   thread), A micro-panel private to each thread; 64-byte aligned */
+#if defined(__GNUC__) || defined(__clang__)
+#define PF__ALIGN64 __attribute__((aligned(64)))
+#else
+#define PF__ALIGN64
+#endif
+static PF__TLS float pf__bpack[PF__KC * PF__NC] PF__ALIGN64;
+static PF__TLS float pf__apack[PF__KC * PF__MR] PF__ALIGN64;
+
+/* internal GEMM with an optional bias row added when not accumulating */
+static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                       float *C, int ldc, int accumulate, const float *bias, int par);
+static void pf__gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+                     int ldc, int accumulate, const float *bias) {
+    pf__gemm_x(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, bias, 1);
+}
+/* par 0: run on the calling thread only (inside a parallel loop) */
+static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                       float *C, int ldc, int accumulate, const float *bias, int par) {
+    pf__kernel kern = pf__get_kernel();
+    int MR = kern.mr, jc, pc;
+    float *bp = pf__bpack;
+    (void)par;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = bias or 0 (or unchanged) */
+        int i, j;
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                for (j = 0; j < N; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
+        return;
+    }
+    for (jc = 0; jc < N; jc += PF__NC) {
+        int nc = N - jc < PF__NC ? N - jc : PF__NC, npanel = (nc + PF__NR - 1) / PF__NR;
+        for (pc = 0; pc < K; pc += PF__KC) {
+            int kc = K - pc < PF__KC ? K - pc : PF__KC, load_c = accumulate || pc > 0 || bias;
+            int nmicro = (M + MR - 1) / MR, p, r;
+            if (bias && pc == 0 && !accumulate) { /* start from the bias */
+                int i;
+                PF__OMP(parallel for schedule(static) if (par))
+                for (i = 0; i < M; i++) memcpy(C + (size_t)i * ldc + jc, bias + jc, (size_t)nc * sizeof(float));
+            }
+            PF__OMP(parallel if (par))
+            {
+                /* pack B[pc:pc+kc, jc:jc+nc] into panels [kc][NR] */
+                PF__OMP(for schedule(static))
+                for (p = 0; p < npanel; p++) {
+                    float *dst = bp + (size_t)p * kc * PF__NR;
+                    int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
+                    for (k = 0; k < kc; k++, dst += PF__NR) {
+                        if (!tb) {
+                            const float *src = B + (size_t)(pc + k) * ldb + j0;
+                            for (j = 0; j < nr; j++) dst[j] = src[j];
+                        } else {
+                            const float *src = B + (size_t)j0 * ldb + pc + k;
+                            for (j = 0; j < nr; j++) dst[j] = src[(size_t)j * ldb];
+                        }
+                        for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
+                    }
+                }
+                /* micro-rows of A against every panel */
+                PF__OMP(for schedule(static))
+                for (r = 0; r < nmicro; r++) {
+                    int i0 = r * MR, mr = M - i0 < MR ? M - i0 : MR, i, k, q;
+                    float *ap = pf__apack;
+                    if (!ta) { /* rows of A: read each row once, contiguously */
+                        for (i = 0; i < MR; i++) {
+                            const float *src = A + (size_t)(i0 + i) * lda + pc;
+                            if (i < mr) for (k = 0; k < kc; k++) ap[k * MR + i] = src[k];
+                            else for (k = 0; k < kc; k++) ap[k * MR + i] = 0.0f;
+                        }
+                    } else { /* columns of A^T: MR contiguous values per k */
+                        for (k = 0; k < kc; k++) {
+                            const float *src = A + (size_t)(pc + k) * lda + i0;
+                            for (i = 0; i < MR; i++) ap[k * MR + i] = i < mr ? src[i] : 0.0f;
+                        }
+                    }
+                    for (q = 0; q < npanel; q++) {
+                        int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
+                        kern.fn(kc, ap, bp + (size_t)q * kc * PF__NR, C + (size_t)i0 * ldc + jc + j0, ldc, mr, nr,
+                                load_c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+                   int ldc, int accumulate) {
+    pf__gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* vector math for the fast path (AVX-512): exp, erf, and the row/element
+   loops built on them. Accuracy: exp within 2 ulp (Cephes polynomial after
+   Cody-Waite reduction, vscalefps for 2^n); erf within 1.2e-7 absolute (the
+   erfc rational-exponential fit of Numerical Recipes 6.2, whose fractional
+   error is < 1.2e-7 everywhere) - the level of float32 rounding. */
+#if defined(PF__X86) && !defined(PF_DOUBLE)
+#define PF__VEC512 1
+#define PF__AVX512 __attribute__((target("avx512f")))
+
+PF__AVX512 static __m512 pf__exp16(__m512 x) {
+    __m512 n, r, p;
+    /* (the masked forms avoid _mm512_undefined_ps, which g++ 12 warns about) */
+    x = _mm512_mask_min_ps(x, 0xFFFF, x, _mm512_set1_ps(88.37626f));
+    x = _mm512_mask_max_ps(x, 0xFFFF, x, _mm512_set1_ps(-103.0f));
+    n = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    n = _mm512_mask_roundscale_ps(n, 0xFFFF, n, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_mask_scalef_ps(p, 0xFFFF, p, n);
+}
+
+PF__AVX512 static __m512 pf__erf16(__m512 x) {
+    __m512 z = _mm512_abs_ps(x), t, p, e;
+    t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(_mm512_set1_ps(0.5f), z, _mm512_set1_ps(1.0f)));
+    p = _mm512_set1_ps(0.17087277f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+    e = pf__exp16(_mm512_sub_ps(p, _mm512_mul_ps(z, z)));
+    e = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(t, e)); /* erf(|x|) */
+    return _mm512_mask_sub_ps(e, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), e);
+}
+
+static __mmask16 pf__tail(int n) { return (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1); }
+/* horizontal sum / max in a fixed order (the _mm512_reduce_* helpers warn in g++ 12) */
+PF__AVX512 static float pf__hsum16(__m512 v) {
+    float t[16], s = 0;
+    int i;
+    _mm512_storeu_ps(t, v);
+    for (i = 0; i < 8; i++) t[i] += t[i + 8];
+    for (i = 0; i < 4; i++) t[i] += t[i + 4];
+    for (i = 0; i < 4; i++) s += t[i];
+    return s;
+}
+PF__AVX512 static float pf__hmax16(__m512 v) {
+    float t[16], m;
+    int i;
+    _mm512_storeu_ps(t, v);
+    m = t[0];
+    for (i = 1; i < 16; i++) m = t[i] > m ? t[i] : m;
+    return m;
+}
+
+/* y = GELU(x) on n elements (one thread) */
+PF__AVX512 static void pf__gelu_fwd16(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = pf__tail((int)(n - i < 16 ? n - i : 16));
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(0.5f), pf__erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))),
+                                   _mm512_set1_ps(0.5f));
+        _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(v, c));
+    }
+}
+/* dx = dy * GELU'(x), GELU'(x) = Phi(x) + x phi(x) */
+PF__AVX512 static void pf__gelu_bwd16(float *dx, const float *dy, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = pf__tail((int)(n - i < 16 ? n - i : 16));
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i), g = _mm512_maskz_loadu_ps(k, dy + i);
+        __m512 cdf = _mm512_fmadd_ps(_mm512_set1_ps(0.5f), pf__erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f))),
+                                     _mm512_set1_ps(0.5f));
+        __m512 pdf = _mm512_mul_ps(pf__exp16(_mm512_mul_ps(_mm512_mul_ps(v, v), _mm512_set1_ps(-0.5f))),
+                                   _mm512_set1_ps(0.39894228040143267794f));
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(g, _mm512_fmadd_ps(v, pdf, cdf)));
+    }
+}
+/* row[0..n) = softmax(scale * row) in place */
+PF__AVX512 static void pf__softmax16(float *row, int n, float scale) {
+    __m512 mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale), inv;
+    int j;
+    float m;
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = pf__tail(n - j);
+        mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + j), sc));
+    }
+    m = pf__hmax16(mx);
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = pf__tail(n - j);
+        __m512 e = pf__exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, row + j), sc, _mm512_set1_ps(m)));
+        e = _mm512_maskz_mov_ps(k, e);
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(row + j, k, e);
+    }
+    inv = _mm512_set1_ps(1.0f / pf__hsum16(sum));
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = pf__tail(n - j);
+        _mm512_mask_storeu_ps(row + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + j), inv));
+    }
+}
+/* softmax backward: ds = p * (dp - sum(p dp)) * scale, in place over dp */
+PF__AVX512 static void pf__softmax_bwd16(float *dp, const float *p, int n, float scale) {
+    __m512 acc = _mm512_setzero_ps(), s;
+    int j;
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = pf__tail(n - j);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, p + j), _mm512_maskz_loadu_ps(k, dp + j), acc);
+    }
+    s = _mm512_set1_ps(pf__hsum16(acc));
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = pf__tail(n - j);
+        __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), s);
+        d = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), d), _mm512_set1_ps(scale));
+        _mm512_mask_storeu_ps(dp + j, k, d);
+    }
+}
+#endif
+
+#ifndef PF_DOUBLE
+static int pf__avx512(void) { return pf__get_kernel().mr == 12; }
+
+/* softmax of a scaled row in place (any machine) */
+static void pf__softmax_row(float *row, int n, float scale) {
+    float mx = -INFINITY, sum = 0;
+    int j;
+#ifdef PF__VEC512
+    if (pf__avx512()) { pf__softmax16(row, n, scale); return; }
+#endif
+    for (j = 0; j < n; j++) if (row[j] * scale > mx) mx = row[j] * scale;
+    for (j = 0; j < n; j++) { row[j] = expf(row[j] * scale - mx); sum += row[j]; }
+    for (j = 0; j < n; j++) row[j] /= sum;
+}
+static void pf__softmax_row_bwd(float *dp, const float *p, int n, float scale) {
+    float s = 0;
+    int j;
+#ifdef PF__VEC512
+    if (pf__avx512()) { pf__softmax_bwd16(dp, p, n, scale); return; }
+#endif
+    for (j = 0; j < n; j++) s += p[j] * dp[j];
+    for (j = 0; j < n; j++) dp[j] = p[j] * (dp[j] - s) * scale;
+}
+
+/* Fast attention: per (image, head), S = Q K^T, row softmax, Y = P V as
+   small GEMMs on the calling thread; the T x T tile stays in L1/L2. */
+static void pf__attention_forward_fast(float *out, float *att, const float *qkv, int B, int T, int D, int H) {
+    int bh, hd = D / H;
+    float scale = 1.0f / sqrtf((float)hd);
+    PF__OMP(parallel for schedule(static))
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, i;
+        const float *q = qkv + (size_t)b * T * 3 * D + h * hd, *k = q + D, *v = q + 2 * D;
+        float *S = att + (size_t)bh * T * T;
+        pf__gemm_x(0, 1, T, T, hd, q, 3 * D, k, 3 * D, S, T, 0, NULL, 0);
+        for (i = 0; i < T; i++) pf__softmax_row(S + (size_t)i * T, T, scale);
+        pf__gemm_x(0, 0, T, hd, T, S, T, v, 3 * D, out + (size_t)b * T * D + h * hd, D, 0, NULL, 0);
+    }
+}
+static void pf__attention_backward_fast(float *dqkv, float *datt, const float *dout, const float *qkv,
+                                        const float *att, int B, int T, int D, int H) {
+    int bh, hd = D / H;
+    float scale = 1.0f / sqrtf((float)hd);
+    PF__OMP(parallel for schedule(static))
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, i;
+        const float *q = qkv + (size_t)b * T * 3 * D + h * hd, *k = q + D, *v = q + 2 * D;
+        const float *P = att + (size_t)bh * T * T, *dy = dout + (size_t)b * T * D + h * hd;
+        float *dP = datt + (size_t)bh * T * T, *dq = dqkv + (size_t)b * T * 3 * D + h * hd;
+        pf__gemm_x(0, 1, T, T, hd, dy, D, v, 3 * D, dP, T, 0, NULL, 0);          /* dP = dY V^T */
+        pf__gemm_x(1, 0, T, hd, T, P, T, dy, D, dq + 2 * D, 3 * D, 0, NULL, 0);  /* dV = P^T dY */
+        for (i = 0; i < T; i++) pf__softmax_row_bwd(dP + (size_t)i * T, P + (size_t)i * T, T, scale);
+        pf__gemm_x(0, 0, T, hd, T, dP, T, k, 3 * D, dq, 3 * D, 0, NULL, 0);      /* dQ = dS K */
+        pf__gemm_x(1, 0, T, hd, T, dP, T, q, 3 * D, dq + D, 3 * D, 0, NULL, 0);  /* dK = dS^T Q */
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------------- */
 /* ops: <op>_forward / <op>_backward pairs. Argument order: outputs, saved
    stats, inputs, weights, sizes. Gradients carry a d prefix. Backward
    functions write (=) their outputs unless the name says "accumulate". */
@@ -1283,10 +1700,22 @@ static pf_real pf__dot(const pf_real *a, const pf_real *b, int n) {
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
 }
 
+static int pf__reference; /* pf_use_reference */
+PFDEF void pf_use_reference(int on) { pf__reference = on != 0; }
+
+#ifdef PF_DOUBLE
+#define PF__FAST 0
+#else
+#define PF__FAST (!pf__reference)
+#endif
+
 /* Linear (torch.nn.Linear): out[N,OC] = inp[N,IC] W[OC,IC]^T + bias[OC] */
 static void pf__linear_forward(pf_real *out, const pf_real *inp, const pf_real *W, const pf_real *bias,
                                int N, int IC, int OC) {
     int n;
+#ifndef PF_DOUBLE
+    if (PF__FAST) { pf__gemm(0, 1, N, OC, IC, inp, IC, W, IC, out, OC, 0, bias); return; }
+#endif
     PF__OMP(parallel for schedule(static))
     for (n = 0; n < N; n++) {
         const pf_real *x = inp + (size_t)n * IC;
@@ -1301,6 +1730,23 @@ static void pf__linear_forward(pf_real *out, const pf_real *inp, const pf_real *
 static void pf__linear_backward(pf_real *dinp, pf_real *dW, pf_real *dbias, const pf_real *dout,
                                 const pf_real *inp, const pf_real *W, int N, int IC, int OC) {
     int n, o;
+#ifndef PF_DOUBLE
+    if (PF__FAST) {
+        if (dinp) pf__gemm(0, 0, N, IC, OC, dout, OC, W, IC, dinp, IC, 0, NULL); /* dX = dY W */
+        pf__gemm(1, 0, OC, IC, N, dout, OC, inp, IC, dW, IC, 0, NULL);          /* dW = dY^T X */
+        if (dbias) { /* column sums, 64 columns per task, rows in order */
+            int nchunk = (OC + 63) / 64, ch;
+            PF__OMP(parallel for schedule(static))
+            for (ch = 0; ch < nchunk; ch++) {
+                int o0 = ch * 64, o1 = o0 + 64 < OC ? o0 + 64 : OC, nn, oo;
+                for (oo = o0; oo < o1; oo++) dbias[oo] = 0;
+                for (nn = 0; nn < N; nn++)
+                    for (oo = o0; oo < o1; oo++) dbias[oo] += dout[(size_t)nn * OC + oo];
+            }
+        }
+        return;
+    }
+#endif
     if (dinp) {
         PF__OMP(parallel for schedule(static))
         for (n = 0; n < N; n++) {
@@ -1390,11 +1836,29 @@ static void pf__layernorm_backward(pf_real *dinp, pf_real *dw, pf_real *db, cons
    0.5 x (1 + erf(x / sqrt 2)) */
 static void pf__gelu_forward(pf_real *out, const pf_real *inp, size_t n) {
     size_t i;
+#ifdef PF__VEC512
+    if (PF__FAST && pf__avx512()) {
+        size_t nch = (n + 4095) / 4096, ch;
+        PF__OMP(parallel for schedule(static))
+        for (ch = 0; ch < nch; ch++)
+            pf__gelu_fwd16(out + ch * 4096, inp + ch * 4096, n - ch * 4096 < 4096 ? n - ch * 4096 : 4096);
+        return;
+    }
+#endif
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < n; i++) out[i] = (pf_real)0.5 * inp[i] * (1 + PF__ERF(inp[i] * (pf_real)0.70710678118654752440));
 }
 static void pf__gelu_backward(pf_real *dinp, const pf_real *dout, const pf_real *inp, size_t n) {
     size_t i;
+#ifdef PF__VEC512
+    if (PF__FAST && pf__avx512()) {
+        size_t nch = (n + 4095) / 4096, ch;
+        PF__OMP(parallel for schedule(static))
+        for (ch = 0; ch < nch; ch++)
+            pf__gelu_bwd16(dinp + ch * 4096, dout + ch * 4096, inp + ch * 4096, n - ch * 4096 < 4096 ? n - ch * 4096 : 4096);
+        return;
+    }
+#endif
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < n; i++) {
         pf_real x = inp[i];
@@ -1410,6 +1874,9 @@ static void pf__gelu_backward(pf_real *dinp, const pf_real *dout, const pf_real 
 static void pf__attention_forward(pf_real *out, pf_real *att, const pf_real *qkv, int B, int T, int D, int H) {
     int bh, hd = D / H;
     pf_real scale = (pf_real)1 / PF__SQRT((pf_real)hd);
+#ifndef PF_DOUBLE
+    if (PF__FAST) { pf__attention_forward_fast(out, att, qkv, B, T, D, H); return; }
+#endif
     PF__OMP(parallel for schedule(static))
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, i, j, d;
@@ -1439,6 +1906,9 @@ static void pf__attention_backward(pf_real *dqkv, pf_real *datt, const pf_real *
                                    const pf_real *att, int B, int T, int D, int H) {
     int bh, hd = D / H;
     pf_real scale = (pf_real)1 / PF__SQRT((pf_real)hd);
+#ifndef PF_DOUBLE
+    if (PF__FAST) { pf__attention_backward_fast(dqkv, datt, dout, qkv, att, B, T, D, H); return; }
+#endif
     PF__OMP(parallel for schedule(static))
     for (bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, i, j, d;

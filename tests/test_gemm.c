@@ -1,0 +1,148 @@
+/* test_gemm.c - the packed GEMM against a plain double-precision loop, for
+   every transpose combination, edge sizes (not multiples of the tile),
+   accumulate mode and bias; bitwise identical for 1 and 2 threads; and the
+   fast model path (pf_gemm inside linear layers) against the reference
+   loops on a whole training step.
+   Error: max|C - ref| / max over the row of sum_k |a||b| (the scale of the
+   rounding error of any summation order); tolerance 1e-5 (float32 epsilon
+   is 6e-8, times the depth of the sums here). */
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+static void check(int ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf(ok ? "ok   - " : "FAIL - ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (ok) passed++; else failed++;
+}
+
+static uint64_t rng = 99;
+static float *rnd(size_t n) {
+    float *v = (float *)malloc(n * sizeof(float) + 4);
+    size_t i;
+    for (i = 0; i < n; i++) v[i] = (float)(2.0 * pf__uniform(&rng) - 1.0);
+    return v;
+}
+
+static double gemm_err(int ta, int tb, int M, int N, int K, int acc, int use_bias, int threads) {
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7, i, j, k;
+    float *A = rnd((size_t)(ta ? K : M) * lda), *B = rnd((size_t)(tb ? N : K) * ldb), *C = rnd((size_t)M * ldc);
+    float *C0 = (float *)malloc((size_t)M * ldc * sizeof(float)), *bias = rnd((size_t)N);
+    double worst = 0;
+    memcpy(C0, C, (size_t)M * ldc * sizeof(float));
+    pf_set_threads(threads);
+    pf__gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, acc, use_bias ? bias : NULL);
+    for (i = 0; i < M; i++) {
+        for (j = 0; j < N; j++) {
+            double s = acc ? C0[(size_t)i * ldc + j] : (use_bias ? bias[j] : 0.0), scale = fabs(s) + 1e-30;
+            for (k = 0; k < K; k++) {
+                double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += a * b;
+                scale += fabs(a * b);
+            }
+            if (fabs(C[(size_t)i * ldc + j] - s) / scale > worst) worst = fabs(C[(size_t)i * ldc + j] - s) / scale;
+        }
+        for (j = N; j < ldc; j++) /* padding columns untouched */
+            if (C[(size_t)i * ldc + j] != C0[(size_t)i * ldc + j]) worst = INFINITY;
+    }
+    free(A); free(B); free(C); free(C0); free(bias);
+    return worst;
+}
+
+static void test_shapes(void) {
+    static const int shapes[][3] = {{1, 1, 1}, {13, 33, 7}, {12, 32, 384}, {25, 65, 385}, {100, 31, 17},
+                                    {7, 800, 50}, {130, 96, 800}, {3, 5, 0}};
+    int s, ta, tb, acc;
+    double worst = 0;
+    for (s = 0; s < (int)(sizeof shapes / sizeof *shapes); s++)
+        for (ta = 0; ta < 2; ta++)
+            for (tb = 0; tb < 2; tb++)
+                for (acc = 0; acc < 3; acc++) { /* 0: store, 1: accumulate, 2: bias */
+                    double e = gemm_err(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc == 1, acc == 2, 2);
+                    if (e > worst) worst = e;
+                    if (e > 1e-5)
+                        check(0, "gemm ta=%d tb=%d %dx%dx%d mode %d: err %.2e", ta, tb, shapes[s][0], shapes[s][1],
+                              shapes[s][2], acc, e);
+                }
+    check(worst <= 1e-5, "pf_gemm (%s kernel): 8 shapes x 4 transposes x store/accumulate/bias, worst err %.2e",
+          pf_gemm_kernel(), worst);
+}
+
+static void test_gemm_threads(void) {
+    int M = 301, N = 203, K = 777;
+    float *A = rnd((size_t)M * K), *B = rnd((size_t)K * N);
+    float *C1 = (float *)calloc((size_t)M * N, sizeof(float)), *C2 = (float *)calloc((size_t)M * N, sizeof(float));
+    pf_set_threads(1);
+    pf_gemm(1, 0, M, N, K, A, M, B, N, C1, N, 0);
+    pf_set_threads(2);
+    pf_gemm(1, 0, M, N, K, A, M, B, N, C2, N, 0);
+    check(!memcmp(C1, C2, (size_t)M * N * sizeof(float)), "pf_gemm: 1 and 2 threads give identical bits");
+    free(A); free(B); free(C1); free(C2);
+}
+
+/* one training step (dropout on) with the fast path or the reference loops */
+static void model_step(int reference, int threads, pf_real **out, size_t *n) {
+    pf_config c;
+    pf_model *m;
+    pf_real *x;
+    int y[5] = {0, 1, 2, 3, 4}, i;
+    float loss;
+    pf_use_reference(reference);
+    pf_set_threads(threads);
+    memset(&c, 0, sizeof c);
+    c.image_size = 16; c.patch_size = 4; c.dim = 64; c.heads = 2; c.mlp_dim = 96; c.branches = 3; c.depth = 2;
+    c.classes = 5; c.dropout = 0.1f; c.residual = PF_NORMED; c.pool = PF_POOL_MEAN; /* T = 17 */
+    pf_model_create(&c, &m);
+    pf_model_init(m, 5, 0.5f);
+    pf_model_reserve(m, 5);
+    pf_model_alloc_train(m);
+    pf_model_set_active(m, 2);
+    m->training = 1;
+    x = (pf_real *)malloc(sizeof(pf_real) * 5 * 3 * 16 * 16);
+    for (i = 0; i < 5 * 3 * 16 * 16; i++) x[i] = (pf_real)sin(0.1 * i);
+    pf_forward(m, x, y, 5, 0.1f, &loss);
+    pf_backward(m);
+    *n = m->n_params + 5 * 5;
+    *out = (pf_real *)malloc(sizeof(pf_real) * *n);
+    memcpy(*out, m->grads, sizeof(pf_real) * m->n_params);
+    memcpy(*out + m->n_params, m->logits, sizeof(pf_real) * 25);
+    free(x);
+    pf_model_free(m);
+    pf_use_reference(0);
+}
+
+static void test_model_fast(void) {
+    pf_real *ref, *fast, *fast1;
+    size_t n, i;
+    double md = 0, mr = 0;
+    model_step(1, 2, &ref, &n);
+    model_step(0, 2, &fast, &n);
+    model_step(0, 1, &fast1, &n);
+    for (i = 0; i < n; i++) {
+        if (fabs(fast[i] - ref[i]) > md) md = fabs(fast[i] - ref[i]);
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    }
+    check(md / mr <= 1e-4, "whole model, fast path vs reference loops: logits and every gradient, rel err %.2e", md / mr);
+    check(!memcmp(fast, fast1, n * sizeof(pf_real)), "fast path: 1 and 2 threads give identical bits");
+    free(ref); free(fast); free(fast1);
+}
+
+int main(void) {
+    printf("# test_gemm (kernel %s)\n", pf_gemm_kernel());
+    test_shapes();
+    test_gemm_threads();
+    test_model_fast();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
