@@ -1353,6 +1353,43 @@ __attribute__((target("avx512f"))) static void pf__kernel_avx512(int kc, const f
     }
 }
 
+/* The same AVX-512 kernel reading A in place (a[i*rs + k*cs], 12 full
+   rows): no packing of A when its rows are all there. */
+__attribute__((target("avx512f"))) static void pf__kernel_avx512_direct(int kc, const float *a, long rs, long cs,
+                                                                       const float *b, float *c, long ldc, int nr,
+                                                                       int load_c) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+    int k;
+    if (load_c && nr == PF__NR) {
+#define PF__LD(r, i) r##0 = _mm512_loadu_ps(c + (i) * ldc); r##1 = _mm512_loadu_ps(c + (i) * ldc + 16)
+        PF__LD(c0, 0); PF__LD(c1, 1); PF__LD(c2, 2); PF__LD(c3, 3); PF__LD(c4, 4); PF__LD(c5, 5);
+        PF__LD(c6, 6); PF__LD(c7, 7); PF__LD(c8, 8); PF__LD(c9, 9); PF__LD(ca, 10); PF__LD(cb, 11);
+#undef PF__LD
+    }
+    for (k = 0; k < kc; k++, a += cs, b += PF__NR) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
+#define PF__FMA(r, i) t = _mm512_set1_ps(a[(i) * rs]); r##0 = _mm512_fmadd_ps(t, b0, r##0); r##1 = _mm512_fmadd_ps(t, b1, r##1)
+        PF__FMA(c0, 0); PF__FMA(c1, 1); PF__FMA(c2, 2); PF__FMA(c3, 3); PF__FMA(c4, 4); PF__FMA(c5, 5);
+        PF__FMA(c6, 6); PF__FMA(c7, 7); PF__FMA(c8, 8); PF__FMA(c9, 9); PF__FMA(ca, 10); PF__FMA(cb, 11);
+#undef PF__FMA
+    }
+    if (nr == PF__NR) {
+#define PF__ST(r, i) _mm512_storeu_ps(c + (i) * ldc, r##0); _mm512_storeu_ps(c + (i) * ldc + 16, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
+#undef PF__ST
+    } else {
+        float t[12 * PF__NR];
+#define PF__ST(r, i) _mm512_storeu_ps(t + (i) * PF__NR, r##0); _mm512_storeu_ps(t + (i) * PF__NR + 16, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
+#undef PF__ST
+        pf__store_tile(c, ldc, t, 12, nr, load_c);
+    }
+}
+
 /* AVX2 kernel: 6 x 32 tile computed as two 6 x 16 halves (12 ymm
    accumulators each) over the same packed panels. */
 __attribute__((target("avx2,fma"))) static void pf__kernel_avx2(int kc, const float *a, const float *b, float *c,
@@ -1433,8 +1470,11 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
     }
     for (jc = 0; jc < N; jc += PF__NC) {
         int nc = N - jc < PF__NC ? N - jc : PF__NC, npanel = (nc + PF__NR - 1) / PF__NR;
-        for (pc = 0; pc < K; pc += PF__KC) {
-            int kc = K - pc < PF__KC ? K - pc : PF__KC, load_c = accumulate || pc > 0 || bias;
+        /* with A^T the 12 values per k sit in different cache lines: a
+           shorter depth keeps those lines and the B panel in L1 */
+        int KCB = ta ? PF__KC / 3 : PF__KC;
+        for (pc = 0; pc < K; pc += KCB) {
+            int kc = K - pc < KCB ? K - pc : KCB, load_c = accumulate || pc > 0 || bias;
             int nmicro = (M + MR - 1) / MR, p, r;
             if (bias && pc == 0 && !accumulate) { /* start from the bias */
                 int i;
@@ -1464,6 +1504,18 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
                 for (r = 0; r < nmicro; r++) {
                     int i0 = r * MR, mr = M - i0 < MR ? M - i0 : MR, i, k, q;
                     float *ap = pf__apack;
+#ifdef PF__X86
+                    if (MR == 12 && mr == 12) { /* AVX-512, full rows: read A in place */
+                        const float *a0 = !ta ? A + (size_t)i0 * lda + pc : A + (size_t)pc * lda + i0;
+                        long rs = !ta ? lda : 1, cs = !ta ? 1 : lda;
+                        for (q = 0; q < npanel; q++) {
+                            int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
+                            pf__kernel_avx512_direct(kc, a0, rs, cs, bp + (size_t)q * kc * PF__NR,
+                                                     C + (size_t)i0 * ldc + jc + j0, ldc, nr, load_c);
+                        }
+                        continue;
+                    }
+#endif
                     if (!ta) { /* rows of A: read each row once, contiguously */
                         for (i = 0; i < MR; i++) {
                             const float *src = A + (size_t)(i0 + i) * lda + pc;
@@ -1620,6 +1672,55 @@ PF__AVX512 static void pf__softmax_bwd16(float *dp, const float *p, int n, float
         __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), s);
         d = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), d), _mm512_set1_ps(scale));
         _mm512_mask_storeu_ps(dp + j, k, d);
+    }
+}
+
+/* LayerNorm rows (see pf__layernorm_forward / _backward for the math) */
+PF__AVX512 static void pf__ln_fwd16(float *y, float *mean, float *rstd, const float *x, const float *w,
+                                    const float *b, int C) {
+    __m512 acc = _mm512_setzero_ps(), mu, rs;
+    float m, v;
+    int j;
+    for (j = 0; j < C; j += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(pf__tail(C - j), x + j));
+    m = pf__hsum16(acc) / (float)C;
+    mu = _mm512_set1_ps(m);
+    acc = _mm512_setzero_ps();
+    for (j = 0; j < C; j += 16) {
+        __mmask16 k = pf__tail(C - j);
+        __m512 d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + j), mu);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    v = pf__hsum16(acc) / (float)C;
+    rs = _mm512_set1_ps(1.0f / sqrtf(v + 1e-5f));
+    for (j = 0; j < C; j += 16) {
+        __mmask16 k = pf__tail(C - j);
+        __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mu), rs);
+        _mm512_mask_storeu_ps(y + j, k, _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(k, w + j), _mm512_maskz_loadu_ps(k, b + j)));
+    }
+    *mean = m;
+    *rstd = 1.0f / sqrtf(v + 1e-5f);
+}
+PF__AVX512 static void pf__ln_bwd16(float *dx, const float *dy, const float *x, const float *w, float mean, float rstd,
+                                    int C, int acc_out) {
+    __m512 s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), mu = _mm512_set1_ps(mean), rs = _mm512_set1_ps(rstd);
+    __m512 a, c;
+    int j;
+    for (j = 0; j < C; j += 16) {
+        __mmask16 k = pf__tail(C - j);
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + j), _mm512_maskz_loadu_ps(k, w + j));
+        __m512 xh = _mm512_maskz_mul_ps(k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mu), rs);
+        s1 = _mm512_add_ps(s1, g);
+        s2 = _mm512_fmadd_ps(g, xh, s2);
+    }
+    a = _mm512_set1_ps(pf__hsum16(s1) / (float)C);
+    c = _mm512_set1_ps(pf__hsum16(s2) / (float)C);
+    for (j = 0; j < C; j += 16) {
+        __mmask16 k = pf__tail(C - j);
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + j), _mm512_maskz_loadu_ps(k, w + j));
+        __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mu), rs);
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(g, a), _mm512_mul_ps(xh, c)), rs);
+        if (acc_out) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, dx + j));
+        _mm512_mask_storeu_ps(dx + j, k, v);
     }
 }
 #endif
@@ -1779,6 +1880,14 @@ static void pf__linear_backward(pf_real *dinp, pf_real *dW, pf_real *dbias, cons
 static void pf__layernorm_forward(pf_real *out, pf_real *mean, pf_real *rstd, const pf_real *inp,
                                   const pf_real *w, const pf_real *b, int N, int C) {
     int n;
+#ifdef PF__VEC512
+    if (PF__FAST && pf__avx512()) {
+        PF__OMP(parallel for schedule(static))
+        for (n = 0; n < N; n++)
+            pf__ln_fwd16(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, w, b, C);
+        return;
+    }
+#endif
     PF__OMP(parallel for schedule(static))
     for (n = 0; n < N; n++) {
         const pf_real *x = inp + (size_t)n * C;
@@ -1800,9 +1909,17 @@ static void pf__layernorm_forward(pf_real *out, pf_real *mean, pf_real *rstd, co
 static void pf__layernorm_backward(pf_real *dinp, pf_real *dw, pf_real *db, const pf_real *dout,
                                    const pf_real *inp, const pf_real *w, const pf_real *mean,
                                    const pf_real *rstd, int N, int C, int acc) {
-    int n, i;
-    PF__OMP(parallel for schedule(static))
-    for (n = 0; n < N; n++) {
+    int n, i, done = 0;
+#ifdef PF__VEC512
+    if (PF__FAST && pf__avx512()) {
+        PF__OMP(parallel for schedule(static))
+        for (n = 0; n < N; n++)
+            pf__ln_bwd16(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, w, mean[n], rstd[n], C, acc);
+        done = 1;
+    }
+#endif
+    PF__OMP(parallel for schedule(static) if (!done))
+    for (n = 0; n < N * !done; n++) {
         const pf_real *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         pf_real *dx = dinp + (size_t)n * C, mu = mean[n], rs = rstd[n], s1 = 0, s2 = 0;
         int k;
@@ -1818,17 +1935,20 @@ static void pf__layernorm_backward(pf_real *dinp, pf_real *dw, pf_real *db, cons
             dx[k] = acc ? dx[k] + v : v;
         }
     }
+    /* dw, db: column sums over rows in order, 32 columns per task so each
+       pass reads whole cache lines */
     PF__OMP(parallel for schedule(static))
-    for (i = 0; i < C; i++) {
-        pf_real sw = 0, sb = 0;
-        int nn;
+    for (i = 0; i < (C + 31) / 32; i++) {
+        int c0 = i * 32, c1 = c0 + 32 < C ? c0 + 32 : C, nn, k;
+        for (k = c0; k < c1; k++) dw[k] = db[k] = 0;
         for (nn = 0; nn < N; nn++) {
-            pf_real g = dout[(size_t)nn * C + i];
-            sw += g * (inp[(size_t)nn * C + i] - mean[nn]) * rstd[nn];
-            sb += g;
+            const pf_real *g = dout + (size_t)nn * C, *x = inp + (size_t)nn * C;
+            pf_real mu = mean[nn], rs = rstd[nn];
+            for (k = c0; k < c1; k++) {
+                dw[k] += g[k] * ((x[k] - mu) * rs);
+                db[k] += g[k];
+            }
         }
-        dw[i] = sw;
-        db[i] = sb;
     }
 }
 
