@@ -4,6 +4,10 @@
 #   make test          build and run every test; no PyTorch, no GPU needed
 #   make test SAN=1    the same with AddressSanitizer + UBSan, in build-san/
 #   make test-torch    live PyTorch interop check (optional, needs PyTorch)
+#   make bench         speed of the three standard configurations (2 threads)
+#   make bench-compare the same side by side with PyTorch and OpenBLAS
+#                      (tools/bench_compare.py; needs python3-torch, libopenblas-dev)
+#   make bench-tools   build build/paraformer and build/gemm_bench (OpenBLAS) only
 #   make help          targets, variables and what was detected
 #   make clean         remove build/ and build-san/
 #
@@ -16,6 +20,9 @@
 #   STB=0              build without stb_image (no PNG/JPEG/BMP input)
 #   STB_INC=DIR        where stb/stb_image.h lives (default /usr/include)
 #   SAN=1              sanitizers: -fsanitize=address,undefined, in build-san/
+#   BENCH_THREADS=N    threads for `make bench` (default 2)
+#   BENCH_ARGS=...     extra flags for each `paraformer bench` of `make bench`
+#   COMPARE_ARGS=...   flags for tools/bench_compare.py (e.g. --quick)
 #
 # The library is header-only: every program compiles paraformer.h with
 # PARAFORMER_IMPLEMENTATION in its own translation unit, so there is no
@@ -50,9 +57,11 @@ endif
 # Detection. Each probe compiles a tiny program in a throw-away directory;
 # the results are printed as ✓/✗ lines by `make`, `make test` and `make help`.
 
-# try-cc FLAGS, SOURCE-TEXT: "1" when SOURCE-TEXT compiles and links with FLAGS
+# try-cc FLAGS, SOURCE-TEXT[, LIBS]: "1" when SOURCE-TEXT compiles and links
+# with FLAGS (and LIBS after the source)
 try-cc = $(shell t=$$(mktemp -d 2>/dev/null) && printf '$(2)' > $$t/p.c && \
-	$(CC) $(1) $$t/p.c -o $$t/p >/dev/null 2>&1 && echo 1; rm -rf $$t)
+	$(CC) $(1) $$t/p.c -o $$t/p $(3) >/dev/null 2>&1 && echo 1; rm -rf $$t)
+HASH := \#
 
 OPENMP ?= 1
 ifeq ($(OPENMP),1)
@@ -73,6 +82,16 @@ ifeq ($(HAVE_STB),1)
 STBFLAGS := -DPF_HAVE_STB $(if $(filter /usr/include,$(STB_INC)),,-I$(STB_INC))
 endif
 
+# OpenBLAS (Debian's libopenblas-dev) only for build/gemm_bench, the GEMM
+# comparison of the benchmarks; probed only when a bench target is asked for,
+# so `make` and `make test` never depend on it.
+BENCH_GOALS := bench bench-tools bench-compare help
+ifneq ($(filter $(BENCH_GOALS),$(MAKECMDGOALS)),)
+OPENBLAS_CFLAGS ?= $(shell pkg-config --cflags openblas 2>/dev/null)
+OPENBLAS_LIBS   ?= $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas)
+HAVE_OPENBLAS := $(call try-cc,$(OPENBLAS_CFLAGS),$(HASH)include <cblas.h>\nint main(void) { openblas_set_num_threads(1); return 0; }\n,$(OPENBLAS_LIBS))
+endif
+
 # nvcc is only reported for now: paraformer_cuda.cu does not exist yet.
 NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
 
@@ -83,6 +102,7 @@ $(info $(if $(HAVE_OPENMP),✓ OpenMP     -fopenmp,✗ OpenMP     $(if $(filter 
 $(info $(if $(HAVE_STB),✓ stb_image  $(STB_INC)/stb/stb_image.h (-DPF_HAVE_STB),✗ stb_image  $(if $(filter 0,$(STB)),disabled (STB=0),$(STB_INC)/stb/stb_image.h not found (apt-get install libstb-dev)): no PNG/JPEG/BMP input))
 $(info $(if $(NVCC),✓ nvcc       $(NVCC) (no CUDA backend to build yet),✗ nvcc       not found (the GPU backend will need it)))
 $(if $(filter 1,$(SAN)),$(info ✓ sanitizers address,undefined -> $(BUILD)/))
+$(if $(filter $(BENCH_GOALS),$(MAKECMDGOALS)),$(info $(if $(HAVE_OPENBLAS),✓ OpenBLAS   <cblas.h> $(strip $(OPENBLAS_CFLAGS) $(OPENBLAS_LIBS)) (build/gemm_bench),✗ OpenBLAS   <cblas.h> or -lopenblas not found (apt-get install libopenblas-dev): no GEMM comparison)))
 endif
 endif
 
@@ -114,7 +134,7 @@ all: $(EXE)
 $(BUILD):
 	@mkdir -p $@
 
-$(EXE): tools/paraformer.c $(HDR) | $(BUILD)
+$(EXE): tools/paraformer.c tools/fma_peak.h $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # ---------------------------------------------------------------------------
@@ -208,6 +228,33 @@ test: $(TESTS_C) $(TEST_EXE)
 test-torch: $(EXE)
 	$(PYTHON) tools/torch_interop.py $(EXE)
 
+# ---------------------------------------------------------------------------
+# Benchmarks (DESIGN 6). Not part of `make test`.
+
+GEMM_BENCH := $(BUILD)/gemm_bench
+BENCH_THREADS ?= 2
+BENCH_ARGS ?=
+COMPARE_ARGS ?=
+
+$(GEMM_BENCH): tools/gemm_bench.c tools/fma_peak.h $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(OPENBLAS_LIBS) $(LDLIBS)
+
+bench-tools: $(EXE) $(if $(HAVE_OPENBLAS),$(GEMM_BENCH))
+
+# The three standard configurations at batch 128: one table row each.
+bench: bench-tools
+	@echo "paraformer bench, $(BENCH_THREADS) threads (training: forward + backward + AdamW;"
+	@echo "inference: the same batch; latency: batch 1; % of the FP32 FMA peak measured in the same run)"
+	@$(EXE) bench --row-header
+	@$(EXE) bench --zoo vit12 --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
+	@$(EXE) bench --zoo pf3x4 --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
+	@$(EXE) bench --zoo pf3x2 --dim 128 --heads 4 --dataset fmnist --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
+	@echo "per-op detail: $(EXE) bench --zoo vit12 --threads $(BENCH_THREADS)$(if $(HAVE_OPENBLAS),; GEMM vs OpenBLAS: $(GEMM_BENCH))"
+	@echo "against PyTorch and OpenBLAS: make bench-compare"
+
+bench-compare: bench-tools
+	$(PYTHON) tools/bench_compare.py $(COMPARE_ARGS)
+
 clean:
 	rm -rf build build-san
 
@@ -217,8 +264,11 @@ help:
 	@echo "  make test         build and run every test (no PyTorch or GPU needed)"
 	@echo "  make test SAN=1   the same under AddressSanitizer + UBSan, in build-san/"
 	@echo "  make test-torch   $(PYTHON) tools/torch_interop.py $(EXE) (needs PyTorch)"
+	@echo "  make bench        $(EXE) bench on vit12, pf3x4, pf3x2 at $(BENCH_THREADS) threads (BENCH_ARGS=...)"
+	@echo "  make bench-compare  $(PYTHON) tools/bench_compare.py (ours vs PyTorch vs OpenBLAS; COMPARE_ARGS=--quick)"
+	@echo "  make bench-tools  build $(EXE) and $(GEMM_BENCH) (needs libopenblas-dev)"
 	@echo "  make clean        remove build/ and build-san/"
 	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) SAN=$(SAN)"
 	@echo "compile:   $(CC) $(ALL_CFLAGS) ... $(ALL_LDFLAGS) $(LDLIBS)"
 
-.PHONY: all test test-torch clean help
+.PHONY: all test test-torch bench bench-tools bench-compare clean help

@@ -3,6 +3,7 @@
        paraformer init     --out M.safetensors [--preset P] [architecture flags]
        paraformer info     --model M [--json] [--tensors]
        paraformer predict  --model M --input X --output Y [--branches k] ...
+       paraformer bench    [--zoo vit12|pf3x4|...] [--dataset cifar|fmnist] [--threads N] [--json]
 
    A thin layer over paraformer.h: it parses flags, reads inputs and writes
    outputs; all model work is the library's. Each subcommand answers --help
@@ -33,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fma_peak.h"
 
 // ----------------------------------------------------------------------------
 // errors
@@ -319,30 +322,82 @@ static void print_presets(void) {
 #undef ROW
 }
 
+// The architecture flags, shared by init and bench: a command's option table
+// holds ARCH_OPTDEFS at indices at .. at+A_N-1 (A_* relative to `at`).
+enum { A_PRESET, A_IMAGE, A_CHANNELS, A_PATCH, A_DIM, A_HEADS, A_MLP, A_BRANCHES, A_DEPTH, A_CLASSES,
+       A_RESIDUAL, A_AGGREGATE, A_QKV, A_POOL, A_DROPOUT, A_EMB_DROPOUT, A_MEAN, A_STD, A_N };
+#define ARCH_OPTDEFS \
+    {"--preset", "NAME", "paraformer", "paraformer | vit | paper"}, \
+    {"--image-size", "N", "preset", "input image side (pixels)"}, \
+    {"--channels", "N", "preset", "input channels"}, \
+    {"--patch", "N", "preset", "patch side (divides the image size)"}, \
+    {"--dim", "N", "preset", "token width D"}, \
+    {"--heads", "N", "preset", "attention heads (divide D)"}, \
+    {"--mlp-dim", "N", "preset", "MLP hidden width (4 x --dim when only --dim is given)"}, \
+    {"--branches", "N", "preset", "parallel branches"}, \
+    {"--depth", "N", "preset", "layers per branch"}, \
+    {"--classes", "N", "preset", "output classes"}, \
+    {"--residual", "prenorm|normed", "preset", "x+F(LN x) | LN x+F(LN x)"}, \
+    {"--aggregate", "delta|sum", "preset", "X0+sum(B-X0) | sum(B)"}, \
+    {"--qkv-bias", "on|off", "preset", "bias on the qkv projection (also true/false, 1/0)"}, \
+    {"--pool", "cls|mean", "preset", "cls token | mean of all tokens"}, \
+    {"--dropout", "F", "preset", "dropout after attn proj / GELU / fc2, in [0,1)"}, \
+    {"--emb-dropout", "F", "preset", "dropout after the embedding, in [0,1)"}, \
+    {"--mean", "a,b,c", "preset", "per-channel input mean on the [0,1] scale (one value: all)"}, \
+    {"--std", "a,b,c", "preset", "per-channel input std (> 0; one value: all)"}
+
+// --preset into cfg (usage error if unknown); returns the preset's name
+static const char *arch_preset(const cli *c, int at, pf_config *cfg) {
+    const char *preset = cli_get(c, at + A_PRESET) ? cli_get(c, at + A_PRESET) : "paraformer";
+    memset(cfg, 0, sizeof *cfg);
+    if (pf_config_preset(cfg, preset) != PF_OK)
+        usage_error(c, "--preset: unknown preset '%s' (paraformer, vit, paper)", preset);
+    return preset;
+}
+
+// the other architecture flags over cfg, then validation (exit 2 if invalid)
+static void arch_flags(const cli *c, int at, pf_config *cfg) {
+    int i;
+    if (cli_get(c, at + A_IMAGE)) cfg->image_size = (int)parse_int(c, at + A_IMAGE, 1, INT_MAX);
+    if (cli_get(c, at + A_CHANNELS)) cfg->channels = (int)parse_int(c, at + A_CHANNELS, 1, PF_MAX_CHANNELS);
+    if (cli_get(c, at + A_PATCH)) cfg->patch_size = (int)parse_int(c, at + A_PATCH, 1, INT_MAX);
+    if (cli_get(c, at + A_DIM)) {
+        cfg->dim = (int)parse_int(c, at + A_DIM, 1, INT_MAX);
+        cfg->mlp_dim = 0; // 4 x dim (resolve) unless --mlp-dim says otherwise
+    }
+    if (cli_get(c, at + A_HEADS)) cfg->heads = (int)parse_int(c, at + A_HEADS, 1, INT_MAX);
+    if (cli_get(c, at + A_MLP)) cfg->mlp_dim = (int)parse_int(c, at + A_MLP, 1, INT_MAX);
+    if (cli_get(c, at + A_BRANCHES)) cfg->branches = (int)parse_int(c, at + A_BRANCHES, 1, INT_MAX);
+    if (cli_get(c, at + A_DEPTH)) cfg->depth = (int)parse_int(c, at + A_DEPTH, 1, INT_MAX);
+    if (cli_get(c, at + A_CLASSES)) cfg->classes = (int)parse_int(c, at + A_CLASSES, 1, INT_MAX);
+    if (cli_get(c, at + A_RESIDUAL)) cfg->residual = parse_choice(c, at + A_RESIDUAL, RESIDUALS, 2);
+    if (cli_get(c, at + A_AGGREGATE)) cfg->aggregate = parse_choice(c, at + A_AGGREGATE, AGGREGATES, 2);
+    if (cli_get(c, at + A_QKV)) cfg->no_qkv_bias = parse_choice(c, at + A_QKV, ONOFF, 8) % 2 == 0;
+    if (cli_get(c, at + A_POOL)) cfg->pool = parse_choice(c, at + A_POOL, POOLS, 2);
+    if (cli_get(c, at + A_DROPOUT)) cfg->dropout = parse_float(c, at + A_DROPOUT, 0.0, 0.999999);
+    if (cli_get(c, at + A_EMB_DROPOUT)) cfg->emb_dropout = parse_float(c, at + A_EMB_DROPOUT, 0.0, 0.999999);
+    pf_config_resolve(cfg); // channels known from here on
+    for (i = 0; i < 2; i++) { // --mean, --std: one value or one per channel
+        int k = at + (i ? A_STD : A_MEAN), n, j;
+        float v[PF_MAX_CHANNELS], *dst = i ? cfg->std : cfg->mean;
+        if (!cli_get(c, k)) continue;
+        n = parse_floats(c, k, v, PF_MAX_CHANNELS);
+        if (n != 1 && n != cfg->channels)
+            usage_error(c, "%s: %d values for %d channels (give 1 or %d)", c->o[k].name, n, cfg->channels,
+                        cfg->channels);
+        for (j = 0; j < cfg->channels; j++) {
+            dst[j] = v[n == 1 ? 0 : j];
+            if (i && !(dst[j] > 0.0f)) usage_error(c, "--std: values must be > 0");
+        }
+    }
+    if (pf_config_validate(cfg) != PF_OK) die(2, "%s: invalid configuration: %s", c->cmd, pf_last_error());
+}
+
 static int cmd_init(int argc, char **argv) {
-    enum { O_OUT, O_PRESET, O_IMAGE, O_CHANNELS, O_PATCH, O_DIM, O_HEADS, O_MLP, O_BRANCHES, O_DEPTH,
-           O_CLASSES, O_RESIDUAL, O_AGGREGATE, O_QKV, O_POOL, O_DROPOUT, O_EMB_DROPOUT, O_MEAN, O_STD,
-           O_SEED, O_N };
+    enum { O_OUT, O_ARCH, O_SEED = O_ARCH + A_N, O_N };
     static const optdef o[O_N] = {
         {"--out", "FILE", "required", "checkpoint to write (safetensors)"},
-        {"--preset", "NAME", "paraformer", "paraformer | vit | paper"},
-        {"--image-size", "N", "preset", "input image side (pixels)"},
-        {"--channels", "N", "preset", "input channels"},
-        {"--patch", "N", "preset", "patch side (divides the image size)"},
-        {"--dim", "N", "preset", "token width D"},
-        {"--heads", "N", "preset", "attention heads (divide D)"},
-        {"--mlp-dim", "N", "preset", "MLP hidden width"},
-        {"--branches", "N", "preset", "parallel branches"},
-        {"--depth", "N", "preset", "layers per branch"},
-        {"--classes", "N", "preset", "output classes"},
-        {"--residual", "prenorm|normed", "preset", "x+F(LN x) | LN x+F(LN x)"},
-        {"--aggregate", "delta|sum", "preset", "X0+sum(B-X0) | sum(B)"},
-        {"--qkv-bias", "on|off", "preset", "bias on the qkv projection (also true/false, 1/0)"},
-        {"--pool", "cls|mean", "preset", "cls token | mean of all tokens"},
-        {"--dropout", "F", "preset", "dropout after attn proj / GELU / fc2, in [0,1)"},
-        {"--emb-dropout", "F", "preset", "dropout after the embedding, in [0,1)"},
-        {"--mean", "a,b,c", "preset", "per-channel input mean on the [0,1] scale (one value: all)"},
-        {"--std", "a,b,c", "preset", "per-channel input std (> 0; one value: all)"},
+        ARCH_OPTDEFS,
         {"--seed", "S", "0", "initialisation seed (unsigned 64-bit)"},
     };
     cli c = {"init", o, O_N, 0, NULL, NULL};
@@ -350,7 +405,6 @@ static int cmd_init(int argc, char **argv) {
     pf_model *m = NULL;
     const char *out, *preset;
     uint64_t seed = 0;
-    int i;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer init --out FILE [--preset NAME] [options]\n\n"
                "Creates a model with seeded initial weights (PyTorch's default distributions)\n"
@@ -361,41 +415,9 @@ static int cmd_init(int argc, char **argv) {
     }
     cli_parse(&c, argc, argv);
     out = cli_need(&c, O_OUT);
-    preset = cli_get(&c, O_PRESET) ? cli_get(&c, O_PRESET) : "paraformer";
-    memset(&cfg, 0, sizeof cfg);
-    if (pf_config_preset(&cfg, preset) != PF_OK)
-        usage_error(&c, "--preset: unknown preset '%s' (paraformer, vit, paper)", preset);
-    if (cli_get(&c, O_IMAGE)) cfg.image_size = (int)parse_int(&c, O_IMAGE, 1, INT_MAX);
-    if (cli_get(&c, O_CHANNELS)) cfg.channels = (int)parse_int(&c, O_CHANNELS, 1, PF_MAX_CHANNELS);
-    if (cli_get(&c, O_PATCH)) cfg.patch_size = (int)parse_int(&c, O_PATCH, 1, INT_MAX);
-    if (cli_get(&c, O_DIM)) cfg.dim = (int)parse_int(&c, O_DIM, 1, INT_MAX);
-    if (cli_get(&c, O_HEADS)) cfg.heads = (int)parse_int(&c, O_HEADS, 1, INT_MAX);
-    if (cli_get(&c, O_MLP)) cfg.mlp_dim = (int)parse_int(&c, O_MLP, 1, INT_MAX);
-    if (cli_get(&c, O_BRANCHES)) cfg.branches = (int)parse_int(&c, O_BRANCHES, 1, INT_MAX);
-    if (cli_get(&c, O_DEPTH)) cfg.depth = (int)parse_int(&c, O_DEPTH, 1, INT_MAX);
-    if (cli_get(&c, O_CLASSES)) cfg.classes = (int)parse_int(&c, O_CLASSES, 1, INT_MAX);
-    if (cli_get(&c, O_RESIDUAL)) cfg.residual = parse_choice(&c, O_RESIDUAL, RESIDUALS, 2);
-    if (cli_get(&c, O_AGGREGATE)) cfg.aggregate = parse_choice(&c, O_AGGREGATE, AGGREGATES, 2);
-    if (cli_get(&c, O_QKV)) cfg.no_qkv_bias = parse_choice(&c, O_QKV, ONOFF, 8) % 2 == 0;
-    if (cli_get(&c, O_POOL)) cfg.pool = parse_choice(&c, O_POOL, POOLS, 2);
-    if (cli_get(&c, O_DROPOUT)) cfg.dropout = parse_float(&c, O_DROPOUT, 0.0, 0.999999);
-    if (cli_get(&c, O_EMB_DROPOUT)) cfg.emb_dropout = parse_float(&c, O_EMB_DROPOUT, 0.0, 0.999999);
+    preset = arch_preset(&c, O_ARCH, &cfg);
     if (cli_get(&c, O_SEED)) seed = parse_u64(&c, O_SEED);
-    pf_config_resolve(&cfg); // channels known from here on
-    for (i = 0; i < 2; i++) { // --mean, --std: one value or one per channel
-        int k = i ? O_STD : O_MEAN, n, j;
-        float v[PF_MAX_CHANNELS], *dst = i ? cfg.std : cfg.mean;
-        if (!cli_get(&c, k)) continue;
-        n = parse_floats(&c, k, v, PF_MAX_CHANNELS);
-        if (n != 1 && n != cfg.channels)
-            usage_error(&c, "%s: %d values for %d channels (give 1 or %d)", o[k].name, n, cfg.channels,
-                        cfg.channels);
-        for (j = 0; j < cfg.channels; j++) {
-            dst[j] = v[n == 1 ? 0 : j];
-            if (i && !(dst[j] > 0.0f)) usage_error(&c, "--std: values must be > 0");
-        }
-    }
-    if (pf_config_validate(&cfg) != PF_OK) die(2, "init: invalid configuration: %s", pf_last_error());
+    arch_flags(&c, O_ARCH, &cfg);
     if (pf_model_create(&cfg, &m) != PF_OK) die(1, "init: %s", pf_last_error());
     pf_model_init(m, seed, pf_preset_embed_std(preset));
     if (pf_model_save(m, out) != PF_OK) die_file(out);
@@ -778,6 +800,277 @@ static int cmd_predict(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
+// bench
+
+// seeded standard normals for the benchmark input (splitmix64 + Box-Muller)
+static uint64_t bench_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static double bench_uniform(uint64_t *s) { return (double)((bench_next(s) >> 11) + 1) / 9007199254740993.0; }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) { // sorts v
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// "vitN": one branch of N layers; "pfLxB": B branches of L layers (the names
+// of shared/anchors/torch_anchor.py). Returns 0 if the name is not one.
+static int parse_zoo(const char *s, int *branches, int *depth) {
+    char *end;
+    long a, b;
+    if (!strncmp(s, "vit", 3) && s[3] >= '0' && s[3] <= '9') {
+        a = strtol(s + 3, &end, 10);
+        if (*end || a < 1 || a > 100000) return 0;
+        *branches = 1, *depth = (int)a;
+        return 1;
+    }
+    if (!strncmp(s, "pf", 2) && s[2] >= '0' && s[2] <= '9') {
+        a = strtol(s + 2, &end, 10);
+        if (*end != 'x' || end[1] < '0' || end[1] > '9') return 0;
+        b = strtol(end + 1, &end, 10);
+        if (*end || a < 1 || a > 100000 || b < 1 || b > 100000) return 0;
+        *depth = (int)a, *branches = (int)b;
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct bench_data {
+    pf_model *m;
+    const float *x;
+    const int *labels;
+    int B;
+    pf_optim opt;
+} bench_data;
+
+// one training step: forward with labels, backward, AdamW
+static void train_step(bench_data *d) {
+    float loss = 0.0f;
+    if (pf_forward(d->m, d->x, d->labels, d->B, 0.0f, &loss) != PF_OK) die(1, "bench: %s", pf_last_error());
+    if (!isfinite(loss)) die(1, "bench: the training loss is not finite (%g)", (double)loss);
+    if (pf_backward(d->m) != PF_OK) die(1, "bench: %s", pf_last_error());
+    pf_optim_step(d->m, &d->opt);
+}
+
+static const char *const BENCH_ROW_HEADER =
+    "| model  | threads | batch | train img/s | infer img/s | b1 latency ms | train GFLOP/s | % of peak | params    |\n"
+    "|--------|--------:|------:|------------:|------------:|--------------:|--------------:|----------:|----------:|\n";
+
+static int cmd_bench(int argc, char **argv) {
+    enum { O_ZOO, O_DATASET, O_ARCH, O_BATCH = O_ARCH + A_N, O_INFER_BATCH, O_THREADS, O_WARM, O_REPS,
+           O_PROFILE, O_SEED, O_PEAK, O_JSON, O_ROW, O_ROW_HEADER, O_N };
+    static const optdef o[O_N] = {
+        {"--zoo", "NAME", "off", "vitN = 1 branch x N layers, pfLxB = B branches x L layers (torch_anchor's names)"},
+        {"--dataset", "cifar|fmnist", "cifar", "input shape: 32x32x3 | 28x28x1, 10 classes"},
+        ARCH_OPTDEFS,
+        {"--batch", "B", "128", "training batch (activations reserved for B)"},
+        {"--infer-batch", "N", "batch", "images per timed inference call (pf_predict, chunks of --batch)"},
+        {"--threads", "N", "all (OpenMP default)", "threads"},
+        {"--warm", "W", "2", "untimed warm-up repeats before each measurement"},
+        {"--reps", "R", "5", "timed repeats (medians reported; batch-1 latency: 3R)"},
+        {"--profile-steps", "P", "2", "extra training steps timed per op (m->profile)"},
+        {"--seed", "S", "0", "seed of the random input and labels"},
+        {"--peak", NULL, "off", "also measure the FP32 FMA peak and report the share of it"},
+        {"--json", NULL, "off", "print one JSON object"},
+        {"--row", NULL, "off", "print one markdown table row (see --row-header)"},
+        {"--row-header", NULL, "off", "print the header of the --row table and exit"},
+    };
+    cli c = {"bench", o, O_N, 0, NULL, NULL};
+    pf_config cfg;
+    pf_model *m = NULL;
+    pf_profile prof;
+    bench_data d;
+    char name[64];
+    const char *preset, *zoo;
+    float *x, *logits;
+    int *labels;
+    int batch = 128, infer_batch, warm = 2, reps = 5, psteps = 2, threads, json, row, fmnist = 0, n_in, i, op;
+    uint64_t seed = 0, rng;
+    size_t per, k;
+    double *t, t_train, t_infer, t_b1, t_prof, flops = 0.0, op_s = 0.0, peak = 0.0, gflops;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer bench [--zoo NAME] [--dataset cifar|fmnist] [architecture flags as init]\n"
+               "                        [--batch B] [--threads N] [--json]\n\n"
+               "Times, on random normalised input (seeded), after --warm untimed repeats:\n"
+               "  training    forward with labels + backward + AdamW step (pf_optim_default)\n"
+               "  inference   pf_predict on --infer-batch images\n"
+               "  latency     pf_predict on one image\n"
+               "and reports the medians, then times --profile-steps more training steps per op\n"
+               "(forward and backward ms, GFLOP/s, share of the step). The step's GFLOP/s is\n"
+               "the profiled flop count of one step over the median step time. The model is\n"
+               "the preset (default paraformer = pf3x4) with --zoo's branches and depth, the\n"
+               "--dataset's input shape, then the architecture flags; initialised with seed 0.\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    if (cli_get(&c, O_ROW_HEADER)) {
+        fputs(BENCH_ROW_HEADER, stdout);
+        cli_free(&c);
+        return 0;
+    }
+    preset = arch_preset(&c, O_ARCH, &cfg);
+    (void)preset;
+    if ((zoo = cli_get(&c, O_ZOO)) && !parse_zoo(zoo, &cfg.branches, &cfg.depth))
+        usage_error(&c, "--zoo: '%s' is not vitN or pfLxB (for example vit12, pf3x4, pf3x2)", zoo);
+    if (cli_get(&c, O_DATASET)) {
+        static const char *const DATASETS[] = {"cifar", "fmnist"};
+        fmnist = parse_choice(&c, O_DATASET, DATASETS, 2);
+        cfg.image_size = fmnist ? 28 : 32;
+        cfg.channels = fmnist ? 1 : 3;
+        cfg.classes = 10;
+    }
+    arch_flags(&c, O_ARCH, &cfg);
+    if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 1 << 16);
+    infer_batch = cli_get(&c, O_INFER_BATCH) ? (int)parse_int(&c, O_INFER_BATCH, 1, 1 << 20) : batch;
+    if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 4096));
+    if (cli_get(&c, O_WARM)) warm = (int)parse_int(&c, O_WARM, 0, 100000);
+    if (cli_get(&c, O_REPS)) reps = (int)parse_int(&c, O_REPS, 1, 100000);
+    if (cli_get(&c, O_PROFILE)) psteps = (int)parse_int(&c, O_PROFILE, 1, 100000);
+    if (cli_get(&c, O_SEED)) seed = parse_u64(&c, O_SEED);
+    json = cli_get(&c, O_JSON) != NULL;
+    row = cli_get(&c, O_ROW) != NULL;
+    if (json && row) usage_error(&c, "--json and --row exclude each other");
+    threads = pf_get_threads();
+    if (cfg.branches == 1) snprintf(name, sizeof name, "vit%d", cfg.depth);
+    else snprintf(name, sizeof name, "pf%dx%d", cfg.depth, cfg.branches);
+
+    // model, optimizer state, activations for `batch`
+    if (pf_model_create(&cfg, &m) != PF_OK) die(1, "bench: %s", pf_last_error());
+    pf_model_init(m, 0, 0.0f);
+    if (pf_model_alloc_train(m) != PF_OK || pf_model_reserve(m, batch) != PF_OK)
+        die(1, "bench: %s", pf_last_error());
+    // random input (enough for the larger of the two batches) and labels
+    n_in = batch > infer_batch ? batch : infer_batch;
+    per = (size_t)cfg.channels * cfg.image_size * cfg.image_size;
+    if ((size_t)n_in > SIZE_MAX / sizeof(float) / per) die(1, "bench: batch too large");
+    x = (float *)xmalloc((size_t)n_in * per * sizeof(float));
+    labels = (int *)xmalloc((size_t)batch * sizeof(int));
+    logits = (float *)xmalloc((size_t)n_in * cfg.classes * sizeof(float));
+    t = (double *)xmalloc((size_t)(3 * reps + psteps) * sizeof(double));
+    rng = seed;
+    for (k = 0; k < (size_t)n_in * per; k++)
+        x[k] = (float)(sqrt(-2.0 * log(bench_uniform(&rng))) * cos(6.283185307179586 * bench_uniform(&rng)));
+    for (i = 0; i < batch; i++) labels[i] = (int)(bench_next(&rng) % (uint64_t)cfg.classes);
+    d.m = m, d.x = x, d.labels = labels, d.B = batch, d.opt = pf_optim_default();
+
+    // training steps
+    m->training = 1;
+    for (i = 0; i < warm; i++) train_step(&d);
+    for (i = 0; i < reps; i++) {
+        double t0 = pf_time();
+        train_step(&d);
+        t[i] = pf_time() - t0;
+    }
+    t_train = median(t, reps);
+    // per-op profile of further steps
+    memset(&prof, 0, sizeof prof);
+    m->profile = &prof;
+    t_prof = pf_time();
+    for (i = 0; i < psteps; i++) train_step(&d);
+    t_prof = (pf_time() - t_prof) / psteps;
+    m->profile = NULL;
+    for (op = 0; op < PF_OP_COUNT; op++) {
+        flops += (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps;
+        op_s += (prof.fwd_s[op] + prof.bwd_s[op]) / psteps;
+    }
+    gflops = flops / t_train / 1e9;
+    // inference: a large batch, then batch-1 latency
+    m->training = 0;
+    for (i = 0; i < warm; i++)
+        if (pf_predict(m, x, infer_batch, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+    for (i = 0; i < reps; i++) {
+        double t0 = pf_time();
+        if (pf_predict(m, x, infer_batch, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+        t[i] = pf_time() - t0;
+    }
+    t_infer = median(t, reps);
+    for (i = 0; i < warm; i++)
+        if (pf_predict(m, x, 1, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+    for (i = 0; i < 3 * reps; i++) {
+        double t0 = pf_time();
+        if (pf_predict(m, x, 1, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+        t[i] = pf_time() - t0;
+    }
+    t_b1 = median(t, 3 * reps);
+    if (cli_get(&c, O_PEAK)) peak = fma_peak_gflops(threads);
+
+    if (json) {
+        printf("{\"model\": \"%s\", \"params\": %zu, \"threads\": %d, \"batch\": %d, \"infer_batch\": %d,\n", name,
+               m->n_params, threads, batch, infer_batch);
+        printf(" \"dataset\": \"%s\", \"image_size\": %d, \"channels\": %d, \"patch\": %d, \"dim\": %d, "
+               "\"heads\": %d, \"mlp_dim\": %d, \"branches\": %d, \"depth\": %d, \"classes\": %d, \"tokens\": %d,\n",
+               cfg.image_size == 28 && cfg.channels == 1 ? "fmnist" : cfg.image_size == 32 && cfg.channels == 3
+               ? "cifar" : "custom", cfg.image_size, cfg.channels, cfg.patch_size, cfg.dim, cfg.heads, cfg.mlp_dim,
+               cfg.branches, cfg.depth, cfg.classes, m->T);
+        printf(" \"warm\": %d, \"reps\": %d, \"profile_steps\": %d, \"gemm_kernel\": \"%s\",\n", warm, reps, psteps,
+               pf_gemm_kernel());
+        printf(" \"train_img_s\": %.2f, \"train_step_ms\": %.3f, \"infer_img_s\": %.2f, \"infer_batch_ms\": %.3f, "
+               "\"latency_b1_ms\": %.3f,\n", batch / t_train, 1e3 * t_train, infer_batch / t_infer, 1e3 * t_infer,
+               1e3 * t_b1);
+        printf(" \"train_gflop_per_step\": %.4f, \"train_gflops\": %.2f, \"profiled_step_ms\": %.3f, "
+               "\"unprofiled_ms\": %.3f,\n", flops / 1e9, gflops, 1e3 * t_prof, 1e3 * (t_prof - op_s));
+        if (peak > 0) printf(" \"peak_gflops\": %.2f, \"peak_frac\": %.4f, \"peak_isa\": \"%s\",\n", peak,
+                             gflops / peak, fma_peak_isa());
+        printf(" \"ops\": {");
+        for (op = 0; op < PF_OP_COUNT; op++) {
+            double fs = prof.fwd_s[op] / psteps, bs = prof.bwd_s[op] / psteps;
+            printf("%s\n  \"%s\": {\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"fwd_gflops\": %.2f, \"bwd_gflops\": %.2f, "
+                   "\"gflop_per_step\": %.4f, \"share\": %.4f}", op ? "," : "", pf_op_name(op), 1e3 * fs, 1e3 * bs,
+                   fs > 0 ? prof.fwd_flops[op] / psteps / fs / 1e9 : 0.0,
+                   bs > 0 ? prof.bwd_flops[op] / psteps / bs / 1e9 : 0.0,
+                   (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps / 1e9, t_prof > 0 ? (fs + bs) / t_prof : 0.0);
+        }
+        printf("}}\n");
+    } else if (row) {
+        char pk[32] = "-";
+        if (peak > 0) snprintf(pk, sizeof pk, "%.1f%%", 100.0 * gflops / peak);
+        printf("| %-6s | %7d | %5d | %11.1f | %11.1f | %13.2f | %13.1f | %9s | %9zu |\n", name, threads, batch,
+               batch / t_train, infer_batch / t_infer, 1e3 * t_b1, gflops, pk, m->n_params);
+    } else {
+        printf("model     %s: PF(%dx%d), dim %d, heads %d, mlp %d, %dx%dx%d input, patch %d, %d classes, "
+               "%zu parameters\n", name, cfg.branches, cfg.depth, cfg.dim, cfg.heads, cfg.mlp_dim, cfg.image_size,
+               cfg.image_size, cfg.channels, cfg.patch_size, cfg.classes, m->n_params);
+        printf("setup     %d thread%s, batch %d, inference batch %d, warm-up %d, medians of %d, gemm kernel %s\n",
+               threads, threads == 1 ? "" : "s", batch, infer_batch, warm, reps, pf_gemm_kernel());
+        printf("train     %9.2f img/s   step %.1f ms, %.2f GFLOP, %.1f GFLOP/s", batch / t_train, 1e3 * t_train,
+               flops / 1e9, gflops);
+        if (peak > 0) printf(" = %.1f%% of the %.0f GFLOP/s FMA peak (%s)", 100.0 * gflops / peak, peak,
+                             fma_peak_isa());
+        printf("\ninfer     %9.2f img/s   %d images in %.1f ms\n", infer_batch / t_infer, infer_batch,
+               1e3 * t_infer);
+        printf("latency   %9.3f ms      batch 1, median of %d\n", 1e3 * t_b1, 3 * reps);
+        printf("\nper op, one training step (mean of %d profiled steps of %.1f ms):\n", psteps, 1e3 * t_prof);
+        printf("  %-10s %9s %9s %11s %11s %9s %7s\n", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "GFLOP",
+               "share");
+        for (op = 0; op < PF_OP_COUNT; op++) {
+            double fs = prof.fwd_s[op] / psteps, bs = prof.bwd_s[op] / psteps;
+            printf("  %-10s %9.2f %9.2f %11.1f %11.1f %9.3f %6.1f%%\n", pf_op_name(op), 1e3 * fs, 1e3 * bs,
+                   fs > 0 ? prof.fwd_flops[op] / psteps / fs / 1e9 : 0.0,
+                   bs > 0 ? prof.bwd_flops[op] / psteps / bs / 1e9 : 0.0,
+                   (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps / 1e9,
+                   t_prof > 0 ? 100.0 * (fs + bs) / t_prof : 0.0);
+        }
+        printf("  %-10s %19.2f %33s %6.1f%%\n", "(other)", 1e3 * (t_prof - op_s), "",
+               t_prof > 0 ? 100.0 * (t_prof - op_s) / t_prof : 0.0);
+    }
+    free(t);
+    free(logits);
+    free(labels);
+    free(x);
+    pf_model_free(m);
+    cli_free(&c);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // main
 
 static void usage(FILE *f) {
@@ -787,6 +1080,7 @@ static void usage(FILE *f) {
                "  init      create a model with seeded initial weights (safetensors)\n"
                "  info      show a checkpoint's configuration, parameter counts and tensors\n"
                "  predict   class scores (logits or probabilities) for .npy arrays or images\n"
+               "  bench     training and inference speed, per-op GFLOP/s (random input)\n"
                "  help      this list; `paraformer help <command>` for a command's options\n\n"
                "--version prints the version.\n", PF_VERSION);
 }
@@ -796,7 +1090,8 @@ static int run_command(const char *cmd, int argc, char **argv) {
     if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
-    fprintf(stderr, "error: unknown command '%s' (commands: init, info, predict; see 'paraformer --help')\n",
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    fprintf(stderr, "error: unknown command '%s' (commands: init, info, predict, bench; see 'paraformer --help')\n",
             cmd);
     return 2;
 }
