@@ -2,7 +2,7 @@
 """bench_compare.py - ParaFormer-C against PyTorch and OpenBLAS, side by side.
 
     make bench-tools                      # builds build/paraformer and build/gemm_bench
-    python3 tools/bench_compare.py        # full run (about half an hour on 2 cores)
+    python3 tools/bench_compare.py        # full run (about 10 minutes on 2 cores)
     python3 tools/bench_compare.py --quick --json out.json
 
 In one invocation, on this machine, it runs (DESIGN 6):
