@@ -1349,6 +1349,7 @@ __attribute__((target("avx512f"))) static void pf__kernel_avx512(int kc, const f
         PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
         PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
 #undef PF__ST
+        _mm256_zeroupper(); /* leaving AVX-512 state dirty slows later SSE code */
         pf__store_tile(c, ldc, t, mr, nr, load_c);
     }
 }
@@ -1386,6 +1387,7 @@ __attribute__((target("avx512f"))) static void pf__kernel_avx512_direct(int kc, 
         PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
         PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
 #undef PF__ST
+        _mm256_zeroupper();
         pf__store_tile(c, ldc, t, 12, nr, load_c);
     }
 }
@@ -1411,6 +1413,7 @@ __attribute__((target("avx2,fma"))) static void pf__kernel_avx2(int kc, const fl
 #undef PF__ST
     }
     (void)i;
+    _mm256_zeroupper();
     pf__store_tile(c, ldc, t, mr, nr, load_c);
 }
 #endif
