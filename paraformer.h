@@ -1450,15 +1450,20 @@ static PF__TLS float pf__bpack[PF__KC * PF__NC] PF__ALIGN64;
 static PF__TLS float pf__apack[PF__KC * PF__MR] PF__ALIGN64;
 
 /* internal GEMM with an optional bias row added when not accumulating */
+static void pf__linear_backward(pf_real *dinp, pf_real *dW, pf_real *dbias, const pf_real *dout,
+                                const pf_real *inp, const pf_real *W, int N, int IC, int OC);
+/* An epilogue runs on rows [i0, i0+mr) x columns [j0, j0+nc) of C as soon
+   as they are final, while they are still in cache (e.g. GELU after fc1). */
+typedef void (*pf__epi_fn)(void *ctx, int i0, int mr, int j0, int nc);
 static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                       float *C, int ldc, int accumulate, const float *bias, int par);
+                       float *C, int ldc, int accumulate, const float *bias, int par, pf__epi_fn epi, void *ctx);
 static void pf__gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
                      int ldc, int accumulate, const float *bias) {
-    pf__gemm_x(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, bias, 1);
+    pf__gemm_x(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, bias, 1, NULL, NULL);
 }
 /* par 0: run on the calling thread only (inside a parallel loop) */
 static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                       float *C, int ldc, int accumulate, const float *bias, int par) {
+                       float *C, int ldc, int accumulate, const float *bias, int par, pf__epi_fn epi, void *ctx) {
     pf__kernel kern = pf__get_kernel();
     int MR = kern.mr, jc, pc;
     float *bp = pf__bpack;
@@ -1469,6 +1474,7 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
         if (!accumulate)
             for (i = 0; i < M; i++)
                 for (j = 0; j < N; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
+        if (epi) epi(ctx, 0, M, 0, N);
         return;
     }
     for (jc = 0; jc < N; jc += PF__NC) {
@@ -1516,6 +1522,7 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
                             pf__kernel_avx512_direct(kc, a0, rs, cs, bp + (size_t)q * kc * PF__NR,
                                                      C + (size_t)i0 * ldc + jc + j0, ldc, nr, load_c);
                         }
+                        if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
                         continue;
                     }
 #endif
@@ -1536,6 +1543,7 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
                         kern.fn(kc, ap, bp + (size_t)q * kc * PF__NR, C + (size_t)i0 * ldc + jc + j0, ldc, mr, nr,
                                 load_c);
                     }
+                    if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
                 }
             }
         }
@@ -1726,6 +1734,25 @@ PF__AVX512 static void pf__ln_bwd16(float *dx, const float *dy, const float *x, 
         _mm512_mask_storeu_ps(dx + j, k, v);
     }
 }
+/* dw[c0..c1), db[c0..c1) = column sums over N rows of dy*xhat and dy (rows
+   in order), c1 - c0 <= 32 */
+PF__AVX512 static void pf__ln_colsum16(float *dw, float *db, const float *dy, const float *x, const float *mean,
+                                       const float *rstd, int N, int C, int c0, int c1) {
+    __mmask16 k0 = pf__tail(c1 - c0), k1 = pf__tail(c1 - c0 - 16 > 0 ? c1 - c0 - 16 : 0);
+    __m512 w0 = _mm512_setzero_ps(), w1 = w0, b0 = w0, b1 = w0;
+    int n;
+    for (n = 0; n < N; n++) {
+        const float *g = dy + (size_t)n * C + c0, *xr = x + (size_t)n * C + c0;
+        __m512 mu = _mm512_set1_ps(mean[n]), rs = _mm512_set1_ps(rstd[n]);
+        __m512 g0 = _mm512_maskz_loadu_ps(k0, g), g1 = _mm512_maskz_loadu_ps(k1, g + 16);
+        __m512 x0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k0, xr), mu), rs);
+        __m512 x1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k1, xr + 16), mu), rs);
+        w0 = _mm512_fmadd_ps(g0, x0, w0); w1 = _mm512_fmadd_ps(g1, x1, w1);
+        b0 = _mm512_add_ps(b0, g0); b1 = _mm512_add_ps(b1, g1);
+    }
+    _mm512_mask_storeu_ps(dw + c0, k0, w0); _mm512_mask_storeu_ps(dw + c0 + 16, k1, w1);
+    _mm512_mask_storeu_ps(db + c0, k0, b0); _mm512_mask_storeu_ps(db + c0 + 16, k1, b1);
+}
 #endif
 
 #ifndef PF_DOUBLE
@@ -1762,9 +1789,9 @@ static void pf__attention_forward_fast(float *out, float *att, const float *qkv,
         int b = bh / H, h = bh % H, i;
         const float *q = qkv + (size_t)b * T * 3 * D + h * hd, *k = q + D, *v = q + 2 * D;
         float *S = att + (size_t)bh * T * T;
-        pf__gemm_x(0, 1, T, T, hd, q, 3 * D, k, 3 * D, S, T, 0, NULL, 0);
+        pf__gemm_x(0, 1, T, T, hd, q, 3 * D, k, 3 * D, S, T, 0, NULL, 0, NULL, NULL);
         for (i = 0; i < T; i++) pf__softmax_row(S + (size_t)i * T, T, scale);
-        pf__gemm_x(0, 0, T, hd, T, S, T, v, 3 * D, out + (size_t)b * T * D + h * hd, D, 0, NULL, 0);
+        pf__gemm_x(0, 0, T, hd, T, S, T, v, 3 * D, out + (size_t)b * T * D + h * hd, D, 0, NULL, 0, NULL, NULL);
     }
 }
 static void pf__attention_backward_fast(float *dqkv, float *datt, const float *dout, const float *qkv,
@@ -1777,13 +1804,52 @@ static void pf__attention_backward_fast(float *dqkv, float *datt, const float *d
         const float *q = qkv + (size_t)b * T * 3 * D + h * hd, *k = q + D, *v = q + 2 * D;
         const float *P = att + (size_t)bh * T * T, *dy = dout + (size_t)b * T * D + h * hd;
         float *dP = datt + (size_t)bh * T * T, *dq = dqkv + (size_t)b * T * 3 * D + h * hd;
-        pf__gemm_x(0, 1, T, T, hd, dy, D, v, 3 * D, dP, T, 0, NULL, 0);          /* dP = dY V^T */
-        pf__gemm_x(1, 0, T, hd, T, P, T, dy, D, dq + 2 * D, 3 * D, 0, NULL, 0);  /* dV = P^T dY */
+        pf__gemm_x(0, 1, T, T, hd, dy, D, v, 3 * D, dP, T, 0, NULL, 0, NULL, NULL);          /* dP = dY V^T */
+        pf__gemm_x(1, 0, T, hd, T, P, T, dy, D, dq + 2 * D, 3 * D, 0, NULL, 0, NULL, NULL);  /* dV = P^T dY */
         for (i = 0; i < T; i++) pf__softmax_row_bwd(dP + (size_t)i * T, P + (size_t)i * T, T, scale);
-        pf__gemm_x(0, 0, T, hd, T, dP, T, k, 3 * D, dq, 3 * D, 0, NULL, 0);      /* dQ = dS K */
-        pf__gemm_x(1, 0, T, hd, T, dP, T, q, 3 * D, dq + D, 3 * D, 0, NULL, 0);  /* dK = dS^T Q */
+        pf__gemm_x(0, 0, T, hd, T, dP, T, k, 3 * D, dq, 3 * D, 0, NULL, 0, NULL, NULL);      /* dQ = dS K */
+        pf__gemm_x(1, 0, T, hd, T, dP, T, q, 3 * D, dq + D, 3 * D, 0, NULL, 0, NULL, NULL);  /* dK = dS^T Q */
     }
 }
+#endif
+
+#ifdef PF__VEC512
+/* GELU fused into the GEMM epilogues (AVX-512, no dropout): fc1 forward
+   writes h and g = GELU(h) while the rows are in cache; fc2's backward
+   turns dg into dh = dg * GELU'(h) the same way. */
+typedef struct pf__gelu_ctx { float *out; const float *h; int ld; } pf__gelu_ctx;
+static void pf__epi_gelu_fwd(void *ctx, int i0, int mr, int j0, int nc) {
+    pf__gelu_ctx *c = (pf__gelu_ctx *)ctx;
+    int i;
+    for (i = i0; i < i0 + mr; i++)
+        pf__gelu_fwd16(c->out + (size_t)i * c->ld + j0, c->h + (size_t)i * c->ld + j0, (size_t)nc);
+}
+static void pf__epi_gelu_bwd(void *ctx, int i0, int mr, int j0, int nc) {
+    pf__gelu_ctx *c = (pf__gelu_ctx *)ctx;
+    int i;
+    for (i = i0; i < i0 + mr; i++) {
+        float *d = c->out + (size_t)i * c->ld + j0;
+        pf__gelu_bwd16(d, d, c->h + (size_t)i * c->ld + j0, (size_t)nc);
+    }
+}
+/* h = u W^T + b, g = GELU(h) */
+static void pf__fc1_gelu_forward(float *h, float *g, const float *u, const float *W, const float *b, int N, int IC,
+                                 int OC) {
+    pf__gelu_ctx c;
+    c.out = g; c.h = h; c.ld = OC;
+    pf__gemm_x(0, 1, N, OC, IC, u, IC, W, IC, h, OC, 0, b, 1, pf__epi_gelu_fwd, &c);
+}
+/* fc2 backward with dh = (dout W) * GELU'(h): dW, db as pf__linear_backward */
+static void pf__fc2_gelu_backward(float *dh, float *dW, float *db, const float *dout, const float *g, const float *h,
+                                  const float *W, int N, int IC, int OC) {
+    pf__gelu_ctx c;
+    c.out = dh; c.h = h; c.ld = IC;
+    pf__gemm_x(0, 0, N, IC, OC, dout, OC, W, IC, dh, IC, 0, NULL, 1, pf__epi_gelu_bwd, &c);
+    pf__linear_backward(NULL, dW, db, dout, g, W, N, IC, OC);
+}
+#define PF__FUSE_GELU(drop) (!(drop) && PF__FAST && pf__avx512())
+#else
+#define PF__FUSE_GELU(drop) 0
 #endif
 
 /* ---------------------------------------------------------------------- */
@@ -1940,6 +2006,14 @@ static void pf__layernorm_backward(pf_real *dinp, pf_real *dw, pf_real *db, cons
     }
     /* dw, db: column sums over rows in order, 32 columns per task so each
        pass reads whole cache lines */
+#ifdef PF__VEC512
+    if (done) {
+        PF__OMP(parallel for schedule(static))
+        for (i = 0; i < (C + 31) / 32; i++)
+            pf__ln_colsum16(dw, db, dout, inp, mean, rstd, N, C, i * 32, i * 32 + 32 < C ? i * 32 + 32 : C);
+        return;
+    }
+#endif
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < (C + 31) / 32; i++) {
         int c0 = i * 32, c1 = c0 + 32 < C ? c0 + 32 : C, nn, k;
@@ -2125,11 +2199,18 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     /* MLP sub-layer: x2 = (x1 | LN x1) + Drop(fc2(Drop(GELU(fc1(LN x1))))) */
     PF__PROF(m, fwd, PF_OP_LAYERNORM, 8 * nd,
              pf__layernorm_forward(a->u2, a->ln2_mean, a->ln2_rstd, a->x1, P.ln2_w, P.ln2_b, N, D));
-    PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M));
-    PF__PROF(m, fwd, PF_OP_GELU, nm, {
-        pf__gelu_forward(a->g, a->h, (size_t)N * M);
-        if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
-    });
+#ifdef PF__VEC512
+    if (PF__FUSE_GELU(drop)) { /* profiled as fc1 */
+        PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__fc1_gelu_forward(a->h, a->g, a->u2, P.fc1_w, P.fc1_b, N, D, M));
+    } else
+#endif
+    {
+        PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M));
+        PF__PROF(m, fwd, PF_OP_GELU, nm, {
+            pf__gelu_forward(a->g, a->h, (size_t)N * M);
+            if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+        });
+    }
     PF__PROF(m, fwd, PF_OP_FC2, 2 * nm * D, pf__linear_forward(a->x2, a->g, P.fc2_w, P.fc2_b, N, M, D));
     res = c->residual == PF_PRENORM ? a->x1 : a->u2;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
@@ -2250,11 +2331,19 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
         memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
         if (drop) pf__dropout(s->dres, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
     });
-    PF__PROF(m, bwd, PF_OP_FC2, 4 * nm * D, pf__linear_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, P.fc2_w, N, M, D));
-    PF__PROF(m, bwd, PF_OP_GELU, nm, {
-        if (drop) pf__dropout(s->dh, NM, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
-        pf__gelu_backward(s->dh, s->dh, a->h, NM);
-    });
+#ifdef PF__VEC512
+    if (PF__FUSE_GELU(drop)) { /* profiled as fc2 */
+        PF__PROF(m, bwd, PF_OP_FC2, 4 * nm * D,
+                 pf__fc2_gelu_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, a->h, P.fc2_w, N, M, D));
+    } else
+#endif
+    {
+        PF__PROF(m, bwd, PF_OP_FC2, 4 * nm * D, pf__linear_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, P.fc2_w, N, M, D));
+        PF__PROF(m, bwd, PF_OP_GELU, nm, {
+            if (drop) pf__dropout(s->dh, NM, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+            pf__gelu_backward(s->dh, s->dh, a->h, NM);
+        });
+    }
     PF__PROF(m, bwd, PF_OP_FC1, 4 * nm * D, pf__linear_backward(s->du, G.fc1_w, G.fc1_b, s->dh, a->u2, P.fc1_w, N, D, M));
     PF__PROF(m, bwd, PF_OP_LAYERNORM, 12 * nd, {
         if (prenorm) { /* dx1 = dx2 + LN2'(du2) */

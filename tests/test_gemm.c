@@ -92,7 +92,7 @@ static void test_gemm_threads(void) {
 }
 
 /* one training step (dropout on) with the fast path or the reference loops */
-static void model_step(int reference, int threads, pf_real **out, size_t *n) {
+static void model_step(int reference, int threads, float dropout, pf_real **out, size_t *n) {
     pf_config c;
     pf_model *m;
     pf_real *x;
@@ -102,7 +102,7 @@ static void model_step(int reference, int threads, pf_real **out, size_t *n) {
     pf_set_threads(threads);
     memset(&c, 0, sizeof c);
     c.image_size = 16; c.patch_size = 4; c.dim = 64; c.heads = 2; c.mlp_dim = 96; c.branches = 3; c.depth = 2;
-    c.classes = 5; c.dropout = 0.1f; c.residual = PF_NORMED; c.pool = PF_POOL_MEAN; /* T = 17 */
+    c.classes = 5; c.dropout = dropout; c.residual = PF_NORMED; c.pool = PF_POOL_MEAN; /* T = 17 */
     pf_model_create(&c, &m);
     pf_model_init(m, 5, 0.5f);
     pf_model_reserve(m, 5);
@@ -122,19 +122,20 @@ static void model_step(int reference, int threads, pf_real **out, size_t *n) {
     pf_use_reference(0);
 }
 
-static void test_model_fast(void) {
+static void test_model_fast(float dropout) {
     pf_real *ref, *fast, *fast1;
     size_t n, i;
     double md = 0, mr = 0;
-    model_step(1, 2, &ref, &n);
-    model_step(0, 2, &fast, &n);
-    model_step(0, 1, &fast1, &n);
+    model_step(1, 2, dropout, &ref, &n);
+    model_step(0, 2, dropout, &fast, &n);
+    model_step(0, 1, dropout, &fast1, &n);
     for (i = 0; i < n; i++) {
         if (fabs(fast[i] - ref[i]) > md) md = fabs(fast[i] - ref[i]);
         if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
     }
-    check(md / mr <= 1e-4, "whole model, fast path vs reference loops: logits and every gradient, rel err %.2e", md / mr);
-    check(!memcmp(fast, fast1, n * sizeof(pf_real)), "fast path: 1 and 2 threads give identical bits");
+    check(md / mr <= 1e-4, "whole model (dropout %.1f), fast path vs reference loops: logits and every gradient, rel err %.2e",
+          dropout, md / mr);
+    check(!memcmp(fast, fast1, n * sizeof(pf_real)), "fast path (dropout %.1f): 1 and 2 threads give identical bits", dropout);
     free(ref); free(fast); free(fast1);
 }
 
@@ -142,7 +143,8 @@ int main(void) {
     printf("# test_gemm (kernel %s)\n", pf_gemm_kernel());
     test_shapes();
     test_gemm_threads();
-    test_model_fast();
+    test_model_fast(0.1f); /* GELU separate, dropout masks */
+    test_model_fast(0.0f); /* GELU fused into the fc1/fc2 GEMMs */
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
