@@ -1439,6 +1439,24 @@ static pf__kernel pf__get_kernel(void) {
 
 PFDEF const char *pf_gemm_kernel(void) { return pf__get_kernel().name; }
 
+/* For tests: use the named kernel ("generic", "avx2", "avx512") if this
+   machine has it. Returns 1 on success. Not thread-safe. */
+static int pf__force_kernel(const char *name) {
+    pf__kernel k = pf__pick_kernel();
+    if (!strcmp(name, "generic")) { k.fn = pf__kernel_generic; k.mr = 4; k.name = "generic"; }
+#ifdef PF__X86
+    else if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        k.fn = pf__kernel_avx2; k.mr = 6; k.name = "avx2";
+    } else if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f")) {
+        k.fn = pf__kernel_avx512; k.mr = 12; k.name = "avx512";
+    }
+#endif
+    else return 0;
+    pf__kern = k;
+    pf__kern_ready = 1;
+    return 1;
+}
+
 /* packing buffers: B block shared by the team (owned by the calling
    thread), A micro-panel private to each thread; 64-byte aligned */
 #if defined(__GNUC__) || defined(__clang__)

@@ -87,7 +87,8 @@ static void test_gemm_threads(void) {
     pf_gemm(1, 0, M, N, K, A, M, B, N, C1, N, 0);
     pf_set_threads(2);
     pf_gemm(1, 0, M, N, K, A, M, B, N, C2, N, 0);
-    check(!memcmp(C1, C2, (size_t)M * N * sizeof(float)), "pf_gemm: 1 and 2 threads give identical bits");
+    check(!memcmp(C1, C2, (size_t)M * N * sizeof(float)), "pf_gemm (%s): 1 and 2 threads give identical bits",
+          pf_gemm_kernel());
     free(A); free(B); free(C1); free(C2);
 }
 
@@ -133,16 +134,24 @@ static void test_model_fast(float dropout) {
         if (fabs(fast[i] - ref[i]) > md) md = fabs(fast[i] - ref[i]);
         if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
     }
-    check(md / mr <= 1e-4, "whole model (dropout %.1f), fast path vs reference loops: logits and every gradient, rel err %.2e",
-          dropout, md / mr);
+    check(md / mr <= 1e-4, "whole model (%s, dropout %.1f), fast path vs reference loops: logits and every gradient, rel err %.2e",
+          pf_gemm_kernel(), dropout, md / mr);
     check(!memcmp(fast, fast1, n * sizeof(pf_real)), "fast path (dropout %.1f): 1 and 2 threads give identical bits", dropout);
     free(ref); free(fast); free(fast1);
 }
 
 int main(void) {
-    printf("# test_gemm (kernel %s)\n", pf_gemm_kernel());
-    test_shapes();
-    test_gemm_threads();
+    static const char *kernels[] = {"generic", "avx2", "avx512"};
+    const char *best = pf_gemm_kernel();
+    int k;
+    printf("# test_gemm (this machine's kernel: %s)\n", best);
+    for (k = 0; k < 3; k++) { /* every kernel this machine can run */
+        if (!pf__force_kernel(kernels[k])) { printf("# (no %s on this machine)\n", kernels[k]); continue; }
+        test_shapes();
+        test_gemm_threads();
+        if (strcmp(kernels[k], best)) test_model_fast(0.0f);
+    }
+    pf__force_kernel(best);
     test_model_fast(0.1f); /* GELU separate, dropout masks */
     test_model_fast(0.0f); /* GELU fused into the fc1/fc2 GEMMs */
     printf("%d passed, %d failed\n", passed, failed);
