@@ -1441,6 +1441,9 @@ PFDEF const char *pf_gemm_kernel(void) { return pf__get_kernel().name; }
 
 /* For tests: use the named kernel ("generic", "avx2", "avx512") if this
    machine has it. Returns 1 on success. Not thread-safe. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((unused))
+#endif
 static int pf__force_kernel(const char *name) {
     pf__kernel k = pf__pick_kernel();
     if (!strcmp(name, "generic")) { k.fn = pf__kernel_generic; k.mr = 4; k.name = "generic"; }
