@@ -1518,15 +1518,19 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
                 for (p = 0; p < npanel; p++) {
                     float *dst = bp + (size_t)p * kc * PF__NR;
                     int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
-                    for (k = 0; k < kc; k++, dst += PF__NR) {
-                        if (!tb) {
+                    if (!tb) { /* rows of B: contiguous copies */
+                        for (k = 0; k < kc; k++, dst += PF__NR) {
                             const float *src = B + (size_t)(pc + k) * ldb + j0;
                             for (j = 0; j < nr; j++) dst[j] = src[j];
-                        } else {
-                            const float *src = B + (size_t)j0 * ldb + pc + k;
-                            for (j = 0; j < nr; j++) dst[j] = src[(size_t)j * ldb];
+                            for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
                         }
-                        for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
+                    } else { /* B^T: read each row of B once, write a column of the panel */
+                        for (j = 0; j < nr; j++) {
+                            const float *src = B + (size_t)(j0 + j) * ldb + pc;
+                            for (k = 0; k < kc; k++) dst[(size_t)k * PF__NR + j] = src[k];
+                        }
+                        for (k = 0; k < kc && nr < PF__NR; k++)
+                            for (j = nr; j < PF__NR; j++) dst[(size_t)k * PF__NR + j] = 0.0f;
                     }
                 }
                 /* micro-rows of A against every panel */
@@ -1755,6 +1759,20 @@ PF__AVX512 static void pf__ln_bwd16(float *dx, const float *dy, const float *x, 
         _mm512_mask_storeu_ps(dx + j, k, v);
     }
 }
+/* s[c0..c1) = column sums of x [N, C] over rows in order, c1 - c0 <= 32 */
+PF__AVX512 static void pf__colsum16(float *s, const float *x, int N, int C, int c0, int c1) {
+    __mmask16 k0 = pf__tail(c1 - c0), k1 = pf__tail(c1 - c0 - 16 > 0 ? c1 - c0 - 16 : 0);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int n;
+    for (n = 0; n < N; n++) {
+        const float *r = x + (size_t)n * C + c0;
+        a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(k0, r));
+        a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(k1, r + 16));
+    }
+    _mm512_mask_storeu_ps(s + c0, k0, a0);
+    _mm512_mask_storeu_ps(s + c0 + 16, k1, a1);
+}
+
 /* dw[c0..c1), db[c0..c1) = column sums over N rows of dy*xhat and dy (rows
    in order), c1 - c0 <= 32 */
 PF__AVX512 static void pf__ln_colsum16(float *dw, float *db, const float *dy, const float *x, const float *mean,
@@ -1925,11 +1943,14 @@ static void pf__linear_backward(pf_real *dinp, pf_real *dW, pf_real *dbias, cons
     if (PF__FAST) {
         if (dinp) pf__gemm(0, 0, N, IC, OC, dout, OC, W, IC, dinp, IC, 0, NULL); /* dX = dY W */
         pf__gemm(1, 0, OC, IC, N, dout, OC, inp, IC, dW, IC, 0, NULL);          /* dW = dY^T X */
-        if (dbias) { /* column sums, 64 columns per task, rows in order */
-            int nchunk = (OC + 63) / 64, ch;
+        if (dbias) { /* column sums, 32 columns per task, rows in order */
+            int nchunk = (OC + 31) / 32, ch;
             PF__OMP(parallel for schedule(static))
             for (ch = 0; ch < nchunk; ch++) {
-                int o0 = ch * 64, o1 = o0 + 64 < OC ? o0 + 64 : OC, nn, oo;
+                int o0 = ch * 32, o1 = o0 + 32 < OC ? o0 + 32 : OC, nn, oo;
+#ifdef PF__VEC512
+                if (pf__avx512()) { pf__colsum16(dbias, dout, N, OC, o0, o1); continue; }
+#endif
                 for (oo = o0; oo < o1; oo++) dbias[oo] = 0;
                 for (nn = 0; nn < N; nn++)
                     for (oo = o0; oo < o1; oo++) dbias[oo] += dout[(size_t)nn * OC + oo];
