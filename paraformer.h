@@ -1524,13 +1524,12 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
                             for (j = 0; j < nr; j++) dst[j] = src[j];
                             for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
                         }
-                    } else { /* B^T: read each row of B once, write a column of the panel */
-                        for (j = 0; j < nr; j++) {
-                            const float *src = B + (size_t)(j0 + j) * ldb + pc;
-                            for (k = 0; k < kc; k++) dst[(size_t)k * PF__NR + j] = src[k];
+                    } else { /* B^T: 32 rows of B walked together, one column per k */
+                        for (k = 0; k < kc; k++, dst += PF__NR) {
+                            const float *src = B + (size_t)j0 * ldb + pc + k;
+                            for (j = 0; j < nr; j++) dst[j] = src[(size_t)j * ldb];
+                            for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
                         }
-                        for (k = 0; k < kc && nr < PF__NR; k++)
-                            for (j = nr; j < PF__NR; j++) dst[(size_t)k * PF__NR + j] = 0.0f;
                     }
                 }
                 /* micro-rows of A against every panel */
