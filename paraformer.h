@@ -242,6 +242,12 @@ typedef struct pf_model {
     pf_real *probs;         /* [B,K] softmax */
     pf_layer_acts *acts;    /* [branches*depth], branch-major */
     pf_profile *profile;    /* NULL, or where ops add time and flops (not owned) */
+    /* inference cache: Linear weights pre-packed for the GEMM (pf_predict) */
+    uint64_t params_gen;    /* bumped by pf_optim_step/pf_model_init/pf_model_changed */
+    uint64_t wpack_gen;     /* params_gen the cache was built from */
+    float *wpack;           /* NULL until pf_predict builds it */
+    size_t *wpack_off;      /* per spec: offset into wpack, or (size_t)-1 */
+    int wpack_on;           /* set while pf_predict runs with a valid cache */
 } pf_model;
 
 /* Creates a model for `cfg` (validated; parameters zero). *out is NULL on
@@ -274,8 +280,12 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
 /* Backward pass of the last forward (which must have had labels): writes
    (not accumulates) the gradients of the active branches, stem and head. */
 PFDEF pf_status pf_backward(pf_model *m);
+/* Call after writing m->params directly (pf_predict keeps a packed copy of
+   the weights and rebuilds it only when the parameters changed). */
+PFDEF void pf_model_changed(pf_model *m);
 /* Convenience: forward on float input of any batch size in chunks of
-   max_batch, logits written to out [N,K]. */
+   max_batch, logits written to out [N,K]. Inference mode (no dropout); the
+   Linear weights are packed once and reused across calls. */
 PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out);
 
 /* ---------------------------------------------------------------------- */
@@ -1090,6 +1100,7 @@ PFDEF void pf_model_free(pf_model *m) {
     PF_FREE(m->specs); PF_FREE(m->train_branch); PF_FREE(m->params); PF_FREE(m->grads);
     PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
     PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+    PF_FREE(m->wpack); PF_FREE(m->wpack_off);
     PF_FREE(m);
 }
 
@@ -1152,7 +1163,12 @@ PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
         }
     }
     m->dropout_seed = pf__mix64(seed ^ 0x5eedd20b0u);
+    m->params_gen++;
 }
+
+PFDEF void pf_model_changed(pf_model *m) { m->params_gen++; }
+
+
 
 PFDEF pf_status pf_model_alloc_train(pf_model *m) {
     if (m->grads) return PF_OK;
@@ -1482,13 +1498,40 @@ static void pf__gemm(int ta, int tb, int M, int N, int K, const float *A, int ld
                      int ldc, int accumulate, const float *bias) {
     pf__gemm_x(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, bias, 1, NULL, NULL);
 }
+/* B pre-packed by pf__pack_b (ta = 0 only); NULL: pack as usual */
+static PF__TLS const float *pf__bpre;
+
+/* Size (floats) and contents of B (or B^T) packed for a GEMM with ta = 0,
+   block by block in the order pf__gemm_x walks them. dst NULL: size only. */
+static size_t pf__pack_b(float *dst, const float *B, int ldb, int tb, int N, int K) {
+    size_t off = 0;
+    int jc, pc, p, k, j;
+    for (jc = 0; jc < N; jc += PF__NC) {
+        int nc = N - jc < PF__NC ? N - jc : PF__NC, npanel = (nc + PF__NR - 1) / PF__NR;
+        for (pc = 0; pc < K; pc += PF__KC) {
+            int kc = K - pc < PF__KC ? K - pc : PF__KC;
+            for (p = 0; p < npanel && dst; p++) {
+                float *d = dst + off + (size_t)p * kc * PF__NR;
+                int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR;
+                for (k = 0; k < kc; k++, d += PF__NR)
+                    for (j = 0; j < PF__NR; j++)
+                        d[j] = j >= nr ? 0.0f : tb ? B[(size_t)(j0 + j) * ldb + pc + k] : B[(size_t)(pc + k) * ldb + j0 + j];
+            }
+            off += (size_t)npanel * kc * PF__NR;
+        }
+    }
+    return off;
+}
 /* par 0: run on the calling thread only (inside a parallel loop) */
 static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                        float *C, int ldc, int accumulate, const float *bias, int par, pf__epi_fn epi, void *ctx) {
     pf__kernel kern = pf__get_kernel();
     int MR = kern.mr, jc, pc;
     float *bp = pf__bpack;
+    const float *bpre = ta ? NULL : pf__bpre;
+    size_t bpre_off = 0;
     (void)par;
+    pf__bpre = NULL; /* one use, whatever happens below */
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = bias or 0 (or unchanged) */
         int i, j;
@@ -1511,11 +1554,12 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
                 PF__OMP(parallel for schedule(static) if (par))
                 for (i = 0; i < M; i++) memcpy(C + (size_t)i * ldc + jc, bias + jc, (size_t)nc * sizeof(float));
             }
+            if (bpre) { bp = (float *)(bpre + bpre_off); bpre_off += (size_t)npanel * kc * PF__NR; }
             PF__OMP(parallel if (par))
             {
                 /* pack B[pc:pc+kc, jc:jc+nc] into panels [kc][NR] */
                 PF__OMP(for schedule(static))
-                for (p = 0; p < npanel; p++) {
+                for (p = 0; p < npanel * !bpre; p++) {
                     float *dst = bp + (size_t)p * kc * PF__NR;
                     int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
                     if (!tb) { /* rows of B: contiguous copies */
@@ -2195,6 +2239,64 @@ static void pf__dropout(pf_real *x, size_t n, uint64_t key, float p) {
     for (i = 0; i < n; i++) x[i] *= pf__keep(key, i, p);
 }
 
+/* The next GEMM on this thread uses the cached packed copy of weight W
+   (inference with a valid cache only). */
+static void pf__use_wpack(const pf_model *m, const pf_real *W) {
+#ifndef PF_DOUBLE
+    size_t off = (size_t)(W - m->params);
+    int lo = 0, hi = m->n_specs - 1;
+    if (!m->wpack_on || pf__reference) return;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (m->specs[mid].offset == off) {
+            if (m->wpack_off[mid] != (size_t)-1) pf__bpre = m->wpack + m->wpack_off[mid];
+            return;
+        }
+        if (m->specs[mid].offset < off) lo = mid + 1; else hi = mid - 1;
+    }
+#else
+    (void)m; (void)W;
+#endif
+}
+
+/* Builds (or refreshes) the packed-weight cache. */
+static pf_status pf__build_wpack(pf_model *m) {
+#ifndef PF_DOUBLE
+    size_t total = 0;
+    int s;
+    if (pf__reference) return PF_OK;
+    if (m->wpack && m->wpack_gen == m->params_gen) return PF_OK;
+    if (!m->wpack) {
+        m->wpack_off = PF__CALLOC(size_t, m->n_specs);
+        if (!m->wpack_off) return pf_fail(PF_ERR_NOMEM, "out of memory for the weight cache");
+        for (s = 0; s < m->n_specs; s++) {
+            const pf_tensor_spec *sp = &m->specs[s];
+            if (sp->kind != PF_KIND_WEIGHT) { m->wpack_off[s] = (size_t)-1; continue; }
+            m->wpack_off[s] = total;
+            total += pf__pack_b(NULL, NULL, sp->shape[1], 1, sp->shape[0], sp->shape[1]);
+            total = (total + 15) / 16 * 16; /* keep every copy 64-byte aligned */
+        }
+        m->wpack = (float *)PF_MALLOC(total * sizeof(float) + 64);
+        if (!m->wpack) { PF_FREE(m->wpack_off); m->wpack_off = NULL; return pf_fail(PF_ERR_NOMEM, "out of memory for the weight cache"); }
+    }
+    if (((uintptr_t)m->wpack & 63) != 0) { /* packed panels are read with aligned loads */
+        PF_FREE(m->wpack); PF_FREE(m->wpack_off); m->wpack = NULL; m->wpack_off = NULL;
+        return PF_OK; /* no cache: pf_predict packs per call */
+    }
+    PF__OMP(parallel for schedule(dynamic))
+    for (s = 0; s < m->n_specs; s++) {
+        const pf_tensor_spec *sp = &m->specs[s];
+        if (m->wpack_off[s] == (size_t)-1) continue;
+        pf__pack_b(m->wpack + m->wpack_off[s], m->params + sp->offset, sp->shape[1], 1, sp->shape[0], sp->shape[1]);
+    }
+    m->wpack_gen = m->params_gen;
+#else
+    (void)m;
+    (void)pf__pack_b;
+#endif
+    return PF_OK;
+}
+
 /* ---------------------------------------------------------------------- */
 /* the model: forward */
 
@@ -2227,9 +2329,11 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     /* attention sub-layer: x1 = (x | LN x) + Drop(Attn(LN x)) */
     PF__PROF(m, fwd, PF_OP_LAYERNORM, 8 * nd,
              pf__layernorm_forward(a->u1, a->ln1_mean, a->ln1_rstd, xin, P.ln1_w, P.ln1_b, N, D));
+    pf__use_wpack(m, P.qkv_w);
     PF__PROF(m, fwd, PF_OP_QKV, 6 * nd * D, pf__linear_forward(a->qkv, a->u1, P.qkv_w, P.qkv_b, N, D, 3 * D));
     PF__PROF(m, fwd, PF_OP_ATTENTION, 4.0 * B * T * T * D,
              pf__attention_forward(a->atty, a->att, a->qkv, B, T, D, c->heads));
+    pf__use_wpack(m, P.proj_w);
     PF__PROF(m, fwd, PF_OP_PROJ, 2 * nd * D, pf__linear_forward(a->x1, a->atty, P.proj_w, P.proj_b, N, D, D));
     res = c->residual == PF_PRENORM ? xin : a->u1;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
@@ -2241,17 +2345,20 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     PF__PROF(m, fwd, PF_OP_LAYERNORM, 8 * nd,
              pf__layernorm_forward(a->u2, a->ln2_mean, a->ln2_rstd, a->x1, P.ln2_w, P.ln2_b, N, D));
 #ifdef PF__VEC512
+    pf__use_wpack(m, P.fc1_w);
     if (PF__FUSE_GELU(drop)) { /* profiled as fc1 */
         PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__fc1_gelu_forward(a->h, a->g, a->u2, P.fc1_w, P.fc1_b, N, D, M));
     } else
 #endif
     {
+        pf__use_wpack(m, P.fc1_w);
         PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M));
         PF__PROF(m, fwd, PF_OP_GELU, nm, {
             pf__gelu_forward(a->g, a->h, (size_t)N * M);
             if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
         });
     }
+    pf__use_wpack(m, P.fc2_w);
     PF__PROF(m, fwd, PF_OP_FC2, 2 * nm * D, pf__linear_forward(a->x2, a->g, P.fc2_w, P.fc2_b, N, M, D));
     res = c->residual == PF_PRENORM ? a->x1 : a->u2;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
@@ -2285,9 +2392,11 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
     t0 = m->profile ? pf_time() : 0.0;
     /* embedding: X0 = Drop([cls ; patches Wp^T + bp] + pos) */
     pf__patchify(m->patches, x, B, c->channels, c->image_size, c->patch_size);
-    for (b = 0; b < B; b++)
+    for (b = 0; b < B; b++) {
+        pf__use_wpack(m, pw);
         pf__linear_forward(m->x0 + (size_t)b * TD + D, m->patches + (size_t)b * NP * m->patch_dim, pw, pb, NP,
                            m->patch_dim, D);
+    }
     PF__OMP(parallel for schedule(static))
     for (b = 0; b < B; b++) {
         pf_real *x0 = m->x0 + (size_t)b * TD;
@@ -2331,6 +2440,7 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
         }
     }
     pf__layernorm_forward(m->uf, m->lnf_mean, m->lnf_rstd, m->pooled, head, head + D, B, D);
+    pf__use_wpack(m, head + 2 * D);
     pf__linear_forward(m->logits, m->uf, head + 2 * D, head + 2 * D + (size_t)K * D, B, D, K);
     /* softmax cross-entropy with label smoothing (torch.nn.functional.cross_entropy):
        loss = (1-eps) * (-log p_y) + eps * mean_c(-log p_c) */
@@ -2508,6 +2618,14 @@ PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out) {
     if (!buf) return pf_fail(PF_ERR_NOMEM, "pf_predict: out of memory");
 #endif
     m->training = 0;
+    if ((st = pf__build_wpack(m)) != PF_OK) {
+#ifdef PF_DOUBLE
+        PF_FREE(buf);
+#endif
+        m->training = saved;
+        return st;
+    }
+    m->wpack_on = m->wpack != NULL;
     for (n0 = 0; n0 < N && st == PF_OK; n0 += m->max_batch) {
         int B = N - n0 < m->max_batch ? N - n0 : m->max_batch, j;
 #ifdef PF_DOUBLE
@@ -2520,6 +2638,7 @@ PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out) {
         for (j = 0; st == PF_OK && j < B * c->classes; j++) out[(size_t)n0 * c->classes + j] = (float)m->logits[j];
     }
     m->training = saved;
+    m->wpack_on = 0;
 #ifdef PF_DOUBLE
     PF_FREE(buf);
 #endif
@@ -2603,6 +2722,7 @@ PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
         }
     }
     pf__lap(m, 1, PF_OP_OPTIM, t0, 12.0 * (double)m->n_params);
+    m->params_gen++;
     return norm;
 }
 

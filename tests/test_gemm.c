@@ -140,6 +140,35 @@ static void test_model_fast(float dropout) {
     free(ref); free(fast); free(fast1);
 }
 
+/* pf_predict's packed-weight cache: same bits as a plain forward, and
+   rebuilt after an optimizer step or pf_model_changed */
+static void test_weight_cache(void) {
+    pf_config c;
+    pf_model *m;
+    float *x = (float *)malloc(sizeof(float) * 3 * 3 * 16 * 16), out[3 * 4], ref[3 * 4];
+    int y[3] = {0, 1, 2}, i, ok = 1;
+    pf_optim o = pf_optim_default();
+    memset(&c, 0, sizeof c);
+    c.image_size = 16; c.dim = 64; c.heads = 2; c.branches = 2; c.depth = 2; c.classes = 4;
+    pf_model_create(&c, &m);
+    pf_model_init(m, 1, 0);
+    pf_model_reserve(m, 3);
+    pf_model_alloc_train(m);
+    for (i = 0; i < 3 * 3 * 16 * 16; i++) x[i] = (float)cos(0.3 * i);
+    for (i = 0; i < 3; i++) {
+        int j;
+        pf_predict(m, x, 3, out);                  /* cached weights */
+        pf_forward(m, x, y, 3, 0.0f, NULL);        /* packs per call */
+        for (j = 0; j < 12; j++) ref[j] = (float)m->logits[j];
+        if (memcmp(out, ref, sizeof out)) ok = 0;
+        if (i == 0) { pf_backward(m); pf_optim_step(m, &o); }        /* step bumps the generation */
+        if (i == 1) { m->params[m->n_params - 1] += 0.5f; pf_model_changed(m); } /* direct edit */
+    }
+    check(ok, "pf_predict's packed-weight cache: same bits as pf_forward, refreshed after a step and pf_model_changed");
+    free(x);
+    pf_model_free(m);
+}
+
 int main(void) {
     static const char *kernels[] = {"generic", "avx2", "avx512"};
     const char *best = pf_gemm_kernel();
@@ -152,6 +181,7 @@ int main(void) {
         if (strcmp(kernels[k], best)) test_model_fast(0.0f);
     }
     pf__force_kernel(best);
+    test_weight_cache();
     test_model_fast(0.1f); /* GELU separate, dropout masks */
     test_model_fast(0.0f); /* GELU fused into the fc1/fc2 GEMMs */
     printf("%d passed, %d failed\n", passed, failed);
