@@ -1528,11 +1528,82 @@ static size_t pf__pack_b(float *dst, const float *B, int ldb, int tb, int N, int
     }
     return off;
 }
+/* One (column block, depth block) of pf__gemm_x on thread tid of nth: pack
+   this thread's share of the B panels, wait for the team, then run this
+   thread's share of the micro-rows. With nth 1 no OpenMP is involved at all
+   (the small per-head GEMMs of attention run that way inside a parallel loop). */
+static void pf__gemm_block(int ta, int tb, int M, int N, const float *A, int lda, const float *B, int ldb, float *C,
+                           int ldc, int jc, int nc, int pc, int kc, int K, int load_c, const float *bz, float *bp,
+                           int pack, pf__kernel kern, pf__epi_fn epi, void *ctx, int tid, int nth) {
+    int MR = kern.mr, npanel = (nc + PF__NR - 1) / PF__NR, nmicro = (M + MR - 1) / MR, p, r;
+    /* pack B[pc:pc+kc, jc:jc+nc] into panels [kc][NR] */
+    for (p = tid * npanel / nth; pack && p < (tid + 1) * npanel / nth; p++) {
+        float *dst = bp + (size_t)p * kc * PF__NR;
+        int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
+        if (!tb) { /* rows of B: contiguous copies */
+            for (k = 0; k < kc; k++, dst += PF__NR) {
+                const float *src = B + (size_t)(pc + k) * ldb + j0;
+                for (j = 0; j < nr; j++) dst[j] = src[j];
+                for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
+            }
+        } else { /* B^T: 32 rows of B walked together, one column per k */
+            for (k = 0; k < kc; k++, dst += PF__NR) {
+                const float *src = B + (size_t)j0 * ldb + pc + k;
+                for (j = 0; j < nr; j++) dst[j] = src[(size_t)j * ldb];
+                for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
+            }
+        }
+    }
+    if (nth > 1) {
+        PF__OMP(barrier)
+    }
+    /* micro-rows of A against every panel */
+    for (r = tid * nmicro / nth; r < (tid + 1) * nmicro / nth; r++) {
+        int i0 = r * MR, mr = M - i0 < MR ? M - i0 : MR, i, k, q;
+        float *ap = pf__apack;
+        int lc = load_c;
+#ifdef PF__X86
+        if (MR == 12 && mr == 12) { /* AVX-512, full rows: read A in place */
+            const float *a0 = !ta ? A + (size_t)i0 * lda + pc : A + (size_t)pc * lda + i0;
+            long rs = !ta ? lda : 1, cs = !ta ? 1 : lda;
+            for (q = 0; q < npanel; q++) {
+                int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
+                pf__kernel_avx512_direct(kc, a0, rs, cs, bp + (size_t)q * kc * PF__NR, C + (size_t)i0 * ldc + jc + j0,
+                                         ldc, nr, load_c, bz ? bz + j0 : NULL);
+            }
+            if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
+            continue;
+        }
+#endif
+        if (!ta) { /* rows of A: read each row once, contiguously */
+            for (i = 0; i < MR; i++) {
+                const float *src = A + (size_t)(i0 + i) * lda + pc;
+                if (i < mr) for (k = 0; k < kc; k++) ap[k * MR + i] = src[k];
+                else for (k = 0; k < kc; k++) ap[k * MR + i] = 0.0f;
+            }
+        } else { /* columns of A^T: MR contiguous values per k */
+            for (k = 0; k < kc; k++) {
+                const float *src = A + (size_t)(pc + k) * lda + i0;
+                for (i = 0; i < MR; i++) ap[k * MR + i] = i < mr ? src[i] : 0.0f;
+            }
+        }
+        if (bz) { /* these rows start from the bias */
+            for (i = 0; i < mr; i++) memcpy(C + (size_t)(i0 + i) * ldc + jc, bz, (size_t)nc * sizeof(float));
+            lc = 1;
+        }
+        for (q = 0; q < npanel; q++) {
+            int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
+            kern.fn(kc, ap, bp + (size_t)q * kc * PF__NR, C + (size_t)i0 * ldc + jc + j0, ldc, mr, nr, lc);
+        }
+        if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
+    }
+}
+
 /* par 0: run on the calling thread only (inside a parallel loop) */
 static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                        float *C, int ldc, int accumulate, const float *bias, int par, pf__epi_fn epi, void *ctx) {
     pf__kernel kern = pf__get_kernel();
-    int MR = kern.mr, jc, pc;
+    int jc, pc, nth = par ? pf_get_threads() : 1;
     float *bp = pf__bpack;
     const float *bpre = ta ? NULL : pf__bpre;
     size_t bpre_off = 0;
@@ -1555,72 +1626,18 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
         for (pc = 0; pc < K; pc += KCB) {
             int kc = K - pc < KCB ? K - pc : KCB, load_c = accumulate || pc > 0;
             const float *bz = bias && pc == 0 && !accumulate ? bias + jc : NULL; /* C starts from the bias */
-            int nmicro = (M + MR - 1) / MR, p, r;
             if (bpre) { bp = (float *)(bpre + bpre_off); bpre_off += (size_t)npanel * kc * PF__NR; }
-            PF__OMP(parallel if (par))
-            {
-                /* pack B[pc:pc+kc, jc:jc+nc] into panels [kc][NR] */
-                PF__OMP(for schedule(static))
-                for (p = 0; p < npanel * !bpre; p++) {
-                    float *dst = bp + (size_t)p * kc * PF__NR;
-                    int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
-                    if (!tb) { /* rows of B: contiguous copies */
-                        for (k = 0; k < kc; k++, dst += PF__NR) {
-                            const float *src = B + (size_t)(pc + k) * ldb + j0;
-                            for (j = 0; j < nr; j++) dst[j] = src[j];
-                            for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
-                        }
-                    } else { /* B^T: 32 rows of B walked together, one column per k */
-                        for (k = 0; k < kc; k++, dst += PF__NR) {
-                            const float *src = B + (size_t)j0 * ldb + pc + k;
-                            for (j = 0; j < nr; j++) dst[j] = src[(size_t)j * ldb];
-                            for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
-                        }
-                    }
-                }
-                /* micro-rows of A against every panel */
-                PF__OMP(for schedule(static))
-                for (r = 0; r < nmicro; r++) {
-                    int i0 = r * MR, mr = M - i0 < MR ? M - i0 : MR, i, k, q;
-                    float *ap = pf__apack;
-                    int lc = load_c;
-#ifdef PF__X86
-                    if (MR == 12 && mr == 12) { /* AVX-512, full rows: read A in place */
-                        const float *a0 = !ta ? A + (size_t)i0 * lda + pc : A + (size_t)pc * lda + i0;
-                        long rs = !ta ? lda : 1, cs = !ta ? 1 : lda;
-                        for (q = 0; q < npanel; q++) {
-                            int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
-                            pf__kernel_avx512_direct(kc, a0, rs, cs, bp + (size_t)q * kc * PF__NR,
-                                                     C + (size_t)i0 * ldc + jc + j0, ldc, nr, load_c,
-                                                     bz ? bz + j0 : NULL);
-                        }
-                        if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
-                        continue;
-                    }
+            if (par && nth > 1) {
+                PF__OMP(parallel)
+                {
+#ifdef _OPENMP
+                    pf__gemm_block(ta, tb, M, N, A, lda, B, ldb, C, ldc, jc, nc, pc, kc, K, load_c, bz, bp, !bpre,
+                                   kern, epi, ctx, omp_get_thread_num(), omp_get_num_threads());
 #endif
-                    if (!ta) { /* rows of A: read each row once, contiguously */
-                        for (i = 0; i < MR; i++) {
-                            const float *src = A + (size_t)(i0 + i) * lda + pc;
-                            if (i < mr) for (k = 0; k < kc; k++) ap[k * MR + i] = src[k];
-                            else for (k = 0; k < kc; k++) ap[k * MR + i] = 0.0f;
-                        }
-                    } else { /* columns of A^T: MR contiguous values per k */
-                        for (k = 0; k < kc; k++) {
-                            const float *src = A + (size_t)(pc + k) * lda + i0;
-                            for (i = 0; i < MR; i++) ap[k * MR + i] = i < mr ? src[i] : 0.0f;
-                        }
-                    }
-                    if (bz) { /* these rows start from the bias */
-                        for (i = 0; i < mr; i++) memcpy(C + (size_t)(i0 + i) * ldc + jc, bz, (size_t)nc * sizeof(float));
-                        lc = 1;
-                    }
-                    for (q = 0; q < npanel; q++) {
-                        int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
-                        kern.fn(kc, ap, bp + (size_t)q * kc * PF__NR, C + (size_t)i0 * ldc + jc + j0, ldc, mr, nr,
-                                lc);
-                    }
-                    if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
                 }
+            } else {
+                pf__gemm_block(ta, tb, M, N, A, lda, B, ldb, C, ldc, jc, nc, pc, kc, K, load_c, bz, bp, !bpre, kern,
+                               epi, ctx, 0, 1);
             }
         }
     }
