@@ -46,7 +46,16 @@
        checkpoint format are those of DESIGN.md section 4 (the state_dict of
        the PyTorch reference `Net`).
 
+   FAST PATH
+       For float the ops run on a packed, cache-blocked GEMM (pf_gemm, with
+       AVX-512 / AVX2 micro-kernels picked at run time) and AVX-512 element
+       loops; pf_use_reference(1) or PF_DOUBLE runs the plain loops that read
+       like the math. Both give the same bits for any thread count.
+
    VERSION HISTORY
+       0.2  (2026-11)  fast CPU path: GEMM kernels, per-head attention GEMMs,
+                       fused GELU, vector LayerNorm/softmax, packed-weight
+                       cache for pf_predict, per-op profiling.
        0.1  (2026-11)  first release: model, forward/backward, AdamW/Adam,
                        safetensors and .npy I/O.
 */
@@ -70,7 +79,7 @@
 #endif
 #endif
 
-#define PF_VERSION "0.1"
+#define PF_VERSION "0.2"
 #define PF_FORMAT_VERSION 1
 #define PF_MAX_CHANNELS 16 /* mean/std arrays */
 #define PF_MAX_DIMS 8      /* tensor rank in files */
@@ -1333,23 +1342,33 @@ static void pf__kernel_generic(int kc, const float *a, const float *b, float *c,
 #define PF__X86 1
 
 /* AVX-512 kernel: 12 x 32 tile in 24 zmm accumulators; per k two vector
-   loads of B and 12 broadcasts of A feed 24 FMAs. */
-__attribute__((target("avx512f"))) static void pf__kernel_avx512(int kc, const float *a, const float *b, float *c,
-                                                                long ldc, int mr, int nr, int load_c) {
+   loads of B and 12 broadcasts of A (a[i*rs + k*cs]: packed A is rs 1,
+   cs 12; A read in place is rs lda, cs 1 or rs 1, cs lda) feed 24 FMAs.
+   Rows i >= mr of A are never read when A is packed (they are zeros) and
+   never stored. bias: every row starts from bias[0..nr) instead of C or 0. */
+__attribute__((target("avx512f"))) static void pf__kernel_avx512_direct(int kc, const float *a, long rs, long cs,
+                                                                       const float *b, float *c, long ldc, int mr,
+                                                                       int nr, int load_c, const float *bias) {
+    int full = mr == 12 && nr == PF__NR;
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
     __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
     int k;
-    int full = mr == 12 && nr == PF__NR;
-    if (load_c && full) {
+    if (bias) { /* start every row from the bias (nr valid columns) */
+        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+        __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
+        c00 = _mm512_maskz_loadu_ps(m0, bias); c01 = _mm512_maskz_loadu_ps(m1, bias + 16);
+        c10 = c20 = c30 = c40 = c50 = c60 = c70 = c80 = c90 = ca0 = cb0 = c00;
+        c11 = c21 = c31 = c41 = c51 = c61 = c71 = c81 = c91 = ca1 = cb1 = c01;
+    } else if (load_c && full) {
 #define PF__LD(r, i) r##0 = _mm512_loadu_ps(c + (i) * ldc); r##1 = _mm512_loadu_ps(c + (i) * ldc + 16)
         PF__LD(c0, 0); PF__LD(c1, 1); PF__LD(c2, 2); PF__LD(c3, 3); PF__LD(c4, 4); PF__LD(c5, 5);
         PF__LD(c6, 6); PF__LD(c7, 7); PF__LD(c8, 8); PF__LD(c9, 9); PF__LD(ca, 10); PF__LD(cb, 11);
 #undef PF__LD
     }
-    for (k = 0; k < kc; k++, a += 12, b += PF__NR) {
+    for (k = 0; k < kc; k++, a += cs, b += PF__NR) {
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
-#define PF__FMA(r, i) t = _mm512_set1_ps(a[i]); r##0 = _mm512_fmadd_ps(t, b0, r##0); r##1 = _mm512_fmadd_ps(t, b1, r##1)
+#define PF__FMA(r, i) t = _mm512_set1_ps(a[(i) * rs]); r##0 = _mm512_fmadd_ps(t, b0, r##0); r##1 = _mm512_fmadd_ps(t, b1, r##1)
         PF__FMA(c0, 0); PF__FMA(c1, 1); PF__FMA(c2, 2); PF__FMA(c3, 3); PF__FMA(c4, 4); PF__FMA(c5, 5);
         PF__FMA(c6, 6); PF__FMA(c7, 7); PF__FMA(c8, 8); PF__FMA(c9, 9); PF__FMA(ca, 10); PF__FMA(cb, 11);
 #undef PF__FMA
@@ -1366,52 +1385,13 @@ __attribute__((target("avx512f"))) static void pf__kernel_avx512(int kc, const f
         PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
 #undef PF__ST
         _mm256_zeroupper(); /* leaving AVX-512 state dirty slows later SSE code */
-        pf__store_tile(c, ldc, t, mr, nr, load_c);
+        pf__store_tile(c, ldc, t, mr, nr, bias ? 0 : load_c);
     }
 }
-
-/* The same AVX-512 kernel reading A in place (a[i*rs + k*cs], 12 full
-   rows): no packing of A when its rows are all there. */
-__attribute__((target("avx512f"))) static void pf__kernel_avx512_direct(int kc, const float *a, long rs, long cs,
-                                                                       const float *b, float *c, long ldc, int nr,
-                                                                       int load_c, const float *bias) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
-    __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
-    int k;
-    if (bias) { /* start every row from the bias (nr valid columns) */
-        __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-        __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
-        c00 = _mm512_maskz_loadu_ps(m0, bias); c01 = _mm512_maskz_loadu_ps(m1, bias + 16);
-        c10 = c20 = c30 = c40 = c50 = c60 = c70 = c80 = c90 = ca0 = cb0 = c00;
-        c11 = c21 = c31 = c41 = c51 = c61 = c71 = c81 = c91 = ca1 = cb1 = c01;
-    } else if (load_c && nr == PF__NR) {
-#define PF__LD(r, i) r##0 = _mm512_loadu_ps(c + (i) * ldc); r##1 = _mm512_loadu_ps(c + (i) * ldc + 16)
-        PF__LD(c0, 0); PF__LD(c1, 1); PF__LD(c2, 2); PF__LD(c3, 3); PF__LD(c4, 4); PF__LD(c5, 5);
-        PF__LD(c6, 6); PF__LD(c7, 7); PF__LD(c8, 8); PF__LD(c9, 9); PF__LD(ca, 10); PF__LD(cb, 11);
-#undef PF__LD
-    }
-    for (k = 0; k < kc; k++, a += cs, b += PF__NR) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
-#define PF__FMA(r, i) t = _mm512_set1_ps(a[(i) * rs]); r##0 = _mm512_fmadd_ps(t, b0, r##0); r##1 = _mm512_fmadd_ps(t, b1, r##1)
-        PF__FMA(c0, 0); PF__FMA(c1, 1); PF__FMA(c2, 2); PF__FMA(c3, 3); PF__FMA(c4, 4); PF__FMA(c5, 5);
-        PF__FMA(c6, 6); PF__FMA(c7, 7); PF__FMA(c8, 8); PF__FMA(c9, 9); PF__FMA(ca, 10); PF__FMA(cb, 11);
-#undef PF__FMA
-    }
-    if (nr == PF__NR) {
-#define PF__ST(r, i) _mm512_storeu_ps(c + (i) * ldc, r##0); _mm512_storeu_ps(c + (i) * ldc + 16, r##1)
-        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
-        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
-#undef PF__ST
-    } else {
-        float t[12 * PF__NR];
-#define PF__ST(r, i) _mm512_storeu_ps(t + (i) * PF__NR, r##0); _mm512_storeu_ps(t + (i) * PF__NR + 16, r##1)
-        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
-        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
-#undef PF__ST
-        _mm256_zeroupper();
-        pf__store_tile(c, ldc, t, 12, nr, load_c);
-    }
+/* the same kernel on a packed A micro-panel ([kc][12]) */
+static void pf__kernel_avx512(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
+                              int load_c) {
+    pf__kernel_avx512_direct(kc, a, 1, 12, b, c, ldc, mr, nr, load_c, NULL);
 }
 
 /* AVX2 kernel: 6 x 32 tile computed as two 6 x 16 halves (12 ymm
@@ -1569,7 +1549,7 @@ static void pf__gemm_block(int ta, int tb, int M, int N, const float *A, int lda
             for (q = 0; q < npanel; q++) {
                 int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
                 pf__kernel_avx512_direct(kc, a0, rs, cs, bp + (size_t)q * kc * PF__NR, C + (size_t)i0 * ldc + jc + j0,
-                                         ldc, nr, load_c, bz ? bz + j0 : NULL);
+                                         ldc, 12, nr, load_c, bz ? bz + j0 : NULL);
             }
             if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
             continue;

@@ -22,18 +22,9 @@
 #define FIX "tests/fixtures/"
 #define TMP "build/tmp_interop"
 
-static int passed, failed;
+#include "pf_test.h"
 static const char *EXE = "build/paraformer"; /* or $PARAFORMER_EXE */
 
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf(ok ? "ok   - " : "FAIL - ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) passed++; else failed++;
-}
 
 /* rel err of float32 logits vs a float64 reference array */
 static double compare(const float *ours, const pf_array *ref) {

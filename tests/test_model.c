@@ -32,17 +32,7 @@
 #define BUILD "float"
 #endif
 
-static int passed, failed;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf(ok ? "ok   - " : "FAIL - ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) passed++; else failed++;
-}
+#include "pf_test.h"
 
 /* worst relative error per tensor kind, over all cases */
 enum { K_LOGITS, K_LOSS, K_GW, K_GB, K_GLN, K_GEMB, K_FINAL, K_COUNT };

@@ -24,18 +24,9 @@
 #define TOL 1e-6
 #define H 1e-5
 
-static int passed, failed;
+#include "pf_test.h"
 static double worst;
 
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf(ok ? "ok   - " : "FAIL - ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) passed++; else failed++;
-}
 
 static uint64_t rng = 12345;
 static double urand(void) { return 2.0 * pf__uniform(&rng) - 1.0; }
