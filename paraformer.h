@@ -1520,10 +1520,9 @@ static void pf__gemm_block(int ta, int tb, int M, int N, const float *A, int lda
     for (p = tid * npanel / nth; pack && p < (tid + 1) * npanel / nth; p++) {
         float *dst = bp + (size_t)p * kc * PF__NR;
         int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
-        if (!tb) { /* rows of B: contiguous copies */
+        if (!tb) { /* rows of B: contiguous copies (memcpy is vectorised) */
             for (k = 0; k < kc; k++, dst += PF__NR) {
-                const float *src = B + (size_t)(pc + k) * ldb + j0;
-                for (j = 0; j < nr; j++) dst[j] = src[j];
+                memcpy(dst, B + (size_t)(pc + k) * ldb + j0, (size_t)nr * sizeof(float));
                 for (j = nr; j < PF__NR; j++) dst[j] = 0.0f;
             }
         } else { /* B^T: 32 rows of B walked together, one column per k */
