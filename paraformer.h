@@ -1399,7 +1399,7 @@ static void pf__kernel_avx512(int kc, const float *a, const float *b, float *c, 
 __attribute__((target("avx2,fma"))) static void pf__kernel_avx2(int kc, const float *a, const float *b, float *c,
                                                                long ldc, int mr, int nr, int load_c) {
     float t[6 * PF__NR];
-    int h, k, i;
+    int h, k;
     for (h = 0; h < 2; h++) {
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
         __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -1414,7 +1414,6 @@ __attribute__((target("avx2,fma"))) static void pf__kernel_avx2(int kc, const fl
         PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
 #undef PF__ST
     }
-    (void)i;
     _mm256_zeroupper();
     pf__store_tile(c, ldc, t, mr, nr, load_c);
 }
@@ -1422,20 +1421,33 @@ __attribute__((target("avx2,fma"))) static void pf__kernel_avx2(int kc, const fl
 
 /* the kernel for this machine, chosen once */
 typedef struct pf__kernel { pf__kernel_fn fn; int mr; const char *name; } pf__kernel;
-static pf__kernel pf__pick_kernel(void) {
-    pf__kernel k;
-    k.fn = pf__kernel_generic; k.mr = 4; k.name = "generic";
+static const pf__kernel pf__kernels[] = { /* best first */
+#ifdef PF__X86
+    {pf__kernel_avx512, 12, "avx512"},
+    {pf__kernel_avx2, 6, "avx2"},
+#endif
+    {pf__kernel_generic, 4, "generic"},
+};
+static int pf__kernel_runs_here(const pf__kernel *k) {
 #ifdef PF__X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) { k.fn = pf__kernel_avx512; k.mr = 12; k.name = "avx512"; }
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { k.fn = pf__kernel_avx2; k.mr = 6; k.name = "avx2"; }
+    if (k->fn == pf__kernel_avx512) return __builtin_cpu_supports("avx512f");
+    if (k->fn == pf__kernel_avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-    return k;
+    return k->fn == pf__kernel_generic;
+}
+/* the best kernel this machine runs, or the one named (NULL if it can't) */
+static const pf__kernel *pf__pick_kernel(const char *name) {
+    size_t i;
+    for (i = 0; i < sizeof pf__kernels / sizeof *pf__kernels; i++)
+        if ((!name || !strcmp(name, pf__kernels[i].name)) && pf__kernel_runs_here(&pf__kernels[i]))
+            return &pf__kernels[i];
+    return NULL;
 }
 static pf__kernel pf__kern;
 static int pf__kern_ready;
 static pf__kernel pf__get_kernel(void) {
-    if (!pf__kern_ready) { pf__kern = pf__pick_kernel(); pf__kern_ready = 1; } /* idempotent: races write the same */
+    if (!pf__kern_ready) { pf__kern = *pf__pick_kernel(NULL); pf__kern_ready = 1; } /* idempotent: races write the same */
     return pf__kern;
 }
 
@@ -1447,17 +1459,9 @@ PFDEF const char *pf_gemm_kernel(void) { return pf__get_kernel().name; }
 __attribute__((unused))
 #endif
 static int pf__force_kernel(const char *name) {
-    pf__kernel k = pf__pick_kernel();
-    if (!strcmp(name, "generic")) { k.fn = pf__kernel_generic; k.mr = 4; k.name = "generic"; }
-#ifdef PF__X86
-    else if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        k.fn = pf__kernel_avx2; k.mr = 6; k.name = "avx2";
-    } else if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f")) {
-        k.fn = pf__kernel_avx512; k.mr = 12; k.name = "avx512";
-    }
-#endif
-    else return 0;
-    pf__kern = k;
+    const pf__kernel *k = pf__pick_kernel(name);
+    if (!k) return 0;
+    pf__kern = *k;
     pf__kern_ready = 1;
     return 1;
 }
@@ -1472,7 +1476,6 @@ static int pf__force_kernel(const char *name) {
 static PF__TLS float pf__bpack[PF__KC * PF__NC] PF__ALIGN64;
 static PF__TLS float pf__apack[PF__KC * PF__MR] PF__ALIGN64;
 
-/* internal GEMM with an optional bias row added when not accumulating */
 static void pf__linear_backward(pf_real *dinp, pf_real *dW, pf_real *dbias, const pf_real *dout,
                                 const pf_real *inp, const pf_real *W, int N, int IC, int OC);
 /* An epilogue runs on rows [i0, i0+mr) x columns [j0, j0+nc) of C as soon
@@ -1846,7 +1849,9 @@ PF__AVX512 static void pf__ln_colsum16(float *dw, float *db, const float *dy, co
 #endif
 
 #ifndef PF_DOUBLE
+#ifdef PF__VEC512
 static int pf__avx512(void) { return pf__get_kernel().mr == 12; }
+#endif
 
 /* softmax of a scaled row in place (any machine) */
 static void pf__softmax_row(float *row, int n, float scale) {
