@@ -134,7 +134,7 @@ all: $(EXE)
 $(BUILD):
 	@mkdir -p $@
 
-$(EXE): tools/paraformer.c tools/fma_peak.h $(HDR) | $(BUILD)
+$(EXE): tools/paraformer.c tools/bench_common.h $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # ---------------------------------------------------------------------------
@@ -236,7 +236,7 @@ BENCH_THREADS ?= 2
 BENCH_ARGS ?=
 COMPARE_ARGS ?=
 
-$(GEMM_BENCH): tools/gemm_bench.c tools/fma_peak.h $(HDR) | $(BUILD)
+$(GEMM_BENCH): tools/gemm_bench.c tools/bench_common.h $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(OPENBLAS_LIBS) $(LDLIBS)
 
 bench-tools: $(EXE) $(if $(HAVE_OPENBLAS),$(GEMM_BENCH))

@@ -21,7 +21,7 @@
    ours/OpenBLAS. The two results must agree: max |ours - blas| / max |blas|
    below 1e-4 (a normwise bound: float sums of up to 8320 terms in different
    orders). pf_gemm must also give the same bits at every thread count. It
-   also measures the FP32 FMA peak (tools/fma_peak.h) at each thread count.
+   also measures the FP32 FMA peak (tools/bench_common.h) at each thread count.
    Exit status 1 if any check fails, 2 on a usage error.
 
    Run OpenBLAS with its best kernel on this machine: the CPU is AVX-512 but
@@ -48,7 +48,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "fma_peak.h"
+#include "bench_common.h"
 
 /* OpenBLAS extensions (declared by OpenBLAS's cblas.h; repeated in case the
    cblas.h found is another implementation's) */
@@ -128,14 +128,6 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) { // sorts v
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void pause_ms(int ms) {
     double t0 = pf_time();

@@ -35,7 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fma_peak.h"
+#include "bench_common.h"
 
 // ----------------------------------------------------------------------------
 // errors
@@ -802,24 +802,6 @@ static int cmd_predict(int argc, char **argv) {
 // ----------------------------------------------------------------------------
 // bench
 
-// seeded standard normals for the benchmark input (splitmix64 + Box-Muller)
-static uint64_t bench_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double bench_uniform(uint64_t *s) { return (double)((bench_next(s) >> 11) + 1) / 9007199254740993.0; }
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n) { // sorts v
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // "vitN": one branch of N layers; "pfLxB": B branches of L layers (the names
 // of shared/anchors/torch_anchor.py). Returns 0 if the name is not one.
 static int parse_zoo(const char *s, int *branches, int *depth) {
@@ -957,8 +939,8 @@ static int cmd_bench(int argc, char **argv) {
     t = (double *)xmalloc((size_t)(3 * reps + psteps) * sizeof(double));
     rng = seed;
     for (k = 0; k < (size_t)n_in * per; k++)
-        x[k] = (float)(sqrt(-2.0 * log(bench_uniform(&rng))) * cos(6.283185307179586 * bench_uniform(&rng)));
-    for (i = 0; i < batch; i++) labels[i] = (int)(bench_next(&rng) % (uint64_t)cfg.classes);
+        x[k] = (float)pf__normal(&rng); /* the library's seeded splitmix64 + Box-Muller */
+    for (i = 0; i < batch; i++) labels[i] = (int)(pf__next(&rng) % (uint64_t)cfg.classes);
     d.m = m, d.x = x, d.labels = labels, d.B = batch, d.opt = pf_optim_default();
 
     // training steps

@@ -1,5 +1,7 @@
-/* fma_peak.h - the machine's measured FP32 peak, for `paraformer bench` and
-   tools/gemm_bench.c (included by both; every function is static).
+/* bench_common.h - what `paraformer bench` (tools/paraformer.c) and
+   tools/gemm_bench.c share: the machine's measured FP32 peak and the median
+   of timings. Include it after paraformer.h with its implementation (it uses
+   pf_time); every function is static.
 
    fma_peak_gflops(threads) runs, on each of `threads` OpenMP threads, a loop
    of independent fused multiply-adds on 24 vector accumulators (enough to
@@ -12,11 +14,11 @@
 
    Needs GCC or Clang on x86-64 (target attributes); compiles to a stub that
    returns 0 elsewhere. Without OpenMP only one thread is measured. */
-#ifndef FMA_PEAK_H
-#define FMA_PEAK_H
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
 
 #include <stdint.h>
-#include <time.h>
+#include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -26,13 +28,6 @@
 #include <immintrin.h>
 #endif
 
-static double fma_peak__now(void) {
-#ifdef _OPENMP
-    return omp_get_wtime();
-#else
-    return (double)clock() / CLOCKS_PER_SEC; /* one thread: CPU time is wall time */
-#endif
-}
 
 #ifdef FMA_PEAK_X86
 /* 24 independent chains: acc = acc * a + b (a close to 1, stays finite);
@@ -99,9 +94,9 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
 #endif
     /* calibrate on one thread: iterations for about `seconds` */
     for (;;) {
-        double t0 = fma_peak__now(), dt;
+        double t0 = pf_time(), dt;
         sink += lanes == 16 ? fma_peak__avx512(iters) : fma_peak__avx2(iters);
-        dt = fma_peak__now() - t0;
+        dt = pf_time() - t0;
         if (dt > 0.02 || iters > ((int64_t)1 << 40)) {
             iters = (int64_t)((double)iters * seconds / (dt > 1e-9 ? dt : 1e-9)) + 1;
             break;
@@ -109,7 +104,7 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
         iters *= 4;
     }
     for (t = 0; t < tries; t++) {
-        double t0 = fma_peak__now(), dt;
+        double t0 = pf_time(), dt;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -120,7 +115,7 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
 #endif
             sink += v;
         }
-        dt = fma_peak__now() - t0;
+        dt = pf_time() - t0;
         if (dt > 0 && 2.0 * 24 * lanes * (double)iters * nt / dt / 1e9 > best)
             best = 2.0 * 24 * lanes * (double)iters * nt / dt / 1e9;
     }
@@ -133,5 +128,15 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
 }
 
 static double fma_peak_gflops(int threads) { return fma_peak_gflops_ex(threads, 0.1, 8); }
+
+/* median of v[0..n) (sorts v) */
+static int bench__cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, bench__cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 #endif /* FMA_PEAK_H */
