@@ -566,16 +566,6 @@ PFDEF const char *pf_op_name(int op) {
     return op >= 0 && op < PF_OP_COUNT ? names[op] : "?";
 }
 
-/* Times `stmt` into m->profile (dir: fwd or bwd) when profiling is on. */
-#define PF__PROF(m, dir, op, flops, stmt) do { \
-        double pf__t0 = (m)->profile ? pf_time() : 0.0; \
-        stmt; \
-        if ((m)->profile) { \
-            (m)->profile->dir##_s[op] += pf_time() - pf__t0; \
-            (m)->profile->dir##_flops[op] += (double)(flops); \
-        } \
-    } while (0)
-
 /* Adds the time since t0 to op; returns the time now (0 when not profiling). */
 static double pf__lap(pf_model *m, int bwd, int op, double t0, double flops) {
     double t;
@@ -585,6 +575,15 @@ static double pf__lap(pf_model *m, int bwd, int op, double t0, double flops) {
     else { m->profile->fwd_s[op] += t - t0; m->profile->fwd_flops[op] += flops; }
     return t;
 }
+
+/* Times `stmt` into m->profile (dir: fwd or bwd) when profiling is on. */
+#define PF__PROF_fwd 0
+#define PF__PROF_bwd 1
+#define PF__PROF(m, dir, op, flops, stmt) do { \
+        double pf__t0 = (m)->profile ? pf_time() : 0.0; \
+        stmt; \
+        pf__lap((m), PF__PROF_##dir, (op), pf__t0, (double)(flops)); \
+    } while (0)
 
 /* ---------------------------------------------------------------------- */
 /* random numbers: splitmix64 streams (seeded per tensor by name) */
