@@ -1588,7 +1588,6 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
     float *bp = pf__bpack;
     const float *bpre = ta ? NULL : pf__bpre;
     size_t bpre_off = 0;
-    (void)par;
     pf__bpre = NULL; /* one use, whatever happens below */
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = bias or 0 (or unchanged) */
@@ -1608,7 +1607,7 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
             int kc = K - pc < KCB ? K - pc : KCB, load_c = accumulate || pc > 0;
             const float *bz = bias && pc == 0 && !accumulate ? bias + jc : NULL; /* C starts from the bias */
             if (bpre) { bp = (float *)(bpre + bpre_off); bpre_off += (size_t)npanel * kc * PF__NR; }
-            if (par && nth > 1) {
+            if (nth > 1) {
                 PF__OMP(parallel)
                 {
 #ifdef _OPENMP
