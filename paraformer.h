@@ -409,6 +409,81 @@ PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c,
                                   const pf_config *cfg, float *out);
 
 /* ---------------------------------------------------------------------- */
+/* datasets: 8-bit images [n, h, w, c] with integer labels, read in their
+   original formats, and the batches built from them. */
+
+enum { PF_SPLIT_TRAIN = 0, PF_SPLIT_TEST = 1 };
+
+typedef struct pf_dataset {
+    int n, h, w, c;             /* n images of h x w pixels, c channels */
+    unsigned char *images;      /* [n,h,w,c] (HWC), owned */
+    int *labels;                /* [n], each in 0..classes-1, owned */
+    int classes;                /* label range of the source (10, 100, ...) */
+    char **class_names;         /* [classes] or NULL, owned */
+    char name[512];             /* the spec it came from, for messages/logs */
+} pf_dataset;
+
+/* Loads a dataset from a spec string:
+       fmnist[:DIR]    Fashion-MNIST IDX files (raw or .gz) in DIR
+       cifar10[:DIR]   data_batch_{1..5}.bin / test_batch.bin (raw or .gz)
+       cifar100[:DIR]  train.bin / test.bin (raw or .gz), fine labels
+       folder:DIR      DIR/<class>/<image>.png/.jpg/.jpeg/.bmp, classes sorted
+       npy:X.npy,Y.npy uint8 [N,H,W,C] or [N,H,W] images, integer labels [N]
+   then optionally @train or @test (default: default_split; folder and npy
+   have one split and ignore it) and options, each after a '#':
+       #classes=LIST   keep only these labels (e.g. 0-4,7); labels keep
+                       their values, so a model can grow into the others
+       #limit=N        the first N images (after the class selection)
+   A bare fmnist/cifar10/cifar100 reads $PARAFORMER_DATA/fashion-mnist,
+   .../cifar-10-batches-bin or .../cifar-100-binary. .gz files need the
+   library built with PF_HAVE_ZLIB (zlib), folders PF_HAVE_STB (stb_image);
+   without them the error says so. Every file is validated (magic, sizes,
+   counts, label range) before anything proportional to it is allocated. */
+PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out);
+PFDEF void pf_dataset_free(pf_dataset *d);
+/* The images idx[0..n) of d as a new dataset (copies; names kept). */
+PFDEF pf_status pf_dataset_subset(const pf_dataset *d, const int *idx, int n, pf_dataset *out);
+/* Seeded split: round(frac * n) images chosen by (seed) go to `val`, the rest
+   to `train`, each in their original order. Same seed, same split. */
+PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed, pf_dataset *train,
+                                 pf_dataset *val);
+/* Per-channel mean and (biased) std of the pixels on the [0,1] scale. */
+PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std);
+
+/* Training augmentation (all off when zero). */
+typedef struct pf_augment {
+    int crop_pad;   /* > 0: random crop of the original size from the image
+                       zero-padded by this many pixels on each side */
+    int flip;       /* 1: horizontal flip with probability 1/2 */
+    int randaug_n;  /* > 0: RandAugment (torchvision's op set), n ops ... */
+    int randaug_m;  /* ... at magnitude m of 0..30 */
+} pf_augment;
+
+/* Builds model input x [B, C, S, S] (cfg's channels, image_size, mean/std)
+   from images idx[0..B) of d: augmented at the source resolution when aug is
+   not NULL, then channels adapted and resized as pf_image_to_input does.
+   The randomness of image i comes from (seed, counter + i) alone, so a batch
+   is the same for any thread count and can be rebuilt after a resume. */
+PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg,
+                                 const pf_augment *aug, uint64_t seed, uint64_t counter, pf_real *x);
+
+/* Reads an image file (PNG, JPEG, BMP; needs PF_HAVE_STB) into 8-bit pixels
+   [h, w, c] allocated with PF_MALLOC (free with pf_image_free). Refuses
+   images larger than 16384 on a side and JPEGs that would trip known
+   stb_image bugs. */
+PFDEF pf_status pf_image_load(const char *path, unsigned char **pixels, int *h, int *w, int *c);
+PFDEF void pf_image_free(unsigned char *pixels);
+
+/* ---------------------------------------------------------------------- */
+/* small JSON lookups in the top level of one object (metadata, logs).
+   Each returns 1 when `key` is there with the right type, else 0. */
+PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v);
+/* A number array (a scalar counts as one element); *n gets the count. */
+PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n);
+/* A string, NUL-terminated and truncated to cap-1 bytes. */
+PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap);
+
+/* ---------------------------------------------------------------------- */
 /* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
    row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
    Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
@@ -772,6 +847,34 @@ static int pf__jnumarray(pf__json *j, double *v, int cap, int *n) {
         if (!pf__jnumber(j, &v[*n])) return 0;
         (*n)++;
     }
+}
+
+
+/* Finds `key` in the top level of the object; leaves j at its value. */
+static int pf__jfind(pf__json *j, const char *json, size_t len, const char *key) {
+    char k[256];
+    int first = 1;
+    memset(j, 0, sizeof *j);
+    j->s = json; j->n = len;
+    if (!pf__jobj_begin(j)) return 0;
+    while (pf__jobj_next(j, &first, k, sizeof k)) {
+        if (!strcmp(k, key)) return 1;
+        if (!pf__jskip(j)) return 0;
+    }
+    return 0;
+}
+PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v) {
+    pf__json j;
+    return pf__jfind(&j, json, len, key) && pf__jnumber(&j, v);
+}
+PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n) {
+    pf__json j;
+    *n = 0;
+    return pf__jfind(&j, json, len, key) && pf__jnumarray(&j, v, cap, n);
+}
+PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap) {
+    pf__json j;
+    return pf__jfind(&j, json, len, key) && pf__jpeek(&j) == '"' && pf__jstring(&j, out, cap, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
