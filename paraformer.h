@@ -100,7 +100,8 @@ typedef enum pf_status {
     PF_ERR_NOMEM,  /* allocation failed */
     PF_ERR_IO,     /* could not open/read/write a file */
     PF_ERR_FORMAT, /* file content is malformed */
-    PF_ERR_SHAPE   /* well-formed but wrong shape/dtype for this use */
+    PF_ERR_SHAPE,  /* well-formed but wrong shape/dtype for this use */
+    PF_ERR_INTERRUPTED /* stopped on request (pf_trainer.stop) */
 } pf_status;
 
 /* The message of the last failure in this thread ("" if none). Don't free. */
@@ -232,6 +233,10 @@ typedef struct pf_model {
     int active;             /* branches used by forward (prefix), default all */
     unsigned char *train_branch; /* [branches] 1: branch b gets optimizer steps */
     int train_stem, train_head;  /* default 1 */
+    float *lr_scale;        /* [branches] learning-rate multiplier (default 1) */
+    int head_rows_from;     /* > 0: of the head only the rows (classes) from
+                               this one on train, and the final LN is frozen
+                               (fine-tuning the classes an expand added) */
     int training;           /* 1: dropout on */
     uint64_t dropout_seed;  /* dropout masks = hash(seed, counter, site, i) */
     uint64_t dropout_counter; /* advanced by every training forward */
@@ -484,6 +489,144 @@ PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double 
 PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap);
 
 /* ---------------------------------------------------------------------- */
+/* training: the schedules of DESIGN 3, evaluation with the branch sweep,
+   checkpoints that carry the training state, compress and expand */
+
+enum { PF_SCHED_STAGED = 0, PF_SCHED_INTERLEAVED = 1, PF_SCHED_JOINT = 2 };
+enum { PF_NEW_ZERO = 0, PF_NEW_RANDOM = 1 };  /* how a staged branch starts */
+enum { PF_LR_COSINE = 0, PF_LR_CONSTANT = 1 };
+PFDEF const char *pf_schedule_name(int schedule); /* "staged", ... */
+
+typedef struct pf_train_opts {
+    int schedule;        /* PF_SCHED_* */
+    int epochs;          /* staged: the cap of each stage; else the total */
+    int batch;           /* images per step (the last batch may be smaller) */
+    pf_optim optim;      /* optim.lr is the peak learning rate */
+    int lr_schedule;     /* PF_LR_COSINE: linear warmup, then cosine from lr
+                            to min_lr*lr over the run (over each stage when
+                            staged); PF_LR_CONSTANT: lr throughout */
+    float warmup;        /* warmup length in epochs (may be fractional) */
+    float min_lr;        /* cosine floor as a fraction of lr */
+    float label_smoothing;
+    int new_branch;      /* staged: PF_NEW_ZERO zeroes a new branch's output
+                            projections (proj, fc2) so the function does not
+                            jump (exactly, for prenorm + delta); PF_NEW_RANDOM
+                            keeps its seeded random initialisation */
+    int freeze_old;      /* staged: 1 = earlier branches stop training */
+    float old_lr;        /* staged: lr multiplier of earlier branches */
+    int patience;        /* staged: evaluations without an improvement of
+                            more than min_delta in validation loss that end a
+                            stage (0: only the epoch cap ends it) */
+    float min_delta;
+    float prefix_clip;   /* interleaved: grad-norm clip of the prefix steps */
+    int keep_trainable;  /* joint: keep m->train_branch/train_stem/
+                            train_head/head_rows_from as the caller set them
+                            (fine-tuning new branches after pf_model_expand) */
+    int log_every;       /* steps per "train" log line; 0: ~20 per epoch */
+    int eval_batch;      /* batch of evaluations */
+    pf_augment aug;      /* training augmentation */
+    uint64_t seed;       /* data order, augmentation and dropout */
+} pf_train_opts;
+
+/* staged, 10 epochs, batch 128, AdamW lr 1e-3 wd 0.05, cosine with 1 warmup
+   epoch to 0, new branches zeroed, old branches at lr x1, patience 3,
+   prefix clip 1, eval batch 256, no augmentation, seed 0. */
+PFDEF pf_train_opts pf_train_opts_default(void);
+/* Checks the options; the last error says what is wrong. */
+PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o);
+
+/* Where a run is: everything besides the parameters and the optimizer
+   moments that an exact resume needs (the data order, augmentation and
+   learning rate are functions of these and the options). */
+typedef struct pf_train_state {
+    int stage;           /* staged: branches in training (1..n); else n */
+    int epoch;           /* epochs completed */
+    int stage_epoch;     /* epochs completed in this stage */
+    int bad_evals;       /* evaluations since the best validation loss */
+    int done;            /* 1: the schedule has finished */
+    int64_t step;        /* optimizer steps taken */
+    int64_t samples;     /* images drawn (augmentation counter) */
+    double best_val;     /* best validation loss of this stage */
+    double time_s;       /* training wall time of this process (not saved:
+                            checkpoints are reproducible to the byte) */
+    int64_t log_lines;   /* lines in the log when this state was saved */
+} pf_train_state;
+
+/* What the progress callback sees. */
+enum { PF_EV_STEP = 0, PF_EV_EVAL, PF_EV_STAGE, PF_EV_EPOCH };
+typedef struct pf_train_info {
+    int event;           /* PF_EV_*: after a step, after the validation of an
+                            epoch, at a stage start, after an epoch's save */
+    const char *pass;    /* "train", "prefix" (interleaved), "joint" */
+    int stage, active, epoch, epochs; /* epoch: 0-based, being trained */
+    int batch, batches;  /* position in this pass over the data */
+    int64_t step;
+    double loss, acc;    /* running means over this pass */
+    double lr, img_s, time_s;
+    double val_loss, val_acc; /* PF_EV_EVAL (NaN without a validation set) */
+} pf_train_info;
+
+typedef struct pf_trainer {
+    pf_model *m;                  /* not owned */
+    const pf_dataset *train, *val; /* not owned; val may be NULL */
+    pf_train_opts o;
+    pf_train_state s;
+    const char *out_path;         /* checkpoint rewritten (atomically) at every
+                                     epoch and stage end; NULL: none */
+    const char *meta_extra;       /* optional JSON object string saved as
+                                     "train_args" metadata (the program's
+                                     command line, for the record) */
+    void (*progress)(const pf_train_info *info, void *user);
+    void *user;
+    volatile int *stop;           /* when *stop becomes non-zero (a signal
+                                     handler), run returns PF_ERR_INTERRUPTED
+                                     before the next step */
+    /* private */
+    void *log;                    /* FILE* of the JSON-lines log */
+    pf_real *x;
+    int *perm, *labels, n_batches;
+    double t_start;
+} pf_trainer;
+
+/* Sets up a trainer for m on `train` (and `val` for the stage decisions and
+   the eval log lines): allocates the optimizer state and the batch buffers,
+   and puts the model in the state of the schedule's start (stage 1). */
+PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
+                                const pf_train_opts *o);
+/* Continues from a checkpoint written by this trainer: loads parameters,
+   Adam moments, step counters and the state; the options must match those
+   the run was started with (the error names the first that differs). */
+PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path);
+/* Opens the JSON-lines log (appends; after a resume it is first cut back to
+   its lines at the checkpoint, so it reads as if never interrupted). */
+PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path);
+/* Appends one line to the log (a JSON object string). */
+PFDEF void pf_trainer_log(pf_trainer *t, const char *json);
+/* Trains until the schedule is done (or *stop). */
+PFDEF pf_status pf_trainer_run(pf_trainer *t);
+/* Writes the model with its training state ("train.*" tensors and the
+   "train_state" metadata) atomically. */
+PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path);
+PFDEF void pf_trainer_free(pf_trainer *t);
+
+/* Accuracy and mean loss (no smoothing) of the first m->active branches on d;
+   per_class [classes] (NaN for a class with no images) and, when sweep is
+   not NULL, sweep[k-1] = accuracy of the first k branches for k = 1..active,
+   all from one pass (a prefix gives bitwise the logits of a model cut to k
+   branches). Any of the outputs may be NULL. */
+PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+                            double *per_class, double *sweep);
+
+/* The paper's compression: a new model of the first `keep` branches. */
+PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out);
+/* Expansion for continual learning: a new model with `add` more branches
+   (seeded initialisation as pf_model_init gives them; new_branch
+   PF_NEW_ZERO zeroes their output projections) and `classes` outputs
+   (>= the old count; the new head rows are initialised, the old ones kept). */
+PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
+                                pf_model **out);
+
+/* ---------------------------------------------------------------------- */
 /* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
    row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
    Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
@@ -607,6 +750,7 @@ PFDEF const char *pf_status_name(pf_status s) {
     case PF_ERR_IO: return "I/O error";
     case PF_ERR_FORMAT: return "malformed file";
     case PF_ERR_SHAPE: return "wrong shape or type";
+    case PF_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }
@@ -1192,7 +1336,8 @@ static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_p
     m->branch_spec_count = per_layer * c.depth;
     m->specs = PF__CALLOC(pf_tensor_spec, 8 + (size_t)c.branches * m->branch_spec_count);
     m->train_branch = PF__CALLOC(unsigned char, c.branches);
-    if (!m->specs || !m->train_branch) { pf_model_free(m); return pf_fail(PF_ERR_NOMEM, "out of memory creating the model"); }
+    m->lr_scale = PF__CALLOC(float, c.branches);
+    if (!m->specs || !m->train_branch || !m->lr_scale) { pf_model_free(m); return pf_fail(PF_ERR_NOMEM, "out of memory creating the model"); }
     pf__build_specs(m);
     m->params = alloc_params ? PF__CALLOC(pf_real, m->n_params) : NULL;
     if (alloc_params && !m->params) {
@@ -1200,6 +1345,7 @@ static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_p
         return pf_fail(PF_ERR_NOMEM, "out of memory: %zu parameters", (size_t)total);
     }
     memset(m->train_branch, 1, (size_t)c.branches);
+    for (per_layer = 0; per_layer < c.branches; per_layer++) m->lr_scale[per_layer] = 1.0f;
     m->train_stem = m->train_head = 1;
     m->active = c.branches;
     *out = m;
@@ -1208,7 +1354,7 @@ static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_p
 
 PFDEF void pf_model_free(pf_model *m) {
     if (!m) return;
-    PF_FREE(m->specs); PF_FREE(m->train_branch); PF_FREE(m->params); PF_FREE(m->grads);
+    PF_FREE(m->specs); PF_FREE(m->train_branch); PF_FREE(m->lr_scale); PF_FREE(m->params); PF_FREE(m->grads);
     PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
     PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
     PF_FREE(m->wpack); PF_FREE(m->wpack_off);
@@ -2482,50 +2628,13 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     });
 }
 
-PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
-                           float *loss) {
+/* agg = X0 + sum_{b<k} (B_b - X0)  |  sum_{b<k} B_b, over the first k
+   branches (a prefix evaluates exactly like a model cut to k branches) */
+static void pf__aggregate(pf_model *m, int k, int B) {
     const pf_config *c = &m->cfg;
-    int T = m->T, D = c->dim, K = c->classes, NP = m->n_patches, k = m->active, b, l, n;
-    size_t TD = (size_t)T * D, ND = (size_t)B * TD, i;
-    const pf_real *pw = PF__STEM_W(m, m->params), *pb = PF__STEM_B(m, m->params);
-    const pf_real *cls = PF__STEM_CLS(m, m->params), *pos = PF__STEM_POS(m, m->params);
-    const pf_real *head = PF__HEAD(m, m->params);
-    double total = 0, t0;
-    if (B < 1 || B > m->max_batch)
-        return pf_fail(PF_ERR_ARG, "batch %d is outside 1..%d (call pf_model_reserve)", B, m->max_batch);
-    if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
-    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
-        return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
-    if (labels)
-        for (n = 0; n < B; n++)
-            if (labels[n] < 0 || labels[n] >= K) return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, K - 1);
-    m->B = B;
-    m->labels = labels;
-    m->label_smoothing = label_smoothing;
-    if (m->training) m->dropout_counter++;
-    t0 = m->profile ? pf_time() : 0.0;
-    /* embedding: X0 = Drop([cls ; patches Wp^T + bp] + pos) */
-    pf__patchify(m->patches, x, B, c->channels, c->image_size, c->patch_size);
-    for (b = 0; b < B; b++) {
-        pf__use_wpack(m, pw);
-        pf__linear_forward(m->x0 + (size_t)b * TD + D, m->patches + (size_t)b * NP * m->patch_dim, pw, pb, NP,
-                           m->patch_dim, D);
-    }
-    PF__OMP(parallel for schedule(static))
-    for (b = 0; b < B; b++) {
-        pf_real *x0 = m->x0 + (size_t)b * TD;
-        size_t j;
-        for (j = 0; j < (size_t)D; j++) x0[j] = cls[j];
-        for (j = 0; j < TD; j++) x0[j] += pos[j];
-    }
-    if (m->training && c->emb_dropout > 0.0f) pf__dropout(m->x0, ND, pf__site_key(m, 0), c->emb_dropout);
-    pf__lap(m, 0, PF_OP_EMBED, t0, 2.0 * B * NP * m->patch_dim * D);
-    /* branches, each reading X0 */
-    for (b = 0; b < k; b++)
-        for (l = 0; l < c->depth; l++)
-            pf__layer_forward(m, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
-    t0 = m->profile ? pf_time() : 0.0;
-    /* aggregate (same association as the PyTorch reference's sum()) */
+    size_t ND = (size_t)B * m->T * c->dim, i;
+    double t0 = m->profile ? pf_time() : 0.0;
+    /* same association as the PyTorch reference's sum() */
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < ND; i++) {
         pf_real s = 0;
@@ -2536,7 +2645,17 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
         }
         m->agg[i] = c->aggregate == PF_AGG_DELTA ? m->x0[i] + s : s;
     }
-    t0 = pf__lap(m, 0, PF_OP_RESIDUAL, t0, (double)ND * k);
+    pf__lap(m, 0, PF_OP_RESIDUAL, t0, (double)ND * k);
+}
+
+/* pool, final LayerNorm, head, and (with labels) the mean softmax
+   cross-entropy into m->loss */
+static void pf__head_forward(pf_model *m, const int *labels, int B, float label_smoothing) {
+    const pf_config *c = &m->cfg;
+    int T = m->T, D = c->dim, K = c->classes, b;
+    size_t TD = (size_t)T * D;
+    const pf_real *head = PF__HEAD(m, m->params);
+    double total = 0, t0 = m->profile ? pf_time() : 0.0;
     /* pool, final LayerNorm, head */
     PF__OMP(parallel for schedule(static))
     for (b = 0; b < B; b++) {
@@ -2574,6 +2693,51 @@ PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int
     }
     pf__lap(m, 0, PF_OP_HEAD, t0, 2.0 * B * D * K);
     m->loss = labels ? total / B : 0.0;
+}
+
+PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
+                           float *loss) {
+    const pf_config *c = &m->cfg;
+    int T = m->T, D = c->dim, K = c->classes, NP = m->n_patches, k = m->active, b, l, n;
+    size_t TD = (size_t)T * D, ND = (size_t)B * TD;
+    const pf_real *pw = PF__STEM_W(m, m->params), *pb = PF__STEM_B(m, m->params);
+    const pf_real *cls = PF__STEM_CLS(m, m->params), *pos = PF__STEM_POS(m, m->params);
+    double t0;
+    if (B < 1 || B > m->max_batch)
+        return pf_fail(PF_ERR_ARG, "batch %d is outside 1..%d (call pf_model_reserve)", B, m->max_batch);
+    if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+        return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
+    if (labels)
+        for (n = 0; n < B; n++)
+            if (labels[n] < 0 || labels[n] >= K) return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, K - 1);
+    m->B = B;
+    m->labels = labels;
+    m->label_smoothing = label_smoothing;
+    if (m->training) m->dropout_counter++;
+    t0 = m->profile ? pf_time() : 0.0;
+    /* embedding: X0 = Drop([cls ; patches Wp^T + bp] + pos) */
+    pf__patchify(m->patches, x, B, c->channels, c->image_size, c->patch_size);
+    for (b = 0; b < B; b++) {
+        pf__use_wpack(m, pw);
+        pf__linear_forward(m->x0 + (size_t)b * TD + D, m->patches + (size_t)b * NP * m->patch_dim, pw, pb, NP,
+                           m->patch_dim, D);
+    }
+    PF__OMP(parallel for schedule(static))
+    for (b = 0; b < B; b++) {
+        pf_real *x0 = m->x0 + (size_t)b * TD;
+        size_t j;
+        for (j = 0; j < (size_t)D; j++) x0[j] = cls[j];
+        for (j = 0; j < TD; j++) x0[j] += pos[j];
+    }
+    if (m->training && c->emb_dropout > 0.0f) pf__dropout(m->x0, ND, pf__site_key(m, 0), c->emb_dropout);
+    pf__lap(m, 0, PF_OP_EMBED, t0, 2.0 * B * NP * m->patch_dim * D);
+    /* branches, each reading X0 */
+    for (b = 0; b < k; b++)
+        for (l = 0; l < c->depth; l++)
+            pf__layer_forward(m, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
+    pf__aggregate(m, k, B);
+    pf__head_forward(m, labels, B, label_smoothing);
     if (loss) *loss = (float)m->loss;
     return PF_OK;
 }
@@ -2772,8 +2936,17 @@ PFDEF pf_optim pf_optim_default(void) {
 /* Does this tensor have a gradient and take optimizer steps? */
 static int pf__trainable(const pf_model *m, const pf_tensor_spec *s) {
     if (s->part == PF_PART_STEM) return m->train_stem;
-    if (s->part == PF_PART_HEAD) return m->train_head;
+    if (s->part == PF_PART_HEAD)
+        return m->train_head && (m->head_rows_from <= 0 || s->kind == PF_KIND_WEIGHT || s->kind == PF_KIND_BIAS);
     return s->branch < m->active && m->train_branch[s->branch];
+}
+/* The elements [*lo, numel) of a trainable tensor that train: all, except the
+   head rows below head_rows_from. */
+static size_t pf__train_from(const pf_model *m, const pf_tensor_spec *s) {
+    size_t from;
+    if (s->part != PF_PART_HEAD || m->head_rows_from <= 0) return 0;
+    from = (size_t)(m->head_rows_from < m->cfg.classes ? m->head_rows_from : m->cfg.classes);
+    return s->kind == PF_KIND_WEIGHT ? from * (size_t)m->cfg.dim : from;
 }
 
 PFDEF double pf_grad_norm(const pf_model *m) {
@@ -2786,7 +2959,7 @@ PFDEF double pf_grad_norm(const pf_model *m) {
         double sum = 0;
         size_t i;
         if (!pf__trainable(m, s)) continue;
-        for (i = 0; i < s->numel; i++) sum += (double)g[i] * (double)g[i];
+        for (i = pf__train_from(m, s); i < s->numel; i++) sum += (double)g[i] * (double)g[i];
         total += sum;
     }
     return sqrt(total);
@@ -2801,7 +2974,7 @@ PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm) {
             pf_real *g = m->grads + s->offset;
             size_t i;
             if (!pf__trainable(m, s)) continue;
-            for (i = 0; i < s->numel; i++) g[i] = (pf_real)(g[i] * (pf_real)coef);
+            for (i = pf__train_from(m, s); i < s->numel; i++) g[i] = (pf_real)(g[i] * (pf_real)coef);
         }
     }
     return norm;
@@ -2816,17 +2989,18 @@ PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
         const pf_tensor_spec *s = &m->specs[t];
         pf_real *p = m->params + s->offset, *g = m->grads + s->offset;
         pf_real *mm = m->adam_m + s->offset, *vv = m->adam_v + s->offset;
-        pf_real lr = (pf_real)o->lr, b1 = (pf_real)o->beta1, b2 = (pf_real)o->beta2, eps = (pf_real)o->eps;
+        float lr_f = s->part == PF_PART_BRANCH ? o->lr * m->lr_scale[s->branch] : o->lr;
+        pf_real lr = (pf_real)lr_f, b1 = (pf_real)o->beta1, b2 = (pf_real)o->beta2, eps = (pf_real)o->eps;
         pf_real wd = s->decay ? (pf_real)o->weight_decay : 0, step_size, bc2_sqrt;
         int64_t step;
         size_t i;
-        if (!pf__trainable(m, s)) continue; /* no gradient: no step at all */
+        if (!pf__trainable(m, s) || lr_f == 0.0f) continue; /* no gradient: no step at all */
         step = ++m->steps[t];
         /* bias corrections in double, as torch computes them in Python */
-        step_size = (pf_real)((double)o->lr / (1.0 - pow((double)o->beta1, (double)step)));
+        step_size = (pf_real)((double)lr_f / (1.0 - pow((double)o->beta1, (double)step)));
         bc2_sqrt = (pf_real)sqrt(1.0 - pow((double)o->beta2, (double)step));
         PF__OMP(parallel for schedule(static))
-        for (i = 0; i < s->numel; i++) {
+        for (i = pf__train_from(m, s); i < s->numel; i++) {
             pf_real gi = g[i];
             if (o->adam) gi = gi + p[i] * wd;        /* Adam: L2 term in the gradient */
             else p[i] = p[i] * (1 - lr * wd);        /* AdamW: decoupled decay */
@@ -3349,17 +3523,27 @@ static void pf__shape_str(char *buf, size_t cap, const int64_t *s, int n) {
     pf__appendf(buf, cap, &k, "]");
 }
 
+static pf_status pf__model_save_with(const pf_model *m, const char *path, const pf_st_tensor *extra, int n_extra,
+                                     const char *const *xkeys, const char *const *xvals, int n_xmeta);
 PFDEF pf_status pf_model_save(const pf_model *m, const char *path) {
+    return pf__model_save_with(m, path, NULL, 0, NULL, NULL, 0);
+}
+
+/* the model and n_extra more tensors and metadata entries (training state) */
+static pf_status pf__model_save_with(const pf_model *m, const char *path, const pf_st_tensor *extra, int n_extra,
+                                     const char *const *xkeys, const char *const *xvals, int n_xmeta) {
     char cfg[2048];
-    const char *keys[3] = {"format", "format_version", "config"}, *vals[3];
+    const char *keys[8] = {"format", "format_version", "config"}, *vals[8];
     pf_st_tensor *t;
     float *buf;
     size_t i;
     int s, d;
     pf_status st;
     if (pf_config_to_json(&m->cfg, cfg, sizeof cfg) < 0) return pf_fail(PF_ERR_ARG, "%s: config too long", path);
+    if (n_xmeta > 5) return pf_fail(PF_ERR_ARG, "%s: too many metadata entries", path);
     vals[0] = "paraformer"; vals[1] = "1"; vals[2] = cfg;
-    t = PF__CALLOC(pf_st_tensor, m->n_specs);
+    for (s = 0; s < n_xmeta; s++) { keys[3 + s] = xkeys[s]; vals[3 + s] = xvals[s]; }
+    t = PF__CALLOC(pf_st_tensor, (size_t)m->n_specs + (size_t)n_extra);
     buf = PF__CALLOC(float, m->n_params);
     if (!t || !buf) { PF_FREE(t); PF_FREE(buf); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
     for (i = 0; i < m->n_params; i++) buf[i] = (float)m->params[i];
@@ -3371,7 +3555,8 @@ PFDEF pf_status pf_model_save(const pf_model *m, const char *path) {
         for (d = 0; d < sp->ndim; d++) t[s].shape[d] = sp->shape[d];
         t[s].data = buf + sp->offset;
     }
-    st = pf_st_write(path, t, m->n_specs, keys, vals, 3);
+    for (s = 0; s < n_extra; s++) t[m->n_specs + s] = extra[s];
+    st = pf_st_write(path, t, m->n_specs + n_extra, keys, vals, 3 + n_xmeta);
     PF_FREE(t);
     PF_FREE(buf);
     return st;
@@ -3466,6 +3651,684 @@ fail:
     pf_st_close(f);
     pf_model_free(m);
     return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* training: schedules, evaluation, checkpoints with state (DESIGN 3-4) */
+
+PFDEF const char *pf_schedule_name(int s) {
+    return s == PF_SCHED_INTERLEAVED ? "interleaved" : s == PF_SCHED_JOINT ? "joint" : "staged";
+}
+
+PFDEF pf_train_opts pf_train_opts_default(void) {
+    pf_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.schedule = PF_SCHED_STAGED;
+    o.epochs = 10;
+    o.batch = 128;
+    o.optim = pf_optim_default();
+    o.optim.weight_decay = 0.05f;
+    o.lr_schedule = PF_LR_COSINE;
+    o.warmup = 1.0f;
+    o.new_branch = PF_NEW_ZERO;
+    o.old_lr = 1.0f;
+    o.patience = 3;
+    o.prefix_clip = 1.0f;
+    o.eval_batch = 256;
+    return o;
+}
+
+PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
+    const pf_optim *p = &o->optim;
+    if (o->schedule < PF_SCHED_STAGED || o->schedule > PF_SCHED_JOINT)
+        return pf_fail(PF_ERR_ARG, "schedule %d is not staged, interleaved or joint", o->schedule);
+    if (o->epochs < 1 || o->epochs > 100000) return pf_fail(PF_ERR_ARG, "epochs %d outside 1..100000", o->epochs);
+    if (o->batch < 1 || o->batch > 65536) return pf_fail(PF_ERR_ARG, "batch %d outside 1..65536", o->batch);
+    if (o->eval_batch < 1 || o->eval_batch > 65536)
+        return pf_fail(PF_ERR_ARG, "eval batch %d outside 1..65536", o->eval_batch);
+    if (!(p->lr > 0.0f && p->lr < 10.0f)) return pf_fail(PF_ERR_ARG, "learning rate %g must be in (0, 10)", p->lr);
+    if (!(p->beta1 >= 0.0f && p->beta1 < 1.0f) || !(p->beta2 >= 0.0f && p->beta2 < 1.0f))
+        return pf_fail(PF_ERR_ARG, "Adam betas (%g, %g) must be in [0, 1)", p->beta1, p->beta2);
+    if (!(p->eps > 0.0f)) return pf_fail(PF_ERR_ARG, "Adam eps %g must be > 0", p->eps);
+    if (!(p->weight_decay >= 0.0f && p->weight_decay < 10.0f))
+        return pf_fail(PF_ERR_ARG, "weight decay %g must be in [0, 10)", p->weight_decay);
+    if (!(p->clip >= 0.0f) || !(o->prefix_clip >= 0.0f)) return pf_fail(PF_ERR_ARG, "grad clip must be >= 0");
+    if (o->lr_schedule != PF_LR_COSINE && o->lr_schedule != PF_LR_CONSTANT)
+        return pf_fail(PF_ERR_ARG, "lr schedule %d is not cosine or constant", o->lr_schedule);
+    if (!(o->warmup >= 0.0f && o->warmup <= (float)o->epochs))
+        return pf_fail(PF_ERR_ARG, "warmup %g epochs must be in [0, epochs = %d]", o->warmup, o->epochs);
+    if (!(o->min_lr >= 0.0f && o->min_lr <= 1.0f)) return pf_fail(PF_ERR_ARG, "min lr fraction %g must be in [0, 1]", o->min_lr);
+    if (!(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
+        return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1)", o->label_smoothing);
+    if (o->new_branch != PF_NEW_ZERO && o->new_branch != PF_NEW_RANDOM)
+        return pf_fail(PF_ERR_ARG, "new-branch %d is not zero or random", o->new_branch);
+    if (!(o->old_lr >= 0.0f && o->old_lr <= 100.0f)) return pf_fail(PF_ERR_ARG, "old-branch lr multiplier %g must be in [0, 100]", o->old_lr);
+    if (o->patience < 0) return pf_fail(PF_ERR_ARG, "patience %d must be >= 0", o->patience);
+    if (!(o->min_delta >= 0.0f)) return pf_fail(PF_ERR_ARG, "min-delta %g must be >= 0", o->min_delta);
+    if (o->keep_trainable && o->schedule != PF_SCHED_JOINT)
+        return pf_fail(PF_ERR_ARG, "keeping the caller's trainable branches needs the joint schedule");
+    if (o->log_every < 0) return pf_fail(PF_ERR_ARG, "log-every %d must be >= 0", o->log_every);
+    if (o->aug.crop_pad < 0 || o->aug.crop_pad > 64) return pf_fail(PF_ERR_ARG, "crop padding %d outside 0..64", o->aug.crop_pad);
+    if (o->aug.randaug_n < 0 || o->aug.randaug_n > 16 || o->aug.randaug_m < 0 || o->aug.randaug_m > 30)
+        return pf_fail(PF_ERR_ARG, "RandAugment n=%d m=%d: n must be in 0..16, m in 0..30", o->aug.randaug_n, o->aug.randaug_m);
+    return PF_OK;
+}
+
+/* ---- evaluation ---- */
+
+PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+                            double *per_class, double *sweep) {
+    const pf_config *c = &m->cfg;
+    int K = c->classes, k = m->active, n0, i, saved = m->training;
+    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
+    pf_real *x = NULL;
+    double total = 0;
+    pf_status st = PF_OK;
+    if (!d || d->n < 1) return pf_fail(PF_ERR_ARG, "evaluate: the dataset is empty");
+    for (i = 0; i < d->n; i++)
+        if (d->labels[i] < 0 || d->labels[i] >= K)
+            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes", d->name, i,
+                           d->labels[i], K);
+    if (batch < 1) batch = 256;
+    if (batch > d->n) batch = d->n;
+    if (m->max_batch < batch && (st = pf_model_reserve(m, batch)) != PF_OK) return st;
+    batch = m->max_batch < batch ? m->max_batch : batch;
+    idx = PF__CALLOC(int, batch);
+    hit = PF__CALLOC(int, K);
+    cnt = PF__CALLOC(int, K);
+    hitk = PF__CALLOC(int, k);
+    x = PF__CALLOC(pf_real, (size_t)batch * c->channels * c->image_size * c->image_size);
+    if (!idx || !hit || !cnt || !hitk || !x) { st = pf_fail(PF_ERR_NOMEM, "evaluate: out of memory"); goto done; }
+    m->training = 0;
+    if ((st = pf__build_wpack(m)) != PF_OK) goto done;
+    m->wpack_on = m->wpack != NULL;
+    for (n0 = 0; n0 < d->n; n0 += batch) {
+        int B = d->n - n0 < batch ? d->n - n0 : batch, b, kk;
+        for (b = 0; b < B; b++) idx[b] = n0 + b;
+        if ((st = pf_dataset_batch(d, idx, B, c, NULL, 0, 0, x)) != PF_OK) break;
+        if ((st = pf_forward(m, x, d->labels + n0, B, 0.0f, NULL)) != PF_OK) break;
+        total += m->loss * B;
+        for (b = 0; b < B; b++) {
+            const pf_real *z = m->logits + (size_t)b * K;
+            int y = d->labels[n0 + b], j, best = 0;
+            for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
+            cnt[y]++;
+            hit[y] += best == y;
+        }
+        /* the sweep: the branch outputs of this batch are still in the
+           activations, so each prefix only re-aggregates and runs the head */
+        for (kk = 1; sweep && kk <= k; kk++) {
+            if (kk < k) {
+                pf__aggregate(m, kk, B);
+                pf__head_forward(m, NULL, B, 0.0f);
+            } else if (k > 1) {
+                pf__aggregate(m, k, B);
+                pf__head_forward(m, NULL, B, 0.0f);
+            }
+            for (b = 0; b < B; b++) {
+                const pf_real *z = m->logits + (size_t)b * K;
+                int j, best = 0;
+                for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
+                hitk[kk - 1] += best == d->labels[n0 + b];
+            }
+        }
+    }
+    if (st == PF_OK) {
+        int h = 0;
+        for (i = 0; i < K; i++) {
+            h += hit[i];
+            if (per_class) per_class[i] = cnt[i] ? (double)hit[i] / cnt[i] : NAN;
+        }
+        if (loss) *loss = total / d->n;
+        if (accuracy) *accuracy = (double)h / d->n;
+        for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / d->n;
+    }
+done:
+    m->training = saved;
+    m->wpack_on = 0;
+    PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x);
+    return st;
+}
+
+/* ---- compress and expand ---- */
+
+/* copies every tensor of `src` whose name and shape exist in `dst` */
+static void pf__copy_common(pf_model *dst, const pf_model *src) {
+    int s;
+    for (s = 0; s < dst->n_specs; s++) {
+        const pf_tensor_spec *d = &dst->specs[s], *o = pf_model_find(src, d->name);
+        if (o && o->numel == d->numel && o->ndim == d->ndim)
+            memcpy(dst->params + d->offset, src->params + o->offset, d->numel * sizeof(pf_real));
+    }
+    pf_model_changed(dst);
+}
+
+PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out) {
+    pf_config c = m->cfg;
+    pf_status st;
+    *out = NULL;
+    if (keep < 1 || keep > c.branches)
+        return pf_fail(PF_ERR_ARG, "compress: keep %d branches, the model has 1..%d", keep, c.branches);
+    c.branches = keep;
+    if ((st = pf_model_create(&c, out)) != PF_OK) return st;
+    pf__copy_common(*out, m);
+    return PF_OK;
+}
+
+/* zeroes the output projections (proj, fc2: weight and bias) of branch b */
+static void pf__zero_branch_out(pf_model *m, int b) {
+    int l;
+    for (l = 0; l < m->cfg.depth; l++) {
+        pf_layer_ptrs P = pf_model_layer(m, m->params, b, l);
+        int D = m->cfg.dim, M = m->cfg.mlp_dim;
+        memset(P.proj_w, 0, (size_t)D * D * sizeof(pf_real));
+        memset(P.proj_b, 0, (size_t)D * sizeof(pf_real));
+        memset(P.fc2_w, 0, (size_t)D * M * sizeof(pf_real));
+        memset(P.fc2_b, 0, (size_t)D * sizeof(pf_real));
+    }
+    pf_model_changed(m);
+}
+
+PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
+                                pf_model **out) {
+    pf_config c = m->cfg;
+    pf_status st;
+    int b, K0 = m->cfg.classes, D = m->cfg.dim;
+    *out = NULL;
+    if (add < 0 || add > 1024) return pf_fail(PF_ERR_ARG, "expand: add %d branches (0..1024)", add);
+    if (classes == 0) classes = K0;
+    if (classes < K0) return pf_fail(PF_ERR_ARG, "expand: %d classes is fewer than the model's %d", classes, K0);
+    if (!add && classes == K0) return pf_fail(PF_ERR_ARG, "expand: nothing to add (no branches, no classes)");
+    c.branches += add;
+    c.classes = classes;
+    if ((st = pf_model_create(&c, out)) != PF_OK) return st;
+    pf_model_init(*out, seed, 0.0f); /* new tensors; the old ones are copied over */
+    pf__copy_common(*out, m);
+    { /* the head grows: old rows copied, new rows keep their initialisation */
+        const pf_tensor_spec *ow = pf_model_find(m, "head.weight"), *ob = pf_model_find(m, "head.bias");
+        const pf_tensor_spec *nw = pf_model_find(*out, "head.weight"), *nb = pf_model_find(*out, "head.bias");
+        memcpy((*out)->params + nw->offset, m->params + ow->offset, (size_t)K0 * D * sizeof(pf_real));
+        memcpy((*out)->params + nb->offset, m->params + ob->offset, (size_t)K0 * sizeof(pf_real));
+    }
+    if (new_branch == PF_NEW_ZERO)
+        for (b = m->cfg.branches; b < c.branches; b++) pf__zero_branch_out(*out, b);
+    return PF_OK;
+}
+
+/* ---- the trainer ---- */
+
+PFDEF void pf_trainer_free(pf_trainer *t) {
+    if (!t) return;
+    if (t->log) fclose((FILE *)t->log);
+    PF_FREE(t->x); PF_FREE(t->perm); PF_FREE(t->labels);
+    memset(t, 0, sizeof *t);
+}
+
+/* which branches run and train in the current stage */
+static void pf__trainer_apply_stage(pf_trainer *t) {
+    pf_model *m = t->m;
+    int n = m->cfg.branches, b;
+    if (t->o.keep_trainable) { m->active = n; return; }
+    m->train_stem = m->train_head = 1;
+    m->head_rows_from = 0;
+    if (t->o.schedule == PF_SCHED_STAGED) {
+        m->active = t->s.stage;
+        for (b = 0; b < n; b++) {
+            int old = b < t->s.stage - 1;
+            m->train_branch[b] = !(old && t->o.freeze_old);
+            m->lr_scale[b] = old ? t->o.old_lr : 1.0f;
+        }
+    } else {
+        m->active = n;
+        for (b = 0; b < n; b++) { m->train_branch[b] = 1; m->lr_scale[b] = 1.0f; }
+    }
+}
+
+PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
+                                const pf_train_opts *o) {
+    const pf_config *c = &m->cfg;
+    pf_status st;
+    int B = o->batch, i;
+    memset(t, 0, sizeof *t);
+    if ((st = pf_train_opts_validate(o)) != PF_OK) return st;
+    if (!train || train->n < 1) return pf_fail(PF_ERR_ARG, "trainer: the training set is empty");
+    for (i = 0; i < train->n; i++)
+        if (train->labels[i] < 0 || train->labels[i] >= c->classes)
+            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes (--classes)",
+                           train->name, i, train->labels[i], c->classes);
+    t->m = m;
+    t->train = train;
+    t->val = val && val->n > 0 ? val : NULL;
+    t->o = *o;
+    if (B > train->n) B = train->n;
+    t->o.batch = B;
+    t->n_batches = (train->n + B - 1) / B;
+    if ((st = pf_model_alloc_train(m)) != PF_OK) return st;
+    if ((st = pf_model_reserve(m, B > o->eval_batch ? B : o->eval_batch)) != PF_OK) return st;
+    t->x = PF__CALLOC(pf_real, (size_t)B * c->channels * c->image_size * c->image_size);
+    t->perm = PF__CALLOC(int, train->n);
+    t->labels = PF__CALLOC(int, B);
+    if (!t->x || !t->perm || !t->labels) { pf_trainer_free(t); return pf_fail(PF_ERR_NOMEM, "trainer: out of memory"); }
+    t->s.stage = o->schedule == PF_SCHED_STAGED ? 1 : c->branches;
+    t->s.best_val = INFINITY;
+    m->dropout_seed = pf__mix64(o->seed ^ 0xd20b0u);
+    m->dropout_counter = 0;
+    pf__trainer_apply_stage(t);
+    return PF_OK;
+}
+
+/* the learning rate at batch `it` of a span of `total` batches */
+static double pf__lr_at(const pf_train_opts *o, int64_t it, int64_t total, int n_batches) {
+    double lr = o->optim.lr, w = (double)o->warmup * n_batches, p;
+    if (o->lr_schedule == PF_LR_CONSTANT) return lr;
+    if (w >= 1.0 && (double)it < w) return lr * ((double)it + 1.0) / w;
+    p = total > w ? ((double)it - w) / ((double)total - w) : 1.0;
+    if (p > 1.0) p = 1.0;
+    return lr * (o->min_lr + (1.0 - o->min_lr) * 0.5 * (1.0 + cos(3.141592653589793 * p)));
+}
+
+/* the seeded order of pass `pass` of epoch `epoch` (Fisher-Yates) */
+static void pf__trainer_order(pf_trainer *t, int epoch, int pass) {
+    uint64_t r = pf__mix64(t->o.seed ^ pf__mix64(((uint64_t)epoch << 8) + (uint64_t)pass + 0x0bdeu));
+    int n = t->train->n, i;
+    for (i = 0; i < n; i++) t->perm[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = (int)(pf__next(&r) % (uint64_t)(i + 1)), tmp = t->perm[i];
+        t->perm[i] = t->perm[j];
+        t->perm[j] = tmp;
+    }
+}
+
+static void pf__json_num(char *buf, size_t cap, size_t *len, const char *key, double v) {
+    if (*len >= cap) return;
+    if (isfinite(v)) *len += (size_t)snprintf(buf + *len, cap - *len, ",\"%s\":%.6g", key, v);
+    else *len += (size_t)snprintf(buf + *len, cap - *len, ",\"%s\":null", key);
+}
+
+PFDEF void pf_trainer_log(pf_trainer *t, const char *json) {
+    if (!t->log) return;
+    fputs(json, (FILE *)t->log);
+    fputc('\n', (FILE *)t->log);
+    fflush((FILE *)t->log);
+    t->s.log_lines++;
+}
+
+/* one pass over the training data: `prefix` 1 takes a step per branch prefix
+   1..n for every batch (the interleaved schedule's first pass) */
+static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass, int prefix, int64_t span_pos,
+                                  int64_t span_total) {
+    pf_model *m = t->m;
+    const pf_dataset *d = t->train;
+    int n = m->cfg.branches, bi, B = t->o.batch;
+    int log_every = t->o.log_every > 0 ? t->o.log_every : (t->n_batches * (prefix ? n : 1) + 19) / 20;
+    double sum_loss = 0, sum_acc = 0, win_loss = 0, win_acc = 0, t0 = pf_time(), t_win = t0;
+    int64_t seen = 0, win_seen = 0, win_steps = 0;
+    pf_status st;
+    pf__trainer_order(t, t->s.epoch, pass);
+    for (bi = 0; bi < t->n_batches; bi++) {
+        int b0 = bi * B, nb = d->n - b0 < B ? d->n - b0 : B, i, kk;
+        int k_lo = prefix ? 1 : m->active, k_hi = prefix ? n : m->active;
+        double lr = pf__lr_at(&t->o, span_pos + bi, span_total, t->n_batches);
+        pf_optim opt = t->o.optim;
+        opt.lr = (float)lr;
+        if (prefix) opt.clip = t->o.prefix_clip;
+        if (t->stop && *t->stop) return pf_fail(PF_ERR_INTERRUPTED, "interrupted");
+        for (i = 0; i < nb; i++) t->labels[i] = d->labels[t->perm[b0 + i]];
+        if ((st = pf_dataset_batch(d, t->perm + b0, nb, &m->cfg, &t->o.aug, t->o.seed, (uint64_t)t->s.samples, t->x)) != PF_OK)
+            return st;
+        t->s.samples += nb;
+        for (kk = k_lo; kk <= k_hi; kk++) {
+            int hits = 0, K = m->cfg.classes;
+            if (prefix) m->active = kk;
+            if ((st = pf_forward(m, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
+            if ((st = pf_backward(m)) != PF_OK) return st;
+            pf_optim_step(m, &opt);
+            t->s.step++;
+            for (i = 0; i < nb; i++) {
+                const pf_real *z = m->logits + (size_t)i * K;
+                int j, best = 0;
+                for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
+                hits += best == t->labels[i];
+            }
+            if (kk == k_hi) { /* the running figures follow the full prefix */
+                sum_loss += m->loss * nb; sum_acc += hits; seen += nb;
+                win_loss += m->loss * nb; win_acc += hits; win_seen += nb;
+            }
+            win_steps++;
+            if (win_steps >= log_every || (bi == t->n_batches - 1 && kk == k_hi)) {
+                double now = pf_time();
+                char line[512];
+                size_t len = 0;
+                len += (size_t)snprintf(line, sizeof line, "{\"event\":\"train\",\"pass\":\"%s\",\"step\":%lld,\"epoch\":%d,"
+                                        "\"stage\":%d,\"active\":%d", pass_name, (long long)t->s.step, t->s.epoch,
+                                        t->s.stage, prefix ? n : m->active);
+                pf__json_num(line, sizeof line, &len, "loss", win_seen ? win_loss / win_seen : NAN);
+                pf__json_num(line, sizeof line, &len, "acc", win_seen ? win_acc / win_seen : NAN);
+                pf__json_num(line, sizeof line, &len, "lr", lr);
+                pf__json_num(line, sizeof line, &len, "img_s", now > t_win ? (double)win_seen / (now - t_win) : 0.0);
+                pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
+                if (len + 2 < sizeof line) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
+                win_loss = win_acc = 0; win_seen = 0; win_steps = 0; t_win = now;
+            }
+        }
+        if (prefix) m->active = n;
+        if (t->progress) {
+            pf_train_info info;
+            double now = pf_time();
+            memset(&info, 0, sizeof info);
+            info.event = PF_EV_STEP; info.pass = pass_name;
+            info.stage = t->s.stage; info.active = m->active; info.epoch = t->s.epoch;
+            info.epochs = t->o.epochs; info.batch = bi + 1; info.batches = t->n_batches; info.step = t->s.step;
+            info.loss = seen ? sum_loss / seen : NAN; info.acc = seen ? sum_acc / seen : NAN;
+            info.lr = lr; info.img_s = now > t0 ? (double)seen / (now - t0) : 0.0;
+            info.time_s = t->s.time_s + (now - t->t_start);
+            info.val_loss = info.val_acc = NAN;
+            t->progress(&info, t->user);
+        }
+    }
+    return PF_OK;
+}
+
+static pf_status pf__trainer_stage_start(pf_trainer *t) {
+    char line[256];
+    pf__trainer_apply_stage(t);
+    snprintf(line, sizeof line, "{\"event\":\"stage\",\"stage\":%d,\"step\":%lld,\"active\":%d}", t->s.stage,
+             (long long)t->s.step, t->m->active);
+    pf_trainer_log(t, line);
+    if (t->progress) {
+        pf_train_info info;
+        memset(&info, 0, sizeof info);
+        info.event = PF_EV_STAGE; info.pass = "train"; info.stage = t->s.stage; info.active = t->m->active;
+        info.epoch = t->s.epoch; info.epochs = t->o.epochs; info.step = t->s.step;
+        info.loss = info.acc = info.val_loss = info.val_acc = NAN;
+        t->progress(&info, t->user);
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_trainer_run(pf_trainer *t) {
+    pf_model *m = t->m;
+    int n = m->cfg.branches;
+    pf_status st;
+    t->t_start = pf_time();
+    m->training = 1;
+    if (t->s.step == 0 && t->s.epoch == 0 && t->o.schedule == PF_SCHED_STAGED && !t->o.keep_trainable)
+        pf__trainer_stage_start(t);
+    while (!t->s.done) {
+        double vl = NAN, va = NAN, now;
+        char line[512];
+        size_t len = 0;
+        int end_stage = 0;
+        const char *reason = "epochs";
+        pf__trainer_apply_stage(t);
+        m->training = 1;
+        if (t->o.schedule == PF_SCHED_STAGED) {
+            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.stage_epoch * t->n_batches,
+                                  (int64_t)t->o.epochs * t->n_batches);
+        } else if (t->o.schedule == PF_SCHED_JOINT) {
+            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.epoch * t->n_batches,
+                                  (int64_t)t->o.epochs * t->n_batches);
+        } else { /* interleaved: the prefix pass, then the joint pass */
+            int64_t span = (int64_t)t->o.epochs * 2 * t->n_batches;
+            st = pf__trainer_pass(t, "prefix", 0, 1, (int64_t)t->s.epoch * 2 * t->n_batches, span);
+            if (st == PF_OK)
+                st = pf__trainer_pass(t, "joint", 1, 0, ((int64_t)t->s.epoch * 2 + 1) * t->n_batches, span);
+        }
+        if (st != PF_OK) { m->training = 0; return st; }
+        t->s.epoch++;
+        t->s.stage_epoch++;
+        /* validation */
+        if (t->val && (st = pf_evaluate(m, t->val, t->o.eval_batch, &vl, &va, NULL, NULL)) != PF_OK) {
+            m->training = 0;
+            return st;
+        }
+        now = pf_time();
+        len += (size_t)snprintf(line, sizeof line, "{\"event\":\"eval\",\"split\":\"val\",\"step\":%lld,\"epoch\":%d,"
+                                "\"stage\":%d,\"active\":%d", (long long)t->s.step, t->s.epoch, t->s.stage, m->active);
+        pf__json_num(line, sizeof line, &len, "loss", vl);
+        pf__json_num(line, sizeof line, &len, "accuracy", va);
+        pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
+        if (len + 2 < sizeof line) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
+        if (t->progress) {
+            pf_train_info info;
+            memset(&info, 0, sizeof info);
+            info.event = PF_EV_EVAL; info.pass = "train"; info.stage = t->s.stage; info.active = m->active;
+            info.epoch = t->s.epoch - 1; info.epochs = t->o.epochs; info.step = t->s.step;
+            info.loss = info.acc = NAN; info.val_loss = vl; info.val_acc = va;
+            info.time_s = t->s.time_s + (now - t->t_start);
+            t->progress(&info, t->user);
+        }
+        /* what the schedule does next */
+        if (t->o.schedule == PF_SCHED_STAGED) {
+            if (isfinite(vl) && vl < t->s.best_val - t->o.min_delta) { t->s.best_val = vl; t->s.bad_evals = 0; }
+            else if (isfinite(vl)) t->s.bad_evals++;
+            if (t->o.patience > 0 && t->s.bad_evals >= t->o.patience) { end_stage = 1; reason = "patience"; }
+            if (t->s.stage_epoch >= t->o.epochs) end_stage = 1;
+        } else if (t->s.epoch >= t->o.epochs) {
+            t->s.done = 1;
+        }
+        if (end_stage) {
+            snprintf(line, sizeof line, "{\"event\":\"stage_end\",\"stage\":%d,\"step\":%lld,\"reason\":\"%s\","
+                     "\"best_val_loss\":%.6g}", t->s.stage, (long long)t->s.step, reason,
+                     isfinite(t->s.best_val) ? t->s.best_val : -1.0);
+            pf_trainer_log(t, line);
+            if (t->s.stage < n) {
+                t->s.stage++;
+                t->s.stage_epoch = 0;
+                t->s.bad_evals = 0;
+                t->s.best_val = INFINITY;
+                if (t->o.new_branch == PF_NEW_ZERO) pf__zero_branch_out(m, t->s.stage - 1);
+                pf__trainer_stage_start(t);
+            } else {
+                t->s.done = 1;
+            }
+        }
+        now = pf_time();
+        t->s.time_s += now - t->t_start;
+        t->t_start = now;
+        if (t->out_path && (st = pf_trainer_save(t, t->out_path)) != PF_OK) { m->training = 0; return st; }
+        if (t->progress) {
+            pf_train_info info;
+            memset(&info, 0, sizeof info);
+            info.event = PF_EV_EPOCH; info.pass = "train"; info.stage = t->s.stage; info.active = m->active;
+            info.epoch = t->s.epoch - 1; info.epochs = t->o.epochs; info.step = t->s.step;
+            info.loss = info.acc = NAN; info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
+            t->progress(&info, t->user);
+        }
+    }
+    pf__trainer_apply_stage(t);
+    m->training = 0;
+    return PF_OK;
+}
+
+/* ---- checkpoints with training state ---- */
+
+/* the options that decide the trajectory, as JSON (saved and compared) */
+static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
+    const pf_optim *p = &o->optim;
+    return snprintf(buf, cap,
+                    "{\"schedule\":\"%s\",\"epochs\":%d,\"batch\":%d,\"optimizer\":\"%s\",\"lr\":%.9g,\"beta1\":%.9g,"
+                    "\"beta2\":%.9g,\"eps\":%.9g,\"weight_decay\":%.9g,\"clip\":%.9g,\"lr_schedule\":\"%s\","
+                    "\"warmup\":%.9g,\"min_lr\":%.9g,\"label_smoothing\":%.9g,\"new_branch\":\"%s\",\"freeze_old\":%d,"
+                    "\"old_lr\":%.9g,\"patience\":%d,\"min_delta\":%.9g,\"prefix_clip\":%.9g,\"keep_trainable\":%d,"
+                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d,\"seed\":%llu}",
+                    pf_schedule_name(o->schedule), o->epochs, o->batch, p->adam ? "adam" : "adamw", p->lr, p->beta1,
+                    p->beta2, p->eps, p->weight_decay, p->clip, o->lr_schedule == PF_LR_CONSTANT ? "constant" : "cosine",
+                    o->warmup, o->min_lr, o->label_smoothing, o->new_branch == PF_NEW_ZERO ? "zero" : "random",
+                    o->freeze_old, o->old_lr, o->patience, o->min_delta, o->prefix_clip, o->keep_trainable,
+                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed);
+}
+
+PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
+    pf_model *m = t->m;
+    char state[2048], opts[1536];
+    const char *keys[2] = {"train_state", "train_args"}, *vals[2];
+    pf_st_tensor extra[4];
+    int64_t *flags = NULL;
+    float *mv = NULL;
+    pf_status st;
+    int b, n = m->cfg.branches;
+    size_t i;
+    if (pf__train_opts_json(&t->o, opts, sizeof opts) >= (int)sizeof opts)
+        return pf_fail(PF_ERR_ARG, "%s: training options too long", path);
+    if (snprintf(state, sizeof state,
+                 "{\"version\":1,\"stage\":%d,\"epoch\":%d,\"stage_epoch\":%d,\"bad_evals\":%d,\"done\":%d,"
+                 "\"step\":%lld,\"samples\":%lld,\"best_val\":%.17g,\"log_lines\":%lld,"
+                 "\"dropout_counter\":%llu,\"options\":%s}",
+                 t->s.stage, t->s.epoch, t->s.stage_epoch, t->s.bad_evals, t->s.done, (long long)t->s.step,
+                 (long long)t->s.samples, isfinite(t->s.best_val) ? t->s.best_val : -1.0,
+                 (long long)t->s.log_lines, (unsigned long long)m->dropout_counter, opts) >= (int)sizeof state)
+        return pf_fail(PF_ERR_ARG, "%s: training state too long", path);
+    vals[0] = state;
+    vals[1] = t->meta_extra ? t->meta_extra : "{}";
+    /* Adam moments (float32 like the parameters), per-tensor steps, and the
+       trainable flags of each branch */
+    mv = PF__CALLOC(float, 2 * m->n_params);
+    flags = PF__CALLOC(int64_t, (size_t)n + 3);
+    if (!mv || !flags) { PF_FREE(mv); PF_FREE(flags); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    for (i = 0; i < m->n_params; i++) { mv[i] = (float)m->adam_m[i]; mv[m->n_params + i] = (float)m->adam_v[i]; }
+    for (b = 0; b < n; b++) flags[b] = m->train_branch[b];
+    flags[n] = m->train_stem; flags[n + 1] = m->train_head; flags[n + 2] = m->head_rows_from;
+    memset(extra, 0, sizeof extra);
+    extra[0].name = "train.adam_m"; extra[0].dtype = PF_F32; extra[0].ndim = 1; extra[0].shape[0] = (int64_t)m->n_params; extra[0].data = mv;
+    extra[1].name = "train.adam_v"; extra[1].dtype = PF_F32; extra[1].ndim = 1; extra[1].shape[0] = (int64_t)m->n_params; extra[1].data = mv + m->n_params;
+    extra[2].name = "train.steps"; extra[2].dtype = PF_I64; extra[2].ndim = 1; extra[2].shape[0] = m->n_specs; extra[2].data = m->steps;
+    extra[3].name = "train.trainable"; extra[3].dtype = PF_I64; extra[3].ndim = 1; extra[3].shape[0] = n + 3; extra[3].data = flags;
+    st = pf__model_save_with(m, path, extra, 4, keys, vals, 2);
+    PF_FREE(mv);
+    PF_FREE(flags);
+    return st;
+}
+
+PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
+    pf_model *m = t->m, *saved = NULL;
+    pf_st_file *f = NULL;
+    const char *sj;
+    const pf_st_entry *e[4];
+    static const char *const names[4] = {"train.adam_m", "train.adam_v", "train.steps", "train.trainable"};
+    char opts_now[1536], opts_then[1536], cfg_now[2048], cfg_then[2048];
+    double v;
+    float *mv = NULL;
+    int64_t *flags = NULL;
+    pf_status st;
+    int i, n = m->cfg.branches;
+    size_t j;
+    if ((st = pf_model_load(path, &saved)) != PF_OK) return st;
+    pf_config_to_json(&m->cfg, cfg_now, sizeof cfg_now);
+    pf_config_to_json(&saved->cfg, cfg_then, sizeof cfg_then);
+    if (strcmp(cfg_now, cfg_then)) {
+        pf_model_free(saved);
+        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model (%s) is not the one of this run (%s)", path, cfg_then, cfg_now);
+    }
+    if ((st = pf_st_open(path, &f)) != PF_OK) { pf_model_free(saved); return st; }
+    sj = pf_st_meta(f, "train_state");
+    if (!sj) { st = pf_fail(PF_ERR_FORMAT, "%s: no \"train_state\" in the metadata: a model without training state "
+                            "(use --init to start a new run from its weights)", path); goto done; }
+    { /* same options? */
+        pf__json j;
+        char key[64];
+        int first = 1;
+        size_t a = 0, b = 0;
+        memset(&j, 0, sizeof j);
+        j.s = sj; j.n = strlen(sj);
+        opts_then[0] = 0;
+        if (pf__jobj_begin(&j))
+            while (pf__jobj_next(&j, &first, key, sizeof key)) {
+                size_t i0;
+                pf__jws(&j);
+                i0 = j.i;
+                if (!pf__jskip(&j)) break;
+                if (!strcmp(key, "options") && j.i - i0 < sizeof opts_then) {
+                    memcpy(opts_then, sj + i0, j.i - i0);
+                    opts_then[j.i - i0] = 0;
+                }
+            }
+        pf__train_opts_json(&t->o, opts_now, sizeof opts_now);
+        if (strcmp(opts_now, opts_then)) {
+            /* name the first option that differs */
+            while (opts_now[a] && opts_now[a] == opts_then[b]) a++, b++;
+            while (a > 0 && opts_now[a - 1] != ',' && opts_now[a - 1] != '{') a--;
+            st = pf_fail(PF_ERR_ARG, "%s: the run was started with other training options (now %.60s ..., then %s); "
+                         "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
+            goto done;
+        }
+    }
+#define PF__STATE_INT(key, dst) do { if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || v < 0 || v > 9.0e15) { \
+        st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\"", path, key); goto done; } dst = v; } while (0)
+    PF__STATE_INT("stage", t->s.stage);
+    PF__STATE_INT("epoch", t->s.epoch);
+    PF__STATE_INT("stage_epoch", t->s.stage_epoch);
+    PF__STATE_INT("bad_evals", t->s.bad_evals);
+    PF__STATE_INT("done", t->s.done);
+    PF__STATE_INT("step", t->s.step);
+    PF__STATE_INT("samples", t->s.samples);
+    PF__STATE_INT("log_lines", t->s.log_lines);
+    PF__STATE_INT("dropout_counter", m->dropout_counter);
+#undef PF__STATE_INT
+    if (!pf_json_number(sj, strlen(sj), "best_val", &v)) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no best_val", path); goto done; }
+    t->s.best_val = v < 0 ? INFINITY : v;
+    if (t->s.stage < 1 || t->s.stage > n) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state stage %d outside 1..%d", path, t->s.stage, n); goto done; }
+    for (i = 0; i < 4; i++) {
+        int64_t want = i < 2 ? (int64_t)m->n_params : i == 2 ? m->n_specs : n + 3;
+        e[i] = pf_st_find(f, names[i]);
+        if (!e[i] || e[i]->ndim != 1 || e[i]->shape[0] != want || e[i]->dtype != (i < 2 ? PF_F32 : PF_I64)) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensor %s is missing or not %s[%lld]", path, names[i], i < 2 ? "F32" : "I64",
+                         (long long)want);
+            goto done;
+        }
+    }
+    mv = PF__CALLOC(float, m->n_params);
+    flags = PF__CALLOC(int64_t, (size_t)n + 3);
+    if (!mv || !flags) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto done; }
+    if ((st = pf_st_read_raw(f, e[0], mv)) != PF_OK) goto done;
+    for (j = 0; j < m->n_params; j++) m->adam_m[j] = mv[j];
+    if ((st = pf_st_read_raw(f, e[1], mv)) != PF_OK) goto done;
+    for (j = 0; j < m->n_params; j++) m->adam_v[j] = mv[j];
+    if ((st = pf_st_read_raw(f, e[2], m->steps)) != PF_OK) goto done;
+    if ((st = pf_st_read_raw(f, e[3], flags)) != PF_OK) goto done;
+    for (i = 0; i < n; i++) m->train_branch[i] = flags[i] != 0;
+    m->train_stem = flags[n] != 0;
+    m->train_head = flags[n + 1] != 0;
+    m->head_rows_from = (int)flags[n + 2];
+    memcpy(m->params, saved->params, m->n_params * sizeof(pf_real));
+    pf_model_changed(m);
+    pf__trainer_apply_stage(t);
+done:
+    PF_FREE(mv);
+    PF_FREE(flags);
+    pf_st_close(f);
+    pf_model_free(saved);
+    return st;
+}
+
+PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
+    FILE *f;
+    pf_status st;
+    if (t->log) { fclose((FILE *)t->log); t->log = NULL; }
+    if (t->s.log_lines > 0) { /* keep the lines written up to the checkpoint (rewritten atomically) */
+        char tmp[1100];
+        int64_t lines = 0;
+        int ch = 0, ok = 1;
+        FILE *w;
+        if (!(f = fopen(path, "rb")))
+            return pf_fail(PF_ERR_IO, "%s: cannot open the log to continue it: %s", path, strerror(errno));
+        if (!(w = pf__open_tmp(path, tmp, sizeof tmp))) { fclose(f); return PF_ERR_IO; }
+        while (lines < t->s.log_lines && (ch = getc(f)) != EOF) {
+            if (putc(ch, w) == EOF) { ok = 0; break; }
+            lines += ch == '\n';
+        }
+        fclose(f);
+        if (ok && lines < t->s.log_lines) {
+            fclose(w);
+            remove(tmp);
+            return pf_fail(PF_ERR_IO, "%s: the log has %lld lines, fewer than the %lld it had at the checkpoint",
+                           path, (long long)lines, (long long)t->s.log_lines);
+        }
+        if ((st = pf__commit(w, tmp, path, ok)) != PF_OK) return st;
+    }
+    if (!(f = fopen(path, "ab"))) return pf_fail(PF_ERR_IO, "%s: cannot open the log: %s", path, strerror(errno));
+    t->log = f;
+    return PF_OK;
 }
 
 /* ---------------------------------------------------------------------- */
