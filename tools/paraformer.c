@@ -1053,6 +1053,508 @@ static int cmd_bench(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
+// train, eval, compress, expand
+
+#include <signal.h>
+#include <unistd.h>
+
+static volatile int g_stop; // set by SIGINT/SIGTERM: the trainer stops before its next step
+
+static void on_signal(int sig) {
+    g_stop = 1;
+    signal(sig, SIG_DFL); // a second Ctrl-C ends the program at once
+}
+
+// "2,5-7" (1-based, within 1..n) -> flags[0..n)
+static void parse_branch_list(const cli *c, int k, int n, unsigned char *flags) {
+    const char *s = cli_get(c, k), *p = s;
+    memset(flags, 0, (size_t)n);
+    for (;;) {
+        char *end;
+        long a = strtol(p, &end, 10), b = a;
+        if (end == p) break;
+        if (*end == '-') { p = end + 1; b = strtol(p, &end, 10); if (end == p) break; }
+        if (a < 1 || b < a || b > n) usage_error(c, "%s: '%s': branches are numbered 1..%d", c->o[k].name, s, n);
+        for (; a <= b; a++) flags[a - 1] = 1;
+        if (!*end) return;
+        if (*end != ',') break;
+        p = end + 1;
+    }
+    usage_error(c, "%s: '%s' is not a list like 3,5-6", c->o[k].name, s);
+}
+
+// The default evaluation split of a training spec: the same source @test
+// (NULL for kinds with one split). The result is malloc'd.
+static char *test_spec_of(const char *spec) {
+    char *t, *at, *hash;
+    size_t n = strlen(spec);
+    if (strncmp(spec, "fmnist", 6) && strncmp(spec, "cifar10", 7) && strncmp(spec, "cifar100", 8)) return NULL;
+    t = (char *)xmalloc(n + 8);
+    hash = strchr(spec, '#');
+    at = strchr(spec, '@');
+    if (at && (!hash || at < hash)) { // replace @train by @test
+        size_t pre = (size_t)(at - spec);
+        memcpy(t, spec, pre);
+        snprintf(t + pre, n + 8 - pre, "@test%s", hash ? hash : "");
+    } else {
+        size_t pre = hash ? (size_t)(hash - spec) : n;
+        memcpy(t, spec, pre);
+        snprintf(t + pre, n + 8 - pre, "@test%s", hash ? hash : "");
+    }
+    return t;
+}
+
+static void load_data(const char *spec, int split, pf_dataset *d) {
+    if (pf_dataset_load(spec, split, d) != PF_OK) die(1, "%s", pf_last_error());
+}
+
+typedef struct progress_ctx {
+    int tty, quiet;
+    double last_print;
+    int n_branches;
+} progress_ctx;
+
+static void on_progress(const pf_train_info *p, void *user) {
+    progress_ctx *ctx = (progress_ctx *)user;
+    if (ctx->quiet) return;
+    if (p->event == PF_EV_STEP) {
+        double now = pf_time();
+        if (!ctx->tty || (now - ctx->last_print < 0.2 && p->batch != p->batches)) return;
+        ctx->last_print = now;
+        {
+            int w = 24, fill = p->batches ? (int)((double)w * p->batch / p->batches) : 0, i;
+            char bar[32];
+            for (i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+            bar[w] = 0;
+            printf("\r  epoch %d stage %d [%d br] %-6s [%s] %d/%d  loss %.4f  acc %5.1f%%  %6.0f img/s  lr %.2e ",
+                   p->epoch + 1, p->stage, p->active, p->pass, bar, p->batch, p->batches, p->loss, 100 * p->acc,
+                   p->img_s, p->lr);
+            fflush(stdout);
+        }
+    } else if (p->event == PF_EV_EVAL) {
+        if (ctx->tty) printf("\r\033[K");
+        printf("epoch %3d  stage %d  branches %d  step %7lld", p->epoch + 1, p->stage, p->active, (long long)p->step);
+        if (isfinite(p->val_loss)) printf("  val loss %.4f  val acc %6.2f%%", p->val_loss, 100 * p->val_acc);
+        printf("  %.0f s\n", p->time_s);
+        fflush(stdout);
+    } else if (p->event == PF_EV_STAGE) {
+        if (ctx->tty) printf("\r\033[K");
+        printf("stage %d: training branch%s 1..%d\n", p->stage, p->active > 1 ? "es" : "", p->active);
+        fflush(stdout);
+    }
+}
+
+static void print_sweep(const double *sweep, int n, const pf_model *m) {
+    int k;
+    printf("\nbranch sweep (test accuracy of the first k branches):\n   k   params     accuracy\n");
+    for (k = 1; k <= n; k++) {
+        size_t params = pf_model_part_size(m, PF_PART_STEM) + pf_model_part_size(m, PF_PART_HEAD) +
+                        (size_t)k * pf_model_part_size(m, PF_PART_BRANCH);
+        printf("  %2d  %8zu   %7.2f%%\n", k, params, 100 * sweep[k - 1]);
+    }
+}
+
+static int cmd_train(int argc, char **argv) {
+    enum { O_DATA, O_TEST, O_VAL, O_ARCH, O_INIT = O_ARCH + A_N, O_RESUME, O_TRAIN_BRANCHES, O_TRAIN_HEAD,
+           O_SCHEDULE, O_EPOCHS, O_BATCH, O_LR, O_OPTIMIZER, O_WD, O_LR_SCHED, O_WARMUP, O_MIN_LR, O_CLIP,
+           O_SMOOTH, O_NEW_BRANCH, O_FREEZE_OLD, O_OLD_LR, O_PATIENCE, O_MIN_DELTA, O_PREFIX_CLIP, O_CROP,
+           O_FLIP, O_RANDAUG, O_THREADS, O_SEED, O_OUT, O_LOG, O_LOG_EVERY, O_EVAL_BATCH, O_QUIET, O_N };
+    static const optdef o[O_N] = {
+        {"--data", "SPEC", "required", "training data: fmnist[:DIR] cifar10[:DIR] cifar100[:DIR] folder:DIR npy:X,Y "
+                                       "[@train|@test] [#classes=LIST] [#limit=N]"},
+        {"--test", "SPEC", "the @test split of --data", "data for the final evaluation and branch sweep ('none': skip)"},
+        {"--val", "F|SPEC", "0.1", "validation: a seeded fraction of --data, or a dataset spec"},
+        ARCH_OPTDEFS,
+        {"--init", "FILE", "none", "start from these weights (architecture from the file)"},
+        {"--resume", "FILE", "none", "continue the run saved in FILE (normally --out) bit-identically"},
+        {"--train-branches", "LIST", "all", "train only these branches (1-based, e.g. 5-6), others and the stem frozen; "
+                                             "joint schedule"},
+        {"--train-head", "all|off|K", "all (off with --train-branches)", "train the head, freeze it, or train only its "
+                                                                         "rows K.. (classes an expand added)"},
+        {"--schedule", "staged|interleaved|joint", "staged", "progressive stages, the authors' loop, or all at once"},
+        {"--epochs", "N", "10", "staged: cap per stage; otherwise the total"},
+        {"--batch", "N", "128", "images per step"},
+        {"--lr", "F", "1e-3", "peak learning rate"},
+        {"--optimizer", "adamw|adam", "adamw", "decoupled weight decay, or L2 in the gradient"},
+        {"--wd", "F", "0.05", "weight decay (Linear weights only)"},
+        {"--lr-schedule", "cosine|constant", "cosine", "warmup + cosine (per stage when staged), or constant"},
+        {"--warmup", "EPOCHS", "1", "linear warmup length (fractions allowed)"},
+        {"--min-lr", "F", "0", "cosine floor as a fraction of --lr"},
+        {"--clip", "F", "0 (off)", "clip the global grad norm"},
+        {"--label-smoothing", "F", "0", "label smoothing of the cross-entropy"},
+        {"--new-branch", "zero|random", "zero", "staged: a new branch starts with zeroed output projections, or random"},
+        {"--freeze-old", NULL, "off", "staged: earlier branches stop training"},
+        {"--old-lr", "F", "1", "staged: learning-rate multiplier of earlier branches"},
+        {"--patience", "N", "3", "staged: evaluations without improvement that end a stage (0: epochs only)"},
+        {"--min-delta", "F", "0", "staged: validation-loss improvement that counts"},
+        {"--prefix-clip", "F", "1", "interleaved: grad-norm clip of the prefix steps"},
+        {"--crop", "PAD", "0 (off)", "random crop with this zero padding"},
+        {"--flip", "on|off", "off", "random horizontal flip"},
+        {"--randaug", "N,M", "off", "RandAugment with N ops at magnitude M (0..30)"},
+        {"--threads", "N", "all cores", "threads"},
+        {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
+        {"--out", "FILE", "required", "checkpoint with training state, rewritten at every epoch end"},
+        {"--log", "FILE", "none", "JSON-lines log, one object per event (paraformer plot reads it)"},
+        {"--log-every", "N", "~20 per epoch", "steps per train log line"},
+        {"--eval-batch", "N", "256", "batch of evaluations"},
+        {"--quiet", NULL, "off", "only the final results"},
+    };
+    cli c = {"train", o, O_N, 0, NULL, NULL};
+    pf_dataset all, train, val, test;
+    pf_config cfg;
+    pf_train_opts opts;
+    pf_model *m = NULL;
+    pf_trainer t;
+    progress_ctx ctx;
+    const char *preset = "paraformer", *resume, *init, *out, *test_s, *val_s;
+    char *test_owned = NULL, args[1024];
+    float embed_std = 0.02f;
+    double val_frac = 0.1, loss = NAN, acc = NAN, *sweep = NULL;
+    int i, have_test = 0, arch_given = 0;
+    pf_status st;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer train --data SPEC --out M.safetensors [options]\n\n"
+               "Trains a ParaFormer progressively (DESIGN 3). The checkpoint at --out carries the training state and\n"
+               "is rewritten atomically at every epoch end, so an interrupted run continues bit-identically with\n"
+               "the same command plus --resume M.safetensors. At the end: test accuracy and the branch sweep.\n\n"
+               "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), paper (the\n"
+               "authors' setup). Flags override the preset. Without --image-size/--channels/--classes/--mean/--std\n"
+               "the model takes them from the data (mean/std: per-channel statistics of the training split).\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    out = cli_need(&c, O_OUT);
+    resume = cli_get(&c, O_RESUME);
+    init = cli_get(&c, O_INIT);
+    for (i = O_ARCH + 1; i < O_ARCH + A_N; i++) arch_given |= cli_get(&c, i) != NULL;
+    if (cli_get(&c, O_ARCH + A_PRESET)) preset = cli_get(&c, O_ARCH + A_PRESET);
+    if (resume && init) usage_error(&c, "--resume and --init exclude each other");
+    if ((resume || init) && arch_given)
+        usage_error(&c, "architecture flags do not apply with %s (the model comes from the file)", resume ? "--resume" : "--init");
+    if (pf_train_preset(preset, &cfg, &opts, &embed_std) != PF_OK)
+        usage_error(&c, "--preset: unknown preset '%s' (fmnist-small, paper, paraformer, vit)", preset);
+    // training options over the preset's
+    if (cli_get(&c, O_SCHEDULE)) {
+        static const char *const S[] = {"staged", "interleaved", "joint"};
+        opts.schedule = parse_choice(&c, O_SCHEDULE, S, 3);
+    }
+    if (cli_get(&c, O_EPOCHS)) opts.epochs = (int)parse_int(&c, O_EPOCHS, 1, 100000);
+    if (cli_get(&c, O_BATCH)) opts.batch = (int)parse_int(&c, O_BATCH, 1, 65536);
+    if (cli_get(&c, O_LR)) opts.optim.lr = parse_float(&c, O_LR, 1e-9, 9.99);
+    if (cli_get(&c, O_OPTIMIZER)) {
+        static const char *const S[] = {"adamw", "adam"};
+        opts.optim.adam = parse_choice(&c, O_OPTIMIZER, S, 2);
+    }
+    if (cli_get(&c, O_WD)) opts.optim.weight_decay = parse_float(&c, O_WD, 0, 9.99);
+    if (cli_get(&c, O_LR_SCHED)) {
+        static const char *const S[] = {"cosine", "constant"};
+        opts.lr_schedule = parse_choice(&c, O_LR_SCHED, S, 2);
+    }
+    if (cli_get(&c, O_WARMUP)) opts.warmup = parse_float(&c, O_WARMUP, 0, 100000);
+    if (cli_get(&c, O_MIN_LR)) opts.min_lr = parse_float(&c, O_MIN_LR, 0, 1);
+    if (cli_get(&c, O_CLIP)) opts.optim.clip = parse_float(&c, O_CLIP, 0, 1e9);
+    if (cli_get(&c, O_SMOOTH)) opts.label_smoothing = parse_float(&c, O_SMOOTH, 0, 0.999);
+    if (cli_get(&c, O_NEW_BRANCH)) {
+        static const char *const S[] = {"zero", "random"};
+        opts.new_branch = parse_choice(&c, O_NEW_BRANCH, S, 2);
+    }
+    if (cli_get(&c, O_FREEZE_OLD)) opts.freeze_old = 1;
+    if (cli_get(&c, O_OLD_LR)) opts.old_lr = parse_float(&c, O_OLD_LR, 0, 100);
+    if (cli_get(&c, O_PATIENCE)) opts.patience = (int)parse_int(&c, O_PATIENCE, 0, 100000);
+    if (cli_get(&c, O_MIN_DELTA)) opts.min_delta = parse_float(&c, O_MIN_DELTA, 0, 1e9);
+    if (cli_get(&c, O_PREFIX_CLIP)) opts.prefix_clip = parse_float(&c, O_PREFIX_CLIP, 0, 1e9);
+    if (cli_get(&c, O_CROP)) opts.aug.crop_pad = (int)parse_int(&c, O_CROP, 0, 64);
+    if (cli_get(&c, O_FLIP)) opts.aug.flip = parse_choice(&c, O_FLIP, ONOFF, 8) % 2;
+    if (cli_get(&c, O_RANDAUG)) {
+        float v[2];
+        if (parse_floats(&c, O_RANDAUG, v, 2) != 2 || v[0] != (int)v[0] || v[1] != (int)v[1])
+            usage_error(&c, "--randaug: give N,M as two integers, e.g. 2,14");
+        opts.aug.randaug_n = (int)v[0];
+        opts.aug.randaug_m = (int)v[1];
+    }
+    if (cli_get(&c, O_SEED)) opts.seed = parse_u64(&c, O_SEED);
+    if (cli_get(&c, O_LOG_EVERY)) opts.log_every = (int)parse_int(&c, O_LOG_EVERY, 1, INT_MAX);
+    if (cli_get(&c, O_EVAL_BATCH)) opts.eval_batch = (int)parse_int(&c, O_EVAL_BATCH, 1, 65536);
+    if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 1024));
+    if (cli_get(&c, O_TRAIN_BRANCHES)) {
+        if (opts.schedule != PF_SCHED_JOINT && cli_get(&c, O_SCHEDULE))
+            usage_error(&c, "--train-branches trains some branches jointly: use --schedule joint (the default then)");
+        opts.schedule = PF_SCHED_JOINT;
+        opts.keep_trainable = 1;
+    }
+    if (pf_train_opts_validate(&opts) != PF_OK) usage_error(&c, "%s", pf_last_error());
+    val_s = cli_get(&c, O_VAL);
+    if (val_s) {
+        char *end;
+        double v = strtod(val_s, &end);
+        if (end != val_s && !*end) {
+            if (!(v >= 0 && v < 1)) usage_error(&c, "--val: a fraction must be in [0, 1)");
+            val_frac = v;
+            val_s = NULL;
+        }
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    // data
+    load_data(cli_need(&c, O_DATA), PF_SPLIT_TRAIN, &all);
+    if (val_s) {
+        train = all;
+        load_data(val_s, PF_SPLIT_TEST, &val);
+    } else if (val_frac > 0) {
+        if (pf_dataset_split(&all, val_frac, opts.seed, &train, &val) != PF_OK) die(1, "%s", pf_last_error());
+        pf_dataset_free(&all);
+    } else {
+        train = all;
+        memset(&val, 0, sizeof val);
+    }
+    test_s = cli_get(&c, O_TEST);
+    if (!test_s) test_s = test_owned = test_spec_of(cli_need(&c, O_DATA));
+    if (test_s && strcmp(test_s, "none")) {
+        load_data(test_s, PF_SPLIT_TEST, &test);
+        have_test = 1;
+    }
+
+    // model
+    if (resume || init) {
+        if (pf_model_load(resume ? resume : init, &m) != PF_OK) die_file(resume ? resume : init);
+    } else {
+        // the data decides what the flags and the preset leave open
+        if (!cli_get(&c, O_ARCH + A_IMAGE) && strcmp(preset, "paper") && train.h == train.w) cfg.image_size = train.h;
+        if (!cli_get(&c, O_ARCH + A_CHANNELS)) cfg.channels = train.c;
+        if (!cli_get(&c, O_ARCH + A_CLASSES)) cfg.classes = train.classes;
+        arch_flags(&c, O_ARCH, &cfg);
+        if (!cli_get(&c, O_ARCH + A_MEAN) && !cli_get(&c, O_ARCH + A_STD) && strcmp(preset, "paper"))
+            pf_dataset_stats(&train, cfg.mean, cfg.std);
+        if (pf_model_create(&cfg, &m) != PF_OK) die(2, "train: %s", pf_last_error());
+        pf_model_init(m, opts.seed, embed_std);
+    }
+    if (train.c != m->cfg.channels && !(train.c == 3 && m->cfg.channels == 1) && !(train.c == 1 && m->cfg.channels == 3))
+        die(1, "%s has %d channels, the model %d", train.name, train.c, m->cfg.channels);
+    if (pf_trainer_init(&t, m, &train, val.n ? &val : NULL, &opts) != PF_OK) die(1, "%s", pf_last_error());
+    if (cli_get(&c, O_TRAIN_BRANCHES)) {
+        const char *h = cli_get(&c, O_TRAIN_HEAD);
+        parse_branch_list(&c, O_TRAIN_BRANCHES, m->cfg.branches, m->train_branch);
+        m->train_stem = 0;
+        m->train_head = 0;
+        if (h && !strcmp(h, "all")) m->train_head = 1;
+        else if (h && strcmp(h, "off")) {
+            m->train_head = 1;
+            m->head_rows_from = (int)parse_int(&c, O_TRAIN_HEAD, 0, m->cfg.classes - 1);
+        }
+    } else if (cli_get(&c, O_TRAIN_HEAD)) {
+        usage_error(&c, "--train-head goes with --train-branches");
+    }
+    snprintf(args, sizeof args, "{\"data\":\"%.300s\",\"preset\":\"%.40s\"}", cli_need(&c, O_DATA), preset);
+    for (i = 0; args[i]; i++) if (args[i] == '\\' || (unsigned char)args[i] < 0x20) args[i] = '_';
+    t.meta_extra = args;
+    if (resume && pf_trainer_resume(&t, resume) != PF_OK) die(1, "%s", pf_last_error());
+    if (strcmp(out, resume ? resume : "") && resume)
+        fprintf(stderr, "note: resuming from %s, saving to %s\n", resume, out);
+    if (cli_get(&c, O_LOG)) {
+        if (pf_trainer_open_log(&t, cli_get(&c, O_LOG)) != PF_OK) die(1, "%s", pf_last_error());
+        if (!resume) {
+            char cj[2048], line[3072];
+            pf_config_to_json(&m->cfg, cj, sizeof cj);
+            snprintf(line, sizeof line, "{\"event\":\"start\",\"schedule\":\"%s\",\"branches\":%d,\"depth\":%d,"
+                     "\"params\":%zu,\"train\":%d,\"val\":%d,\"preset\":\"%.40s\",\"config\":%s}",
+                     pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth, m->n_params, train.n, val.n,
+                     preset, cj);
+            pf_trainer_log(&t, line);
+        }
+    }
+    t.out_path = out;
+    t.stop = &g_stop;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.tty = isatty(1);
+    ctx.quiet = cli_get(&c, O_QUIET) != NULL;
+    t.progress = on_progress;
+    t.user = &ctx;
+    if (!ctx.quiet)
+        printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, %d threads\n",
+               train.name, train.n, val.n, pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth,
+               m->n_params, pf_get_threads());
+    if (resume && t.s.done && !ctx.quiet) printf("the run in %s has finished; evaluating it\n", resume);
+    st = pf_trainer_run(&t);
+    if (st == PF_ERR_INTERRUPTED) {
+        if (ctx.tty) printf("\n");
+        fprintf(stderr, "interrupted at epoch %d (step %lld). %s holds the last finished epoch; continue with the same "
+                "command and --resume %s\n", t.s.epoch + 1, (long long)t.s.step, out, out);
+        return 130;
+    }
+    if (st != PF_OK) die(1, "%s", pf_last_error());
+    if (have_test) {
+        char line[4096];
+        size_t len;
+        int k;
+        sweep = (double *)xmalloc((size_t)m->cfg.branches * sizeof(double));
+        if (pf_evaluate(m, &test, opts.eval_batch, &loss, &acc, NULL, sweep) != PF_OK) die(1, "%s", pf_last_error());
+        len = (size_t)snprintf(line, sizeof line, "{\"event\":\"sweep\",\"split\":\"test\",\"step\":%lld,\"accuracy\":%.6g,"
+                               "\"loss\":%.6g,\"sweep\":[", (long long)t.s.step, acc, loss);
+        for (k = 0; k < m->active && len < sizeof line; k++)
+            len += (size_t)snprintf(line + len, sizeof line - len, "%s%.6g", k ? "," : "", sweep[k]);
+        if (len < sizeof line) snprintf(line + len, sizeof line - len, "]}");
+        pf_trainer_log(&t, line);
+        snprintf(line, sizeof line, "{\"event\":\"end\",\"step\":%lld,\"time_s\":%.1f,\"test_accuracy\":%.6g}",
+                 (long long)t.s.step, t.s.time_s, acc);
+        pf_trainer_log(&t, line);
+        print_sweep(sweep, m->active, m);
+        printf("test accuracy %.2f%% (%d images, %s), loss %.4f; model in %s\n", 100 * acc, test.n, test.name, loss, out);
+    } else {
+        printf("done; model in %s\n", out);
+    }
+    free(sweep);
+    free(test_owned);
+    pf_trainer_free(&t);
+    pf_model_free(m);
+    pf_dataset_free(&train);
+    pf_dataset_free(&val);
+    if (have_test) pf_dataset_free(&test);
+    cli_free(&c);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    enum { O_MODEL, O_DATA, O_SWEEP, O_JSON, O_BRANCHES, O_BATCH, O_THREADS, O_N };
+    static const optdef o[O_N] = {
+        {"--model", "FILE", "required", "checkpoint (safetensors)"},
+        {"--data", "SPEC", "required", "dataset spec as for train (default split: test)"},
+        {"--sweep", NULL, "off", "also the accuracy of every branch prefix k = 1..n, in one pass"},
+        {"--json", NULL, "off", "print one JSON object (DESIGN 4)"},
+        {"--branches", "K", "all", "evaluate the first K branches"},
+        {"--batch", "N", "256", "images per forward"},
+        {"--threads", "N", "all cores", "threads"},
+    };
+    cli c = {"eval", o, O_N, 0, NULL, NULL};
+    pf_model *m = NULL;
+    pf_dataset d;
+    double loss, acc, *per_class, *sweep = NULL;
+    int k, K, do_sweep, batch = 256;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer eval --model FILE --data SPEC [--sweep] [--json]\n\n"
+               "Accuracy, loss and per-class accuracy of a model on a dataset; with --sweep the accuracy of the first\n"
+               "k branches for every k (the compression curve).\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 1024));
+    if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 65536);
+    if (pf_model_load(cli_need(&c, O_MODEL), &m) != PF_OK) die_file(cli_need(&c, O_MODEL));
+    if (cli_get(&c, O_BRANCHES)) pf_model_set_active(m, (int)parse_int(&c, O_BRANCHES, 1, m->cfg.branches));
+    load_data(cli_need(&c, O_DATA), PF_SPLIT_TEST, &d);
+    K = m->cfg.classes;
+    do_sweep = cli_get(&c, O_SWEEP) != NULL;
+    per_class = (double *)xmalloc((size_t)K * sizeof(double));
+    if (do_sweep) sweep = (double *)xmalloc((size_t)m->active * sizeof(double));
+    if (pf_evaluate(m, &d, batch, &loss, &acc, per_class, sweep) != PF_OK) die(1, "%s", pf_last_error());
+    if (cli_get(&c, O_JSON)) {
+        printf("{\"accuracy\": %.6g, \"loss\": %.6g, \"n\": %d, \"branches\": %d, \"per_class\": [", acc, loss, d.n,
+               m->active);
+        for (k = 0; k < K; k++) {
+            if (isfinite(per_class[k])) printf("%s%.6g", k ? ", " : "", per_class[k]);
+            else printf("%snull", k ? ", " : "");
+        }
+        printf("]");
+        if (do_sweep) {
+            printf(", \"sweep\": [");
+            for (k = 0; k < m->active; k++) printf("%s%.6g", k ? ", " : "", sweep[k]);
+            printf("]");
+        }
+        printf(", \"model\": ");
+        json_str(stdout, cli_need(&c, O_MODEL));
+        printf(", \"data\": ");
+        json_str(stdout, d.name);
+        printf("}\n");
+    } else {
+        printf("%s on %s: accuracy %.2f%% (%d images), loss %.4f, %d branch%s\n\nper class:\n", cli_need(&c, O_MODEL),
+               d.name, 100 * acc, d.n, loss, m->active, m->active > 1 ? "es" : "");
+        for (k = 0; k < K; k++) {
+            const char *name = d.class_names && k < d.classes ? d.class_names[k] : "";
+            if (isfinite(per_class[k])) printf("  %3d %-16s %7.2f%%\n", k, name, 100 * per_class[k]);
+            else printf("  %3d %-16s      --  (no images)\n", k, name);
+        }
+        if (do_sweep) print_sweep(sweep, m->active, m);
+    }
+    free(per_class);
+    free(sweep);
+    pf_dataset_free(&d);
+    pf_model_free(m);
+    cli_free(&c);
+    return 0;
+}
+
+static int cmd_compress(int argc, char **argv) {
+    enum { O_MODEL, O_KEEP, O_OUT, O_N };
+    static const optdef o[O_N] = {
+        {"--model", "FILE", "required", "checkpoint"},
+        {"--keep", "K", "required", "branches to keep (the first K)"},
+        {"--out", "FILE", "required", "the compressed model (no training state)"},
+    };
+    cli c = {"compress", o, O_N, 0, NULL, NULL};
+    pf_model *m = NULL, *m2 = NULL;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer compress --model FILE --keep K --out FILE\n\n"
+               "The paper's compression: keep the first K branches. The result predicts exactly like the full model\n"
+               "evaluated on its first K branches (eval --branches K).\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    if (pf_model_load(cli_need(&c, O_MODEL), &m) != PF_OK) die_file(cli_need(&c, O_MODEL));
+    if (pf_model_compress(m, (int)parse_int(&c, O_KEEP, 1, m->cfg.branches), &m2) != PF_OK) die(1, "%s", pf_last_error());
+    if (pf_model_save(m2, cli_need(&c, O_OUT)) != PF_OK) die_file(cli_need(&c, O_OUT));
+    printf("%s: %d of %d branches, %zu of %zu parameters (%.2fx smaller)\n", cli_need(&c, O_OUT), m2->cfg.branches,
+           m->cfg.branches, m2->n_params, m->n_params, (double)m->n_params / (double)m2->n_params);
+    pf_model_free(m);
+    pf_model_free(m2);
+    cli_free(&c);
+    return 0;
+}
+
+static int cmd_expand(int argc, char **argv) {
+    enum { O_MODEL, O_ADD, O_CLASSES, O_NEW_BRANCH, O_SEED, O_OUT, O_N };
+    static const optdef o[O_N] = {
+        {"--model", "FILE", "required", "checkpoint"},
+        {"--add", "J", "0", "branches to append"},
+        {"--classes", "K2", "unchanged", "grow the classifier to K2 outputs (old rows kept)"},
+        {"--new-branch", "zero|random", "zero", "new branches start with zeroed output projections, or random"},
+        {"--seed", "N", "0", "initialisation of the new tensors"},
+        {"--out", "FILE", "required", "the expanded model (no training state)"},
+    };
+    static const char *const NB[] = {"zero", "random"};
+    cli c = {"expand", o, O_N, 0, NULL, NULL};
+    pf_model *m = NULL, *m2 = NULL;
+    int add, classes = 0, nb = PF_NEW_ZERO;
+    if (wants_help(argc, argv)) {
+        printf("usage: paraformer expand --model FILE --add J [--classes K2] --out FILE\n\n"
+               "Continual learning: append J branches (and grow the classifier), then fine-tune only the new parts\n"
+               "with `paraformer train --init FILE --train-branches LIST [--train-head K]`.\n\n");
+        print_options(&c);
+        return 0;
+    }
+    cli_parse(&c, argc, argv);
+    if (pf_model_load(cli_need(&c, O_MODEL), &m) != PF_OK) die_file(cli_need(&c, O_MODEL));
+    add = cli_get(&c, O_ADD) ? (int)parse_int(&c, O_ADD, 0, 1024) : 0;
+    if (cli_get(&c, O_CLASSES)) classes = (int)parse_int(&c, O_CLASSES, m->cfg.classes, 1 << 20);
+    if (cli_get(&c, O_NEW_BRANCH)) nb = parse_choice(&c, O_NEW_BRANCH, NB, 2);
+    if (pf_model_expand(m, add, classes, nb, cli_get(&c, O_SEED) ? parse_u64(&c, O_SEED) : 0, &m2) != PF_OK)
+        usage_error(&c, "%s", pf_last_error());
+    if (pf_model_save(m2, cli_need(&c, O_OUT)) != PF_OK) die_file(cli_need(&c, O_OUT));
+    printf("%s: %d -> %d branches, %d -> %d classes, %zu parameters\n", cli_need(&c, O_OUT), m->cfg.branches,
+           m2->cfg.branches, m->cfg.classes, m2->cfg.classes, m2->n_params);
+    printf("fine-tune the new parts with:\n  paraformer train --init %s --train-branches %d-%d", cli_need(&c, O_OUT),
+           m->cfg.branches + 1, m2->cfg.branches);
+    if (m2->cfg.classes > m->cfg.classes) printf(" --train-head %d", m->cfg.classes);
+    printf(" --data ... --out ...\n");
+    pf_model_free(m);
+    pf_model_free(m2);
+    cli_free(&c);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 // main
 
 static void usage(FILE *f) {
@@ -1062,6 +1564,10 @@ static void usage(FILE *f) {
                "  init      create a model with seeded initial weights (safetensors)\n"
                "  info      show a checkpoint's configuration, parameter counts and tensors\n"
                "  predict   class scores (logits or probabilities) for .npy arrays or images\n"
+               "  train     train progressively on a dataset (checkpoints, resume, log, branch sweep)\n"
+               "  eval      accuracy, per-class accuracy and the branch sweep on a dataset\n"
+               "  compress  keep the first k branches (the paper's compression)\n"
+               "  expand    append branches / grow the classifier (continual learning)\n"
                "  bench     training and inference speed, per-op GFLOP/s (random input)\n"
                "  help      this list; `paraformer help <command>` for a command's options\n\n"
                "--version prints the version.\n", PF_VERSION);
@@ -1073,7 +1579,12 @@ static int run_command(const char *cmd, int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
-    fprintf(stderr, "error: unknown command '%s' (commands: init, info, predict, bench; see 'paraformer --help')\n",
+    if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "compress")) return cmd_compress(argc, argv);
+    if (!strcmp(cmd, "expand")) return cmd_expand(argc, argv);
+    fprintf(stderr, "error: unknown command '%s' (commands: init, info, predict, train, eval, compress, expand, bench; "
+            "see 'paraformer --help')\n",
             cmd);
     return 2;
 }

@@ -1,0 +1,434 @@
+/* test_train.c - progressive training end to end on the shipped
+   Fashion-MNIST sample (data/fmnist-sample): the schedules, the branch sweep,
+   compress/expand, byte-identical resume, option validation.
+
+   A tiny model (28x28x1, patch 7, width 16, 3 branches x 1 layer) keeps it to
+   seconds. Every check states what it holds the trainer to. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+#include "pf_test.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SAMPLE "fmnist:data/fmnist-sample"
+
+static char dir[256];
+
+static void path_in(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", dir, name); }
+
+static pf_config tiny_config(int classes) {
+    pf_config c;
+    memset(&c, 0, sizeof c);
+    c.image_size = 28; c.channels = 1; c.patch_size = 7;
+    c.dim = 16; c.heads = 2; c.mlp_dim = 32;
+    c.branches = 3; c.depth = 1; c.classes = classes;
+    c.mean[0] = 0.286f; c.std[0] = 0.353f;
+    return c;
+}
+
+static pf_train_opts tiny_opts(int schedule) {
+    pf_train_opts o = pf_train_opts_default();
+    o.schedule = schedule;
+    o.epochs = 2;
+    o.batch = 50;
+    o.optim.lr = 3e-3f;
+    o.warmup = 0.5f;
+    o.patience = 0;
+    o.seed = 7;
+    o.aug.crop_pad = 2;
+    o.aug.flip = 1;
+    return o;
+}
+
+/* ---- reading a JSON-lines log back ---- */
+
+typedef struct logline { char event[16]; double step, stage, active, loss; } logline;
+
+static int read_log(const char *path, logline *out, int cap) {
+    FILE *f = fopen(path, "rb");
+    char line[4096];
+    int n = 0;
+    if (!f) return -1;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        logline *l = &out[n];
+        memset(l, 0, sizeof *l);
+        l->loss = l->stage = l->active = l->step = NAN;
+        if (!pf_json_string(line, len, "event", l->event, sizeof l->event)) continue;
+        pf_json_number(line, len, "step", &l->step);
+        pf_json_number(line, len, "stage", &l->stage);
+        pf_json_number(line, len, "active", &l->active);
+        pf_json_number(line, len, "loss", &l->loss);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* ---- running a schedule, optionally stopping after `stop_at` steps ---- */
+
+static volatile int g_stop;
+static int64_t g_stop_at;
+static void on_progress(const pf_train_info *p, void *user) {
+    (void)user;
+    if (g_stop_at > 0 && p->step >= g_stop_at) g_stop = 1;
+}
+
+static pf_status run(const pf_dataset *tr, const pf_dataset *va, const pf_train_opts *o, const char *ckpt,
+                     const char *log, int resume, int64_t stop_at, int threads, int64_t *steps) {
+    pf_config c = tiny_config(10);
+    pf_model *m;
+    pf_trainer t;
+    pf_status st;
+    pf_set_threads(threads);
+    if ((st = pf_model_create(&c, &m)) != PF_OK) return st;
+    pf_model_init(m, 3, 0.0f);
+    if ((st = pf_trainer_init(&t, m, tr, va, o)) != PF_OK) { pf_model_free(m); return st; }
+    if (resume && (st = pf_trainer_resume(&t, ckpt)) != PF_OK) goto done;
+    if (log && (st = pf_trainer_open_log(&t, log)) != PF_OK) goto done;
+    t.out_path = ckpt;
+    g_stop = 0;
+    g_stop_at = stop_at;
+    t.stop = &g_stop;
+    t.progress = on_progress;
+    st = pf_trainer_run(&t);
+    if (steps) *steps = t.s.step;
+done:
+    pf_trainer_free(&t);
+    pf_model_free(m);
+    return st;
+}
+
+static int same_file(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int ca, cb, same = fa && fb;
+    while (same) {
+        ca = getc(fa);
+        cb = getc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static void test_staged(const pf_dataset *tr, const pf_dataset *va) {
+    char ckpt[300], log[300];
+    logline L[400];
+    int n, i, s, stages_seen = 0, order_ok = 1, all_fall = 1, nondecr = 1;
+    double prev_active = 0;
+    pf_train_opts o = tiny_opts(PF_SCHED_STAGED);
+    int64_t steps = 0;
+    o.log_every = 2;
+    path_in(ckpt, sizeof ckpt, "staged.safetensors");
+    path_in(log, sizeof log, "staged.jsonl");
+    check(run(tr, va, &o, ckpt, log, 0, 0, 2, &steps) == PF_OK, "staged: runs");
+    check(steps == 3 * 2 * 12, "staged: 3 stages x 2 epochs x 12 batches = 72 steps (got %lld)", (long long)steps);
+    n = read_log(log, L, 400);
+    for (i = 0; i < n; i++) {
+        if (!strcmp(L[i].event, "stage")) {
+            stages_seen++;
+            order_ok &= L[i].stage == stages_seen && L[i].active == stages_seen;
+        }
+        if (!strcmp(L[i].event, "train")) {
+            nondecr &= L[i].active >= prev_active;
+            prev_active = L[i].active;
+        }
+    }
+    check(stages_seen == 3 && order_ok, "staged: branches activate in order 1, 2, 3 (%d stage events)", stages_seen);
+    check(nondecr, "staged: the active branch count never goes down");
+    for (s = 1; s <= 3; s++) { /* loss falls within each stage: last train line below the first */
+        double first = NAN, last = NAN;
+        for (i = 0; i < n; i++)
+            if (!strcmp(L[i].event, "train") && L[i].stage == s) {
+                if (isnan(first)) first = L[i].loss;
+                last = L[i].loss;
+            }
+        check(last < first, "staged: train loss falls within stage %d (%.4f -> %.4f)", s, first, last);
+        all_fall &= last < first;
+    }
+    (void)all_fall;
+}
+
+/* zeroed output projections: a new branch contributes exactly nothing */
+static void test_zero_branch(void) {
+    pf_config c = tiny_config(10);
+    pf_model *m, *m2;
+    float *x, *l1, *l2;
+    int i, same = 1, n = 4;
+    size_t per = 28 * 28;
+    pf_model_create(&c, &m);
+    pf_model_init(m, 11, 0.0f);
+    x = (float *)malloc(per * n * sizeof(float));
+    l1 = (float *)malloc(10 * n * sizeof(float));
+    l2 = (float *)malloc(10 * n * sizeof(float));
+    for (i = 0; i < (int)per * n; i++) x[i] = (float)sin(0.37 * i);
+    pf_model_set_active(m, 2);
+    pf_predict(m, x, n, l1);
+    pf__zero_branch_out(m, 2);
+    pf_model_set_active(m, 3);
+    pf_predict(m, x, n, l2);
+    for (i = 0; i < 10 * n; i++) same &= l1[i] == l2[i];
+    check(same, "zero-initialised branch 3 leaves the logits of branches 1..2 bitwise unchanged (prenorm, delta)");
+    /* expand by one zeroed branch: the same function */
+    pf_model_set_active(m, 3);
+    pf_predict(m, x, n, l1);
+    check(pf_model_expand(m, 1, 0, PF_NEW_ZERO, 5, &m2) == PF_OK && m2->cfg.branches == 4, "expand adds a branch");
+    pf_predict(m2, x, n, l2);
+    for (same = 1, i = 0; i < 10 * n; i++) same &= l1[i] == l2[i];
+    check(same, "expand with a zeroed branch: bitwise the same logits");
+    pf_model_free(m2);
+    free(x); free(l1); free(l2);
+    pf_model_free(m);
+}
+
+static void test_sweep_and_compress(const pf_dataset *te) {
+    char ckpt[300];
+    pf_model *m, *mk;
+    double sweep[3], acc, loss;
+    int k, ok = 1;
+    path_in(ckpt, sizeof ckpt, "staged.safetensors");
+    if (pf_model_load(ckpt, &m) != PF_OK) { check(0, "load the staged model: %s", pf_last_error()); return; }
+    check(pf_evaluate(m, te, 64, &loss, &acc, NULL, sweep) == PF_OK, "evaluate with the sweep");
+    check(sweep[2] == acc, "sweep at k = n equals the plain accuracy (%.4f, %.4f)", sweep[2], acc);
+    for (k = 1; k <= 3; k++) {
+        double acck, lossk;
+        if (pf_model_compress(m, k, &mk) != PF_OK) { ok = 0; break; }
+        pf_evaluate(mk, te, 64, &lossk, &acck, NULL, NULL);
+        check(acck == sweep[k - 1], "compress --keep %d evaluates exactly like prefix %d of the sweep (%.4f vs %.4f)", k,
+              k, acck, sweep[k - 1]);
+        check(mk->n_params == pf_model_part_size(m, PF_PART_STEM) + pf_model_part_size(m, PF_PART_HEAD) +
+                                  (size_t)k * pf_model_part_size(m, PF_PART_BRANCH),
+              "compressed to %d branches has stem + head + %d branches of parameters", k, k);
+        pf_model_free(mk);
+    }
+    check(ok, "compress works for k = 1..3");
+    check(pf_model_compress(m, 0, &mk) != PF_OK && pf_model_compress(m, 4, &mk) != PF_OK,
+          "compress refuses keep = 0 and keep > branches");
+    printf("     (staged tiny model on 500 test images: sweep %.3f %.3f %.3f)\n", sweep[0], sweep[1], sweep[2]);
+    check(acc > 0.35, "the tiny staged model learned something (chance is 0.1): test accuracy %.3f > 0.35", acc);
+    pf_model_free(m);
+}
+
+static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at) {
+    char full[300], part[300], lfull[300], lpart[300];
+    pf_train_opts o = tiny_opts(schedule);
+    int64_t s1 = 0, s2 = 0, s3 = 0;
+    pf_status st;
+    const char *name = pf_schedule_name(schedule);
+    path_in(full, sizeof full, "full.safetensors");
+    path_in(part, sizeof part, "part.safetensors");
+    path_in(lfull, sizeof lfull, "full.jsonl");
+    path_in(lpart, sizeof lpart, "part.jsonl");
+    remove(lfull);
+    remove(lpart);
+    check(run(tr, va, &o, full, lfull, 0, 0, 2, &s1) == PF_OK, "%s: uninterrupted run", name);
+    st = run(tr, va, &o, part, lpart, 0, stop_at, 2, &s2);
+    check(st == PF_ERR_INTERRUPTED && s2 >= stop_at && s2 < s1, "%s: a run stopped after %lld steps reports it (%s)",
+          name, (long long)s2, pf_status_name(st));
+    st = run(tr, va, &o, part, lpart, 1, 0, 1, &s3); /* the rest with 1 thread */
+    check(st == PF_OK && s3 == s1, "%s: resumed run finishes at the same step (%lld, %lld)", name, (long long)s3,
+          (long long)s1);
+    check(same_file(full, part), "%s: resumed (1 thread) and uninterrupted (2 threads) checkpoints are byte-identical",
+          name);
+    {
+        logline a[400], b[400];
+        int na = read_log(lfull, a, 400), nb = read_log(lpart, b, 400), i, same = na == nb;
+        for (i = 0; same && i < na; i++)
+            same = !strcmp(a[i].event, b[i].event) && a[i].step == b[i].step &&
+                   (a[i].loss == b[i].loss || (isnan(a[i].loss) && isnan(b[i].loss)));
+        check(same && na > 0, "%s: the resumed log reads as the uninterrupted one (%d and %d lines)", name, na, nb);
+    }
+}
+
+static void test_interleaved_steps(const pf_dataset *tr, const pf_dataset *va) {
+    pf_train_opts o = tiny_opts(PF_SCHED_INTERLEAVED);
+    int64_t steps = 0;
+    char ckpt[300];
+    o.epochs = 1;
+    path_in(ckpt, sizeof ckpt, "inter.safetensors");
+    check(run(tr, va, &o, ckpt, NULL, 0, 0, 2, &steps) == PF_OK, "interleaved runs");
+    check(steps == 12 * (3 + 1), "interleaved: each batch one step per prefix 1..3, then a joint pass: %lld steps",
+          (long long)steps);
+    o = tiny_opts(PF_SCHED_JOINT);
+    check(run(tr, va, &o, ckpt, NULL, 0, 0, 2, &steps) == PF_OK && steps == 2 * 12, "joint: one step per batch (%lld)",
+          (long long)steps);
+}
+
+/* class-incremental: learn classes 0-4, expand by a branch and 5 rows, then
+   train on all ten classes (the old ones replayed) with the stem, the old
+   branches, the final LayerNorm and the old rows frozen. Bound: old-class
+   accuracy (argmax over all 10) drops by at most 25 points; measured for
+   this tiny model: 0.554 -> 0.399. Without replay the new rows take every
+   image (0.554 -> 0.000): they are never told "no" on an old-class image. */
+static void test_expand_incremental(void) {
+    pf_dataset old_tr, old_te, new_tr, all_te;
+    pf_config c = tiny_config(5);
+    pf_model *m, *m2;
+    pf_trainer t;
+    pf_train_opts o = tiny_opts(PF_SCHED_JOINT);
+    double acc_old_before, acc_old_after, acc_new, loss, per[10];
+    size_t i;
+    int same = 1;
+    pf_set_threads(2);
+    if (pf_dataset_load(SAMPLE "@train#classes=0-4#limit=800", PF_SPLIT_TRAIN, &old_tr) != PF_OK ||
+        pf_dataset_load(SAMPLE "@test#classes=0-4", PF_SPLIT_TEST, &old_te) != PF_OK ||
+        pf_dataset_load(SAMPLE "@train#limit=1200", PF_SPLIT_TRAIN, &new_tr) != PF_OK ||
+        pf_dataset_load(SAMPLE "@test", PF_SPLIT_TEST, &all_te) != PF_OK) {
+        check(0, "class subsets load: %s", pf_last_error());
+        return;
+    }
+    c.branches = 2;
+    pf_model_create(&c, &m);
+    pf_model_init(m, 1, 0.0f);
+    o.epochs = 4;
+    pf_trainer_init(&t, m, &old_tr, NULL, &o);
+    check(pf_trainer_run(&t) == PF_OK, "train on classes 0-4");
+    pf_trainer_free(&t);
+    pf_evaluate(m, &old_te, 100, &loss, &acc_old_before, NULL, NULL);
+    check(pf_model_expand(m, 1, 10, PF_NEW_ZERO, 2, &m2) == PF_OK && m2->cfg.branches == 3 && m2->cfg.classes == 10,
+          "expand: +1 branch, 5 -> 10 classes");
+    o.keep_trainable = 1;
+    pf_trainer_init(&t, m2, &new_tr, NULL, &o);
+    m2->train_branch[0] = m2->train_branch[1] = 0;
+    m2->train_branch[2] = 1;
+    m2->train_stem = 0;
+    m2->head_rows_from = 5;
+    check(pf_trainer_run(&t) == PF_OK, "fine-tune the new branch and rows on classes 5-9");
+    pf_trainer_free(&t);
+    for (i = 0; i < pf_model_part_size(m, PF_PART_STEM) + 2 * pf_model_part_size(m, PF_PART_BRANCH); i++)
+        same &= m->params[i] == m2->params[i];
+    check(same, "the stem and the old branches are bitwise unchanged");
+    {
+        const pf_tensor_spec *a = pf_model_find(m, "head.weight"), *b = pf_model_find(m2, "head.weight");
+        const pf_tensor_spec *ln1 = pf_model_find(m, "ln.weight"), *ln2 = pf_model_find(m2, "ln.weight");
+        check(!memcmp(m->params + a->offset, m2->params + b->offset, a->numel * sizeof(pf_real)) &&
+                  !memcmp(m->params + ln1->offset, m2->params + ln2->offset, ln1->numel * sizeof(pf_real)),
+              "the old classifier rows and the final LayerNorm are bitwise unchanged");
+    }
+    pf_evaluate(m2, &all_te, 100, &loss, &acc_new, per, NULL);
+    {
+        double old_mean = 0, new_mean = 0;
+        int k;
+        for (k = 0; k < 5; k++) old_mean += per[k] / 5;
+        for (k = 5; k < 10; k++) new_mean += per[k] / 5;
+        acc_old_after = old_mean;
+        printf("     (old classes %.3f before, %.3f after; new classes %.3f)\n", acc_old_before, acc_old_after, new_mean);
+        check(new_mean > 0.3, "the new classes are learned (chance 0.1): %.3f > 0.3", new_mean);
+        check(acc_old_after >= acc_old_before - 0.25,
+              "old-class accuracy stays within 25 points of before, with no old data replayed (%.3f -> %.3f)",
+              acc_old_before, acc_old_after);
+    }
+    pf_model_free(m);
+    pf_model_free(m2);
+    pf_dataset_free(&old_tr); pf_dataset_free(&old_te); pf_dataset_free(&new_tr); pf_dataset_free(&all_te);
+}
+
+static void test_validation(void) {
+    pf_train_opts o;
+    pf_config c;
+    float es;
+    struct { const char *what; int field; double v; } bad[] = {
+        {"epochs 0", 0, 0}, {"batch 0", 1, 0}, {"lr 0", 2, 0}, {"lr NaN", 2, NAN}, {"beta1 1", 3, 1},
+        {"label smoothing 1", 4, 1}, {"warmup beyond epochs", 5, 99}, {"min lr 2", 6, 2}, {"patience -1", 7, -1},
+        {"schedule 7", 8, 7}, {"old lr -1", 9, -1}, {"crop 65", 10, 65}, {"randaug m 31", 11, 31},
+        {"keep_trainable with staged", 12, 1},
+    };
+    size_t i;
+    o = pf_train_opts_default();
+    check(pf_train_opts_validate(&o) == PF_OK, "the default options are valid");
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o = pf_train_opts_default();
+        switch (bad[i].field) {
+        case 0: o.epochs = (int)bad[i].v; break;
+        case 1: o.batch = (int)bad[i].v; break;
+        case 2: o.optim.lr = (float)bad[i].v; break;
+        case 3: o.optim.beta1 = (float)bad[i].v; break;
+        case 4: o.label_smoothing = (float)bad[i].v; break;
+        case 5: o.warmup = (float)bad[i].v; break;
+        case 6: o.min_lr = (float)bad[i].v; break;
+        case 7: o.patience = (int)bad[i].v; break;
+        case 8: o.schedule = (int)bad[i].v; break;
+        case 9: o.old_lr = (float)bad[i].v; break;
+        case 10: o.aug.crop_pad = (int)bad[i].v; break;
+        case 11: o.aug.randaug_n = 2; o.aug.randaug_m = (int)bad[i].v; break;
+        case 12: o.keep_trainable = 1; break;
+        }
+        check(pf_train_opts_validate(&o) == PF_ERR_ARG && *pf_last_error(), "options refused: %s (%s)", bad[i].what,
+              pf_last_error());
+    }
+    check(pf_train_preset("fmnist-small", &c, &o, &es) == PF_OK && pf_train_opts_validate(&o) == PF_OK &&
+              pf_config_validate(&c) == PF_OK,
+          "preset fmnist-small is valid");
+    check(pf_train_preset("paper", &c, &o, &es) == PF_OK && o.schedule == PF_SCHED_INTERLEAVED && o.optim.adam &&
+              o.lr_schedule == PF_LR_CONSTANT && es == 1.0f,
+          "preset paper: interleaved, Adam, constant lr, N(0,1) embeddings");
+    check(pf_train_preset("nope", &c, &o, &es) == PF_ERR_ARG, "unknown preset refused");
+    { /* the learning-rate schedule */
+        pf_train_opts q = pf_train_opts_default();
+        q.optim.lr = 1.0f; q.warmup = 1.0f; q.min_lr = 0.1f;
+        /* (min_lr is a float: 0.1f, hence 1e-6) */
+        check(fabs(pf__lr_at(&q, 0, 100, 10) - 0.1) < 1e-6 && fabs(pf__lr_at(&q, 9, 100, 10) - 1.0) < 1e-6,
+              "warmup rises linearly over its epoch: lr(0) = 0.1, lr(9) = 1");
+        check(fabs(pf__lr_at(&q, 10, 100, 10) - 1.0) < 1e-6 && fabs(pf__lr_at(&q, 55, 100, 10) - 0.55) < 1e-6 &&
+                  fabs(pf__lr_at(&q, 100, 100, 10) - 0.1) < 1e-6,
+              "cosine from lr to min_lr: 1 at the end of warmup, 0.55 half way, 0.1 at the end");
+    }
+}
+
+static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
+    char ckpt[300], plain[300];
+    pf_train_opts o = tiny_opts(PF_SCHED_JOINT);
+    pf_config c = tiny_config(10);
+    pf_model *m;
+    pf_trainer t;
+    path_in(ckpt, sizeof ckpt, "full.safetensors"); /* the joint run of test_resume */
+    path_in(plain, sizeof plain, "plain.safetensors");
+    pf_model_create(&c, &m);
+    pf_model_init(m, 3, 0.0f);
+    pf_model_save(m, plain);
+    o.optim.lr = 1e-2f;
+    pf_trainer_init(&t, m, tr, va, &o);
+    check(pf_trainer_resume(&t, ckpt) == PF_ERR_ARG && strstr(pf_last_error(), "lr"),
+          "resume with another learning rate is refused, naming it (%s)", pf_last_error());
+    check(pf_trainer_resume(&t, plain) == PF_ERR_FORMAT && strstr(pf_last_error(), "train_state"),
+          "resume from a model without training state is refused (%s)", pf_last_error());
+    pf_trainer_free(&t);
+    pf_model_free(m);
+}
+
+int main(void) {
+    pf_dataset all, tr, va, te;
+    snprintf(dir, sizeof dir, "/tmp/pf_test_train_XXXXXX");
+    if (!mkdtemp(dir)) { printf("cannot make a temporary directory\n0 passed, 1 failed\n"); return 1; }
+    if (pf_dataset_load(SAMPLE "#limit=660", PF_SPLIT_TRAIN, &all) != PF_OK ||
+        pf_dataset_load(SAMPLE "#limit=500", PF_SPLIT_TEST, &te) != PF_OK) {
+        printf("FAIL - the sample data loads: %s\n0 passed, 1 failed\n", pf_last_error());
+        return 1;
+    }
+    pf_dataset_split(&all, 60.0 / 660, 1, &tr, &va);
+    check(tr.n == 600 && va.n == 60, "600 training and 60 validation images");
+    test_validation();
+    test_zero_branch();
+    test_staged(&tr, &va);
+    test_sweep_and_compress(&te);
+    test_interleaved_steps(&tr, &va);
+    test_resume(&tr, &va, PF_SCHED_STAGED, 29);
+    test_resume(&tr, &va, PF_SCHED_INTERLEAVED, 61); /* 48 steps per epoch */
+    test_resume(&tr, &va, PF_SCHED_JOINT, 13);
+    test_resume_refusals(&tr, &va);
+    test_expand_incremental();
+    pf_dataset_free(&all); pf_dataset_free(&tr); pf_dataset_free(&va); pf_dataset_free(&te);
+    { /* clean up the temporary directory */
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
