@@ -185,5 +185,80 @@ if [ -s "$T/y.npy" ]; then ok "predict wrote $T/y.npy"; else bad "predict wrote 
 expect_ok "predict uint8 NHWC .npy to CSV on stdout" "$EXE" predict --model "$FIXM" --input "$XU8" --output - --top 2
 if [ "$(wc -l <"$T/out")" -ge 6 ]; then ok "CSV has a header and 5 rows"; else bad "CSV: $(wc -l <"$T/out") lines"; fi
 
+# --- plot ------------------------------------------------------------------
+# tests/data/train_log.jsonl: a staged run of 3 branches (3 stages, a crash
+# that leaves a half-written line 27, a resume, a sweep of 3 values).
+LOG=tests/data/train_log.jsonl
+
+# well_formed LABEL SVG: parses as XML (python3), else at least opens and closes <svg>
+well_formed() {
+    if [ -x /usr/bin/python3 ]; then
+        if /usr/bin/python3 -c 'import xml.dom.minidom,sys; xml.dom.minidom.parse(sys.argv[1])' "$2" 2>"$T/xml_err"
+        then ok "$1"; else bad "$1: $(tail -n 1 "$T/xml_err" | cut -c1-200)"; fi
+    elif grep -q '<svg' "$2" && grep -q '</svg>' "$2"; then
+        ok "$1 (<svg> ... </svg> only: no /usr/bin/python3)"
+    else
+        bad "$1: no <svg> ... </svg> in $2"
+    fi
+}
+
+# has LABEL FILE STRING...: FILE contains every STRING (fixed strings)
+has() {
+    local label=$1 file=$2 s
+    shift 2
+    for s in "$@"; do
+        if ! grep -qF -- "$s" "$file"; then bad "$label: no '$s' in $file"; return; fi
+    done
+    ok "$label"
+}
+
+expect_ok "plot a staged log with a resume and a half-written line" "$EXE" plot --log "$LOG" --out "$T/plot.svg"
+has "plot warns about the half-written line, naming file and line" "$T/err" "$LOG:27"
+well_formed "plot wrote a well-formed SVG" "$T/plot.svg"
+has "plot SVG has a viewBox" "$T/plot.svg" 'viewBox="0 0 1000 '
+if grep -q -e 'href' -e '<script' -e '@import' -e '<image' "$T/plot.svg"; then
+    bad "plot SVG refers to something outside itself"; else ok "plot SVG is self-contained"; fi
+has "plot marks the three stages" "$T/plot.svg" "stage 1 (1 branch)" "stage 2 (2 branches)" "stage 3 (3 branches)"
+has "plot labels the sweep values" "$T/plot.svg" ">84.1%<" ">87.4%<" ">88.7%<"
+no_file "plot leaves no temporary" "$T/plot.svg.tmp"
+
+# a joint run (no stages, no sweep) named with markup characters, a NaN line
+# (not JSON: skipped) and an infinite loss (skipped)
+printf '%s\n' '{"event":"start","schedule":"joint","branches":3,"name":"joint <3x2> & \"co\""}' \
+    '{"event":"train","step":100,"loss":1.9,"acc":0.31}' '{"event":"train","step":200,"loss":NaN,"acc":0.4}' \
+    '{"event":"train","step":300,"loss":1e999,"acc":0.5}' \
+    '{"event":"eval","step":400,"split":"val","loss":1.1,"accuracy":0.6}' '{"event":"novel","step":5}' \
+    >"$T/joint.jsonl"
+expect_ok "plot two logs overlaid" "$EXE" plot --log "$LOG" --log "$T/joint.jsonl" --out "$T/two.svg" --title 'a & b'
+has "plot warns about the NaN line" "$T/err" "$T/joint.jsonl:3"
+well_formed "overlay SVG is well-formed (names with <, &, quotes)" "$T/two.svg"
+has "overlay legend names both runs" "$T/two.svg" ">pf2x3 staged<" ">joint &lt;3x2&gt; &amp; &quot;co&quot;<"
+has "overlay notes the run without a sweep" "$T/two.svg" "1 run without a sweep yet"
+printf '{"event":"train","step":0,"loss":2.3,"acc":0.1}\n' >"$T/one.jsonl"
+expect_ok "plot a log of one point" "$EXE" plot --log "$T/one.jsonl" --out "$T/one.svg" --width 400
+well_formed "one-point SVG is well-formed" "$T/one.svg"
+has "one-point SVG says there is no sweep yet" "$T/one.svg" "no sweep yet"
+expect_ok "plot --help" "$EXE" plot --help
+has "plot --help shows the options and defaults" "$T/out" "--log FILE" "--out FILE" "--title TEXT" "default: 1000"
+
+: >"$T/empty.jsonl"
+tail -c +101 "$FIX/torch_logits.npy" >"$T/garbage.jsonl"
+{ printf '{"event":"start","name":"'; head -c 1100000 /dev/zero | tr '\0' a; printf '"}\n'; } >"$T/long.jsonl"
+expect_fail "plot without --log" "--log" "$EXE" plot --out "$T/x.svg"
+expect_fail "plot without --out" "--out" "$EXE" plot --log "$LOG"
+expect_fail "plot --width out of range" "--width" "$EXE" plot --log "$LOG" --out "$T/x.svg" --width 10
+expect_fail "plot --out onto its --log" "--out" "$EXE" plot --log "$T/one.jsonl" --out "$T/one.jsonl"
+expect_fail "plot of a missing log" "$T/missing.jsonl" "$EXE" plot --log "$T/missing.jsonl" --out "$T/x.svg"
+expect_fail "plot of an empty log" "$T/empty.jsonl" "$EXE" plot --log "$T/empty.jsonl" --out "$T/x.svg"
+expect_fail "plot of a log of garbage" "$T/garbage.jsonl: no log events" "$EXE" plot --log "$T/garbage.jsonl" --out "$T/x.svg"
+expect_fail "plot of a log with a 1.1 MB line" "$T/long.jsonl:1" "$EXE" plot --log "$T/long.jsonl" --out "$T/x.svg"
+expect_fail "plot of a directory" "$T/adir.npy" "$EXE" plot --log "$T/adir.npy" --out "$T/x.svg"
+expect_fail "plot of a good and an empty log" "$T/empty.jsonl" \
+    "$EXE" plot --log "$LOG" --log "$T/empty.jsonl" --out "$T/x.svg"
+expect_fail "plot into a missing directory" "$T/nodir/x.svg" "$EXE" plot --log "$LOG" --out "$T/nodir/x.svg"
+no_file "failed plots leave no SVG" "$T/x.svg"
+if cmp -s "$T/one.jsonl" <(printf '{"event":"train","step":0,"loss":2.3,"acc":0.1}\n'); then
+    ok "plot --out onto its --log left the log alone"; else bad "plot --out onto its --log changed the log"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
