@@ -1,6 +1,9 @@
 # Makefile for ParaFormer-C (paraformer.h + the `paraformer` program).
 #
 #   make               build build/paraformer (the command-line program)
+#   make run           the main job: train a small ParaFormer progressively on
+#                      Fashion-MNIST ($PARAFORMER_DATA, else the shipped
+#                      sample), print the branch sweep, write the plot
 #   make test          build and run every test; no PyTorch, no GPU needed
 #   make test SAN=1    the same with AddressSanitizer + UBSan, in build-san/
 #   make test-torch    live PyTorch interop check (optional, needs PyTorch)
@@ -224,6 +227,10 @@ test: $(TESTS_C) $(TEST_EXE)
 	@for f in $(MISSING); do echo "✗ $$f is missing: skipped (the finished tree has every test)"; done
 	@PARAFORMER_EXE=$(EXE) tests/run_all.sh $(TESTS_RUN)
 
+# The main job (tools/run_fmnist.sh; RUN_DIR, RUN_EPOCHS, PARAFORMER_DATA).
+run: $(EXE)
+	@PARAFORMER_EXE=$(EXE) tools/run_fmnist.sh
+
 # Optional: live interop against PyTorch (not part of `make test`).
 test-torch: $(EXE)
 	$(PYTHON) tools/torch_interop.py $(EXE)
@@ -261,6 +268,7 @@ clean:
 help:
 	@echo "targets:"
 	@echo "  make              build $(EXE) from tools/paraformer.c"
+	@echo "  make run          train on Fashion-MNIST (PARAFORMER_DATA or data/fmnist-sample), sweep, plot"
 	@echo "  make test         build and run every test (no PyTorch or GPU needed)"
 	@echo "  make test SAN=1   the same under AddressSanitizer + UBSan, in build-san/"
 	@echo "  make test-torch   $(PYTHON) tools/torch_interop.py $(EXE) (needs PyTorch)"
@@ -271,4 +279,4 @@ help:
 	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) SAN=$(SAN)"
 	@echo "compile:   $(CC) $(ALL_CFLAGS) ... $(ALL_LDFLAGS) $(LDLIBS)"
 
-.PHONY: all test test-torch bench bench-tools bench-compare clean help
+.PHONY: all run test test-torch bench bench-tools bench-compare clean help
