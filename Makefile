@@ -119,15 +119,18 @@ endif
 endif
 
 # Flags for every C program. The tests add -DPF_DOUBLE where they need it.
-ALL_CFLAGS   = $(STD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(STBFLAGS) $(ZLIBFLAGS)
-ALL_CXXFLAGS = $(CXXSTD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(STBFLAGS) $(ZLIBFLAGS)
+# STBFLAGS (-DPF_HAVE_STB) only go to the programs that compile stb_image's
+# implementation themselves (build/paraformer, test_data): with it the
+# library calls stbi_* functions, which every other program would lack.
+ALL_CFLAGS   = $(STD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(ZLIBFLAGS)
+ALL_CXXFLAGS = $(CXXSTD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(ZLIBFLAGS)
 ALL_LDFLAGS  = $(LDFLAGS) $(SANFLAGS) $(OMPFLAGS)
 
 # Everything is rebuilt when the flags change (`make STB=0` after `make`):
 # $(BUILD)/flags holds the flags of the last build and is only rewritten
 # when they differ.
 FLAGS_FILE := $(BUILD)/flags
-FLAGS_NOW   = $(CC) $(CXX) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(LDLIBS)
+FLAGS_NOW   = $(CC) $(CXX) $(ALL_CFLAGS) $(STBFLAGS) $(ALL_LDFLAGS) $(LDLIBS)
 ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_FILE) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
 	echo '$(FLAGS_NOW)' > $(FLAGS_FILE); })
@@ -147,7 +150,7 @@ $(BUILD):
 	@mkdir -p $@
 
 $(EXE): tools/paraformer.c tools/bench_common.h $(HDR) | $(BUILD)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # ---------------------------------------------------------------------------
 # Test programs. Each prints one line per check and ends with
@@ -180,7 +183,7 @@ $(BUILD)/test_io: tests/test_io.c $(HDR) | $(BUILD)
 # test_data: the dataset readers (every format, written here), specs,
 # splits, statistics, augmentation and batches; the shipped data/fmnist-sample.
 $(BUILD)/test_data: tests/test_data.c $(HDR) | $(BUILD)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # test_header_*: the header as a user compiles it, -Werror -pedantic: as C99
 # and as C++, extern and PF_STATIC, always linked from two translation units
@@ -287,6 +290,6 @@ help:
 	@echo "  make bench-tools  build $(EXE) and $(GEMM_BENCH) (needs libopenblas-dev)"
 	@echo "  make clean        remove build/ and build-san/"
 	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) ZLIB=$(ZLIB) SAN=$(SAN)"
-	@echo "compile:   $(CC) $(ALL_CFLAGS) ... $(ALL_LDFLAGS) $(LDLIBS)"
+	@echo "compile:   $(CC) $(ALL_CFLAGS) [$(STBFLAGS) for build/paraformer, test_data] ... $(ALL_LDFLAGS) $(LDLIBS)"
 
 .PHONY: all test test-torch bench bench-tools bench-compare clean help
