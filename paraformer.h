@@ -448,7 +448,18 @@ typedef struct pf_dataset {
    .../cifar-10-batches-bin or .../cifar-100-binary. .gz files need the
    library built with PF_HAVE_ZLIB (zlib), folders PF_HAVE_STB (stb_image);
    without them the error says so. Every file is validated (magic, sizes,
-   counts, label range) before anything proportional to it is allocated. */
+   counts, label range) before anything proportional to it is allocated.
+   Details: where both FILE and FILE.gz exist the uncompressed one is read;
+   a .gz is streamed, its buffer grows only as data arrives, and a file may
+   hold (decompress to) at most PF_DATASET_MAX_BYTES (1 GiB). IDX files must
+   match exactly (no trailing bytes); CIFAR batches may hold any positive
+   whole number of records, all five training batches must be there, and
+   class names come from batches.meta.txt / fine_label_names.txt when those
+   have a name per class, else the standard ones. A folder's images must all
+   have the size of the first one (else an error names the odd file) and
+   are converted to its channel count; hidden entries are skipped. npy
+   labels must be in 0..99999 and classes = max label + 1. The '@' of a
+   split is the last one in the spec, unless a '/' or ',' follows it. */
 PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out);
 PFDEF void pf_dataset_free(pf_dataset *d);
 /* The images idx[0..n) of d as a new dataset (copies; names kept). */
