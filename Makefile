@@ -22,6 +22,7 @@
 #   OPENMP=0           build without OpenMP even if the compiler has it
 #   STB=0              build without stb_image (no PNG/JPEG/BMP input)
 #   STB_INC=DIR        where stb/stb_image.h lives (default /usr/include)
+#   ZLIB=0             build without zlib (no .gz datasets)
 #   SAN=1              sanitizers: -fsanitize=address,undefined, in build-san/
 #   BENCH_THREADS=N    threads for `make bench` (default 2)
 #   BENCH_ARGS=...     extra flags for each `paraformer bench` of `make bench`
@@ -85,6 +86,16 @@ ifeq ($(HAVE_STB),1)
 STBFLAGS := -DPF_HAVE_STB $(if $(filter /usr/include,$(STB_INC)),,-I$(STB_INC))
 endif
 
+# zlib (Debian's zlib1g-dev) for .gz datasets: -DPF_HAVE_ZLIB and -lz.
+ZLIB ?= 1
+ifeq ($(ZLIB),1)
+HAVE_ZLIB := $(call try-cc,,$(HASH)include <zlib.h>\nint main(void) { return zlibVersion() == 0; }\n,-lz)
+endif
+ifeq ($(HAVE_ZLIB),1)
+ZLIBFLAGS := -DPF_HAVE_ZLIB
+LDLIBS    += -lz
+endif
+
 # OpenBLAS (Debian's libopenblas-dev) only for build/gemm_bench, the GEMM
 # comparison of the benchmarks; probed only when a bench target is asked for,
 # so `make` and `make test` never depend on it.
@@ -103,6 +114,7 @@ ifeq ($(MAKELEVEL),0)
 ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),all)),)
 $(info $(if $(HAVE_OPENMP),✓ OpenMP     -fopenmp,✗ OpenMP     $(if $(filter 0,$(OPENMP)),disabled (OPENMP=0),not available): single-threaded build))
 $(info $(if $(HAVE_STB),✓ stb_image  $(STB_INC)/stb/stb_image.h (-DPF_HAVE_STB),✗ stb_image  $(if $(filter 0,$(STB)),disabled (STB=0),$(STB_INC)/stb/stb_image.h not found (apt-get install libstb-dev)): no PNG/JPEG/BMP input))
+$(info $(if $(HAVE_ZLIB),✓ zlib       -lz (-DPF_HAVE_ZLIB),✗ zlib       $(if $(filter 0,$(ZLIB)),disabled (ZLIB=0),<zlib.h> or -lz not found (apt-get install zlib1g-dev)): no .gz datasets))
 $(info $(if $(NVCC),✓ nvcc       $(NVCC) (no CUDA backend to build yet),✗ nvcc       not found (the GPU backend will need it)))
 $(if $(filter 1,$(SAN)),$(info ✓ sanitizers address,undefined -> $(BUILD)/))
 $(if $(filter $(BENCH_GOALS),$(MAKECMDGOALS)),$(info $(if $(HAVE_OPENBLAS),✓ OpenBLAS   <cblas.h> $(strip $(OPENBLAS_CFLAGS) $(OPENBLAS_LIBS)) (build/gemm_bench),✗ OpenBLAS   <cblas.h> or -lopenblas not found (apt-get install libopenblas-dev): no GEMM comparison)))
@@ -110,15 +122,18 @@ endif
 endif
 
 # Flags for every C program. The tests add -DPF_DOUBLE where they need it.
-ALL_CFLAGS   = $(STD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(STBFLAGS)
-ALL_CXXFLAGS = $(CXXSTD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(STBFLAGS)
+# STBFLAGS (-DPF_HAVE_STB) only go to the programs that compile stb_image's
+# implementation themselves (build/paraformer, test_data): with it the
+# library calls stbi_* functions, which every other program would lack.
+ALL_CFLAGS   = $(STD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(ZLIBFLAGS)
+ALL_CXXFLAGS = $(CXXSTD) $(CFLAGS) $(SANFLAGS) $(WARN) $(OMPFLAGS) $(ZLIBFLAGS)
 ALL_LDFLAGS  = $(LDFLAGS) $(SANFLAGS) $(OMPFLAGS)
 
 # Everything is rebuilt when the flags change (`make STB=0` after `make`):
 # $(BUILD)/flags holds the flags of the last build and is only rewritten
 # when they differ.
 FLAGS_FILE := $(BUILD)/flags
-FLAGS_NOW   = $(CC) $(CXX) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(LDLIBS)
+FLAGS_NOW   = $(CC) $(CXX) $(ALL_CFLAGS) $(STBFLAGS) $(ALL_LDFLAGS) $(LDLIBS)
 ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_FILE) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
 	echo '$(FLAGS_NOW)' > $(FLAGS_FILE); })
@@ -138,7 +153,7 @@ $(BUILD):
 	@mkdir -p $@
 
 $(EXE): tools/paraformer.c tools/bench_common.h $(HDR) | $(BUILD)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # ---------------------------------------------------------------------------
 # Test programs. Each prints one line per check and ends with
@@ -168,14 +183,19 @@ $(BUILD)/test_interop: tests/test_interop.c $(HDR) | $(BUILD)
 $(BUILD)/test_io: tests/test_io.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
+# test_data: the dataset readers (every format, written here), specs,
+# splits, statistics, augmentation and batches; the shipped data/fmnist-sample.
+$(BUILD)/test_data: tests/test_data.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
 # test_header_*: the header as a user compiles it, -Werror -pedantic: as C99
 # and as C++, extern and PF_STATIC, always linked from two translation units
 # (tests/test_header_tu2.c includes the header without the implementation, or
 # with its own private copy under PF_STATIC). `mixed` links the C
 # implementation with a C++ caller (extern "C" linkage).
 HDR_WARN   := -Wall -Wextra -Werror -pedantic
-HDR_CFLAGS  = $(STD) $(CFLAGS) $(SANFLAGS) $(HDR_WARN) $(OMPFLAGS)
-HDR_CXFLAGS = $(CXXSTD) -x c++ $(CFLAGS) $(SANFLAGS) $(HDR_WARN) $(OMPFLAGS)
+HDR_CFLAGS  = $(STD) $(CFLAGS) $(SANFLAGS) $(HDR_WARN) $(OMPFLAGS) $(ZLIBFLAGS)
+HDR_CXFLAGS = $(CXXSTD) -x c++ $(CFLAGS) $(SANFLAGS) $(HDR_WARN) $(OMPFLAGS) $(ZLIBFLAGS)
 HDR_SRCS   := tests/test_header.c tests/test_header_tu2.c $(HDR)
 HDR_BINS   := test_header_c test_header_c_static test_header_cpp test_header_cpp_static test_header_mixed
 
@@ -205,6 +225,7 @@ have = $(wildcard $(1))
 TESTS_C := \
   $(if $(call have,tests/test_header.c),$(addprefix $(BUILD)/,$(HDR_BINS))) \
   $(if $(call have,tests/test_io.c),$(BUILD)/test_io) \
+  $(if $(call have,tests/test_data.c),$(BUILD)/test_data) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
   $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
@@ -216,7 +237,7 @@ ifeq ($(TEST_EXE),)
 TESTS_RUN := $(filter-out %/test_interop,$(TESTS_RUN))
 endif
 MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_tu2.c tests/test_io.c \
-             tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
+             tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_data.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
 
 # `make test`: build everything first, then run. tests/run_all.sh prints each
 # program's output, a summary, and as its very last line the summed
@@ -276,7 +297,7 @@ help:
 	@echo "  make bench-compare  $(PYTHON) tools/bench_compare.py (ours vs PyTorch vs OpenBLAS; COMPARE_ARGS=--quick)"
 	@echo "  make bench-tools  build $(EXE) and $(GEMM_BENCH) (needs libopenblas-dev)"
 	@echo "  make clean        remove build/ and build-san/"
-	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) SAN=$(SAN)"
-	@echo "compile:   $(CC) $(ALL_CFLAGS) ... $(ALL_LDFLAGS) $(LDLIBS)"
+	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) ZLIB=$(ZLIB) SAN=$(SAN)"
+	@echo "compile:   $(CC) $(ALL_CFLAGS) [$(STBFLAGS) for build/paraformer, test_data] ... $(ALL_LDFLAGS) $(LDLIBS)"
 
 .PHONY: all run test test-torch bench bench-tools bench-compare clean help

@@ -35,6 +35,16 @@
                           this for finite-difference checks
        PF_MALLOC(sz) / PF_REALLOC(p,sz) / PF_FREE(p)   allocator (all or none)
        PF_ASSERT(x)       assert macro (default: assert.h)
+       PF_HAVE_ZLIB       read .gz datasets through zlib (link with -lz); without
+                          it a .gz file is refused with a message saying so
+       PF_HAVE_STB        read PNG/JPEG/BMP (pf_image_load, folder datasets)
+                          through stb_image: the header includes
+                          <stb/stb_image.h> for the declarations, and one file
+                          of the program compiles stb's implementation
+                          (#define STB_IMAGE_IMPLEMENTATION, then #include
+                          <stb/stb_image.h>, before or after this header)
+       PF_DATASET_MAX_BYTES  most bytes one dataset file may (decompress to)
+                          (default 1 GiB: stops gzip bombs)
        OpenMP is used when the file is compiled with -fopenmp. Every parallel
        loop gives each output element to exactly one thread, so the results
        are bitwise identical for any number of threads.
@@ -443,7 +453,18 @@ typedef struct pf_dataset {
    .../cifar-10-batches-bin or .../cifar-100-binary. .gz files need the
    library built with PF_HAVE_ZLIB (zlib), folders PF_HAVE_STB (stb_image);
    without them the error says so. Every file is validated (magic, sizes,
-   counts, label range) before anything proportional to it is allocated. */
+   counts, label range) before anything proportional to it is allocated.
+   Details: where both FILE and FILE.gz exist the uncompressed one is read;
+   a .gz is streamed, its buffer grows only as data arrives, and a file may
+   hold (decompress to) at most PF_DATASET_MAX_BYTES (1 GiB). IDX files must
+   match exactly (no trailing bytes); CIFAR batches may hold any positive
+   whole number of records, all five training batches must be there, and
+   class names come from batches.meta.txt / fine_label_names.txt when those
+   have a name per class, else the standard ones. A folder's images must all
+   have the size of the first one (else an error names the odd file) and
+   are converted to its channel count; hidden entries are skipped. npy
+   labels must be in 0..99999 and classes = max label + 1. The '@' of a
+   split is the last one in the spec, unless a '/' or ',' follows it. */
 PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out);
 PFDEF void pf_dataset_free(pf_dataset *d);
 /* The images idx[0..n) of d as a new dataset (copies; names kept). */
@@ -471,6 +492,11 @@ typedef struct pf_augment {
    is the same for any thread count and can be rebuilt after a resume. */
 PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg,
                                  const pf_augment *aug, uint64_t seed, uint64_t counter, pf_real *x);
+/* The augmentation pf_dataset_batch applies to one image [h,w,c] (c 1..4),
+   with the randomness of (seed, counter): dst (h*w*c bytes, not src) is
+   image i of a batch built with (seed, counter - i). */
+PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, const pf_augment *aug, uint64_t seed,
+                                 uint64_t counter, unsigned char *dst);
 
 /* Reads an image file (PNG, JPEG, BMP; needs PF_HAVE_STB) into 8-bit pixels
    [h, w, c] allocated with PF_MALLOC (free with pf_image_free). Refuses
@@ -681,6 +707,12 @@ PFDEF int pf_get_threads(void);
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #define PF__HAVE_FSYNC 1
+#endif
+#ifdef PF_HAVE_ZLIB
+#include <zlib.h>
+#endif
+#if defined(PF_HAVE_STB) && !defined(STBI_INCLUDE_STB_IMAGE_H)
+#include <stb/stb_image.h> /* declarations; the program compiles stb's implementation */
 #endif
 
 #if defined(PF_MALLOC) && defined(PF_FREE) && defined(PF_REALLOC)
@@ -4618,6 +4650,1221 @@ PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c,
             }
         }
     }
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* datasets */
+
+/* What one dataset file may decompress to (a gzip bomb stops here). */
+#ifndef PF_DATASET_MAX_BYTES
+#define PF_DATASET_MAX_BYTES ((uint64_t)1 << 30)
+#endif
+#define PF__MAX_SIDE 16384      /* pixels on a side, any source */
+#define PF__MAX_LABEL 100000    /* npy labels must be below this */
+
+#if defined(PF_HAVE_STB) && (defined(__unix__) || defined(__APPLE__))
+#include <dirent.h>
+#define PF__HAVE_DIRENT 1
+#endif
+
+static const char *const pf__fmnist_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+static const char *const pf__cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                                  "dog", "frog", "horse", "ship", "truck"};
+static const char *const pf__cifar100_names[100] = {
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest",
+    "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard",
+    "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum",
+    "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper",
+    "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
+    "woman", "worm"};
+
+PFDEF void pf_dataset_free(pf_dataset *d) {
+    int i;
+    if (!d) return;
+    if (d->class_names)
+        for (i = 0; i < d->classes; i++) PF_FREE(d->class_names[i]);
+    PF_FREE(d->class_names);
+    PF_FREE(d->images);
+    PF_FREE(d->labels);
+    memset(d, 0, sizeof *d);
+}
+
+/* d->class_names = copies of names[0..k) (d->classes must be k) */
+static pf_status pf__set_names(pf_dataset *d, const char *const *names, int k) {
+    int i;
+    if (!names) return PF_OK;
+    d->class_names = PF__CALLOC(char *, k);
+    if (!d->class_names) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name);
+    for (i = 0; i < k; i++)
+        if (!(d->class_names[i] = pf__strndup(names[i], strlen(names[i]))))
+            return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name);
+    return PF_OK;
+}
+
+static int pf__ends_with_ci(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix), i;
+    if (k > n) return 0;
+    for (i = 0; i < k; i++) {
+        int a = (unsigned char)s[n - k + i], b = (unsigned char)suffix[i];
+        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
+        if (a != b) return 0;
+    }
+    return 1;
+}
+
+/* path = dir/name; 0 (and an error) when it does not fit */
+static int pf__join(char *path, size_t cap, const char *dir, const char *name) {
+    size_t n = strlen(dir);
+    const char *sep = n && dir[n - 1] == '/' ? "" : "/";
+    if ((size_t)snprintf(path, cap, "%s%s%s", dir, sep, name) >= cap) {
+        pf_fail(PF_ERR_ARG, "%s/%s: path too long", dir, name);
+        return 0;
+    }
+    return 1;
+}
+
+/* path = dir/base if that file opens, else dir/base.gz if that does (the
+   uncompressed file wins when both exist) */
+static pf_status pf__find_file(char *path, size_t cap, const char *dir, const char *base, const char *what) {
+    char gz[1100];
+    FILE *f;
+    int e;
+    if (!pf__join(path, cap, dir, base)) return PF_ERR_ARG;
+    if ((f = fopen(path, "rb")) != NULL) { fclose(f); return PF_OK; }
+    e = errno;
+    if ((size_t)snprintf(gz, sizeof gz, "%s.gz", path) >= sizeof gz || strlen(gz) >= cap)
+        return pf_fail(PF_ERR_ARG, "%s.gz: path too long", path);
+    if ((f = fopen(gz, "rb")) != NULL) { fclose(f); memcpy(path, gz, strlen(gz) + 1); return PF_OK; }
+    return pf_fail(PF_ERR_IO, "%s[.gz]: cannot open the %s: %s", path, what, strerror(e));
+}
+
+/* A dataset file being read: plain, or gzip through zlib (streaming). */
+typedef struct pf__in {
+    const char *path;
+    FILE *f;
+    void *gz;       /* gzFile */
+    long long left; /* plain files: bytes not yet read; gzip: -1 (unknown) */
+} pf__in;
+
+static void pf__in_close(pf__in *in) {
+    if (in->f) fclose(in->f);
+#ifdef PF_HAVE_ZLIB
+    if (in->gz) gzclose((gzFile)in->gz);
+#endif
+    in->f = NULL;
+    in->gz = NULL;
+}
+
+static pf_status pf__in_open(pf__in *in, const char *path) {
+    memset(in, 0, sizeof *in);
+    in->path = path;
+    in->left = -1;
+    if (pf__ends_with_ci(path, ".gz")) {
+#ifdef PF_HAVE_ZLIB
+        unsigned char mg[2] = {0, 0};
+        size_t got;
+        FILE *f = fopen(path, "rb");
+        if (!f) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        got = fread(mg, 1, 2, f);
+        fclose(f);
+        if (got != 2 || mg[0] != 0x1f || mg[1] != 0x8b)
+            return pf_fail(PF_ERR_FORMAT, "%s: not a gzip file (it does not start with the gzip magic 1f 8b)", path);
+        in->gz = (void *)gzopen(path, "rb");
+        if (!in->gz) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+        gzbuffer((gzFile)in->gz, 1u << 17);
+        return PF_OK;
+#else
+        return pf_fail(PF_ERR_IO, "%s: .gz input needs the library built with PF_HAVE_ZLIB (zlib); gunzip it or rebuild",
+                       path);
+#endif
+    }
+    in->f = fopen(path, "rb");
+    if (!in->f) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    in->left = pf__file_size(in->f);
+    if (in->left < 0) {
+        pf__in_close(in);
+        return pf_fail(PF_ERR_IO, "%s: cannot determine the size (not a regular file?)", path);
+    }
+    return PF_OK;
+}
+
+/* Reads up to n bytes; *got < n only at the end of the data. A gzip stream
+   that ends early or is corrupt is an error. */
+static pf_status pf__in_read(pf__in *in, void *dst, size_t n, size_t *got) {
+    *got = 0;
+    if (in->f) {
+        *got = n ? fread(dst, 1, n, in->f) : 0;
+        if (*got < n && ferror(in->f)) return pf_fail(PF_ERR_IO, "%s: read error", in->path);
+        in->left -= (long long)*got;
+        return PF_OK;
+    }
+#ifdef PF_HAVE_ZLIB
+    while (*got < n) {
+        size_t want = n - *got;
+        int r, err = Z_OK;
+        const char *msg;
+        if (want > (1u << 30)) want = 1u << 30;
+        r = gzread((gzFile)in->gz, (unsigned char *)dst + *got, (unsigned)want);
+        if (r > 0) { *got += (size_t)r; if ((size_t)r == want) continue; }
+        msg = gzerror((gzFile)in->gz, &err);
+        if (r < 0 || (err != Z_OK && err != Z_BUF_ERROR))
+            return pf_fail(PF_ERR_FORMAT, "%s: corrupt gzip data (zlib: %s)", in->path, msg && *msg ? msg : "error");
+        if (err == Z_BUF_ERROR)
+            return pf_fail(PF_ERR_FORMAT, "%s: truncated gzip file (the compressed stream ends early)", in->path);
+        break; /* the end of the stream */
+    }
+#endif
+    return PF_OK;
+}
+
+/* Exactly n bytes (a header), else a truncation error naming `what`. */
+static pf_status pf__in_exact(pf__in *in, void *dst, size_t n, const char *what) {
+    size_t got;
+    pf_status st = pf__in_read(in, dst, n, &got);
+    if (st != PF_OK) return st;
+    if (got != n)
+        return pf_fail(PF_ERR_FORMAT, "%s: truncated: the file ends after %zu bytes, inside the %s (%zu bytes)", in->path,
+                       got, what, n);
+    return PF_OK;
+}
+
+/* The rest of the input in a new PF_MALLOC buffer. want > 0: exactly `want`
+   bytes of `what` must remain (else truncated / trailing bytes); want == 0:
+   any positive whole number of `rec`-byte records up to PF_DATASET_MAX_BYTES.
+   Plain files are checked against their size before anything is allocated;
+   gzip data grows the buffer only as it arrives, so a lying header or a
+   gzip bomb costs no more memory than the data it really holds. */
+static pf_status pf__in_rest(pf__in *in, uint64_t want, size_t rec, const char *what, unsigned char **buf,
+                             size_t *len) {
+    uint64_t limit = want ? want : (uint64_t)PF_DATASET_MAX_BYTES;
+    unsigned char *b = NULL;
+    size_t n = 0, cap, got;
+    pf_status st;
+    *buf = NULL;
+    *len = 0;
+    if (limit >= (uint64_t)((size_t)-1 >> 1)) return pf_fail(PF_ERR_FORMAT, "%s: %s too large for this machine", in->path, what);
+    if (in->f) { /* plain: the size is known */
+        uint64_t have = (uint64_t)in->left;
+        if (want && have != want)
+            return pf_fail(PF_ERR_FORMAT, "%s: the header announces %llu bytes of %s but the file has %llu (%s)", in->path,
+                           (unsigned long long)want, what, (unsigned long long)have,
+                           have < want ? "truncated" : "trailing bytes");
+        if (!want && have > limit)
+            return pf_fail(PF_ERR_FORMAT, "%s: %llu bytes is more than the %llu a dataset file may have", in->path,
+                           (unsigned long long)have, (unsigned long long)limit);
+        if (!want && (have == 0 || have % rec))
+            return pf_fail(PF_ERR_FORMAT, "%s: %llu bytes is not a whole positive number of %zu-byte records (%s)",
+                           in->path, (unsigned long long)have, rec, what);
+        b = (unsigned char *)PF_MALLOC((size_t)have ? (size_t)have : 1);
+        if (!b) return pf_fail(PF_ERR_NOMEM, "%s: out of memory for %llu bytes", in->path, (unsigned long long)have);
+        if ((st = pf__in_read(in, b, (size_t)have, &got)) != PF_OK || got != (size_t)have) {
+            PF_FREE(b);
+            return st != PF_OK ? st : pf_fail(PF_ERR_IO, "%s: read error (file changed while reading?)", in->path);
+        }
+        *buf = b;
+        *len = (size_t)have;
+        return PF_OK;
+    }
+    cap = limit + 1 < ((size_t)1 << 20) ? (size_t)limit + 1 : ((size_t)1 << 20);
+    for (;;) {
+        if (n == cap) {
+            size_t nc;
+            unsigned char *nb;
+            if ((uint64_t)n > limit) break; /* one byte past the limit: enough to tell */
+            nc = (uint64_t)cap * 2 > limit + 1 ? (size_t)limit + 1 : cap * 2;
+            nb = (unsigned char *)PF_REALLOC(b, nc);
+            if (!nb) { PF_FREE(b); return pf_fail(PF_ERR_NOMEM, "%s: out of memory for %zu bytes", in->path, nc); }
+            b = nb;
+            cap = nc;
+        } else if (!b) {
+            b = (unsigned char *)PF_MALLOC(cap);
+            if (!b) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", in->path);
+        }
+        if ((st = pf__in_read(in, b + n, cap - n, &got)) != PF_OK) { PF_FREE(b); return st; }
+        n += got;
+        if (n < cap) break; /* the end */
+    }
+    if ((uint64_t)n > limit) {
+        PF_FREE(b);
+        if (want)
+            return pf_fail(PF_ERR_FORMAT, "%s: trailing bytes after the %llu bytes of %s the header announces", in->path,
+                           (unsigned long long)want, what);
+        return pf_fail(PF_ERR_FORMAT, "%s: decompresses to more than %llu bytes, the most a dataset file may have "
+                       "(PF_DATASET_MAX_BYTES; a gzip bomb?)", in->path, (unsigned long long)limit);
+    }
+    if (want && (uint64_t)n < want) {
+        PF_FREE(b);
+        return pf_fail(PF_ERR_FORMAT, "%s: truncated: the header announces %llu bytes of %s but the data ends after %zu",
+                       in->path, (unsigned long long)want, what, n);
+    }
+    if (!want && (n == 0 || n % rec)) {
+        PF_FREE(b);
+        return pf_fail(PF_ERR_FORMAT, "%s: %zu bytes (decompressed) is not a whole positive number of %zu-byte records (%s)",
+                       in->path, n, rec, what);
+    }
+    *buf = b;
+    *len = n;
+    return PF_OK;
+}
+
+/* ---- Fashion-MNIST (IDX, http://yann.lecun.com/exdb/mnist/ format) ---- */
+
+static uint32_t pf__rd32be(const unsigned char *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Opens an IDX file of unsigned bytes with `rank` dimensions, reads dims. */
+static pf_status pf__idx_open(pf__in *in, const char *path, int rank, uint32_t *dims) {
+    unsigned char h[16];
+    uint32_t magic, expect = 0x00000800u | (uint32_t)rank;
+    int i;
+    pf_status st = pf__in_open(in, path);
+    if (st != PF_OK) return st;
+    if ((st = pf__in_exact(in, h, 4 + 4 * (size_t)rank, "IDX header")) != PF_OK) { pf__in_close(in); return st; }
+    magic = pf__rd32be(h);
+    if (magic != expect) {
+        pf__in_close(in);
+        return pf_fail(PF_ERR_FORMAT, "%s: bad magic 0x%08x (expected 0x%08x: IDX unsigned bytes, %d dimension%s)", path,
+                       (unsigned)magic, (unsigned)expect, rank, rank > 1 ? "s" : "");
+    }
+    for (i = 0; i < rank; i++) dims[i] = pf__rd32be(h + 4 + 4 * i);
+    return PF_OK;
+}
+
+static pf_status pf__load_fmnist(const char *dir, int split, pf_dataset *d) {
+    const char *pre = split == PF_SPLIT_TEST ? "t10k" : "train";
+    char ip[1024], lp[1024], base[64];
+    uint32_t id[3], ld[1];
+    pf__in ii, li;
+    unsigned char *lab = NULL;
+    size_t len, i;
+    uint64_t bytes;
+    pf_status st;
+    snprintf(base, sizeof base, "%s-images-idx3-ubyte", pre);
+    if ((st = pf__find_file(ip, sizeof ip, dir, base, "Fashion-MNIST images")) != PF_OK) return st;
+    snprintf(base, sizeof base, "%s-labels-idx1-ubyte", pre);
+    if ((st = pf__find_file(lp, sizeof lp, dir, base, "Fashion-MNIST labels")) != PF_OK) return st;
+    if ((st = pf__idx_open(&li, lp, 1, ld)) != PF_OK) return st;
+    if ((st = pf__idx_open(&ii, ip, 3, id)) != PF_OK) { pf__in_close(&li); return st; }
+    if (id[0] != ld[0])
+        st = pf_fail(PF_ERR_FORMAT, "%s: %u labels, but %s has %u images", lp, (unsigned)ld[0], ip, (unsigned)id[0]);
+    else if (id[0] == 0 || id[0] > 0x7fffffffu)
+        st = pf_fail(PF_ERR_FORMAT, "%s: image count %u is out of range (1..2^31-1)", ip, (unsigned)id[0]);
+    else if (id[1] < 1 || id[1] > PF__MAX_SIDE || id[2] < 1 || id[2] > PF__MAX_SIDE)
+        st = pf_fail(PF_ERR_FORMAT, "%s: image size %ux%u is out of range (1..%d)", ip, (unsigned)id[1], (unsigned)id[2],
+                     PF__MAX_SIDE);
+    else if ((bytes = (uint64_t)id[0] * id[1] * id[2]) > (uint64_t)PF_DATASET_MAX_BYTES)
+        st = pf_fail(PF_ERR_FORMAT, "%s: %u images of %ux%u are %llu bytes, more than a dataset file may have", ip,
+                     (unsigned)id[0], (unsigned)id[1], (unsigned)id[2], (unsigned long long)bytes);
+    else if ((st = pf__in_rest(&li, id[0], 1, "labels", &lab, &len)) == PF_OK) {
+        for (i = 0; i < len && st == PF_OK; i++)
+            if (lab[i] > 9) st = pf_fail(PF_ERR_FORMAT, "%s: label %d of item %zu is out of range (0..9)", lp, lab[i], i);
+        if (st == PF_OK) st = pf__in_rest(&ii, bytes, 1, "pixels", &d->images, &len);
+    }
+    pf__in_close(&ii);
+    pf__in_close(&li);
+    if (st == PF_OK) {
+        d->n = (int)id[0];
+        d->h = (int)id[1];
+        d->w = (int)id[2];
+        d->c = 1;
+        d->classes = 10;
+        d->labels = PF__CALLOC(int, d->n);
+        if (!d->labels) st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", ip);
+        else for (i = 0; i < (size_t)d->n; i++) d->labels[i] = lab[i];
+        if (st == PF_OK) st = pf__set_names(d, pf__fmnist_names, 10);
+    }
+    PF_FREE(lab);
+    return st;
+}
+
+/* ---- CIFAR-10 / CIFAR-100, binary version
+   (https://www.cs.toronto.edu/~kriz/cifar.html): records of label byte(s)
+   then 1024 R, 1024 G, 1024 B bytes (32x32 row-major planes) ---- */
+
+/* Class names, one per line, from dir/file if it has at least k non-empty
+   lines; otherwise NULL (the caller keeps the standard names). */
+static char **pf__read_names(const char *dir, const char *file, int k) {
+    char path[1100], line[256];
+    char **names;
+    FILE *f;
+    int n = 0;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path) return NULL;
+    if (!(f = fopen(path, "rb"))) return NULL;
+    names = PF__CALLOC(char *, k);
+    while (names && n < k && fgets(line, sizeof line, f)) {
+        size_t m = strlen(line);
+        while (m && (line[m - 1] == '\n' || line[m - 1] == '\r' || line[m - 1] == ' ' || line[m - 1] == '\t')) m--;
+        if (!m) continue;
+        if (!(names[n] = pf__strndup(line, m))) break;
+        n++;
+    }
+    fclose(f);
+    if (names && n < k) {
+        while (n > 0) PF_FREE(names[--n]);
+        PF_FREE(names);
+        names = NULL;
+    }
+    return names;
+}
+
+static pf_status pf__load_cifar(const char *dir, int split, int hundred, pf_dataset *d) {
+    const size_t rec = hundred ? 3074 : 3073;
+    const char *what = hundred ? "CIFAR-100 batch" : "CIFAR-10 batch";
+    char path[1024], base[64];
+    int f, nf = hundred || split == PF_SPLIT_TEST ? 1 : 5;
+    pf_status st = PF_OK;
+    d->h = d->w = 32;
+    d->c = 3;
+    d->classes = hundred ? 100 : 10;
+    for (f = 0; f < nf && st == PF_OK; f++) {
+        pf__in in;
+        unsigned char *buf = NULL, *img;
+        int *lab;
+        size_t len, r, nrec, p;
+        if (hundred) snprintf(base, sizeof base, "%s.bin", split == PF_SPLIT_TEST ? "test" : "train");
+        else if (split == PF_SPLIT_TEST) snprintf(base, sizeof base, "test_batch.bin");
+        else snprintf(base, sizeof base, "data_batch_%d.bin", f + 1);
+        if ((st = pf__find_file(path, sizeof path, dir, base, what)) != PF_OK) break;
+        if ((st = pf__in_open(&in, path)) != PF_OK) break;
+        st = pf__in_rest(&in, 0, rec, hundred ? "coarse label, fine label, 3072 pixels" : "label, 3072 pixels", &buf, &len);
+        pf__in_close(&in);
+        if (st != PF_OK) break;
+        nrec = len / rec;
+        if (nrec > (size_t)0x7fffffff - (size_t)d->n) {
+            PF_FREE(buf);
+            st = pf_fail(PF_ERR_FORMAT, "%s: too many images in total", path);
+            break;
+        }
+        img = (unsigned char *)PF_REALLOC(d->images, ((size_t)d->n + nrec) * 3072);
+        if (img) d->images = img;
+        lab = img ? (int *)PF_REALLOC(d->labels, ((size_t)d->n + nrec) * sizeof(int)) : NULL;
+        if (lab) d->labels = lab;
+        if (!img || !lab) {
+            PF_FREE(buf);
+            st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path);
+            break;
+        }
+        for (r = 0; r < nrec && st == PF_OK; r++) {
+            const unsigned char *s = buf + r * rec;
+            unsigned char *o = d->images + ((size_t)d->n + r) * 3072;
+            if (hundred && s[0] >= 20)
+                st = pf_fail(PF_ERR_FORMAT, "%s: record %zu has coarse label %d (expected 0..19)", path, r, s[0]);
+            else if (s[rec - 3073] >= d->classes)
+                st = pf_fail(PF_ERR_FORMAT, "%s: record %zu has %slabel %d (expected 0..%d)", path, r,
+                             hundred ? "fine " : "", s[rec - 3073], d->classes - 1);
+            d->labels[(size_t)d->n + r] = s[rec - 3073];
+            s += rec - 3072;
+            for (p = 0; p < 1024; p++) { /* CHW planes -> HWC */
+                o[3 * p] = s[p];
+                o[3 * p + 1] = s[1024 + p];
+                o[3 * p + 2] = s[2048 + p];
+            }
+        }
+        PF_FREE(buf);
+        d->n += (int)nrec;
+    }
+    if (st == PF_OK) {
+        d->class_names = pf__read_names(dir, hundred ? "fine_label_names.txt" : "batches.meta.txt", d->classes);
+        if (!d->class_names) st = pf__set_names(d, hundred ? pf__cifar100_names : pf__cifar10_names, d->classes);
+    }
+    return st;
+}
+
+/* ---- image files (stb_image) ---- */
+
+#ifdef PF_HAVE_STB
+/* Debian's stb_image (2.27) overruns its Huffman tables when a JPEG DHT table
+   declares more than 256 codes (nothings/stb#1289, fixed upstream later).
+   This walks the markers as stb_image does and refuses such a file before
+   decoding. */
+static int pf__jpeg_tables_ok(const unsigned char *p, size_t n) {
+    size_t i = 2, end, j, len;
+    int k, sum;
+    while (i + 1 < n) {
+        unsigned m = p[i + 1];
+        if (p[i] != 0xFF || m == 0xFF) { i++; continue; }                               /* entropy data, fill */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; } /* no length */
+        if (i + 3 >= n) break;
+        len = (size_t)p[i + 2] << 8 | p[i + 3];
+        end = i + 2 + len;
+        for (j = i + 4; m == 0xC4 && j < end; j += 17 + (size_t)sum) { /* DHT: class/id, 16 counts, symbols */
+            for (sum = 0, k = 1; k <= 16; k++) sum += j + k < n ? p[j + k] : 0;
+            if (sum > 256) return 0;
+        }
+        i = end;
+    }
+    return 1;
+}
+
+/* pf_image_load with `want` channels (0: the file's own) */
+static pf_status pf__image_load(const char *path, int want, unsigned char **pixels, int *h, int *w, int *c) {
+    FILE *f = fopen(path, "rb");
+    long long size;
+    unsigned char *buf, *img;
+    int iw = 0, ih = 0, ic = 0;
+    size_t bytes;
+    *pixels = NULL;
+    *h = *w = *c = 0;
+    if (!f) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size = pf__file_size(f);
+    if (size < 0 || size > (1LL << 30)) {
+        fclose(f);
+        return pf_fail(PF_ERR_IO, "%s: cannot read the image (size unknown or over 1 GiB)", path);
+    }
+    buf = (unsigned char *)PF_MALLOC(size ? (size_t)size : 1);
+    if (!buf) { fclose(f); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    if (fread(buf, 1, (size_t)size, f) != (size_t)size) { fclose(f); PF_FREE(buf); return pf_fail(PF_ERR_IO, "%s: read error", path); }
+    fclose(f);
+    if (size >= 2 && buf[0] == 0xFF && buf[1] == 0xD8 && !pf__jpeg_tables_ok(buf, (size_t)size)) {
+        PF_FREE(buf);
+        return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (corrupt JPEG: a Huffman table has more than 256 codes)", path);
+    }
+    if (!stbi_info_from_memory(buf, (int)size, &iw, &ih, &ic)) {
+        PF_FREE(buf);
+        return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%s)", path, stbi_failure_reason());
+    }
+    if (iw < 1 || ih < 1 || iw > PF__MAX_SIDE || ih > PF__MAX_SIDE) {
+        PF_FREE(buf);
+        return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%dx%d: more than %d pixels on a side)", path, iw, ih,
+                       PF__MAX_SIDE);
+    }
+    img = stbi_load_from_memory(buf, (int)size, &iw, &ih, &ic, want);
+    PF_FREE(buf);
+    if (!img) return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%s)", path, stbi_failure_reason());
+    if (want) ic = want;
+    if (iw < 1 || ih < 1 || iw > PF__MAX_SIDE || ih > PF__MAX_SIDE || ic < 1 || ic > 4) {
+        stbi_image_free(img);
+        return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (decoded as %dx%d with %d channels)", path, iw, ih, ic);
+    }
+    bytes = (size_t)iw * (size_t)ih * (size_t)ic;
+    *pixels = (unsigned char *)PF_MALLOC(bytes); /* the caller frees with PF_FREE */
+    if (!*pixels) { stbi_image_free(img); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    memcpy(*pixels, img, bytes);
+    stbi_image_free(img);
+    *h = ih;
+    *w = iw;
+    *c = ic;
+    return PF_OK;
+}
+#endif
+
+PFDEF pf_status pf_image_load(const char *path, unsigned char **pixels, int *h, int *w, int *c) {
+#ifdef PF_HAVE_STB
+    return pf__image_load(path, 0, pixels, h, w, c);
+#else
+    *pixels = NULL;
+    *h = *w = *c = 0;
+    return pf_fail(PF_ERR_IO, "%s: image input needs the library built with PF_HAVE_STB (stb_image, Debian package "
+                   "libstb-dev); convert the images to .npy or rebuild", path);
+#endif
+}
+
+PFDEF void pf_image_free(unsigned char *pixels) { PF_FREE(pixels); }
+
+/* ---- folder:DIR, DIR/<class>/<image> ---- */
+
+#ifdef PF__HAVE_DIRENT
+static void pf__free_list(char **v, int n) {
+    int i;
+    for (i = 0; i < n; i++) PF_FREE(v[i]);
+    PF_FREE(v);
+}
+
+/* Sorted names in dir (no dot files): subfolders when dirs, else image files. */
+static pf_status pf__list_dir(const char *dir, int dirs, char ***out, int *n_out) {
+    DIR *dp = opendir(dir), *sub;
+    struct dirent *e;
+    char **v = NULL, **nv, path[1100];
+    int n = 0, cap = 0, keep;
+    *out = NULL;
+    *n_out = 0;
+    if (!dp) return pf_fail(PF_ERR_IO, "%s: cannot open the folder: %s", dir, strerror(errno));
+    while ((e = readdir(dp)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path) continue;
+        sub = opendir(path);
+        if (sub) closedir(sub);
+        keep = dirs ? sub != NULL
+                    : !sub && (pf__ends_with_ci(e->d_name, ".png") || pf__ends_with_ci(e->d_name, ".jpg") ||
+                               pf__ends_with_ci(e->d_name, ".jpeg") || pf__ends_with_ci(e->d_name, ".bmp"));
+        if (!keep) continue;
+        if (n == cap) {
+            if (cap >= (1 << 26)) { closedir(dp); pf__free_list(v, n); return pf_fail(PF_ERR_ARG, "%s: too many entries", dir); }
+            cap = cap ? cap * 2 : 64;
+            nv = (char **)PF_REALLOC(v, (size_t)cap * sizeof(char *));
+            if (!nv) { closedir(dp); pf__free_list(v, n); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", dir); }
+            v = nv;
+        }
+        if (!(v[n] = pf__strndup(e->d_name, strlen(e->d_name)))) {
+            closedir(dp);
+            pf__free_list(v, n);
+            return pf_fail(PF_ERR_NOMEM, "%s: out of memory", dir);
+        }
+        n++;
+    }
+    closedir(dp);
+    if (n > 1) qsort(v, (size_t)n, sizeof(char *), pf__cmp_str);
+    *out = v;
+    *n_out = n;
+    return PF_OK;
+}
+#endif
+
+/* The classes are the subfolders sorted by name (bytewise), the images of
+   each its .png/.jpg/.jpeg/.bmp files (any case) sorted by name. All images
+   must have the size of the first one; their channels are converted to the
+   first one's. */
+static pf_status pf__load_folder(const char *dir, pf_dataset *d) {
+#ifndef PF_HAVE_STB
+    (void)d;
+    return pf_fail(PF_ERR_IO, "%s: image folders need the library built with PF_HAVE_STB (stb_image, Debian package "
+                   "libstb-dev); convert the images to .npy (npy:X.npy,Y.npy) or rebuild", dir);
+#elif !defined(PF__HAVE_DIRENT)
+    (void)d;
+    return pf_fail(PF_ERR_IO, "%s: image folders need POSIX opendir/readdir, which this platform lacks; convert the "
+                   "images to .npy (npy:X.npy,Y.npy)", dir);
+#else
+    char **cls = NULL, ***files = NULL, path[2200], first[2200];
+    int ncls = 0, *nfiles = NULL, k, j;
+    size_t total = 0, per = 0, at = 0;
+    pf_status st = pf__list_dir(dir, 1, &cls, &ncls);
+    if (st != PF_OK) return st;
+    if (ncls == 0) { PF_FREE(cls); return pf_fail(PF_ERR_FORMAT, "%s: no class subfolders (expected DIR/<class>/<image>)", dir); }
+    files = PF__CALLOC(char **, ncls);
+    nfiles = PF__CALLOC(int, ncls);
+    if (!files || !nfiles) st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", dir);
+    for (k = 0; k < ncls && st == PF_OK; k++) {
+        snprintf(path, sizeof path, "%s/%s", dir, cls[k]);
+        if ((st = pf__list_dir(path, 0, &files[k], &nfiles[k])) != PF_OK) break;
+        if (!nfiles[k]) st = pf_fail(PF_ERR_FORMAT, "%s: no images (.png .jpg .jpeg .bmp) in this class folder", path);
+        total += (size_t)nfiles[k];
+        if (total > 0x7fffffff) st = pf_fail(PF_ERR_FORMAT, "%s: too many images", dir);
+    }
+    if (st == PF_OK) {
+        d->classes = ncls;
+        d->n = (int)total;
+        d->labels = PF__CALLOC(int, total);
+        if (!d->labels) st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    for (k = 0; k < ncls && st == PF_OK; k++)
+        for (j = 0; j < nfiles[k] && st == PF_OK; j++) {
+            unsigned char *px = NULL;
+            int h, w, c;
+            snprintf(path, sizeof path, "%s/%s/%s", dir, cls[k], files[k][j]);
+            if ((st = pf__image_load(path, at ? d->c : 0, &px, &h, &w, &c)) != PF_OK) break;
+            if (!at) {
+                d->h = h; d->w = w; d->c = c;
+                per = (size_t)h * w * c;
+                memcpy(first, path, strlen(path) + 1);
+                if (total > ((size_t)-1 >> 1) / per || !(d->images = (unsigned char *)PF_MALLOC(total * per)))
+                    st = pf_fail(PF_ERR_NOMEM, "%s: out of memory for %zu images of %dx%dx%d", dir, total, h, w, c);
+            } else if (h != d->h || w != d->w) {
+                st = pf_fail(PF_ERR_SHAPE, "%s: the image is %dx%d but the first one (%s) is %dx%d; all images of a "
+                             "folder dataset must have the same size", path, w, h, first, d->w, d->h);
+            }
+            if (st == PF_OK) {
+                memcpy(d->images + at * per, px, per);
+                d->labels[at] = k;
+                at++;
+            }
+            PF_FREE(px);
+        }
+    if (st == PF_OK) st = pf__set_names(d, (const char *const *)cls, ncls);
+    for (k = 0; files && k < ncls; k++) pf__free_list(files[k], nfiles[k]);
+    PF_FREE(files);
+    PF_FREE(nfiles);
+    pf__free_list(cls, ncls);
+    return st;
+#endif
+}
+
+/* ---- npy:X.npy,Y.npy ---- */
+
+/* "U8 [2, 3]" */
+static void pf__array_str(const pf_array *a, char *s, size_t cap) {
+    size_t k = strlen(pf_dtype_name(a->dtype)) + 1;
+    snprintf(s, cap, "%s ", pf_dtype_name(a->dtype));
+    if (k < cap) pf__shape_str(s + k, cap - k, a->shape, a->ndim);
+}
+
+static pf_status pf__load_npy(const char *xp, const char *yp, pf_dataset *d) {
+    pf_array x, y;
+    char sh[128];
+    size_t i;
+    int64_t mx = -1;
+    pf_status st = pf_npy_load(xp, &x);
+    if (st != PF_OK) return st;
+    pf__array_str(&x, sh, sizeof sh);
+    if (x.dtype != PF_U8 || (x.ndim != 3 && x.ndim != 4) || x.shape[0] < 1 || x.shape[0] > 0x7fffffff ||
+        x.shape[1] < 1 || x.shape[1] > PF__MAX_SIDE || x.shape[2] < 1 || x.shape[2] > PF__MAX_SIDE ||
+        (x.ndim == 4 && (x.shape[3] < 1 || x.shape[3] > 4))) {
+        pf_array_free(&x);
+        return pf_fail(PF_ERR_SHAPE, "%s: expected uint8 images [N,H,W,C] (C = 1..4) or [N,H,W] with N, H, W >= 1, got %s",
+                       xp, sh);
+    }
+    if ((st = pf_npy_load(yp, &y)) != PF_OK) { pf_array_free(&x); return st; }
+    pf__array_str(&y, sh, sizeof sh);
+    if ((y.dtype != PF_U8 && y.dtype != PF_I32 && y.dtype != PF_I64) || y.ndim != 1)
+        st = pf_fail(PF_ERR_SHAPE, "%s: expected integer labels [N] (uint8, int32 or int64), got %s", yp, sh);
+    else if (y.shape[0] != x.shape[0])
+        st = pf_fail(PF_ERR_SHAPE, "%s: %lld labels, but %s has %lld images", yp, (long long)y.shape[0], xp,
+                     (long long)x.shape[0]);
+    else if (!(d->labels = PF__CALLOC(int, y.shape[0])))
+        st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", yp);
+    for (i = 0; st == PF_OK && i < (size_t)y.shape[0]; i++) {
+        int64_t v = (int64_t)pf__elem((const unsigned char *)y.data + i * pf_dtype_size(y.dtype), y.dtype);
+        if (y.dtype == PF_I64) memcpy(&v, (const unsigned char *)y.data + i * 8, 8); /* exact beyond 2^53 */
+        if (v < 0 || v >= PF__MAX_LABEL)
+            st = pf_fail(PF_ERR_FORMAT, "%s: label %lld of item %zu is out of range (0..%d)", yp, (long long)v, i,
+                         PF__MAX_LABEL - 1);
+        else {
+            d->labels[i] = (int)v;
+            if (v > mx) mx = v;
+        }
+    }
+    if (st == PF_OK) {
+        d->n = (int)x.shape[0];
+        d->h = (int)x.shape[1];
+        d->w = (int)x.shape[2];
+        d->c = x.ndim == 4 ? (int)x.shape[3] : 1;
+        d->images = (unsigned char *)x.data; /* PF_MALLOC'd by pf_npy_load */
+        d->classes = (int)mx + 1;
+        x.data = NULL;
+    }
+    pf_array_free(&x);
+    pf_array_free(&y);
+    return st;
+}
+
+/* ---- the spec ---- */
+
+/* A decimal number of at most 9 digits; the end in *end. -1 if none. */
+static long pf__num(const char *s, const char **end) {
+    long v = 0;
+    int k = 0;
+    while (s[k] >= '0' && s[k] <= '9' && k < 10) v = v * 10 + (s[k++] - '0');
+    *end = s + k;
+    return k == 0 || k > 9 ? -1 : v;
+}
+
+/* #classes=LIST (e.g. 0-4,7). keep == NULL: syntax only; else marks keep[]
+   and checks the range against `classes`. */
+static pf_status pf__parse_classes(const char *list, const char *spec, unsigned char *keep, int classes) {
+    const char *s = list, *e;
+    if (!*s) return pf_fail(PF_ERR_ARG, "dataset spec '%s': #classes= needs a list such as 0-4,7", spec);
+    for (;;) {
+        long a = pf__num(s, &e), b = a, v;
+        if (a >= 0 && *e == '-') b = pf__num(e + 1, &e);
+        if (a < 0 || b < 0 || (*e && *e != ',') || b < a)
+            return pf_fail(PF_ERR_ARG, "dataset spec '%s': bad #classes list '%s' (expected numbers and ranges "
+                           "lo-hi with lo <= hi separated by commas, e.g. 0-4,7)", spec, list);
+        if (keep) {
+            if (b >= classes)
+                return pf_fail(PF_ERR_ARG, "dataset spec '%s': class %ld in #classes is out of range (the dataset has %d "
+                               "classes, 0..%d)", spec, b, classes, classes - 1);
+            for (v = a; v <= b; v++) keep[v] = 1;
+        }
+        if (!*e) break;
+        s = e + 1;
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out) {
+    static const char *kinds = "fmnist[:DIR], cifar10[:DIR], cifar100[:DIR], folder:DIR, npy:X.npy,Y.npy";
+    char buf[1024], dir[1100], *opts, *at, *arg = NULL, *kind, *o, *next;
+    const char *classes = NULL, *env;
+    long limit = -1;
+    int split = default_split, has_split = 0, k, i, n;
+    pf_status st;
+    pf_dataset d;
+    memset(out, 0, sizeof *out);
+    memset(&d, 0, sizeof d);
+    if (!spec || !*spec) return pf_fail(PF_ERR_ARG, "empty dataset spec (expected %s)", kinds);
+    if (strlen(spec) >= sizeof buf) return pf_fail(PF_ERR_ARG, "dataset spec '%.64s...' is too long", spec);
+    if (default_split != PF_SPLIT_TRAIN && default_split != PF_SPLIT_TEST)
+        return pf_fail(PF_ERR_ARG, "dataset spec '%s': default split %d is neither PF_SPLIT_TRAIN nor PF_SPLIT_TEST", spec,
+                       default_split);
+    memcpy(buf, spec, strlen(spec) + 1);
+    if ((opts = strchr(buf, '#')) != NULL) *opts++ = 0;
+    /* @split: after the last '@', unless that is part of a path */
+    if ((at = strrchr(buf, '@')) != NULL && !strchr(at, '/') && !strchr(at, ',')) {
+        *at++ = 0;
+        if (!strcmp(at, "train")) split = PF_SPLIT_TRAIN;
+        else if (!strcmp(at, "test")) split = PF_SPLIT_TEST;
+        else return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown split '@%s' (valid: @train, @test)", spec, at);
+        has_split = 1;
+    }
+    kind = buf;
+    if ((arg = strchr(buf, ':')) != NULL) *arg++ = 0;
+    for (o = opts; o; o = next) {
+        if ((next = strchr(o, '#')) != NULL) *next++ = 0;
+        if (!strncmp(o, "classes=", 8)) {
+            classes = o + 8;
+            if ((st = pf__parse_classes(classes, spec, NULL, 0)) != PF_OK) return st;
+        } else if (!strncmp(o, "limit=", 6)) {
+            const char *e;
+            limit = pf__num(o + 6, &e);
+            if (limit < 1 || *e)
+                return pf_fail(PF_ERR_ARG, "dataset spec '%s': #limit=%s is not a positive whole number (at most 9 digits)",
+                               spec, o + 6);
+        } else {
+            return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown option '#%s' (valid: #classes=LIST such as 0-4,7; "
+                           "#limit=N)", spec, o);
+        }
+    }
+    k = !strcmp(kind, "fmnist") ? 0 : !strcmp(kind, "cifar10") ? 1 : !strcmp(kind, "cifar100") ? 2
+      : !strcmp(kind, "folder") ? 3 : !strcmp(kind, "npy") ? 4 : -1;
+    if (k < 0) return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown kind '%s' (valid: %s)", spec, kind, kinds);
+    if (arg && !*arg) return pf_fail(PF_ERR_ARG, "dataset spec '%s': empty path after '%s:'", spec, kind);
+    if (k <= 2 && !arg) {
+        static const char *sub[3] = {"fashion-mnist", "cifar-10-batches-bin", "cifar-100-binary"};
+        env = getenv("PARAFORMER_DATA");
+        if (!env || !*env)
+            return pf_fail(PF_ERR_ARG, "dataset spec '%s': no folder given and $PARAFORMER_DATA is not set; write "
+                           "%s:DIR or set PARAFORMER_DATA to the folder that holds %s/", spec, kind, sub[k]);
+        if (!pf__join(dir, sizeof dir, env, sub[k])) return PF_ERR_ARG;
+        arg = dir;
+    }
+    if (k >= 3 && !arg)
+        return pf_fail(PF_ERR_ARG, "dataset spec '%s': %s needs %s", spec, kind, k == 3 ? "a folder: folder:DIR"
+                       : "two files: npy:X.npy,Y.npy");
+    /* the name: the spec, with the split made explicit where there is one */
+    {
+        size_t len = 0;
+        const char *hash = strchr(spec, '#');
+        size_t head = hash ? (size_t)(hash - spec) : strlen(spec);
+        pf__appendf(d.name, sizeof d.name, &len, "%.*s", (int)head, spec);
+        if (k <= 2 && !has_split) pf__appendf(d.name, sizeof d.name, &len, "@%s", split == PF_SPLIT_TEST ? "test" : "train");
+        pf__appendf(d.name, sizeof d.name, &len, "%s", spec + head);
+    }
+    if (k == 0) st = pf__load_fmnist(arg, split, &d);
+    else if (k <= 2) st = pf__load_cifar(arg, split, k == 2, &d);
+    else if (k == 3) st = pf__load_folder(arg, &d);
+    else {
+        char *comma = strrchr(arg, ',');
+        if (!comma || comma == arg || !comma[1]) {
+            st = pf_fail(PF_ERR_ARG, "dataset spec '%s': npy needs two files: npy:X.npy,Y.npy", spec);
+        } else {
+            *comma = 0;
+            st = pf__load_npy(arg, comma + 1, &d);
+        }
+    }
+    if (st == PF_OK && classes) {
+        unsigned char *keep = PF__CALLOC(unsigned char, d.classes);
+        size_t per = (size_t)d.h * d.w * d.c;
+        if (!keep) st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", d.name);
+        else if ((st = pf__parse_classes(classes, spec, keep, d.classes)) == PF_OK) {
+            for (i = n = 0; i < d.n; i++)
+                if (keep[d.labels[i]]) {
+                    if (n != i) memcpy(d.images + (size_t)n * per, d.images + (size_t)i * per, per);
+                    d.labels[n++] = d.labels[i];
+                }
+            if (!n) st = pf_fail(PF_ERR_ARG, "dataset spec '%s': no image has a class of #classes=%s", spec, classes);
+            d.n = n;
+        }
+        PF_FREE(keep);
+    }
+    if (st == PF_OK && limit > 0 && limit < d.n) d.n = (int)limit;
+    if (st != PF_OK) { pf_dataset_free(&d); return st; }
+    *out = d;
+    return PF_OK;
+}
+
+PFDEF pf_status pf_dataset_subset(const pf_dataset *d, const int *idx, int n, pf_dataset *out) {
+    size_t per = (size_t)d->h * d->w * d->c;
+    int i;
+    pf_dataset s;
+    pf_status st;
+    memset(out, 0, sizeof *out);
+    if (n < 0) return pf_fail(PF_ERR_ARG, "%s: subset of %d images", d->name, n);
+    for (i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= d->n)
+            return pf_fail(PF_ERR_ARG, "%s: subset index %d (item %d) is out of range (0..%d)", d->name, idx[i], i, d->n - 1);
+    memset(&s, 0, sizeof s);
+    s.n = n; s.h = d->h; s.w = d->w; s.c = d->c; s.classes = d->classes;
+    memcpy(s.name, d->name, sizeof s.name);
+    s.images = (unsigned char *)pf__calloc((size_t)n, per);
+    s.labels = PF__CALLOC(int, n);
+    if (!s.images || !s.labels) { pf_dataset_free(&s); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name); }
+    for (i = 0; i < n; i++) {
+        memcpy(s.images + (size_t)i * per, d->images + (size_t)idx[i] * per, per);
+        s.labels[i] = d->labels[idx[i]];
+    }
+    if (d->class_names && (st = pf__set_names(&s, (const char *const *)d->class_names, d->classes)) != PF_OK) {
+        pf_dataset_free(&s);
+        return st;
+    }
+    *out = s;
+    return PF_OK;
+}
+
+/* A seeded Fisher-Yates shuffle of 0..n-1; the first round(frac*n) go to
+   val. Each part is then taken in the original order. */
+PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed, pf_dataset *train, pf_dataset *val) {
+    int *perm, *tr, *va, i, nv, nt;
+    unsigned char *in_val;
+    uint64_t s = pf__mix64(seed ^ 0x73706c6974ULL); /* "split" */
+    pf_status st;
+    memset(train, 0, sizeof *train);
+    memset(val, 0, sizeof *val);
+    if (!(frac >= 0.0 && frac <= 1.0)) return pf_fail(PF_ERR_ARG, "%s: split fraction %g is not in [0, 1]", d->name, frac);
+    nv = (int)floor(frac * d->n + 0.5);
+    if (nv > d->n) nv = d->n;
+    nt = d->n - nv;
+    perm = PF__CALLOC(int, d->n);
+    in_val = PF__CALLOC(unsigned char, d->n);
+    tr = PF__CALLOC(int, nt);
+    va = PF__CALLOC(int, nv);
+    if (!perm || !in_val || !tr || !va) {
+        PF_FREE(perm); PF_FREE(in_val); PF_FREE(tr); PF_FREE(va);
+        return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name);
+    }
+    for (i = 0; i < d->n; i++) perm[i] = i;
+    for (i = d->n - 1; i > 0; i--) {
+        int j = (int)(pf__next(&s) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (i = 0; i < nv; i++) in_val[perm[i]] = 1;
+    for (i = nv = nt = 0; i < d->n; i++) {
+        if (in_val[i]) va[nv++] = i;
+        else tr[nt++] = i;
+    }
+    st = pf_dataset_subset(d, tr, nt, train);
+    if (st == PF_OK) st = pf_dataset_subset(d, va, nv, val);
+    if (st == PF_OK) {
+        size_t k = strlen(train->name);
+        size_t k2 = k;
+        pf__appendf(train->name, sizeof train->name, &k, " (train part of a split, %d%% val, seed %llu)",
+                    (int)(100 * frac + 0.5), (unsigned long long)seed);
+        pf__appendf(val->name, sizeof val->name, &k2, " (val part of a split, %d%%, seed %llu)", (int)(100 * frac + 0.5),
+                    (unsigned long long)seed);
+    } else {
+        pf_dataset_free(train);
+    }
+    PF_FREE(perm); PF_FREE(in_val); PF_FREE(tr); PF_FREE(va);
+    return st;
+}
+
+/* Exact integer sums, then mean and biased variance in double. */
+PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std) {
+    uint64_t s1[PF_MAX_CHANNELS], s2[PF_MAX_CHANNELS];
+    size_t i, px = (size_t)d->n * d->h * d->w;
+    int c, C = d->c < PF_MAX_CHANNELS ? d->c : PF_MAX_CHANNELS;
+    memset(s1, 0, sizeof s1);
+    memset(s2, 0, sizeof s2);
+    for (i = 0; i < px; i++)
+        for (c = 0; c < C; c++) {
+            unsigned v = d->images[i * (size_t)d->c + c];
+            s1[c] += v;
+            s2[c] += (uint64_t)v * v;
+        }
+    for (c = 0; c < C; c++) {
+        double m = px ? (double)s1[c] / (double)px : 0.0, var = px ? (double)s2[c] / (double)px - m * m : 0.0;
+        mean[c] = (float)(m / 255.0);
+        std[c] = (float)(sqrt(var > 0 ? var : 0.0) / 255.0);
+    }
+}
+
+/* ---- augmentation, on 8-bit HWC images at the source resolution ----
+   RandAugment follows torchvision.transforms.RandAugment (v0.13+,
+   num_magnitude_bins 31, nearest interpolation, fill 0) on a uint8 tensor:
+   each of n ops is drawn uniformly from the 14 below, a signed magnitude
+   gets a random sign, and the op is applied as torchvision's functional
+   tensor code does (float32 blends truncated back to uint8, the affine ops
+   on pixel centres with nearest rounding half to even). Deviations: the
+   affine coordinates are computed in double (torchvision: float32), so a
+   sample exactly on a half-pixel tie may round the other way; the means and
+   the 3x3 smoothing of Contrast/Sharpness sum in a fixed order; Color and
+   Contrast on 2- or 4-channel images leave the alpha channel alone (gray +
+   alpha counts as gray), where torchvision only takes 1 or 3 channels. */
+
+enum { PF__RA_IDENTITY, PF__RA_SHEAR_X, PF__RA_SHEAR_Y, PF__RA_TRANSLATE_X, PF__RA_TRANSLATE_Y, PF__RA_ROTATE,
+       PF__RA_BRIGHTNESS, PF__RA_COLOR, PF__RA_CONTRAST, PF__RA_SHARPNESS, PF__RA_POSTERIZE, PF__RA_SOLARIZE,
+       PF__RA_AUTOCONTRAST, PF__RA_EQUALIZE, PF__RA_COUNT };
+
+/* torchvision's _blend: (r * a + (1 - r) * b).clamp(0, 255), truncated */
+static unsigned char pf__blend(float r, float r1, float a, float b) {
+    float v = r * a + r1 * b;
+    if (!(v > 0.0f)) return 0;
+    return v >= 255.0f ? 255 : (unsigned char)v;
+}
+
+/* gray of one RGB pixel as torchvision's rgb_to_grayscale for uint8 */
+static float pf__gray(const unsigned char *p) {
+    float v = 0.2989f * (float)p[0] + 0.587f * (float)p[1] + 0.114f * (float)p[2];
+    return (float)(unsigned char)(v >= 255.0f ? 255.0f : v);
+}
+
+/* dst = src sampled at M (2x3, centred coordinates with y down) for each
+   output pixel centre, nearest, zero outside */
+static void pf__affine(const unsigned char *src, unsigned char *dst, int h, int w, int c, const double *M) {
+    int x, y, k;
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) {
+            double cx = x - 0.5 * w + 0.5, cy = y - 0.5 * h + 0.5;
+            double sx = M[0] * cx + M[1] * cy + M[2] + 0.5 * w - 0.5;
+            double sy = M[3] * cx + M[4] * cy + M[5] + 0.5 * h - 0.5;
+            double rx = nearbyint(sx), ry = nearbyint(sy);
+            unsigned char *o = dst + ((size_t)y * w + x) * c;
+            if (rx >= 0 && rx < w && ry >= 0 && ry < h) {
+                const unsigned char *p = src + ((size_t)ry * w + (size_t)rx) * c;
+                for (k = 0; k < c; k++) o[k] = p[k];
+            } else {
+                for (k = 0; k < c; k++) o[k] = 0;
+            }
+        }
+}
+
+/* one RandAugment op in place on img; tmp holds h*w*c bytes */
+static void pf__ra_op(int op, double mag, unsigned char *img, unsigned char *tmp, int h, int w, int c) {
+    size_t n = (size_t)h * w, i;
+    int k, cc = c >= 3 ? 3 : 1; /* colour channels (the rest is alpha) */
+    double M[6] = {1, 0, 0, 0, 1, 0};
+    float r = (float)(1.0 + mag), r1 = (float)(1.0 - (1.0 + mag));
+    switch (op) {
+    case PF__RA_SHEAR_X: /* F.affine(shear=[atan(mag) deg, 0], center=[0,0]) */
+        M[1] = mag; M[2] = mag * 0.5 * h; break;
+    case PF__RA_SHEAR_Y:
+        M[3] = mag; M[5] = mag * 0.5 * w; break;
+    case PF__RA_TRANSLATE_X: /* F.affine(translate=[int(mag), 0]) */
+        M[2] = -(double)(long)mag; break;
+    case PF__RA_TRANSLATE_Y:
+        M[5] = -(double)(long)mag; break;
+    case PF__RA_ROTATE: { /* F.rotate(angle=mag): counter-clockwise */
+        double a = mag * 3.14159265358979323846 / 180.0;
+        M[0] = cos(a); M[1] = -sin(a); M[3] = sin(a); M[4] = cos(a);
+        break;
+    }
+    case PF__RA_BRIGHTNESS: /* blend with black */
+        for (i = 0; i < n * c; i++) img[i] = pf__blend(r, r1, img[i], 0.0f);
+        return;
+    case PF__RA_COLOR: /* adjust_saturation: blend with the gray image */
+        if (cc < 3) return;
+        for (i = 0; i < n; i++) {
+            unsigned char *p = img + i * c;
+            float g = pf__gray(p);
+            for (k = 0; k < 3; k++) p[k] = pf__blend(r, r1, p[k], g);
+        }
+        return;
+    case PF__RA_CONTRAST: { /* blend with the mean of the gray image */
+        double s = 0;
+        float m;
+        for (i = 0; i < n; i++) s += cc == 3 ? pf__gray(img + i * c) : img[i * c];
+        m = (float)(s / (double)n);
+        for (i = 0; i < n; i++)
+            for (k = 0; k < cc; k++) img[i * c + k] = pf__blend(r, r1, img[i * c + k], m);
+        return;
+    }
+    case PF__RA_SHARPNESS: { /* blend with the 3x3 smoothed image ([1 1 1; 1 5 1; 1 1 1]/13, edges kept) */
+        int x, y, dx, dy;
+        const float w1 = 1.0f / 13.0f, w5 = 5.0f / 13.0f;
+        if (h <= 2 || w <= 2) return;
+        memcpy(tmp, img, n * c);
+        for (y = 1; y < h - 1; y++)
+            for (x = 1; x < w - 1; x++)
+                for (k = 0; k < c; k++) {
+                    float s = 0.0f;
+                    for (dy = -1; dy <= 1; dy++)
+                        for (dx = -1; dx <= 1; dx++)
+                            s += (dx || dy ? w1 : w5) * (float)img[((size_t)(y + dy) * w + x + dx) * c + k];
+                    s = (float)nearbyint(s);
+                    tmp[((size_t)y * w + x) * c + k] = s >= 255.0f ? 255 : (unsigned char)s;
+                }
+        for (i = 0; i < n * c; i++) img[i] = pf__blend(r, r1, img[i], tmp[i]);
+        return;
+    }
+    case PF__RA_POSTERIZE: { /* keep the top `bits` bits */
+        unsigned char mask = (unsigned char)(0xFF << (8 - (int)mag));
+        for (i = 0; i < n * c; i++) img[i] &= mask;
+        return;
+    }
+    case PF__RA_SOLARIZE: { /* invert the pixels >= threshold */
+        float t = (float)mag;
+        for (i = 0; i < n * c; i++)
+            if ((float)img[i] >= t) img[i] = (unsigned char)(255 - img[i]);
+        return;
+    }
+    case PF__RA_AUTOCONTRAST: /* per channel: stretch [min, max] to [0, 255] */
+        for (k = 0; k < c; k++) {
+            unsigned char lo = 255, hi = 0;
+            float mn, scale;
+            for (i = 0; i < n; i++) {
+                unsigned char v = img[i * c + k];
+                if (v < lo) lo = v;
+                if (v > hi) hi = v;
+            }
+            mn = lo == hi ? 0.0f : (float)lo;
+            scale = 255.0f / ((lo == hi ? 255.0f : (float)hi) - mn);
+            for (i = 0; i < n; i++) {
+                float v = ((float)img[i * c + k] - mn) * scale;
+                img[i * c + k] = !(v > 0.0f) ? 0 : v >= 255.0f ? 255 : (unsigned char)v;
+            }
+        }
+        return;
+    case PF__RA_EQUALIZE: /* per channel histogram equalisation (torchvision's _scale_channel) */
+        for (k = 0; k < c; k++) {
+            size_t hist[256], lut[256], step = 0, cum = 0, last = 0;
+            int v;
+            memset(hist, 0, sizeof hist);
+            for (i = 0; i < n; i++) hist[img[i * c + k]]++;
+            for (v = 0; v < 256; v++)
+                if (hist[v]) { step += last; last = hist[v]; } /* all nonzero bins but the last */
+            step /= 255;
+            if (!step) continue;
+            for (v = 0; v < 256; v++) {
+                size_t l = v ? (cum + step / 2) / step : 0;
+                lut[v] = l > 255 ? 255 : l;
+                cum += hist[v];
+            }
+            for (i = 0; i < n; i++) img[i * c + k] = (unsigned char)lut[img[i * c + k]];
+        }
+        return;
+    default: return; /* identity */
+    }
+    pf__affine(img, tmp, h, w, c, M);
+    memcpy(img, tmp, n * c);
+}
+
+/* the stream of image `counter` under `seed` */
+static uint64_t pf__aug_stream(uint64_t seed, uint64_t counter) {
+    return pf__mix64(pf__mix64(seed ^ 0x6175676d656e74ULL) ^ counter); /* "augment" */
+}
+
+static int pf__below(uint64_t *s, int n) { return (int)(pf__next(s) % (uint64_t)n); }
+
+/* dst = augmented src (crop, flip, RandAugment in that order); tmp: h*w*c */
+static void pf__augment(const pf_augment *aug, const unsigned char *src, int h, int w, int c, uint64_t s,
+                        unsigned char *dst, unsigned char *tmp) {
+    size_t row = (size_t)w * c;
+    int y, x, k, i;
+    if (aug->crop_pad > 0) { /* torchvision RandomCrop(size, padding=p): offsets uniform in [0, 2p] */
+        int p = aug->crop_pad, oy = pf__below(&s, 2 * p + 1) - p, ox = pf__below(&s, 2 * p + 1) - p;
+        for (y = 0; y < h; y++) {
+            int sy = y + oy;
+            for (x = 0; x < w; x++) {
+                int sx = x + ox;
+                for (k = 0; k < c; k++)
+                    dst[y * row + (size_t)x * c + k] =
+                        sy >= 0 && sy < h && sx >= 0 && sx < w ? src[sy * row + (size_t)sx * c + k] : 0;
+            }
+        }
+    } else {
+        memcpy(dst, src, (size_t)h * row);
+    }
+    if (aug->flip && (pf__next(&s) >> 63))
+        for (y = 0; y < h; y++)
+            for (x = 0; x < w / 2; x++)
+                for (k = 0; k < c; k++) {
+                    unsigned char *a = dst + y * row + (size_t)x * c + k, *b = dst + y * row + (size_t)(w - 1 - x) * c + k, t = *a;
+                    *a = *b;
+                    *b = t;
+                }
+    for (i = 0; i < aug->randaug_n; i++) {
+        int op = pf__below(&s, PF__RA_COUNT), m = aug->randaug_m;
+        double mag = 0;
+        switch (op) {
+        case PF__RA_SHEAR_X: case PF__RA_SHEAR_Y: mag = 0.3 * m / 30.0; break;
+        case PF__RA_TRANSLATE_X: mag = 150.0 / 331.0 * w * m / 30.0; break;
+        case PF__RA_TRANSLATE_Y: mag = 150.0 / 331.0 * h * m / 30.0; break;
+        case PF__RA_ROTATE: mag = 30.0 * m / 30.0; break;
+        case PF__RA_BRIGHTNESS: case PF__RA_COLOR: case PF__RA_CONTRAST: case PF__RA_SHARPNESS: mag = 0.9 * m / 30.0; break;
+        case PF__RA_POSTERIZE: mag = 8 - (int)floor(m / 7.5 + 0.5); break;
+        case PF__RA_SOLARIZE: mag = 255.0 - 255.0 * m / 30.0; break;
+        default: break;
+        }
+        if (op >= PF__RA_SHEAR_X && op <= PF__RA_SHARPNESS && (pf__next(&s) >> 63)) mag = -mag; /* signed ops */
+        pf__ra_op(op, mag, dst, tmp, h, w, c);
+    }
+}
+
+static pf_status pf__check_aug(const pf_augment *aug) {
+    if (!aug) return PF_OK;
+    if (aug->crop_pad < 0 || aug->crop_pad > PF__MAX_SIDE)
+        return pf_fail(PF_ERR_ARG, "augmentation: crop padding %d is out of range (0..%d)", aug->crop_pad, PF__MAX_SIDE);
+    if (aug->randaug_n < 0 || aug->randaug_n > 64)
+        return pf_fail(PF_ERR_ARG, "augmentation: RandAugment op count %d is out of range (0..64)", aug->randaug_n);
+    if (aug->randaug_m < 0 || aug->randaug_m > 30)
+        return pf_fail(PF_ERR_ARG, "augmentation: RandAugment magnitude %d is out of range (0..30)", aug->randaug_m);
+    return PF_OK;
+}
+
+PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, const pf_augment *aug, uint64_t seed,
+                                 uint64_t counter, unsigned char *dst) {
+    unsigned char *tmp;
+    pf_status st = pf__check_aug(aug);
+    if (st != PF_OK) return st;
+    if (h < 1 || w < 1 || c < 1 || c > 4 || h > PF__MAX_SIDE || w > PF__MAX_SIDE)
+        return pf_fail(PF_ERR_ARG, "augmentation: image of %dx%d with %d channels is not supported", w, h, c);
+    if (!(tmp = (unsigned char *)PF_MALLOC((size_t)h * w * c))) return pf_fail(PF_ERR_NOMEM, "augmentation: out of memory");
+    pf__augment(aug, src, h, w, c, pf__aug_stream(seed, counter), dst, tmp);
+    PF_FREE(tmp);
+    return PF_OK;
+}
+
+PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
+                                 uint64_t seed, uint64_t counter, pf_real *x) {
+    int S = cfg->image_size, C = cfg->channels, i, nt = pf_get_threads(), use_aug;
+    size_t hwc = (size_t)d->h * d->w * d->c, per = (size_t)C * S * S, scratch;
+    unsigned char *buf = NULL;
+    float *fbuf = NULL;
+    pf_status st = pf__check_aug(aug);
+    if (st != PF_OK) return st;
+    if (B < 0) return pf_fail(PF_ERR_ARG, "%s: batch of %d images", d->name, B);
+    if (S < 1 || C < 1 || C > PF_MAX_CHANNELS)
+        return pf_fail(PF_ERR_CONFIG, "%s: the config's image size %d / channels %d are not usable (resolve it first)",
+                       d->name, S, C);
+    if (d->h < 1 || d->w < 1 || d->c < 1 || d->c > 4)
+        return pf_fail(PF_ERR_ARG, "%s: images of %dx%d with %d channels are not supported", d->name, d->w, d->h, d->c);
+    if (C != 1 && C != 3 && C != d->c)
+        return pf_fail(PF_ERR_SHAPE, "%s: %d-channel images cannot feed a %d-channel model", d->name, d->c, C);
+    for (i = 0; i < B; i++)
+        if (idx[i] < 0 || idx[i] >= d->n)
+            return pf_fail(PF_ERR_ARG, "%s: batch index %d (item %d) is out of range (0..%d)", d->name, idx[i], i, d->n - 1);
+    use_aug = aug && (aug->crop_pad > 0 || aug->flip || aug->randaug_n > 0);
+    if (nt < 1) nt = 1;
+    scratch = use_aug ? 2 * hwc : 0;
+    if (scratch && !(buf = (unsigned char *)pf__calloc((size_t)nt, scratch)))
+        return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name);
+#ifdef PF_DOUBLE
+    if (!(fbuf = PF__CALLOC(float, (size_t)nt * per))) { PF_FREE(buf); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name); }
+#endif
+    PF__OMP(parallel for schedule(static))
+    for (i = 0; i < B; i++) {
+        int t = 0;
+        const unsigned char *img = d->images + (size_t)idx[i] * hwc;
+        float *o;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        if (use_aug) {
+            unsigned char *a = buf + (size_t)t * scratch;
+            pf__augment(aug, img, d->h, d->w, d->c, pf__aug_stream(seed, counter + (uint64_t)i), a, a + hwc);
+            img = a;
+        }
+#ifdef PF_DOUBLE
+        o = fbuf + (size_t)t * per;
+#else
+        o = x + (size_t)i * per;
+#endif
+        (void)pf_image_to_input(img, d->h, d->w, d->c, cfg, o); /* checked above: cannot fail */
+#ifdef PF_DOUBLE
+        {
+            size_t j;
+            for (j = 0; j < per; j++) x[(size_t)i * per + j] = o[j];
+        }
+#endif
+    }
+    PF_FREE(buf);
+    PF_FREE(fbuf);
     return PF_OK;
 }
 

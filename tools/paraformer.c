@@ -29,7 +29,7 @@
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_MAX_DIMENSIONS (1 << 14) // bounds what a hostile header makes it allocate
-#include <stb/stb_image.h>
+#include <stb/stb_image.h>             // the implementation (the header only saw the declarations)
 #endif
 
 #include <errno.h>
@@ -586,49 +586,6 @@ static float *load_npy_input(const char *path, const pf_config *g, int *n_out) {
     return x;
 }
 
-#ifdef PF_HAVE_STB
-// Debian's stb_image (2022) overruns its Huffman tables when a JPEG DHT table
-// declares more than 256 codes (nothings/stb#1289, fixed upstream later). This
-// walks the markers as stb_image does and refuses such a file before decoding.
-static int jpeg_tables_ok(const unsigned char *p, size_t n) {
-    size_t i = 2, end, j, len;
-    int k, sum;
-    while (i + 1 < n) {
-        unsigned m = p[i + 1];
-        if (p[i] != 0xFF || m == 0xFF) { i++; continue; }             // entropy data, fill bytes
-        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; } // no length
-        if (i + 3 >= n) break;
-        len = (size_t)p[i + 2] << 8 | p[i + 3];
-        end = i + 2 + len;
-        for (j = i + 4; m == 0xC4 && j < end; j += 17 + (size_t)sum) { // DHT: class/id, 16 counts, symbols
-            for (sum = 0, k = 1; k <= 16; k++) sum += j + k < n ? p[j + k] : 0;
-            if (sum > 256) return 0;
-        }
-        i = end;
-    }
-    return 1;
-}
-
-static unsigned char *read_image(const char *path, int *w, int *h, int *ch) {
-    FILE *f = fopen(path, "rb");
-    long size = -1;
-    unsigned char *buf, *img;
-    if (!f) die(1, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || size > (1L << 30) || fseek(f, 0, SEEK_SET) != 0)
-        die(1, "%s: cannot read the image (size unknown or over 1 GiB)", path);
-    buf = (unsigned char *)xmalloc((size_t)size);
-    if (fread(buf, 1, (size_t)size, f) != (size_t)size) die(1, "%s: read error", path);
-    fclose(f);
-    if (size >= 2 && buf[0] == 0xFF && buf[1] == 0xD8 && !jpeg_tables_ok(buf, (size_t)size))
-        die(1, "%s: cannot read the image (corrupt JPEG: a Huffman table has more than 256 codes)", path);
-    img = stbi_load_from_memory(buf, (int)size, w, h, ch, 0);
-    free(buf);
-    if (!img) die(1, "%s: cannot read the image (%s)", path, stbi_failure_reason());
-    return img;
-}
-#endif
-
 // image files -> normalised float input [N,C,S,S] (malloc'd)
 static float *load_images(const char *const *files, int n, const pf_config *g) {
 #ifndef PF_HAVE_STB
@@ -644,9 +601,11 @@ static float *load_images(const char *const *files, int n, const pf_config *g) {
     x = (float *)xmalloc((size_t)n * per * sizeof(float));
     for (i = 0; i < n; i++) {
         int w, h, ch;
-        unsigned char *img = read_image(files[i], &w, &h, &ch);
-        pf_status st = pf_image_to_input(img, h, w, ch, g, x + (size_t)i * per);
-        stbi_image_free(img);
+        unsigned char *img;
+        pf_status st = pf_image_load(files[i], &img, &h, &w, &ch);
+        if (st != PF_OK) die_file(files[i]);
+        st = pf_image_to_input(img, h, w, ch, g, x + (size_t)i * per);
+        pf_image_free(img);
         if (st != PF_OK) die_file(files[i]);
     }
     return x;

@@ -1,0 +1,1063 @@
+/* test_data.c - the dataset part of paraformer.h: readers, specs, splits,
+   statistics, augmentation and batches.
+
+   Every file is written here, in the documented format of its dataset, into
+   a fresh temporary directory (removed at the end unless something failed
+   or PF_KEEP_TMP=1): Fashion-MNIST IDX, CIFAR-10 and CIFAR-100 binary
+   batches (raw and gzip'd; the gzip files are written by hand with stored
+   deflate blocks, so this test needs no zlib to write them), image folders
+   of hand-written BMP and PNG files, and .npy pairs. Each reader must give
+   back exactly the pixels (HWC) and labels that were written. Bad files must
+   be refused with a message that names the file, without crashing and
+   without asking for more than 64 MiB in one allocation (the library's
+   PF_MALLOC/PF_REALLOC are routed through a guard here); at the end no
+   allocation made through PF_MALLOC may still be live. PF_DATASET_MAX_BYTES
+   is 8 MiB here so that a "gzip bomb" stays small.
+
+   The shipped data/fmnist-sample is read too (run from the repository
+   root). Without PF_HAVE_ZLIB / PF_HAVE_STB the .gz and folder checks
+   instead expect the error that says what the build lacks.
+
+   Prints one line per check and `N passed, M failed`; exit status 1 on any
+   failure. Run under `make test SAN=1` for the sanitizers. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pf_test.h"
+
+/* ---------------------------------------------------------------------- */
+/* allocation guard: the library's allocations, counted and capped */
+
+#define TD_ALLOC_LIMIT ((size_t)64 << 20)
+static size_t td_biggest; /* largest single request since the last reset */
+static long td_live;      /* allocations not yet freed */
+
+static void *td_malloc(size_t n) {
+    void *p;
+    if (n > td_biggest) td_biggest = n;
+    if (n > TD_ALLOC_LIMIT) return NULL;
+    p = malloc(n ? n : 1);
+    if (p) td_live++;
+    return p;
+}
+static void *td_realloc(void *p, size_t n) {
+    void *q;
+    if (n > td_biggest) td_biggest = n;
+    if (n > TD_ALLOC_LIMIT) return NULL;
+    q = realloc(p, n ? n : 1);
+    if (q && !p) td_live++;
+    return q;
+}
+static void td_free(void *p) {
+    if (p) td_live--;
+    free(p);
+}
+#define PF_MALLOC(sz) td_malloc(sz)
+#define PF_REALLOC(p, sz) td_realloc(p, sz)
+#define PF_FREE(p) td_free(p)
+#define PF_DATASET_MAX_BYTES ((uint64_t)8 << 20)
+
+#ifdef PF_HAVE_STB /* stb's implementation, here before the header (tools/paraformer.c puts it after) */
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_JPEG
+#include <stb/stb_image.h>
+#endif
+
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+
+/* ---------------------------------------------------------------------- */
+/* the temporary directory and the files in it */
+
+static char g_dir[256];
+static char *g_made[512];
+static int g_nmade;
+
+static char *g_paths[1024];
+static int g_npaths;
+
+static const char *P(const char *fmt, ...) { /* a path in the temporary directory (valid until the end) */
+    char rel[300], *p;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    va_end(ap);
+    p = (char *)malloc(strlen(g_dir) + strlen(rel) + 2);
+    sprintf(p, "%s/%s", g_dir, rel);
+    if (g_npaths < 1024) g_paths[g_npaths++] = p;
+    return p;
+}
+static void remember(const char *path) {
+    int i;
+    for (i = 0; i < g_nmade; i++)
+        if (!strcmp(g_made[i], path)) return;
+    if (g_nmade < 512) {
+        g_made[g_nmade] = (char *)malloc(strlen(path) + 1);
+        strcpy(g_made[g_nmade++], path);
+    }
+}
+static const char *mkd(const char *path) {
+    mkdir(path, 0755);
+    remember(path);
+    return path;
+}
+static void put(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || (n && fwrite(data, 1, n, f) != n)) { fprintf(stderr, "cannot write %s\n", path); exit(2); }
+    fclose(f);
+    remember(path);
+}
+
+/* a growing byte buffer */
+typedef struct { unsigned char *p; size_t n, cap; } buf_t;
+static void b_add(buf_t *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = (unsigned char *)realloc(b->p, b->cap);
+    }
+    if (n) memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static void b_u8(buf_t *b, unsigned v) { unsigned char c = (unsigned char)v; b_add(b, &c, 1); }
+static void b_be32(buf_t *b, uint32_t v) { b_u8(b, v >> 24); b_u8(b, (v >> 16) & 255); b_u8(b, (v >> 8) & 255); b_u8(b, v & 255); }
+static void b_le32(buf_t *b, uint32_t v) { b_u8(b, v & 255); b_u8(b, (v >> 8) & 255); b_u8(b, (v >> 16) & 255); b_u8(b, v >> 24); }
+static void b_le16(buf_t *b, unsigned v) { b_u8(b, v & 255); b_u8(b, (v >> 8) & 255); }
+
+static uint32_t crc32_of(const unsigned char *d, size_t n, uint32_t crc) {
+    static uint32_t t[256];
+    size_t i;
+    if (!t[1]) {
+        uint32_t k, c; int j;
+        for (k = 0; k < 256; k++) { for (c = k, j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1; t[k] = c; }
+    }
+    crc = ~crc;
+    for (i = 0; i < n; i++) crc = t[(crc ^ d[i]) & 255] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* deflate stored blocks of d (RFC 1951 3.2.4) */
+static void b_stored(buf_t *b, const unsigned char *d, size_t n) {
+    size_t at = 0;
+    do {
+        size_t k = n - at > 65535 ? 65535 : n - at;
+        b_u8(b, at + k == n ? 1 : 0);
+        b_le16(b, (unsigned)k);
+        b_le16(b, (unsigned)(~k & 0xFFFF));
+        b_add(b, d + at, k);
+        at += k;
+    } while (at < n);
+}
+
+/* a gzip file (RFC 1952) of d with stored blocks; cut bytes dropped at the end */
+static void put_gz(const char *path, const unsigned char *d, size_t n, size_t cut) {
+    static const unsigned char hdr[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+    buf_t b = {0, 0, 0};
+    b_add(&b, hdr, 10);
+    b_stored(&b, d, n);
+    b_le32(&b, crc32_of(d, n, 0));
+    b_le32(&b, (uint32_t)n);
+    put(path, b.p, b.n - cut);
+    free(b.p);
+}
+
+/* a file, raw or gzip'd by name */
+static void put_maybe_gz(const char *path, const buf_t *b) {
+    size_t n = strlen(path);
+    if (n > 3 && !strcmp(path + n - 3, ".gz")) put_gz(path, b->p, b->n, 0);
+    else put(path, b->p, b->n);
+}
+
+static int err_has(const char *s) { return strstr(pf_last_error(), s) != NULL; }
+
+/* a failing call: not PF_OK, the message names `what`, no huge allocation */
+static void expect_fail(pf_status st, const char *label, const char *what) {
+    int big = td_biggest > TD_ALLOC_LIMIT;
+    check(st != PF_OK && err_has(what) && !big, "%s: refused (%s)%s%s", label, pf_last_error(),
+          st == PF_OK ? " [BUT IT LOADED]" : !err_has(what) ? " [message lacks the file/spec]" : "",
+          big ? " [asked for a huge allocation]" : "");
+}
+
+static void load_fail(const char *spec, const char *label, const char *what) {
+    pf_dataset d;
+    pf_status st;
+    td_biggest = 0;
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    expect_fail(st, label, what);
+    if (st == PF_OK) pf_dataset_free(&d);
+}
+
+/* ---------------------------------------------------------------------- */
+/* writers of the dataset formats */
+
+static unsigned char pix(int i, int k) { return (unsigned char)((i * 37 + k * 11 + (k * k) % 7) & 255); }
+
+static void idx_images(buf_t *b, uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols, int extra) {
+    size_t i;
+    b_be32(b, magic); b_be32(b, n); b_be32(b, rows); b_be32(b, cols);
+    for (i = 0; i < (size_t)n * rows * cols + (size_t)(extra > 0 ? extra : 0); i++) b_u8(b, pix((int)(i / (rows * cols)), (int)(i % (rows * cols))));
+    if (extra < 0) b->n -= (size_t)-extra;
+}
+static void idx_labels(buf_t *b, uint32_t magic, uint32_t n, int bad_at) {
+    uint32_t i;
+    b_be32(b, magic); b_be32(b, n);
+    for (i = 0; i < n; i++) b_u8(b, (int)i == bad_at ? 10 : (i * 7 + 3) % 10);
+}
+/* the four Fashion-MNIST files (train n1, test n2, rows x cols) in dir */
+static void write_fmnist(const char *dir, int n1, int n2, int rows, int cols, const char *ext) {
+    buf_t b = {0, 0, 0};
+    char p[600];
+    idx_images(&b, 0x803, (uint32_t)n1, (uint32_t)rows, (uint32_t)cols, 0);
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte%s", dir, ext); put_maybe_gz(p, &b); b.n = 0;
+    idx_labels(&b, 0x801, (uint32_t)n1, -1);
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte%s", dir, ext); put_maybe_gz(p, &b); b.n = 0;
+    idx_images(&b, 0x803, (uint32_t)n2, (uint32_t)rows, (uint32_t)cols, 0);
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte%s", dir, ext); put_maybe_gz(p, &b); b.n = 0;
+    idx_labels(&b, 0x801, (uint32_t)n2, -1);
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte%s", dir, ext); put_maybe_gz(p, &b);
+    free(b.p);
+}
+
+/* CIFAR record r of file f: label(s) then R, G, B planes */
+static int cifar_label(int f, int r, int classes) { return (f * 13 + r * 7 + 1) % classes; }
+static unsigned char cifar_pix(int f, int r, int ch, int p) { return (unsigned char)((f * 71 + r * 29 + ch * 101 + p * 3) & 255); }
+static void cifar_file(buf_t *b, int f, int nrec, int hundred) {
+    int r, ch, p;
+    for (r = 0; r < nrec; r++) {
+        if (hundred) b_u8(b, (unsigned)cifar_label(f, r, 100) / 5);
+        b_u8(b, (unsigned)cifar_label(f, r, hundred ? 100 : 10));
+        for (ch = 0; ch < 3; ch++)
+            for (p = 0; p < 1024; p++) b_u8(b, cifar_pix(f, r, ch, p));
+    }
+}
+/* data_batch_1..5 (nrec each, file index 0..4) and test_batch (file 5) */
+static void write_cifar10(const char *dir, int nrec, const char *ext) {
+    buf_t b = {0, 0, 0};
+    char p[600];
+    int f;
+    for (f = 0; f < 6; f++) {
+        b.n = 0;
+        cifar_file(&b, f, f == 5 ? nrec + 1 : nrec, 0);
+        if (f == 5) snprintf(p, sizeof p, "%s/test_batch.bin%s", dir, ext);
+        else snprintf(p, sizeof p, "%s/data_batch_%d.bin%s", dir, f + 1, ext);
+        put_maybe_gz(p, &b);
+    }
+    free(b.p);
+}
+static void write_cifar100(const char *dir, int nrec, const char *ext) {
+    buf_t b = {0, 0, 0};
+    char p[600];
+    cifar_file(&b, 0, nrec, 1);
+    snprintf(p, sizeof p, "%s/train.bin%s", dir, ext); put_maybe_gz(p, &b); b.n = 0;
+    cifar_file(&b, 5, nrec + 2, 1);
+    snprintf(p, sizeof p, "%s/test.bin%s", dir, ext); put_maybe_gz(p, &b);
+    free(b.p);
+}
+
+/* does d hold the CIFAR records written by cifar_file for files f0.. ? */
+static int cifar_matches(const pf_dataset *d, int f0, int nf, int nrec, int hundred) {
+    int f, r, y, x, ch, i = 0;
+    if (d->h != 32 || d->w != 32 || d->c != 3) return 0;
+    for (f = f0; f < f0 + nf; f++)
+        for (r = 0; r < nrec; r++, i++) {
+            if (i >= d->n || d->labels[i] != cifar_label(f, r, hundred ? 100 : 10)) return 0;
+            for (y = 0; y < 32; y++)
+                for (x = 0; x < 32; x++)
+                    for (ch = 0; ch < 3; ch++)
+                        if (d->images[((size_t)i * 1024 + y * 32 + x) * 3 + ch] != cifar_pix(f, r, ch, y * 32 + x)) return 0;
+        }
+    return i == d->n;
+}
+
+/* a 24-bit BMP (bottom-up rows padded to 4 bytes) of rgb [h,w,3] */
+static void put_bmp(const char *path, const unsigned char *rgb, int h, int w) {
+    buf_t b = {0, 0, 0};
+    int row = (w * 3 + 3) / 4 * 4, y, x;
+    b_u8(&b, 'B'); b_u8(&b, 'M'); b_le32(&b, (uint32_t)(54 + row * h)); b_le32(&b, 0); b_le32(&b, 54);
+    b_le32(&b, 40); b_le32(&b, (uint32_t)w); b_le32(&b, (uint32_t)h); b_le16(&b, 1); b_le16(&b, 24);
+    b_le32(&b, 0); b_le32(&b, (uint32_t)(row * h)); b_le32(&b, 2835); b_le32(&b, 2835); b_le32(&b, 0); b_le32(&b, 0);
+    for (y = h - 1; y >= 0; y--) {
+        for (x = 0; x < w; x++) { const unsigned char *p = rgb + ((size_t)y * w + x) * 3; b_u8(&b, p[2]); b_u8(&b, p[1]); b_u8(&b, p[0]); }
+        for (x = w * 3; x < row; x++) b_u8(&b, 0);
+    }
+    put(path, b.p, b.n);
+    free(b.p);
+}
+static void png_chunk(buf_t *b, const char *type, const unsigned char *d, size_t n) {
+    size_t at = b->n;
+    b_be32(b, (uint32_t)n);
+    b_add(b, type, 4);
+    b_add(b, d, n);
+    b_be32(b, crc32_of(b->p + at + 4, n + 4, 0));
+}
+/* a PNG (8-bit gray or RGB, no filter, stored zlib blocks) of px [h,w,c] */
+static void put_png(const char *path, const unsigned char *px, int h, int w, int c) {
+    buf_t b = {0, 0, 0}, raw = {0, 0, 0}, z = {0, 0, 0}, ih = {0, 0, 0};
+    uint32_t a = 1, s = 0;
+    size_t i;
+    int y;
+    static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    b_add(&b, sig, 8);
+    b_be32(&ih, (uint32_t)w); b_be32(&ih, (uint32_t)h); b_u8(&ih, 8); b_u8(&ih, c == 3 ? 2 : 0); b_u8(&ih, 0); b_u8(&ih, 0); b_u8(&ih, 0);
+    png_chunk(&b, "IHDR", ih.p, ih.n);
+    for (y = 0; y < h; y++) { b_u8(&raw, 0); b_add(&raw, px + (size_t)y * w * c, (size_t)w * c); }
+    b_u8(&z, 0x78); b_u8(&z, 0x01);
+    b_stored(&z, raw.p, raw.n);
+    for (i = 0; i < raw.n; i++) { a = (a + raw.p[i]) % 65521; s = (s + a) % 65521; }
+    b_be32(&z, s << 16 | a);
+    png_chunk(&b, "IDAT", z.p, z.n);
+    png_chunk(&b, "IEND", NULL, 0);
+    put(path, b.p, b.n);
+    free(b.p); free(raw.p); free(z.p); free(ih.p);
+}
+
+static void put_npy(const char *path, pf_dtype t, int ndim, const int64_t *shape, const void *data) {
+    pf_array a;
+    int i;
+    memset(&a, 0, sizeof a);
+    a.dtype = t;
+    a.ndim = ndim;
+    for (i = 0; i < ndim; i++) a.shape[i] = shape[i];
+    a.data = (void *)data;
+    if (pf_npy_save(path, &a) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(2); }
+    remember(path);
+}
+
+/* an in-memory dataset: image i has pixels pix(i, k), label i % classes */
+static void make_ds(pf_dataset *d, int n, int h, int w, int c, int classes) {
+    size_t per = (size_t)h * w * c, i;
+    memset(d, 0, sizeof *d);
+    d->n = n; d->h = h; d->w = w; d->c = c; d->classes = classes;
+    d->images = (unsigned char *)PF_MALLOC((size_t)n * per);
+    d->labels = (int *)PF_MALLOC((size_t)n * sizeof(int));
+    for (i = 0; i < (size_t)n * per; i++) d->images[i] = pix((int)(i / per), (int)(i % per));
+    for (i = 0; i < (size_t)n; i++) d->labels[i] = (int)i % classes;
+    snprintf(d->name, sizeof d->name, "test-dataset");
+}
+
+/* ---------------------------------------------------------------------- */
+/* the readers: what was written comes back */
+
+static void test_fmnist(void) {
+    const char *raw = mkd(P("fm_raw")), *gz = mkd(P("fm_gz"));
+    pf_dataset d;
+    pf_status st;
+    char spec[700];
+    int i, ok;
+    write_fmnist(raw, 5, 3, 3, 4, "");
+    write_fmnist(gz, 5, 3, 3, 4, ".gz");
+    snprintf(spec, sizeof spec, "fmnist:%s", raw);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    ok = st == PF_OK && d.n == 5 && d.h == 3 && d.w == 4 && d.c == 1 && d.classes == 10;
+    for (i = 0; ok && i < 5 * 12; i++) ok = d.images[i] == pix(i / 12, i % 12);
+    for (i = 0; ok && i < 5; i++) ok = d.labels[i] == (i * 7 + 3) % 10;
+    check(ok, "fmnist raw IDX: 5 images 3x4x1, pixels and labels as written (%s)", st ? pf_last_error() : d.name);
+    check(st == PF_OK && d.class_names && !strcmp(d.class_names[0], "T-shirt/top") && !strcmp(d.class_names[9], "Ankle boot"),
+          "fmnist class names T-shirt/top .. Ankle boot");
+    check(st == PF_OK && strstr(d.name, "@train") != NULL, "the name says the split: %s", d.name);
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "fmnist:%s@test", raw);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    ok = st == PF_OK && d.n == 3 && d.h == 3 && d.w == 4;
+    for (i = 0; ok && i < 3 * 12; i++) ok = d.images[i] == pix(i / 12, i % 12);
+    check(ok, "fmnist @test reads t10k-*: 3 images");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "fmnist:%s", raw);
+    st = pf_dataset_load(spec, PF_SPLIT_TEST, &d);
+    check(st == PF_OK && d.n == 3, "fmnist default split PF_SPLIT_TEST reads t10k-*");
+    pf_dataset_free(&d);
+
+    snprintf(spec, sizeof spec, "fmnist:%s", gz);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+#ifdef PF_HAVE_ZLIB
+    ok = st == PF_OK && d.n == 5 && d.h == 3 && d.w == 4 && d.c == 1;
+    for (i = 0; ok && i < 5 * 12; i++) ok = d.images[i] == pix(i / 12, i % 12);
+    for (i = 0; ok && i < 5; i++) ok = d.labels[i] == (i * 7 + 3) % 10;
+    check(ok, "fmnist .gz IDX: the same pixels and labels (%s)", st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+#else
+    expect_fail(st, "fmnist .gz without zlib", "PF_HAVE_ZLIB");
+#endif
+}
+
+static void test_cifar(void) {
+    const char *raw = mkd(P("c10_raw")), *gz = mkd(P("c10_gz")), *r100 = mkd(P("c100_raw")), *g100 = mkd(P("c100_gz"));
+    pf_dataset d;
+    pf_status st;
+    char spec[700];
+    write_cifar10(raw, 2, "");
+    write_cifar10(gz, 2, ".gz");
+    write_cifar100(r100, 4, "");
+    write_cifar100(g100, 4, ".gz");
+
+    snprintf(spec, sizeof spec, "cifar10:%s", raw);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 10 && d.classes == 10 && cifar_matches(&d, 0, 5, 2, 0),
+          "cifar10 raw: data_batch_1..5 in order, 10 images, CHW planes -> HWC, labels (%s)", st ? pf_last_error() : "ok");
+    check(st == PF_OK && d.class_names && !strcmp(d.class_names[0], "airplane") && !strcmp(d.class_names[9], "truck"),
+          "cifar10 without batches.meta.txt: the standard names");
+    pf_dataset_free(&d);
+    put(P("c10_raw/batches.meta.txt"), "a0\nb1\r\nc2\n\nd3\ne4\nf5\ng6\nh7\ni8\nj9 \n", 33);
+    snprintf(spec, sizeof spec, "cifar10:%s@test", raw);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 3 && cifar_matches(&d, 5, 1, 3, 0), "cifar10 @test: test_batch.bin, 3 images");
+    check(st == PF_OK && d.class_names && !strcmp(d.class_names[1], "b1") && !strcmp(d.class_names[3], "d3") &&
+          !strcmp(d.class_names[9], "j9"), "cifar10 names from batches.meta.txt (blank lines skipped, ends trimmed)");
+    pf_dataset_free(&d);
+
+    snprintf(spec, sizeof spec, "cifar10:%s", gz);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+#ifdef PF_HAVE_ZLIB
+    check(st == PF_OK && d.n == 10 && cifar_matches(&d, 0, 5, 2, 0), "cifar10 .gz: the same images and labels (%s)",
+          st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+#else
+    expect_fail(st, "cifar10 .gz without zlib", "PF_HAVE_ZLIB");
+#endif
+
+    snprintf(spec, sizeof spec, "cifar100:%s", r100);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 4 && d.classes == 100 && cifar_matches(&d, 0, 1, 4, 1),
+          "cifar100 raw: train.bin, fine labels, HWC pixels (%s)", st ? pf_last_error() : "ok");
+    check(st == PF_OK && d.class_names && !strcmp(d.class_names[0], "apple") && !strcmp(d.class_names[99], "worm"),
+          "cifar100 without fine_label_names.txt: the standard fine names");
+    pf_dataset_free(&d);
+    {
+        buf_t b = {0, 0, 0};
+        int i;
+        char line[32];
+        for (i = 0; i < 100; i++) { snprintf(line, sizeof line, "fine%d\n", i); b_add(&b, line, strlen(line)); }
+        put(P("c100_raw/fine_label_names.txt"), b.p, b.n);
+        free(b.p);
+    }
+    snprintf(spec, sizeof spec, "cifar100:%s@test", r100);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 6 && cifar_matches(&d, 5, 1, 6, 1) && d.class_names && !strcmp(d.class_names[42], "fine42"),
+          "cifar100 @test: test.bin, names from fine_label_names.txt");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "cifar100:%s", g100);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+#ifdef PF_HAVE_ZLIB
+    check(st == PF_OK && d.n == 4 && cifar_matches(&d, 0, 1, 4, 1), "cifar100 .gz: the same (%s)", st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+#else
+    expect_fail(st, "cifar100 .gz without zlib", "PF_HAVE_ZLIB");
+#endif
+}
+
+static void test_folder(void) {
+    const char *root = mkd(P("folder")), *empty = mkd(P("folder_empty")), *odd = mkd(P("folder_odd"));
+    unsigned char a[5 * 6 * 3], b[5 * 6 * 3], g[5 * 6];
+    pf_dataset d;
+    pf_status st;
+    char spec[700];
+    int i, ok;
+    for (i = 0; i < 5 * 6 * 3; i++) { a[i] = (unsigned char)(i * 7 + 1); b[i] = (unsigned char)(255 - i * 3); }
+    for (i = 0; i < 5 * 6; i++) g[i] = (unsigned char)(i * 8);
+    mkd(P("folder/b_shoes"));
+    mkd(P("folder/a_bags"));
+    mkd(P("folder/c_empty_is_not_ok"));
+    put_bmp(P("folder/a_bags/2.bmp"), b, 5, 6);
+    put_bmp(P("folder/a_bags/1.BMP"), a, 5, 6);
+    put_png(P("folder/b_shoes/x.png"), g, 5, 6, 1);
+    put(P("folder/b_shoes/notes.txt"), "not an image", 12);
+    snprintf(spec, sizeof spec, "folder:%s", root);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+#ifdef PF_HAVE_STB
+    expect_fail(st, "folder with a class folder without images", P("folder/c_empty_is_not_ok"));
+    rmdir(P("folder/c_empty_is_not_ok"));
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    ok = st == PF_OK && d.n == 3 && d.h == 5 && d.w == 6 && d.c == 3 && d.classes == 2 && d.class_names &&
+         !strcmp(d.class_names[0], "a_bags") && !strcmp(d.class_names[1], "b_shoes") &&
+         d.labels[0] == 0 && d.labels[1] == 0 && d.labels[2] == 1;
+    check(ok, "folder: classes = subfolders sorted, images sorted, .txt skipped, 1.BMP (any case) read (%s)",
+          st ? pf_last_error() : "ok");
+    for (i = 0; ok && i < 90; i++) ok = d.images[i] == a[i] && d.images[90 + i] == b[i] && d.images[180 + i] == g[i / 3];
+    check(ok, "folder: BMP pixels exact (HWC), a gray PNG converted to the first image's 3 channels");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "folder:%s", empty);
+    load_fail(spec, "empty folder", empty);
+    mkd(P("folder_odd/k"));
+    put_bmp(P("folder_odd/k/a.bmp"), a, 5, 6);
+    put_bmp(P("folder_odd/k/b.bmp"), a, 6, 5);
+    snprintf(spec, sizeof spec, "folder:%s", odd);
+    load_fail(spec, "folder with images of two sizes (names the odd one)", P("folder_odd/k/b.bmp"));
+    put(P("folder_odd/k/c.png"), "garbage", 7);
+    {
+        unsigned char *px = NULL;
+        int h, w, c;
+        st = pf_image_load(P("folder_odd/k/a.bmp"), &px, &h, &w, &c);
+        check(st == PF_OK && h == 5 && w == 6 && c == 3 && !memcmp(px, a, 90), "pf_image_load: BMP 6x5 RGB exact");
+        pf_image_free(px);
+        td_biggest = 0;
+        st = pf_image_load(P("folder_odd/k/c.png"), &px, &h, &w, &c);
+        expect_fail(st, "pf_image_load of garbage named .png", P("folder_odd/k/c.png"));
+    }
+#else
+    (void)a; (void)b; (void)g; (void)i; (void)ok; (void)empty; (void)odd;
+    expect_fail(st, "folder without stb_image", "PF_HAVE_STB");
+    if (st == PF_OK) pf_dataset_free(&d);
+#endif
+}
+
+static void test_npy(void) {
+    unsigned char x[4 * 2 * 3 * 2];
+    int64_t y64[4] = {3, 0, 7, 1}, sx4[4] = {4, 2, 3, 2}, sx3[3] = {4, 2, 6}, sy[1] = {4}, sy3[1] = {3}, s2[2] = {4, 12};
+    int32_t y32[4] = {1, 1, 0, 2}, yneg[4] = {1, -1, 0, 2};
+    unsigned char y8[4] = {9, 8, 7, 6};
+    float f[4 * 12];
+    pf_dataset d;
+    pf_status st;
+    char spec[1400];
+    int i, ok;
+    for (i = 0; i < 48; i++) { x[i] = (unsigned char)(i * 5); f[i] = 0; }
+    put_npy(P("x4.npy"), PF_U8, 4, sx4, x);
+    put_npy(P("x3.npy"), PF_U8, 3, sx3, x);
+    put_npy(P("y64.npy"), PF_I64, 1, sy, y64);
+    put_npy(P("y32.npy"), PF_I32, 1, sy, y32);
+    put_npy(P("y8.npy"), PF_U8, 1, sy, y8);
+    put_npy(P("yneg.npy"), PF_I32, 1, sy, yneg);
+    put_npy(P("y3.npy"), PF_I64, 1, sy3, y64);
+    put_npy(P("xf.npy"), PF_F32, 4, sx4, f);
+    put_npy(P("x2d.npy"), PF_U8, 2, s2, x);
+    put_npy(P("yf.npy"), PF_F32, 1, sy, f);
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("y64.npy"));
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    ok = st == PF_OK && d.n == 4 && d.h == 2 && d.w == 3 && d.c == 2 && d.classes == 8 && !memcmp(d.images, x, 48);
+    for (i = 0; ok && i < 4; i++) ok = d.labels[i] == y64[i];
+    check(ok, "npy: uint8 [4,2,3,2] + int64 labels, classes = max + 1 = 8 (%s)", st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x3.npy"), P("y32.npy"));
+    st = pf_dataset_load(spec, PF_SPLIT_TEST, &d);
+    check(st == PF_OK && d.n == 4 && d.h == 2 && d.w == 6 && d.c == 1 && d.classes == 3 && d.labels[3] == 2 &&
+          !memcmp(d.images, x, 48), "npy: uint8 [4,2,6] (one channel) + int32 labels");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x3.npy"), P("y8.npy"));
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.classes == 10 && d.labels[0] == 9, "npy: uint8 labels");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("xf.npy"), P("y64.npy"));
+    load_fail(spec, "npy images of dtype float32", P("xf.npy"));
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x2d.npy"), P("y64.npy"));
+    load_fail(spec, "npy images of rank 2", P("x2d.npy"));
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("y3.npy"));
+    load_fail(spec, "npy: 3 labels for 4 images", P("y3.npy"));
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("yf.npy"));
+    load_fail(spec, "npy labels of dtype float32", P("yf.npy"));
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("yneg.npy"));
+    load_fail(spec, "npy label -1", P("yneg.npy"));
+    snprintf(spec, sizeof spec, "npy:%s", P("x4.npy"));
+    load_fail(spec, "npy with one file", "npy:");
+    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("missing.npy"));
+    load_fail(spec, "npy labels file missing", P("missing.npy"));
+}
+
+static void test_sample(void) {
+    static const int tr[10] = {9, 0, 0, 3, 0, 2, 7, 2, 5, 5}, te[10] = {9, 2, 1, 1, 6, 1, 4, 6, 5, 7};
+    pf_dataset d;
+    pf_status st = pf_dataset_load("fmnist:data/fmnist-sample", PF_SPLIT_TRAIN, &d);
+    int i, ok;
+#ifdef PF_HAVE_ZLIB
+    ok = st == PF_OK && d.n == 4000 && d.h == 28 && d.w == 28 && d.c == 1;
+    for (i = 0; ok && i < 10; i++) ok = d.labels[i] == tr[i];
+    check(ok, "shipped sample fmnist:data/fmnist-sample: 4000 train images 28x28, labels 9 0 0 3 0 2 7 2 5 5 ... (%s)",
+          st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+    st = pf_dataset_load("fmnist:data/fmnist-sample@test", PF_SPLIT_TRAIN, &d);
+    ok = st == PF_OK && d.n == 1000 && d.h == 28 && d.w == 28;
+    for (i = 0; ok && i < 10; i++) ok = d.labels[i] == te[i];
+    check(ok, "shipped sample @test: 1000 images, labels 9 2 1 1 6 1 4 6 5 7 ... (%s)", st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+#else
+    (void)tr; (void)te; (void)i; (void)ok;
+    expect_fail(st, "shipped sample (.gz) without zlib", "PF_HAVE_ZLIB");
+#endif
+}
+
+/* ---------------------------------------------------------------------- */
+/* bad files */
+
+static void test_bad_files(void) {
+    const char *dir = mkd(P("bad"));
+    buf_t b = {0, 0, 0}, l = {0, 0, 0};
+    char spec[700];
+    const char *im = P("bad/train-images-idx3-ubyte"), *lb = P("bad/train-labels-idx1-ubyte");
+    snprintf(spec, sizeof spec, "fmnist:%s", dir);
+    idx_labels(&l, 0x801, 4, -1);
+    put(lb, l.p, l.n);
+
+    load_fail(spec, "fmnist: images file missing", "train-images-idx3-ubyte");
+    idx_images(&b, 0x804, 4, 2, 2, 0); put(im, b.p, b.n); b.n = 0;
+    load_fail(spec, "fmnist: images with the wrong magic 0x804", im);
+    idx_images(&b, 0x803, 4, 2, 2, -1); put(im, b.p, b.n); b.n = 0;
+    load_fail(spec, "fmnist: images truncated by one byte", im);
+    idx_images(&b, 0x803, 4, 2, 2, 1); put(im, b.p, b.n); b.n = 0;
+    load_fail(spec, "fmnist: one trailing byte after the images", im);
+    put(im, "\0\0\x08\x03\0\0", 6);
+    load_fail(spec, "fmnist: images header cut short", im);
+    idx_images(&b, 0x803, 5, 2, 2, 0); put(im, b.p, b.n); b.n = 0;
+    load_fail(spec, "fmnist: 4 labels for 5 images", lb);
+    b_be32(&b, 0x803); b_be32(&b, 0x7fffffff); b_be32(&b, 28); b_be32(&b, 28); b_add(&b, "data", 4);
+    put(im, b.p, b.n); b.n = 0;
+    l.n = 0; b_be32(&l, 0x801); b_be32(&l, 0x7fffffff); b_add(&l, "\1\2\3\4", 4); put(lb, l.p, l.n);
+    load_fail(spec, "fmnist: header claims 2^31-1 images (no allocation for them)", "bad/train-");
+    idx_images(&b, 0x803, 4, 0, 2, 0); put(im, b.p, b.n); b.n = 0;
+    l.n = 0; idx_labels(&l, 0x801, 4, -1); put(lb, l.p, l.n);
+    load_fail(spec, "fmnist: images of 0 rows", im);
+    idx_images(&b, 0x803, 4, 2, 2, 0); put(im, b.p, b.n); b.n = 0;
+    l.n = 0; idx_labels(&l, 0x803, 4, -1); put(lb, l.p, l.n);
+    load_fail(spec, "fmnist: labels with the images' magic", lb);
+    l.n = 0; idx_labels(&l, 0x801, 4, -1); l.n--; put(lb, l.p, l.n);
+    load_fail(spec, "fmnist: labels truncated", lb);
+    l.n = 0; idx_labels(&l, 0x801, 4, 2); put(lb, l.p, l.n);
+    load_fail(spec, "fmnist: label 10", lb);
+    l.n = 0; idx_labels(&l, 0x801, 4, -1); put(lb, l.p, l.n);
+    {
+        pf_dataset d;
+        pf_status st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+        check(st == PF_OK && d.n == 4, "fmnist: the repaired files load (%s)", st ? pf_last_error() : "ok");
+        pf_dataset_free(&d);
+    }
+
+    /* gzip */
+    remove(im);
+    snprintf(spec, sizeof spec, "fmnist:%s", dir);
+    idx_images(&b, 0x803, 4, 2, 2, 0);
+#ifdef PF_HAVE_ZLIB
+    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 4);
+    load_fail(spec, "gzip with its trailer cut (truncated gzip)", "train-images-idx3-ubyte.gz");
+    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 20);
+    load_fail(spec, "gzip cut inside the data", "train-images-idx3-ubyte.gz");
+    put(P("bad/train-images-idx3-ubyte.gz"), "hello, not gzip at all", 22);
+    load_fail(spec, "a .gz that is not gzip", "train-images-idx3-ubyte.gz");
+    put(P("bad/train-images-idx3-ubyte.gz"), "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff\xff\xff\xff\xff\xff", 18);
+    load_fail(spec, "gzip header then garbage deflate data", "train-images-idx3-ubyte.gz");
+    b.n = 0; idx_images(&b, 0x803, 4, 28, 28, 0); b.p[6] = 0x27; b.p[7] = 0x10; /* count 10000 */
+    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
+    l.n = 0; idx_labels(&l, 0x801, 10000, -1); put(lb, l.p, l.n);
+    load_fail(spec, "gzip'd images: header says 10000, data holds 4", "train-images-idx3-ubyte.gz");
+    check(td_biggest < ((size_t)4 << 20), "... and the biggest allocation was %zu bytes (grows with the data)", td_biggest);
+    {
+        const char *c10 = mkd(P("bomb"));
+        size_t n = ((size_t)8 << 20) / 3073 * 3073 + 3073 * 3;
+        unsigned char *z = (unsigned char *)calloc(n, 1);
+        put_gz(P("bomb/test_batch.bin.gz"), z, n, 0);
+        free(z);
+        snprintf(spec, sizeof spec, "cifar10:%s@test", c10);
+        load_fail(spec, "gzip decompressing to more than PF_DATASET_MAX_BYTES (a bomb)", "test_batch.bin.gz");
+        remove(P("bomb/test_batch.bin.gz"));
+    }
+#else
+    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
+    load_fail(spec, "a .gz without zlib", "PF_HAVE_ZLIB");
+#endif
+    remove(P("bad/train-images-idx3-ubyte.gz"));
+
+    /* CIFAR */
+    {
+        const char *c = mkd(P("c10_bad"));
+        write_cifar10(c, 2, "");
+        snprintf(spec, sizeof spec, "cifar10:%s", c);
+        b.n = 0; cifar_file(&b, 0, 2, 0); b_add(&b, "12345", 5);
+        put(P("c10_bad/data_batch_2.bin"), b.p, b.n);
+        load_fail(spec, "cifar10: a batch of 2 records + 5 bytes", "data_batch_2.bin");
+#ifdef PF_HAVE_ZLIB
+        remove(P("c10_bad/data_batch_2.bin"));
+        put_gz(P("c10_bad/data_batch_2.bin.gz"), b.p, b.n, 0);
+        load_fail(spec, "cifar10: a .gz batch of 2 records + 5 bytes", "data_batch_2.bin.gz");
+        remove(P("c10_bad/data_batch_2.bin.gz"));
+#endif
+        put(P("c10_bad/data_batch_2.bin"), "", 0);
+        load_fail(spec, "cifar10: an empty batch file", "data_batch_2.bin");
+        b.n = 0; cifar_file(&b, 0, 2, 0); b.p[3073] = 10;
+        put(P("c10_bad/data_batch_2.bin"), b.p, b.n);
+        load_fail(spec, "cifar10: label 10", "data_batch_2.bin");
+        remove(P("c10_bad/data_batch_2.bin"));
+        load_fail(spec, "cifar10: data_batch_2 missing", "data_batch_2.bin");
+        {
+            const char *c1 = mkd(P("c100_bad"));
+            b.n = 0; cifar_file(&b, 0, 2, 1); b.p[3074 + 1] = 100;
+            put(P("c100_bad/train.bin"), b.p, b.n);
+            snprintf(spec, sizeof spec, "cifar100:%s", c1);
+            load_fail(spec, "cifar100: fine label 100", "train.bin");
+            b.n -= 1;
+            put(P("c100_bad/train.bin"), b.p, b.n);
+            load_fail(spec, "cifar100: not a whole number of 3074-byte records", "train.bin");
+            snprintf(spec, sizeof spec, "cifar100:%s@test", c1);
+            load_fail(spec, "cifar100: test.bin missing", "test.bin");
+        }
+    }
+    free(b.p);
+    free(l.p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* specs */
+
+static void test_specs(void) {
+    const char *root = mkd(P("env")), *fm = mkd(P("env/fashion-mnist"));
+    pf_dataset d;
+    pf_status st;
+    char spec[700];
+    int i, ok, seen[10] = {0};
+    write_fmnist(fm, 40, 12, 2, 2, "");
+    unsetenv("PARAFORMER_DATA");
+    load_fail("fmnist", "bare fmnist with $PARAFORMER_DATA unset", "PARAFORMER_DATA");
+    load_fail("cifar100@test", "bare cifar100 with $PARAFORMER_DATA unset", "PARAFORMER_DATA");
+    setenv("PARAFORMER_DATA", root, 1);
+    st = pf_dataset_load("fmnist@test", PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 12, "bare fmnist@test reads $PARAFORMER_DATA/fashion-mnist (%s)", st ? pf_last_error() : "ok");
+    pf_dataset_free(&d);
+    load_fail("cifar10", "bare cifar10: the folder under $PARAFORMER_DATA is missing", "cifar-10-batches-bin");
+    unsetenv("PARAFORMER_DATA");
+
+    load_fail("mnist:x", "unknown kind", "unknown kind 'mnist'");
+    check(err_has("fmnist") && err_has("cifar100") && err_has("folder") && err_has("npy"), "... the message lists the kinds");
+    load_fail("", "empty spec", "spec");
+    load_fail("fmnist:x@val", "bad @split", "@val");
+    check(err_has("@train") && err_has("@test"), "... the message lists the splits");
+    load_fail("fmnist:x@", "empty @split", "fmnist:x@");
+    load_fail("fmnist:", "empty folder after fmnist:", "fmnist:");
+    load_fail("folder", "folder without a folder", "folder");
+    load_fail("fmnist:x#classes=", "#classes= empty", "#classes");
+    load_fail("fmnist:x#classes=3-1", "#classes=3-1 (reversed range)", "3-1");
+    load_fail("fmnist:x#classes=a", "#classes=a", "#classes");
+    load_fail("fmnist:x#classes=1,,2", "#classes=1,,2", "1,,2");
+    load_fail("fmnist:x#classes=-1", "#classes=-1", "-1");
+    load_fail("fmnist:x#limit=0", "#limit=0", "#limit=0");
+    load_fail("fmnist:x#limit=abc", "#limit=abc", "#limit=abc");
+    load_fail("fmnist:x#limit=5x", "#limit=5x", "#limit=5x");
+    load_fail("fmnist:x#shuffle", "unknown option #shuffle", "#shuffle");
+    check(err_has("#classes") && err_has("#limit"), "... the message lists the options");
+    snprintf(spec, sizeof spec, "fmnist:%s#classes=12", fm);
+    load_fail(spec, "#classes=12 for 10 classes", "class 12");
+
+    snprintf(spec, sizeof spec, "fmnist:%s#classes=1,3-4", fm);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    ok = st == PF_OK && d.classes == 10 && d.n > 0;
+    for (i = 0; ok && i < d.n; i++) {
+        ok = d.labels[i] == 1 || d.labels[i] == 3 || d.labels[i] == 4;
+        seen[d.labels[i]] = 1;
+    }
+    check(ok && seen[1] && seen[3] && seen[4], "#classes=1,3-4 keeps labels 1,3,4 unchanged (classes still 10), %d images", d.n);
+    {   /* the kept images are the originals in order: label (i*7+3)%10 of item i, pixels pix(i, .) */
+        int j = 0;
+        for (i = 0; ok && i < 40; i++) {
+            int lab = (i * 7 + 3) % 10;
+            if (lab != 1 && lab != 3 && lab != 4) continue;
+            ok = j < d.n && d.labels[j] == lab && d.images[j * 4] == pix(i, 0) && d.images[j * 4 + 3] == pix(i, 3);
+            j++;
+        }
+        check(ok && j == d.n, "... the kept images are the original ones, in order (%d of 40)", j);
+    }
+    check(st == PF_OK && !strcmp(d.name + strlen(d.name) - strlen("@train#classes=1,3-4"), "@train#classes=1,3-4"),
+          "the name puts the split before the options: %s", d.name);
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "fmnist:%s@train#classes=1,3-4#limit=5", fm);
+    st = pf_dataset_load(spec, PF_SPLIT_TEST, &d);
+    ok = st == PF_OK && d.n == 5;
+    for (i = 0; ok && i < d.n; i++) ok = d.labels[i] == 1 || d.labels[i] == 3 || d.labels[i] == 4;
+    check(ok, "#classes then #limit=5: the first 5 of those");
+    check(st == PF_OK && !strcmp(d.name, spec), "an explicit split keeps the spec as the name");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "fmnist:%s#limit=3", fm);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 3 && d.images[4] == pix(1, 0) && d.labels[2] == 7, "#limit=3: the first 3 images");
+    pf_dataset_free(&d);
+    snprintf(spec, sizeof spec, "fmnist:%s#limit=1000", fm);
+    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 40, "#limit above n keeps all");
+    pf_dataset_free(&d);
+}
+
+/* ---------------------------------------------------------------------- */
+/* subset, split, stats */
+
+static void test_split_stats(void) {
+    pf_dataset d, tr, va, tr2, va2, s;
+    int i, ok, idx[3] = {4, 0, 4};
+    float mean[PF_MAX_CHANNELS], sd[PF_MAX_CHANNELS];
+    make_ds(&d, 101, 2, 1, 1, 7);
+    /* image i carries i in its two pixels: pix(i,0) alone is not unique, so encode explicitly */
+    for (i = 0; i < 101; i++) { d.images[2 * i] = (unsigned char)i; d.images[2 * i + 1] = (unsigned char)(255 - i); }
+
+    check(pf_dataset_subset(&d, idx, 3, &s) == PF_OK && s.n == 3 && s.images[0] == 4 && s.images[2] == 0 &&
+          s.images[4] == 4 && s.labels[0] == 4 && s.classes == 7, "subset {4,0,4}: copies in that order");
+    pf_dataset_free(&s);
+    idx[1] = 101;
+    expect_fail(pf_dataset_subset(&d, idx, 3, &s), "subset index 101 of 101", "101");
+
+    check(pf_dataset_split(&d, 0.2, 1, &tr, &va) == PF_OK && va.n == 20 && tr.n == 81,
+          "split 0.2 of 101: 20 val (round(20.2)), 81 train");
+    {
+        int seen[101] = {0}, inc = 1;
+        for (i = 0; i < tr.n; i++) { seen[tr.images[2 * i]]++; if (i && tr.images[2 * i] <= tr.images[2 * i - 2]) inc = 0; }
+        for (i = 0; i < va.n; i++) { seen[va.images[2 * i]]++; if (i && va.images[2 * i] <= va.images[2 * i - 2]) inc = 0; }
+        for (ok = 1, i = 0; i < 101; i++) ok &= seen[i] == 1;
+        check(ok, "the two parts are disjoint and cover every image");
+        check(inc, "each part is in the original order");
+        for (ok = 1, i = 0; i < tr.n; i++) ok &= tr.labels[i] == tr.images[2 * i] % 7 && tr.images[2 * i + 1] == 255 - tr.images[2 * i];
+        check(ok, "labels and pixels travel with their images");
+    }
+    check(pf_dataset_split(&d, 0.2, 1, &tr2, &va2) == PF_OK && va2.n == va.n && !memcmp(va2.images, va.images, 40) &&
+          !memcmp(tr2.images, tr.images, 162), "same seed, same split");
+    pf_dataset_free(&tr2); pf_dataset_free(&va2);
+    check(pf_dataset_split(&d, 0.2, 2, &tr2, &va2) == PF_OK && va2.n == 20 && memcmp(va2.images, va.images, 40) != 0,
+          "another seed, another split");
+    pf_dataset_free(&tr2); pf_dataset_free(&va2);
+    pf_dataset_free(&tr); pf_dataset_free(&va);
+    check(pf_dataset_split(&d, 0.0, 1, &tr, &va) == PF_OK && va.n == 0 && tr.n == 101, "split 0: everything in train");
+    pf_dataset_free(&tr); pf_dataset_free(&va);
+    check(pf_dataset_split(&d, 1.0, 1, &tr, &va) == PF_OK && va.n == 101 && tr.n == 0, "split 1: everything in val");
+    pf_dataset_free(&tr); pf_dataset_free(&va);
+    expect_fail(pf_dataset_split(&d, 1.5, 1, &tr, &va), "split fraction 1.5", "1.5");
+    pf_dataset_free(&d);
+
+    /* stats: 2x2 pixels, 2 channels: ch0 = 0,255,0,255 (mean .5, std .5), ch1 = 51 (mean .2, std 0) */
+    make_ds(&d, 1, 2, 2, 2, 1);
+    for (i = 0; i < 4; i++) { d.images[2 * i] = (unsigned char)(i & 1 ? 255 : 0); d.images[2 * i + 1] = 51; }
+    pf_dataset_stats(&d, mean, sd);
+    check(fabsf(mean[0] - 0.5f) < 1e-7f && fabsf(sd[0] - 0.5f) < 1e-7f && fabsf(mean[1] - 0.2f) < 1e-7f && sd[1] == 0.0f,
+          "stats: mean %.6f %.6f, std %.6f %.6f (expected .5 .2, .5 0)", mean[0], mean[1], sd[0], sd[1]);
+    pf_dataset_free(&d);
+}
+
+/* ---------------------------------------------------------------------- */
+/* augmentation and batches */
+
+static void test_batch(void) {
+    pf_dataset d;
+    pf_config cfg;
+    pf_augment aug;
+    int idx[16], i, k, ok, flips = 0, plain = 0, shifted = 0;
+    size_t per;
+    pf_real *x, *x2;
+    float *ref;
+    unsigned char src[6 * 5 * 3], out[6 * 5 * 3], out2[6 * 5 * 3];
+
+    /* without augmentation: pf_image_to_input exactly (resize 28 -> 32, gray -> RGB, mean/std) */
+    make_ds(&d, 20, 28, 28, 1, 10);
+    memset(&cfg, 0, sizeof cfg);
+    pf_config_resolve(&cfg);
+    cfg.image_size = 32; cfg.channels = 3;
+    cfg.mean[0] = 0.4f; cfg.mean[1] = 0.5f; cfg.mean[2] = 0.3f;
+    cfg.std[0] = 0.2f; cfg.std[1] = 0.25f; cfg.std[2] = 0.3f;
+    per = 3 * 32 * 32;
+    for (i = 0; i < 16; i++) idx[i] = (i * 7) % 20;
+    x = (pf_real *)malloc(16 * per * sizeof(pf_real));
+    x2 = (pf_real *)malloc(16 * per * sizeof(pf_real));
+    ref = (float *)malloc(per * sizeof(float));
+    ok = pf_dataset_batch(&d, idx, 16, &cfg, NULL, 1, 0, x) == PF_OK;
+    for (i = 0; ok && i < 16; i++) {
+        pf_image_to_input(d.images + (size_t)idx[i] * 784, 28, 28, 1, &cfg, ref);
+        for (k = 0; ok && k < (int)per; k++) ok = x[(size_t)i * per + k] == (pf_real)ref[k];
+    }
+    check(ok, "batch without augmentation == pf_image_to_input of each image, bit for bit");
+    memset(&aug, 0, sizeof aug);
+    check(pf_dataset_batch(&d, idx, 16, &cfg, &aug, 1, 0, x2) == PF_OK && !memcmp(x, x2, 16 * per * sizeof(pf_real)),
+          "an all-zero pf_augment is no augmentation");
+
+    /* determinism of the full augmentation */
+    aug.crop_pad = 4; aug.flip = 1; aug.randaug_n = 2; aug.randaug_m = 9;
+    pf_set_threads(1);
+    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 7, 100, x);
+    pf_set_threads(2);
+    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 7, 100, x2);
+    check(!memcmp(x, x2, 16 * per * sizeof(pf_real)), "augmented batch: identical for 1 and 2 threads");
+    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 7, 100, x2);
+    check(!memcmp(x, x2, 16 * per * sizeof(pf_real)), "augmented batch: rebuilt from the same (seed, counter), identical");
+    pf_dataset_batch(&d, idx + 3, 13, &cfg, &aug, 7, 103, x2);
+    check(!memcmp(x + 3 * per, x2, 13 * per * sizeof(pf_real)), "image i depends on (seed, counter + i) only: a resumed batch matches");
+    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 8, 100, x2);
+    check(memcmp(x, x2, 16 * per * sizeof(pf_real)) != 0, "another seed, another augmentation");
+    {
+        unsigned char a8[784];
+        pf_augment_image(d.images + (size_t)idx[5] * 784, 28, 28, 1, &aug, 7, 105, a8);
+        pf_image_to_input(a8, 28, 28, 1, &cfg, ref);
+        for (ok = 1, k = 0; ok && k < (int)per; k++) ok = x[5 * per + k] == (pf_real)ref[k];
+        check(ok, "pf_augment_image(seed, counter + i) then pf_image_to_input == batch image i");
+    }
+    memset(&aug, 0, sizeof aug);
+    aug.randaug_m = 31;
+    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "RandAugment magnitude 31", "magnitude");
+    idx[2] = 20;
+    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, NULL, 1, 0, x), "batch index 20 of 20", "20");
+    pf_dataset_free(&d);
+    free(x); free(x2); free(ref);
+
+    /* flip and crop on a 6x5 RGB image with no zero pixel */
+    for (i = 0; i < 90; i++) src[i] = (unsigned char)(1 + (i * 53) % 250);
+    memset(&aug, 0, sizeof aug);
+    aug.flip = 1;
+    for (k = 0; k < 32; k++) {
+        int y, xx, c, same = 1, mirror = 1;
+        pf_augment_image(src, 6, 5, 3, &aug, 3, (uint64_t)k, out);
+        for (y = 0; y < 6; y++)
+            for (xx = 0; xx < 5; xx++)
+                for (c = 0; c < 3; c++) {
+                    same &= out[(y * 5 + xx) * 3 + c] == src[(y * 5 + xx) * 3 + c];
+                    mirror &= out[(y * 5 + xx) * 3 + c] == src[(y * 5 + 4 - xx) * 3 + c];
+                }
+        plain += same;
+        flips += mirror;
+    }
+    check(plain + flips == 32 && plain > 4 && flips > 4, "flip: each output is the image or its mirror (%d / %d of 32)",
+          plain, flips);
+    memset(&aug, 0, sizeof aug);
+    aug.crop_pad = 2;
+    ok = 1;
+    for (k = 0; k < 32; k++) {
+        int dy, dx, found = 0, y, xx, c;
+        pf_augment_image(src, 6, 5, 3, &aug, 3, (uint64_t)k, out);
+        for (dy = -2; dy <= 2 && !found; dy++)
+            for (dx = -2; dx <= 2 && !found; dx++) {
+                int match = 1;
+                for (y = 0; y < 6; y++)
+                    for (xx = 0; xx < 5; xx++)
+                        for (c = 0; c < 3; c++) {
+                            int sy = y + dy, sx = xx + dx;
+                            int v = sy >= 0 && sy < 6 && sx >= 0 && sx < 5 ? src[(sy * 5 + sx) * 3 + c] : 0;
+                            match &= out[(y * 5 + xx) * 3 + c] == v;
+                        }
+                if (match) { found = 1; shifted += dy || dx; }
+            }
+        ok &= found;
+    }
+    check(ok && shifted > 16, "crop with pad 2: every output is the image shifted by (dy, dx) in [-2, 2]^2, zero-filled "
+          "(%d of 32 shifted)", shifted);
+
+    /* RandAugment */
+    memset(&aug, 0, sizeof aug);
+    aug.randaug_n = 2;
+    aug.randaug_m = 15;
+    for (ok = 1, plain = 0, k = 0; k < 16; k++) {
+        pf_augment_image(src, 6, 5, 3, &aug, 11, (uint64_t)k, out);
+        pf_augment_image(src, 6, 5, 3, &aug, 11, (uint64_t)k, out2);
+        ok &= !memcmp(out, out2, sizeof out);
+        plain += !memcmp(out, src, sizeof src);
+    }
+    check(ok, "RandAugment n=2 m=15: the same (seed, counter) gives the same image");
+    check(plain <= 2, "RandAugment n=2 m=15 changes the image (%d of 16 unchanged: Identity twice is possible)", plain);
+}
+
+/* the RandAugment ops one by one on small images, against hand-computed results */
+static void test_randaug_ops(void) {
+    unsigned char img[16], tmp[16], exp[16];
+    int i;
+#define SET(...) do { static const unsigned char v_[16] = {__VA_ARGS__}; memcpy(img, v_, 16); } while (0)
+#define EXP(...) do { static const unsigned char v_[16] = {__VA_ARGS__}; memcpy(exp, v_, 16); } while (0)
+    for (i = 0; i < 16; i++) img[i] = (unsigned char)(i * 16 + 3);
+    pf__ra_op(PF__RA_POSTERIZE, 4, img, tmp, 4, 4, 1);
+    for (i = 0; i < 16; i++) exp[i] = (unsigned char)((i * 16 + 3) & 0xF0);
+    check(!memcmp(img, exp, 16), "Posterize 4 bits keeps the top 4 bits");
+    for (i = 0; i < 16; i++) img[i] = (unsigned char)(i * 16 + 3);
+    pf__ra_op(PF__RA_SOLARIZE, 128, img, tmp, 4, 4, 1);
+    for (i = 0; i < 16; i++) exp[i] = (unsigned char)(i * 16 + 3 >= 128 ? 255 - (i * 16 + 3) : i * 16 + 3);
+    check(!memcmp(img, exp, 16), "Solarize 128 inverts the pixels >= 128");
+    SET(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    pf__ra_op(PF__RA_TRANSLATE_X, 1.7, img, tmp, 4, 4, 1);
+    EXP(0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15);
+    check(!memcmp(img, exp, 16), "TranslateX 1.7 (int: 1) shifts right by one, zero fill");
+    SET(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    pf__ra_op(PF__RA_TRANSLATE_Y, -1.2, img, tmp, 4, 4, 1);
+    EXP(5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0, 0, 0, 0);
+    check(!memcmp(img, exp, 16), "TranslateY -1.2 shifts up by one");
+    SET(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    pf__ra_op(PF__RA_ROTATE, 90, img, tmp, 4, 4, 1);
+    EXP(4, 8, 12, 16, 3, 7, 11, 15, 2, 6, 10, 14, 1, 5, 9, 13);
+    check(!memcmp(img, exp, 16), "Rotate 90 turns counter-clockwise (torchvision's direction)");
+    SET(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    pf__ra_op(PF__RA_SHEAR_X, 0.3, img, tmp, 4, 4, 1); /* row y samples x + 0.3 (y + 0.5): 0.15 .45 .75 1.05 */
+    EXP(1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 0, 14, 15, 16, 0);
+    check(!memcmp(img, exp, 16), "ShearX 0.3 about the top-left corner");
+    SET(10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160);
+    pf__ra_op(PF__RA_AUTOCONTRAST, 0, img, tmp, 4, 4, 1);
+    for (i = 0; i < 16; i++) exp[i] = (unsigned char)(float)((float)(i * 10) * (255.0f / 150.0f));
+    check(!memcmp(img, exp, 16) && img[0] == 0 && img[15] == 255, "AutoContrast stretches 10..160 to 0..255");
+    SET(0, 0, 0, 0, 0, 0, 0, 0, 100, 100, 100, 100, 200, 200, 200, 200);
+    pf__ra_op(PF__RA_EQUALIZE, 0, img, tmp, 4, 4, 1); /* step = (8+4)/255 = 0: unchanged */
+    EXP(0, 0, 0, 0, 0, 0, 0, 0, 100, 100, 100, 100, 200, 200, 200, 200);
+    check(!memcmp(img, exp, 16), "Equalize with fewer than 255 pixels outside the top bin: unchanged (torchvision)");
+    {
+        unsigned char big[32 * 32], t2[32 * 32];
+        int lo = 0, hi = 0;
+        for (i = 0; i < 1024; i++) big[i] = (unsigned char)(i < 512 ? 10 : i < 768 ? 20 : 30);
+        pf__ra_op(PF__RA_EQUALIZE, 0, big, t2, 32, 32, 1); /* step = 768/255 = 3: lut[20] = (512+1)/3 = 171, lut[30] = (768+1)/3 = 256 -> 255 */
+        for (i = 0; i < 1024; i++) { lo += big[i] == 0; hi += big[i] == 255; }
+        check(lo == 512 && big[600] == 171 && hi == 256, "Equalize 512x10 256x20 256x30 -> 0, 171, 255");
+    }
+    SET(100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100);
+    pf__ra_op(PF__RA_BRIGHTNESS, -0.5, img, tmp, 4, 4, 1);
+    check(img[0] == 50 && img[15] == 50, "Brightness -0.5 halves (%d)", img[0]);
+    SET(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 200, 200, 200);
+    pf__ra_op(PF__RA_CONTRAST, -0.5, img, tmp, 4, 4, 1); /* mean 50: .5 v + .5 * 50 */
+    check(img[0] == 25 && img[15] == 125, "Contrast -0.5 blends halfway to the mean (%d %d)", img[0], img[15]);
+    {
+        unsigned char rgb[3] = {200, 100, 0}, t3[3];
+        pf__ra_op(PF__RA_COLOR, -1.0, rgb, t3, 1, 1, 3); /* gray = (int)(.2989*200 + .587*100) = 118 */
+        check(rgb[0] == 118 && rgb[1] == 118 && rgb[2] == 118, "Color -1 gives the gray image (%d %d %d)", rgb[0], rgb[1], rgb[2]);
+    }
+    SET(0, 0, 0, 0, 0, 130, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    pf__ra_op(PF__RA_SHARPNESS, -1.0, img, tmp, 4, 4, 1); /* the smoothed image: 130*5/13 = 50 at the centre, 10 around */
+    EXP(0, 0, 0, 0, 0, 50, 10, 0, 0, 10, 10, 0, 0, 0, 0, 0);
+    check(!memcmp(img, exp, 16), "Sharpness -1 gives the 3x3 smoothed image inside, the border unchanged");
+#undef SET
+#undef EXP
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void cleanup(void) {
+    int i;
+    for (i = g_nmade - 1; i >= 0; i--) {
+        remove(g_made[i]);
+        free(g_made[i]);
+    }
+    if (rmdir(g_dir) != 0) printf("# could not remove %s: %s\n", g_dir, strerror(errno));
+}
+
+int main(void) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/pf_data.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(g_dir)) {
+        fprintf(stderr, "test_data: mkdtemp %s: %s\n", g_dir, strerror(errno));
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    printf("# files in %s; zlib %s, stb_image %s, %d threads\n", g_dir,
+#ifdef PF_HAVE_ZLIB
+           "yes",
+#else
+           "no",
+#endif
+#ifdef PF_HAVE_STB
+           "yes",
+#else
+           "no",
+#endif
+           pf_get_threads());
+    test_fmnist();
+    test_cifar();
+    test_folder();
+    test_npy();
+    test_sample();
+    test_bad_files();
+    test_specs();
+    test_split_stats();
+    test_batch();
+    test_randaug_ops();
+    check(td_live == 0, "no allocation through PF_MALLOC is still live (%ld)", td_live);
+    if (failed == 0 && !getenv("PF_KEEP_TMP")) cleanup();
+    else printf("# kept %s\n", g_dir);
+    while (g_npaths > 0) free(g_paths[--g_npaths]);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
