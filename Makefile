@@ -188,6 +188,11 @@ $(BUILD)/test_io: tests/test_io.c $(HDR) | $(BUILD)
 $(BUILD)/test_data: tests/test_data.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
+# test_train: the schedules, the branch sweep, compress/expand, byte-identical
+# resume, option validation (on the shipped data/fmnist-sample).
+$(BUILD)/test_train: tests/test_train.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
 # test_header_*: the header as a user compiles it, -Werror -pedantic: as C99
 # and as C++, extern and PF_STATIC, always linked from two translation units
 # (tests/test_header_tu2.c includes the header without the implementation, or
@@ -226,6 +231,7 @@ TESTS_C := \
   $(if $(call have,tests/test_header.c),$(addprefix $(BUILD)/,$(HDR_BINS))) \
   $(if $(call have,tests/test_io.c),$(BUILD)/test_io) \
   $(if $(call have,tests/test_data.c),$(BUILD)/test_data) \
+  $(if $(call have,tests/test_train.c),$(BUILD)/test_train) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
   $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
@@ -237,7 +243,7 @@ ifeq ($(TEST_EXE),)
 TESTS_RUN := $(filter-out %/test_interop,$(TESTS_RUN))
 endif
 MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_tu2.c tests/test_io.c \
-             tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_data.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
+             tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_data.c tests/test_train.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
 
 # `make test`: build everything first, then run. tests/run_all.sh prints each
 # program's output, a summary, and as its very last line the summed
