@@ -446,6 +446,12 @@ static long long file_size(const char *path) {
     return n;
 }
 
+// parameters of the model cut to its first k branches (compress --keep k)
+static size_t prefix_params(const pf_model *m, int k) {
+    return pf_model_part_size(m, PF_PART_STEM) + pf_model_part_size(m, PF_PART_HEAD) +
+           (size_t)k * pf_model_part_size(m, PF_PART_BRANCH);
+}
+
 static int cmd_info(int argc, char **argv) {
     enum { O_MODEL, O_JSON, O_TENSORS, O_N };
     static const optdef o[O_N] = {
@@ -495,6 +501,9 @@ static int cmd_info(int argc, char **argv) {
         printf(" \"parameters\": {\"stem\": %zu, \"branches\": [", pf_model_part_size(m, PF_PART_STEM));
         for (b = 0; b < g->branches; b++) printf("%s%zu", b ? ", " : "", branch[b]);
         printf("], \"head\": %zu, \"total\": %zu},\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
+        printf(" \"prefix_params\": [");
+        for (b = 1; b <= g->branches; b++) printf("%s%zu", b > 1 ? ", " : "", prefix_params(m, b));
+        printf("],\n");
         printf(" \"n_tensors\": %d, \"train_state\": %s", st->n,
                pf_st_meta(st, "train_state") ? "true" : "false");
         if (tensors) {
@@ -525,6 +534,9 @@ static int cmd_info(int argc, char **argv) {
         printf("parameters    stem %zu", pf_model_part_size(m, PF_PART_STEM));
         for (b = 0; b < g->branches; b++) printf(", branch %d %zu", b, branch[b]);
         printf(", head %zu, total %zu\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
+        for (b = 1; b < g->branches; b++) /* the paper's compression: the first b branches */
+            printf("%s keep %d of %d branches: %zu parameters, %.2fx smaller\n", b == 1 ? "compression " : "            ",
+                   b, g->branches, prefix_params(m, b), (double)m->n_params / (double)prefix_params(m, b));
         printf("tensors       %d in the file%s\n", st->n,
                pf_st_meta(st, "train_state") ? " (with training state)" : "");
         if (tensors)
@@ -1112,9 +1124,7 @@ static void print_sweep(const double *sweep, int n, const pf_model *m) {
     int k;
     printf("\nbranch sweep (test accuracy of the first k branches):\n   k   params     accuracy\n");
     for (k = 1; k <= n; k++) {
-        size_t params = pf_model_part_size(m, PF_PART_STEM) + pf_model_part_size(m, PF_PART_HEAD) +
-                        (size_t)k * pf_model_part_size(m, PF_PART_BRANCH);
-        printf("  %2d  %8zu   %7.2f%%\n", k, params, 100 * sweep[k - 1]);
+        printf("  %2d  %8zu   %7.2f%%\n", k, prefix_params(m, k), 100 * sweep[k - 1]);
     }
 }
 
@@ -1194,8 +1204,15 @@ static int cmd_train(int argc, char **argv) {
     for (i = O_ARCH + 1; i < O_ARCH + A_N; i++) arch_given |= cli_get(&c, i) != NULL;
     if (cli_get(&c, O_ARCH + A_PRESET)) preset = cli_get(&c, O_ARCH + A_PRESET);
     if (resume && init) usage_error(&c, "--resume and --init exclude each other");
-    if ((resume || init) && arch_given)
-        usage_error(&c, "architecture flags do not apply with %s (the model comes from the file)", resume ? "--resume" : "--init");
+    if (init && arch_given) usage_error(&c, "architecture flags do not apply with --init (the model comes from the file)");
+    if (resume) { /* fail fast, before reading any data */
+        pf_st_file *f;
+        if (pf_st_open(resume, &f) != PF_OK) die_file(resume);
+        if (!pf_st_meta(f, "train_state"))
+            die(1, "%s: no \"train_state\" in the metadata: a model without training state (use --init to start a new "
+                "run from its weights)", resume);
+        pf_st_close(f);
+    }
     if (pf_train_preset(preset, &cfg, &opts, &embed_std) != PF_OK)
         usage_error(&c, "--preset: unknown preset '%s' (fmnist-small, paper, paraformer, vit)", preset);
     // training options over the preset's
@@ -1280,9 +1297,10 @@ static int cmd_train(int argc, char **argv) {
         have_test = 1;
     }
 
-    // model
-    if (resume || init) {
-        if (pf_model_load(resume ? resume : init, &m) != PF_OK) die_file(resume ? resume : init);
+    // model (with --resume built as the first run built it: the trainer then
+    // checks that the checkpoint's config is this one and loads its weights)
+    if (init) {
+        if (pf_model_load(init, &m) != PF_OK) die_file(init);
     } else {
         // the data decides what the flags and the preset leave open
         if (!cli_get(&c, O_ARCH + A_IMAGE) && strcmp(preset, "paper") && train.h == train.w) cfg.image_size = train.h;
