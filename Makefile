@@ -147,7 +147,16 @@ $(FLAGS_FILE):   # only needed after `make clean` in the same command
 
 EXE := $(BUILD)/paraformer
 
-all: $(EXE)
+# The examples (examples/*.c): short programs that use only the header. They
+# are built by `make` so that they always compile; classify needs stb_image.
+EXAMPLES := $(BUILD)/examples/train_fmnist $(BUILD)/examples/class_incremental \
+            $(if $(HAVE_STB),$(BUILD)/examples/classify)
+
+all: $(EXE) $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c $(HDR) | $(BUILD)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(if $(filter %/classify,$@),$(STBFLAGS)) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 $(BUILD):
 	@mkdir -p $@
@@ -250,7 +259,7 @@ MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_
 # `N passed, M failed`; it exits non-zero when any check fails or any program
 # crashes or exits non-zero. PARAFORMER_EXE tells the tests which program to
 # run (build-san/paraformer under SAN=1).
-test: $(TESTS_C) $(TEST_EXE)
+test: $(TESTS_C) $(TEST_EXE) $(EXAMPLES)
 	@for f in $(MISSING); do echo "✗ $$f is missing: skipped (the finished tree has every test)"; done
 	@PARAFORMER_EXE=$(EXE) tests/run_all.sh $(TESTS_RUN)
 

@@ -244,6 +244,7 @@ typedef struct pf_model {
     unsigned char *train_branch; /* [branches] 1: branch b gets optimizer steps */
     int train_stem, train_head;  /* default 1 */
     float *lr_scale;        /* [branches] learning-rate multiplier (default 1) */
+    float shared_lr_scale;  /* the same for the stem and the head (default 1) */
     int head_rows_from;     /* > 0: of the head only the rows (classes) from
                                this one on train, and the final LN is frozen
                                (fine-tuning the classes an expand added) */
@@ -539,7 +540,9 @@ typedef struct pf_train_opts {
                             jump (exactly, for prenorm + delta); PF_NEW_RANDOM
                             keeps its seeded random initialisation */
     int freeze_old;      /* staged: 1 = earlier branches stop training */
-    float old_lr;        /* staged: lr multiplier of earlier branches */
+    float old_lr;        /* staged: lr multiplier, from stage 2 on, of the
+                            earlier branches and of the stem and head they
+                            share with the new one (1: all at full rate) */
     int patience;        /* staged: evaluations without an improvement of
                             more than min_delta in validation loss that end a
                             stage (0: only the epoch cap ends it) */
@@ -1388,6 +1391,7 @@ static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_p
     }
     memset(m->train_branch, 1, (size_t)c.branches);
     for (per_layer = 0; per_layer < c.branches; per_layer++) m->lr_scale[per_layer] = 1.0f;
+    m->shared_lr_scale = 1.0f;
     m->train_stem = m->train_head = 1;
     m->active = c.branches;
     *out = m;
@@ -3031,7 +3035,7 @@ PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
         const pf_tensor_spec *s = &m->specs[t];
         pf_real *p = m->params + s->offset, *g = m->grads + s->offset;
         pf_real *mm = m->adam_m + s->offset, *vv = m->adam_v + s->offset;
-        float lr_f = s->part == PF_PART_BRANCH ? o->lr * m->lr_scale[s->branch] : o->lr;
+        float lr_f = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
         pf_real lr = (pf_real)lr_f, b1 = (pf_real)o->beta1, b2 = (pf_real)o->beta2, eps = (pf_real)o->eps;
         pf_real wd = s->decay ? (pf_real)o->weight_decay : 0, step_size, bc2_sqrt;
         int64_t step;
@@ -3958,8 +3962,10 @@ static void pf__trainer_apply_stage(pf_trainer *t) {
     if (t->o.keep_trainable) { m->active = n; return; }
     m->train_stem = m->train_head = 1;
     m->head_rows_from = 0;
+    m->shared_lr_scale = 1.0f;
     if (t->o.schedule == PF_SCHED_STAGED) {
         m->active = t->s.stage;
+        if (t->s.stage > 1) m->shared_lr_scale = t->o.old_lr;
         for (b = 0; b < n; b++) {
             int old = b < t->s.stage - 1;
             m->train_branch[b] = !(old && t->o.freeze_old);

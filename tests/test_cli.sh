@@ -346,5 +346,29 @@ expect_fail "resume with another learning rate" "lr" "$EXE" train --data "$D" --
 expect_ok "plot the training log" "$EXE" plot --log "$T/full.jsonl" --out "$T/full.svg"
 has "the plot marks the stages" "$T/full.svg" "stage 2" "stage 3"
 
+# --- examples -------------------------------------------------------------------
+EX=$(dirname "$EXE")/examples
+for e in train_fmnist class_incremental classify; do
+    if [ -x "$EX/$e" ]; then
+        expect_ok "examples/$e --help" "$EX/$e" --help
+        has "examples/$e --help shows its defaults" "$T/out" "default"
+    elif [ "$e" != classify ]; then bad "examples/$e was not built"; fi
+done
+if [ -x "$EX/classify" ] && [ -x /usr/bin/python3 ]; then
+    # a 28x28 8-bit gray BMP of a bright vertical bar, written by hand
+    /usr/bin/python3 - "$T/bar.bmp" <<'PY'
+import struct, sys
+w = h = 28; row = (w + 3) & ~3
+pal = b''.join(struct.pack('<BBBB', i, i, i, 0) for i in range(256))
+px = b''.join(bytes(255 if 11 <= x < 17 else 0 for x in range(w)) + b'\0' * (row - w) for _ in range(h))
+off = 14 + 40 + len(pal)
+open(sys.argv[1], 'wb').write(b'BM' + struct.pack('<IHHI', off + len(px), 0, 0, off) +
+    struct.pack('<IiiHHIIiiII', 40, w, h, 1, 8, 0, len(px), 2835, 2835, 256, 0) + pal + px)
+PY
+    expect_ok "examples/classify an image with the trained model" "$EX/classify" --model "$T/full.safetensors" --names fmnist --top 2 "$T/bar.bmp"
+    has "classify prints two named classes with probabilities" "$T/out" "bar.bmp:" "%"
+    expect_fail "examples/classify a missing image" "$T/none.png" "$EX/classify" --model "$T/full.safetensors" "$T/none.png"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

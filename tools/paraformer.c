@@ -1158,7 +1158,7 @@ static int cmd_train(int argc, char **argv) {
         {"--label-smoothing", "F", "0", "label smoothing of the cross-entropy"},
         {"--new-branch", "zero|random", "zero", "staged: a new branch starts with zeroed output projections, or random"},
         {"--freeze-old", NULL, "off", "staged: earlier branches stop training"},
-        {"--old-lr", "F", "1", "staged: learning-rate multiplier of earlier branches"},
+        {"--old-lr", "F", "1", "staged: learning-rate multiplier of earlier branches, stem and head (from stage 2)"},
         {"--patience", "N", "3", "staged: evaluations without improvement that end a stage (0: epochs only)"},
         {"--min-delta", "F", "0", "staged: validation-loss improvement that counts"},
         {"--prefix-clip", "F", "1", "interleaved: grad-norm clip of the prefix steps"},
