@@ -9,8 +9,8 @@
 # (.gz or raw), else the 4000/1000-image sample shipped in data/fmnist-sample.
 # Output in $RUN_DIR (default runs/fmnist): model.safetensors (with its
 # training state: rerun with --resume to continue), train.jsonl, train.svg.
-# RUN_EPOCHS sets the epochs per stage (default: 1 on the full data, about
-# 3 minutes on 2 cores; 4 on the sample). The full recipe that reaches 90 %
+# RUN_EPOCHS sets the epochs per stage (default: 2 on the full data, about
+# 3 minutes on 2 cores; 6 on the sample). The full recipe that reaches 90 %
 # is `paraformer train --preset fmnist-small` with its own epochs (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +27,11 @@ if [ -n "${PARAFORMER_DATA:-}" ]; then
 fi
 if [ "$have_full" = 1 ]; then
     data="fmnist"
-    epochs="${RUN_EPOCHS:-1}"
+    epochs="${RUN_EPOCHS:-2}"
     echo "data: Fashion-MNIST from \$PARAFORMER_DATA=$PARAFORMER_DATA (60000 train / 10000 test)"
 else
     data="fmnist:data/fmnist-sample"
-    epochs="${RUN_EPOCHS:-4}"
+    epochs="${RUN_EPOCHS:-6}"
     echo "data: the shipped sample data/fmnist-sample (4000 train / 1000 test images);"
     echo "      set PARAFORMER_DATA to a folder holding fashion-mnist/ for the full set"
 fi
