@@ -38,17 +38,21 @@ int main(int argc, char **argv) {
     const char **images = (const char **)malloc((size_t)argc * sizeof(char *));
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); free(images); return 0; }
         if (strncmp(a, "--", 2)) { images[n_img++] = a; continue; }
-        if (!v) { fprintf(stderr, "error: %s needs a value (see --help)\n", a); return 2; }
+        if (!v) { fprintf(stderr, "error: %s needs a value (see --help)\n", a); free(images); return 2; }
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--top")) top = atoi(v);
         else if (!strcmp(a, "--branches")) branches = atoi(v);
         else if (!strcmp(a, "--names") && !strcmp(v, "fmnist")) names = (const char **)FMNIST;
-        else { fprintf(stderr, "error: bad option %s %s (see --help)\n", a, v); return 2; }
+        else { fprintf(stderr, "error: bad option %s %s (see --help)\n", a, v); free(images); return 2; }
         i++;
     }
-    if (!model || !n_img) { fprintf(stderr, "error: give --model and at least one image (see --help)\n"); return 2; }
+    if (!model || !n_img) {
+        fprintf(stderr, "error: give --model and at least one image (see --help)\n");
+        free(images);
+        return 2;
+    }
     PF_TRY(pf_model_load(model, &m));
     if (branches) PF_TRY(pf_model_set_active(m, branches));
     if (names && m->cfg.classes != 10) names = NULL;

@@ -1363,10 +1363,10 @@ static int cmd_train(int argc, char **argv) {
         if (ctx.tty) printf("\n");
         fprintf(stderr, "interrupted at epoch %d (step %lld). %s holds the last finished epoch; continue with the same "
                 "command and --resume %s\n", t.s.epoch + 1, (long long)t.s.step, out, out);
-        return 130;
+    } else if (st != PF_OK) {
+        die(1, "%s", pf_last_error());
     }
-    if (st != PF_OK) die(1, "%s", pf_last_error());
-    if (have_test) {
+    if (st == PF_OK && have_test) {
         char line[4096];
         size_t len;
         int k;
@@ -1383,7 +1383,7 @@ static int cmd_train(int argc, char **argv) {
         pf_trainer_log(&t, line);
         print_sweep(sweep, m->active, m);
         printf("test accuracy %.2f%% (%d images, %s), loss %.4f; model in %s\n", 100 * acc, test.n, test.name, loss, out);
-    } else {
+    } else if (st == PF_OK) {
         printf("done; model in %s\n", out);
     }
     free(sweep);
@@ -1394,7 +1394,7 @@ static int cmd_train(int argc, char **argv) {
     pf_dataset_free(&val);
     if (have_test) pf_dataset_free(&test);
     cli_free(&c);
-    return 0;
+    return st == PF_ERR_INTERRUPTED ? 130 : 0;
 }
 
 static int cmd_eval(int argc, char **argv) {
