@@ -3728,19 +3728,25 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
     *o = pf_train_opts_default();
     memset(c, 0, sizeof *c);
     if (!strcmp(name, "fmnist-small")) {
-        c->image_size = 28; c->channels = 1; c->patch_size = 4;
+        /* PF(2x4) at width 64 with 7x7 patches (T = 17), 0.27M parameters:
+           a 4-layer branch reaches ~90 % on its own in 25 epochs, then the
+           second one trains on what it left over, everything else frozen.
+           Tuned on the 10 % validation split (README). */
+        c->image_size = 28; c->channels = 1; c->patch_size = 7;
         c->dim = 64; c->heads = 4; c->mlp_dim = 128;
-        c->branches = 4; c->depth = 2; c->classes = 10;
+        c->branches = 2; c->depth = 4; c->classes = 10;
         o->schedule = PF_SCHED_STAGED;
-        o->epochs = 6;
+        o->epochs = 25;
         o->batch = 128;
-        o->optim.lr = 2e-3f;
+        o->optim.lr = 3e-3f;
         o->optim.weight_decay = 0.05f;
         o->warmup = 0.5f;
         o->min_lr = 0.02f;
         o->label_smoothing = 0.1f;
-        o->patience = 2;
-        o->aug.crop_pad = 2;
+        o->freeze_old = 1; /* branch 2 learns what branch 1 left over: */
+        o->old_lr = 0.0f;  /* branch 1, stem and head stay as stage 1 left them */
+        o->patience = 4;
+        o->aug.crop_pad = 1;
         o->aug.flip = 1;
         *embed_std = 0.02f;
         return PF_OK;

@@ -18,7 +18,7 @@ static void usage(void) {
            "Trains the fmnist-small ParaFormer stage by stage on the Fashion-MNIST IDX files in DIR and prints\n"
            "the test accuracy of the first k branches for every k.\n\n"
            "  --data DIR     folder with the four IDX files, .gz or raw (default: data/fmnist-sample)\n"
-           "  --epochs N     epochs per stage (default: the preset's, 12)\n"
+           "  --epochs N     epochs per stage (default: the preset's, 25)\n"
            "  --threads N    threads (default: all cores)\n"
            "  --seed N       initialisation, split, data order, augmentation (default: 0)\n"
            "  --out FILE     checkpoint with training state (default: fmnist.safetensors)\n");
