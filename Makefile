@@ -138,7 +138,7 @@ ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_FILE) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
 	echo '$(FLAGS_NOW)' > $(FLAGS_FILE); })
 endif
-HDR          = paraformer.h tests/pf_test.h $(FLAGS_FILE)
+HDR          = paraformer.h tests/pf_test.h tests/pf_alloc_guard.h $(FLAGS_FILE)
 $(FLAGS_FILE):   # only needed after `make clean` in the same command
 	@mkdir -p $(@D) && echo '$(FLAGS_NOW)' > $@
 

@@ -32,36 +32,7 @@
 
 #include "pf_test.h"
 
-/* ---------------------------------------------------------------------- */
-/* allocation guard: the library's allocations, counted and capped */
-
-#define TD_ALLOC_LIMIT ((size_t)64 << 20)
-static size_t td_biggest; /* largest single request since the last reset */
-static long td_live;      /* allocations not yet freed */
-
-static void *td_malloc(size_t n) {
-    void *p;
-    if (n > td_biggest) td_biggest = n;
-    if (n > TD_ALLOC_LIMIT) return NULL;
-    p = malloc(n ? n : 1);
-    if (p) td_live++;
-    return p;
-}
-static void *td_realloc(void *p, size_t n) {
-    void *q;
-    if (n > td_biggest) td_biggest = n;
-    if (n > TD_ALLOC_LIMIT) return NULL;
-    q = realloc(p, n ? n : 1);
-    if (q && !p) td_live++;
-    return q;
-}
-static void td_free(void *p) {
-    if (p) td_live--;
-    free(p);
-}
-#define PF_MALLOC(sz) td_malloc(sz)
-#define PF_REALLOC(p, sz) td_realloc(p, sz)
-#define PF_FREE(p) td_free(p)
+#include "pf_alloc_guard.h" /* PF_MALLOC & co., counted and capped */
 #define PF_DATASET_MAX_BYTES ((uint64_t)8 << 20)
 
 #ifdef PF_HAVE_STB /* stb's implementation, here before the header (tools/paraformer.c puts it after) */
@@ -180,7 +151,7 @@ static int err_has(const char *s) { return strstr(pf_last_error(), s) != NULL; }
 
 /* a failing call: not PF_OK, the message names `what`, no huge allocation */
 static void expect_fail(pf_status st, const char *label, const char *what) {
-    int big = td_biggest > TD_ALLOC_LIMIT;
+    int big = pf_guard_biggest > PF_GUARD_LIMIT;
     check(st != PF_OK && err_has(what) && !big, "%s: refused (%s)%s%s", label, pf_last_error(),
           st == PF_OK ? " [BUT IT LOADED]" : !err_has(what) ? " [message lacks the file/spec]" : "",
           big ? " [asked for a huge allocation]" : "");
@@ -189,7 +160,7 @@ static void expect_fail(pf_status st, const char *label, const char *what) {
 static void load_fail(const char *spec, const char *label, const char *what) {
     pf_dataset d;
     pf_status st;
-    td_biggest = 0;
+    pf_guard_biggest = 0;
     st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
     expect_fail(st, label, what);
     if (st == PF_OK) pf_dataset_free(&d);
@@ -497,7 +468,7 @@ static void test_folder(void) {
         st = pf_image_load(P("folder_odd/k/a.bmp"), &px, &h, &w, &c);
         check(st == PF_OK && h == 5 && w == 6 && c == 3 && !memcmp(px, a, 90), "pf_image_load: BMP 6x5 RGB exact");
         pf_image_free(px);
-        td_biggest = 0;
+        pf_guard_biggest = 0;
         st = pf_image_load(P("folder_odd/k/c.png"), &px, &h, &w, &c);
         expect_fail(st, "pf_image_load of garbage named .png", P("folder_odd/k/c.png"));
     }
@@ -644,7 +615,7 @@ static void test_bad_files(void) {
     put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
     l.n = 0; idx_labels(&l, 0x801, 10000, -1); put(lb, l.p, l.n);
     load_fail(spec, "gzip'd images: header says 10000, data holds 4", "train-images-idx3-ubyte.gz");
-    check(td_biggest < ((size_t)4 << 20), "... and the biggest allocation was %zu bytes (grows with the data)", td_biggest);
+    check(pf_guard_biggest < ((size_t)4 << 20), "... and the biggest allocation was %zu bytes (grows with the data)", pf_guard_biggest);
     {
         const char *c10 = mkd(P("bomb"));
         size_t n = ((size_t)8 << 20) / 3073 * 3073 + 3073 * 3;
@@ -1054,7 +1025,7 @@ int main(void) {
     test_split_stats();
     test_batch();
     test_randaug_ops();
-    check(td_live == 0, "no allocation through PF_MALLOC is still live (%ld)", td_live);
+    check(pf_guard_live == 0, "no allocation through PF_MALLOC is still live (%ld)", pf_guard_live);
     if (failed == 0 && !getenv("PF_KEEP_TMP")) cleanup();
     else printf("# kept %s\n", g_dir);
     while (g_npaths > 0) free(g_paths[--g_npaths]);

@@ -34,36 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---------------------------------------------------------------------- */
-/* allocation guard: the library's allocations, counted and capped */
-
-#define TIO_ALLOC_LIMIT ((size_t)64 << 20)
-static size_t tio_biggest; /* largest single request since the last reset */
-static long tio_live;      /* allocations not yet freed */
-
-static void *tio_malloc(size_t n) {
-    void *p;
-    if (n > tio_biggest) tio_biggest = n;
-    if (n > TIO_ALLOC_LIMIT) return NULL;
-    p = malloc(n ? n : 1);
-    if (p) tio_live++;
-    return p;
-}
-static void *tio_realloc(void *p, size_t n) {
-    void *q;
-    if (n > tio_biggest) tio_biggest = n;
-    if (n > TIO_ALLOC_LIMIT) return NULL;
-    q = realloc(p, n ? n : 1);
-    if (q && !p) tio_live++;
-    return q;
-}
-static void tio_free(void *p) {
-    if (p) tio_live--;
-    free(p);
-}
-#define PF_MALLOC(sz) tio_malloc(sz)
-#define PF_REALLOC(p, sz) tio_realloc(p, sz)
-#define PF_FREE(p) tio_free(p)
+#include "pf_alloc_guard.h" /* PF_MALLOC & co., counted and capped */
 
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
@@ -223,9 +194,9 @@ static int judge(pf_status st, const char *path, char *why, size_t cap) {
         snprintf(why, cap, "message does not name the file: %s", e);
         return 0;
     }
-    if (tio_biggest > TIO_ALLOC_LIMIT) {
-        snprintf(why, cap, "asked for %lu bytes in one allocation (limit %lu MiB): %s", (unsigned long)tio_biggest,
-                 (unsigned long)(TIO_ALLOC_LIMIT >> 20), e);
+    if (pf_guard_biggest > PF_GUARD_LIMIT) {
+        snprintf(why, cap, "asked for %lu bytes in one allocation (limit %lu MiB): %s", (unsigned long)pf_guard_biggest,
+                 (unsigned long)(PF_GUARD_LIMIT >> 20), e);
         return 0;
     }
     snprintf(why, cap, "%s: %s", pf_status_name(st), e);
@@ -236,7 +207,7 @@ static int st_open_refuses(const char *path, char *why, size_t cap) {
     pf_st_file *f = NULL;
     pf_status st;
     clear_error();
-    tio_biggest = 0;
+    pf_guard_biggest = 0;
     st = pf_st_open(path, &f);
     if (st == PF_OK) {
         snprintf(why, cap, "pf_st_open accepted it (%d tensors)", f ? f->n : -1);
@@ -254,7 +225,7 @@ static int model_load_refuses(const char *path, char *why, size_t cap) {
     pf_model *m = NULL;
     pf_status st;
     clear_error();
-    tio_biggest = 0;
+    pf_guard_biggest = 0;
     st = pf_model_load(path, &m);
     if (st == PF_OK) {
         snprintf(why, cap, "pf_model_load accepted it (%lu parameters)", m ? (unsigned long)m->n_params : 0ul);
@@ -273,7 +244,7 @@ static int npy_refuses(const char *path, char *why, size_t cap) {
     pf_status st;
     memset(&a, 0, sizeof a);
     clear_error();
-    tio_biggest = 0;
+    pf_guard_biggest = 0;
     st = pf_npy_load(path, &a);
     if (st == PF_OK) {
         snprintf(why, cap, "pf_npy_load accepted it (%s, %d dims, %lu bytes)", pf_dtype_name(a.dtype), a.ndim,
@@ -870,7 +841,7 @@ static void test_st_random(const char *model_path) {
             path = tpath(name);
             write_file(path, buf, n_full);
             clear_error();
-            tio_biggest = 0;
+            pf_guard_biggest = 0;
             st = pf_model_load(path, &m);
             if (st == PF_OK) {
                 accepted++;
@@ -1453,7 +1424,7 @@ static void test_npy_bad(void) {
             tb_free(&t);
             memset(&a, 0, sizeof a);
             clear_error();
-            tio_biggest = 0;
+            pf_guard_biggest = 0;
             st = pf_npy_load(path, &a);
             if (st == PF_OK) {
                 accepted++;
@@ -1504,7 +1475,7 @@ int main(int argc, char **argv) {
     }
     test_npy_good();
     test_npy_bad();
-    check(tio_live == 0, "every allocation made through PF_MALLOC was freed (%ld live)", tio_live);
+    check(pf_guard_live == 0, "every allocation made through PF_MALLOC was freed (%ld live)", pf_guard_live);
 
     if (n_fail || keep) {
         printf("# kept %s\n", g_dir);
