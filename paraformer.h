@@ -858,6 +858,16 @@ static uint64_t pf__mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 static uint64_t pf__next(uint64_t *s) { *s += 0x9e3779b97f4a7c15ULL; return pf__mix64(*s); }
+/* perm = a Fisher-Yates shuffle of 0..n-1 drawn from the stream s */
+static void pf__shuffle(int *perm, int n, uint64_t *s) {
+    int i;
+    for (i = 0; i < n; i++) perm[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = (int)(pf__next(s) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
 static double pf__uniform(uint64_t *s) { return (double)(pf__next(s) >> 11) * (1.0 / 9007199254740992.0); }
 static double pf__normal(uint64_t *s) { /* Box-Muller, one value per call */
     double u1 = pf__uniform(s), u2 = pf__uniform(s);
@@ -3813,6 +3823,13 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
 
 /* ---- evaluation ---- */
 
+/* the class with the largest logit (the first of equal ones) */
+static int pf__argmax(const pf_real *z, int K) {
+    int j, best = 0;
+    for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
+    return best;
+}
+
 PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
                             double *per_class, double *sweep) {
     const pf_config *c = &m->cfg;
@@ -3846,28 +3863,19 @@ PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double 
         if ((st = pf_forward(m, x, d->labels + n0, B, 0.0f, NULL)) != PF_OK) break;
         total += m->loss * B;
         for (b = 0; b < B; b++) {
-            const pf_real *z = m->logits + (size_t)b * K;
-            int y = d->labels[n0 + b], j, best = 0;
-            for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
+            int y = d->labels[n0 + b];
             cnt[y]++;
-            hit[y] += best == y;
+            hit[y] += pf__argmax(m->logits + (size_t)b * K, K) == y;
         }
         /* the sweep: the branch outputs of this batch are still in the
-           activations, so each prefix only re-aggregates and runs the head */
+           activations, so each prefix only re-aggregates and runs the head
+           (with one branch the forward's logits are already prefix 1) */
         for (kk = 1; sweep && kk <= k; kk++) {
-            if (kk < k) {
+            if (k > 1) {
                 pf__aggregate(m, kk, B);
                 pf__head_forward(m, NULL, B, 0.0f);
-            } else if (k > 1) {
-                pf__aggregate(m, k, B);
-                pf__head_forward(m, NULL, B, 0.0f);
             }
-            for (b = 0; b < B; b++) {
-                const pf_real *z = m->logits + (size_t)b * K;
-                int j, best = 0;
-                for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
-                hitk[kk - 1] += best == d->labels[n0 + b];
-            }
+            for (b = 0; b < B; b++) hitk[kk - 1] += pf__argmax(m->logits + (size_t)b * K, K) == d->labels[n0 + b];
         }
     }
     if (st == PF_OK) {
@@ -4026,16 +4034,10 @@ static double pf__lr_at(const pf_train_opts *o, int64_t it, int64_t total, int n
     return lr * (o->min_lr + (1.0 - o->min_lr) * 0.5 * (1.0 + cos(3.141592653589793 * p)));
 }
 
-/* the seeded order of pass `pass` of epoch `epoch` (Fisher-Yates) */
+/* the seeded order of pass `pass` of epoch `epoch` */
 static void pf__trainer_order(pf_trainer *t, int epoch, int pass) {
     uint64_t r = pf__mix64(t->o.seed ^ pf__mix64(((uint64_t)epoch << 8) + (uint64_t)pass + 0x0bdeu));
-    int n = t->train->n, i;
-    for (i = 0; i < n; i++) t->perm[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = (int)(pf__next(&r) % (uint64_t)(i + 1)), tmp = t->perm[i];
-        t->perm[i] = t->perm[j];
-        t->perm[j] = tmp;
-    }
+    pf__shuffle(t->perm, t->train->n, &r);
 }
 
 static void pf__json_num(char *buf, size_t cap, size_t *len, const char *key, double v) {
@@ -4050,6 +4052,27 @@ PFDEF void pf_trainer_log(pf_trainer *t, const char *json) {
     fputc('\n', (FILE *)t->log);
     fflush((FILE *)t->log);
     t->s.log_lines++;
+}
+
+/* closes the object that line[0..len) opened and logs it */
+static void pf__trainer_log_object(pf_trainer *t, char *line, size_t cap, size_t len) {
+    if (len + 2 < cap) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
+}
+
+/* the progress record of an event: position filled in, the figures NaN
+   (each caller adds the ones it has) */
+static pf_train_info pf__trainer_info(const pf_trainer *t, int event, const char *pass) {
+    pf_train_info info;
+    memset(&info, 0, sizeof info);
+    info.event = event;
+    info.pass = pass;
+    info.stage = t->s.stage;
+    info.active = t->m->active;
+    info.epoch = t->s.epoch;
+    info.epochs = t->o.epochs;
+    info.step = t->s.step;
+    info.loss = info.acc = info.val_loss = info.val_acc = NAN;
+    return info;
 }
 
 /* one pass over the training data: `prefix` 1 takes a step per branch prefix
@@ -4083,12 +4106,7 @@ static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass
             if ((st = pf_backward(m)) != PF_OK) return st;
             pf_optim_step(m, &opt);
             t->s.step++;
-            for (i = 0; i < nb; i++) {
-                const pf_real *z = m->logits + (size_t)i * K;
-                int j, best = 0;
-                for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
-                hits += best == t->labels[i];
-            }
+            for (i = 0; i < nb; i++) hits += pf__argmax(m->logits + (size_t)i * K, K) == t->labels[i];
             if (kk == k_hi) { /* the running figures follow the full prefix */
                 sum_loss += m->loss * nb; sum_acc += hits; seen += nb;
                 win_loss += m->loss * nb; win_acc += hits; win_seen += nb;
@@ -4106,43 +4124,34 @@ static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass
                 pf__json_num(line, sizeof line, &len, "lr", lr);
                 pf__json_num(line, sizeof line, &len, "img_s", now > t_win ? (double)win_seen / (now - t_win) : 0.0);
                 pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
-                if (len + 2 < sizeof line) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
+                pf__trainer_log_object(t, line, sizeof line, len);
                 win_loss = win_acc = 0; win_seen = 0; win_steps = 0; t_win = now;
             }
         }
         if (prefix) m->active = n;
         if (t->progress) {
-            pf_train_info info;
+            pf_train_info info = pf__trainer_info(t, PF_EV_STEP, pass_name);
             double now = pf_time();
-            memset(&info, 0, sizeof info);
-            info.event = PF_EV_STEP; info.pass = pass_name;
-            info.stage = t->s.stage; info.active = m->active; info.epoch = t->s.epoch;
-            info.epochs = t->o.epochs; info.batch = bi + 1; info.batches = t->n_batches; info.step = t->s.step;
+            info.batch = bi + 1; info.batches = t->n_batches;
             info.loss = seen ? sum_loss / seen : NAN; info.acc = seen ? sum_acc / seen : NAN;
             info.lr = lr; info.img_s = now > t0 ? (double)seen / (now - t0) : 0.0;
             info.time_s = t->s.time_s + (now - t->t_start);
-            info.val_loss = info.val_acc = NAN;
             t->progress(&info, t->user);
         }
     }
     return PF_OK;
 }
 
-static pf_status pf__trainer_stage_start(pf_trainer *t) {
+static void pf__trainer_stage_start(pf_trainer *t) {
     char line[256];
     pf__trainer_apply_stage(t);
     snprintf(line, sizeof line, "{\"event\":\"stage\",\"stage\":%d,\"step\":%lld,\"active\":%d}", t->s.stage,
              (long long)t->s.step, t->m->active);
     pf_trainer_log(t, line);
     if (t->progress) {
-        pf_train_info info;
-        memset(&info, 0, sizeof info);
-        info.event = PF_EV_STAGE; info.pass = "train"; info.stage = t->s.stage; info.active = t->m->active;
-        info.epoch = t->s.epoch; info.epochs = t->o.epochs; info.step = t->s.step;
-        info.loss = info.acc = info.val_loss = info.val_acc = NAN;
+        pf_train_info info = pf__trainer_info(t, PF_EV_STAGE, "train");
         t->progress(&info, t->user);
     }
-    return PF_OK;
 }
 
 PFDEF pf_status pf_trainer_run(pf_trainer *t) {
@@ -4187,13 +4196,11 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
         pf__json_num(line, sizeof line, &len, "loss", vl);
         pf__json_num(line, sizeof line, &len, "accuracy", va);
         pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
-        if (len + 2 < sizeof line) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
+        pf__trainer_log_object(t, line, sizeof line, len);
         if (t->progress) {
-            pf_train_info info;
-            memset(&info, 0, sizeof info);
-            info.event = PF_EV_EVAL; info.pass = "train"; info.stage = t->s.stage; info.active = m->active;
-            info.epoch = t->s.epoch - 1; info.epochs = t->o.epochs; info.step = t->s.step;
-            info.loss = info.acc = NAN; info.val_loss = vl; info.val_acc = va;
+            pf_train_info info = pf__trainer_info(t, PF_EV_EVAL, "train");
+            info.epoch = t->s.epoch - 1; /* the one just trained */
+            info.val_loss = vl; info.val_acc = va;
             info.time_s = t->s.time_s + (now - t->t_start);
             t->progress(&info, t->user);
         }
@@ -4227,11 +4234,9 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
         t->t_start = now;
         if (t->out_path && (st = pf_trainer_save(t, t->out_path)) != PF_OK) { m->training = 0; return st; }
         if (t->progress) {
-            pf_train_info info;
-            memset(&info, 0, sizeof info);
-            info.event = PF_EV_EPOCH; info.pass = "train"; info.stage = t->s.stage; info.active = m->active;
-            info.epoch = t->s.epoch - 1; info.epochs = t->o.epochs; info.step = t->s.step;
-            info.loss = info.acc = NAN; info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
+            pf_train_info info = pf__trainer_info(t, PF_EV_EPOCH, "train");
+            info.epoch = t->s.epoch - 1;
+            info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
             t->progress(&info, t->user);
         }
     }
@@ -5539,12 +5544,7 @@ PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed
         PF_FREE(perm); PF_FREE(in_val); PF_FREE(tr); PF_FREE(va);
         return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name);
     }
-    for (i = 0; i < d->n; i++) perm[i] = i;
-    for (i = d->n - 1; i > 0; i--) {
-        int j = (int)(pf__next(&s) % (uint64_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    pf__shuffle(perm, d->n, &s);
     for (i = 0; i < nv; i++) in_val[perm[i]] = 1;
     for (i = nv = nt = 0; i < d->n; i++) {
         if (in_val[i]) va[nv++] = i;

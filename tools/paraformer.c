@@ -238,17 +238,6 @@ static int parse_floats(const cli *c, int k, float *dst, int max) {
     }
 }
 
-static int ends_with(const char *s, const char *suffix) { // case-insensitive
-    size_t n = strlen(s), m = strlen(suffix), i;
-    if (m > n) return 0;
-    for (i = 0; i < m; i++) {
-        char a = s[n - m + i], b = suffix[i];
-        if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
-        if (a != b) return 0;
-    }
-    return 1;
-}
-
 static const char *np_name(pf_dtype t) { // NumPy's name of a dtype
     static const char *const names[] = {"float32", "float64", "float16", "bfloat16",
                                         "uint8",   "int8",    "int32",   "int64"};
@@ -669,8 +658,8 @@ static int cmd_predict(int argc, char **argv) {
     model = cli_need(&c, O_MODEL);
     output = cli_need(&c, O_OUTPUT);
     cli_need(&c, O_INPUT);
-    csv = !strcmp(output, "-") || ends_with(output, ".csv");
-    if (!csv && !ends_with(output, ".npy"))
+    csv = !strcmp(output, "-") || pf__ends_with_ci(output, ".csv");
+    if (!csv && !pf__ends_with_ci(output, ".npy"))
         usage_error(&c, "--output: '%s' is neither .npy nor .csv (or - for CSV on stdout)", output);
     probs = cli_get(&c, O_PROBS) != NULL;
     if (cli_get(&c, O_BRANCHES)) active = (int)parse_int(&c, O_BRANCHES, 1, INT_MAX);
@@ -692,9 +681,9 @@ static int cmd_predict(int argc, char **argv) {
             char *comma = strchr(s, ',');
             if (comma) *comma = '\0';
             if (!*s) usage_error(&c, "--input: empty file name in '%s'", c.vals[i]);
-            if (ends_with(s, ".npy")) is_npy++;
-            else if (!ends_with(s, ".png") && !ends_with(s, ".jpg") && !ends_with(s, ".jpeg") &&
-                     !ends_with(s, ".bmp"))
+            if (pf__ends_with_ci(s, ".npy")) is_npy++;
+            else if (!pf__ends_with_ci(s, ".png") && !pf__ends_with_ci(s, ".jpg") && !pf__ends_with_ci(s, ".jpeg") &&
+                     !pf__ends_with_ci(s, ".bmp"))
                 usage_error(&c, "--input: '%s' is not .npy, .png, .jpg, .jpeg or .bmp", s);
             files[n_files++] = s;
             if (!comma) break;
@@ -1063,20 +1052,15 @@ static void parse_branch_list(const cli *c, int k, int n, unsigned char *flags) 
 // (NULL for kinds with one split). The result is malloc'd.
 static char *test_spec_of(const char *spec) {
     char *t, *at, *hash;
-    size_t n = strlen(spec);
+    size_t n = strlen(spec), pre;
     if (strncmp(spec, "fmnist", 6) && strncmp(spec, "cifar10", 7) && strncmp(spec, "cifar100", 8)) return NULL;
     t = (char *)xmalloc(n + 8);
     hash = strchr(spec, '#');
     at = strchr(spec, '@');
-    if (at && (!hash || at < hash)) { // replace @train by @test
-        size_t pre = (size_t)(at - spec);
-        memcpy(t, spec, pre);
-        snprintf(t + pre, n + 8 - pre, "@test%s", hash ? hash : "");
-    } else {
-        size_t pre = hash ? (size_t)(hash - spec) : n;
-        memcpy(t, spec, pre);
-        snprintf(t + pre, n + 8 - pre, "@test%s", hash ? hash : "");
-    }
+    if (at && hash && at > hash) at = NULL;
+    pre = at ? (size_t)(at - spec) : hash ? (size_t)(hash - spec) : n; // an @train is replaced
+    memcpy(t, spec, pre);
+    snprintf(t + pre, n + 8 - pre, "@test%s", hash ? hash : "");
     return t;
 }
 
@@ -1332,7 +1316,7 @@ static int cmd_train(int argc, char **argv) {
     for (i = 0; args[i]; i++) if (args[i] == '\\' || (unsigned char)args[i] < 0x20) args[i] = '_';
     t.meta_extra = args;
     if (resume && pf_trainer_resume(&t, resume) != PF_OK) die(1, "%s", pf_last_error());
-    if (strcmp(out, resume ? resume : "") && resume)
+    if (resume && strcmp(out, resume))
         fprintf(stderr, "note: resuming from %s, saving to %s\n", resume, out);
     if (cli_get(&c, O_LOG)) {
         if (pf_trainer_open_log(&t, cli_get(&c, O_LOG)) != PF_OK) die(1, "%s", pf_last_error());
@@ -1731,7 +1715,7 @@ static void plot_read(plot_run *r, const char *path, char *buf) {
     r->branches = r->depth = r->params = r->test_acc = r->sweep_step = NAN;
     base = base ? base + 1 : path;
     snprintf(r->label, sizeof r->label, "%s", base);
-    if (ends_with(r->label, ".jsonl")) r->label[strlen(r->label) - 6] = '\0';
+    if (pf__ends_with_ci(r->label, ".jsonl")) r->label[strlen(r->label) - 6] = '\0';
     if (!f) die(1, "%s: cannot open: %s", path, strerror(errno));
     while (!eof) {
         for (n = 0;;) { // one line, without its newline
