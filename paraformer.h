@@ -303,7 +303,11 @@ PFDEF size_t pf_model_part_size(const pf_model *m, int part);
 PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B,
                            float label_smoothing, float *loss);
 /* Backward pass of the last forward (which must have had labels): writes
-   (not accumulates) the gradients of the active branches, stem and head. */
+   (not accumulates) the gradients of the head and of the trainable parts
+   (pf_optim_step): active branches with train_branch set, and the stem when
+   train_stem is set. A branch that does not train is skipped when the stem
+   does not train either (nothing below it needs its input gradient); the
+   gradients of skipped parts keep whatever they held. */
 PFDEF pf_status pf_backward(pf_model *m);
 /* Call after writing m->params directly (pf_predict keeps a packed copy of
    the weights and rebuilds it only when the parameters changed). */
@@ -2904,6 +2908,7 @@ PFDEF pf_status pf_backward(pf_model *m) {
     for (i = 0; i < ND; i++) s.dx0[i] = c->aggregate == PF_AGG_DELTA ? (pf_real)(1 - k) * s.dagg[i] : 0;
     /* branches, each adding its input gradient into dX0 (fixed order) */
     for (b = 0; b < k; b++) {
+        if (!m->train_branch[b] && !m->train_stem) continue; /* frozen, and nothing below trains */
         memcpy(s.dcur, s.dagg, ND * sizeof(pf_real));
         for (l = c->depth - 1; l >= 0; l--)
             pf__layer_backward(m, &s, b, l, l ? m->acts[b * c->depth + l - 1].x2 : m->x0, B);
@@ -2912,6 +2917,7 @@ PFDEF pf_status pf_backward(pf_model *m) {
         for (i = 0; i < ND; i++) s.dx0[i] += s.dcur[i];
         pf__lap(m, 1, PF_OP_RESIDUAL, t0, (double)ND);
     }
+    if (!m->train_stem) return PF_OK;
     t0 = m->profile ? pf_time() : 0.0;
     /* embedding */
     if (m->training && c->emb_dropout > 0.0f) pf__dropout(s.dx0, ND, pf__site_key(m, 0), c->emb_dropout);
@@ -3978,11 +3984,17 @@ static void pf__trainer_apply_stage(pf_trainer *t) {
     m->head_rows_from = 0;
     m->shared_lr_scale = 1.0f;
     if (t->o.schedule == PF_SCHED_STAGED) {
+        /* old parts at learning rate 0 take no step: mark them frozen, so
+           the backward pass skips them (the same weights, less work) */
+        int old_still = t->o.old_lr == 0.0f;
         m->active = t->s.stage;
-        if (t->s.stage > 1) m->shared_lr_scale = t->o.old_lr;
+        if (t->s.stage > 1) {
+            m->shared_lr_scale = t->o.old_lr;
+            m->train_stem = m->train_head = !old_still;
+        }
         for (b = 0; b < n; b++) {
             int old = b < t->s.stage - 1;
-            m->train_branch[b] = !(old && t->o.freeze_old);
+            m->train_branch[b] = !(old && (t->o.freeze_old || old_still));
             m->lr_scale[b] = old ? t->o.old_lr : 1.0f;
         }
     } else {

@@ -187,6 +187,50 @@ static void test_zero_branch(void) {
     pf_model_free(m);
 }
 
+/* Frozen parts are skipped by the backward pass: with the stem and branches
+   1..2 frozen, branch 3's and the head's gradients equal those of a full
+   backward bitwise, and the frozen branches' gradient memory is not touched
+   (the staged schedule freezes old parts at --old-lr 0 this way). */
+static void test_frozen_skip(void) {
+    pf_config c = tiny_config(10);
+    pf_model *m;
+    pf_real *x, *full;
+    int labels[4] = {1, 3, 5, 7}, i, t, n = 4, same = 1, untouched = 1, some = 0;
+    size_t per = 28 * 28, np;
+    float loss;
+    pf_model_create(&c, &m);
+    pf_model_init(m, 21, 0.0f);
+    for (t = 0; t < m->n_specs; t++) /* nonzero output projections everywhere */
+        if (m->specs[t].part == PF_PART_BRANCH)
+            for (i = 0; i < (int)m->specs[t].numel; i++) m->params[m->specs[t].offset + i] += (pf_real)(0.01 * sin(0.1 * i + t));
+    pf_model_alloc_train(m);
+    pf_model_reserve(m, n);
+    np = m->n_params;
+    x = (pf_real *)malloc(per * n * sizeof(pf_real));
+    full = (pf_real *)malloc(np * sizeof(pf_real));
+    for (i = 0; i < (int)per * n; i++) x[i] = (pf_real)sin(0.23 * i);
+    pf_forward(m, x, labels, n, 0.0f, &loss);
+    pf_backward(m);
+    memcpy(full, m->grads, np * sizeof(pf_real));
+    for (i = 0; i < (int)np; i++) m->grads[i] = (pf_real)12345;
+    m->train_stem = 0; m->train_branch[0] = m->train_branch[1] = 0;
+    pf_forward(m, x, labels, n, 0.0f, &loss);
+    pf_backward(m);
+    for (t = 0; t < m->n_specs; t++) {
+        const pf_tensor_spec *s = &m->specs[t];
+        int live = s->part == PF_PART_HEAD || (s->part == PF_PART_BRANCH && s->branch == 2);
+        size_t j;
+        for (j = 0; j < s->numel; j++) {
+            if (live) { same &= m->grads[s->offset + j] == full[s->offset + j]; some |= full[s->offset + j] != 0; }
+            else untouched &= m->grads[s->offset + j] == (pf_real)12345;
+        }
+    }
+    check(same && some, "stem and branches 1-2 frozen: branch 3's and the head's gradients equal a full backward's bitwise");
+    check(untouched, "the frozen stem's and branches' gradients are skipped (memory untouched)");
+    free(x); free(full);
+    pf_model_free(m);
+}
+
 static void test_sweep_and_compress(const pf_dataset *te) {
     char ckpt[300];
     pf_model *m, *mk;
@@ -415,6 +459,7 @@ int main(void) {
     check(tr.n == 600 && va.n == 60, "600 training and 60 validation images");
     test_validation();
     test_zero_branch();
+    test_frozen_skip();
     test_staged(&tr, &va);
     test_sweep_and_compress(&te);
     test_interleaved_steps(&tr, &va);

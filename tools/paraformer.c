@@ -1141,7 +1141,7 @@ static int cmd_train(int argc, char **argv) {
         {"--clip", "F", "0 (off)", "clip the global grad norm"},
         {"--label-smoothing", "F", "0", "label smoothing of the cross-entropy"},
         {"--new-branch", "zero|random", "zero", "staged: a new branch starts with zeroed output projections, or random"},
-        {"--freeze-old", NULL, "off", "staged: earlier branches stop training"},
+        {"--freeze-old", "on|off", "off", "staged: earlier branches stop training"},
         {"--old-lr", "F", "1", "staged: learning-rate multiplier of earlier branches, stem and head (from stage 2)"},
         {"--patience", "N", "3", "staged: evaluations without improvement that end a stage (0: epochs only)"},
         {"--min-delta", "F", "0", "staged: validation-loss improvement that counts"},
@@ -1224,7 +1224,7 @@ static int cmd_train(int argc, char **argv) {
         static const char *const S[] = {"zero", "random"};
         opts.new_branch = parse_choice(&c, O_NEW_BRANCH, S, 2);
     }
-    if (cli_get(&c, O_FREEZE_OLD)) opts.freeze_old = 1;
+    if (cli_get(&c, O_FREEZE_OLD)) opts.freeze_old = parse_choice(&c, O_FREEZE_OLD, ONOFF, 8) % 2;
     if (cli_get(&c, O_OLD_LR)) opts.old_lr = parse_float(&c, O_OLD_LR, 0, 100);
     if (cli_get(&c, O_PATIENCE)) opts.patience = (int)parse_int(&c, O_PATIENCE, 0, 100000);
     if (cli_get(&c, O_MIN_DELTA)) opts.min_delta = parse_float(&c, O_MIN_DELTA, 0, 1e9);
