@@ -524,6 +524,7 @@ PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *ou
    checkpoints that carry the training state, compress and expand */
 
 enum { PF_SCHED_STAGED = 0, PF_SCHED_INTERLEAVED = 1, PF_SCHED_JOINT = 2 };
+#define PF_TRAIN_MAX_LIST 16 /* entries of pf_train_opts.stage_epochs */
 enum { PF_NEW_ZERO = 0, PF_NEW_RANDOM = 1 };  /* how a staged branch starts */
 enum { PF_LR_COSINE = 0, PF_LR_CONSTANT = 1 };
 PFDEF const char *pf_schedule_name(int schedule); /* "staged", ... */
@@ -531,6 +532,9 @@ PFDEF const char *pf_schedule_name(int schedule); /* "staged", ... */
 typedef struct pf_train_opts {
     int schedule;        /* PF_SCHED_* */
     int epochs;          /* staged: the cap of each stage; else the total */
+    int stage_epochs[PF_TRAIN_MAX_LIST]; /* staged, optional: the cap of stage
+                            1, 2, ... (0 ends the list; stages past its end
+                            take its last value); all 0: epochs for every stage */
     int batch;           /* images per step (the last batch may be smaller) */
     pf_optim optim;      /* optim.lr is the peak learning rate */
     int lr_schedule;     /* PF_LR_COSINE: linear warmup, then cosine from lr
@@ -3796,6 +3800,19 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
     if (o->schedule < PF_SCHED_STAGED || o->schedule > PF_SCHED_JOINT)
         return pf_fail(PF_ERR_ARG, "schedule %d is not staged, interleaved or joint", o->schedule);
     if (o->epochs < 1 || o->epochs > 100000) return pf_fail(PF_ERR_ARG, "epochs %d outside 1..100000", o->epochs);
+    {
+        int i, end = 0;
+        for (i = 0; i < PF_TRAIN_MAX_LIST; i++) {
+            int e = o->stage_epochs[i];
+            if (e == 0) { end = 1; continue; }
+            if (end || e < 1 || e > 100000)
+                return pf_fail(PF_ERR_ARG, "stage %d epochs %d: the list must be values in 1..100000 then zeros", i + 1, e);
+            if (o->schedule != PF_SCHED_STAGED)
+                return pf_fail(PF_ERR_ARG, "epochs per stage need the staged schedule");
+            if (!(o->warmup <= (float)e))
+                return pf_fail(PF_ERR_ARG, "warmup %g epochs must be in [0, epochs of stage %d = %d]", o->warmup, i + 1, e);
+        }
+    }
     if (o->batch < 1 || o->batch > 65536) return pf_fail(PF_ERR_ARG, "batch %d outside 1..65536", o->batch);
     if (o->eval_batch < 1 || o->eval_batch > 65536)
         return pf_fail(PF_ERR_ARG, "eval batch %d outside 1..65536", o->eval_batch);
@@ -3975,6 +3992,13 @@ PFDEF void pf_trainer_free(pf_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* the epoch cap of stage `stage` (1-based) */
+static int pf__stage_cap(const pf_train_opts *o, int stage) {
+    int i, cap = o->epochs;
+    for (i = 0; i < PF_TRAIN_MAX_LIST && i < stage && o->stage_epochs[i] > 0; i++) cap = o->stage_epochs[i];
+    return cap;
+}
+
 /* which branches run and train in the current stage */
 static void pf__trainer_apply_stage(pf_trainer *t) {
     pf_model *m = t->m;
@@ -4081,7 +4105,7 @@ static pf_train_info pf__trainer_info(const pf_trainer *t, int event, const char
     info.stage = t->s.stage;
     info.active = t->m->active;
     info.epoch = t->s.epoch;
-    info.epochs = t->o.epochs;
+    info.epochs = t->o.schedule == PF_SCHED_STAGED ? pf__stage_cap(&t->o, t->s.stage) : t->o.epochs;
     info.step = t->s.step;
     info.loss = info.acc = info.val_loss = info.val_acc = NAN;
     return info;
@@ -4184,7 +4208,7 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
         m->training = 1;
         if (t->o.schedule == PF_SCHED_STAGED) {
             st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.stage_epoch * t->n_batches,
-                                  (int64_t)t->o.epochs * t->n_batches);
+                                  (int64_t)pf__stage_cap(&t->o, t->s.stage) * t->n_batches);
         } else if (t->o.schedule == PF_SCHED_JOINT) {
             st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.epoch * t->n_batches,
                                   (int64_t)t->o.epochs * t->n_batches);
@@ -4221,7 +4245,7 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
             if (isfinite(vl) && vl < t->s.best_val - t->o.min_delta) { t->s.best_val = vl; t->s.bad_evals = 0; }
             else if (isfinite(vl)) t->s.bad_evals++;
             if (t->o.patience > 0 && t->s.bad_evals >= t->o.patience) { end_stage = 1; reason = "patience"; }
-            if (t->s.stage_epoch >= t->o.epochs) end_stage = 1;
+            if (t->s.stage_epoch >= pf__stage_cap(&t->o, t->s.stage)) end_stage = 1;
         } else if (t->s.epoch >= t->o.epochs) {
             t->s.done = 1;
         }
@@ -4262,17 +4286,25 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
 /* the options that decide the trajectory, as JSON (saved and compared) */
 static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
     const pf_optim *p = &o->optim;
+    char list[16 * PF_TRAIN_MAX_LIST + 32] = "";
+    int i, n;
+    if (o->stage_epochs[0] > 0) { /* only when given, so older checkpoints still resume */
+        n = snprintf(list, sizeof list, ",\"stage_epochs\":[");
+        for (i = 0; i < PF_TRAIN_MAX_LIST && o->stage_epochs[i] > 0; i++)
+            n += snprintf(list + n, sizeof list - (size_t)n, "%s%d", i ? "," : "", o->stage_epochs[i]);
+        snprintf(list + n, sizeof list - (size_t)n, "]");
+    }
     return snprintf(buf, cap,
                     "{\"schedule\":\"%s\",\"epochs\":%d,\"batch\":%d,\"optimizer\":\"%s\",\"lr\":%.9g,\"beta1\":%.9g,"
                     "\"beta2\":%.9g,\"eps\":%.9g,\"weight_decay\":%.9g,\"clip\":%.9g,\"lr_schedule\":\"%s\","
                     "\"warmup\":%.9g,\"min_lr\":%.9g,\"label_smoothing\":%.9g,\"new_branch\":\"%s\",\"freeze_old\":%d,"
                     "\"old_lr\":%.9g,\"patience\":%d,\"min_delta\":%.9g,\"prefix_clip\":%.9g,\"keep_trainable\":%d,"
-                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d,\"seed\":%llu}",
+                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d,\"seed\":%llu%s}",
                     pf_schedule_name(o->schedule), o->epochs, o->batch, p->adam ? "adam" : "adamw", p->lr, p->beta1,
                     p->beta2, p->eps, p->weight_decay, p->clip, o->lr_schedule == PF_LR_CONSTANT ? "constant" : "cosine",
                     o->warmup, o->min_lr, o->label_smoothing, o->new_branch == PF_NEW_ZERO ? "zero" : "random",
                     o->freeze_old, o->old_lr, o->patience, o->min_delta, o->prefix_clip, o->keep_trainable,
-                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed);
+                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed, list);
 }
 
 PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {

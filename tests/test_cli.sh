@@ -270,6 +270,9 @@ expect_fail "train without --out" "--out" "$EXE" train --data "fmnist:$S"
 expect_fail "train --schedule bogus" "bogus" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --schedule bogus
 expect_fail "train --epochs 0" "--epochs" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --epochs 0
 expect_fail "train --lr -1" "--lr" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --lr -1
+expect_fail "train --epochs list with a non-integer" "each value must be an integer" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --epochs 2,1.5
+expect_fail "train --epochs list without staged" "needs --schedule staged" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --schedule joint --epochs 2,3
+expect_fail "train --freeze-old with a bad value" "freeze-old" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --freeze-old maybe
 expect_fail "train --warmup beyond the epochs" "warmup" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --epochs 2 --warmup 5
 expect_fail "train --randaug with one number" "--randaug" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --randaug 2
 expect_fail "train --val 1.5" "--val" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --val 1.5

@@ -155,6 +155,30 @@ static void test_staged(const pf_dataset *tr, const pf_dataset *va) {
     (void)all_fall;
 }
 
+/* epochs per stage: caps 1, 2, then 2 again for stage 3 */
+static void test_stage_epochs(const pf_dataset *tr, const pf_dataset *va) {
+    char ckpt[300], log[300];
+    logline L[400];
+    pf_train_opts o = tiny_opts(PF_SCHED_STAGED);
+    int64_t steps = 0;
+    double ends[4];
+    int n, i, k = 0;
+    o.stage_epochs[0] = 1; o.stage_epochs[1] = 2;
+    path_in(ckpt, sizeof ckpt, "stage_epochs.safetensors");
+    path_in(log, sizeof log, "stage_epochs.jsonl");
+    check(run(tr, va, &o, ckpt, log, 0, 0, 2, &steps) == PF_OK, "stage epochs 1,2: runs");
+    check(steps == (1 + 2 + 2) * 12, "stage epochs 1,2: (1 + 2 + 2) x 12 = 60 steps (got %lld)", (long long)steps);
+    n = read_log(log, L, 400);
+    for (i = 0; i < n; i++)
+        if (!strcmp(L[i].event, "stage_end") && k < 4) ends[k++] = L[i].step;
+    check(k == 3 && ends[0] == 12 && ends[1] == 36 && ends[2] == 60, "stage epochs 1,2: stages end at steps 12, 36, 60");
+    o.stage_epochs[0] = 2; o.stage_epochs[1] = 0; o.stage_epochs[2] = 3;
+    check(pf_train_opts_validate(&o) != PF_OK, "a stage-epochs list with a gap is refused: %s", pf_last_error());
+    o.stage_epochs[2] = 0;
+    o.schedule = PF_SCHED_JOINT;
+    check(pf_train_opts_validate(&o) != PF_OK, "stage epochs without the staged schedule are refused: %s", pf_last_error());
+}
+
 /* zeroed output projections: a new branch contributes exactly nothing */
 static void test_zero_branch(void) {
     pf_config c = tiny_config(10);
@@ -461,6 +485,7 @@ int main(void) {
     test_zero_branch();
     test_frozen_skip();
     test_staged(&tr, &va);
+    test_stage_epochs(&tr, &va);
     test_sweep_and_compress(&te);
     test_interleaved_steps(&tr, &va);
     test_resume(&tr, &va, PF_SCHED_STAGED, 29);

@@ -1130,7 +1130,7 @@ static int cmd_train(int argc, char **argv) {
         {"--train-head", "all|off|K", "all (off with --train-branches)", "train the head, freeze it, or train only its "
                                                                          "rows K.. (classes an expand added)"},
         {"--schedule", "staged|interleaved|joint", "staged", "progressive stages, the authors' loop, or all at once"},
-        {"--epochs", "N", "10", "staged: cap per stage; otherwise the total"},
+        {"--epochs", "N[,N2,...]", "10", "staged: cap per stage (a list: stage 1, 2, ..., the last repeats); otherwise the total"},
         {"--batch", "N", "128", "images per step"},
         {"--lr", "F", "1e-3", "peak learning rate"},
         {"--optimizer", "adamw|adam", "adamw", "decoupled weight decay, or L2 in the gradient"},
@@ -1204,7 +1204,19 @@ static int cmd_train(int argc, char **argv) {
         static const char *const S[] = {"staged", "interleaved", "joint"};
         opts.schedule = parse_choice(&c, O_SCHEDULE, S, 3);
     }
-    if (cli_get(&c, O_EPOCHS)) opts.epochs = (int)parse_int(&c, O_EPOCHS, 1, 100000);
+    if (cli_get(&c, O_EPOCHS)) {
+        float e[PF_TRAIN_MAX_LIST];
+        int n = parse_floats(&c, O_EPOCHS, e, PF_TRAIN_MAX_LIST), i;
+        for (i = 0; i < n; i++)
+            if (e[i] != (float)(int)e[i] || e[i] < 1 || e[i] > 100000)
+                usage_error(&c, "--epochs: '%s': each value must be an integer in 1..100000", cli_get(&c, O_EPOCHS));
+        memset(opts.stage_epochs, 0, sizeof opts.stage_epochs);
+        opts.epochs = (int)e[n - 1];
+        if (n > 1) {
+            if (opts.schedule != PF_SCHED_STAGED) usage_error(&c, "--epochs: a list of stage caps needs --schedule staged");
+            for (i = 0; i < n; i++) opts.stage_epochs[i] = (int)e[i];
+        }
+    }
     if (cli_get(&c, O_BATCH)) opts.batch = (int)parse_int(&c, O_BATCH, 1, 65536);
     if (cli_get(&c, O_LR)) opts.optim.lr = parse_float(&c, O_LR, 1e-9, 9.99);
     if (cli_get(&c, O_OPTIMIZER)) {
