@@ -3749,23 +3749,26 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
     memset(c, 0, sizeof *c);
     if (!strcmp(name, "fmnist-small")) {
         /* PF(2x4) at width 64 with 7x7 patches (T = 17), 0.27M parameters:
-           a 4-layer branch reaches ~90 % on its own in 25 epochs, then the
-           second one trains on what it left over, everything else frozen.
-           Tuned on the 10 % validation split (README). */
+           stage 1 trains branch 1 for 15 epochs, stage 2 adds branch 2
+           (zeroed output projections) and trains everything for 20 more.
+           Tuned on the 10 % validation split; the README says what was
+           tried, and that branch 2 adds almost nothing here. */
         c->image_size = 28; c->channels = 1; c->patch_size = 7;
         c->dim = 64; c->heads = 4; c->mlp_dim = 128;
         c->branches = 2; c->depth = 4; c->classes = 10;
         o->schedule = PF_SCHED_STAGED;
-        o->epochs = 25;
+        o->stage_epochs[0] = 15;
+        o->stage_epochs[1] = 20;
+        o->epochs = 20;
         o->batch = 128;
         o->optim.lr = 3e-3f;
         o->optim.weight_decay = 0.05f;
         o->warmup = 0.5f;
         o->min_lr = 0.02f;
         o->label_smoothing = 0.1f;
-        o->freeze_old = 1; /* branch 2 learns what branch 1 left over: */
-        o->old_lr = 0.0f;  /* branch 1, stem and head stay as stage 1 left them */
-        o->patience = 4;
+        o->freeze_old = 0; /* branch 1, stem and head keep training at the */
+        o->old_lr = 1.0f;  /* full rate: frozen, branch 2 learned nothing */
+        o->patience = 0;   /* each stage runs its epochs (stage 2 dips first) */
         o->aug.crop_pad = 1;
         o->aug.flip = 1;
         *embed_std = 0.02f;

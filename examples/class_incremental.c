@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
     pf_dataset_stats(&all_tr, cfg.mean, cfg.std);
     o.schedule = PF_SCHED_JOINT;
     o.epochs = epochs;
+    memset(o.stage_epochs, 0, sizeof o.stage_epochs); /* the preset's are for staged */
     PF_TRY(pf_model_create(&cfg, &m));
     pf_model_init(m, 1, embed_std);
     train(m, &old_tr, &o);
