@@ -202,6 +202,10 @@ $(BUILD)/test_data: tests/test_data.c $(HDR) | $(BUILD)
 $(BUILD)/test_train: tests/test_train.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
+# test_plan: the multi-device plan of the GPU backend, on the CPU.
+$(BUILD)/test_plan: tests/test_plan.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
 # test_header_*: the header as a user compiles it, -Werror -pedantic: as C99
 # and as C++, extern and PF_STATIC, always linked from two translation units
 # (tests/test_header_tu2.c includes the header without the implementation, or
@@ -241,6 +245,7 @@ TESTS_C := \
   $(if $(call have,tests/test_io.c),$(BUILD)/test_io) \
   $(if $(call have,tests/test_data.c),$(BUILD)/test_data) \
   $(if $(call have,tests/test_train.c),$(BUILD)/test_train) \
+  $(if $(call have,tests/test_plan.c),$(BUILD)/test_plan) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
   $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \

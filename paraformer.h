@@ -692,6 +692,38 @@ PFDEF void pf_use_reference(int on);
 PFDEF void pf_set_threads(int n);
 PFDEF int pf_get_threads(void);
 
+/* ---------------------------------------------------------------------- */
+/* multi-device plan (DESIGN 5): which device runs which branch, and the
+   collectives of one training step. Plain C, so the CPU tests check the
+   plan that the GPU backend (paraformer_cuda.cu) executes. */
+
+/* Assigns branches 0..n-1 to devices 0..d-1 (1 <= d <= n: no device idles).
+   cost NULL: round-robin, branch b on device b % d. Otherwise longest first:
+   branches by decreasing cost (ties: lower index first) each go to the
+   device with the least total cost so far (ties: lower device).
+   device_of[b] receives the device of branch b. */
+PFDEF pf_status pf_branch_plan(int n, int d, const double *cost, int *device_of);
+
+enum { PF_COLL_BROADCAST = 0, PF_COLL_REDUCE = 1, PF_COLL_ALLREDUCE = 2 };
+typedef struct pf_collective {
+    int op;             /* PF_COLL_*, all sums */
+    int root;           /* broadcast/reduce root device (rank); -1: all-reduce */
+    size_t count;       /* elements */
+    const char *what;   /* "x0", "branch outputs", "d aggregate", "d x0", "grads" */
+} pf_collective;
+/* The collectives of one training step, in order, for `devices` devices
+   holding branches (device 0 also holds the stem and head) and `replicas`
+   data-parallel copies of that arrangement, batch B per replica:
+     forward:  broadcast X0 [B,T,D] from device 0; each device sums the
+               deltas of its branches; reduce (sum) onto device 0;
+     backward: broadcast dL/d(aggregate) [B,T,D] from device 0; each device
+               backpropagates its branches; reduce dL/dX0 onto device 0;
+     then, with replicas > 1, all-reduce the gradients (n_params).
+   One device and one replica: no collectives. Returns how many were
+   written, or -1 with the last error set (also when cap is too small). */
+PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replicas, size_t n_params,
+                             pf_collective *out, int cap);
+
 /* For programs: print the error and exit(1) on failure. */
 #define PF_TRY(call) do { pf_status pf__s = (call); if (pf__s != PF_OK) { \
     fprintf(stderr, "error: %s\n", pf_last_error()); exit(1); } } while (0)
@@ -3845,6 +3877,64 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
     if (o->aug.randaug_n < 0 || o->aug.randaug_n > 16 || o->aug.randaug_m < 0 || o->aug.randaug_m > 30)
         return pf_fail(PF_ERR_ARG, "RandAugment n=%d m=%d: n must be in 0..16, m in 0..30", o->aug.randaug_n, o->aug.randaug_m);
     return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* multi-device plan */
+
+PFDEF pf_status pf_branch_plan(int n, int d, const double *cost, int *device_of) {
+    double load[256];
+    int b;
+    if (n < 1 || d < 1 || d > n) return pf_fail(PF_ERR_ARG, "branch plan: %d devices for %d branches (need 1..branches)", d, n);
+    if (d > 256) return pf_fail(PF_ERR_ARG, "branch plan: %d devices (at most 256)", d);
+    if (!cost) {
+        for (b = 0; b < n; b++) device_of[b] = b % d;
+        return PF_OK;
+    }
+    for (b = 0; b < n; b++)
+        if (!(cost[b] >= 0.0) || !isfinite(cost[b])) return pf_fail(PF_ERR_ARG, "branch plan: cost of branch %d is %g", b, cost[b]);
+    memset(load, 0, sizeof load);
+    for (b = 0; b < n; b++) device_of[b] = -1;
+    for (;;) { /* the costliest unplaced branch onto the least-loaded device */
+        int best = -1, dev = 0, i;
+        for (i = 0; i < n; i++)
+            if (device_of[i] < 0 && (best < 0 || cost[i] > cost[best])) best = i;
+        if (best < 0) break;
+        for (i = 1; i < d; i++)
+            if (load[i] < load[dev]) dev = i;
+        device_of[best] = dev;
+        load[dev] += cost[best];
+    }
+    return PF_OK;
+}
+
+PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replicas, size_t n_params,
+                             pf_collective *out, int cap) {
+    pf_config r = *c;
+    size_t act;
+    int n = 0, i;
+    pf_collective seq[5];
+    pf_config_resolve(&r);
+    if (pf_config_validate(&r) != PF_OK) return -1;
+    if (B < 1 || devices < 1 || devices > r.branches || replicas < 1) {
+        pf_fail(PF_ERR_ARG, "collective plan: batch %d, %d devices for %d branches, %d replicas", B, devices, r.branches,
+                replicas);
+        return -1;
+    }
+    act = (size_t)B * (size_t)((r.image_size / r.patch_size) * (r.image_size / r.patch_size) + 1) * (size_t)r.dim;
+    if (devices > 1) {
+        seq[n].op = PF_COLL_BROADCAST; seq[n].root = 0; seq[n].count = act; seq[n++].what = "x0";
+        seq[n].op = PF_COLL_REDUCE; seq[n].root = 0; seq[n].count = act; seq[n++].what = "branch outputs";
+        seq[n].op = PF_COLL_BROADCAST; seq[n].root = 0; seq[n].count = act; seq[n++].what = "d aggregate";
+        seq[n].op = PF_COLL_REDUCE; seq[n].root = 0; seq[n].count = act; seq[n++].what = "d x0";
+    }
+    if (replicas > 1) { seq[n].op = PF_COLL_ALLREDUCE; seq[n].root = -1; seq[n].count = n_params; seq[n++].what = "grads"; }
+    if (n > cap) {
+        pf_fail(PF_ERR_ARG, "collective plan: %d collectives, room for %d", n, cap);
+        return -1;
+    }
+    for (i = 0; i < n; i++) out[i] = seq[i];
+    return n;
 }
 
 /* ---- evaluation ---- */
