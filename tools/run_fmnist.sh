@@ -10,7 +10,7 @@
 # Output in $RUN_DIR (default runs/fmnist): model.safetensors (with its
 # training state: rerun with --resume to continue), train.jsonl, train.svg.
 # RUN_EPOCHS sets the epochs per stage (default: 2 on the full data, about
-# 3 minutes on 2 cores; 6 on the sample). The full recipe that reaches 90 %
+# a minute on 2 cores; 6 on the sample, seconds). The full recipe that reaches 90 %
 # is `paraformer train --preset fmnist-small` with its own epochs (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
