@@ -11,6 +11,12 @@
 #   make bench-compare the same side by side with PyTorch and OpenBLAS
 #                      (tools/bench_compare.py; needs python3-torch, libopenblas-dev)
 #   make bench-tools   build build/paraformer and build/gemm_bench (OpenBLAS) only
+#   make cuda          the GPU backend: build/paraformer_cuda.o (nvcc -arch=sm_90),
+#                      build/cuda/paraformer (the program with --device cuda)
+#                      and build/cuda/test_cuda; CUDA_ARCH=... for another GPU
+#   make cuda-generic  the backend as PTX for compute_80 (any GPU from Ampere
+#                      on; the driver compiles it at load time)
+#   make test-cuda     CPU/GPU parity on a GPU machine (build/test_cuda)
 #   make help          targets, variables and what was detected
 #   make clean         remove build/ and build-san/
 #
@@ -27,6 +33,10 @@
 #   BENCH_THREADS=N    threads for `make bench` (default 2)
 #   BENCH_ARGS=...     extra flags for each `paraformer bench` of `make bench`
 #   COMPARE_ARGS=...   flags for tools/bench_compare.py (e.g. --quick)
+#   NVCC=PATH          nvcc (default: on PATH, else /usr/local/cuda/bin/nvcc)
+#   CUDA_HOME=DIR      the CUDA toolkit (default: nvcc's parent directory)
+#   NCCL_HOME=DIR      NCCL's include/ and lib/ (default: the toolkit's, then
+#                      the Python package nvidia.nccl)
 #
 # The library is header-only: every program compiles paraformer.h with
 # PARAFORMER_IMPLEMENTATION in its own translation unit, so there is no
@@ -106,8 +116,14 @@ OPENBLAS_LIBS   ?= $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenbl
 HAVE_OPENBLAS := $(call try-cc,$(OPENBLAS_CFLAGS),$(HASH)include <cblas.h>\nint main(void) { openblas_set_num_threads(1); return 0; }\n,$(OPENBLAS_LIBS))
 endif
 
-# nvcc is only reported for now: paraformer_cuda.cu does not exist yet.
+# The GPU backend (make cuda) needs nvcc, cuBLAS and NCCL; nothing else does.
 NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/,%,$(dir $(realpath $(NVCC)))))
+CUDA_ARCH ?= sm_90
+ifeq ($(NCCL_HOME),)
+NCCL_HOME := $(firstword $(foreach d,$(CUDA_HOME) /usr /usr/local,$(if $(wildcard $(d)/include/nccl.h),$(d))) \
+               $(shell $(PYTHON) -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null))
+endif
 
 # Print the detection once per top-level make (not for `make clean`).
 ifeq ($(MAKELEVEL),0)
@@ -115,7 +131,7 @@ ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),all)),)
 $(info $(if $(HAVE_OPENMP),✓ OpenMP     -fopenmp,✗ OpenMP     $(if $(filter 0,$(OPENMP)),disabled (OPENMP=0),not available): single-threaded build))
 $(info $(if $(HAVE_STB),✓ stb_image  $(STB_INC)/stb/stb_image.h (-DPF_HAVE_STB),✗ stb_image  $(if $(filter 0,$(STB)),disabled (STB=0),$(STB_INC)/stb/stb_image.h not found (apt-get install libstb-dev)): no PNG/JPEG/BMP input))
 $(info $(if $(HAVE_ZLIB),✓ zlib       -lz (-DPF_HAVE_ZLIB),✗ zlib       $(if $(filter 0,$(ZLIB)),disabled (ZLIB=0),<zlib.h> or -lz not found (apt-get install zlib1g-dev)): no .gz datasets))
-$(info $(if $(NVCC),✓ nvcc       $(NVCC) (no CUDA backend to build yet),✗ nvcc       not found (the GPU backend will need it)))
+$(info $(if $(NVCC),✓ nvcc       $(NVCC) (make cuda; NCCL: $(or $(NCCL_HOME),not found)),✗ nvcc       not found: make cuda cannot build the GPU backend (the CPU build never needs it)))
 $(if $(filter 1,$(SAN)),$(info ✓ sanitizers address,undefined -> $(BUILD)/))
 $(if $(filter $(BENCH_GOALS),$(MAKECMDGOALS)),$(info $(if $(HAVE_OPENBLAS),✓ OpenBLAS   <cblas.h> $(strip $(OPENBLAS_CFLAGS) $(OPENBLAS_LIBS)) (build/gemm_bench),✗ OpenBLAS   <cblas.h> or -lopenblas not found (apt-get install libopenblas-dev): no GEMM comparison)))
 endif
@@ -238,6 +254,18 @@ $(BUILD)/test_header_cpp_static: $(HDR_SRCS) | $(BUILD)
 $(BUILD)/test_header_mixed: $(HDR_SRCS) | $(BUILD)
 	$(call hdr-test,c,cxx,)
 
+# The GPU backend compiled for the CPU (-DPF_CUDA_EMULATE: kernels run as
+# loops, GEMMs as pf_gemm, collectives over emulated devices), and
+# tests/test_cuda.c linked with it: the backend's parity tests on any machine.
+$(BUILD)/paraformer_cuda_emu.o: paraformer_cuda.cu $(HDR) | $(BUILD)
+	$(CXX) $(ALL_CXXFLAGS) -x c++ -DPF_CUDA_EMULATE -c -o $@ $<
+$(BUILD)/paraformer_emu: tools/paraformer.c tools/bench_common.h $(BUILD)/paraformer_cuda_emu.o $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -DPF_WITH_CUDA -c -o $@.o $<
+	$(CXX) -o $@ $@.o $(BUILD)/paraformer_cuda_emu.o $(ALL_LDFLAGS) $(LDLIBS)
+$(BUILD)/test_cuda_emu: tests/test_cuda.c $(BUILD)/paraformer_cuda_emu.o $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@.o $<
+	$(CXX) -o $@ $@.o $(BUILD)/paraformer_cuda_emu.o $(ALL_LDFLAGS) $(LDLIBS)
+
 # What exists decides what is built and run (see the note above).
 have = $(wildcard $(1))
 TESTS_C := \
@@ -246,6 +274,7 @@ TESTS_C := \
   $(if $(call have,tests/test_data.c),$(BUILD)/test_data) \
   $(if $(call have,tests/test_train.c),$(BUILD)/test_train) \
   $(if $(call have,tests/test_plan.c),$(BUILD)/test_plan) \
+  $(if $(call have,tests/test_cuda.c),$(BUILD)/test_cuda_emu) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
   $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
@@ -275,6 +304,40 @@ run: $(EXE)
 # Optional: live interop against PyTorch (not part of `make test`).
 test-torch: $(EXE)
 	$(PYTHON) tools/torch_interop.py $(EXE)
+
+# ---------------------------------------------------------------------------
+# The GPU backend (DESIGN 5). `make cuda` only compiles and links (CI does it
+# on machines without a GPU); `make test-cuda` runs the parity tests on one.
+
+CUDA_BUILD   := build/cuda
+NVCCFLAGS    ?= -O2 -g
+NVCC_ALL      = $(NVCCFLAGS) -std=c++14 --extended-lambda -Xcompiler -Wall,-fopenmp $(ZLIBFLAGS) \
+                $(if $(NCCL_HOME),-I$(NCCL_HOME)/include)
+CUDA_LIBS     = $(if $(NCCL_HOME),-L$(NCCL_HOME)/lib -Wl$(comma)-rpath$(comma)$(NCCL_HOME)/lib) \
+                -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lnccl -lcudart
+comma := ,
+
+cuda-check:
+	@test -n "$(NVCC)" || { echo "error: nvcc not found: install the CUDA toolkit or set NVCC=/path/to/nvcc" >&2; exit 1; }
+	@test -n "$(NCCL_HOME)" || { echo "error: NCCL not found (nccl.h): set NCCL_HOME to the folder holding include/nccl.h and lib/libnccl.so" >&2; exit 1; }
+
+$(CUDA_BUILD)/paraformer_cuda.o: paraformer_cuda.cu $(HDR) | cuda-check
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCC_ALL) -arch=$(CUDA_ARCH) -c -o $@ $<
+$(CUDA_BUILD)/paraformer_cuda_generic.o: paraformer_cuda.cu $(HDR) | cuda-check
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCC_ALL) -gencode arch=compute_80,code=compute_80 -c -o $@ $<
+$(CUDA_BUILD)/test_cuda: tests/test_cuda.c $(CUDA_BUILD)/paraformer_cuda.o $(HDR)
+	$(CC) $(ALL_CFLAGS) -c -o $@.o $<
+	$(CXX) -o $@ $@.o $(CUDA_BUILD)/paraformer_cuda.o $(ALL_LDFLAGS) $(CUDA_LIBS) $(LDLIBS)
+$(CUDA_BUILD)/paraformer: tools/paraformer.c tools/bench_common.h $(CUDA_BUILD)/paraformer_cuda.o $(HDR)
+	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -DPF_WITH_CUDA -c -o $@.o $<
+	$(CXX) -o $@ $@.o $(CUDA_BUILD)/paraformer_cuda.o $(ALL_LDFLAGS) $(CUDA_LIBS) $(LDLIBS)
+
+cuda: $(CUDA_BUILD)/paraformer_cuda.o $(CUDA_BUILD)/test_cuda $(if $(call have,tools/paraformer.c),$(CUDA_BUILD)/paraformer)
+cuda-generic: $(CUDA_BUILD)/paraformer_cuda_generic.o
+test-cuda: $(CUDA_BUILD)/test_cuda
+	$(CUDA_BUILD)/test_cuda
 
 # ---------------------------------------------------------------------------
 # Benchmarks (DESIGN 6). Not part of `make test`.
@@ -316,8 +379,11 @@ help:
 	@echo "  make bench        $(EXE) bench on vit12, pf3x4, pf3x2 at $(BENCH_THREADS) threads (BENCH_ARGS=...)"
 	@echo "  make bench-compare  $(PYTHON) tools/bench_compare.py (ours vs PyTorch vs OpenBLAS; COMPARE_ARGS=--quick)"
 	@echo "  make bench-tools  build $(EXE) and $(GEMM_BENCH) (needs libopenblas-dev)"
+	@echo "  make cuda         GPU backend, program and tests in $(CUDA_BUILD)/ (nvcc -arch=$(CUDA_ARCH); NCCL_HOME=$(NCCL_HOME))"
+	@echo "  make cuda-generic the backend as PTX (compute_80)"
+	@echo "  make test-cuda    CPU/GPU parity tests (needs a GPU)"
 	@echo "  make clean        remove build/ and build-san/"
 	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) ZLIB=$(ZLIB) SAN=$(SAN)"
 	@echo "compile:   $(CC) $(ALL_CFLAGS) [$(STBFLAGS) for build/paraformer, test_data] ... $(ALL_LDFLAGS) $(LDLIBS)"
 
-.PHONY: all run test test-torch bench bench-tools bench-compare clean help
+.PHONY: all run test test-torch bench bench-tools bench-compare clean help cuda cuda-generic cuda-check test-cuda

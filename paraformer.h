@@ -724,6 +724,89 @@ typedef struct pf_collective {
 PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replicas, size_t n_params,
                              pf_collective *out, int cap);
 
+/* ---------------------------------------------------------------------- */
+/* GPU backend (paraformer_cuda.cu, DESIGN 5). Declared here, implemented in
+   that file: link build/paraformer_cuda.o (make cuda) with the program, or
+   build/paraformer_cuda_emu.o, the same source compiled for the CPU with the
+   GPU primitives emulated (make test runs the backend's tests on it).
+
+   A context is bound to one pf_model (borrowed; it must outlive the
+   context). The model keeps the small state on the host: the flags of what
+   runs and trains (active, training, train_branch, lr_scale, train_stem,
+   train_head, head_rows_from), the per-tensor step counters, the dropout
+   counter and the loss. The device holds the parameters, gradients, Adam
+   moments and activations: pf_cuda_download copies them back into the
+   model (for saving), pf_cuda_upload sends the model's values to the device.
+
+   Layout on every device: [stem | its branches, each one contiguous slice of
+   branch_size with the CPU's layout | head], so the same layer of all its
+   active branches runs as one strided-batched GEMM. With several devices the
+   branches are spread by pf_branch_plan, device 0 holds the stem and head,
+   and a step runs the collectives of pf_collective_plan through NCCL. */
+
+typedef struct pf_cuda pf_cuda;
+
+typedef struct pf_cuda_opts {
+    int devices[16];   /* CUDA device ids this process drives (default: {0}) */
+    int n_devices;     /* how many of devices[] are used (default 1) */
+    int replicas;      /* data-parallel copies; n_devices * world_size must be
+                          a multiple (default 1). Each replica spreads the
+                          branches over its share of the devices. */
+    int bf16;          /* 0: fp32 (TF32 off); 1: bf16 weights and activations
+                          for the GEMMs, fp32 master weights and accumulation */
+    int cost_plan;     /* 0: branches round-robin; 1: longest-first by cost
+                          (equal costs: round-robin order) */
+    int max_batch;     /* images per forward per process (default 256) */
+    int collectives;   /* 1: run the collectives even on one device (a
+                          single-rank NCCL communicator): the multi-device
+                          path, which must give the plain path's results */
+    /* several processes (torchrun style): rank, world size; rank 0 writes the
+       NCCL unique id to id_file (or reads it from PF_NCCL_ID, hex) and the
+       others read it. pf_cuda_opts_from_env fills these from RANK,
+       WORLD_SIZE, LOCAL_RANK (device) and PF_NCCL_ID_FILE. */
+    int rank, world_size;
+    char id_file[512];
+} pf_cuda_opts;
+
+PFDEF pf_cuda_opts pf_cuda_opts_default(void);
+/* Reads RANK / WORLD_SIZE / LOCAL_RANK / PF_NCCL_ID_FILE into o. */
+PFDEF pf_status pf_cuda_opts_from_env(pf_cuda_opts *o);
+/* Parses "cuda", "cuda:1" or "cuda:0,1,2" into o->devices. */
+PFDEF pf_status pf_cuda_parse_devices(const char *spec, pf_cuda_opts *o);
+/* "cuda" (real GPUs) or "emulated" (the CPU build of the backend); NULL in
+   a program linked without a backend. */
+PFDEF const char *pf_cuda_backend(void);
+/* Number of visible devices (0 when none; emulated: 8). */
+PFDEF int pf_cuda_device_count(void);
+/* Creates the context for m on the devices of o and uploads m (its
+   parameters, and its Adam moments when it has them). Errors: no device, a
+   device id out of range, out of device memory, a model too large. */
+PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *o, pf_cuda **out);
+PFDEF void pf_cuda_free(pf_cuda *g);
+/* The model's parameters (and Adam moments if allocated) to the devices. */
+PFDEF pf_status pf_cuda_upload(pf_cuda *g);
+/* Parameters, gradients and Adam moments from the devices into the model
+   (each branch from the device that owns it). */
+PFDEF pf_status pf_cuda_download(pf_cuda *g);
+/* pf_forward on the GPU: x [B,C,H,W] float on the host, B <= max_batch
+   (and a multiple of the replicas); loss as pf_forward (m->loss too). */
+PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, int B, float label_smoothing,
+                                float *loss);
+/* Logits [B,K] of the last forward, to the host. */
+PFDEF pf_status pf_cuda_logits(pf_cuda *g, float *out);
+/* pf_backward on the GPU (gradients of every active branch are written). */
+PFDEF pf_status pf_cuda_backward(pf_cuda *g);
+/* pf_optim_step on the GPU, PyTorch's per-parameter semantics (the step
+   counters in the model advance); *norm gets the grad norm when clipping. */
+PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm);
+/* pf_predict on the GPU (inference mode, chunks of max_batch). */
+PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out);
+/* The device of branch b (index into opts.devices), for reports. */
+PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b);
+/* The collectives the last forward + backward ran, in order (the tests
+   compare them with pf_collective_plan). Returns how many were written. */
+PFDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap);
+
 /* For programs: print the error and exit(1) on failure. */
 #define PF_TRY(call) do { pf_status pf__s = (call); if (pf__s != PF_OK) { \
     fprintf(stderr, "error: %s\n", pf_last_error()); exit(1); } } while (0)

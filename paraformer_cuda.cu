@@ -1,0 +1,1565 @@
+/* paraformer_cuda.cu - the GPU backend of paraformer.h (DESIGN 5).
+
+   One translation unit: it includes paraformer.h for the model, the plan and
+   the declarations of the pf_cuda_* API, and implements them with the CUDA
+   runtime, cuBLAS and NCCL.
+
+       nvcc -O2 -arch=sm_90 --extended-lambda -c paraformer_cuda.cu    (make cuda)
+
+   The same file compiled as plain C++ with -DPF_CUDA_EMULATE runs every
+   kernel body on the CPU: memory is host memory, a kernel launch is a loop
+   over its indices, a GEMM is pf_gemm, a collective is a loop over the
+   emulated devices. make test builds it that way, so the backend's layout,
+   indexing, branch batching, multi-device plan and optimizer are checked
+   against the CPU model on every machine; make test-cuda runs the same
+   tests on a real GPU.
+
+   How a step runs (per device; device 0 of each replica holds stem and head):
+       embed      patches -> GEMM -> + bias, cls, pos -> X0     (device 0)
+       broadcast  X0 to the other devices of the replica
+       layers     for l = 0..depth-1, all local active branches at once:
+                  LN, one strided-batched GEMM (branches are the batch),
+                  attention per (image, head, branch), ...
+       reduce     sum of the branch deltas onto device 0, aggregate, head
+   Backward mirrors it (broadcast dL/dagg, reduce dL/dX0), then with several
+   replicas the gradients are all-reduced. Every kernel gives each output
+   element to one thread, and sums run in a fixed order: results are the
+   same run to run.
+
+   Kernels here are written for clarity (one thread per row or element);
+   the speed issue replaces them with fused ones without changing formats. */
+
+#include "paraformer.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef PF_CUDA_EMULATE
+#define PFC_HD
+#define PFC_LAMBDA [=]
+#else
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <nccl.h>
+#define PFC_HD __host__ __device__
+#define PFC_LAMBDA [=] __device__
+#endif
+
+#define PFC_MAX_DEV 16
+
+/* ---------------------------------------------------------------------- */
+/* primitives: memory, launches, GEMM, collectives (real or emulated) */
+
+struct pfc_dev {
+    int id;          /* CUDA device id (emulated: a number) */
+    int replica;     /* which data-parallel copy */
+    int pos;         /* position in its replica's group; 0 holds stem/head */
+    int lrep;        /* which slice of this process's batch its replica takes */
+    int nb;          /* branches held here */
+    int gb[64];      /* their global indices, ascending */
+    size_t n_local;  /* parameters in the local layout */
+    float *params, *grads, *adam_m, *adam_v;
+    uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
+    uint16_t *abf, *bbf; /* bf16 operand scratch */
+    size_t bf_cap;   /* elements of abf/bbf */
+    int *d_gb;       /* gb on the device */
+    /* activations, per layer [nb][B][T][..] */
+    float *patches, *etmp, *x0, *agg, *psum;
+    float *pooled, *lnf_mean, *lnf_rstd, *uf, *logits, *probs;
+    double *rowloss, *sumsq;
+    int *labels;
+    float *xin;
+    float **u1, **qkv, **att, **atty, **x1, **u2, **h, **g, **x2;
+    float **ln1_mean, **ln1_rstd, **ln2_mean, **ln2_rstd;
+    /* backward scratch */
+    float *dlogits, *duf, *dpool, *dagg, *dx0, *dcur, *dres, *du, *dh, *datty, *dqkv, *datt, *dpatch;
+    float *coef;     /* clip coefficient on the device */
+#ifndef PF_CUDA_EMULATE
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    ncclComm_t group_comm, pos_comm; /* within the replica; across replicas */
+#endif
+};
+
+struct pf_cuda {
+    pf_model *m;
+    pf_cuda_opts o;
+    int ndev;                 /* local devices */
+    int group;                /* devices per replica (all processes) */
+    int nlrep;                /* replicas this process takes part in */
+    int device_of[64];        /* branch -> position in the group */
+    pfc_dev dev[PFC_MAX_DEV];
+    int max_batch;            /* per process */
+    int B, Bper;              /* last forward: per process, per replica */
+    size_t denom;             /* images of the step over all replicas */
+    int has_labels;
+    float ls;
+    int fwd_active;
+    uint64_t fwd_counter;
+    int fwd_training;
+    float *host_logits;       /* [max_batch, K] */
+    pf_collective trace[16];  /* collectives of the last forward + backward */
+    int n_trace;
+    double *host_loss;        /* [max_batch] */
+};
+
+/* offsets of one layer's tensors inside a branch slice (elements) */
+struct pfc_layer_off {
+    size_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+
+static pfc_layer_off pfc_layer(const pf_model *m, int l) {
+    pf_layer_ptrs P = pf_model_layer(m, m->params, 0, l);
+    const float *base = m->params + m->stem_size;
+    pfc_layer_off o;
+    o.ln1_w = (size_t)(P.ln1_w - base); o.ln1_b = (size_t)(P.ln1_b - base);
+    o.qkv_w = (size_t)(P.qkv_w - base); o.qkv_b = P.qkv_b ? (size_t)(P.qkv_b - base) : (size_t)-1;
+    o.proj_w = (size_t)(P.proj_w - base); o.proj_b = (size_t)(P.proj_b - base);
+    o.ln2_w = (size_t)(P.ln2_w - base); o.ln2_b = (size_t)(P.ln2_b - base);
+    o.fc1_w = (size_t)(P.fc1_w - base); o.fc1_b = (size_t)(P.fc1_b - base);
+    o.fc2_w = (size_t)(P.fc2_w - base); o.fc2_b = (size_t)(P.fc2_b - base);
+    return o;
+}
+
+#ifdef PF_CUDA_EMULATE
+#define PFC_CHECK(call) (call)
+static pf_status pfc_set_device(const pfc_dev *d) { (void)d; return PF_OK; }
+static pf_status pfc_alloc(const pfc_dev *d, void **p, size_t bytes) {
+    (void)d;
+    *p = calloc(bytes ? bytes : 1, 1);
+    return *p ? PF_OK : pf_fail(PF_ERR_NOMEM, "device %d: out of memory for %zu bytes", d->id, bytes);
+}
+static void pfc_release(const pfc_dev *d, void *p) { (void)d; free(p); }
+static pf_status pfc_h2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
+    (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
+}
+static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
+    (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
+}
+static pf_status pfc_d2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
+    (void)d; if (bytes && dst != src) memmove(dst, src, bytes); return PF_OK;
+}
+static pf_status pfc_sync(const pfc_dev *d) { (void)d; return PF_OK; }
+template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
+    long long i, nn = (long long)n;
+    (void)d;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < nn; i++) f((size_t)i);
+}
+#else
+static pf_status pfc_cuda_fail(cudaError_t e, const char *what, int dev) {
+    if (e == cudaErrorMemoryAllocation)
+        return pf_fail(PF_ERR_NOMEM, "GPU %d: out of device memory (%s)", dev, what);
+    return pf_fail(PF_ERR_IO, "GPU %d: %s failed: %s", dev, what, cudaGetErrorString(e));
+}
+#define PFC_CUDA(d, call) do { cudaError_t pfc__e = (call); \
+    if (pfc__e != cudaSuccess) return pfc_cuda_fail(pfc__e, #call, (d)->id); } while (0)
+static pf_status pfc_set_device(const pfc_dev *d) { PFC_CUDA(d, cudaSetDevice(d->id)); return PF_OK; }
+static pf_status pfc_alloc(const pfc_dev *d, void **p, size_t bytes) {
+    cudaError_t e;
+    *p = NULL;
+    e = cudaMalloc(p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        size_t fr = 0, tot = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&fr, &tot);
+        return pf_fail(PF_ERR_NOMEM, "GPU %d: out of device memory: %zu MiB more needed, %zu of %zu MiB free", d->id,
+                       bytes >> 20, fr >> 20, tot >> 20);
+    }
+    return cudaMemsetAsync(*p, 0, bytes ? bytes : 1, d->stream) == cudaSuccess ? PF_OK
+           : pf_fail(PF_ERR_IO, "GPU %d: cudaMemset failed", d->id);
+}
+static void pfc_release(const pfc_dev *d, void *p) { (void)d; if (p) cudaFree(p); }
+static pf_status pfc_h2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
+    if (bytes) PFC_CUDA(d, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, d->stream));
+    return PF_OK;
+}
+static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
+    if (bytes) {
+        PFC_CUDA(d, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, d->stream));
+        PFC_CUDA(d, cudaStreamSynchronize(d->stream));
+    }
+    return PF_OK;
+}
+static pf_status pfc_d2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
+    if (bytes && dst != src) PFC_CUDA(d, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, d->stream));
+    return PF_OK;
+}
+static pf_status pfc_sync(const pfc_dev *d) { PFC_CUDA(d, cudaStreamSynchronize(d->stream)); return PF_OK; }
+template <class F> __global__ void pfc_for_kernel(size_t n, F f) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) f(i);
+}
+template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
+    if (!n) return;
+    pfc_for_kernel<<<(unsigned)((n + 255) / 256), 256, 0, d->stream>>>(n, f);
+}
+#endif
+
+/* bf16: round to nearest even, as __float2bfloat16_rn (NaN kept NaN) */
+PFC_HD static inline uint16_t pfc_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+#ifdef PF_CUDA_EMULATE
+static inline float pfc_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+#endif
+
+/* dropout masks: the CPU's hash, so both sides drop the same elements */
+PFC_HD static inline uint64_t pfc_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+PFC_HD static inline uint64_t pfc_site_key(uint64_t seed, uint64_t counter, int site) {
+    return pfc_mix64(seed ^ pfc_mix64(counter * 0x100000001b3ULL + (uint64_t)site));
+}
+PFC_HD static inline float pfc_keep(uint64_t key, size_t i, float p) {
+    uint64_t r = pfc_mix64(key ^ pfc_mix64((uint64_t)i + 0x632be59bd9b4e019ULL));
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0) >= (double)p ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
+}
+
+/* C[M,N] (row-major, ldc) = beta C + op(A) op(B), `batch` times with element
+   strides sA, sB, sC. In bf16 mode A and B are rounded to bf16 first (the
+   weights come from the bf16 copy), the products accumulate in fp32. */
+static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                          long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
+                          int batch, int beta) {
+    int bf = g->o.bf16;
+    const uint16_t *Ab = NULL, *Bb = NULL;
+    if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
+    if (bf) { /* operands to bf16: weights from the copy, activations converted */
+        const float *ops[2] = {A, B};
+        const uint16_t **outs[2] = {&Ab, &Bb};
+        long long strides[2] = {sA, sB};
+        size_t sizes[2];
+        int k;
+        sizes[0] = (size_t)(ta ? (size_t)(K - 1) * lda + M : (size_t)(M - 1) * lda + K);
+        sizes[1] = (size_t)(tb ? (size_t)(N - 1) * ldb + K : (size_t)(K - 1) * ldb + N);
+        for (k = 0; k < 2; k++) {
+            const float *p = ops[k];
+            if (p >= d->params && p < d->params + d->n_local) {
+                *outs[k] = d->wbf + (p - d->params);
+            } else {
+                size_t per = sizes[k], n = (size_t)(batch - 1) * (size_t)strides[k] + per;
+                uint16_t *dst = k ? d->bbf : d->abf;
+                if (n > d->bf_cap) return pf_fail(PF_ERR_ARG, "pf_cuda: bf16 scratch too small (%zu > %zu)", n, d->bf_cap);
+                pfc_for(d, n, PFC_LAMBDA(size_t i) { dst[i] = pfc_to_bf16(p[i]); });
+                *outs[k] = dst;
+            }
+        }
+    }
+#ifdef PF_CUDA_EMULATE
+    {
+        int b;
+        (void)g;
+        for (b = 0; b < batch; b++) {
+            if (!bf) {
+                pf_gemm(ta, tb, M, N, K, A + b * sA, lda, B + b * sB, ldb, C + b * sC, ldc, beta);
+            } else { /* exact bf16 inputs, fp32 products */
+                size_t na = ta ? (size_t)K * lda : (size_t)M * lda, nbb = tb ? (size_t)N * ldb : (size_t)K * ldb, i;
+                float *fa = (float *)malloc(na * 4), *fb = (float *)malloc(nbb * 4);
+                if (!fa || !fb) { free(fa); free(fb); return pf_fail(PF_ERR_NOMEM, "emulated bf16 GEMM: out of memory"); }
+                for (i = 0; i < na; i++) fa[i] = pfc_from_bf16(Ab[b * sA + (long long)i]);
+                for (i = 0; i < nbb; i++) fb[i] = pfc_from_bf16(Bb[b * sB + (long long)i]);
+                pf_gemm(ta, tb, M, N, K, fa, lda, fb, ldb, C + b * sC, ldc, beta);
+                free(fa); free(fb);
+            }
+        }
+    }
+#else
+    {
+        const float one = 1.0f, fbeta = beta ? 1.0f : 0.0f;
+        cublasStatus_t st;
+        cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        cudaDataType_t ty = bf ? CUDA_R_16BF : CUDA_R_32F;
+        const void *pa = bf ? (const void *)Ab : (const void *)A, *pb = bf ? (const void *)Bb : (const void *)B;
+        /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T */
+        st = cublasGemmStridedBatchedEx(d->blas, opB, opA, N, M, K, &one, pb, ty, ldb, sB, pa, ty, lda, sA, &fbeta, C,
+                                        CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS)
+            return pf_fail(PF_ERR_IO, "GPU %d: cuBLAS GEMM %dx%dx%d (batch %d) failed: %s", d->id, M, N, K, batch,
+                           cublasGetStatusString(st));
+    }
+#endif
+    return PF_OK;
+}
+
+/* Collectives among the devices of this process (and, through NCCL, of the
+   other processes). Emulated: sums in rank order over the local devices. */
+enum { PFC_GROUP = 0, PFC_POS = 1 };
+static void pfc_note(pf_cuda *g, int op, size_t count, const char *what) {
+    if (g->n_trace < 16) {
+        pf_collective *c = &g->trace[g->n_trace++];
+        c->op = op;
+        c->root = op == PF_COLL_ALLREDUCE ? -1 : 0;
+        c->count = count;
+        c->what = what;
+    }
+}
+static pf_status pfc_broadcast(pf_cuda *g, int which, float **bufs, size_t count, const char *what) {
+    int i;
+    pfc_note(g, PF_COLL_BROADCAST, count, what);
+#ifdef PF_CUDA_EMULATE
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        int j;
+        if (which == PFC_GROUP && d->pos != 0) {
+            for (j = 0; j < g->ndev; j++)
+                if (g->dev[j].replica == d->replica && g->dev[j].pos == 0) memcpy(bufs[i], bufs[j], count * 4);
+        }
+    }
+    return PF_OK;
+#else
+    ncclResult_t r;
+    if ((r = ncclGroupStart()) != ncclSuccess) goto fail;
+    for (i = 0; i < g->ndev; i++)
+        if ((r = ncclBroadcast(bufs[i], bufs[i], count, ncclFloat, 0, which == PFC_GROUP ? g->dev[i].group_comm
+                                                                                           : g->dev[i].pos_comm,
+                               g->dev[i].stream)) != ncclSuccess) {
+            ncclGroupEnd();
+            goto fail;
+        }
+    if ((r = ncclGroupEnd()) != ncclSuccess) goto fail;
+    return PF_OK;
+fail:
+    return pf_fail(PF_ERR_IO, "NCCL broadcast of %zu floats failed: %s", count, ncclGetErrorString(r));
+#endif
+}
+/* sum of bufs over the group onto position 0 (reduce), or onto every member
+   of the communicator (all = 1, all-reduce) */
+static pf_status pfc_reduce(pf_cuda *g, int which, float **bufs, const size_t *counts, int all, const char *what) {
+    int i;
+    pfc_note(g, all ? PF_COLL_ALLREDUCE : PF_COLL_REDUCE, counts[0], what);
+#ifdef PF_CUDA_EMULATE
+    int key;
+    for (key = 0; key < PFC_MAX_DEV; key++) { /* each communicator: same replica (group) or same pos */
+        int members[PFC_MAX_DEV], n = 0, j;
+        size_t e;
+        for (j = 0; j < g->ndev; j++)
+            if ((which == PFC_GROUP ? g->dev[j].replica : g->dev[j].pos) == key) members[n++] = j;
+        if (n < 2) continue;
+        /* members are in rank order: position (group) or replica (pos) */
+        for (e = 0; e < counts[members[0]]; e++) {
+            float s = bufs[members[0]][e];
+            for (j = 1; j < n; j++) s += bufs[members[j]][e];
+            bufs[members[0]][e] = s;
+            if (all) for (j = 1; j < n; j++) bufs[members[j]][e] = s;
+        }
+    }
+    (void)i;
+    return PF_OK;
+#else
+    ncclResult_t r;
+    if ((r = ncclGroupStart()) != ncclSuccess) goto fail;
+    for (i = 0; i < g->ndev; i++) {
+        ncclComm_t c = which == PFC_GROUP ? g->dev[i].group_comm : g->dev[i].pos_comm;
+        r = all ? ncclAllReduce(bufs[i], bufs[i], counts[i], ncclFloat, ncclSum, c, g->dev[i].stream)
+                : ncclReduce(bufs[i], bufs[i], counts[i], ncclFloat, ncclSum, 0, c, g->dev[i].stream);
+        if (r != ncclSuccess) { ncclGroupEnd(); goto fail; }
+    }
+    if ((r = ncclGroupEnd()) != ncclSuccess) goto fail;
+    return PF_OK;
+fail:
+    return pf_fail(PF_ERR_IO, "NCCL %s of %zu floats failed: %s", all ? "all-reduce" : "reduce", counts[0],
+                   ncclGetErrorString(r));
+#endif
+}
+
+/* ---------------------------------------------------------------------- */
+/* kernels (as lambdas over an index; one output element or row per index) */
+
+/* LayerNorm over rows of width C; the weights of row r are those of branch
+   r / rows_per_branch (stride bstride) */
+static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, const float *w,
+                              const float *b, size_t rows, int C, size_t rows_per_branch, size_t bstride) {
+    pfc_for(d, rows, PFC_LAMBDA(size_t r) {
+        const float *x = inp + r * C, *ww = w + (r / rows_per_branch) * bstride, *bb = b + (r / rows_per_branch) * bstride;
+        float *y = out + r * C, mu = 0, var = 0, rs;
+        int i;
+        for (i = 0; i < C; i++) mu += x[i];
+        mu /= (float)C;
+        for (i = 0; i < C; i++) var += (x[i] - mu) * (x[i] - mu);
+        var /= (float)C;
+        rs = 1.0f / sqrtf(var + 1e-5f);
+        for (i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * ww[i] + bb[i];
+        mean[r] = mu;
+        rstd[r] = rs;
+    });
+}
+/* dinp (= or +=) LN backward of dout (+ extra, when not NULL, added to dout
+   first); dw/db: column sums per branch */
+static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, const float *dout, const float *extra,
+                              const float *inp, const float *w, const float *mean, const float *rstd, size_t rows,
+                              int C, size_t rows_per_branch, size_t bstride, int acc, int nbr) {
+    pfc_for(d, rows, PFC_LAMBDA(size_t r) {
+        const float *x = inp + r * C, *dy = dout + r * C, *ex = extra ? extra + r * C : NULL;
+        const float *ww = w + (r / rows_per_branch) * bstride;
+        float *dx = dinp + r * C, mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
+        int k;
+        for (k = 0; k < C; k++) {
+            float gk = (ex ? dy[k] + ex[k] : dy[k]) * ww[k];
+            s1 += gk;
+            s2 += gk * (x[k] - mu) * rs;
+        }
+        s1 /= (float)C;
+        s2 /= (float)C;
+        for (k = 0; k < C; k++) {
+            float v = ((ex ? dy[k] + ex[k] : dy[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
+            dx[k] = acc ? dx[k] + v : v;
+        }
+    });
+    pfc_for(d, (size_t)nbr * C, PFC_LAMBDA(size_t i) {
+        size_t br = i / C, k = i % C, n;
+        float sw = 0, sb = 0;
+        for (n = br * rows_per_branch; n < (br + 1) * rows_per_branch; n++) {
+            float gk = extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
+            sw += gk * ((inp[n * C + k] - mean[n]) * rstd[n]);
+            sb += gk;
+        }
+        dw[br * bstride + k] = sw;
+        db[br * bstride + k] = sb;
+    });
+}
+/* out[r, :] += bias of r's branch */
+static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows, int C, size_t rows_per_branch,
+                         size_t bstride) {
+    pfc_for(d, rows * C, PFC_LAMBDA(size_t i) {
+        size_t r = i / C;
+        out[i] += bias[(r / rows_per_branch) * bstride + i % C];
+    });
+}
+/* db (per branch) = column sums of dout */
+static void pfc_colsum(pfc_dev *d, float *db, const float *dout, int nbr, size_t rows_per_branch, int C,
+                       size_t bstride) {
+    pfc_for(d, (size_t)nbr * C, PFC_LAMBDA(size_t i) {
+        size_t br = i / C, k = i % C, n;
+        float s = 0;
+        for (n = br * rows_per_branch; n < (br + 1) * rows_per_branch; n++) s += dout[n * C + k];
+        db[br * bstride + k] = s;
+    });
+}
+
+/* ---------------------------------------------------------------------- */
+/* context */
+
+PFDEF pf_cuda_opts pf_cuda_opts_default(void) {
+    pf_cuda_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_devices = 1;
+    o.replicas = 1;
+    o.max_batch = 256;
+    o.world_size = 1;
+    return o;
+}
+
+PFDEF pf_status pf_cuda_parse_devices(const char *spec, pf_cuda_opts *o) {
+    const char *p;
+    int n = 0;
+    if (!spec || strncmp(spec, "cuda", 4) != 0 || (spec[4] && spec[4] != ':'))
+        return pf_fail(PF_ERR_ARG, "device '%s': expected cpu, cuda, cuda:N or cuda:N,M,...", spec ? spec : "");
+    if (!spec[4]) { o->devices[0] = 0; o->n_devices = 1; return PF_OK; }
+    p = spec + 5;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 1023 || (*end && *end != ','))
+            return pf_fail(PF_ERR_ARG, "device '%s': '%s' is not a device number", spec, p);
+        if (n == 16) return pf_fail(PF_ERR_ARG, "device '%s': at most 16 devices per process", spec);
+        o->devices[n++] = (int)v;
+        p = *end ? end + 1 : end;
+        if (*end && !*p) return pf_fail(PF_ERR_ARG, "device '%s': trailing comma", spec);
+    }
+    if (!n) return pf_fail(PF_ERR_ARG, "device '%s': no device numbers after ':'", spec);
+    o->n_devices = n;
+    return PF_OK;
+}
+
+static int pfc_env_int(const char *name, int *out) {
+    const char *s = getenv(name);
+    char *end;
+    long v;
+    if (!s || !*s) return 0;
+    v = strtol(s, &end, 10);
+    if (*end || v < 0 || v > 1 << 20) return -1;
+    *out = (int)v;
+    return 1;
+}
+
+PFDEF pf_status pf_cuda_opts_from_env(pf_cuda_opts *o) {
+    int rank = 0, world = 1, local = 0, r1, r2, r3;
+    const char *f = getenv("PF_NCCL_ID_FILE");
+    r1 = pfc_env_int("RANK", &rank);
+    r2 = pfc_env_int("WORLD_SIZE", &world);
+    r3 = pfc_env_int("LOCAL_RANK", &local);
+    if (r1 < 0 || r2 < 0 || r3 < 0) return pf_fail(PF_ERR_ARG, "RANK, WORLD_SIZE and LOCAL_RANK must be non-negative integers");
+    if (!r2) return PF_OK; /* not launched as several processes */
+    if (world < 1 || rank >= world) return pf_fail(PF_ERR_ARG, "RANK %d is not below WORLD_SIZE %d", rank, world);
+    o->rank = rank;
+    o->world_size = world;
+    if (r3) { o->devices[0] = local; o->n_devices = 1; }
+    if (f && *f) {
+        if (strlen(f) >= sizeof o->id_file) return pf_fail(PF_ERR_ARG, "PF_NCCL_ID_FILE is too long");
+        strcpy(o->id_file, f);
+    }
+    return PF_OK;
+}
+
+PFDEF const char *pf_cuda_backend(void) {
+#ifdef PF_CUDA_EMULATE
+    return "emulated";
+#else
+    return "cuda";
+#endif
+}
+
+PFDEF int pf_cuda_device_count(void) {
+#ifdef PF_CUDA_EMULATE
+    return 8;
+#else
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return n;
+#endif
+}
+
+PFDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap) {
+    int i;
+    for (i = 0; i < g->n_trace && i < cap; i++) out[i] = g->trace[i];
+    return i;
+}
+
+PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b) {
+    return b >= 0 && b < g->m->cfg.branches ? g->device_of[b] : -1;
+}
+
+static size_t pfc_head_start(const pf_model *m, int nb) { return m->stem_size + (size_t)nb * m->branch_size; }
+
+static void pfc_free_dev(pfc_dev *d, int depth) {
+    void *flat[] = {d->params, d->grads, d->adam_m, d->adam_v, d->wbf, d->abf, d->bbf, d->d_gb, d->patches, d->etmp,
+                    d->x0, d->agg, d->psum, d->pooled, d->lnf_mean, d->lnf_rstd, d->uf, d->logits, d->probs,
+                    d->rowloss, d->sumsq, d->labels, d->xin, d->dlogits, d->duf, d->dpool, d->dagg, d->dx0, d->dcur,
+                    d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->coef};
+    float **per[] = {d->u1, d->qkv, d->att, d->atty, d->x1, d->u2, d->h, d->g, d->x2,
+                     d->ln1_mean, d->ln1_rstd, d->ln2_mean, d->ln2_rstd};
+    size_t i;
+    int l;
+    pfc_set_device(d);
+    for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
+    for (i = 0; i < sizeof per / sizeof per[0]; i++) {
+        if (!per[i]) continue;
+        for (l = 0; l < depth; l++) pfc_release(d, per[i][l]);
+        free(per[i]);
+    }
+#ifndef PF_CUDA_EMULATE
+    if (d->blas) cublasDestroy(d->blas);
+    if (d->group_comm) ncclCommDestroy(d->group_comm);
+    if (d->pos_comm) ncclCommDestroy(d->pos_comm);
+    if (d->stream) cudaStreamDestroy(d->stream);
+#endif
+    memset(d, 0, sizeof *d);
+}
+
+PFDEF void pf_cuda_free(pf_cuda *g) {
+    int i;
+    if (!g) return;
+    for (i = 0; i < g->ndev; i++) pfc_free_dev(&g->dev[i], g->m->cfg.depth);
+    free(g->host_logits);
+    free(g->host_loss);
+    free(g);
+}
+
+/* allocations of one device */
+static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
+    const pf_model *m = g->m;
+    const pf_config *c = &m->cfg;
+    size_t B = (size_t)g->max_batch / g->nlrep, T = m->T, D = c->dim, M = c->mlp_dim, H = c->heads, K = c->classes;
+    size_t nb = d->nb ? d->nb : 1, NP = m->n_patches, pd = m->patch_dim;
+    size_t BTD = B * T * D, big;
+    pf_status st;
+    int l;
+#define PFC_A(ptr, n) do { if ((st = pfc_alloc(d, (void **)&(ptr), (size_t)(n) * sizeof(*(ptr)))) != PF_OK) return st; } while (0)
+    PFC_A(d->params, d->n_local);
+    PFC_A(d->grads, d->n_local);
+    PFC_A(d->adam_m, d->n_local);
+    PFC_A(d->adam_v, d->n_local);
+    PFC_A(d->d_gb, 64);
+    if ((st = pfc_h2d(d, d->d_gb, d->gb, sizeof d->gb)) != PF_OK) return st;
+    PFC_A(d->xin, B * c->channels * c->image_size * c->image_size);
+    PFC_A(d->labels, B);
+    PFC_A(d->patches, B * NP * pd);
+    PFC_A(d->etmp, B * NP * D);
+    PFC_A(d->x0, BTD);
+    PFC_A(d->agg, BTD);
+    PFC_A(d->psum, BTD);
+    PFC_A(d->pooled, B * D);
+    PFC_A(d->lnf_mean, B);
+    PFC_A(d->lnf_rstd, B);
+    PFC_A(d->uf, B * D);
+    PFC_A(d->logits, B * K);
+    PFC_A(d->probs, B * K);
+    PFC_A(d->rowloss, B);
+    PFC_A(d->sumsq, 1024);
+    PFC_A(d->coef, 1);
+    PFC_A(d->dlogits, B * K);
+    PFC_A(d->duf, B * D);
+    PFC_A(d->dpool, B * D);
+    PFC_A(d->dagg, BTD);
+    PFC_A(d->dx0, BTD);
+    PFC_A(d->dpatch, B * NP * D);
+    PFC_A(d->dcur, nb * BTD);
+    PFC_A(d->dres, nb * BTD);
+    PFC_A(d->du, nb * BTD);
+    PFC_A(d->datty, nb * BTD);
+    PFC_A(d->dh, nb * B * T * M);
+    PFC_A(d->dqkv, nb * B * T * 3 * D);
+    PFC_A(d->datt, nb * B * H * T * T);
+    {
+        float ***per[] = {&d->u1, &d->qkv, &d->att, &d->atty, &d->x1, &d->u2, &d->h, &d->g, &d->x2,
+                          &d->ln1_mean, &d->ln1_rstd, &d->ln2_mean, &d->ln2_rstd};
+        size_t width[] = {D, 3 * D, H * T, D, D, D, M, M, D, 1, 1, 1, 1};
+        size_t i;
+        for (i = 0; i < sizeof per / sizeof per[0]; i++) {
+            *per[i] = (float **)calloc((size_t)c->depth, sizeof(float *));
+            if (!*per[i]) return pf_fail(PF_ERR_NOMEM, "out of memory");
+            for (l = 0; l < c->depth; l++) PFC_A((*per[i])[l], nb * B * T * width[i]);
+        }
+    }
+    if (g->o.bf16) {
+        PFC_A(d->wbf, d->n_local);
+        big = nb * B * T * (M > 3 * D ? M : 3 * D);
+        if (big < B * NP * (pd > D ? pd : D)) big = B * NP * (pd > D ? pd : D);
+        d->bf_cap = big;
+        PFC_A(d->abf, big);
+        PFC_A(d->bbf, big);
+    }
+#undef PFC_A
+    return PF_OK;
+}
+
+#ifndef PF_CUDA_EMULATE
+/* the NCCL unique id: rank 0 makes it and writes it (hex) to the id file;
+   the others wait for the file (or read PF_NCCL_ID) */
+static pf_status pfc_nccl_id(const pf_cuda_opts *o, ncclUniqueId *id) {
+    const char *env = getenv("PF_NCCL_ID");
+    char hex[2 * NCCL_UNIQUE_ID_BYTES + 2];
+    size_t i;
+    if (env && *env) {
+        if (strlen(env) != 2 * NCCL_UNIQUE_ID_BYTES) return pf_fail(PF_ERR_ARG, "PF_NCCL_ID: expected %d hex digits", 2 * NCCL_UNIQUE_ID_BYTES);
+        for (i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) {
+            unsigned v;
+            if (sscanf(env + 2 * i, "%2x", &v) != 1) return pf_fail(PF_ERR_ARG, "PF_NCCL_ID: not hex");
+            id->internal[i] = (char)v;
+        }
+        return PF_OK;
+    }
+    if (!o->id_file[0]) return pf_fail(PF_ERR_ARG, "several processes need PF_NCCL_ID_FILE (a path all ranks see) or PF_NCCL_ID");
+    if (o->rank == 0) {
+        char tmp[600];
+        FILE *f;
+        ncclResult_t r = ncclGetUniqueId(id);
+        if (r != ncclSuccess) return pf_fail(PF_ERR_IO, "ncclGetUniqueId failed: %s", ncclGetErrorString(r));
+        for (i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) sprintf(hex + 2 * i, "%02x", (unsigned char)id->internal[i]);
+        snprintf(tmp, sizeof tmp, "%s.tmp", o->id_file);
+        if (!(f = fopen(tmp, "w")) || fprintf(f, "%s\n", hex) < 0 || fclose(f) != 0 || rename(tmp, o->id_file) != 0)
+            return pf_fail(PF_ERR_IO, "%s: cannot write the NCCL id", o->id_file);
+        return PF_OK;
+    }
+    {
+        int tries;
+        for (tries = 0; tries < 600; tries++) { /* up to 60 s */
+            FILE *f = fopen(o->id_file, "r");
+            if (f) {
+                size_t n = fread(hex, 1, 2 * NCCL_UNIQUE_ID_BYTES, f);
+                fclose(f);
+                if (n == 2 * NCCL_UNIQUE_ID_BYTES) {
+                    for (i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) {
+                        unsigned v;
+                        char two[3] = {hex[2 * i], hex[2 * i + 1], 0};
+                        if (sscanf(two, "%2x", &v) != 1) return pf_fail(PF_ERR_FORMAT, "%s: not an NCCL id", o->id_file);
+                        id->internal[i] = (char)v;
+                    }
+                    return PF_OK;
+                }
+            }
+            {
+                struct timespec ts = {0, 100000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        return pf_fail(PF_ERR_IO, "%s: no NCCL id from rank 0 after 60 s", o->id_file);
+    }
+}
+#endif
+
+PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **out) {
+    pf_cuda *g;
+    const pf_config *c = &m->cfg;
+    pf_cuda_opts o = opts ? *opts : pf_cuda_opts_default();
+    int i, b, total, have, world_dev;
+    pf_status st;
+    *out = NULL;
+    if (o.n_devices < 1 || o.n_devices > PFC_MAX_DEV) return pf_fail(PF_ERR_ARG, "pf_cuda: %d devices (1..%d)", o.n_devices, PFC_MAX_DEV);
+    if (o.world_size < 1) o.world_size = 1;
+    if (o.replicas < 1) o.replicas = 1;
+    if (o.max_batch < 1) o.max_batch = 256;
+    if (c->branches > 64) return pf_fail(PF_ERR_CONFIG, "pf_cuda: at most 64 branches (model has %d)", c->branches);
+    have = pf_cuda_device_count();
+    if (have < 1) return pf_fail(PF_ERR_IO, "no CUDA device found (is a GPU visible? CUDA_VISIBLE_DEVICES=%s)",
+                                 getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "(unset)");
+    for (i = 0; i < o.n_devices; i++)
+        if (o.devices[i] < 0 || o.devices[i] >= have)
+            return pf_fail(PF_ERR_ARG, "CUDA device %d does not exist (%d visible)", o.devices[i], have);
+    world_dev = o.n_devices * o.world_size;
+    if (world_dev % o.replicas) return pf_fail(PF_ERR_ARG, "pf_cuda: %d devices in all cannot hold %d replicas", world_dev, o.replicas);
+    total = world_dev / o.replicas; /* devices per replica */
+    if (total > c->branches) return pf_fail(PF_ERR_ARG, "pf_cuda: %d devices per replica but only %d branches", total, c->branches);
+#ifdef PF_CUDA_EMULATE
+    if (o.world_size > 1) return pf_fail(PF_ERR_ARG, "the emulated backend runs one process (WORLD_SIZE %d)", o.world_size);
+#endif
+    if (!(g = (pf_cuda *)calloc(1, sizeof *g))) return pf_fail(PF_ERR_NOMEM, "out of memory");
+    g->m = m;
+    g->o = o;
+    g->ndev = o.n_devices;
+    g->group = total;
+    /* the replicas this process takes part in share its batch */
+    g->nlrep = (o.rank * o.n_devices + o.n_devices - 1) / total - (o.rank * o.n_devices) / total + 1;
+    g->max_batch = o.max_batch - o.max_batch % g->nlrep;
+    if (g->max_batch < g->nlrep) g->max_batch = g->nlrep;
+    {
+        double cost[64];
+        for (b = 0; b < c->branches; b++) cost[b] = 1.0; /* equal branches: the cost plan is round-robin */
+        if ((st = pf_branch_plan(c->branches, total, o.cost_plan ? cost : NULL, g->device_of)) != PF_OK) {
+            free(g);
+            return st;
+        }
+    }
+    g->host_logits = (float *)calloc((size_t)g->max_batch * c->classes, sizeof(float));
+    g->host_loss = (double *)calloc((size_t)g->max_batch, sizeof(double));
+    if (!g->host_logits || !g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        int gd = o.rank * o.n_devices + i;
+        d->id = o.devices[i];
+        d->replica = gd / total;
+        d->pos = gd % total;
+        d->lrep = d->replica - (o.rank * o.n_devices) / total;
+        d->nb = 0;
+        for (b = 0; b < c->branches; b++)
+            if (g->device_of[b] == d->pos) d->gb[d->nb++] = b;
+        d->n_local = pfc_head_start(m, d->nb) + m->head_size;
+#ifndef PF_CUDA_EMULATE
+        if (cudaSetDevice(d->id) != cudaSuccess || cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking) != cudaSuccess) {
+            cudaError_t e = cudaGetLastError();
+            pf_cuda_free(g);
+            return pf_fail(PF_ERR_IO, "CUDA device %d cannot be used: %s", o.devices[i], cudaGetErrorString(e));
+        }
+        if (cublasCreate(&d->blas) != CUBLAS_STATUS_SUCCESS) { pf_cuda_free(g); return pf_fail(PF_ERR_IO, "GPU %d: cublasCreate failed", o.devices[i]); }
+        cublasSetStream(d->blas, d->stream);
+        /* fp32 means fp32: no TF32 in the GEMMs */
+        cublasSetMathMode(d->blas, CUBLAS_PEDANTIC_MATH);
+        {
+            size_t fr = 0, tot = 0;
+            double need = 4.0 * d->n_local * 4 + 4.0 * (double)g->max_batch * m->T *
+                          (c->dim * 14.0 + c->mlp_dim * 3.0 + c->heads * (double)m->T) * (d->nb ? d->nb : 1) * c->depth;
+            if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && need > (double)fr) {
+                pf_cuda_free(g);
+                return pf_fail(PF_ERR_NOMEM, "model too large for GPU %d: about %.0f MiB needed at batch %d, %zu MiB free "
+                               "(a smaller --batch or more devices)", o.devices[i], need / 1048576.0, o.max_batch, fr >> 20);
+            }
+        }
+#endif
+        if ((st = pfc_alloc_dev(g, d)) != PF_OK) { pf_cuda_free(g); return st; }
+    }
+#ifndef PF_CUDA_EMULATE
+    if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
+        ncclComm_t world[PFC_MAX_DEV];
+        ncclResult_t r = ncclSuccess;
+        memset(world, 0, sizeof world);
+        if (o.world_size == 1) {
+            r = ncclCommInitAll(world, g->ndev, o.devices);
+        } else {
+            ncclUniqueId id;
+            if ((st = pfc_nccl_id(&o, &id)) != PF_OK) { pf_cuda_free(g); return st; }
+            ncclGroupStart();
+            for (i = 0; i < g->ndev && r == ncclSuccess; i++) {
+                cudaSetDevice(g->dev[i].id);
+                r = ncclCommInitRank(&world[i], world_dev, id, o.rank * o.n_devices + i);
+            }
+            if (ncclGroupEnd() != ncclSuccess && r == ncclSuccess) r = ncclSystemError;
+        }
+        if (r == ncclSuccess) {
+            ncclGroupStart();
+            for (i = 0; i < g->ndev && r == ncclSuccess; i++)
+                r = ncclCommSplit(world[i], g->dev[i].replica, g->dev[i].pos, &g->dev[i].group_comm, NULL);
+            ncclGroupEnd();
+            ncclGroupStart();
+            for (i = 0; i < g->ndev && r == ncclSuccess; i++)
+                r = ncclCommSplit(world[i], g->dev[i].pos, g->dev[i].replica, &g->dev[i].pos_comm, NULL);
+            ncclGroupEnd();
+        }
+        for (i = 0; i < g->ndev; i++) if (world[i]) ncclCommDestroy(world[i]);
+        if (r != ncclSuccess) { pf_cuda_free(g); return pf_fail(PF_ERR_IO, "NCCL setup over %d devices failed: %s", world_dev, ncclGetErrorString(r)); }
+    }
+#endif
+    if ((st = pf_cuda_upload(g)) != PF_OK) { pf_cuda_free(g); return st; }
+    *out = g;
+    return PF_OK;
+}
+
+/* copies between the model's layout and a device's [stem | its branches | head] */
+static pf_status pfc_xfer(pf_cuda *g, pfc_dev *d, float *dev_buf, float *host_buf, int up) {
+    const pf_model *m = g->m;
+    size_t hs = pfc_head_start(m, m->cfg.branches), ls = pfc_head_start(m, d->nb);
+    pf_status st;
+    int j;
+#define PFC_X(doff, hoff, n) (up ? pfc_h2d(d, dev_buf + (doff), host_buf + (hoff), (n) * 4) \
+                                 : pfc_d2h(d, host_buf + (hoff), dev_buf + (doff), (n) * 4))
+    if (d->pos == 0 && (st = PFC_X(0, 0, m->stem_size)) != PF_OK) return st;
+    for (j = 0; j < d->nb; j++)
+        if ((st = PFC_X(m->stem_size + (size_t)j * m->branch_size, m->stem_size + (size_t)d->gb[j] * m->branch_size,
+                        m->branch_size)) != PF_OK) return st;
+    if (d->pos == 0 && (st = PFC_X(ls, hs, m->head_size)) != PF_OK) return st;
+#undef PFC_X
+    return PF_OK;
+}
+
+static void pfc_refresh_bf16(pf_cuda *g, pfc_dev *d) {
+    if (g->o.bf16) {
+        const float *p = d->params;
+        uint16_t *w = d->wbf;
+        pfc_for(d, d->n_local, PFC_LAMBDA(size_t i) { w[i] = pfc_to_bf16(p[i]); });
+    }
+}
+
+PFDEF pf_status pf_cuda_upload(pf_cuda *g) {
+    int i;
+    pf_status st;
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_xfer(g, d, d->params, g->m->params, 1)) != PF_OK) return st;
+        if (g->m->adam_m) {
+            if ((st = pfc_xfer(g, d, d->adam_m, g->m->adam_m, 1)) != PF_OK) return st;
+            if ((st = pfc_xfer(g, d, d->adam_v, g->m->adam_v, 1)) != PF_OK) return st;
+        }
+        pfc_refresh_bf16(g, d);
+        if ((st = pfc_sync(d)) != PF_OK) return st;
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_download(pf_cuda *g) {
+    int i;
+    pf_status st;
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        if (d->replica != g->dev[0].replica) continue; /* the replicas hold the same values */
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_xfer(g, d, d->params, g->m->params, 0)) != PF_OK) return st;
+        if (g->m->grads && (st = pfc_xfer(g, d, d->grads, g->m->grads, 0)) != PF_OK) return st;
+        if (g->m->adam_m) {
+            if ((st = pfc_xfer(g, d, d->adam_m, g->m->adam_m, 0)) != PF_OK) return st;
+            if ((st = pfc_xfer(g, d, d->adam_v, g->m->adam_v, 0)) != PF_OK) return st;
+        }
+    }
+    pf_model_changed(g->m);
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* forward */
+
+/* active local branches: the first `na` of d->gb (they are ascending) */
+static int pfc_active_local(const pfc_dev *d, int k) {
+    int j, n = 0;
+    for (j = 0; j < d->nb; j++) n += d->gb[j] < k;
+    return n;
+}
+
+static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
+    const pf_model *m = g->m;
+    const pf_config c = m->cfg;
+    const int T = m->T, D = c.dim, M = c.mlp_dim, H = c.heads, hd = D / H;
+    const size_t N = (size_t)B * T, BS = m->branch_size;
+    const int drop = m->training && c.dropout > 0.0f, prenorm = c.residual == PF_PRENORM;
+    const float p = c.dropout, scale = 1.0f / sqrtf((float)hd);
+    const uint64_t seed = m->dropout_seed, counter = m->dropout_counter;
+    const int *gbp = d->d_gb, depth = c.depth;
+    float *W = d->params + m->stem_size;
+    pf_status st;
+    int l;
+    if (!na) return PF_OK;
+    for (l = 0; l < depth; l++) {
+        pfc_layer_off o = pfc_layer(m, l);
+        const float *xin = l ? d->x2[l - 1] : d->x0;
+        const size_t xstride = l ? N * D : 0; /* X0 is shared by the branches */
+        float *u1 = d->u1[l], *qkv = d->qkv[l], *att = d->att[l], *atty = d->atty[l], *x1 = d->x1[l];
+        float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l], *x2 = d->x2[l];
+        const size_t rows = (size_t)na * N;
+        if (l == 0) { /* LN1 reads X0 for every branch: row r of branch j is X0 row r */
+            float *mean = d->ln1_mean[0], *rstd = d->ln1_rstd[0];
+            const float *w = W + o.ln1_w, *bb = W + o.ln1_b;
+            const float *x0 = d->x0;
+            pfc_for(d, rows, PFC_LAMBDA(size_t r) {
+                const float *x = x0 + (r % N) * D, *ww = w + (r / N) * BS, *b2 = bb + (r / N) * BS;
+                float *y = u1 + r * D, mu = 0, var = 0, rs;
+                int i;
+                for (i = 0; i < D; i++) mu += x[i];
+                mu /= (float)D;
+                for (i = 0; i < D; i++) var += (x[i] - mu) * (x[i] - mu);
+                var /= (float)D;
+                rs = 1.0f / sqrtf(var + 1e-5f);
+                for (i = 0; i < D; i++) y[i] = (x[i] - mu) * rs * ww[i] + b2[i];
+                mean[r] = mu;
+                rstd[r] = rs;
+            });
+        } else {
+            pfc_layernorm_fwd(d, u1, d->ln1_mean[l], d->ln1_rstd[l], xin, W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
+        }
+        /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches */
+        if ((st = pfc_gemm(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
+                           3 * D, (long long)N * 3 * D, na, 0)) != PF_OK) return st;
+        if (o.qkv_b != (size_t)-1) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
+        /* attention, one thread per (branch, image, head, query row) */
+        pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
+            size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H; /* img counts branch * B + image */
+            const float *base = qkv + img * T * 3 * D, *q = base + i * 3 * D + h * hd;
+            float *a = att + (img * H + h) * T * T + i * T, *y = atty + (img * T + i) * D + h * hd, mx = -1e30f, sum = 0;
+            int j, e;
+            for (j = 0; j < T; j++) {
+                const float *kk = base + (size_t)j * 3 * D + D + h * hd;
+                float s = 0;
+                for (e = 0; e < hd; e++) s += q[e] * kk[e];
+                a[j] = s * scale;
+                if (a[j] > mx) mx = a[j];
+            }
+            for (j = 0; j < T; j++) { a[j] = expf(a[j] - mx); sum += a[j]; }
+            for (j = 0; j < T; j++) a[j] /= sum;
+            for (e = 0; e < hd; e++) y[e] = 0;
+            for (j = 0; j < T; j++) {
+                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd, pj = a[j];
+                for (e = 0; e < hd; e++) y[e] += pj * v[e];
+            }
+        });
+        /* x1 = (x | u1) + Drop(atty Wp^T + bp) */
+        if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
+                           (long long)N * D, na, 0)) != PF_OK) return st;
+        {
+            const float *bias = W + o.proj_b;
+            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+                size_t br = i / (N * D), e = i % (N * D);
+                float v = x1[i] + bias[br * BS + e % D];
+                if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
+                x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
+            });
+        }
+        pfc_layernorm_fwd(d, u2, d->ln2_mean[l], d->ln2_rstd[l], x1, W + o.ln2_w, W + o.ln2_b, rows, D, N, BS);
+        if ((st = pfc_gemm(g, d, 0, 1, (int)N, M, D, u2, D, (long long)N * D, W + o.fc1_w, D, (long long)BS, hh, M,
+                           (long long)N * M, na, 0)) != PF_OK) return st;
+        {
+            const float *bias = W + o.fc1_b;
+            pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
+                size_t br = i / (N * M), e = i % (N * M);
+                float x = hh[i] + bias[br * BS + e % M], v;
+                hh[i] = x;
+                v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+                if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+                gg[i] = v;
+            });
+        }
+        if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, M, gg, M, (long long)N * M, W + o.fc2_w, M, (long long)BS, x2, D,
+                           (long long)N * D, na, 0)) != PF_OK) return st;
+        {
+            const float *bias = W + o.fc2_b;
+            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+                size_t br = i / (N * D), e = i % (N * D);
+                float v = x2[i] + bias[br * BS + e % D];
+                if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
+                x2[i] = v + (prenorm ? x1[i] : u2[i]);
+            });
+        }
+    }
+    return PF_OK;
+}
+
+/* root of each replica: embedding into d->x0 from d->xin */
+static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
+    const pf_model *m = g->m;
+    const pf_config c = m->cfg;
+    const int T = m->T, D = c.dim, NP = m->n_patches, pd = m->patch_dim, C = c.channels, S = c.image_size,
+              P = c.patch_size, G = S / P;
+    const float *xin = d->xin, *W = d->params, *bias = d->params + (size_t)D * pd, *cls = bias + D, *pos = cls + D;
+    float *patches = d->patches, *etmp = d->etmp, *x0 = d->x0;
+    const int drop = m->training && c.emb_dropout > 0.0f;
+    const float p = c.emb_dropout;
+    const uint64_t key = pfc_site_key(m->dropout_seed, m->dropout_counter, 0);
+    pf_status st;
+    pfc_for(d, (size_t)B * NP * pd, PFC_LAMBDA(size_t i) {
+        size_t n = i / pd, r = i % pd, b = n / NP, pp = n % NP;
+        int ch = (int)(r / (P * P)), py = (int)(r / P % P), px = (int)(r % P), gy = (int)(pp / G), gx = (int)(pp % G);
+        patches[i] = xin[(((size_t)b * C + ch) * S + gy * P + py) * S + gx * P + px];
+    });
+    if ((st = pfc_gemm(g, d, 0, 1, B * NP, D, pd, patches, pd, 0, W, pd, 0, etmp, D, 0, 1, 0)) != PF_OK) return st;
+    pfc_for(d, (size_t)B * T * D, PFC_LAMBDA(size_t i) {
+        size_t b = i / ((size_t)T * D), td = i % ((size_t)T * D), t = td / D, e = td % D;
+        float v = t == 0 ? cls[e] + pos[td] : (etmp[(b * NP + t - 1) * D + e] + bias[e]) + pos[td];
+        if (drop) v *= pfc_keep(key, (size_t)img0 * T * D + i, p);
+        x0[i] = v;
+    });
+    return PF_OK;
+}
+
+/* root: pool, final LN, head, softmax, per-image loss */
+static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels, float ls) {
+    const pf_model *m = g->m;
+    const pf_config c = m->cfg;
+    const int T = m->T, D = c.dim, K = c.classes, pool = c.pool;
+    const float *head = d->params + pfc_head_start(m, d->nb);
+    const float *agg = d->agg;
+    float *pooled = d->pooled, *logits = d->logits, *probs = d->probs;
+    const int *labels = d->labels;
+    double *rowloss = d->rowloss;
+    pf_status st;
+    pfc_for(d, (size_t)B * D, PFC_LAMBDA(size_t i) {
+        size_t b = i / D, e = i % D;
+        if (pool == PF_POOL_CLS) pooled[i] = agg[b * T * D + e];
+        else {
+            float s = 0;
+            int t;
+            for (t = 0; t < T; t++) s += agg[(b * T + t) * D + e];
+            pooled[i] = s / (float)T;
+        }
+    });
+    pfc_layernorm_fwd(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, head, head + D, (size_t)B, D, (size_t)B, 0);
+    if ((st = pfc_gemm(g, d, 0, 1, B, K, D, d->uf, D, 0, head + 2 * D, D, 0, logits, K, 0, 1, 0)) != PF_OK) return st;
+    {
+        const float *hb = head + 2 * D + (size_t)K * D;
+        pfc_for(d, (size_t)B, PFC_LAMBDA(size_t b) {
+            float *z = logits + b * K, *pr = probs + b * K, mx, s = 0;
+            int j;
+            for (j = 0; j < K; j++) z[j] += hb[j];
+            mx = z[0];
+            for (j = 1; j < K; j++) if (z[j] > mx) mx = z[j];
+            for (j = 0; j < K; j++) { pr[j] = expf(z[j] - mx); s += pr[j]; }
+            for (j = 0; j < K; j++) pr[j] /= s;
+            if (with_labels) {
+                double lse = (double)mx + log((double)s), sumlog = 0;
+                for (j = 0; j < K; j++) sumlog += (double)z[j] - lse;
+                rowloss[b] = -(1.0 - ls) * ((double)z[labels[b]] - lse) - ls * sumlog / K;
+            }
+        });
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, int B, float label_smoothing, float *loss) {
+    pf_model *m = g->m;
+    const pf_config *c = &m->cfg;
+    const size_t per = (size_t)c->channels * c->image_size * c->image_size, TD = (size_t)m->T * c->dim;
+    int k = m->active, i, n, Bper;
+    float *bufs[PFC_MAX_DEV];
+    pf_status st;
+    if (B < 1 || B > g->max_batch) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d outside 1..%d", B, g->max_batch);
+    if (B % g->nlrep) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d is not a multiple of the %d replicas", B, g->nlrep);
+    if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
+    if (labels)
+        for (n = 0; n < B; n++)
+            if (labels[n] < 0 || labels[n] >= c->classes)
+                return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, c->classes - 1);
+    Bper = B / g->nlrep;
+    g->denom = (size_t)Bper * g->o.replicas;
+    g->B = B;
+    g->Bper = Bper;
+    g->has_labels = labels != NULL;
+    g->ls = label_smoothing;
+    g->fwd_active = k;
+    if (m->training) m->dropout_counter++;
+    g->n_trace = 0;
+    /* embedding on each replica's root (its slice of the batch) */
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        int lrep = d->lrep, img0 = d->replica * Bper;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if (d->pos != 0) continue;
+        if ((st = pfc_h2d(d, d->xin, x + (size_t)lrep * Bper * per, (size_t)Bper * per * 4)) != PF_OK) return st;
+        if (labels && (st = pfc_h2d(d, d->labels, labels + (size_t)lrep * Bper, (size_t)Bper * sizeof(int))) != PF_OK) return st;
+        if ((st = pfc_embed_forward(g, d, Bper, img0)) != PF_OK) return st;
+    }
+    if (g->group > 1 || g->o.collectives) {
+        for (i = 0; i < g->ndev; i++) bufs[i] = g->dev[i].x0;
+        if ((st = pfc_broadcast(g, PFC_GROUP, bufs, (size_t)Bper * TD, "x0")) != PF_OK) return st;
+    }
+    /* branches, then each device's sum of its branch outputs (or deltas) */
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        int na = pfc_active_local(d, k), img0 = d->replica * Bper;
+        const size_t ND = (size_t)Bper * TD;
+        const float *x2 = d->x2[c->depth - 1], *x0 = d->x0;
+        float *psum = d->psum;
+        const int delta = c->aggregate == PF_AGG_DELTA;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_layers_forward(g, d, na, Bper, img0)) != PF_OK) return st;
+        pfc_for(d, ND, PFC_LAMBDA(size_t e) {
+            float s = 0;
+            int j;
+            for (j = 0; j < na; j++) s += delta ? x2[j * ND + e] - x0[e] : x2[j * ND + e];
+            psum[e] = s;
+        });
+    }
+    if (g->group > 1 || g->o.collectives) {
+        size_t counts[PFC_MAX_DEV];
+        for (i = 0; i < g->ndev; i++) { bufs[i] = g->dev[i].psum; counts[i] = (size_t)Bper * TD; }
+        if ((st = pfc_reduce(g, PFC_GROUP, bufs, counts, 0, "branch outputs")) != PF_OK) return st;
+    }
+    g->has_labels = labels != NULL;
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        const float *psum = d->psum, *x0 = d->x0;
+        float *agg = d->agg;
+        const int delta = c->aggregate == PF_AGG_DELTA;
+        if (d->pos != 0) continue;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        pfc_for(d, (size_t)Bper * TD, PFC_LAMBDA(size_t e) { agg[e] = delta ? x0[e] + psum[e] : psum[e]; });
+        if ((st = pfc_head_forward(g, d, Bper, labels != NULL, label_smoothing)) != PF_OK) return st;
+    }
+    /* the loss (mean over the batch of this process) */
+    {
+        double total = 0;
+        for (i = 0; i < g->ndev; i++) {
+            pfc_dev *d = &g->dev[i];
+            int lrep = d->lrep;
+            if (d->pos != 0) continue;
+            if ((st = pfc_set_device(d)) != PF_OK) return st;
+            if (labels && (st = pfc_d2h(d, g->host_loss + (size_t)lrep * Bper, d->rowloss, (size_t)Bper * 8)) != PF_OK) return st;
+        }
+        if (labels) for (n = 0; n < B; n++) total += g->host_loss[n];
+        m->loss = labels ? total / B : 0.0;
+        if (loss) *loss = (float)m->loss;
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_logits(pf_cuda *g, float *out) {
+    int i, K = g->m->cfg.classes;
+    pf_status st;
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        if (d->pos != 0) continue;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_d2h(d, out + (size_t)d->lrep * g->Bper * K, d->logits, (size_t)g->Bper * K * 4)) != PF_OK)
+            return st;
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out) {
+    pf_model *m = g->m;
+    const size_t per = (size_t)m->cfg.channels * m->cfg.image_size * m->cfg.image_size;
+    const int K = m->cfg.classes, R = g->nlrep;
+    int saved = m->training, n0 = 0;
+    pf_status st = PF_OK;
+    if (N < 0) return pf_fail(PF_ERR_ARG, "pf_cuda_predict: N = %d", N);
+    m->training = 0;
+    while (n0 < N && st == PF_OK) {
+        int left = N - n0, B = left < g->max_batch ? left : g->max_batch;
+        B -= B % R;
+        if (B > 0) {
+            st = pf_cuda_forward(g, x + (size_t)n0 * per, NULL, B, 0.0f, NULL);
+            if (st == PF_OK) st = pf_cuda_logits(g, out + (size_t)n0 * K);
+            n0 += B;
+        } else { /* fewer images than replicas: pad with copies of the last */
+            float *tmp = (float *)malloc((size_t)R * per * 4), *lg = (float *)malloc((size_t)R * K * 4);
+            int r;
+            if (!tmp || !lg) st = pf_fail(PF_ERR_NOMEM, "out of memory");
+            for (r = 0; st == PF_OK && r < R; r++) memcpy(tmp + r * per, x + (size_t)(n0 + (r < left ? r : left - 1)) * per, per * 4);
+            if (st == PF_OK) st = pf_cuda_forward(g, tmp, NULL, R, 0.0f, NULL);
+            if (st == PF_OK) st = pf_cuda_logits(g, lg);
+            if (st == PF_OK) memcpy(out + (size_t)n0 * K, lg, (size_t)left * K * 4);
+            free(tmp);
+            free(lg);
+            n0 = N;
+        }
+    }
+    m->training = saved;
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* backward */
+
+static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
+    const pf_model *m = g->m;
+    const pf_config c = m->cfg;
+    const int T = m->T, D = c.dim, M = c.mlp_dim, H = c.heads, hd = D / H, depth = c.depth;
+    const size_t N = (size_t)B * T, BS = m->branch_size, rows = (size_t)na * N;
+    const int drop = m->training && c.dropout > 0.0f, prenorm = c.residual == PF_PRENORM;
+    const float p = c.dropout, scale = 1.0f / sqrtf((float)hd);
+    const uint64_t seed = m->dropout_seed, counter = m->dropout_counter;
+    const int *gbp = d->d_gb;
+    float *W = d->params + m->stem_size, *GW = d->grads + m->stem_size;
+    float *dcur = d->dcur, *dres = d->dres, *du = d->du, *dh = d->dh, *datty = d->datty, *dqkv = d->dqkv, *datt = d->datt;
+    pf_status st;
+    int l;
+    for (l = depth - 1; l >= 0; l--) {
+        pfc_layer_off o = pfc_layer(m, l);
+        const float *xin = l ? d->x2[l - 1] : d->x0;
+        const size_t xstride = l ? N * D : 0;
+        const float *u1 = d->u1[l], *qkv = d->qkv[l], *att = d->att[l], *atty = d->atty[l], *x1 = d->x1[l];
+        const float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l];
+        /* MLP: dres = Drop'(dcur) */
+        pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+            size_t br = i / (N * D), e = i % (N * D);
+            float v = dcur[i];
+            if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
+            dres[i] = v;
+        });
+        /* dh = dres W2; dW2 = dres^T g; db2 */
+        if ((st = pfc_gemm(g, d, 0, 0, (int)N, M, D, dres, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
+                           (long long)N * M, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm(g, d, 1, 0, D, M, (int)N, dres, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
+                           (long long)BS, na, 0)) != PF_OK) return st;
+        pfc_colsum(d, GW + o.fc2_b, dres, na, N, D, BS);
+        pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
+            size_t br = i / (N * M), e = i % (N * M);
+            float v = dh[i], x = hh[i];
+            float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+            float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
+            if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+            dh[i] = v * (cdf + x * pdf);
+        });
+        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, M, dh, M, (long long)N * M, W + o.fc1_w, D, (long long)BS, du, D,
+                           (long long)N * D, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm(g, d, 1, 0, M, D, (int)N, dh, M, (long long)N * M, u2, D, (long long)N * D, GW + o.fc1_w, D,
+                           (long long)BS, na, 0)) != PF_OK) return st;
+        pfc_colsum(d, GW + o.fc1_b, dh, na, N, M, BS);
+        /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
+        if (prenorm) {
+            if ((st = pfc_d2d(d, dres, dcur, rows * D * 4)) != PF_OK) return st;
+            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, NULL, x1, W + o.ln2_w, d->ln2_mean[l],
+                              d->ln2_rstd[l], rows, D, N, BS, 1, na);
+        } else {
+            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, dcur, x1, W + o.ln2_w, d->ln2_mean[l],
+                              d->ln2_rstd[l], rows, D, N, BS, 0, na);
+        }
+        /* attention: dproj = Drop'(dx1), in du */
+        pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+            size_t br = i / (N * D), e = i % (N * D);
+            float v = dres[i];
+            if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
+            du[i] = v;
+        });
+        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, D, du, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
+                           (long long)N * D, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm(g, d, 1, 0, D, D, (int)N, du, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
+                           D, (long long)BS, na, 0)) != PF_OK) return st;
+        pfc_colsum(d, GW + o.proj_b, du, na, N, D, BS);
+        /* attention backward, 1: per query row i: dS = P (dP - sum P dP) scale, dq */
+        pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
+            size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H;
+            const float *base = qkv + img * T * 3 * D, *a = att + (img * H + h) * T * T + i * T;
+            const float *dy = datty + (img * T + i) * D + h * hd;
+            float *ds = datt + (img * H + h) * T * T + i * T, *dq = dqkv + (img * T + i) * 3 * D + h * hd, s = 0;
+            int j, e;
+            for (j = 0; j < T; j++) {
+                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd;
+                float t = 0;
+                for (e = 0; e < hd; e++) t += dy[e] * v[e];
+                ds[j] = t;
+                s += a[j] * t;
+            }
+            for (e = 0; e < hd; e++) dq[e] = 0;
+            for (j = 0; j < T; j++) {
+                const float *kk = base + (size_t)j * 3 * D + D + h * hd;
+                ds[j] = a[j] * (ds[j] - s) * scale;
+                for (e = 0; e < hd; e++) dq[e] += ds[j] * kk[e];
+            }
+        });
+        /* 2: per key row j: dk = sum_i dS_ij q_i, dv = sum_i P_ij dy_i */
+        pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
+            size_t j = idx % T, bh = idx / T, h = bh % H, img = bh / H;
+            const float *base = qkv + img * T * 3 * D;
+            float *dk = dqkv + (img * T + j) * 3 * D + D + h * hd, *dv = dk + D;
+            size_t i;
+            int e;
+            for (e = 0; e < hd; e++) dk[e] = dv[e] = 0;
+            for (i = 0; i < (size_t)T; i++) {
+                float sij = datt[(img * H + h) * T * T + i * T + j], pij = att[(img * H + h) * T * T + i * T + j];
+                const float *q = base + i * 3 * D + h * hd, *dy = datty + (img * T + i) * D + h * hd;
+                for (e = 0; e < hd; e++) { dk[e] += sij * q[e]; dv[e] += pij * dy[e]; }
+            }
+        });
+        /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
+        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D, (long long)BS,
+                           du, D, (long long)N * D, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm(g, d, 1, 0, 3 * D, D, (int)N, dqkv, 3 * D, (long long)N * 3 * D, u1, D, (long long)N * D,
+                           GW + o.qkv_w, D, (long long)BS, na, 0)) != PF_OK) return st;
+        if (o.qkv_b != (size_t)-1) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
+        /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
+        {
+            const float *ln_in = xin;
+            float *mean = d->ln1_mean[l], *rstd = d->ln1_rstd[l];
+            const float *w = W + o.ln1_w;
+            float *gw = GW + o.ln1_w, *gb = GW + o.ln1_b;
+            pfc_for(d, rows, PFC_LAMBDA(size_t r) {
+                size_t br = r / N;
+                const float *x = ln_in + br * xstride + (r % N) * D, *dy = du + r * D, *ex = dres + r * D;
+                const float *ww = w + br * BS;
+                float *dx = dcur + r * D, mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
+                int k;
+                for (k = 0; k < D; k++) {
+                    float gk = (prenorm ? dy[k] : dy[k] + ex[k]) * ww[k];
+                    s1 += gk;
+                    s2 += gk * (x[k] - mu) * rs;
+                }
+                s1 /= (float)D;
+                s2 /= (float)D;
+                for (k = 0; k < D; k++) {
+                    float v = ((prenorm ? dy[k] : dy[k] + ex[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
+                    dx[k] = prenorm ? ex[k] + v : v;
+                }
+            });
+            pfc_for(d, (size_t)na * D, PFC_LAMBDA(size_t i) {
+                size_t br = i / D, k = i % D, n;
+                float sw = 0, sb = 0;
+                for (n = br * N; n < (br + 1) * N; n++) {
+                    float gk = prenorm ? du[n * D + k] : du[n * D + k] + dres[n * D + k];
+                    sw += gk * ((ln_in[br * xstride + (n % N) * D + k] - mean[n]) * rstd[n]);
+                    sb += gk;
+                }
+                gw[br * BS + k] = sw;
+                gb[br * BS + k] = sb;
+            });
+        }
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
+    pf_model *m = g->m;
+    const pf_config c = m->cfg;
+    const int T = m->T, D = c.dim, K = c.classes, NP = m->n_patches, pd = m->patch_dim, k = g->fwd_active;
+    const int Bper = g->Bper;
+    const size_t TD = (size_t)T * D, ND = (size_t)Bper * TD;
+    const float eps = g->ls, denom = (float)g->denom; /* the mean over every replica's images */
+    const int delta = c.aggregate == PF_AGG_DELTA, pool = c.pool;
+    float *bufs[PFC_MAX_DEV];
+    pf_status st;
+    int i;
+    if (!g->has_labels || g->B < 1) return pf_fail(PF_ERR_ARG, "pf_cuda_backward: the last forward had no labels");
+    /* head, final LN, pooling on each replica's root */
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        const float *head = d->params + pfc_head_start(m, d->nb);
+        float *ghead = d->grads + pfc_head_start(m, d->nb);
+        float *dlogits = d->dlogits, *dagg = d->dagg, *dpool = d->dpool;
+        const float *probs = d->probs;
+        const int *labels = d->labels;
+        if (d->pos != 0) continue;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        pfc_for(d, (size_t)Bper * K, PFC_LAMBDA(size_t e) { /* (softmax - target) / B, as the CPU */
+            size_t b = e / K;
+            int j = (int)(e % K);
+            float t = eps / (float)K + (j == labels[b] ? 1 - eps : 0);
+            dlogits[e] = (probs[e] - t) / denom;
+        });
+        if ((st = pfc_gemm(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0)) != PF_OK) return st;
+        pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
+        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, d->pooled, head, d->lnf_mean, d->lnf_rstd,
+                          (size_t)Bper, D, (size_t)Bper, 0, 0, 1);
+        pfc_for(d, ND, PFC_LAMBDA(size_t e) {
+            size_t b = e / TD, t = (e % TD) / D, dd = e % D;
+            dagg[e] = pool == PF_POOL_CLS ? (t == 0 ? dpool[b * D + dd] : 0.0f) : dpool[b * D + dd] / (float)T;
+        });
+    }
+    if (g->group > 1 || g->o.collectives) {
+        for (i = 0; i < g->ndev; i++) bufs[i] = g->dev[i].dagg;
+        if ((st = pfc_broadcast(g, PFC_GROUP, bufs, ND, "d aggregate")) != PF_OK) return st;
+    }
+    /* branches: each device backpropagates its active branches, sums their
+       input gradients into dX0 (device 0 starts from the aggregation's) */
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        int na = pfc_active_local(d, k), img0 = d->replica * Bper;
+        float *dcur = d->dcur, *dx0 = d->dx0;
+        const float *dagg = d->dagg;
+        const int root = d->pos == 0;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        pfc_for(d, (size_t)na * ND, PFC_LAMBDA(size_t e) { dcur[e] = dagg[e % ND]; });
+        if ((st = pfc_layers_backward(g, d, na, Bper, img0)) != PF_OK) return st;
+        pfc_for(d, ND, PFC_LAMBDA(size_t e) {
+            float s = root && delta ? (float)(1 - k) * dagg[e] : 0.0f;
+            int j;
+            for (j = 0; j < na; j++) s += dcur[j * ND + e];
+            dx0[e] = s;
+        });
+    }
+    if (g->group > 1 || g->o.collectives) {
+        size_t counts[PFC_MAX_DEV];
+        for (i = 0; i < g->ndev; i++) { bufs[i] = g->dev[i].dx0; counts[i] = ND; }
+        if ((st = pfc_reduce(g, PFC_GROUP, bufs, counts, 0, "d x0")) != PF_OK) return st;
+    }
+    /* embedding */
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        int img0 = d->replica * Bper;
+        float *dx0 = d->dx0, *dpatch = d->dpatch, *gs = d->grads;
+        float *gb = gs + (size_t)D * pd, *gcls = gb + D, *gpos = gcls + D;
+        const int drop = m->training && c.emb_dropout > 0.0f;
+        const float p = c.emb_dropout;
+        const uint64_t key = pfc_site_key(m->dropout_seed, m->dropout_counter, 0);
+        if (d->pos != 0) continue;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if (drop) pfc_for(d, ND, PFC_LAMBDA(size_t e) { dx0[e] *= pfc_keep(key, (size_t)img0 * TD + e, p); });
+        pfc_for(d, TD, PFC_LAMBDA(size_t j) {
+            float s = 0;
+            int bb;
+            for (bb = 0; bb < Bper; bb++) s += dx0[(size_t)bb * TD + j];
+            gpos[j] = s;
+            if (j < (size_t)D) gcls[j] = s;
+        });
+        pfc_for(d, (size_t)Bper * NP * D, PFC_LAMBDA(size_t e) {
+            size_t b = e / ((size_t)NP * D), r = e % ((size_t)NP * D);
+            dpatch[e] = dx0[b * TD + D + r];
+        });
+        if ((st = pfc_gemm(g, d, 1, 0, D, pd, Bper * NP, dpatch, D, 0, d->patches, pd, 0, gs, pd, 0, 1, 0)) != PF_OK) return st;
+        pfc_colsum(d, gb, dpatch, 1, (size_t)Bper * NP, D, 0);
+    }
+    /* data parallel: sum the gradients over the replicas (devices at the
+       same position hold the same branches, so the same layout) */
+    if (g->o.replicas > 1 || g->o.collectives) {
+        size_t counts[PFC_MAX_DEV];
+        for (i = 0; i < g->ndev; i++) { bufs[i] = g->dev[i].grads; counts[i] = g->dev[i].n_local; }
+        if ((st = pfc_reduce(g, PFC_POS, bufs, counts, 1, "grads")) != PF_OK) return st;
+    }
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* optimizer */
+
+/* is spec s trainable (the CPU's rule) and where does it live on device d
+   (offset into the local layout, or -1 when d does not hold it) */
+static long long pfc_spec_local(const pf_cuda *g, const pfc_dev *d, const pf_tensor_spec *s) {
+    const pf_model *m = g->m;
+    int j;
+    if (s->part == PF_PART_STEM) return d->pos == 0 ? (long long)s->offset : -1;
+    if (s->part == PF_PART_HEAD)
+        return d->pos == 0 ? (long long)(pfc_head_start(m, d->nb) + (s->offset - pfc_head_start(m, m->cfg.branches))) : -1;
+    for (j = 0; j < d->nb; j++)
+        if (d->gb[j] == s->branch)
+            return (long long)(m->stem_size + (size_t)j * m->branch_size +
+                               (s->offset - m->stem_size - (size_t)s->branch * m->branch_size));
+    return -1;
+}
+static int pfc_trainable(const pf_model *m, const pf_tensor_spec *s) {
+    if (s->part == PF_PART_STEM) return m->train_stem;
+    if (s->part == PF_PART_HEAD)
+        return m->train_head && (m->head_rows_from <= 0 || s->kind == PF_KIND_WEIGHT || s->kind == PF_KIND_BIAS);
+    return s->branch < m->active && m->train_branch[s->branch];
+}
+static size_t pfc_train_from(const pf_model *m, const pf_tensor_spec *s) {
+    size_t from;
+    if (s->part != PF_PART_HEAD || m->head_rows_from <= 0) return 0;
+    from = (size_t)(m->head_rows_from < m->cfg.classes ? m->head_rows_from : m->cfg.classes);
+    return s->kind == PF_KIND_WEIGHT ? from * (size_t)m->cfg.dim : from;
+}
+
+PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
+    pf_model *m = g->m;
+    double norm = 0, coef = 1.0;
+    pf_status st;
+    int i, t;
+    if (!m->steps) return pf_fail(PF_ERR_ARG, "pf_cuda_step: call pf_model_alloc_train on the model first");
+    if (o->clip > 0.0f) {
+        /* squared sums per tensor on the devices (fixed order), summed on the host in spec order */
+        double total = 0;
+        for (t = 0; t < m->n_specs; t++) {
+            const pf_tensor_spec *s = &m->specs[t];
+            if (!pfc_trainable(m, s)) continue;
+            for (i = 0; i < g->ndev; i++) {
+                pfc_dev *d = &g->dev[i];
+                long long off = pfc_spec_local(g, d, s);
+                size_t from = pfc_train_from(m, s), n = s->numel - from, nch = (n + 4095) / 4096;
+                const float *gp;
+                double *ss = d->sumsq, part[1024], sum = 0;
+                size_t ch0;
+                if (off < 0 || d->replica != g->dev[0].replica) continue;
+                gp = d->grads + off + from;
+                if ((st = pfc_set_device(d)) != PF_OK) return st;
+                for (ch0 = 0; ch0 < nch; ch0 += 1024) {
+                    size_t nc = nch - ch0 < 1024 ? nch - ch0 : 1024, q;
+                    pfc_for(d, nc, PFC_LAMBDA(size_t cidx) {
+                        size_t a = (ch0 + cidx) * 4096, e = a + 4096 < n ? a + 4096 : n;
+                        double sq = 0;
+                        for (; a < e; a++) sq += (double)gp[a] * (double)gp[a];
+                        ss[cidx] = sq;
+                    });
+                    if ((st = pfc_d2h(d, part, ss, nc * 8)) != PF_OK) return st;
+                    for (q = 0; q < nc; q++) sum += part[q];
+                }
+                total += sum;
+                break; /* one device holds it */
+            }
+        }
+        norm = sqrt(total);
+        coef = (double)o->clip / (norm + 1e-6);
+        if (norm_out) *norm_out = norm;
+    } else if (norm_out) {
+        *norm_out = 0;
+    }
+    for (t = 0; t < m->n_specs; t++) {
+        const pf_tensor_spec *s = &m->specs[t];
+        float lr_f = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
+        int64_t step;
+        float step_size, bc2_sqrt, lr = lr_f, b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+        float wd = s->decay ? o->weight_decay : 0.0f;
+        const int adam = o->adam, clip = coef < 1.0;
+        const float fcoef = (float)coef;
+        size_t from = pfc_train_from(m, s), n = s->numel - from;
+        if (!pfc_trainable(m, s) || lr_f == 0.0f) continue;
+        step = ++m->steps[t];
+        step_size = (float)((double)lr_f / (1.0 - pow((double)o->beta1, (double)step)));
+        bc2_sqrt = (float)sqrt(1.0 - pow((double)o->beta2, (double)step));
+        for (i = 0; i < g->ndev; i++) {
+            pfc_dev *d = &g->dev[i];
+            long long off = pfc_spec_local(g, d, s);
+            float *p, *gr, *mm, *vv;
+            if (off < 0) continue;
+            p = d->params + off + from; gr = d->grads + off + from; mm = d->adam_m + off + from; vv = d->adam_v + off + from;
+            if ((st = pfc_set_device(d)) != PF_OK) return st;
+            pfc_for(d, n, PFC_LAMBDA(size_t e) {
+                float gi = gr[e], pi = p[e], mi, vi;
+                if (clip) { gi = gi * fcoef; gr[e] = gi; }
+                if (adam) gi = gi + pi * wd;
+                else pi = pi * (1 - lr * wd);
+                mi = mm[e] * b1 + gi * (1 - b1);
+                vi = vv[e] * b2 + gi * gi * (1 - b2);
+                mm[e] = mi;
+                vv[e] = vi;
+                p[e] = pi - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+            });
+        }
+    }
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        pfc_refresh_bf16(g, d);
+    }
+    m->params_gen++;
+    return PF_OK;
+}

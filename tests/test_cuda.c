@@ -1,0 +1,465 @@
+/* test_cuda.c - the GPU backend (paraformer_cuda.cu) against the CPU
+   implementation in the same binary (DESIGN 5, 7).
+
+   Linked with build/cuda/paraformer_cuda.o it runs on a GPU (make test-cuda);
+   linked with build/paraformer_cuda_emu.o, the same source compiled for the
+   CPU with the GPU primitives emulated, it runs in make test on any machine.
+
+   For both residual forms, both aggregations, both poolings, with and
+   without the qkv bias and with dropout: logits, loss, every gradient by
+   name, 5 AdamW steps (with clipping), a branch prefix and predict agree with
+   the CPU (fp32: max|gpu - cpu| / max|cpu| <= 1e-4 per tensor). Then: the
+   results repeat bit for bit; several devices, replicas and the forced
+   collectives equal one device; the collectives run are pf_collective_plan's;
+   resuming from downloaded state is bit-identical; bf16 stays within its
+   stated tolerance; bad input is refused with a message. */
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+#include "pf_test.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-4
+#define BATCH 6
+
+/* max|a - b| / max|b| (0 when both are 0) */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]), r = fabs((double)b[i]);
+        if (d > num || d != d) num = d != d ? INFINITY : d;
+        if (r > den) den = r;
+    }
+    return den > 0 ? num / den : num;
+}
+
+typedef struct variant {
+    const char *name;
+    int residual, aggregate, pool, no_qkv_bias;
+    float dropout;
+} variant;
+
+static const variant VARIANTS[] = {
+    {"prenorm/delta/cls", PF_PRENORM, PF_AGG_DELTA, PF_POOL_CLS, 0, 0.0f},
+    {"normed/sum/mean/no-qkv-bias", PF_NORMED, PF_AGG_SUM, PF_POOL_MEAN, 1, 0.0f},
+    {"prenorm/sum/mean", PF_PRENORM, PF_AGG_SUM, PF_POOL_MEAN, 0, 0.0f},
+    {"normed/delta/cls", PF_NORMED, PF_AGG_DELTA, PF_POOL_CLS, 0, 0.0f},
+    {"prenorm/delta/cls + dropout 0.1", PF_PRENORM, PF_AGG_DELTA, PF_POOL_CLS, 0, 0.1f},
+};
+
+static pf_model *make_model(const variant *v, int branches, uint64_t seed) {
+    pf_config c;
+    pf_model *m;
+    memset(&c, 0, sizeof c);
+    c.image_size = 8; c.channels = 3; c.patch_size = 4; /* T = 5 */
+    c.dim = 16; c.heads = 2; c.mlp_dim = 32; c.branches = branches; c.depth = 2; c.classes = 5;
+    c.residual = v->residual; c.aggregate = v->aggregate; c.pool = v->pool; c.no_qkv_bias = v->no_qkv_bias;
+    c.dropout = v->dropout; c.emb_dropout = v->dropout;
+    if (pf_model_create(&c, &m) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(1); }
+    pf_model_init(m, seed, 0.5f); /* large cls/pos so that they matter */
+    if (pf_model_alloc_train(m) != PF_OK || pf_model_reserve(m, 16) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(1); }
+    m->dropout_seed = 1234;
+    m->training = 1;
+    return m;
+}
+
+static void make_batch(const pf_model *m, int B, uint64_t seed, float *x, int *labels) {
+    size_t per = (size_t)m->cfg.channels * m->cfg.image_size * m->cfg.image_size, i;
+    uint64_t s = seed * 2654435761u + 1;
+    for (i = 0; i < per * (size_t)B; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 4.0 - 2.0);
+    }
+    for (i = 0; i < (size_t)B; i++) labels[i] = (int)((i * 3 + seed) % (size_t)m->cfg.classes);
+}
+
+static pf_cuda *make_ctx(pf_model *m, int ndev, int replicas, int collectives, int bf16) {
+    pf_cuda_opts o = pf_cuda_opts_default();
+    pf_cuda *g = NULL;
+    int i;
+    o.n_devices = ndev;
+    for (i = 0; i < ndev; i++) o.devices[i] = i;
+    o.replicas = replicas;
+    o.collectives = collectives;
+    o.bf16 = bf16;
+    o.max_batch = 16;
+    if (pf_cuda_create(m, &o, &g) != PF_OK) {
+        printf("     (pf_cuda_create: %s)\n", pf_last_error());
+        return NULL;
+    }
+    return g;
+}
+
+/* worst relative error over the gradients of every trainable tensor */
+static double grads_err(const pf_model *a, const pf_model *b, char *worst, size_t cap) {
+    double w = 0;
+    int t;
+    worst[0] = 0;
+    for (t = 0; t < a->n_specs; t++) {
+        const pf_tensor_spec *s = &a->specs[t];
+        double e;
+        if (s->part == PF_PART_BRANCH && s->branch >= a->active) continue;
+        e = rel_err(a->grads + s->offset, b->grads + s->offset, s->numel);
+        if (e > w || e != e) { w = e != e ? INFINITY : e; snprintf(worst, cap, "%s", s->name); }
+    }
+    return w;
+}
+/* Parameters and first moments, tensor by tensor. The key part of the qkv
+   bias is left out: its exact gradient is zero (adding a constant to every
+   key of a query shifts all its scores alike, and softmax ignores that), so
+   both sides hold rounding noise of ~1e-9 there, which Adam's m / sqrt(v)
+   turns into full-size steps of either sign. */
+static double params_err(const pf_model *a, const pf_model *b, char *worst, size_t cap) {
+    double w = 0;
+    int t;
+    worst[0] = 0;
+    for (t = 0; t < a->n_specs; t++) {
+        const pf_tensor_spec *s = &a->specs[t];
+        size_t n = s->numel, D = (size_t)a->cfg.dim;
+        int kbias = strstr(s->name, "qkv.bias") != NULL;
+        double e = rel_err(a->params + s->offset, b->params + s->offset, kbias ? D : n);
+        double em = rel_err(a->adam_m + s->offset, b->adam_m + s->offset, kbias ? D : n);
+        if (kbias) { /* the q rows above, the v rows here */
+            double e2 = rel_err(a->params + s->offset + 2 * D, b->params + s->offset + 2 * D, D);
+            double em2 = rel_err(a->adam_m + s->offset + 2 * D, b->adam_m + s->offset + 2 * D, D);
+            if (e2 > e) e = e2;
+            if (em2 > em) em = em2;
+        }
+        if (em > e) e = em;
+        if (e > w || e != e) { w = e != e ? INFINITY : e; snprintf(worst, cap, "%s", s->name); }
+    }
+    return w;
+}
+
+/* one variant: CPU model `c` and the GPU's host twin `m` start equal */
+static void test_parity(const variant *v) {
+    pf_model *c = make_model(v, 3, 7), *m = make_model(v, 3, 7);
+    pf_cuda *g = make_ctx(m, 1, 1, 0, 0);
+    float x[BATCH * 192], lg[BATCH * 5], lc = 0, lgpu = 0;
+    int y[BATCH], step;
+    char worst[64];
+    double e;
+    pf_optim o = pf_optim_default();
+    if (!g) { check(0, "%s: context created", v->name); pf_model_free(c); pf_model_free(m); return; }
+    make_batch(c, BATCH, 1, x, y);
+    /* forward, loss, backward */
+    pf_forward(c, x, y, BATCH, 0.1f, &lc);
+    check(pf_cuda_forward(g, x, y, BATCH, 0.1f, &lgpu) == PF_OK, "%s: forward runs", v->name);
+    pf_cuda_logits(g, lg);
+    e = rel_err(lg, c->logits, (size_t)BATCH * 5);
+    check(e <= TOL, "%s: logits agree (rel %.2e)", v->name, e);
+    check(fabs((double)lgpu - lc) <= TOL * fabs((double)lc), "%s: loss agrees (%.6f vs %.6f)", v->name, lgpu, lc);
+    pf_backward(c);
+    check(pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "%s: backward runs", v->name);
+    e = grads_err(m, c, worst, sizeof worst);
+    check(e <= TOL, "%s: every gradient by name agrees (worst %.2e, %s)", v->name, e, worst);
+    /* 5 AdamW steps with weight decay and clipping */
+    o.lr = 1e-2f; o.weight_decay = 0.05f; o.clip = 0.5f;
+    for (step = 0; step < 5; step++) {
+        double nc = 0, ng = 0;
+        if (step) {
+            make_batch(c, BATCH, 10 + step, x, y);
+            pf_forward(c, x, y, BATCH, 0.1f, NULL);
+            pf_backward(c);
+            pf_cuda_forward(g, x, y, BATCH, 0.1f, NULL);
+            pf_cuda_backward(g);
+        }
+        nc = pf_optim_step(c, &o);
+        pf_cuda_step(g, &o, &ng);
+        if (step == 0) check(fabs(nc - ng) <= TOL * nc, "%s: grad norm before clipping agrees (%.6f vs %.6f)", v->name, ng, nc);
+    }
+    pf_cuda_download(g);
+    e = params_err(m, c, worst, sizeof worst);
+    check(e <= TOL, "%s: parameters and moments after 5 AdamW steps agree (worst %.2e, %s)", v->name, e, worst);
+    check(memcmp(m->steps, c->steps, sizeof(int64_t) * (size_t)c->n_specs) == 0, "%s: step counters agree", v->name);
+    /* a prefix of 2 branches */
+    pf_model_set_active(c, 2);
+    pf_model_set_active(m, 2);
+    make_batch(c, BATCH, 3, x, y);
+    pf_forward(c, x, y, BATCH, 0.0f, NULL);
+    pf_backward(c);
+    pf_cuda_forward(g, x, y, BATCH, 0.0f, NULL);
+    pf_cuda_backward(g);
+    pf_cuda_logits(g, lg);
+    pf_cuda_download(g);
+    e = rel_err(lg, c->logits, (size_t)BATCH * 5);
+    check(e <= TOL, "%s: prefix k=2: logits agree (rel %.2e)", v->name, e);
+    e = grads_err(m, c, worst, sizeof worst);
+    check(e <= TOL, "%s: prefix k=2: gradients agree (worst %.2e, %s)", v->name, e, worst);
+    pf_cuda_free(g);
+    pf_model_free(c);
+    pf_model_free(m);
+}
+
+/* predict (inference, chunks) and bit-for-bit repetition */
+static void test_predict_determinism(void) {
+    pf_model *c = make_model(&VARIANTS[0], 3, 3), *m = make_model(&VARIANTS[4], 3, 3);
+    pf_cuda *g;
+    float x[40 * 192], a[40 * 5], b[40 * 5], gr1[4096];
+    int y[40];
+    size_t ng;
+    memcpy(m->params, c->params, c->n_params * sizeof(float));
+    m->cfg.dropout = m->cfg.emb_dropout = 0; /* c has none */
+    g = make_ctx(m, 1, 1, 0, 0);
+    if (!g) { check(0, "predict: context"); pf_model_free(c); pf_model_free(m); return; }
+    make_batch(c, 40, 5, x, y);
+    pf_predict(c, x, 37, a);
+    check(pf_cuda_predict(g, x, 37, b) == PF_OK, "predict: 37 images in chunks of 16");
+    check(rel_err(b, a, 37 * 5) <= TOL, "predict: logits agree with pf_predict (rel %.2e)", rel_err(b, a, 37 * 5));
+    /* the same step twice from the same state: the same bits (dropout on) */
+    m->cfg.dropout = m->cfg.emb_dropout = 0.1f;
+    m->dropout_counter = 5;
+    pf_cuda_forward(g, x, y, 12, 0.1f, NULL);
+    pf_cuda_backward(g);
+    pf_cuda_logits(g, a);
+    pf_cuda_download(g);
+    ng = m->n_params < 4096 ? m->n_params : 4096;
+    memcpy(gr1, m->grads, ng * sizeof(float));
+    m->dropout_counter = 5;
+    pf_cuda_forward(g, x, y, 12, 0.1f, NULL);
+    pf_cuda_backward(g);
+    pf_cuda_logits(g, b);
+    pf_cuda_download(g);
+    check(memcmp(a, b, 12 * 5 * sizeof(float)) == 0 && memcmp(gr1, m->grads, ng * sizeof(float)) == 0,
+          "deterministic: the same forward/backward twice gives the same bits");
+    pf_cuda_free(g);
+    pf_model_free(c);
+    pf_model_free(m);
+}
+
+/* runs `steps` training steps of model m on context g; returns the final logits in lg */
+static void train_steps(pf_cuda *g, pf_model *m, int steps, int first, float *lg) {
+    float x[12 * 192];
+    int y[12], s;
+    pf_optim o = pf_optim_default();
+    o.lr = 5e-3f; o.weight_decay = 0.05f; o.clip = 1.0f;
+    for (s = first; s < first + steps; s++) {
+        make_batch(m, 12, 100 + s, x, y);
+        pf_cuda_forward(g, x, y, 12, 0.05f, NULL);
+        pf_cuda_backward(g);
+        pf_cuda_step(g, &o, NULL);
+    }
+    make_batch(m, 12, 999, x, y);
+    m->training = 0; /* evaluation: no dropout, the dropout counter stays */
+    pf_cuda_forward(g, x, y, 12, 0.0f, NULL);
+    m->training = 1;
+    pf_cuda_logits(g, lg);
+    pf_cuda_download(g);
+}
+
+/* several devices, replicas, forced collectives: equal to one device */
+static void test_multi(void) {
+    const variant *v = &VARIANTS[4]; /* with dropout: masks must not depend on the split */
+    pf_model *ref = make_model(v, 4, 11);
+    pf_cuda *g = make_ctx(ref, 1, 1, 0, 0);
+    float lref[12 * 5], lg[12 * 5];
+    struct { int ndev, replicas, collectives, cost; const char *what; double tol; } cases[] = {
+        {1, 1, 1, 0, "one device through the collectives (single rank)", 0.0},
+        {2, 1, 0, 0, "2 devices, branches round-robin", 1e-5},
+        {3, 1, 0, 1, "3 devices, cost plan (4 branches: 2+1+1)", 1e-5},
+        {4, 1, 0, 0, "4 devices, a branch each", 1e-5},
+        {2, 2, 0, 0, "2 data-parallel replicas of one device", 1e-5},
+        {4, 2, 0, 0, "2 replicas of 2 devices", 1e-5},
+    };
+    size_t k;
+    char worst[64];
+    if (!g) { check(0, "multi: context"); pf_model_free(ref); return; }
+    train_steps(g, ref, 3, 0, lref);
+    pf_cuda_free(g);
+    if (pf_cuda_device_count() < 4) {
+        printf("     (%d device(s) visible: the multi-device cases need 4; the single-rank case runs)\n", pf_cuda_device_count());
+    }
+    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        pf_model *m;
+        double e, ep;
+        if (cases[k].ndev > pf_cuda_device_count()) continue;
+        m = make_model(v, 4, 11);
+        {
+            pf_cuda_opts o = pf_cuda_opts_default();
+            int i;
+            o.n_devices = cases[k].ndev;
+            for (i = 0; i < o.n_devices; i++) o.devices[i] = i;
+            o.replicas = cases[k].replicas;
+            o.collectives = cases[k].collectives;
+            o.cost_plan = cases[k].cost;
+            o.max_batch = 16;
+            if (pf_cuda_create(m, &o, &g) != PF_OK) {
+                check(0, "%s: created (%s)", cases[k].what, pf_last_error());
+                pf_model_free(m);
+                continue;
+            }
+        }
+        train_steps(g, m, 3, 0, lg);
+        e = rel_err(lg, lref, 12 * 5);
+        ep = params_err(m, ref, worst, sizeof worst);
+        if (cases[k].tol == 0.0)
+            check(memcmp(lg, lref, sizeof lg) == 0 && memcmp(m->params, ref->params, m->n_params * 4) == 0,
+                  "%s: logits and parameters after 3 steps equal the plain path bit for bit", cases[k].what);
+        else
+            check(e <= cases[k].tol && ep <= cases[k].tol,
+                  "%s: after 3 steps logits (rel %.1e) and parameters (worst %.1e, %s) equal one device's", cases[k].what, e, ep, worst);
+        if (cases[k].ndev > 1 && cases[k].replicas == 1) {
+            pf_collective want[8], got[16];
+            int nw = pf_collective_plan(&m->cfg, 12, cases[k].ndev, 1, m->n_params, want, 8), ng, i, same;
+            /* the last traced step was a forward without labels: run a full one */
+            float x[12 * 192];
+            int y[12];
+            make_batch(m, 12, 1, x, y);
+            pf_cuda_forward(g, x, y, 12, 0.0f, NULL);
+            pf_cuda_backward(g);
+            ng = pf_cuda_trace(g, got, 16);
+            same = ng == nw;
+            for (i = 0; same && i < ng; i++)
+                same = got[i].op == want[i].op && got[i].count == want[i].count && !strcmp(got[i].what, want[i].what);
+            check(same, "%s: the collectives run are pf_collective_plan's (%d of %d)", cases[k].what, ng, nw);
+        }
+        if (cases[k].ndev == 3) {
+            int d0 = pf_cuda_branch_device(g, 0), d1 = pf_cuda_branch_device(g, 1), d2 = pf_cuda_branch_device(g, 2),
+                d3 = pf_cuda_branch_device(g, 3);
+            check(d0 == 0 && d1 == 1 && d2 == 2 && d3 == 0, "%s: branches on devices %d %d %d %d", cases[k].what, d0, d1, d2, d3);
+        }
+        pf_cuda_free(g);
+        pf_model_free(m);
+    }
+    pf_model_free(ref);
+}
+
+/* resuming from downloaded state (what a checkpoint holds) is bit-identical */
+static void test_resume(void) {
+    const variant *v = &VARIANTS[4];
+    pf_model *a = make_model(v, 3, 21), *b = make_model(v, 3, 21), *c = make_model(v, 3, 21);
+    pf_cuda *ga = make_ctx(a, 1, 1, 0, 0), *gb = make_ctx(b, 1, 1, 0, 0), *gc;
+    float la[12 * 5], lb[12 * 5];
+    if (!ga || !gb) { check(0, "resume: contexts"); return; }
+    train_steps(ga, a, 4, 0, la);
+    train_steps(gb, b, 2, 0, lb);
+    /* what a checkpoint carries: parameters, moments, step counters, dropout counter */
+    memcpy(c->params, b->params, b->n_params * 4);
+    memcpy(c->adam_m, b->adam_m, b->n_params * 4);
+    memcpy(c->adam_v, b->adam_v, b->n_params * 4);
+    memcpy(c->steps, b->steps, sizeof(int64_t) * (size_t)b->n_specs);
+    c->dropout_counter = b->dropout_counter;
+    pf_cuda_free(gb);
+    gc = make_ctx(c, 1, 1, 0, 0);
+    if (!gc) { check(0, "resume: context"); return; }
+    train_steps(gc, c, 2, 2, lb);
+    check(memcmp(a->params, c->params, a->n_params * 4) == 0 && memcmp(a->adam_v, c->adam_v, a->n_params * 4) == 0 &&
+              memcmp(la, lb, sizeof la) == 0,
+          "resume: 2 + 2 steps through a fresh context equal 4 steps bit for bit");
+    pf_cuda_free(ga);
+    pf_cuda_free(gc);
+    pf_model_free(a);
+    pf_model_free(b);
+    pf_model_free(c);
+}
+
+/* bf16 GEMM operands, fp32 master weights and accumulation. Tolerances:
+   a bf16 operand carries a relative rounding error of at most 2^-9 (0.2 %);
+   a K-term dot product of rounded operands has an error around
+   2^-9 * sqrt(K) of its typical term, and the layers compound it. We accept
+   2 % on the logits and 5 % on each gradient tensor relative to its largest
+   element (the fp32 path is held to 1e-4). */
+static void test_bf16(void) {
+    const variant *v = &VARIANTS[0];
+    pf_model *c = make_model(v, 3, 31), *m = make_model(v, 3, 31);
+    pf_cuda *g = make_ctx(m, 1, 1, 0, 1);
+    float x[BATCH * 192], lg[BATCH * 5], lc, lgpu;
+    int y[BATCH];
+    char worst[64];
+    double e;
+    if (!g) { check(0, "bf16: context"); return; }
+    make_batch(c, BATCH, 2, x, y);
+    pf_forward(c, x, y, BATCH, 0.0f, &lc);
+    pf_backward(c);
+    pf_cuda_forward(g, x, y, BATCH, 0.0f, &lgpu);
+    pf_cuda_backward(g);
+    pf_cuda_logits(g, lg);
+    pf_cuda_download(g);
+    e = rel_err(lg, c->logits, (size_t)BATCH * 5);
+    check(e <= 2e-2 && e > 0, "bf16: logits within 2%% of fp32 (rel %.2e; not bit-equal, so bf16 really ran)", e);
+    check(fabs((double)lgpu - lc) <= 2e-2 * fabs((double)lc), "bf16: loss within 2%% (%.5f vs %.5f)", lgpu, lc);
+    e = grads_err(m, c, worst, sizeof worst);
+    check(e <= 5e-2, "bf16: every gradient within 5%% (worst %.2e, %s)", e, worst);
+    {
+        /* the step itself is fp32: AdamW on the host from the GPU's own
+           gradients gives the GPU's new master weights */
+        pf_optim o = pf_optim_default();
+        size_t i, not_bf16 = 0;
+        o.lr = 1e-2f;
+        memcpy(c->params, m->params, m->n_params * 4);
+        memcpy(c->grads, m->grads, m->n_params * 4);
+        pf_optim_step(c, &o);
+        pf_cuda_step(g, &o, NULL);
+        pf_cuda_download(g);
+        e = params_err(m, c, worst, sizeof worst);
+        check(e <= 1e-6, "bf16: the AdamW step on the fp32 master weights is the CPU's (worst %.2e, %s)", e, worst);
+        for (i = 0; i < m->n_params; i++) {
+            uint32_t u;
+            memcpy(&u, &m->params[i], 4);
+            not_bf16 += (u & 0xffff) != 0;
+        }
+        check(not_bf16 > m->n_params / 2, "bf16: master weights keep fp32 precision (%zu of %zu not bf16 values)", not_bf16,
+              m->n_params);
+    }
+    pf_cuda_free(g);
+    pf_model_free(c);
+    pf_model_free(m);
+}
+
+static void test_bad_input(void) {
+    pf_model *m = make_model(&VARIANTS[0], 3, 1);
+    pf_cuda_opts o = pf_cuda_opts_default();
+    pf_cuda *g = NULL;
+    float x[20 * 192];
+    int y[20];
+    make_batch(m, 20, 1, x, y);
+    o.devices[0] = 99;
+    check(pf_cuda_create(m, &o, &g) == PF_ERR_ARG && g == NULL, "device 99 refused: %s", pf_last_error());
+    o = pf_cuda_opts_default();
+    o.n_devices = 4;
+    o.devices[1] = 1; o.devices[2] = 2; o.devices[3] = 3;
+    check(pf_cuda_create(m, &o, &g) == PF_ERR_ARG || pf_cuda_device_count() < 4,
+          "4 devices for 3 branches refused: %s", pf_last_error());
+    check(pf_cuda_parse_devices("cuda:0,x", &o) == PF_ERR_ARG, "bad device list refused: %s", pf_last_error());
+    check(pf_cuda_parse_devices("cuda:2,0", &o) == PF_OK && o.n_devices == 2 && o.devices[0] == 2, "cuda:2,0 parsed");
+    check(pf_cuda_parse_devices("gpu", &o) == PF_ERR_ARG, "'gpu' refused: %s", pf_last_error());
+    g = make_ctx(m, 1, 1, 0, 0);
+    if (!g) { check(0, "bad input: context"); pf_model_free(m); return; }
+    check(pf_cuda_forward(g, x, y, 17, 0.0f, NULL) == PF_ERR_ARG, "batch 17 > max 16 refused: %s", pf_last_error());
+    y[3] = 5;
+    check(pf_cuda_forward(g, x, y, 8, 0.0f, NULL) == PF_ERR_ARG, "label 5 of 5 classes refused: %s", pf_last_error());
+    check(pf_cuda_forward(g, x, NULL, 8, 0.0f, NULL) == PF_OK && pf_cuda_backward(g) == PF_ERR_ARG,
+          "backward after a forward without labels refused: %s", pf_last_error());
+    pf_cuda_free(g);
+    o = pf_cuda_opts_default();
+    o.max_batch = 200000000; /* activations of ~10^12 bytes: no device has them */
+    check(pf_cuda_create(m, &o, &g) == PF_ERR_NOMEM && g == NULL, "a batch too large for the device refused: %s",
+          pf_last_error());
+    pf_model_free(m);
+}
+
+int main(void) {
+    size_t v;
+    printf("backend: %s, %d device(s)\n", pf_cuda_backend(), pf_cuda_device_count());
+    if (pf_cuda_device_count() < 1) {
+        pf_model *m = make_model(&VARIANTS[0], 3, 1);
+        pf_cuda *g = NULL;
+        check(pf_cuda_create(m, NULL, &g) != PF_OK && strstr(pf_last_error(), "no CUDA device") != NULL,
+              "no GPU: a clear error (%s)", pf_last_error());
+        pf_model_free(m);
+        printf("%d passed, %d failed\n", passed, failed);
+        return failed != 0;
+    }
+    for (v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) test_parity(&VARIANTS[v]);
+    test_predict_determinism();
+    test_multi();
+    test_resume();
+    test_bf16();
+    test_bad_input();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
