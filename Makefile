@@ -280,6 +280,9 @@ TESTS_C := \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
   $(if $(call have,tests/test_interop.c),$(BUILD)/test_interop)
 TEST_EXE := $(if $(call have,tools/paraformer.c),$(EXE))
+# the program with the GPU backend emulated on the CPU: test_cli.sh checks
+# its --device cuda against the CPU build (PARAFORMER_EMU)
+TEST_EMU := $(if $(TEST_EXE),$(if $(call have,paraformer_cuda.cu),$(BUILD)/paraformer_emu))
 # test_cli.sh and test_interop run the program: they only make sense with it.
 TESTS_RUN := $(TESTS_C) $(if $(TEST_EXE),tests/test_cli.sh)
 ifeq ($(TEST_EXE),)
@@ -292,10 +295,11 @@ MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_
 # program's output, a summary, and as its very last line the summed
 # `N passed, M failed`; it exits non-zero when any check fails or any program
 # crashes or exits non-zero. PARAFORMER_EXE tells the tests which program to
-# run (build-san/paraformer under SAN=1).
-test: $(TESTS_C) $(TEST_EXE) $(EXAMPLES)
+# run (build-san/paraformer under SAN=1), PARAFORMER_EMU the one with the
+# emulated GPU backend.
+test: $(TESTS_C) $(TEST_EXE) $(TEST_EMU) $(EXAMPLES)
 	@for f in $(MISSING); do echo "✗ $$f is missing: skipped (the finished tree has every test)"; done
-	@PARAFORMER_EXE=$(EXE) tests/run_all.sh $(TESTS_RUN)
+	@PARAFORMER_EXE=$(EXE) PARAFORMER_EMU=$(TEST_EMU) tests/run_all.sh $(TESTS_RUN)
 
 # The main job (tools/run_fmnist.sh; RUN_DIR, RUN_EPOCHS, PARAFORMER_DATA).
 run: $(EXE)

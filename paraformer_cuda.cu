@@ -128,12 +128,31 @@ static pfc_layer_off pfc_layer(const pf_model *m, int l) {
 #ifdef PF_CUDA_EMULATE
 #define PFC_CHECK(call) (call)
 static pf_status pfc_set_device(const pfc_dev *d) { (void)d; return PF_OK; }
+/* an emulated device has 4 GiB, so "out of device memory" happens as on a
+   GPU; each block keeps its size in front of it */
+#define PFC_EMU_MEMORY ((size_t)4 << 30)
+static size_t pfc_emu_used[64];
 static pf_status pfc_alloc(const pfc_dev *d, void **p, size_t bytes) {
-    (void)d;
-    *p = calloc(bytes ? bytes : 1, 1);
-    return *p ? PF_OK : pf_fail(PF_ERR_NOMEM, "device %d: out of memory for %zu bytes", d->id, bytes);
+    size_t *used = &pfc_emu_used[d->id & 63];
+    char *blk;
+    *p = NULL;
+    if (bytes > PFC_EMU_MEMORY - *used)
+        return pf_fail(PF_ERR_NOMEM, "GPU %d (emulated): out of device memory: %zu MiB more needed, %zu of %zu MiB free",
+                       d->id, bytes >> 20, (PFC_EMU_MEMORY - *used) >> 20, PFC_EMU_MEMORY >> 20);
+    if (!(blk = (char *)calloc(bytes + 16, 1)))
+        return pf_fail(PF_ERR_NOMEM, "GPU %d (emulated): out of host memory for %zu bytes", d->id, bytes);
+    memcpy(blk, &bytes, sizeof bytes);
+    *used += bytes;
+    *p = blk + 16;
+    return PF_OK;
 }
-static void pfc_release(const pfc_dev *d, void *p) { (void)d; free(p); }
+static void pfc_release(const pfc_dev *d, void *p) {
+    size_t bytes;
+    if (!p) return;
+    memcpy(&bytes, (char *)p - 16, sizeof bytes);
+    pfc_emu_used[d->id & 63] -= bytes;
+    free((char *)p - 16);
+}
 static pf_status pfc_h2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
     (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
 }
@@ -768,8 +787,9 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         }
         if (cublasCreate(&d->blas) != CUBLAS_STATUS_SUCCESS) { pf_cuda_free(g); return pf_fail(PF_ERR_IO, "GPU %d: cublasCreate failed", o.devices[i]); }
         cublasSetStream(d->blas, d->stream);
-        /* fp32 means fp32: no TF32 in the GEMMs */
-        cublasSetMathMode(d->blas, CUBLAS_PEDANTIC_MATH);
+        /* fp32 means fp32: no TF32 (CUBLAS_COMPUTE_32F everywhere) and, in
+           the fp32 path, no reduced-precision shortcuts either */
+        cublasSetMathMode(d->blas, o.bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
         {
             size_t fr = 0, tot = 0;
             double need = 4.0 * d->n_local * 4 + 4.0 * (double)g->max_batch * m->T *

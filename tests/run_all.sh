@@ -12,7 +12,8 @@
 # past PF_TEST_TIMEOUT seconds (default 1800), or prints no count line — even
 # if the counts it printed say otherwise. Exit status: 0 only when nothing
 # failed. Runs from the repository root; tests find the program to run in
-# $PARAFORMER_EXE (default build/paraformer).
+# $PARAFORMER_EXE (default build/paraformer), and test_cli.sh the program
+# with the emulated GPU backend in $PARAFORMER_EMU (none: not tested).
 set -u
 
 cd "$(dirname "$0")/.." || exit 2

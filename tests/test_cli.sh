@@ -2,6 +2,7 @@
 # test_cli.sh - the `paraformer` program fed bad flags and bad files.
 #
 #   tests/test_cli.sh [PROGRAM]      (default $PARAFORMER_EXE or build/paraformer)
+#   PARAFORMER_EMU=build/paraformer_emu tests/test_cli.sh    also --device cuda
 #
 # Every bad invocation must exit with a non-zero status below 126 (not a
 # crash, not a signal), print nothing from a sanitizer, and say on stderr what
@@ -348,6 +349,158 @@ expect_fail "resume with another learning rate" "lr" "$EXE" train --data "$D" --
     --out "$T/part.safetensors" --resume "$T/part.safetensors"
 expect_ok "plot the training log" "$EXE" plot --log "$T/full.jsonl" --out "$T/full.svg"
 has "the plot marks the stages" "$T/full.svg" "stage 2" "stage 3"
+
+# --- --device: the GPU backend ------------------------------------------------
+# The program without the backend refuses --device cuda (exit 1, saying how to
+# get one). $PARAFORMER_EMU (make test: build/paraformer_emu) is the program
+# linked with paraformer_cuda.cu compiled for the CPU (the GPU primitives
+# emulated, 8 devices): its --device cuda must give the CPU build's logits,
+# accuracy and sweep, and a killed and resumed run the bytes of a whole one.
+expect_fail "--device with a bad value" "--device" "$EXE" predict --model "$M" --input "$X" --output "$T/yd.npy" --device gpu
+expect_fail "--bf16 without --device cuda" "--bf16" "$EXE" predict --model "$M" --input "$X" --output "$T/yd.npy" --bf16
+if "$EXE" --version | grep -q "GPU backend"; then
+    echo "# $EXE has a GPU backend: the checks of a build without one are skipped"
+else
+    for cmd in "predict --model $M --input $X --output $T/yd.npy" "eval --model $M --data fmnist:$S" \
+               "train --data fmnist:$T/nodata --out $T/t.safetensors"; do
+        # shellcheck disable=SC2086 # the words of $cmd
+        expect_fail "${cmd%% *} --device cuda without a backend (before reading anything)" \
+            "this build has no GPU backend: make cuda builds build/cuda/paraformer" "$EXE" $cmd --device cuda:1
+        rc=$("$EXE" $cmd --device cuda:1 >/dev/null 2>&1 </dev/null; echo $?)
+        if [ "$rc" -eq 1 ]; then ok "${cmd%% *} --device cuda without a backend exits 1"
+        else bad "${cmd%% *} --device cuda without a backend: exit $rc, not 1"; fi
+    done
+    no_file "--device cuda without a backend leaves no output" "$T/yd.npy"
+fi
+
+# max_rel A.csv B.csv: max |a - b| / max |a| over the numbers of two CSVs of
+# the same shape (header line skipped)
+max_rel() {
+    paste -d, "$1" "$2" | awk -F, 'NR > 1 { h = NF / 2; for (i = 1; i <= h; i++) {
+        d = $i - $(i + h); if (d < 0) d = -d; a = $i; if (a < 0) a = -a;
+        if (d > md) md = d; if (a > ma) ma = a } } END { if (NR > 1) printf "%.3g\n", (ma > 0 ? md / ma : md) }'
+}
+# within V LIMIT: V is a number <= LIMIT
+within() { [ -n "$1" ] && awk -v v="$1" -v l="$2" 'BEGIN { exit !(v + 0 <= l + 0) }'; }
+
+EMU="${PARAFORMER_EMU:-}"
+if [ -z "$EMU" ]; then
+    echo "# PARAFORMER_EMU not set: the emulated GPU backend is not tested (make test sets it)"
+elif [ ! -x "$EMU" ]; then
+    bad "PARAFORMER_EMU=$EMU: not found or not executable (make $EMU)"
+else
+    expect_ok "$EMU --version names the backend" "$EMU" --version
+    has "the emulated build says so" "$T/out" "GPU backend: emulated"
+    # predict: fp32 within 1e-4 relative of the CPU (other summation orders);
+    # in chunks of 2, on the first branch only, over two devices (one branch each)
+    "$EXE" predict --model "$M" --input "$X" --output "$T/cpu.csv" >/dev/null 2>&1
+    "$EXE" predict --model "$M" --input "$X" --output "$T/cpu_k1.csv" --branches 1 >/dev/null 2>&1
+    for v in "cuda" "cuda --batch 2" "cuda:0,1" "cuda:3 --branches 1" "cuda --bf16"; do
+        ref="$T/cpu.csv" tol=1e-4 why="fp32"
+        case $v in *--branches*) ref="$T/cpu_k1.csv" ;; esac
+        # bf16 rounds every GEMM operand to 8 significant bits (relative 2^-9
+        # each), accumulated in fp32: a few 1e-3 on logits of this size
+        case $v in *--bf16*) tol=3e-2 why="bf16" ;; esac
+        rm -f "$T/dev.csv"
+        # shellcheck disable=SC2086 # the words of $v
+        expect_ok "predict --device $v (emulated)" "$EMU" predict --model "$M" --input "$X" --output "$T/dev.csv" --device $v
+        has "predict --device $v says where it ran" "$T/out" "on ${v%% *} (emulated backend"
+        r=$(max_rel "$ref" "$T/dev.csv")
+        if [ -s "$T/dev.csv" ] && within "$r" "$tol"; then ok "predict --device $v: logits within $tol of the CPU's ($why): $r"
+        else bad "predict --device $v: logits differ from the CPU's by $r (relative; limit $tol)"; fi
+    done
+    expect_fail "predict --device cuda:99 (the emulation has 8)" "CUDA device 99 does not exist" \
+        "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:99
+    expect_fail "eval --device cuda:99" "CUDA device 99 does not exist" "$EMU" eval --model "$M" --data "fmnist:$S" --device cuda:99
+    expect_fail "--device cuda:0,1,2 for a model of 2 branches" "2 branches" \
+        "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:0,1,2
+    expect_fail "--device cuda:x" "--device" "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:x
+    no_file "failed device runs leave no output" "$T/yd.npy"
+
+    # eval --sweep --json: the CPU's object, key for key; accuracy, per-class
+    # accuracy and the sweep to within one image (a near-tie of two logits may
+    # fall the other way under another summation order), the loss to 1e-4
+    E300="fmnist:$S#limit=300"
+    "$EXE" eval --model "$T/full.safetensors" --data "$E300" --sweep --json >"$T/eval_cpu.json" 2>/dev/null
+    expect_ok "eval --device cuda --sweep --json (emulated, batches of 64)" \
+        "$EMU" eval --model "$T/full.safetensors" --data "$E300" --sweep --json --device cuda --batch 64
+    cp "$T/out" "$T/eval_dev.json"
+    if [ ! -x /usr/bin/python3 ]; then ok "eval --device cuda --json (python3 not there to compare it)"
+    elif /usr/bin/python3 - "$T/eval_cpu.json" "$T/eval_dev.json" <<'PY' 2>"$T/py_err"
+import json, sys
+a, b = (json.load(open(p), object_pairs_hook=lambda kv: kv) for p in sys.argv[1:3])
+assert [k for k, _ in a] == [k for k, _ in b], "keys %s vs %s" % ([k for k, _ in a], [k for k, _ in b])
+a, b = dict(a), dict(b)
+n = a["n"]
+assert b["n"] == n and b["branches"] == a["branches"] == 3 and len(b["sweep"]) == 3
+for x, y in [(a["accuracy"], b["accuracy"])] + list(zip(a["sweep"], b["sweep"])) + \
+        [(p, q) for p, q in zip(a["per_class"], b["per_class"]) if p is not None]:
+    assert abs(x - y) <= 1.0 / n + 1e-6, (x, y)
+assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a["loss"], b["loss"])
+assert b["sweep"][2] == b["accuracy"]
+PY
+    then ok "eval --device cuda --sweep --json: the CPU's keys, accuracy, per-class, sweep and loss"
+    else bad "eval --device cuda differs from the CPU: $(tail -n 1 "$T/py_err" | cut -c1-200)"; fi
+    expect_ok "eval --device cuda:0,1,2 --branches 2 (text)" "$EMU" eval --model "$T/full.safetensors" --data "$E300" \
+        --device cuda:0,1,2 --branches 2
+    has "eval says where it ran" "$T/out" "on cuda:0,1,2 (emulated backend, fp32)"
+
+    # train: a short staged run on the device, killed after its first
+    # checkpoint and resumed, byte for byte the run left alone
+    expect_ok "train --device cuda (emulated), test sweep" "$EMU" train --data "$D" --test "$E300" "${TINY[@]}" \
+        --device cuda --out "$T/dev_whole.safetensors" --log "$T/dev_whole.jsonl"
+    has "train --device cuda prints the branch sweep" "$T/out" "branch sweep" "test accuracy"
+    has "the log's start event names the device" "$T/dev_whole.jsonl" '"device":"cuda","backend":"emulated","precision":"fp32"'
+    "$EMU" train --data "$D" --test none "${TINY[@]}" --device cuda --out "$T/dev_part.safetensors" \
+        --log "$T/dev_part.jsonl" >/dev/null 2>"$T/err" &
+    pid=$!
+    for _ in $(seq 1 3000); do [ -f "$T/dev_part.safetensors" ] && break; sleep 0.01; done
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"
+    rc=$?
+    if [ "$rc" -eq 130 ] && grep -q -- "--resume" "$T/err"; then ok "SIGTERM stops a --device cuda run with exit 130"
+    elif [ "$rc" -eq 0 ]; then ok "SIGTERM came after the --device cuda run had finished: resume below still checks"
+    else bad "SIGTERM of a --device cuda run: exit $rc: $(first_line "$T/err")"; fi
+    expect_ok "train --device cuda --resume the interrupted run" "$EMU" train --data "$D" --test none "${TINY[@]}" \
+        --device cuda --out "$T/dev_part.safetensors" --log "$T/dev_part.jsonl" --resume "$T/dev_part.safetensors"
+    expect_ok "the same --device cuda run uninterrupted" "$EMU" train --data "$D" --test none "${TINY[@]}" \
+        --device cuda --out "$T/dev_one.safetensors" --log "$T/dev_one.jsonl"
+    if cmp -s "$T/dev_part.safetensors" "$T/dev_one.safetensors"; then
+        ok "--device cuda: the resumed checkpoint is byte-identical to the uninterrupted one"
+    else bad "--device cuda: resumed and uninterrupted checkpoints differ"; fi
+    if [ "$(grep -c . "$T/dev_part.jsonl")" = "$(grep -c . "$T/dev_one.jsonl")" ]; then
+        ok "--device cuda: the resumed log has as many lines as the uninterrupted one"
+    else bad "--device cuda logs: $(grep -c . "$T/dev_part.jsonl") vs $(grep -c . "$T/dev_one.jsonl") lines"; fi
+    # what the device trained is a plain checkpoint: the CPU scores it as the device does
+    "$EXE" eval --model "$T/dev_one.safetensors" --data "$E300" --json >"$T/eval_cpu2.json" 2>/dev/null
+    "$EMU" eval --model "$T/dev_one.safetensors" --data "$E300" --json --device cuda >"$T/eval_dev2.json" 2>/dev/null
+    a1=$(sed -n 's/.*"accuracy": \([0-9.e-]*\).*/\1/p' "$T/eval_cpu2.json")
+    a2=$(sed -n 's/.*"accuracy": \([0-9.e-]*\).*/\1/p' "$T/eval_dev2.json")
+    if [ -n "$a1" ] && [ -n "$a2" ] && within "$(awk -v a="$a1" -v b="$a2" 'BEGIN { d = a - b; print d < 0 ? -d : d }')" 0.0034
+    then ok "a model trained on the device scores the same on the CPU ($a1) and the device ($a2), within an image"
+    else bad "a model trained on the device: CPU accuracy '$a1', device '$a2'"; fi
+    # the flags of what trains (frozen branches and stem, head rows) reach the
+    # device: the expanded model of above, its new branch on a second device
+    expect_ok "train --device cuda:0,1 --init the expanded model, only the new branch" "$EMU" train \
+        --init "$T/e.safetensors" --data "$D" --train-branches 4 --train-head 10 --epochs 1 --batch 50 --quiet \
+        --test none --device cuda:0,1 --out "$T/e_dev.safetensors"
+    if /usr/bin/python3 - "$T/e.safetensors" "$T/e_dev.safetensors" <<'PY' 2>/dev/null
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]] for k, v in h.items() if k != '__metadata__'}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert all(a[k] == b[k] for k in a if not k.startswith('branches.3.') and k not in ('head.weight', 'head.bias'))
+assert any(a[k] != b[k] for k in a if k.startswith('branches.3.'))
+assert a['head.weight'][:10 * 16 * 4] == b['head.weight'][:10 * 16 * 4]
+PY
+    then ok "--device cuda:0,1 --train-branches 4 --train-head 10: only branch 4 and head rows 10.. changed"
+    elif [ ! -x /usr/bin/python3 ]; then ok "--device cuda --train-branches (python3 not there to compare)"
+    else bad "--device cuda --train-branches changed more (or less) than branch 4 and the new head rows"; fi
+    expect_fail "train --device cuda:99" "CUDA device 99 does not exist" "$EMU" train --data "$D" "${TINY[@]}" \
+        --device cuda:99 --out "$T/t99.safetensors"
+    no_file "train --device cuda:99 leaves no checkpoint" "$T/t99.safetensors"
+fi
 
 # --- examples -------------------------------------------------------------------
 EX=$(dirname "$EXE")/examples

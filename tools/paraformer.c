@@ -2,9 +2,9 @@
 
        paraformer init     --out M.safetensors [--preset P] [architecture flags]
        paraformer info     --model M [--json] [--tensors]
-       paraformer predict  --model M --input X --output Y [--branches k] ...
-       paraformer train    --data SPEC --out M.safetensors [--preset P] [--schedule S] [--resume M] ...
-       paraformer eval     --model M --data SPEC [--sweep] [--json]
+       paraformer predict  --model M --input X --output Y [--branches k] [--device D] ...
+       paraformer train    --data SPEC --out M.safetensors [--preset P] [--schedule S] [--resume M] [--device D] ...
+       paraformer eval     --model M --data SPEC [--sweep] [--json] [--device D]
        paraformer compress --model M --keep K --out M2
        paraformer expand   --model M --add J [--classes K2] --out M2
        paraformer bench    [--zoo vit12|pf3x4|...] [--dataset cifar|fmnist] [--threads N] [--json]
@@ -19,6 +19,9 @@
    Build (stb_image optional, for .png/.jpg/.bmp input):
        gcc -std=c99 -O2 -Wall -Wextra -fopenmp -DPF_HAVE_STB -I. \
            tools/paraformer.c -o build/paraformer -lm
+   With -DPF_WITH_CUDA and linked with paraformer_cuda.cu's object it takes
+   --device cuda (make cuda: build/cuda/paraformer; make build/paraformer_emu:
+   the backend emulated on the CPU, for the tests).
 */
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
@@ -613,6 +616,137 @@ static float *load_images(const char *const *files, int n, const pf_config *g) {
 #endif
 }
 
+// ----------------------------------------------------------------------------
+// --device: the CPU, or the GPU backend (paraformer_cuda.cu, DESIGN 5). The
+// backend is linked only into a build compiled with -DPF_WITH_CUDA: make cuda
+// (build/cuda/paraformer, real GPUs) or make build/paraformer_emu (the same
+// source compiled for the CPU with the GPU primitives emulated, for the
+// tests). Without it --device cuda is refused and nothing needs CUDA.
+
+#define DEVICE_OPTDEFS \
+    {"--device", "cpu|cuda[:N,...]", "cpu", "run on the CPU, or on CUDA device(s) N,... (cuda = cuda:0; needs a " \
+                                           "build with the GPU backend)"}, \
+    {"--bf16", NULL, "off", "GPU: bf16 GEMM operands with fp32 master weights and accumulation (off: fp32)"}
+
+typedef struct device {
+    int cuda;         // 0: the CPU
+    int bf16;
+    const char *spec; // --device as given ("cpu", "cuda:0,1")
+#ifdef PF_WITH_CUDA
+    pf_cuda_opts opts;
+    pf_cuda *g;
+    pf_backend be;
+#endif
+} device;
+
+// --device and --bf16 at option indices k_dev, k_bf16; checked before any
+// data is read. Usage errors exit 2, a missing backend or device exits 1.
+static void parse_device(const cli *c, int k_dev, int k_bf16, device *dv) {
+    const char *s = cli_get(c, k_dev) ? cli_get(c, k_dev) : "cpu";
+    memset(dv, 0, sizeof *dv);
+    dv->spec = s;
+    dv->bf16 = cli_get(c, k_bf16) != NULL;
+    if (!strcmp(s, "cpu")) {
+        if (dv->bf16) usage_error(c, "--bf16 is for the GPU: add --device cuda");
+        return;
+    }
+    if (strncmp(s, "cuda", 4) != 0 || (s[4] && s[4] != ':'))
+        usage_error(c, "--device: '%s' is not cpu, cuda, cuda:N or cuda:N,M,...", s);
+    dv->cuda = 1;
+#ifndef PF_WITH_CUDA
+    die(1, "--device %s: this build has no GPU backend: make cuda builds build/cuda/paraformer", s);
+#else
+    {
+        int i, have;
+        dv->opts = pf_cuda_opts_default();
+        if (pf_cuda_parse_devices(s, &dv->opts) != PF_OK) usage_error(c, "--device: %s", pf_last_error());
+        if (pf_cuda_opts_from_env(&dv->opts) != PF_OK) die(1, "%s", pf_last_error());
+        // several processes (RANK/WORLD_SIZE) need the trainer and the
+        // outputs split by rank, which this program does not do yet
+        if (dv->opts.world_size > 1)
+            die(1, "--device %s: WORLD_SIZE=%d: the program runs one process (several GPUs: --device cuda:0,1,...)",
+                s, dv->opts.world_size);
+        dv->opts.bf16 = dv->bf16;
+        have = pf_cuda_device_count();
+        if (have < 1) die(1, "--device %s: no CUDA device found (%s backend)", s, pf_cuda_backend());
+        for (i = 0; i < dv->opts.n_devices; i++)
+            if (dv->opts.devices[i] >= have)
+                die(1, "--device %s: CUDA device %d does not exist (%d visible)", s, dv->opts.devices[i], have);
+    }
+#endif
+}
+
+// "cpu", or e.g. "cuda:0 (emulated backend, bf16)" for messages
+static const char *device_label(const device *dv, char *buf, size_t cap) {
+    if (!dv->cuda) return "cpu";
+#ifdef PF_WITH_CUDA
+    snprintf(buf, cap, "%s (%s backend, %s)", dv->spec, pf_cuda_backend(), dv->bf16 ? "bf16" : "fp32");
+#else
+    snprintf(buf, cap, "%s", dv->spec);
+#endif
+    return buf;
+}
+
+// the backend's name: "cpu", "cuda" or "emulated"
+static const char *device_backend(const device *dv) {
+#ifdef PF_WITH_CUDA
+    if (dv->cuda) return pf_cuda_backend();
+#endif
+    (void)dv;
+    return "cpu";
+}
+
+#ifdef PF_WITH_CUDA
+// pf_backend over a pf_cuda (the trainer's and the evaluator's hook)
+static pf_status be_forward(void *g, const pf_real *x, const int *labels, int B, float ls, float *loss) {
+    return pf_cuda_forward((pf_cuda *)g, x, labels, B, ls, loss);
+}
+static pf_status be_backward(void *g) { return pf_cuda_backward((pf_cuda *)g); }
+static pf_status be_step(void *g, const pf_optim *o, double *norm) { return pf_cuda_step((pf_cuda *)g, o, norm); }
+static pf_status be_logits(void *g, pf_real *out) { return pf_cuda_logits((pf_cuda *)g, out); }
+static pf_status be_download(void *g) { return pf_cuda_download((pf_cuda *)g); }
+static pf_status be_upload(void *g) { return pf_cuda_upload((pf_cuda *)g); }
+#endif
+
+// Binds the device to m (which it uploads) for batches up to max_batch.
+// Returns the backend for the trainer/evaluator: NULL on the CPU.
+static const pf_backend *device_open(device *dv, pf_model *m, int max_batch) {
+    if (!dv->cuda) return NULL;
+#ifdef PF_WITH_CUDA
+    dv->opts.max_batch = max_batch;
+    if (pf_cuda_create(m, &dv->opts, &dv->g) != PF_OK) die(1, "--device %s: %s", dv->spec, pf_last_error());
+    dv->be.ctx = dv->g;
+    dv->be.max_batch = max_batch;
+    dv->be.forward = be_forward;
+    dv->be.backward = be_backward;
+    dv->be.step = be_step;
+    dv->be.logits = be_logits;
+    dv->be.download = be_download;
+    dv->be.upload = be_upload;
+    return &dv->be;
+#else
+    (void)m; (void)max_batch;
+    return NULL; // not reached: parse_device refused it
+#endif
+}
+
+// pf_predict on the device (inference mode, chunks of the open's max_batch)
+static pf_status device_predict(device *dv, pf_model *m, const float *x, int N, float *out) {
+#ifdef PF_WITH_CUDA
+    if (dv->g) return pf_cuda_predict(dv->g, x, N, out);
+#endif
+    (void)dv;
+    return pf_predict(m, x, N, out);
+}
+
+static void device_close(device *dv) {
+#ifdef PF_WITH_CUDA
+    pf_cuda_free(dv->g);
+    dv->g = NULL;
+#endif
+    (void)dv;
+}
+
 // the k largest of v[0..K) into idx[0..k) in descending order (idx holds K)
 static void top_k(const float *v, int K, int k, int *idx) {
     int i, j, t;
@@ -624,7 +758,7 @@ static void top_k(const float *v, int K, int k, int *idx) {
 }
 
 static int cmd_predict(int argc, char **argv) {
-    enum { O_MODEL, O_INPUT, O_OUTPUT, O_BRANCHES, O_THREADS, O_BATCH, O_PROBS, O_TOP, O_N };
+    enum { O_MODEL, O_INPUT, O_OUTPUT, O_BRANCHES, O_THREADS, O_BATCH, O_PROBS, O_TOP, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
         {"--model", "FILE", "required", "checkpoint (safetensors)"},
         {"--input", "X", "required", "a .npy array or image files (a,b,c; repeatable)"},
@@ -634,9 +768,12 @@ static int cmd_predict(int argc, char **argv) {
         {"--batch", "B", "64", "images per forward pass"},
         {"--probs", NULL, "off", "write softmax probabilities instead of logits"},
         {"--top", "k", "off", "print the k most likely classes per input (and add them to a CSV)"},
+        DEVICE_OPTDEFS,
     };
     cli c = {"predict", o, O_N, 0, NULL, NULL};
     const char *model, *output, **files = NULL;
+    device dv;
+    char dev_buf[256];
     pf_model *m = NULL;
     float *x = NULL, *y = NULL;
     int N = 0, K, n_files = 0, is_npy = 0, probs, top = 0, active = 0, batch = 64, csv, i, j;
@@ -666,6 +803,7 @@ static int cmd_predict(int argc, char **argv) {
     if (cli_get(&c, O_TOP)) top = (int)parse_int(&c, O_TOP, 1, INT_MAX);
     if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 1 << 20);
     if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 4096));
+    parse_device(&c, O_DEVICE, O_BF16, &dv);
     // every --input, split at commas
     for (i = 0; i < c.n; i++)
         if (c.which[i] == O_INPUT) names_len += strlen(c.vals[i]) + 1;
@@ -704,8 +842,9 @@ static int cmd_predict(int argc, char **argv) {
     if ((size_t)N > SIZE_MAX / sizeof(float) / (size_t)K) die(1, "too many inputs (%d)", N);
     y = (float *)xmalloc((size_t)N * K * sizeof(float));
     if (N > 0) {
-        if (pf_model_reserve(m, batch < N ? batch : N) != PF_OK) die(1, "%s", pf_last_error());
-        if (pf_predict(m, x, N, y) != PF_OK) die(1, "%s: %s", model, pf_last_error());
+        if (dv.cuda) device_open(&dv, m, batch < N ? batch : N);
+        else if (pf_model_reserve(m, batch < N ? batch : N) != PF_OK) die(1, "%s", pf_last_error());
+        if (device_predict(&dv, m, x, N, y) != PF_OK) die(1, "%s: %s", model, pf_last_error());
     }
     if (probs) // softmax per row
         for (i = 0; i < N; i++) {
@@ -751,9 +890,11 @@ static int cmd_predict(int argc, char **argv) {
                     printf("%s%d (%.4g)", j ? " " : ": ", idx[j], y[(size_t)i * K + idx[j]]);
                 printf("\n");
             }
-        printf("wrote %s: %s [%d,%d] from %d input%s, %d of %d branches\n", output,
-               probs ? "probabilities" : "logits", N, K, N, N == 1 ? "" : "s", m->active, m->cfg.branches);
+        printf("wrote %s: %s [%d,%d] from %d input%s, %d of %d branches%s%s\n", output,
+               probs ? "probabilities" : "logits", N, K, N, N == 1 ? "" : "s", m->active, m->cfg.branches,
+               dv.cuda ? ", on " : "", dv.cuda ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
     }
+    device_close(&dv);
     free(idx);
     free(y);
     free(x);
@@ -1116,7 +1257,8 @@ static int cmd_train(int argc, char **argv) {
     enum { O_DATA, O_TEST, O_VAL, O_ARCH, O_INIT = O_ARCH + A_N, O_RESUME, O_TRAIN_BRANCHES, O_TRAIN_HEAD,
            O_SCHEDULE, O_EPOCHS, O_BATCH, O_LR, O_OPTIMIZER, O_WD, O_LR_SCHED, O_WARMUP, O_MIN_LR, O_CLIP,
            O_SMOOTH, O_NEW_BRANCH, O_FREEZE_OLD, O_OLD_LR, O_PATIENCE, O_MIN_DELTA, O_PREFIX_CLIP, O_CROP,
-           O_FLIP, O_RANDAUG, O_THREADS, O_SEED, O_OUT, O_LOG, O_LOG_EVERY, O_EVAL_BATCH, O_QUIET, O_N };
+           O_FLIP, O_RANDAUG, O_THREADS, O_DEVICE, O_BF16, O_SEED, O_OUT, O_LOG, O_LOG_EVERY, O_EVAL_BATCH, O_QUIET,
+           O_N };
     static const optdef o[O_N] = {
         {"--data", "SPEC", "required", "training data: fmnist[:DIR] cifar10[:DIR] cifar100[:DIR] folder:DIR npy:X,Y "
                                        "[@train|@test] [#classes=LIST] [#limit=N]"},
@@ -1150,6 +1292,7 @@ static int cmd_train(int argc, char **argv) {
         {"--flip", "on|off", "off", "random horizontal flip"},
         {"--randaug", "N,M", "off", "RandAugment with N ops at magnitude M (0..30)"},
         {"--threads", "N", "all cores", "threads"},
+        DEVICE_OPTDEFS,
         {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
         {"--out", "FILE", "required", "checkpoint with training state, rewritten at every epoch end"},
         {"--log", "FILE", "none", "JSON-lines log, one object per event (paraformer plot reads it)"},
@@ -1164,8 +1307,9 @@ static int cmd_train(int argc, char **argv) {
     pf_model *m = NULL;
     pf_trainer t;
     progress_ctx ctx;
+    device dv;
     const char *preset = "paraformer", *resume, *init, *out, *test_s, *val_s;
-    char *test_owned = NULL, args[1024];
+    char *test_owned = NULL, args[1024], dev_buf[256];
     float embed_std = 0.02f;
     double val_frac = 0.1, loss = NAN, acc = NAN, *sweep = NULL;
     int i, have_test = 0, arch_given = 0;
@@ -1254,6 +1398,7 @@ static int cmd_train(int argc, char **argv) {
     if (cli_get(&c, O_LOG_EVERY)) opts.log_every = (int)parse_int(&c, O_LOG_EVERY, 1, INT_MAX);
     if (cli_get(&c, O_EVAL_BATCH)) opts.eval_batch = (int)parse_int(&c, O_EVAL_BATCH, 1, 65536);
     if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 1024));
+    parse_device(&c, O_DEVICE, O_BF16, &dv);
     if (cli_get(&c, O_TRAIN_BRANCHES)) {
         if (opts.schedule != PF_SCHED_JOINT && cli_get(&c, O_SCHEDULE))
             usage_error(&c, "--train-branches trains some branches jointly: use --schedule joint (the default then)");
@@ -1336,12 +1481,15 @@ static int cmd_train(int argc, char **argv) {
             char cj[2048], line[3072];
             pf_config_to_json(&m->cfg, cj, sizeof cj);
             snprintf(line, sizeof line, "{\"event\":\"start\",\"schedule\":\"%s\",\"branches\":%d,\"depth\":%d,"
-                     "\"params\":%zu,\"train\":%d,\"val\":%d,\"preset\":\"%.40s\",\"config\":%s}",
+                     "\"params\":%zu,\"train\":%d,\"val\":%d,\"preset\":\"%.40s\",\"device\":\"%.100s\","
+                     "\"backend\":\"%s\",\"precision\":\"%s\",\"config\":%s}",
                      pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth, m->n_params, train.n, val.n,
-                     preset, cj);
+                     preset, dv.spec, device_backend(&dv), dv.bf16 ? "bf16" : "fp32", cj);
             pf_trainer_log(&t, line);
         }
     }
+    // the device last: it uploads the model as init or --resume left it
+    t.backend = device_open(&dv, m, t.o.batch > t.o.eval_batch ? t.o.batch : t.o.eval_batch);
     t.out_path = out;
     t.stop = &g_stop;
     memset(&ctx, 0, sizeof ctx);
@@ -1349,10 +1497,14 @@ static int cmd_train(int argc, char **argv) {
     ctx.quiet = cli_get(&c, O_QUIET) != NULL;
     t.progress = on_progress;
     t.user = &ctx;
-    if (!ctx.quiet)
+    if (!ctx.quiet && !dv.cuda)
         printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, %d threads\n",
                train.name, train.n, val.n, pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth,
                m->n_params, pf_get_threads());
+    else if (!ctx.quiet)
+        printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, on %s\n",
+               train.name, train.n, val.n, pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth,
+               m->n_params, device_label(&dv, dev_buf, sizeof dev_buf));
     if (resume && t.s.done && !ctx.quiet) printf("the run in %s has finished; evaluating it\n", resume);
     st = pf_trainer_run(&t);
     if (st == PF_ERR_INTERRUPTED) {
@@ -1367,7 +1519,8 @@ static int cmd_train(int argc, char **argv) {
         size_t len;
         int k;
         sweep = (double *)xmalloc((size_t)m->cfg.branches * sizeof(double));
-        if (pf_evaluate(m, &test, opts.eval_batch, &loss, &acc, NULL, sweep) != PF_OK) die(1, "%s", pf_last_error());
+        if (pf_evaluate_on(m, t.backend, &test, opts.eval_batch, &loss, &acc, NULL, sweep) != PF_OK)
+            die(1, "%s", pf_last_error());
         len = (size_t)snprintf(line, sizeof line, "{\"event\":\"sweep\",\"split\":\"test\",\"step\":%lld,\"accuracy\":%.6g,"
                                "\"loss\":%.6g,\"sweep\":[", (long long)t.s.step, acc, loss);
         for (k = 0; k < m->active && len < sizeof line; k++)
@@ -1385,6 +1538,7 @@ static int cmd_train(int argc, char **argv) {
     free(sweep);
     free(test_owned);
     pf_trainer_free(&t);
+    device_close(&dv);
     pf_model_free(m);
     pf_dataset_free(&train);
     pf_dataset_free(&val);
@@ -1394,7 +1548,7 @@ static int cmd_train(int argc, char **argv) {
 }
 
 static int cmd_eval(int argc, char **argv) {
-    enum { O_MODEL, O_DATA, O_SWEEP, O_JSON, O_BRANCHES, O_BATCH, O_THREADS, O_N };
+    enum { O_MODEL, O_DATA, O_SWEEP, O_JSON, O_BRANCHES, O_BATCH, O_THREADS, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
         {"--model", "FILE", "required", "checkpoint (safetensors)"},
         {"--data", "SPEC", "required", "dataset spec as for train (default split: test)"},
@@ -1403,10 +1557,14 @@ static int cmd_eval(int argc, char **argv) {
         {"--branches", "K", "all", "evaluate the first K branches"},
         {"--batch", "N", "256", "images per forward"},
         {"--threads", "N", "all cores", "threads"},
+        DEVICE_OPTDEFS,
     };
     cli c = {"eval", o, O_N, 0, NULL, NULL};
     pf_model *m = NULL;
     pf_dataset d;
+    device dv;
+    const pf_backend *be;
+    char dev_buf[256];
     double loss, acc, *per_class, *sweep = NULL;
     int k, K, do_sweep, batch = 256;
     if (wants_help(argc, argv)) {
@@ -1419,6 +1577,7 @@ static int cmd_eval(int argc, char **argv) {
     cli_parse(&c, argc, argv);
     if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 1024));
     if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 65536);
+    parse_device(&c, O_DEVICE, O_BF16, &dv);
     if (pf_model_load(cli_need(&c, O_MODEL), &m) != PF_OK) die_file(cli_need(&c, O_MODEL));
     if (cli_get(&c, O_BRANCHES)) pf_model_set_active(m, (int)parse_int(&c, O_BRANCHES, 1, m->cfg.branches));
     load_data(cli_need(&c, O_DATA), PF_SPLIT_TEST, &d);
@@ -1426,7 +1585,8 @@ static int cmd_eval(int argc, char **argv) {
     do_sweep = cli_get(&c, O_SWEEP) != NULL;
     per_class = (double *)xmalloc((size_t)K * sizeof(double));
     if (do_sweep) sweep = (double *)xmalloc((size_t)m->active * sizeof(double));
-    if (pf_evaluate(m, &d, batch, &loss, &acc, per_class, sweep) != PF_OK) die(1, "%s", pf_last_error());
+    be = device_open(&dv, m, batch < d.n ? batch : d.n > 0 ? d.n : 1);
+    if (pf_evaluate_on(m, be, &d, batch, &loss, &acc, per_class, sweep) != PF_OK) die(1, "%s", pf_last_error());
     if (cli_get(&c, O_JSON)) {
         printf("{\"accuracy\": %.6g, \"loss\": %.6g, \"n\": %d, \"branches\": %d, \"per_class\": [", acc, loss, d.n,
                m->active);
@@ -1446,8 +1606,9 @@ static int cmd_eval(int argc, char **argv) {
         json_str(stdout, d.name);
         printf("}\n");
     } else {
-        printf("%s on %s: accuracy %.2f%% (%d images), loss %.4f, %d branch%s\n\nper class:\n", cli_need(&c, O_MODEL),
-               d.name, 100 * acc, d.n, loss, m->active, m->active > 1 ? "es" : "");
+        printf("%s on %s: accuracy %.2f%% (%d images), loss %.4f, %d branch%s%s%s\n\nper class:\n",
+               cli_need(&c, O_MODEL), d.name, 100 * acc, d.n, loss, m->active, m->active > 1 ? "es" : "",
+               dv.cuda ? ", on " : "", dv.cuda ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
         for (k = 0; k < K; k++) {
             const char *name = d.class_names && k < d.classes ? d.class_names[k] : "";
             if (isfinite(per_class[k])) printf("  %3d %-16s %7.2f%%\n", k, name, 100 * per_class[k]);
@@ -1455,6 +1616,7 @@ static int cmd_eval(int argc, char **argv) {
         }
         if (do_sweep) print_sweep(sweep, m->active, m);
     }
+    device_close(&dv);
     free(per_class);
     free(sweep);
     pf_dataset_free(&d);
@@ -2319,7 +2481,8 @@ static void usage(FILE *f) {
                "  bench     training and inference speed, per-op GFLOP/s (random input)\n"
                "  plot      training logs (JSON lines) as an SVG: loss, accuracy, accuracy per branch count\n"
                "  help      this list; `paraformer help <command>` for a command's options\n\n"
-               "--version prints the version.\n", PF_VERSION);
+               "predict, eval and train take --device cpu|cuda[:N,...] (cuda: a build with the GPU backend,\n"
+               "make cuda). --version prints the version (and the GPU backend, if linked).\n", PF_VERSION);
 }
 
 // argv: the command's arguments (after its name)
@@ -2355,7 +2518,11 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+#ifdef PF_WITH_CUDA
+        printf("paraformer %s (GPU backend: %s)\n", PF_VERSION, pf_cuda_backend());
+#else
         printf("paraformer %s\n", PF_VERSION);
+#endif
         return 0;
     }
     return run_command(cmd, argc - 2, argv + 2);

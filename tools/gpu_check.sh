@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# tools/gpu_check.sh - the GPU backend's checks, as one prepared run on a GPU
+# machine (GPU time is short: everything that can run on the CPU ran there
+# first, through the emulated build in `make test`).
+#
+#   tools/gpu_check.sh [OUT_DIR]        (default: $OUT, else runs/gpu_check)
+#
+# 1. builds the backend (make cuda, sm_90; NCCL from NCCL_HOME, the toolkit,
+#    or the Python package nvidia.nccl)
+# 2. make test-cuda: CPU/GPU parity (fp32 <= 1e-4, bf16), determinism,
+#    multi-device path as a single rank, resume, bad input
+# 3. the program: predict and eval --sweep on the GPU against the CPU build,
+#    a short train on the GPU, killed and resumed, against an uninterrupted
+#    one (byte-identical checkpoints), and the no-GPU error
+# Everything it prints also goes to OUT_DIR/gpu_check.log; it exits non-zero
+# when any step fails. GPU_CHECK_EXE=build/paraformer_emu GPU_CHECK_NO_BUILD=1
+# runs step 3 against the emulated backend (how the script itself is tested).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-runs/gpu_check}}
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+exec > >(tee "$LOG") 2>&1
+fails=0
+step() { echo; echo "== $*"; }
+ok() { echo "ok   - $*"; }
+bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
+
+step "machine"
+date -u
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+if [ -z "${NCCL_HOME:-}" ] && [ ! -f /usr/local/cuda/include/nccl.h ]; then
+    NCCL_HOME=$(python3 -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null || true)
+    export NCCL_HOME
+fi
+echo "NCCL_HOME=${NCCL_HOME:-(toolkit)}"
+
+if [ -n "${GPU_CHECK_NO_BUILD:-}" ]; then
+    step "build, test-cuda: skipped (GPU_CHECK_NO_BUILD)"
+else
+step "build"
+make -j4 all cuda >"$OUT_DIR/build.log" 2>&1 && ok "make cuda" || { bad "make cuda (see $OUT_DIR/build.log)"; tail -30 "$OUT_DIR/build.log"; exit 1; }
+
+step "make test-cuda"
+build/cuda/test_cuda | tee "$OUT_DIR/test_cuda.txt"
+rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] && ok "test_cuda passed" || bad "test_cuda exit $rc"
+
+step "no GPU visible"
+if CUDA_VISIBLE_DEVICES= build/cuda/test_cuda >"$OUT_DIR/nogpu.txt" 2>&1; [ $? = 77 ] && grep -q 'no CUDA device' "$OUT_DIR/nogpu.txt"; then
+    ok "CUDA_VISIBLE_DEVICES='': a clear error, exit 77"
+else
+    bad "no-GPU run: $(tail -2 "$OUT_DIR/nogpu.txt")"
+fi
+fi
+
+step "the program on the GPU"
+CPU=build/paraformer GPU=${GPU_CHECK_EXE:-build/cuda/paraformer} D="$OUT_DIR/cli"
+mkdir -p "$D"
+DATA="fmnist:data/fmnist-sample"
+$CPU train --data "$DATA#limit=1024" --image-size 28 --channels 1 --patch 7 --dim 32 --heads 2 --branches 3 --depth 2 \
+    --classes 10 --epochs 1 --batch 64 --seed 3 --out "$D/cpu.safetensors" --quiet >/dev/null 2>&1 \
+    && ok "a CPU-trained model" || bad "CPU train"
+for dev in cuda cuda:0; do
+    $CPU eval --model "$D/cpu.safetensors" --data "$DATA" --sweep --json >"$D/eval_cpu.json" 2>&1
+    $GPU eval --model "$D/cpu.safetensors" --data "$DATA" --sweep --json --device $dev >"$D/eval_gpu.json" 2>&1
+    if cmp -s "$D/eval_cpu.json" "$D/eval_gpu.json"; then ok "eval --sweep --json --device $dev equals the CPU's"
+    else
+        python3 - "$D/eval_cpu.json" "$D/eval_gpu.json" <<'EOF' && ok "eval --device $dev: accuracy and sweep equal, loss within 1e-4" || bad "eval --device $dev differs"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert a["accuracy"] == b["accuracy"] and a["sweep"] == b["sweep"], (a, b)
+assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a["loss"], b["loss"])
+EOF
+    fi
+done
+for prec in "" "--bf16"; do
+    name=${prec:-fp32}; name=${name#--}
+    $GPU train --data "$DATA#limit=1024" --image-size 28 --channels 1 --patch 7 --dim 32 --heads 2 --branches 3 --depth 2 \
+        --classes 10 --epochs 1 --batch 64 --seed 3 --device cuda $prec --out "$D/gpu_full_$name.safetensors" --quiet \
+        >"$D/train_full_$name.txt" 2>&1 && ok "train --device cuda $prec runs" || bad "train --device cuda $prec: $(tail -1 "$D/train_full_$name.txt")"
+    # the same run in two halves: stop after stage 1 (--epochs caps), then resume
+    $GPU train --data "$DATA#limit=1024" --image-size 28 --channels 1 --patch 7 --dim 32 --heads 2 --branches 3 --depth 2 \
+        --classes 10 --epochs 1 --batch 64 --seed 3 --device cuda $prec --out "$D/gpu_split_$name.safetensors" --quiet \
+        >"$D/train_split_$name.txt" 2>&1 &
+    pid=$!
+    sleep 3
+    kill -TERM $pid 2>/dev/null
+    wait $pid
+    $GPU train --data "$DATA#limit=1024" --image-size 28 --channels 1 --patch 7 --dim 32 --heads 2 --branches 3 --depth 2 \
+        --classes 10 --epochs 1 --batch 64 --seed 3 --device cuda $prec --out "$D/gpu_split_$name.safetensors" --quiet \
+        --resume "$D/gpu_split_$name.safetensors" >>"$D/train_split_$name.txt" 2>&1
+    if cmp -s "$D/gpu_full_$name.safetensors" "$D/gpu_split_$name.safetensors"; then
+        ok "$name: killed after 3 s and resumed: the final checkpoint is byte-identical"
+    else
+        bad "$name: resumed checkpoint differs from the uninterrupted run"
+    fi
+done
+python3 - "$D" <<'EOF' || true
+import sys, os
+print("checkpoints:", sorted(os.listdir(sys.argv[1])))
+EOF
+
+echo
+echo "gpu_check: $fails failure(s); log in $LOG"
+exit $((fails != 0))
