@@ -122,8 +122,11 @@ CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/,%,$(dir $(realpath $(NVCC)))))
 CUDA_ARCH ?= sm_90
 ifeq ($(NCCL_HOME),)
 NCCL_HOME := $(firstword $(foreach d,$(CUDA_HOME) /usr /usr/local,$(if $(wildcard $(d)/include/nccl.h),$(d))) \
-               $(shell $(PYTHON) -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null))
+               $(shell for p in $(PYTHON) python3; do $$p -c 'import nvidia.nccl as m; print(m.__path__[0])' 2>/dev/null && break; done))
 endif
+# the pip package (nvidia-nccl-cu13) ships lib/libnccl.so.2 without the
+# unversioned link that -lnccl looks for
+NCCL_LIB := $(if $(wildcard $(NCCL_HOME)/lib/libnccl.so),-lnccl,$(if $(wildcard $(NCCL_HOME)/lib/libnccl.so.2),-l:libnccl.so.2,-lnccl))
 
 # Print the detection once per top-level make (not for `make clean`).
 ifeq ($(MAKELEVEL),0)
@@ -318,7 +321,7 @@ NVCCFLAGS    ?= -O2 -g
 NVCC_ALL      = $(NVCCFLAGS) -std=c++14 --extended-lambda -Xcompiler -Wall,-fopenmp $(ZLIBFLAGS) \
                 $(if $(NCCL_HOME),-I$(NCCL_HOME)/include)
 CUDA_LIBS     = $(if $(NCCL_HOME),-L$(NCCL_HOME)/lib -Wl$(comma)-rpath$(comma)$(NCCL_HOME)/lib) \
-                -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lnccl -lcudart
+                -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas $(NCCL_LIB) -lcudart
 comma := ,
 
 cuda-check:

@@ -856,6 +856,9 @@ PFEXTDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm);
 PFEXTDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out);
 /* The device of branch b (index into opts.devices), for reports. */
 PFEXTDEF int pf_cuda_branch_device(const pf_cuda *g, int b);
+/* Waits until every device has finished the work queued so far (forward,
+   backward and step return once their work is queued; for timing). */
+PFEXTDEF pf_status pf_cuda_sync(pf_cuda *g);
 /* The collectives the last forward + backward ran, in order (the tests
    compare them with pf_collective_plan). Returns how many were written. */
 PFEXTDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap);
@@ -4083,19 +4086,40 @@ static int pf__argmax(const pf_real *z, int K) {
     return best;
 }
 
-PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
-                            double *per_class, double *sweep) {
-    const pf_config *c = &m->cfg;
-    int K = c->classes, k = m->active, n0, i, saved = m->training;
-    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
-    pf_real *x = NULL;
-    double total = 0;
-    pf_status st = PF_OK;
+/* evaluation input: a non-empty dataset whose labels are classes of m */
+static pf_status pf__eval_check(const pf_model *m, const pf_dataset *d) {
+    int i, K = m->cfg.classes;
     if (!d || d->n < 1) return pf_fail(PF_ERR_ARG, "evaluate: the dataset is empty");
     for (i = 0; i < d->n; i++)
         if (d->labels[i] < 0 || d->labels[i] >= K)
             return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes", d->name, i,
                            d->labels[i], K);
+    return PF_OK;
+}
+
+/* evaluation results from the counts: hits and images per class, hits of
+   each prefix 1..k, the summed loss, over n images */
+static void pf__eval_results(int K, int k, int n, const int *hit, const int *cnt, const int *hitk, double total,
+                             double *loss, double *accuracy, double *per_class, double *sweep) {
+    int i, h = 0;
+    for (i = 0; i < K; i++) {
+        h += hit[i];
+        if (per_class) per_class[i] = cnt[i] ? (double)hit[i] / cnt[i] : NAN;
+    }
+    if (loss) *loss = total / n;
+    if (accuracy) *accuracy = (double)h / n;
+    for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / n;
+}
+
+PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+                            double *per_class, double *sweep) {
+    const pf_config *c = &m->cfg;
+    int K = c->classes, k = m->active, n0, saved = m->training;
+    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
+    pf_real *x = NULL;
+    double total = 0;
+    pf_status st = PF_OK;
+    if ((st = pf__eval_check(m, d)) != PF_OK) return st;
     if (batch < 1) batch = 256;
     if (batch > d->n) batch = d->n;
     if (m->max_batch < batch && (st = pf_model_reserve(m, batch)) != PF_OK) return st;
@@ -4131,16 +4155,7 @@ PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double 
             for (b = 0; b < B; b++) hitk[kk - 1] += pf__argmax(m->logits + (size_t)b * K, K) == d->labels[n0 + b];
         }
     }
-    if (st == PF_OK) {
-        int h = 0;
-        for (i = 0; i < K; i++) {
-            h += hit[i];
-            if (per_class) per_class[i] = cnt[i] ? (double)hit[i] / cnt[i] : NAN;
-        }
-        if (loss) *loss = total / d->n;
-        if (accuracy) *accuracy = (double)h / d->n;
-        for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / d->n;
-    }
+    if (st == PF_OK) pf__eval_results(K, k, d->n, hit, cnt, hitk, total, loss, accuracy, per_class, sweep);
 done:
     m->training = saved;
     m->wpack_on = 0;
@@ -4151,17 +4166,13 @@ done:
 PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
                                double *accuracy, double *per_class, double *sweep) {
     const pf_config *c = &m->cfg;
-    int K = c->classes, k = m->active, n0, i, saved = m->training;
+    int K = c->classes, k = m->active, n0, saved = m->training;
     int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
     pf_real *x = NULL, *z = NULL;
     double total = 0;
     pf_status st = PF_OK;
     if (!be) return pf_evaluate(m, d, batch, loss, accuracy, per_class, sweep);
-    if (!d || d->n < 1) return pf_fail(PF_ERR_ARG, "evaluate: the dataset is empty");
-    for (i = 0; i < d->n; i++)
-        if (d->labels[i] < 0 || d->labels[i] >= K)
-            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes", d->name, i,
-                           d->labels[i], K);
+    if ((st = pf__eval_check(m, d)) != PF_OK) return st;
     if (batch < 1) batch = 256;
     if (be->max_batch > 0 && batch > be->max_batch) batch = be->max_batch;
     if (batch > d->n) batch = d->n;
@@ -4196,16 +4207,7 @@ PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_datas
         m->active = k;
         if (st != PF_OK) break;
     }
-    if (st == PF_OK) {
-        int h = 0;
-        for (i = 0; i < K; i++) {
-            h += hit[i];
-            if (per_class) per_class[i] = cnt[i] ? (double)hit[i] / cnt[i] : NAN;
-        }
-        if (loss) *loss = total / d->n;
-        if (accuracy) *accuracy = (double)h / d->n;
-        for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / d->n;
-    }
+    if (st == PF_OK) pf__eval_results(K, k, d->n, hit, cnt, hitk, total, loss, accuracy, per_class, sweep);
 done:
     m->active = k;
     m->training = saved;

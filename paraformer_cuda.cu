@@ -50,6 +50,7 @@
 #endif
 
 #define PFC_MAX_DEV 16
+#define PFC_MAX_HD 256 /* head width: the attention kernels keep rows of it per thread */
 
 /* ---------------------------------------------------------------------- */
 /* primitives: memory, launches, GEMM, collectives (real or emulated) */
@@ -71,6 +72,7 @@ struct pfc_dev {
     float *patches, *etmp, *x0, *agg, *psum;
     float *pooled, *lnf_mean, *lnf_rstd, *uf, *logits, *probs;
     double *rowloss, *sumsq;
+    double *host_sumsq; /* sumsq on the host (malloc) */
     int *labels;
     float *xin;
     float **u1, **qkv, **att, **atty, **x1, **u2, **h, **g, **x2;
@@ -78,6 +80,7 @@ struct pfc_dev {
     /* backward scratch */
     float *dlogits, *duf, *dpool, *dagg, *dx0, *dcur, *dres, *du, *dh, *datty, *dqkv, *datt, *dpatch;
     float *coef;     /* clip coefficient on the device */
+    float *colpart;  /* partial column sums (pfc_colsums) */
 #ifndef PF_CUDA_EMULATE
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -400,12 +403,42 @@ fail:
 /* ---------------------------------------------------------------------- */
 /* kernels (as lambdas over an index; one output element or row per index) */
 
+/* Column sums out[br * ostride + k] = sum over the rows n of branch br of
+   val(n, k), k < C: first sums over chunks of PFC_CHUNK rows (threads over
+   branch x chunk x column, so neighbouring threads read neighbouring
+   columns), then over the chunks, in a fixed order (deterministic). The
+   partial sums need nbr * ceil(rows_per_branch / PFC_CHUNK) * C floats of
+   d->colpart. */
+#define PFC_CHUNK 64
+template <class V>
+static void pfc_colsums(pfc_dev *d, float *out, size_t ostride, int nbr, size_t rows_per_branch, int C, V val) {
+    const size_t nch = (rows_per_branch + PFC_CHUNK - 1) / PFC_CHUNK;
+    float *part = d->colpart;
+    pfc_for(d, (size_t)nbr * nch * C, PFC_LAMBDA(size_t i) {
+        size_t k = i % C, ch = i / C % nch, br = i / C / nch;
+        size_t n = br * rows_per_branch + ch * PFC_CHUNK, end = br * rows_per_branch + rows_per_branch;
+        float s = 0;
+        if (end > n + PFC_CHUNK) end = n + PFC_CHUNK;
+        for (; n < end; n++) s += val(n, (int)k);
+        part[i] = s;
+    });
+    pfc_for(d, (size_t)nbr * C, PFC_LAMBDA(size_t i) {
+        size_t k = i % C, br = i / C, ch;
+        float s = 0;
+        for (ch = 0; ch < nch; ch++) s += part[(br * nch + ch) * C + k];
+        out[br * ostride + k] = s;
+    });
+}
+
 /* LayerNorm over rows of width C; the weights of row r are those of branch
-   r / rows_per_branch (stride bstride) */
-static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, const float *w,
-                              const float *b, size_t rows, int C, size_t rows_per_branch, size_t bstride) {
+   r / rows_per_branch (stride bstride), its input row r % rows_per_branch of
+   that branch's input (stride in_bstride: rows_per_branch * C, or 0 when the
+   branches share one input, as the first layer shares X0) */
+static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, size_t in_bstride,
+                              const float *w, const float *b, size_t rows, int C, size_t rows_per_branch,
+                              size_t bstride) {
     pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-        const float *x = inp + r * C, *ww = w + (r / rows_per_branch) * bstride, *bb = b + (r / rows_per_branch) * bstride;
+        const float *x = inp + (r / rows_per_branch) * in_bstride + (r % rows_per_branch) * C, *ww = w + (r / rows_per_branch) * bstride, *bb = b + (r / rows_per_branch) * bstride;
         float *y = out + r * C, mu = 0, var = 0, rs;
         int i;
         for (i = 0; i < C; i++) mu += x[i];
@@ -421,10 +454,11 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, 
 /* dinp (= or +=) LN backward of dout (+ extra, when not NULL, added to dout
    first); dw/db: column sums per branch */
 static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, const float *dout, const float *extra,
-                              const float *inp, const float *w, const float *mean, const float *rstd, size_t rows,
-                              int C, size_t rows_per_branch, size_t bstride, int acc, int nbr) {
+                              const float *inp, size_t in_bstride, const float *w, const float *mean,
+                              const float *rstd, size_t rows, int C, size_t rows_per_branch, size_t bstride, int acc,
+                              int nbr) {
     pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-        const float *x = inp + r * C, *dy = dout + r * C, *ex = extra ? extra + r * C : NULL;
+        const float *x = inp + (r / rows_per_branch) * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C, *ex = extra ? extra + r * C : NULL;
         const float *ww = w + (r / rows_per_branch) * bstride;
         float *dx = dinp + r * C, mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
         int k;
@@ -440,16 +474,12 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, con
             dx[k] = acc ? dx[k] + v : v;
         }
     });
-    pfc_for(d, (size_t)nbr * C, PFC_LAMBDA(size_t i) {
-        size_t br = i / C, k = i % C, n;
-        float sw = 0, sb = 0;
-        for (n = br * rows_per_branch; n < (br + 1) * rows_per_branch; n++) {
-            float gk = extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
-            sw += gk * ((inp[n * C + k] - mean[n]) * rstd[n]);
-            sb += gk;
-        }
-        dw[br * bstride + k] = sw;
-        db[br * bstride + k] = sb;
+    pfc_colsums(d, dw, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
+        float gk = extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
+        return gk * ((inp[n / rows_per_branch * in_bstride + (n % rows_per_branch) * C + k] - mean[n]) * rstd[n]);
+    });
+    pfc_colsums(d, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
+        return extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
     });
 }
 /* out[r, :] += bias of r's branch */
@@ -463,12 +493,7 @@ static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows,
 /* db (per branch) = column sums of dout */
 static void pfc_colsum(pfc_dev *d, float *db, const float *dout, int nbr, size_t rows_per_branch, int C,
                        size_t bstride) {
-    pfc_for(d, (size_t)nbr * C, PFC_LAMBDA(size_t i) {
-        size_t br = i / C, k = i % C, n;
-        float s = 0;
-        for (n = br * rows_per_branch; n < (br + 1) * rows_per_branch; n++) s += dout[n * C + k];
-        db[br * bstride + k] = s;
-    });
+    pfc_colsums(d, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) { return dout[n * C + k]; });
 }
 
 /* ---------------------------------------------------------------------- */
@@ -560,6 +585,16 @@ PFDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap) {
     return i;
 }
 
+PFDEF pf_status pf_cuda_sync(pf_cuda *g) {
+    int i;
+    pf_status st;
+    for (i = 0; i < g->ndev; i++) {
+        if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
+        if ((st = pfc_sync(&g->dev[i])) != PF_OK) return st;
+    }
+    return PF_OK;
+}
+
 PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b) {
     return b >= 0 && b < g->m->cfg.branches ? g->device_of[b] : -1;
 }
@@ -570,13 +605,14 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
     void *flat[] = {d->params, d->grads, d->adam_m, d->adam_v, d->wbf, d->abf, d->bbf, d->d_gb, d->patches, d->etmp,
                     d->x0, d->agg, d->psum, d->pooled, d->lnf_mean, d->lnf_rstd, d->uf, d->logits, d->probs,
                     d->rowloss, d->sumsq, d->labels, d->xin, d->dlogits, d->duf, d->dpool, d->dagg, d->dx0, d->dcur,
-                    d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->coef};
+                    d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->coef, d->colpart};
     float **per[] = {d->u1, d->qkv, d->att, d->atty, d->x1, d->u2, d->h, d->g, d->x2,
                      d->ln1_mean, d->ln1_rstd, d->ln2_mean, d->ln2_rstd};
     size_t i;
     int l;
     pfc_set_device(d);
     for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
+    free(d->host_sumsq);
     for (i = 0; i < sizeof per / sizeof per[0]; i++) {
         if (!per[i]) continue;
         for (l = 0; l < depth; l++) pfc_release(d, per[i][l]);
@@ -630,7 +666,9 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     PFC_A(d->logits, B * K);
     PFC_A(d->probs, B * K);
     PFC_A(d->rowloss, B);
-    PFC_A(d->sumsq, 1024);
+    PFC_A(d->sumsq, d->n_local / 4096 + 2 * (size_t)m->n_specs + 1); /* clipping: squared sums per 4096 */
+    d->host_sumsq = (double *)malloc((d->n_local / 4096 + 2 * (size_t)m->n_specs + 1) * sizeof(double));
+    if (!d->host_sumsq) return pf_fail(PF_ERR_NOMEM, "out of memory");
     PFC_A(d->coef, 1);
     PFC_A(d->dlogits, B * K);
     PFC_A(d->duf, B * D);
@@ -645,6 +683,11 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     PFC_A(d->dh, nb * B * T * M);
     PFC_A(d->dqkv, nb * B * T * 3 * D);
     PFC_A(d->datt, nb * B * H * T * T);
+    {
+        size_t widest = 3 * D > M ? 3 * D : M;
+        if (widest < K) widest = K;
+        PFC_A(d->colpart, nb * ((B * T + PFC_CHUNK - 1) / PFC_CHUNK) * widest);
+    }
     {
         float ***per[] = {&d->u1, &d->qkv, &d->att, &d->atty, &d->x1, &d->u2, &d->h, &d->g, &d->x2,
                           &d->ln1_mean, &d->ln1_rstd, &d->ln2_mean, &d->ln2_rstd};
@@ -735,6 +778,9 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     if (o.replicas < 1) o.replicas = 1;
     if (o.max_batch < 1) o.max_batch = 256;
     if (c->branches > 64) return pf_fail(PF_ERR_CONFIG, "pf_cuda: at most 64 branches (model has %d)", c->branches);
+    if (c->dim / c->heads > PFC_MAX_HD)
+        return pf_fail(PF_ERR_CONFIG, "pf_cuda: head width %d (dim %d / %d heads) above the backend's %d", c->dim / c->heads,
+                       c->dim, c->heads, PFC_MAX_HD);
     have = pf_cuda_device_count();
     if (have < 1) return pf_fail(PF_ERR_IO, "no CUDA device found (is a GPU visible? CUDA_VISIBLE_DEVICES=%s)",
                                  getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "(unset)");
@@ -929,50 +975,36 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         float *u1 = d->u1[l], *qkv = d->qkv[l], *att = d->att[l], *atty = d->atty[l], *x1 = d->x1[l];
         float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l], *x2 = d->x2[l];
         const size_t rows = (size_t)na * N;
-        if (l == 0) { /* LN1 reads X0 for every branch: row r of branch j is X0 row r */
-            float *mean = d->ln1_mean[0], *rstd = d->ln1_rstd[0];
-            const float *w = W + o.ln1_w, *bb = W + o.ln1_b;
-            const float *x0 = d->x0;
-            pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-                const float *x = x0 + (r % N) * D, *ww = w + (r / N) * BS, *b2 = bb + (r / N) * BS;
-                float *y = u1 + r * D, mu = 0, var = 0, rs;
-                int i;
-                for (i = 0; i < D; i++) mu += x[i];
-                mu /= (float)D;
-                for (i = 0; i < D; i++) var += (x[i] - mu) * (x[i] - mu);
-                var /= (float)D;
-                rs = 1.0f / sqrtf(var + 1e-5f);
-                for (i = 0; i < D; i++) y[i] = (x[i] - mu) * rs * ww[i] + b2[i];
-                mean[r] = mu;
-                rstd[r] = rs;
-            });
-        } else {
-            pfc_layernorm_fwd(d, u1, d->ln1_mean[l], d->ln1_rstd[l], xin, W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
-        }
+        pfc_layernorm_fwd(d, u1, d->ln1_mean[l], d->ln1_rstd[l], xin, xstride, W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
         /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
                            3 * D, (long long)N * 3 * D, na, 0)) != PF_OK) return st;
         if (o.qkv_b != (size_t)-1) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
         /* attention, one thread per (branch, image, head, query row) */
+        /* (q and the output row live in thread-local arrays: neighbouring
+           threads' copies are interleaved, so their accesses coalesce) */
         pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
             size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H; /* img counts branch * B + image */
             const float *base = qkv + img * T * 3 * D, *q = base + i * 3 * D + h * hd;
             float *a = att + (img * H + h) * T * T + i * T, *y = atty + (img * T + i) * D + h * hd, mx = -1e30f, sum = 0;
+            float qv[PFC_MAX_HD], acc[PFC_MAX_HD];
             int j, e;
+            for (e = 0; e < hd; e++) { qv[e] = q[e]; acc[e] = 0; }
             for (j = 0; j < T; j++) {
                 const float *kk = base + (size_t)j * 3 * D + D + h * hd;
-                float s = 0;
-                for (e = 0; e < hd; e++) s += q[e] * kk[e];
-                a[j] = s * scale;
-                if (a[j] > mx) mx = a[j];
+                float s = 0, sj;
+                for (e = 0; e < hd; e++) s += qv[e] * kk[e];
+                sj = s * scale;
+                a[j] = sj;
+                if (sj > mx) mx = sj;
             }
-            for (j = 0; j < T; j++) { a[j] = expf(a[j] - mx); sum += a[j]; }
-            for (j = 0; j < T; j++) a[j] /= sum;
-            for (e = 0; e < hd; e++) y[e] = 0;
+            for (j = 0; j < T; j++) { float ej = expf(a[j] - mx); a[j] = ej; sum += ej; }
             for (j = 0; j < T; j++) {
-                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd, pj = a[j];
-                for (e = 0; e < hd; e++) y[e] += pj * v[e];
+                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd, pj = a[j] / sum;
+                a[j] = pj;
+                for (e = 0; e < hd; e++) acc[e] += pj * v[e];
             }
+            for (e = 0; e < hd; e++) y[e] = acc[e];
         });
         /* x1 = (x | u1) + Drop(atty Wp^T + bp) */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
@@ -986,7 +1018,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                 x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
             });
         }
-        pfc_layernorm_fwd(d, u2, d->ln2_mean[l], d->ln2_rstd[l], x1, W + o.ln2_w, W + o.ln2_b, rows, D, N, BS);
+        pfc_layernorm_fwd(d, u2, d->ln2_mean[l], d->ln2_rstd[l], x1, N * D, W + o.ln2_w, W + o.ln2_b, rows, D, N, BS);
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, M, D, u2, D, (long long)N * D, W + o.fc1_w, D, (long long)BS, hh, M,
                            (long long)N * M, na, 0)) != PF_OK) return st;
         {
@@ -1063,7 +1095,7 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
             pooled[i] = s / (float)T;
         }
     });
-    pfc_layernorm_fwd(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, head, head + D, (size_t)B, D, (size_t)B, 0);
+    pfc_layernorm_fwd(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D, (size_t)B, 0);
     if ((st = pfc_gemm(g, d, 0, 1, B, K, D, d->uf, D, 0, head + 2 * D, D, 0, logits, K, 0, 1, 0)) != PF_OK) return st;
     {
         const float *hb = head + 2 * D + (size_t)K * D;
@@ -1269,10 +1301,10 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
         if (prenorm) {
             if ((st = pfc_d2d(d, dres, dcur, rows * D * 4)) != PF_OK) return st;
-            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, NULL, x1, W + o.ln2_w, d->ln2_mean[l],
+            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, NULL, x1, N * D, W + o.ln2_w, d->ln2_mean[l],
                               d->ln2_rstd[l], rows, D, N, BS, 1, na);
         } else {
-            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, dcur, x1, W + o.ln2_w, d->ln2_mean[l],
+            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, dcur, x1, N * D, W + o.ln2_w, d->ln2_mean[l],
                               d->ln2_rstd[l], rows, D, N, BS, 0, na);
         }
         /* attention: dproj = Drop'(dx1), in du */
@@ -1293,34 +1325,39 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
             const float *base = qkv + img * T * 3 * D, *a = att + (img * H + h) * T * T + i * T;
             const float *dy = datty + (img * T + i) * D + h * hd;
             float *ds = datt + (img * H + h) * T * T + i * T, *dq = dqkv + (img * T + i) * 3 * D + h * hd, s = 0;
+            float dyv[PFC_MAX_HD], acc[PFC_MAX_HD];
             int j, e;
+            for (e = 0; e < hd; e++) { dyv[e] = dy[e]; acc[e] = 0; }
             for (j = 0; j < T; j++) {
                 const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd;
                 float t = 0;
-                for (e = 0; e < hd; e++) t += dy[e] * v[e];
+                for (e = 0; e < hd; e++) t += dyv[e] * v[e];
                 ds[j] = t;
                 s += a[j] * t;
             }
-            for (e = 0; e < hd; e++) dq[e] = 0;
             for (j = 0; j < T; j++) {
                 const float *kk = base + (size_t)j * 3 * D + D + h * hd;
-                ds[j] = a[j] * (ds[j] - s) * scale;
-                for (e = 0; e < hd; e++) dq[e] += ds[j] * kk[e];
+                float dsj = a[j] * (ds[j] - s) * scale;
+                ds[j] = dsj;
+                for (e = 0; e < hd; e++) acc[e] += dsj * kk[e];
             }
+            for (e = 0; e < hd; e++) dq[e] = acc[e];
         });
         /* 2: per key row j: dk = sum_i dS_ij q_i, dv = sum_i P_ij dy_i */
         pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
             size_t j = idx % T, bh = idx / T, h = bh % H, img = bh / H;
             const float *base = qkv + img * T * 3 * D;
             float *dk = dqkv + (img * T + j) * 3 * D + D + h * hd, *dv = dk + D;
+            float ak[PFC_MAX_HD], av[PFC_MAX_HD];
             size_t i;
             int e;
-            for (e = 0; e < hd; e++) dk[e] = dv[e] = 0;
+            for (e = 0; e < hd; e++) ak[e] = av[e] = 0;
             for (i = 0; i < (size_t)T; i++) {
                 float sij = datt[(img * H + h) * T * T + i * T + j], pij = att[(img * H + h) * T * T + i * T + j];
                 const float *q = base + i * 3 * D + h * hd, *dy = datty + (img * T + i) * D + h * hd;
-                for (e = 0; e < hd; e++) { dk[e] += sij * q[e]; dv[e] += pij * dy[e]; }
+                for (e = 0; e < hd; e++) { ak[e] += sij * q[e]; av[e] += pij * dy[e]; }
             }
+            for (e = 0; e < hd; e++) { dk[e] = ak[e]; dv[e] = av[e]; }
         });
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
         if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D, (long long)BS,
@@ -1329,40 +1366,13 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                            GW + o.qkv_w, D, (long long)BS, na, 0)) != PF_OK) return st;
         if (o.qkv_b != (size_t)-1) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
-        {
-            const float *ln_in = xin;
-            float *mean = d->ln1_mean[l], *rstd = d->ln1_rstd[l];
-            const float *w = W + o.ln1_w;
-            float *gw = GW + o.ln1_w, *gb = GW + o.ln1_b;
-            pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-                size_t br = r / N;
-                const float *x = ln_in + br * xstride + (r % N) * D, *dy = du + r * D, *ex = dres + r * D;
-                const float *ww = w + br * BS;
-                float *dx = dcur + r * D, mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
-                int k;
-                for (k = 0; k < D; k++) {
-                    float gk = (prenorm ? dy[k] : dy[k] + ex[k]) * ww[k];
-                    s1 += gk;
-                    s2 += gk * (x[k] - mu) * rs;
-                }
-                s1 /= (float)D;
-                s2 /= (float)D;
-                for (k = 0; k < D; k++) {
-                    float v = ((prenorm ? dy[k] : dy[k] + ex[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
-                    dx[k] = prenorm ? ex[k] + v : v;
-                }
-            });
-            pfc_for(d, (size_t)na * D, PFC_LAMBDA(size_t i) {
-                size_t br = i / D, k = i % D, n;
-                float sw = 0, sb = 0;
-                for (n = br * N; n < (br + 1) * N; n++) {
-                    float gk = prenorm ? du[n * D + k] : du[n * D + k] + dres[n * D + k];
-                    sw += gk * ((ln_in[br * xstride + (n % N) * D + k] - mean[n]) * rstd[n]);
-                    sb += gk;
-                }
-                gw[br * BS + k] = sw;
-                gb[br * BS + k] = sb;
-            });
+        if (prenorm) {
+            if ((st = pfc_d2d(d, dcur, dres, rows * D * 4)) != PF_OK) return st;
+            pfc_layernorm_bwd(d, dcur, GW + o.ln1_w, GW + o.ln1_b, du, NULL, xin, xstride, W + o.ln1_w, d->ln1_mean[l],
+                              d->ln1_rstd[l], rows, D, N, BS, 1, na);
+        } else {
+            pfc_layernorm_bwd(d, dcur, GW + o.ln1_w, GW + o.ln1_b, du, dres, xin, xstride, W + o.ln1_w, d->ln1_mean[l],
+                              d->ln1_rstd[l], rows, D, N, BS, 0, na);
         }
     }
     return PF_OK;
@@ -1399,7 +1409,7 @@ PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
         if ((st = pfc_gemm(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0)) != PF_OK) return st;
         if ((st = pfc_gemm(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
-        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, d->pooled, head, d->lnf_mean, d->lnf_rstd,
+        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, d->pooled, (size_t)Bper * D, head, d->lnf_mean, d->lnf_rstd,
                           (size_t)Bper, D, (size_t)Bper, 0, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;
@@ -1506,8 +1516,11 @@ PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
     int i, t;
     if (!m->steps) return pf_fail(PF_ERR_ARG, "pf_cuda_step: call pf_model_alloc_train on the model first");
     if (o->clip > 0.0f) {
-        /* squared sums per tensor on the devices (fixed order), summed on the host in spec order */
+        /* squared sums of chunks of 4096 gradients on the devices (each
+           chunk in a fixed order), one copy per device, then summed on the
+           host per tensor in spec order and chunk order */
         double total = 0;
+        size_t at[PFC_MAX_DEV] = {0};
         for (t = 0; t < m->n_specs; t++) {
             const pf_tensor_spec *s = &m->specs[t];
             if (!pfc_trainable(m, s)) continue;
@@ -1516,24 +1529,39 @@ PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
                 long long off = pfc_spec_local(g, d, s);
                 size_t from = pfc_train_from(m, s), n = s->numel - from, nch = (n + 4095) / 4096;
                 const float *gp;
-                double *ss = d->sumsq, part[1024], sum = 0;
-                size_t ch0;
+                double *ss;
                 if (off < 0 || d->replica != g->dev[0].replica) continue;
                 gp = d->grads + off + from;
+                ss = d->sumsq + at[i];
+                at[i] += nch;
                 if ((st = pfc_set_device(d)) != PF_OK) return st;
-                for (ch0 = 0; ch0 < nch; ch0 += 1024) {
-                    size_t nc = nch - ch0 < 1024 ? nch - ch0 : 1024, q;
-                    pfc_for(d, nc, PFC_LAMBDA(size_t cidx) {
-                        size_t a = (ch0 + cidx) * 4096, e = a + 4096 < n ? a + 4096 : n;
-                        double sq = 0;
-                        for (; a < e; a++) sq += (double)gp[a] * (double)gp[a];
-                        ss[cidx] = sq;
-                    });
-                    if ((st = pfc_d2h(d, part, ss, nc * 8)) != PF_OK) return st;
-                    for (q = 0; q < nc; q++) sum += part[q];
-                }
-                total += sum;
+                pfc_for(d, nch, PFC_LAMBDA(size_t cidx) {
+                    size_t a = cidx * 4096, e = a + 4096 < n ? a + 4096 : n;
+                    double sq = 0;
+                    for (; a < e; a++) sq += (double)gp[a] * (double)gp[a];
+                    ss[cidx] = sq;
+                });
                 break; /* one device holds it */
+            }
+        }
+        for (i = 0; i < g->ndev; i++) {
+            if (!at[i]) continue;
+            if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
+            if ((st = pfc_d2h(&g->dev[i], g->dev[i].host_sumsq, g->dev[i].sumsq, at[i] * 8)) != PF_OK) return st;
+        }
+        memset(at, 0, sizeof at);
+        for (t = 0; t < m->n_specs; t++) {
+            const pf_tensor_spec *s = &m->specs[t];
+            if (!pfc_trainable(m, s)) continue;
+            for (i = 0; i < g->ndev; i++) {
+                pfc_dev *d = &g->dev[i];
+                size_t n = s->numel - pfc_train_from(m, s), nch = (n + 4095) / 4096, q;
+                double sum = 0;
+                if (pfc_spec_local(g, d, s) < 0 || d->replica != g->dev[0].replica) continue;
+                for (q = 0; q < nch; q++) sum += d->host_sumsq[at[i] + q];
+                at[i] += nch;
+                total += sum;
+                break;
             }
         }
         norm = sqrt(total);

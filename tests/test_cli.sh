@@ -417,6 +417,17 @@ else
     expect_fail "--device cuda:x" "--device" "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:x
     no_file "failed device runs leave no output" "$T/yd.npy"
 
+    # bench --device cuda: the CPU bench's keys, timed on the backend
+    expect_ok "bench --device cuda --bf16 --json (emulated, a tiny model)" "$EMU" bench --zoo pf2x2 --dataset fmnist \
+        --dim 16 --heads 2 --batch 8 --infer-batch 8 --warm 0 --reps 1 --device cuda --bf16 --json
+    has "bench --device cuda names the device and precision" "$T/out" '"device": "cuda", "backend": "emulated", "precision": "bf16"'
+    if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert all(d[k] > 0 for k in ("train_img_s", "infer_img_s", "latency_b1_ms")) and d["params"] > 0' "$T/out" 2>/dev/null; then
+        ok "bench --device cuda --json: one object with train_img_s, infer_img_s, latency_b1_ms"
+    elif [ ! -x /usr/bin/python3 ]; then ok "bench --device cuda --json: not parsed (no /usr/bin/python3)"
+    else bad "bench --device cuda --json: $(head -c 200 "$T/out")"; fi
+    expect_fail "bench --peak --device cuda" "--peak measures the CPU" "$EMU" bench --peak --device cuda
+    expect_fail "bench --bf16 on the CPU" "--bf16 is for the GPU" "$EXE" bench --bf16
+
     # eval --sweep --json: the CPU's object, key for key; accuracy, per-class
     # accuracy and the sweep to within one image (a near-tie of two logits may
     # fall the other way under another summation order), the loss to 1e-4

@@ -936,15 +936,32 @@ typedef struct bench_data {
     const int *labels;
     int B;
     pf_optim opt;
+    const pf_backend *be; // NULL: the CPU
 } bench_data;
 
-// one training step: forward with labels, backward, AdamW
+// one training step: forward with labels, backward, AdamW (on the device:
+// queued, then waited for, so that the time is the step's)
 static void train_step(bench_data *d) {
     float loss = 0.0f;
-    if (pf_forward(d->m, d->x, d->labels, d->B, 0.0f, &loss) != PF_OK) die(1, "bench: %s", pf_last_error());
+    const pf_backend *be = d->be;
+    if ((be ? be->forward(be->ctx, d->x, d->labels, d->B, 0.0f, &loss)
+            : pf_forward(d->m, d->x, d->labels, d->B, 0.0f, &loss)) != PF_OK)
+        die(1, "bench: %s", pf_last_error());
     if (!isfinite(loss)) die(1, "bench: the training loss is not finite (%g)", (double)loss);
-    if (pf_backward(d->m) != PF_OK) die(1, "bench: %s", pf_last_error());
-    pf_optim_step(d->m, &d->opt);
+    if ((be ? be->backward(be->ctx) : pf_backward(d->m)) != PF_OK) die(1, "bench: %s", pf_last_error());
+    if (be) {
+        if (be->step(be->ctx, &d->opt, NULL) != PF_OK) die(1, "bench: %s", pf_last_error());
+#ifdef PF_WITH_CUDA
+        if (pf_cuda_sync((pf_cuda *)be->ctx) != PF_OK) die(1, "bench: %s", pf_last_error());
+#endif
+    } else {
+        pf_optim_step(d->m, &d->opt);
+    }
+}
+
+// inference on n images (CPU or device)
+static void bench_predict(device *dv, pf_model *m, const float *x, int n, float *logits) {
+    if (device_predict(dv, m, x, n, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
 }
 
 static const char *const BENCH_ROW_HEADER =
@@ -953,7 +970,7 @@ static const char *const BENCH_ROW_HEADER =
 
 static int cmd_bench(int argc, char **argv) {
     enum { O_ZOO, O_DATASET, O_ARCH, O_BATCH = O_ARCH + A_N, O_INFER_BATCH, O_THREADS, O_WARM, O_REPS,
-           O_PROFILE, O_SEED, O_PEAK, O_JSON, O_ROW, O_ROW_HEADER, O_N };
+           O_PROFILE, O_SEED, O_PEAK, O_JSON, O_ROW, O_ROW_HEADER, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
         {"--zoo", "NAME", "off", "vitN = 1 branch x N layers, pfLxB = B branches x L layers (torch_anchor's names)"},
         {"--dataset", "cifar|fmnist", "cifar", "input shape: 32x32x3 | 28x28x1, 10 classes"},
@@ -969,13 +986,15 @@ static int cmd_bench(int argc, char **argv) {
         {"--json", NULL, "off", "print one JSON object"},
         {"--row", NULL, "off", "print one markdown table row (see --row-header)"},
         {"--row-header", NULL, "off", "print the header of the --row table and exit"},
+        DEVICE_OPTDEFS,
     };
     cli c = {"bench", o, O_N, 0, NULL, NULL};
     pf_config cfg;
     pf_model *m = NULL;
     pf_profile prof;
     bench_data d;
-    char name[64];
+    device dv;
+    char name[64], dev_buf[160];
     const char *preset, *zoo;
     float *x, *logits;
     int *labels;
@@ -994,7 +1013,10 @@ static int cmd_bench(int argc, char **argv) {
                "(forward and backward ms, GFLOP/s, share of the step). The step's GFLOP/s is\n"
                "the profiled flop count of one step over the median step time. The model is\n"
                "the preset (default paraformer = pf3x4) with --zoo's branches and depth, the\n"
-               "--dataset's input shape, then the architecture flags; initialised with seed 0.\n\n");
+               "--dataset's input shape, then the architecture flags; initialised with seed 0.\n"
+               "With --device cuda (build/cuda/paraformer) the same is timed on the GPU\n"
+               "backend, input and labels copied from the host in each call as the trainer\n"
+               "does, each step waited for; no per-op profile.\n\n");
         print_options(&c);
         return 0;
     }
@@ -1026,6 +1048,8 @@ static int cmd_bench(int argc, char **argv) {
     json = cli_get(&c, O_JSON) != NULL;
     row = cli_get(&c, O_ROW) != NULL;
     if (json && row) usage_error(&c, "--json and --row exclude each other");
+    parse_device(&c, O_DEVICE, O_BF16, &dv);
+    if (dv.cuda && cli_get(&c, O_PEAK)) usage_error(&c, "--peak measures the CPU: not with --device cuda");
     threads = pf_get_threads();
     if (cfg.branches == 1) snprintf(name, sizeof name, "vit%d", cfg.depth);
     else snprintf(name, sizeof name, "pf%dx%d", cfg.depth, cfg.branches);
@@ -1033,7 +1057,7 @@ static int cmd_bench(int argc, char **argv) {
     // model, optimizer state, activations for `batch`
     if (pf_model_create(&cfg, &m) != PF_OK) die(1, "bench: %s", pf_last_error());
     pf_model_init(m, 0, 0.0f);
-    if (pf_model_alloc_train(m) != PF_OK || pf_model_reserve(m, batch) != PF_OK)
+    if (pf_model_alloc_train(m) != PF_OK || (!dv.cuda && pf_model_reserve(m, batch) != PF_OK))
         die(1, "bench: %s", pf_last_error());
     // random input (enough for the larger of the two batches) and labels
     n_in = batch > infer_batch ? batch : infer_batch;
@@ -1048,6 +1072,8 @@ static int cmd_bench(int argc, char **argv) {
         x[k] = (float)pf__normal(&rng); /* the library's seeded splitmix64 + Box-Muller */
     for (i = 0; i < batch; i++) labels[i] = (int)(pf__next(&rng) % (uint64_t)cfg.classes);
     d.m = m, d.x = x, d.labels = labels, d.B = batch, d.opt = pf_optim_default();
+    m->training = 1;
+    d.be = device_open(&dv, m, batch > infer_batch ? batch : infer_batch);
 
     // training steps
     m->training = 1;
@@ -1058,12 +1084,12 @@ static int cmd_bench(int argc, char **argv) {
         t[i] = pf_time() - t0;
     }
     t_train = median(t, reps);
-    // per-op profile of further steps
+    // per-op profile of further steps (the CPU's ops only)
     memset(&prof, 0, sizeof prof);
-    m->profile = &prof;
+    m->profile = dv.cuda ? NULL : &prof;
     t_prof = pf_time();
-    for (i = 0; i < psteps; i++) train_step(&d);
-    t_prof = (pf_time() - t_prof) / psteps;
+    for (i = 0; i < (dv.cuda ? 0 : psteps); i++) train_step(&d);
+    t_prof = dv.cuda ? 0.0 : (pf_time() - t_prof) / psteps;
     m->profile = NULL;
     for (op = 0; op < PF_OP_COUNT; op++) {
         flops += (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps;
@@ -1072,19 +1098,17 @@ static int cmd_bench(int argc, char **argv) {
     gflops = flops / t_train / 1e9;
     // inference: a large batch, then batch-1 latency
     m->training = 0;
-    for (i = 0; i < warm; i++)
-        if (pf_predict(m, x, infer_batch, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+    for (i = 0; i < warm; i++) bench_predict(&dv, m, x, infer_batch, logits);
     for (i = 0; i < reps; i++) {
         double t0 = pf_time();
-        if (pf_predict(m, x, infer_batch, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+        bench_predict(&dv, m, x, infer_batch, logits);
         t[i] = pf_time() - t0;
     }
     t_infer = median(t, reps);
-    for (i = 0; i < warm; i++)
-        if (pf_predict(m, x, 1, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+    for (i = 0; i < warm; i++) bench_predict(&dv, m, x, 1, logits);
     for (i = 0; i < 3 * reps; i++) {
         double t0 = pf_time();
-        if (pf_predict(m, x, 1, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+        bench_predict(&dv, m, x, 1, logits);
         t[i] = pf_time() - t0;
     }
     t_b1 = median(t, 3 * reps);
@@ -1098,11 +1122,17 @@ static int cmd_bench(int argc, char **argv) {
                cfg.image_size == 28 && cfg.channels == 1 ? "fmnist" : cfg.image_size == 32 && cfg.channels == 3
                ? "cifar" : "custom", cfg.image_size, cfg.channels, cfg.patch_size, cfg.dim, cfg.heads, cfg.mlp_dim,
                cfg.branches, cfg.depth, cfg.classes, m->T);
-        printf(" \"warm\": %d, \"reps\": %d, \"profile_steps\": %d, \"gemm_kernel\": \"%s\",\n", warm, reps, psteps,
-               pf_gemm_kernel());
+        printf(" \"warm\": %d, \"reps\": %d, \"profile_steps\": %d, \"gemm_kernel\": \"%s\",\n", warm, reps,
+               dv.cuda ? 0 : psteps, dv.cuda ? "cublas" : pf_gemm_kernel());
+        printf(" \"device\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\",\n", dv.spec, device_backend(&dv),
+               dv.bf16 ? "bf16" : "fp32");
         printf(" \"train_img_s\": %.2f, \"train_step_ms\": %.3f, \"infer_img_s\": %.2f, \"infer_batch_ms\": %.3f, "
                "\"latency_b1_ms\": %.3f,\n", batch / t_train, 1e3 * t_train, infer_batch / t_infer, 1e3 * t_infer,
                1e3 * t_b1);
+        if (dv.cuda) {
+            printf(" \"ops\": {}}\n");
+            goto done;
+        }
         printf(" \"train_gflop_per_step\": %.4f, \"train_gflops\": %.2f, \"profiled_step_ms\": %.3f, "
                "\"unprofiled_ms\": %.3f,\n", flops / 1e9, gflops, 1e3 * t_prof, 1e3 * (t_prof - op_s));
         if (peak > 0) printf(" \"peak_gflops\": %.2f, \"peak_frac\": %.4f, \"peak_isa\": \"%s\",\n", peak,
@@ -1126,15 +1156,23 @@ static int cmd_bench(int argc, char **argv) {
         printf("model     %s: PF(%dx%d), dim %d, heads %d, mlp %d, %dx%dx%d input, patch %d, %d classes, "
                "%zu parameters\n", name, cfg.branches, cfg.depth, cfg.dim, cfg.heads, cfg.mlp_dim, cfg.image_size,
                cfg.image_size, cfg.channels, cfg.patch_size, cfg.classes, m->n_params);
-        printf("setup     %d thread%s, batch %d, inference batch %d, warm-up %d, medians of %d, gemm kernel %s\n",
-               threads, threads == 1 ? "" : "s", batch, infer_batch, warm, reps, pf_gemm_kernel());
-        printf("train     %9.2f img/s   step %.1f ms, %.2f GFLOP, %.1f GFLOP/s", batch / t_train, 1e3 * t_train,
-               flops / 1e9, gflops);
+        if (dv.cuda)
+            printf("setup     %s, batch %d, inference batch %d, warm-up %d, medians of %d\n",
+                   device_label(&dv, dev_buf, sizeof dev_buf), batch, infer_batch, warm, reps);
+        else
+            printf("setup     %d thread%s, batch %d, inference batch %d, warm-up %d, medians of %d, gemm kernel %s\n",
+                   threads, threads == 1 ? "" : "s", batch, infer_batch, warm, reps, pf_gemm_kernel());
+        if (dv.cuda)
+            printf("train     %9.2f img/s   step %.1f ms", batch / t_train, 1e3 * t_train);
+        else
+            printf("train     %9.2f img/s   step %.1f ms, %.2f GFLOP, %.1f GFLOP/s", batch / t_train, 1e3 * t_train,
+                   flops / 1e9, gflops);
         if (peak > 0) printf(" = %.1f%% of the %.0f GFLOP/s FMA peak (%s)", 100.0 * gflops / peak, peak,
                              fma_peak_isa());
         printf("\ninfer     %9.2f img/s   %d images in %.1f ms\n", infer_batch / t_infer, infer_batch,
                1e3 * t_infer);
         printf("latency   %9.3f ms      batch 1, median of %d\n", 1e3 * t_b1, 3 * reps);
+        if (dv.cuda) goto done;
         printf("\nper op, one training step (mean of %d profiled steps of %.1f ms):\n", psteps, 1e3 * t_prof);
         printf("  %-10s %9s %9s %11s %11s %9s %7s\n", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "GFLOP",
                "share");
@@ -1149,6 +1187,8 @@ static int cmd_bench(int argc, char **argv) {
         printf("  %-10s %19.2f %33s %6.1f%%\n", "(other)", 1e3 * (t_prof - op_s), "",
                t_prof > 0 ? 100.0 * (t_prof - op_s) / t_prof : 0.0);
     }
+done:
+    device_close(&dv);
     free(t);
     free(logits);
     free(labels);
@@ -2321,14 +2361,32 @@ static void plot_sweep_panel(FILE *f, const plot_run *runs, int nr, double x, do
                 first = 0;
             }
         fputs("\"/>\n", f);
-        for (i = 0; i < u->n_sweep; i++) {
-            double cx, cy, ly;
-            if (!isfinite(u->sweep[i])) continue;
-            cx = fx(&p, i + 1.0), cy = fy(&p, u->sweep[i]);
-            ly = r % 2 ? cy + 18 : cy - 9; // a second run's labels below its points
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", cx, cy, col);
+        for (i = 0; i < u->n_sweep; i++)
+            if (isfinite(u->sweep[i]))
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", fx(&p, i + 1.0),
+                        fy(&p, u->sweep[i]), col);
+    }
+    // the values beside the points (left of them, where the lines leave to
+    // the right; right of the last k); at each k the labels are taken from
+    // the top down and pushed down until they are 14 px apart
+    for (i = 0; i < nmax; i++) {
+        int order[PLOT_MAX_RUNS], n = 0, j, q, last_k = i == nmax - 1;
+        double last = -1e9;
+        for (r = 0; r < nr; r++)
+            if (i < runs[r].n_sweep && isfinite(runs[r].sweep[i])) order[n++] = r;
+        for (j = 1; j < n; j++) // insertion sort by value, highest first
+            for (q = j; q > 0 && runs[order[q]].sweep[i] > runs[order[q - 1]].sweep[i]; q--) {
+                int t = order[q];
+                order[q] = order[q - 1], order[q - 1] = t;
+            }
+        for (j = 0; j < n; j++) {
+            const plot_run *u = &runs[order[j]];
+            double ly = fy(&p, u->sweep[i]) + 4;
+            if (ly < last + 14) ly = last + 14;
+            last = ly;
             snprintf(b, sizeof b, "%.1f%%", u->sweep[i]);
-            svg_text(f, cx, ly, 12, "middle", col, "font-weight=\"bold\"", b, 16);
+            svg_text(f, fx(&p, i + 1.0) + (last_k ? 8 : -8), ly, 12, last_k ? "start" : "end", nr == 1 ? PLOT_COLOURS[0] : run_colour(order[j]),
+                     "font-weight=\"bold\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\"", b, 16);
         }
     }
 }

@@ -9,8 +9,8 @@
 # (.gz or raw), else the 4000/1000-image sample shipped in data/fmnist-sample.
 # Output in $RUN_DIR (default runs/fmnist): model.safetensors (with its
 # training state: rerun with --resume to continue), train.jsonl, train.svg.
-# RUN_EPOCHS sets the epochs per stage (default: 2 on the full data, about
-# a minute on 2 cores; 6 on the sample, seconds). The full recipe that reaches 90 %
+# RUN_EPOCHS sets the epochs per stage (default: 4 on the full data, about
+# two minutes on 2 cores; 6 on the sample, seconds). The full recipe that reaches 90 %
 # is `paraformer train --preset fmnist-small` with its own epochs (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ if [ -n "${PARAFORMER_DATA:-}" ]; then
 fi
 if [ "$have_full" = 1 ]; then
     data="fmnist"
-    epochs="${RUN_EPOCHS:-2}"
+    epochs="${RUN_EPOCHS:-4}"
     echo "data: Fashion-MNIST from \$PARAFORMER_DATA=$PARAFORMER_DATA (60000 train / 10000 test)"
 else
     data="fmnist:data/fmnist-sample"

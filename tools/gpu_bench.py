@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""gpu_bench.py - the GPU backend against PyTorch, in one run on one GPU.
+
+    make cuda
+    python3 tools/gpu_bench.py [--anchor ../shared/anchors/torch_anchor.py] [--json out.json]
+
+In one invocation, on this machine's GPU 0 (DESIGN 6):
+  * build/cuda/paraformer bench --device cuda [--bf16] --zoo M --json for the
+    standard configurations (32x32x3, patch 4, width 192, 3 heads, MLP 768;
+    vit12 and pf3x4 by default), fp32 and bf16, batch 256, inference batch
+    1024, batch-1 latency;
+  * the PyTorch anchor (torch_anchor.py --device cuda --compile: fp32 and bf16
+    eager, bf16 torch.compile; its defaults take about two minutes) on the
+    same models, batch sizes and repeat counts.
+It prints one table per model and the ratios the GPU speed issue asks for:
+training images/s against PyTorch's best (any precision, eager or compile),
+inference images/s against torch.compile bf16, batch-1 latency, and
+ParaFormer 4x3's batch-1 latency against ViT 1x12's. Each figure is a median
+over --reps timed repeats after --warm untimed ones (both sides the same).
+
+Only the standard library is needed here; PyTorch runs in a subprocess with
+the same python3. Exit status: 0, or 1 if a run failed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_json_lines(cmd):
+    """Runs cmd; returns the JSON objects it printed (one per line or one
+    multi-line object), or exits with its output."""
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout + p.stderr)
+        sys.exit("gpu_bench: %s failed (exit %d)" % (cmd[0], p.returncode))
+    text = p.stdout.strip()
+    try:
+        return [json.loads(text)]
+    except ValueError:
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--exe", default=os.path.join(ROOT, "build/cuda/paraformer"))
+    ap.add_argument("--anchor", default=os.path.join(ROOT, "../shared/anchors/torch_anchor.py"))
+    ap.add_argument("--models", default="vit12,pf3x4")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--infer-batch", type=int, default=1024)
+    ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--no-torch", action="store_true", help="ours only")
+    ap.add_argument("--no-compile", action="store_true", help="PyTorch eager only (no torch.compile: faster)")
+    ap.add_argument("--json", help="write every measurement here")
+    a = ap.parse_args()
+    models = a.models.split(",")
+    common = ["--batch", str(a.batch), "--infer-batch", str(a.infer_batch), "--warm", str(a.warm),
+              "--reps", str(a.reps)]
+    ours = {}
+    for m in models:
+        for prec in ("fp32", "bf16"):
+            cmd = [a.exe, "bench", "--zoo", m, "--device", "cuda", "--json"] + common + (["--bf16"] if prec == "bf16" else [])
+            ours[(m, prec)] = run_json_lines(cmd)[0]
+    torch = {}
+    gpu = None
+    if not a.no_torch:
+        cmd = [sys.executable, a.anchor, "--device", "cuda", "--models", a.models] + common + \
+              ([] if a.no_compile else ["--compile"])
+        for r in run_json_lines(cmd):
+            if "gpu" in r:
+                gpu = r["gpu"]
+                torch_version = r.get("torch")
+            elif "model" in r:
+                torch[r["model"]] = r
+    if gpu is None:
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                                 stdout=subprocess.PIPE, text=True).stdout.strip() or None
+        except OSError:
+            pass
+    print()
+    print("GPU: %s%s" % (gpu or "?", "; PyTorch %s" % torch_version if torch else ""))
+    out = {"gpu": gpu, "ours": {"%s/%s" % k: v for k, v in ours.items()}, "torch": torch, "ratios": {}}
+    for m in models:
+        print()
+        print("%s (batch %d, inference batch %d)" % (m, a.batch, a.infer_batch))
+        print("| run | train img/s | infer img/s | batch-1 latency ms |")
+        print("|---|--:|--:|--:|")
+        for prec in ("fp32", "bf16"):
+            r = ours[(m, prec)]
+            print("| ParaFormer-C %s | %.0f | %.0f | %.3f |" % (prec, r["train_img_s"], r["infer_img_s"], r["latency_b1_ms"]))
+        t = torch.get(m)
+        if not t:
+            continue
+        tags = sorted(k[len("train_img_s["):-1] for k in t if k.startswith("train_img_s["))
+        for tag in tags:
+            print("| PyTorch %s | %.0f | %.0f | %.3f |" % (tag, t["train_img_s[%s]" % tag], t["infer_img_s[%s]" % tag],
+                                                       t["latency_b1_ms[%s]" % tag]))
+        best_train = max(t["train_img_s[%s]" % g] for g in tags)
+        ours_train = max(ours[(m, p)]["train_img_s"] for p in ("fp32", "bf16"))
+        ours_infer = max(ours[(m, p)]["infer_img_s"] for p in ("fp32", "bf16"))
+        ours_b1 = min(ours[(m, p)]["latency_b1_ms"] for p in ("fp32", "bf16"))
+        compiled = t.get("infer_img_s[bf16+compile]")
+        best_b1 = min(v for k, v in t.items() if k.startswith("latency_b1_ms["))
+        ratios = {"train_vs_torch_best": ours_train / best_train,
+                  "train_bf16_vs_torch_best": ours[(m, "bf16")]["train_img_s"] / best_train,
+                  "infer_vs_torch_compile_bf16": ours_infer / compiled if compiled else None,
+                  "latency_b1_vs_torch_best": ours_b1 / best_b1}
+        out["ratios"][m] = ratios
+        print()
+        print("ratios: training (bf16) %.2fx PyTorch's best (%.0f img/s); inference %s torch.compile bf16; "
+              "batch-1 latency %.3f ms = %.2fx PyTorch's best (%.3f ms)"
+              % (ratios["train_bf16_vs_torch_best"], best_train,
+                 "%.2fx" % ratios["infer_vs_torch_compile_bf16"] if compiled else "(no compile)",
+                 ours_b1, ratios["latency_b1_vs_torch_best"], best_b1))
+    if "vit12" in models and "pf3x4" in models:
+        r = min(ours[("pf3x4", p)]["latency_b1_ms"] for p in ("fp32", "bf16")) / \
+            min(ours[("vit12", p)]["latency_b1_ms"] for p in ("fp32", "bf16"))
+        out["ratios"]["pf3x4_vs_vit12_latency_b1"] = r
+        print()
+        print("ParaFormer 4x3 batch-1 latency / ViT 1x12's (ours): %.2f" % r)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
