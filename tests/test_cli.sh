@@ -426,6 +426,12 @@ else
     elif [ ! -x /usr/bin/python3 ]; then ok "bench --device cuda --json: not parsed (no /usr/bin/python3)"
     else bad "bench --device cuda --json: $(head -c 200 "$T/out")"; fi
     expect_fail "bench --peak --device cuda" "--peak measures the CPU" "$EMU" bench --peak --device cuda
+    if [ -x /usr/bin/python3 ]; then
+        expect_ok "tools/latency_model.py --run on the emulated backend" /usr/bin/python3 tools/latency_model.py --run \
+            --exe "$EMU" --model pf1x2 --gpus 1,2 --batch 2 --warm 0 --reps 1
+        has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \
+            "| 2 | 2 | 1 |"
+    fi
     expect_fail "bench --bf16 on the CPU" "--bf16 is for the GPU" "$EXE" bench --bf16
 
     # eval --sweep --json: the CPU's object, key for key; accuracy, per-class

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""latency_model.py - a model (not a measurement) of ParaFormer's latency on
+2, 4 and 8 GPUs: one branch group per GPU, against a GPipe-style pipeline of
+the same layers stacked as a ViT, built from single-GPU bench times.
+
+    python3 tools/latency_model.py --run --json times.json    # on a GPU: measure, then model
+    python3 tools/latency_model.py --from times.json          # the model from saved times
+
+Measured on one GPU with `paraformer bench --device cuda --json` (--run does
+it; --exe names the program): for ParaFormer pfLxB (B branches of L layers)
+  t(pfLxk)  the model with k of its branches, for k = ceil(B/n), n = 1, 2, 4, 8
+  t(vitD)   the ViT of the same D = L*B layers, and vit1, vit2
+each as batch-1 latency and as one inference call of --batch images.
+
+The model (per GPU count n; S = batch x tokens x width x bytes per value is
+the activation a collective moves):
+  stem + head          E = 2 t(vit1) - t(vit2)         (t(vitL) = E + L l)
+  branch per GPU       t_bp(n) = t(pfLxk) + bcast(S, n) + reduce(S, n)
+                       (GPU 0 embeds and broadcasts X0; each GPU runs its
+                       k = ceil(B/n) branches as one batch; ncclReduce sums
+                       the branch outputs on GPU 0, which runs the head)
+  pipeline (GPipe)     t_pp(n) = t(vitD) + (n - 1) p2p(S)
+                       (n stages of D/n layers run one after another for
+                       one batch: splitting adds transfers, not parallelism;
+                       micro-batching raises throughput, not latency)
+  collectives          bcast = reduce = (n - 1) alpha + S / beta (ring,
+                       pipelined), p2p = alpha + S / beta; alpha and beta
+                       are assumptions (flags), not measurements.
+Exit status 0, or 1 if a bench run failed.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_pf(name):
+    if not name.startswith("pf") or "x" not in name:
+        sys.exit("latency_model: --model must be pfLxB (e.g. pf3x4), not %r" % name)
+    L, B = name[2:].split("x")
+    return int(L), int(B)
+
+
+def needed(L, B, gpus):
+    names = ["vit1", "vit2", "vit%d" % (L * B)]
+    for n in gpus:
+        names.append("pf%dx%d" % (L, math.ceil(B / n)))
+    return sorted(set(names), key=names.index)
+
+
+def measure(a, names):
+    out = {}
+    for nm in names:
+        cmd = [a.exe, "bench", "--zoo", nm, "--device", "cuda", "--json", "--batch", str(a.batch),
+               "--infer-batch", str(a.batch), "--warm", str(a.warm), "--reps", str(a.reps)] + (["--bf16"] if a.bf16 else [])
+        print("$ " + " ".join(cmd), flush=True)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            sys.stderr.write(p.stderr)
+            sys.exit(1)
+        r = json.loads(p.stdout)
+        out[nm] = {"latency_b1_ms": r["latency_b1_ms"], "batch_ms": r["infer_batch_ms"], "tokens": r["tokens"],
+                   "dim": r["dim"], "batch": r["infer_batch"], "precision": r["precision"]}
+    return out
+
+
+def model(times, L, B, gpus, alpha_us, beta_gbs):
+    D = L * B
+    ref = times["vit%d" % D]
+    T, C, prec = ref["tokens"], ref["dim"], ref["precision"]
+    esize = 2 if prec == "bf16" else 4
+    rows = []
+    for key, batch in (("latency_b1_ms", 1), ("batch_ms", ref["batch"])):
+        S = batch * T * C * esize
+        E = 2 * times["vit1"][key] - times["vit2"][key]
+        for n in gpus:
+            k = math.ceil(B / n)
+            ring = 1e3 * ((n - 1) * alpha_us * 1e-6 + (S / (beta_gbs * 1e9) if n > 1 else 0.0))
+            p2p = 1e3 * (alpha_us * 1e-6 + S / (beta_gbs * 1e9))
+            t_bp = times["pf%dx%d" % (L, k)][key] + 2 * ring
+            t_pp = times["vit%d" % D][key] + (n - 1) * p2p
+            rows.append({"batch": batch, "gpus": n, "branches_per_gpu": k, "message_bytes": S, "stem_head_ms": E,
+                         "branch_per_gpu_ms": t_bp, "pipeline_ms": t_pp,
+                         "idle_gpus": max(0, n - B)})
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="pf3x4", help="ParaFormer pfLxB (default pf3x4: 4 branches of 3 layers)")
+    ap.add_argument("--gpus", default="1,2,4,8")
+    ap.add_argument("--run", action="store_true", help="measure the times on this machine's GPU 0 first")
+    ap.add_argument("--from", dest="src", help="times saved by an earlier --run --json")
+    ap.add_argument("--json", help="save the times and the model here")
+    ap.add_argument("--exe", default=os.path.join(ROOT, "build/cuda/paraformer"))
+    ap.add_argument("--batch", type=int, default=256, help="the large batch (default 256)")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--alpha-us", type=float, default=5.0, help="ASSUMED latency per collective step (us)")
+    ap.add_argument("--beta-gbs", type=float, default=150.0, help="ASSUMED collective bandwidth (GB/s)")
+    a = ap.parse_args()
+    L, B = parse_pf(a.model)
+    gpus = [int(g) for g in a.gpus.split(",")]
+    names = needed(L, B, gpus)
+    if a.run:
+        times = measure(a, names)
+    elif a.src:
+        with open(a.src) as f:
+            times = json.load(f)["times"]
+    else:
+        sys.exit("latency_model: --run (measure) or --from FILE (saved times)")
+    missing = [nm for nm in names if nm not in times]
+    if missing:
+        sys.exit("latency_model: no times for %s" % ", ".join(missing))
+    rows = model(times, L, B, gpus, a.alpha_us, a.beta_gbs)
+    print()
+    print("A MODEL, not a measurement: %s (%d branches x %d layers) against a ViT of %d layers; single-GPU times "
+          "measured (%s), collectives assumed: alpha %.1f us per step, beta %.0f GB/s"
+          % (a.model, B, L, L * B, times[names[0]]["precision"], a.alpha_us, a.beta_gbs))
+    print("stem + head (fitted, E = 2 t(vit1) - t(vit2)): %.3f ms at batch 1, %.3f ms at batch %d; the rest runs "
+          "in the branches or stages" % (rows[0]["stem_head_ms"], rows[-1]["stem_head_ms"], rows[-1]["batch"]))
+    print("| batch | GPUs | branches per GPU | message | branch per GPU ms | pipeline ms |")
+    print("|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        print("| %d | %d | %d%s | %.0f KB | %.3f | %.3f |" % (r["batch"], r["gpus"], r["branches_per_gpu"],
+              " (%d idle)" % r["idle_gpus"] if r["idle_gpus"] else "", r["message_bytes"] / 1e3,
+              r["branch_per_gpu_ms"], r["pipeline_ms"]))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"times": times, "model": rows, "alpha_us": a.alpha_us, "beta_gbs": a.beta_gbs}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
