@@ -88,6 +88,12 @@ struct pfc_dev {
 #endif
 };
 
+/* gradient clipping: the squared sums of one tensor's chunks */
+struct pfc_clip_part {
+    int dev;        /* device holding the tensor, -1: not summed */
+    size_t at, nch; /* its first chunk in that device's sumsq, how many */
+};
+
 struct pf_cuda {
     pf_model *m;
     pf_cuda_opts o;
@@ -108,6 +114,7 @@ struct pf_cuda {
     pf_collective trace[16];  /* collectives of the last forward + backward */
     int n_trace;
     double *host_loss;        /* [max_batch] */
+    pfc_clip_part *clip;      /* [n_specs]: where each tensor's squared sums are */
 };
 
 /* offsets of one layer's tensors inside a branch slice (elements) */
@@ -438,7 +445,9 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, 
                               const float *w, const float *b, size_t rows, int C, size_t rows_per_branch,
                               size_t bstride) {
     pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-        const float *x = inp + (r / rows_per_branch) * in_bstride + (r % rows_per_branch) * C, *ww = w + (r / rows_per_branch) * bstride, *bb = b + (r / rows_per_branch) * bstride;
+        const size_t br = r / rows_per_branch;
+        const float *x = inp + br * in_bstride + (r % rows_per_branch) * C;
+        const float *ww = w + br * bstride, *bb = b + br * bstride;
         float *y = out + r * C, mu = 0, var = 0, rs;
         int i;
         for (i = 0; i < C; i++) mu += x[i];
@@ -458,8 +467,9 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, con
                               const float *rstd, size_t rows, int C, size_t rows_per_branch, size_t bstride, int acc,
                               int nbr) {
     pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-        const float *x = inp + (r / rows_per_branch) * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C, *ex = extra ? extra + r * C : NULL;
-        const float *ww = w + (r / rows_per_branch) * bstride;
+        const size_t br = r / rows_per_branch;
+        const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
+        const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
         float *dx = dinp + r * C, mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
         int k;
         for (k = 0; k < C; k++) {
@@ -633,6 +643,7 @@ PFDEF void pf_cuda_free(pf_cuda *g) {
     for (i = 0; i < g->ndev; i++) pfc_free_dev(&g->dev[i], g->m->cfg.depth);
     free(g->host_logits);
     free(g->host_loss);
+    free(g->clip);
     free(g);
 }
 
@@ -779,8 +790,8 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     if (o.max_batch < 1) o.max_batch = 256;
     if (c->branches > 64) return pf_fail(PF_ERR_CONFIG, "pf_cuda: at most 64 branches (model has %d)", c->branches);
     if (c->dim / c->heads > PFC_MAX_HD)
-        return pf_fail(PF_ERR_CONFIG, "pf_cuda: head width %d (dim %d / %d heads) above the backend's %d", c->dim / c->heads,
-                       c->dim, c->heads, PFC_MAX_HD);
+        return pf_fail(PF_ERR_CONFIG, "pf_cuda: head width %d (dim %d / %d heads) above the backend's %d",
+                       c->dim / c->heads, c->dim, c->heads, PFC_MAX_HD);
     have = pf_cuda_device_count();
     if (have < 1) return pf_fail(PF_ERR_IO, "no CUDA device found (is a GPU visible? CUDA_VISIBLE_DEVICES=%s)",
                                  getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "(unset)");
@@ -813,7 +824,8 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     }
     g->host_logits = (float *)calloc((size_t)g->max_batch * c->classes, sizeof(float));
     g->host_loss = (double *)calloc((size_t)g->max_batch, sizeof(double));
-    if (!g->host_logits || !g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
+    g->clip = (pfc_clip_part *)calloc((size_t)m->n_specs, sizeof *g->clip);
+    if (!g->host_logits || !g->host_loss || !g->clip) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         int gd = o.rank * o.n_devices + i;
@@ -1095,7 +1107,8 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
             pooled[i] = s / (float)T;
         }
     });
-    pfc_layernorm_fwd(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D, (size_t)B, 0);
+    pfc_layernorm_fwd(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
+                      (size_t)B, 0);
     if ((st = pfc_gemm(g, d, 0, 1, B, K, D, d->uf, D, 0, head + 2 * D, D, 0, logits, K, 0, 1, 0)) != PF_OK) return st;
     {
         const float *hb = head + 2 * D + (size_t)K * D;
@@ -1409,8 +1422,8 @@ PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
         if ((st = pfc_gemm(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0)) != PF_OK) return st;
         if ((st = pfc_gemm(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
-        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, d->pooled, (size_t)Bper * D, head, d->lnf_mean, d->lnf_rstd,
-                          (size_t)Bper, D, (size_t)Bper, 0, 0, 1);
+        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, d->pooled, (size_t)Bper * D, head, d->lnf_mean,
+                          d->lnf_rstd, (size_t)Bper, D, (size_t)Bper, 0, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;
             dagg[e] = pool == PF_POOL_CLS ? (t == 0 ? dpool[b * D + dd] : 0.0f) : dpool[b * D + dd] / (float)T;
@@ -1523,6 +1536,7 @@ PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
         size_t at[PFC_MAX_DEV] = {0};
         for (t = 0; t < m->n_specs; t++) {
             const pf_tensor_spec *s = &m->specs[t];
+            g->clip[t].dev = -1;
             if (!pfc_trainable(m, s)) continue;
             for (i = 0; i < g->ndev; i++) {
                 pfc_dev *d = &g->dev[i];
@@ -1533,6 +1547,7 @@ PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
                 if (off < 0 || d->replica != g->dev[0].replica) continue;
                 gp = d->grads + off + from;
                 ss = d->sumsq + at[i];
+                g->clip[t].dev = i, g->clip[t].at = at[i], g->clip[t].nch = nch;
                 at[i] += nch;
                 if ((st = pfc_set_device(d)) != PF_OK) return st;
                 pfc_for(d, nch, PFC_LAMBDA(size_t cidx) {
@@ -1549,20 +1564,12 @@ PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
             if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
             if ((st = pfc_d2h(&g->dev[i], g->dev[i].host_sumsq, g->dev[i].sumsq, at[i] * 8)) != PF_OK) return st;
         }
-        memset(at, 0, sizeof at);
         for (t = 0; t < m->n_specs; t++) {
-            const pf_tensor_spec *s = &m->specs[t];
-            if (!pfc_trainable(m, s)) continue;
-            for (i = 0; i < g->ndev; i++) {
-                pfc_dev *d = &g->dev[i];
-                size_t n = s->numel - pfc_train_from(m, s), nch = (n + 4095) / 4096, q;
-                double sum = 0;
-                if (pfc_spec_local(g, d, s) < 0 || d->replica != g->dev[0].replica) continue;
-                for (q = 0; q < nch; q++) sum += d->host_sumsq[at[i] + q];
-                at[i] += nch;
-                total += sum;
-                break;
-            }
+            const double *part = g->clip[t].dev < 0 ? NULL : g->dev[g->clip[t].dev].host_sumsq + g->clip[t].at;
+            double sum = 0;
+            size_t q;
+            for (q = 0; part && q < g->clip[t].nch; q++) sum += part[q];
+            total += sum;
         }
         norm = sqrt(total);
         coef = (double)o->clip / (norm + 1e-6);

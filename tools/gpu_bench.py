@@ -67,7 +67,7 @@ def main():
             cmd = [a.exe, "bench", "--zoo", m, "--device", "cuda", "--json"] + common + (["--bf16"] if prec == "bf16" else [])
             ours[(m, prec)] = run_json_lines(cmd)[0]
     torch = {}
-    gpu = None
+    gpu = torch_version = None
     if not a.no_torch:
         cmd = [sys.executable, a.anchor, "--device", "cuda", "--models", a.models] + common + \
               ([] if a.no_compile else ["--compile"])

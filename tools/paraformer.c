@@ -1072,7 +1072,6 @@ static int cmd_bench(int argc, char **argv) {
         x[k] = (float)pf__normal(&rng); /* the library's seeded splitmix64 + Box-Muller */
     for (i = 0; i < batch; i++) labels[i] = (int)(pf__next(&rng) % (uint64_t)cfg.classes);
     d.m = m, d.x = x, d.labels = labels, d.B = batch, d.opt = pf_optim_default();
-    m->training = 1;
     d.be = device_open(&dv, m, batch > infer_batch ? batch : infer_batch);
 
     // training steps
@@ -1162,11 +1161,8 @@ static int cmd_bench(int argc, char **argv) {
         else
             printf("setup     %d thread%s, batch %d, inference batch %d, warm-up %d, medians of %d, gemm kernel %s\n",
                    threads, threads == 1 ? "" : "s", batch, infer_batch, warm, reps, pf_gemm_kernel());
-        if (dv.cuda)
-            printf("train     %9.2f img/s   step %.1f ms", batch / t_train, 1e3 * t_train);
-        else
-            printf("train     %9.2f img/s   step %.1f ms, %.2f GFLOP, %.1f GFLOP/s", batch / t_train, 1e3 * t_train,
-                   flops / 1e9, gflops);
+        printf("train     %9.2f img/s   step %.1f ms", batch / t_train, 1e3 * t_train);
+        if (!dv.cuda) printf(", %.2f GFLOP, %.1f GFLOP/s", flops / 1e9, gflops);
         if (peak > 0) printf(" = %.1f%% of the %.0f GFLOP/s FMA peak (%s)", 100.0 * gflops / peak, peak,
                              fma_peak_isa());
         printf("\ninfer     %9.2f img/s   %d images in %.1f ms\n", infer_batch / t_infer, infer_batch,
@@ -2385,7 +2381,8 @@ static void plot_sweep_panel(FILE *f, const plot_run *runs, int nr, double x, do
             if (ly < last + 14) ly = last + 14;
             last = ly;
             snprintf(b, sizeof b, "%.1f%%", u->sweep[i]);
-            svg_text(f, fx(&p, i + 1.0) + (last_k ? 8 : -8), ly, 12, last_k ? "start" : "end", nr == 1 ? PLOT_COLOURS[0] : run_colour(order[j]),
+            svg_text(f, fx(&p, i + 1.0) + (last_k ? 8 : -8), ly, 12, last_k ? "start" : "end",
+                     nr == 1 ? PLOT_COLOURS[0] : run_colour(order[j]),
                      "font-weight=\"bold\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\"", b, 16);
         }
     }
