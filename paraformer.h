@@ -842,7 +842,12 @@ PFEXTDEF pf_status pf_cuda_upload(pf_cuda *g);
    (each branch from the device that owns it). */
 PFEXTDEF pf_status pf_cuda_download(pf_cuda *g);
 /* pf_forward on the GPU: x [B,C,H,W] float on the host, B <= max_batch
-   (and a multiple of the replicas); loss as pf_forward (m->loss too). */
+   (and a multiple of the replicas); x NULL: the images the last call with
+   the same B left on the device. Returns once the work is queued. *loss
+   (when loss is not NULL: waits for it) as pf_forward; m->loss is set then,
+   or else by the next pf_cuda_logits or pf_cuda_sync. Inference (no labels,
+   m->training 0) on one device runs as a CUDA graph per batch size from the
+   second call of that size on (PF_CUDA_GRAPHS=0: never). */
 PFEXTDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, int B, float label_smoothing,
                                    float *loss);
 /* Logits [B,K] of the last forward, to the host. */
@@ -850,14 +855,16 @@ PFEXTDEF pf_status pf_cuda_logits(pf_cuda *g, float *out);
 /* pf_backward on the GPU (gradients of every active branch are written). */
 PFEXTDEF pf_status pf_cuda_backward(pf_cuda *g);
 /* pf_optim_step on the GPU, PyTorch's per-parameter semantics (the step
-   counters in the model advance); *norm gets the grad norm when clipping. */
+   counters in the model advance); *norm gets the grad norm when clipping
+   (asking for it waits for the devices; NULL: nothing waits). */
 PFEXTDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm);
 /* pf_predict on the GPU (inference mode, chunks of max_batch). */
 PFEXTDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out);
 /* The device of branch b (index into opts.devices), for reports. */
 PFEXTDEF int pf_cuda_branch_device(const pf_cuda *g, int b);
 /* Waits until every device has finished the work queued so far (forward,
-   backward and step return once their work is queued; for timing). */
+   backward and step return once their work is queued; for timing), and
+   sets m->loss of the last forward with labels. */
 PFEXTDEF pf_status pf_cuda_sync(pf_cuda *g);
 /* The collectives the last forward + backward ran, in order (the tests
    compare them with pf_collective_plan). Returns how many were written. */

@@ -8,8 +8,9 @@
 
    The same file compiled as plain C++ with -DPF_CUDA_EMULATE runs every
    kernel body on the CPU: memory is host memory, a kernel launch is a loop
-   over its indices, a GEMM is pf_gemm, a collective is a loop over the
-   emulated devices. make test builds it that way, so the backend's layout,
+   over its indices (a block kernel: each phase for every thread of the
+   block, then the next phase), a GEMM is pf_gemm, a collective is a loop
+   over the emulated devices, a CUDA graph is its work run directly. make test builds it that way, so the backend's layout,
    indexing, branch batching, multi-device plan and optimizer are checked
    against the CPU model on every machine; make test-cuda runs the same
    tests on a real GPU.
@@ -22,12 +23,20 @@
                   attention per (image, head, branch), ...
        reduce     sum of the branch deltas onto device 0, aggregate, head
    Backward mirrors it (broadcast dL/dagg, reduce dL/dX0), then with several
-   replicas the gradients are all-reduced. Every kernel gives each output
-   element to one thread, and sums run in a fixed order: results are the
-   same run to run.
+   replicas the gradients are all-reduced. AdamW is one launch per device
+   over a table of the trainable tensors. Every output element belongs to
+   one thread and every sum runs in a fixed order: results are the same run
+   to run, whatever the batch was before.
 
-   Kernels here are written for clarity (one thread per row or element);
-   the speed issue replaces them with fused ones without changing formats. */
+   Two kinds of kernel, both written as lambdas so that the emulated build
+   runs the same bodies: pfc_for (a thread per element or row) and
+   pfc_blocks (a block of threads running phases separated by barriers,
+   with shared memory: LayerNorm 8 rows per block, attention per (image,
+   head, query tile) with the T x T scores on chip, the second pass of the
+   column sums). On one device the forward, backward and optimizer step each
+   run as a CUDA graph after their second call (pfc_graph_run); nothing in
+   a step waits for the host unless the caller asks for a value (the loss,
+   the gradient norm, the logits). */
 
 #include "paraformer.h"
 
@@ -50,10 +59,23 @@
 #endif
 
 #define PFC_MAX_DEV 16
+#define PFC_BLAS_WS ((size_t)32 << 20) /* bytes of cuBLAS workspace per device */
 #define PFC_MAX_HD 256 /* head width: the attention kernels keep rows of it per thread */
+#define PFC_EMU_SMEM (227 * 1024) /* shared memory per block of an emulated device (an H100's) */
 
 /* ---------------------------------------------------------------------- */
 /* primitives: memory, launches, GEMM, collectives (real or emulated) */
+
+/* the optimizer's tables (built on the host each step, copied with one
+   transfer): a chunk of at most 4096 gradients whose squares are summed,
+   and a tensor AdamW updates, with its step's constants */
+struct pfc_chunk {
+    size_t off, n;   /* first element (local layout), count */
+};
+struct pfc_seg {
+    size_t off, n, start; /* first element, count, elements in the segments before it */
+    float step_size, bc2_sqrt, lr, wd;
+};
 
 struct pfc_dev {
     int id;          /* CUDA device id (emulated: a number) */
@@ -63,24 +85,28 @@ struct pfc_dev {
     int nb;          /* branches held here */
     int gb[64];      /* their global indices, ascending */
     size_t n_local;  /* parameters in the local layout */
+    size_t smem_max; /* shared memory one block may use (bytes) */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
     uint16_t *abf, *bbf; /* bf16 operand scratch */
     size_t bf_cap;   /* elements of abf/bbf */
     int *d_gb;       /* gb on the device */
+    uint64_t *ctr;   /* the model's dropout counter of the last forward, on the device */
     /* activations, per layer [nb][B][T][..] */
     float *patches, *etmp, *x0, *agg, *psum;
     float *pooled, *lnf_mean, *lnf_rstd, *uf, *logits, *probs;
     double *rowloss, *sumsq;
-    double *host_sumsq; /* sumsq on the host (malloc) */
+    double *clipv;   /* the gradient norm and the clip coefficient (2 doubles) */
+    pfc_chunk *chunks, *host_chunks; /* clipping: the gradient chunks to square and sum */
+    pfc_seg *segs, *host_segs;       /* AdamW: the tensors to update, one launch */
     int *labels;
     float *xin;
     float **u1, **qkv, **att, **atty, **x1, **u2, **h, **g, **x2;
     float **ln1_mean, **ln1_rstd, **ln2_mean, **ln2_rstd;
     /* backward scratch */
     float *dlogits, *duf, *dpool, *dagg, *dx0, *dcur, *dres, *du, *dh, *datty, *dqkv, *datt, *dpatch;
-    float *coef;     /* clip coefficient on the device */
     float *colpart;  /* partial column sums (pfc_colsums) */
+    void *blas_ws;   /* cuBLAS's workspace (set, so that graph capture allocates nothing) */
 #ifndef PF_CUDA_EMULATE
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -88,10 +114,18 @@ struct pfc_dev {
 #endif
 };
 
-/* gradient clipping: the squared sums of one tensor's chunks */
-struct pfc_clip_part {
-    int dev;        /* device holding the tensor, -1: not summed */
-    size_t at, nch; /* its first chunk in that device's sumsq, how many */
+
+/* A captured CUDA graph of one part of a step (pfc_graph_run), for the
+   launch sizes and constants in its key */
+#define PFC_KEY 8
+#define PFC_GRAPHS_FWD 8
+#define PFC_GRAPHS_BWD 4
+#define PFC_GRAPHS_STEP 4
+struct pfc_graph {
+    uint64_t key[PFC_KEY]; /* key[0] = 0: unused */
+#ifndef PF_CUDA_EMULATE
+    cudaGraphExec_t exec;  /* NULL: seen once, not captured yet */
+#endif
 };
 
 struct pf_cuda {
@@ -108,13 +142,18 @@ struct pf_cuda {
     int has_labels;
     float ls;
     int fwd_active;
-    uint64_t fwd_counter;
+    int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
+    int input_B;              /* images on the devices (xin) from the last forward given x */
+    int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
+    int use_graphs;           /* one device: steps as CUDA graphs (PF_CUDA_GRAPHS=0: off) */
+    pfc_graph fwd_graphs[PFC_GRAPHS_FWD], bwd_graphs[PFC_GRAPHS_BWD], step_graphs[PFC_GRAPHS_STEP];
+    double host_norm;         /* several devices: the last clip norm */
+    int bf16_copy;            /* bf16: GEMM operands converted into bf16 buffers first (emulated: always) */
     int fwd_training;
     float *host_logits;       /* [max_batch, K] */
     pf_collective trace[16];  /* collectives of the last forward + backward */
     int n_trace;
     double *host_loss;        /* [max_batch] */
-    pfc_clip_part *clip;      /* [n_specs]: where each tensor's squared sums are */
 };
 
 /* offsets of one layer's tensors inside a branch slice (elements) */
@@ -179,6 +218,25 @@ template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
 #pragma omp parallel for schedule(static)
     for (i = 0; i < nn; i++) f((size_t)i);
 }
+/* blocks of nthr threads with `smem` bytes of shared memory, each running
+   its phases in order with a barrier after each: phase(block, thread, smem).
+   Emulated: per block, every thread runs phase 1, then phase 2, ... */
+template <class F> static int pfc_emu_phase(size_t b, int nthr, float *sm, F &f) {
+    int t;
+    for (t = 0; t < nthr; t++) f(b, t, sm);
+    return 0;
+}
+template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
+    long long b, nb = (long long)nblk;
+    (void)d;
+    (void)smem; /* at most PFC_EMU_SMEM, as d->smem_max says */
+#pragma omp parallel for schedule(static)
+    for (b = 0; b < nb; b++) {
+        static thread_local float sm[PFC_EMU_SMEM / 4];
+        int order[] = {pfc_emu_phase((size_t)b, nthr, sm, phases)...};
+        (void)order;
+    }
+}
 #else
 static pf_status pfc_cuda_fail(cudaError_t e, const char *what, int dev) {
     if (e == cudaErrorMemoryAllocation)
@@ -227,6 +285,19 @@ template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
     if (!n) return;
     pfc_for_kernel<<<(unsigned)((n + 255) / 256), 256, 0, d->stream>>>(n, f);
 }
+/* blocks of nthr threads with `smem` bytes of shared memory, each running
+   its phases in order with a barrier after each: phase(block, thread, smem) */
+template <class... F> __global__ void pfc_blocks_kernel(F... phases) {
+    extern __shared__ float pfc_smem[];
+    int order[] = {(phases((size_t)blockIdx.x, (int)threadIdx.x, pfc_smem), __syncthreads(), 0)...};
+    (void)order;
+}
+template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
+    if (!nblk) return;
+    if (smem > 48 * 1024)
+        cudaFuncSetAttribute(pfc_blocks_kernel<F...>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    pfc_blocks_kernel<<<(unsigned)nblk, nthr, smem, d->stream>>>(phases...);
+}
 #endif
 
 /* bf16: round to nearest even, as __float2bfloat16_rn (NaN kept NaN) */
@@ -269,7 +340,7 @@ static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, 
     int bf = g->o.bf16;
     const uint16_t *Ab = NULL, *Bb = NULL;
     if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
-    if (bf) { /* operands to bf16: weights from the copy, activations converted */
+    if (bf && g->bf16_copy) { /* operands to bf16: weights from the copy, activations converted */
         const float *ops[2] = {A, B};
         const uint16_t **outs[2] = {&Ab, &Bb};
         long long strides[2] = {sA, sB};
@@ -313,11 +384,15 @@ static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, 
         const float one = 1.0f, fbeta = beta ? 1.0f : 0.0f;
         cublasStatus_t st;
         cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-        cudaDataType_t ty = bf ? CUDA_R_16BF : CUDA_R_32F;
-        const void *pa = bf ? (const void *)Ab : (const void *)A, *pb = bf ? (const void *)Bb : (const void *)B;
-        /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T */
+        const int copy = bf && g->bf16_copy;
+        cudaDataType_t ty = copy ? CUDA_R_16BF : CUDA_R_32F;
+        const void *pa = copy ? (const void *)Ab : (const void *)A, *pb = copy ? (const void *)Bb : (const void *)B;
+        /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T;
+           bf16 without copies: fp32 operands rounded to bf16 by cuBLAS */
         st = cublasGemmStridedBatchedEx(d->blas, opB, opA, N, M, K, &one, pb, ty, ldb, sB, pa, ty, lda, sA, &fbeta, C,
-                                        CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                        CUDA_R_32F, ldc, sC, batch,
+                                        bf && !copy ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS)
             return pf_fail(PF_ERR_IO, "GPU %d: cuBLAS GEMM %dx%dx%d (batch %d) failed: %s", d->id, M, N, K, batch,
                            cublasGetStatusString(st));
@@ -413,7 +488,8 @@ fail:
 /* Column sums out[br * ostride + k] = sum over the rows n of branch br of
    val(n, k), k < C: first sums over chunks of PFC_CHUNK rows (threads over
    branch x chunk x column, so neighbouring threads read neighbouring
-   columns), then over the chunks, in a fixed order (deterministic). The
+   columns), then over the chunks, in a fixed order (deterministic: chunk c
+   goes to slice c mod 16, each slice sums in order, then the slices). The
    partial sums need nbr * ceil(rows_per_branch / PFC_CHUNK) * C floats of
    d->colpart. */
 #define PFC_CHUNK 64
@@ -429,36 +505,84 @@ static void pfc_colsums(pfc_dev *d, float *out, size_t ostride, int nbr, size_t 
         for (; n < end; n++) s += val(n, (int)k);
         part[i] = s;
     });
-    pfc_for(d, (size_t)nbr * C, PFC_LAMBDA(size_t i) {
-        size_t k = i % C, br = i / C, ch;
-        float s = 0;
-        for (ch = 0; ch < nch; ch++) s += part[(br * nch + ch) * C + k];
-        out[br * ostride + k] = s;
-    });
+    /* then a block per (branch, 32 columns): 16 slices of the chunks, then the slices */
+    const int ncg = (C + 31) / 32;
+    pfc_blocks(d, (size_t)nbr * ncg, 512, 4 * 16 * 33,
+        PFC_LAMBDA(size_t blk, int tid, float *sm) {
+            const size_t br = blk / ncg, k = (blk % ncg) * 32 + tid % 32;
+            size_t ch;
+            float s = 0;
+            if (k < (size_t)C)
+                for (ch = (size_t)(tid / 32); ch < nch; ch += 16) s += part[(br * nch + ch) * C + k];
+            sm[tid / 32 * 33 + tid % 32] = s;
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) {
+            const size_t br = blk / ncg, k = (blk % ncg) * 32 + tid;
+            float s = 0;
+            int sl;
+            if (tid >= 32 || k >= (size_t)C) return;
+            for (sl = 0; sl < 16; sl++) s += sm[sl * 33 + tid];
+            out[br * ostride + k] = s;
+        });
 }
 
 /* LayerNorm over rows of width C; the weights of row r are those of branch
    r / rows_per_branch (stride bstride), its input row r % rows_per_branch of
    that branch's input (stride in_bstride: rows_per_branch * C, or 0 when the
    branches share one input, as the first layer shares X0) */
+#define PFC_LN_ROWS 8 /* rows per block, 32 threads each */
 static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, size_t in_bstride,
                               const float *w, const float *b, size_t rows, int C, size_t rows_per_branch,
                               size_t bstride) {
-    pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-        const size_t br = r / rows_per_branch;
-        const float *x = inp + br * in_bstride + (r % rows_per_branch) * C;
-        const float *ww = w + br * bstride, *bb = b + br * bstride;
-        float *y = out + r * C, mu = 0, var = 0, rs;
-        int i;
-        for (i = 0; i < C; i++) mu += x[i];
-        mu /= (float)C;
-        for (i = 0; i < C; i++) var += (x[i] - mu) * (x[i] - mu);
-        var /= (float)C;
-        rs = 1.0f / sqrtf(var + 1e-5f);
-        for (i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * ww[i] + bb[i];
-        mean[r] = mu;
-        rstd[r] = rs;
-    });
+    /* shared memory: partial sums [R][33], mean [R], rstd [R] */
+    const int R = PFC_LN_ROWS;
+    pfc_blocks(d, (rows + R - 1) / R, 32 * R, 4 * (33 * R + 2 * R),
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* partial sums of x */
+            const size_t r = blk * R + tid / 32;
+            const float *x = inp + r / rows_per_branch * in_bstride + (r % rows_per_branch) * C;
+            float s = 0;
+            int i;
+            if (r >= rows) return;
+            for (i = tid % 32; i < C; i += 32) s += x[i];
+            sm[tid / 32 * 33 + tid % 32] = s;
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* mean */
+            float s = 0;
+            int t;
+            if (tid >= R || blk * R + tid >= rows) return;
+            for (t = 0; t < 32; t++) s += sm[tid * 33 + t];
+            sm[33 * R + tid] = s / (float)C;
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* partial sums of (x - mean)^2 */
+            const size_t r = blk * R + tid / 32;
+            const float *x = inp + r / rows_per_branch * in_bstride + (r % rows_per_branch) * C;
+            float s = 0, mu;
+            int i;
+            if (r >= rows) return;
+            mu = sm[33 * R + tid / 32];
+            for (i = tid % 32; i < C; i += 32) s += (x[i] - mu) * (x[i] - mu);
+            sm[tid / 32 * 33 + tid % 32] = s;
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* 1 / standard deviation */
+            const size_t r = blk * R + tid;
+            float s = 0;
+            int t;
+            if (tid >= R || r >= rows) return;
+            for (t = 0; t < 32; t++) s += sm[tid * 33 + t];
+            sm[34 * R + tid] = 1.0f / sqrtf(s / (float)C + 1e-5f);
+            mean[r] = sm[33 * R + tid];
+            rstd[r] = sm[34 * R + tid];
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* y = (x - mean) rstd w + b */
+            const size_t r = blk * R + tid / 32, br = r / rows_per_branch;
+            const float *x = inp + br * in_bstride + (r % rows_per_branch) * C;
+            const float *ww = w + br * bstride, *bb = b + br * bstride;
+            float *y = out + r * C, mu, rs;
+            int i;
+            if (r >= rows) return;
+            mu = sm[33 * R + tid / 32], rs = sm[34 * R + tid / 32];
+            for (i = tid % 32; i < C; i += 32) y[i] = (x[i] - mu) * rs * ww[i] + bb[i];
+        });
 }
 /* dinp (= or +=) LN backward of dout (+ extra, when not NULL, added to dout
    first); dw/db: column sums per branch */
@@ -466,24 +590,46 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, con
                               const float *inp, size_t in_bstride, const float *w, const float *mean,
                               const float *rstd, size_t rows, int C, size_t rows_per_branch, size_t bstride, int acc,
                               int nbr) {
-    pfc_for(d, rows, PFC_LAMBDA(size_t r) {
-        const size_t br = r / rows_per_branch;
-        const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
-        const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
-        float *dx = dinp + r * C, mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
-        int k;
-        for (k = 0; k < C; k++) {
-            float gk = (ex ? dy[k] + ex[k] : dy[k]) * ww[k];
-            s1 += gk;
-            s2 += gk * (x[k] - mu) * rs;
-        }
-        s1 /= (float)C;
-        s2 /= (float)C;
-        for (k = 0; k < C; k++) {
-            float v = ((ex ? dy[k] + ex[k] : dy[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
-            dx[k] = acc ? dx[k] + v : v;
-        }
-    });
+    /* shared memory: partial sums of g w and g w xhat [2][R][33] */
+    const int R = PFC_LN_ROWS;
+    pfc_blocks(d, (rows + R - 1) / R, 32 * R, 4 * 66 * R,
+        PFC_LAMBDA(size_t blk, int tid, float *sm) {
+            const size_t r = blk * R + tid / 32, br = r / rows_per_branch;
+            const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
+            const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
+            float mu, rs, s1 = 0, s2 = 0;
+            int k;
+            if (r >= rows) return;
+            mu = mean[r], rs = rstd[r];
+            for (k = tid % 32; k < C; k += 32) {
+                float gk = (ex ? dy[k] + ex[k] : dy[k]) * ww[k];
+                s1 += gk;
+                s2 += gk * (x[k] - mu) * rs;
+            }
+            sm[tid / 32 * 33 + tid % 32] = s1;
+            sm[(R + tid / 32) * 33 + tid % 32] = s2;
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) {
+            float s1 = 0, s2 = 0;
+            int t;
+            if (tid >= R || blk * R + tid >= rows) return;
+            for (t = 0; t < 32; t++) s1 += sm[tid * 33 + t], s2 += sm[(R + tid) * 33 + t];
+            sm[tid * 33] = s1 / (float)C;
+            sm[(R + tid) * 33] = s2 / (float)C;
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) {
+            const size_t r = blk * R + tid / 32, br = r / rows_per_branch;
+            const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
+            const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
+            float *dx = dinp + r * C, mu, rs, s1, s2;
+            int k;
+            if (r >= rows) return;
+            mu = mean[r], rs = rstd[r], s1 = sm[tid / 32 * 33], s2 = sm[(R + tid / 32) * 33];
+            for (k = tid % 32; k < C; k += 32) {
+                float v = ((ex ? dy[k] + ex[k] : dy[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
+                dx[k] = acc ? dx[k] + v : v;
+            }
+        });
     pfc_colsums(d, dw, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
         float gk = extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
         return gk * ((inp[n / rows_per_branch * in_bstride + (n % rows_per_branch) * C + k] - mean[n]) * rstd[n]);
@@ -504,6 +650,275 @@ static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows,
 static void pfc_colsum(pfc_dev *d, float *db, const float *dout, int nbr, size_t rows_per_branch, int C,
                        size_t bstride) {
     pfc_colsums(d, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) { return dout[n * C + k]; });
+}
+
+/* Block-wide products over shared memory, for the attention kernels: each
+   of the NT threads takes tiles of outputs so that one value read from
+   shared memory feeds several multiply-adds; each output is one thread's
+   sum over the inner index in order (deterministic).
+
+   pfc_tile_abt: C[i][j] = scale * sum_e A[i][e] B[j][e], i < I, j < J: 2 x 4
+   tiles, rows {ip, ip + NI}, columns {jq + r NJ} (neighbouring threads read
+   neighbouring rows of B: with rows padded to an odd length, different
+   banks). */
+PFC_HD static inline void pfc_tile_abt(int tid, int NT, float *C, int ldc, const float *A, int lda, const float *B,
+                                       int ldb, int I, int J, int E, float scale) {
+    const int NI = (I + 1) / 2, NJ = (J + 3) / 4;
+    int t, e, r, c;
+    for (t = tid; t < NI * NJ; t += NT) {
+        const int ip = t / NJ, jq = t % NJ;
+        const int i1 = ip + NI < I ? ip + NI : ip;
+        int j[4];
+        float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+        for (c = 0; c < 4; c++) j[c] = jq + c * NJ < J ? jq + c * NJ : jq;
+        for (e = 0; e < E; e++) {
+            const float a0 = A[ip * lda + e], a1 = A[i1 * lda + e];
+            for (c = 0; c < 4; c++) {
+                const float b = B[j[c] * ldb + e];
+                acc[0][c] += a0 * b;
+                acc[1][c] += a1 * b;
+            }
+        }
+        for (r = 0; r < 2; r++) {
+            if (r && ip + NI >= I) break;
+            for (c = 0; c < 4; c++)
+                if (jq + c * NJ < J) C[(r ? i1 : ip) * ldc + j[c]] = acc[r][c] * scale;
+        }
+    }
+}
+/* pfc_tile_aw: Y[i][e] = sum_j W(i, j) X[j][e], i < I, e < E, j < J, with
+   W(i, j) = W[i][j] (wt 0) or W[j][i] (wt 1): 4 x 2 tiles, rows {ip + r NI},
+   columns {eq, eq + NE} (neighbouring threads: neighbouring columns). Y may
+   be global memory (row stride ldy). */
+PFC_HD static inline void pfc_tile_aw(int tid, int NT, float *Y, size_t ldy, const float *W, int ldw, int wt,
+                                      const float *X, int ldx, int I, int E, int J) {
+    const int NI = (I + 3) / 4, NE = (E + 1) / 2;
+    int t, j, r;
+    for (t = tid; t < NI * NE; t += NT) {
+        const int ip = t / NE, eq = t % NE, e1 = eq + NE < E ? eq + NE : eq;
+        int i[4];
+        float acc[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+        for (r = 0; r < 4; r++) i[r] = ip + r * NI < I ? ip + r * NI : ip;
+        for (j = 0; j < J; j++) {
+            const float x0 = X[j * ldx + eq], x1 = X[j * ldx + e1];
+            for (r = 0; r < 4; r++) {
+                const float w = wt ? W[j * ldw + i[r]] : W[i[r] * ldw + j];
+                acc[r][0] += w * x0;
+                acc[r][1] += w * x1;
+            }
+        }
+        for (r = 0; r < 4; r++) {
+            if (ip + r * NI >= I) break;
+            Y[i[r] * ldy + eq] = acc[r][0];
+            if (eq + NE < E) Y[i[r] * ldy + e1] = acc[r][1];
+        }
+    }
+}
+
+/* Attention of nimg = branches x images (nper images per branch), H heads of
+   width hd = D / H, over qkv rows [q | k | v] (width 3D), plus the qkv bias
+   of the image's branch (bias + branch * bstride, when bias is not NULL):
+   P = softmax(q k^T / sqrt(hd)) per (image, head), y = P v into atty (width
+   D). P goes to att ([nimg][H][T][T]) when keep is set (training: the
+   backward reads it).
+
+   Fused (g->fused_att): a block of PFC_ATT_THREADS per (image, head, tile of
+   query rows) keeps k, v, its queries and their scores in shared memory
+   (rows padded to an odd length). Otherwise, for sequences whose backward
+   block would not fit: a thread per query row, with the bias added to qkv
+   beforehand (pfc_layers_forward does). Every sum runs in a fixed order. */
+#define PFC_ATT_THREADS 256
+#define PFC_ATT_QROWS 32 /* at most this many query rows per forward block */
+static int pfc_att_tiles(int T) { return (T + PFC_ATT_QROWS - 1) / PFC_ATT_QROWS; }
+static size_t pfc_att_smem(int T, int hd, int backward) {
+    const size_t lq = (size_t)hd | 1, ls = (size_t)T | 1, qt = (size_t)(T + pfc_att_tiles(T) - 1) / pfc_att_tiles(T);
+    return 4 * (backward ? 4 * T * lq + 2 * T * ls + T : 2 * T * lq + qt * lq + qt * ls + qt);
+}
+static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
+                              float *att, int keep, float *atty, size_t nimg, int T, int D, int H) {
+    const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1, NQ = pfc_att_tiles(T);
+    const int QT = (T + NQ - 1) / NQ; /* query rows per tile; the last may have fewer */
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (!g->fused_att) {
+        pfc_for(d, nimg * H * T, PFC_LAMBDA(size_t idx) { /* a thread per query row; att is its scratch */
+            size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H;
+            const float *base = qkv + img * T * 3 * D, *q = base + i * 3 * D + h * hd;
+            float *a = att + (img * H + h) * T * T + i * T, *y = atty + (img * T + i) * D + h * hd, mx = -1e30f, sum = 0;
+            float qv[PFC_MAX_HD], acc[PFC_MAX_HD];
+            int j, e;
+            for (e = 0; e < hd; e++) { qv[e] = q[e]; acc[e] = 0; }
+            for (j = 0; j < T; j++) {
+                const float *kk = base + (size_t)j * 3 * D + D + h * hd;
+                float s = 0, sj;
+                for (e = 0; e < hd; e++) s += qv[e] * kk[e];
+                sj = s * scale;
+                a[j] = sj;
+                if (sj > mx) mx = sj;
+            }
+            for (j = 0; j < T; j++) { float ej = expf(a[j] - mx); a[j] = ej; sum += ej; }
+            for (j = 0; j < T; j++) {
+                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd, pj = a[j] / sum;
+                a[j] = pj;
+                for (e = 0; e < hd; e++) acc[e] += pj * v[e];
+            }
+            for (e = 0; e < hd; e++) y[e] = acc[e];
+        });
+        return;
+    }
+    /* block = (image, head, tile); shared memory: k [T][LQ], v [T][LQ],
+       queries [QT][LQ], scores [QT][LS], row sums [QT] */
+    pfc_blocks(d, nimg * H * NQ, NT, pfc_att_smem(T, hd, 0),
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load k, v and the tile's queries (+ bias) */
+            const size_t img = blk / NQ / H, h = blk / NQ % H;
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            const float *bq = bias ? bias + img / nper * bstride + h * hd : NULL;
+            float *k = sm, *v = k + T * LQ, *q = v + T * LQ;
+            int idx;
+            for (idx = tid; idx < T * hd; idx += NT) {
+                const int t = idx / hd, e = idx % hd;
+                const float *src = qkv + (img * T + t) * 3 * D + h * hd + e;
+                k[t * LQ + e] = src[D] + (bq ? bq[D + e] : 0.0f);
+                v[t * LQ + e] = src[2 * D] + (bq ? bq[2 * D + e] : 0.0f);
+                if (t >= i0 && t < i0 + nq) q[(t - i0) * LQ + e] = src[0] + (bq ? bq[e] : 0.0f);
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* scores */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            const float *k = sm, *q = k + 2 * T * LQ;
+            pfc_tile_abt(tid, NT, sm + 2 * T * LQ + QT * LQ, LS, q, LQ, k, LQ, nq, T, hd, scale);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* per row: exp(s - max), their sum */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            float *S = sm + 2 * T * LQ + QT * LQ, *rsum = S + QT * LS;
+            int i, j;
+            for (i = tid; i < nq; i += NT) {
+                float *row = S + i * LS, mx = -1e30f, sum = 0;
+                for (j = 0; j < T; j++) if (row[j] > mx) mx = row[j];
+                for (j = 0; j < T; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+                rsum[i] = sum;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* P = exp / sum, kept and stored */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            float *S = sm + 2 * T * LQ + QT * LQ, *rsum = S + QT * LS;
+            float *out = keep ? att + (blk / NQ) * T * T + (size_t)i0 * T : NULL;
+            int idx;
+            for (idx = tid; idx < nq * T; idx += NT) {
+                const int i = idx / T, j = idx % T;
+                const float pij = S[i * LS + j] / rsum[i];
+                S[i * LS + j] = pij;
+                if (out) out[idx] = pij;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* y = P v */
+            const size_t img = blk / NQ / H, h = blk / NQ % H;
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            const float *v = sm + T * LQ, *S = sm + 2 * T * LQ + QT * LQ;
+            pfc_tile_aw(tid, NT, atty + (img * T + i0) * D + h * hd, (size_t)D, S, LS, 0, v, LQ, nq, hd, T);
+        });
+}
+
+/* Attention backward: from P (att) and dy (datty), dS = P (dP - rowsum(P dP))
+   / sqrt(hd) with dP = dy v^T, then dq = dS k, dk = dS^T q, dv = P^T dy into
+   dqkv; one block per (image, head) (the bias as in the forward). The
+   thread-per-row fallback keeps dS in datt between its passes. */
+static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
+                              const float *att, const float *datty, float *dqkv, float *datt, size_t nimg, int T, int D,
+                              int H) {
+    const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (!g->fused_att) {
+        pfc_for(d, nimg * H * T, PFC_LAMBDA(size_t idx) { /* per query row i: dS, dq */
+            size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H;
+            const float *base = qkv + img * T * 3 * D, *a = att + (img * H + h) * T * T + i * T;
+            const float *dy = datty + (img * T + i) * D + h * hd;
+            float *ds = datt + (img * H + h) * T * T + i * T, *dq = dqkv + (img * T + i) * 3 * D + h * hd, s = 0;
+            float dyv[PFC_MAX_HD], acc[PFC_MAX_HD];
+            int j, e;
+            for (e = 0; e < hd; e++) { dyv[e] = dy[e]; acc[e] = 0; }
+            for (j = 0; j < T; j++) {
+                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd;
+                float t = 0;
+                for (e = 0; e < hd; e++) t += dyv[e] * v[e];
+                ds[j] = t;
+                s += a[j] * t;
+            }
+            for (j = 0; j < T; j++) {
+                const float *kk = base + (size_t)j * 3 * D + D + h * hd;
+                float dsj = a[j] * (ds[j] - s) * scale;
+                ds[j] = dsj;
+                for (e = 0; e < hd; e++) acc[e] += dsj * kk[e];
+            }
+            for (e = 0; e < hd; e++) dq[e] = acc[e];
+        });
+        pfc_for(d, nimg * H * T, PFC_LAMBDA(size_t idx) { /* per key row j: dk, dv */
+            size_t j = idx % T, bh = idx / T, h = bh % H, img = bh / H;
+            const float *base = qkv + img * T * 3 * D;
+            float *dk = dqkv + (img * T + j) * 3 * D + D + h * hd, *dv = dk + D;
+            float ak[PFC_MAX_HD], av[PFC_MAX_HD];
+            size_t i;
+            int e;
+            for (e = 0; e < hd; e++) ak[e] = av[e] = 0;
+            for (i = 0; i < (size_t)T; i++) {
+                float sij = datt[(img * H + h) * T * T + i * T + j], pij = att[(img * H + h) * T * T + i * T + j];
+                const float *q = base + i * 3 * D + h * hd, *dy = datty + (img * T + i) * D + h * hd;
+                for (e = 0; e < hd; e++) { ak[e] += sij * q[e]; av[e] += pij * dy[e]; }
+            }
+            for (e = 0; e < hd; e++) { dk[e] = ak[e]; dv[e] = av[e]; }
+        });
+        return;
+    }
+    /* shared memory: q, k, v, dy [T][LQ]; P, dS [T][LS]; row sums [T] */
+    pfc_blocks(d, nimg * H, NT, pfc_att_smem(T, hd, 1),
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load q, k, v (+ bias), dy, P */
+            const size_t img = blk / H, h = blk % H;
+            const float *bq = bias ? bias + img / nper * bstride + h * hd : NULL;
+            float *q = sm, *k = q + T * LQ, *v = k + T * LQ, *dy = v + T * LQ, *P = dy + T * LQ;
+            const float *a = att + blk * T * T;
+            int idx;
+            for (idx = tid; idx < T * hd; idx += NT) {
+                const int t = idx / hd, e = idx % hd;
+                const float *src = qkv + (img * T + t) * 3 * D + h * hd + e;
+                q[t * LQ + e] = src[0] + (bq ? bq[e] : 0.0f);
+                k[t * LQ + e] = src[D] + (bq ? bq[D + e] : 0.0f);
+                v[t * LQ + e] = src[2 * D] + (bq ? bq[2 * D + e] : 0.0f);
+                dy[t * LQ + e] = datty[(img * T + t) * D + h * hd + e];
+            }
+            for (idx = tid; idx < T * T; idx += NT) P[idx / T * LS + idx % T] = a[idx];
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dP = dy v^T */
+            (void)blk;
+            pfc_tile_abt(tid, NT, sm + 4 * T * LQ + T * LS, LS, sm + 3 * T * LQ, LQ, sm + 2 * T * LQ, LQ, T, T, hd, 1.0f);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i = sum_j P_ij dP_ij */
+            const float *P = sm + 4 * T * LQ, *dS = P + T * LS;
+            float *r = sm + 4 * T * LQ + 2 * T * LS;
+            int i, j;
+            (void)blk;
+            for (i = tid; i < T; i += NT) {
+                float s = 0;
+                for (j = 0; j < T; j++) s += P[i * LS + j] * dS[i * LS + j];
+                r[i] = s;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dS = P (dP - r) scale */
+            const float *P = sm + 4 * T * LQ, *r = P + 2 * T * LS;
+            float *dS = sm + 4 * T * LQ + T * LS;
+            int idx;
+            (void)blk;
+            for (idx = tid; idx < T * T; idx += NT) {
+                const int i = idx / T, j = idx % T;
+                dS[i * LS + j] = P[i * LS + j] * (dS[i * LS + j] - r[i]) * scale;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dq = dS k, dk = dS^T q, dv = P^T dy */
+            const size_t img = blk / H, h = blk % H;
+            const float *q = sm, *k = q + T * LQ, *dy = k + 2 * T * LQ, *P = dy + T * LQ, *dS = P + T * LS;
+            float *dst = dqkv + img * T * 3 * D + h * hd;
+            pfc_tile_aw(tid, NT, dst, (size_t)3 * D, dS, LS, 0, k, LQ, T, hd, T);
+            pfc_tile_aw(tid, NT, dst + D, (size_t)3 * D, dS, LS, 1, q, LQ, T, hd, T);
+            pfc_tile_aw(tid, NT, dst + 2 * D, (size_t)3 * D, P, LS, 1, dy, LQ, T, hd, T);
+        });
 }
 
 /* ---------------------------------------------------------------------- */
@@ -595,9 +1010,11 @@ PFDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap) {
     return i;
 }
 
+static pf_status pfc_finish_loss(pf_cuda *g);
 PFDEF pf_status pf_cuda_sync(pf_cuda *g) {
     int i;
     pf_status st;
+    if ((st = pfc_finish_loss(g)) != PF_OK) return st;
     for (i = 0; i < g->ndev; i++) {
         if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
         if ((st = pfc_sync(&g->dev[i])) != PF_OK) return st;
@@ -612,17 +1029,18 @@ PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b) {
 static size_t pfc_head_start(const pf_model *m, int nb) { return m->stem_size + (size_t)nb * m->branch_size; }
 
 static void pfc_free_dev(pfc_dev *d, int depth) {
-    void *flat[] = {d->params, d->grads, d->adam_m, d->adam_v, d->wbf, d->abf, d->bbf, d->d_gb, d->patches, d->etmp,
+    void *flat[] = {d->params, d->grads, d->adam_m, d->adam_v, d->wbf, d->abf, d->bbf, d->d_gb, d->ctr, d->patches, d->etmp,
                     d->x0, d->agg, d->psum, d->pooled, d->lnf_mean, d->lnf_rstd, d->uf, d->logits, d->probs,
-                    d->rowloss, d->sumsq, d->labels, d->xin, d->dlogits, d->duf, d->dpool, d->dagg, d->dx0, d->dcur,
-                    d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->coef, d->colpart};
+                    d->rowloss, d->sumsq, d->clipv, d->chunks, d->segs, d->labels, d->xin, d->dlogits, d->duf, d->dpool, d->dagg, d->dx0, d->dcur,
+                    d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->colpart, d->blas_ws};
     float **per[] = {d->u1, d->qkv, d->att, d->atty, d->x1, d->u2, d->h, d->g, d->x2,
                      d->ln1_mean, d->ln1_rstd, d->ln2_mean, d->ln2_rstd};
     size_t i;
     int l;
     pfc_set_device(d);
     for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
-    free(d->host_sumsq);
+    free(d->host_chunks);
+    free(d->host_segs);
     for (i = 0; i < sizeof per / sizeof per[0]; i++) {
         if (!per[i]) continue;
         for (l = 0; l < depth; l++) pfc_release(d, per[i][l]);
@@ -640,10 +1058,15 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
 PFDEF void pf_cuda_free(pf_cuda *g) {
     int i;
     if (!g) return;
+#ifndef PF_CUDA_EMULATE
+    if (g->ndev) cudaSetDevice(g->dev[0].id);
+    for (i = 0; i < PFC_GRAPHS_FWD; i++) if (g->fwd_graphs[i].exec) cudaGraphExecDestroy(g->fwd_graphs[i].exec);
+    for (i = 0; i < PFC_GRAPHS_BWD; i++) if (g->bwd_graphs[i].exec) cudaGraphExecDestroy(g->bwd_graphs[i].exec);
+    for (i = 0; i < PFC_GRAPHS_STEP; i++) if (g->step_graphs[i].exec) cudaGraphExecDestroy(g->step_graphs[i].exec);
+#endif
     for (i = 0; i < g->ndev; i++) pfc_free_dev(&g->dev[i], g->m->cfg.depth);
     free(g->host_logits);
     free(g->host_loss);
-    free(g->clip);
     free(g);
 }
 
@@ -662,6 +1085,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     PFC_A(d->adam_m, d->n_local);
     PFC_A(d->adam_v, d->n_local);
     PFC_A(d->d_gb, 64);
+    PFC_A(d->ctr, 1);
     if ((st = pfc_h2d(d, d->d_gb, d->gb, sizeof d->gb)) != PF_OK) return st;
     PFC_A(d->xin, B * c->channels * c->image_size * c->image_size);
     PFC_A(d->labels, B);
@@ -677,10 +1101,16 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     PFC_A(d->logits, B * K);
     PFC_A(d->probs, B * K);
     PFC_A(d->rowloss, B);
-    PFC_A(d->sumsq, d->n_local / 4096 + 2 * (size_t)m->n_specs + 1); /* clipping: squared sums per 4096 */
-    d->host_sumsq = (double *)malloc((d->n_local / 4096 + 2 * (size_t)m->n_specs + 1) * sizeof(double));
-    if (!d->host_sumsq) return pf_fail(PF_ERR_NOMEM, "out of memory");
-    PFC_A(d->coef, 1);
+    {   /* clipping: squared sums per 4096 gradients (at most one partial chunk per tensor) */
+        size_t nch = d->n_local / 4096 + (size_t)m->n_specs + 1;
+        PFC_A(d->sumsq, nch);
+        PFC_A(d->chunks, nch);
+        PFC_A(d->segs, m->n_specs);
+        PFC_A(d->clipv, 2);
+        d->host_chunks = (pfc_chunk *)malloc(nch * sizeof *d->host_chunks);
+        d->host_segs = (pfc_seg *)malloc((size_t)m->n_specs * sizeof *d->host_segs);
+        if (!d->host_chunks || !d->host_segs) return pf_fail(PF_ERR_NOMEM, "out of memory");
+    }
     PFC_A(d->dlogits, B * K);
     PFC_A(d->duf, B * D);
     PFC_A(d->dpool, B * D);
@@ -710,7 +1140,12 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
             for (l = 0; l < c->depth; l++) PFC_A((*per[i])[l], nb * B * T * width[i]);
         }
     }
-    if (g->o.bf16) {
+#ifndef PF_CUDA_EMULATE
+    if ((st = pfc_alloc(d, &d->blas_ws, PFC_BLAS_WS)) != PF_OK) return st;
+    if (cublasSetWorkspace(d->blas, d->blas_ws, PFC_BLAS_WS) != CUBLAS_STATUS_SUCCESS)
+        return pf_fail(PF_ERR_IO, "GPU %d: cublasSetWorkspace failed", d->id);
+#endif
+    if (g->o.bf16 && g->bf16_copy) {
         PFC_A(d->wbf, d->n_local);
         big = nb * B * T * (M > 3 * D ? M : 3 * D);
         if (big < B * NP * (pd > D ? pd : D)) big = B * NP * (pd > D ? pd : D);
@@ -824,8 +1259,19 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     }
     g->host_logits = (float *)calloc((size_t)g->max_batch * c->classes, sizeof(float));
     g->host_loss = (double *)calloc((size_t)g->max_batch, sizeof(double));
-    g->clip = (pfc_clip_part *)calloc((size_t)m->n_specs, sizeof *g->clip);
-    if (!g->host_logits || !g->host_loss || !g->clip) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
+    if (!g->host_logits || !g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
+    {
+        const char *e = getenv("PF_CUDA_GRAPHS");
+        g->use_graphs = !(e && !strcmp(e, "0"));
+    }
+#ifdef PF_CUDA_EMULATE
+    g->bf16_copy = 1;
+#else
+    { /* PF_CUDA_BF16_COPY=1: bf16 operand copies instead of cuBLAS's conversion */
+        const char *e = getenv("PF_CUDA_BF16_COPY");
+        g->bf16_copy = e && !strcmp(e, "1");
+    }
+#endif
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         int gd = o.rank * o.n_devices + i;
@@ -837,6 +1283,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         for (b = 0; b < c->branches; b++)
             if (g->device_of[b] == d->pos) d->gb[d->nb++] = b;
         d->n_local = pfc_head_start(m, d->nb) + m->head_size;
+        d->smem_max = PFC_EMU_SMEM;
 #ifndef PF_CUDA_EMULATE
         if (cudaSetDevice(d->id) != cudaSuccess || cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking) != cudaSuccess) {
             cudaError_t e = cudaGetLastError();
@@ -845,6 +1292,11 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         }
         if (cublasCreate(&d->blas) != CUBLAS_STATUS_SUCCESS) { pf_cuda_free(g); return pf_fail(PF_ERR_IO, "GPU %d: cublasCreate failed", o.devices[i]); }
         cublasSetStream(d->blas, d->stream);
+        {
+            int smem = 0;
+            if (cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, d->id) == cudaSuccess)
+                d->smem_max = (size_t)smem;
+        }
         /* fp32 means fp32: no TF32 (CUBLAS_COMPUTE_32F everywhere) and, in
            the fp32 path, no reduced-precision shortcuts either */
         cublasSetMathMode(d->blas, o.bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
@@ -860,6 +1312,14 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         }
 #endif
         if ((st = pfc_alloc_dev(g, d)) != PF_OK) { pf_cuda_free(g); return st; }
+    }
+    /* attention in shared memory when its backward block fits on every
+       device (PF_CUDA_FUSED_ATTENTION=0: the thread-per-row kernels) */
+    {
+        const char *e = getenv("PF_CUDA_FUSED_ATTENTION");
+        g->fused_att = !(e && !strcmp(e, "0"));
+        for (i = 0; i < g->ndev; i++)
+            if (pfc_att_smem(m->T, c->dim / c->heads, 1) > g->dev[i].smem_max) g->fused_att = 0;
     }
 #ifndef PF_CUDA_EMULATE
     if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
@@ -915,7 +1375,7 @@ static pf_status pfc_xfer(pf_cuda *g, pfc_dev *d, float *dev_buf, float *host_bu
 }
 
 static void pfc_refresh_bf16(pf_cuda *g, pfc_dev *d) {
-    if (g->o.bf16) {
+    if (g->o.bf16 && g->bf16_copy) {
         const float *p = d->params;
         uint16_t *w = d->wbf;
         pfc_for(d, d->n_local, PFC_LAMBDA(size_t i) { w[i] = pfc_to_bf16(p[i]); });
@@ -970,11 +1430,11 @@ static int pfc_active_local(const pfc_dev *d, int k) {
 static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
     const pf_model *m = g->m;
     const pf_config c = m->cfg;
-    const int T = m->T, D = c.dim, M = c.mlp_dim, H = c.heads, hd = D / H;
+    const int T = m->T, D = c.dim, M = c.mlp_dim, H = c.heads;
     const size_t N = (size_t)B * T, BS = m->branch_size;
     const int drop = m->training && c.dropout > 0.0f, prenorm = c.residual == PF_PRENORM;
-    const float p = c.dropout, scale = 1.0f / sqrtf((float)hd);
-    const uint64_t seed = m->dropout_seed, counter = m->dropout_counter;
+    const float p = c.dropout;
+    const uint64_t seed = m->dropout_seed, *ctr = d->ctr; /* the counter: read on the device (graphs) */
     const int *gbp = d->d_gb, depth = c.depth;
     float *W = d->params + m->stem_size;
     pf_status st;
@@ -991,33 +1451,10 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
                            3 * D, (long long)N * 3 * D, na, 0)) != PF_OK) return st;
-        if (o.qkv_b != (size_t)-1) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
-        /* attention, one thread per (branch, image, head, query row) */
-        /* (q and the output row live in thread-local arrays: neighbouring
-           threads' copies are interleaved, so their accesses coalesce) */
-        pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
-            size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H; /* img counts branch * B + image */
-            const float *base = qkv + img * T * 3 * D, *q = base + i * 3 * D + h * hd;
-            float *a = att + (img * H + h) * T * T + i * T, *y = atty + (img * T + i) * D + h * hd, mx = -1e30f, sum = 0;
-            float qv[PFC_MAX_HD], acc[PFC_MAX_HD];
-            int j, e;
-            for (e = 0; e < hd; e++) { qv[e] = q[e]; acc[e] = 0; }
-            for (j = 0; j < T; j++) {
-                const float *kk = base + (size_t)j * 3 * D + D + h * hd;
-                float s = 0, sj;
-                for (e = 0; e < hd; e++) s += qv[e] * kk[e];
-                sj = s * scale;
-                a[j] = sj;
-                if (sj > mx) mx = sj;
-            }
-            for (j = 0; j < T; j++) { float ej = expf(a[j] - mx); a[j] = ej; sum += ej; }
-            for (j = 0; j < T; j++) {
-                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd, pj = a[j] / sum;
-                a[j] = pj;
-                for (e = 0; e < hd; e++) acc[e] += pj * v[e];
-            }
-            for (e = 0; e < hd; e++) y[e] = acc[e];
-        });
+        /* (the fused attention adds the qkv bias as it loads q, k, v) */
+        if (o.qkv_b != (size_t)-1 && !g->fused_att) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
+        pfc_attention_fwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
+                          m->training, atty, (size_t)na * B, T, D, H);
         /* x1 = (x | u1) + Drop(atty Wp^T + bp) */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
@@ -1026,7 +1463,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
             pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = x1[i] + bias[br * BS + e % D];
-                if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
+                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
                 x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
             });
         }
@@ -1040,7 +1477,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                 float x = hh[i] + bias[br * BS + e % M], v;
                 hh[i] = x;
                 v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
-                if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
                 gg[i] = v;
             });
         }
@@ -1051,7 +1488,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
             pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = x2[i] + bias[br * BS + e % D];
-                if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
+                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
                 x2[i] = v + (prenorm ? x1[i] : u2[i]);
             });
         }
@@ -1069,7 +1506,7 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
     float *patches = d->patches, *etmp = d->etmp, *x0 = d->x0;
     const int drop = m->training && c.emb_dropout > 0.0f;
     const float p = c.emb_dropout;
-    const uint64_t key = pfc_site_key(m->dropout_seed, m->dropout_counter, 0);
+    const uint64_t seed = m->dropout_seed, *ctr = d->ctr;
     pf_status st;
     pfc_for(d, (size_t)B * NP * pd, PFC_LAMBDA(size_t i) {
         size_t n = i / pd, r = i % pd, b = n / NP, pp = n % NP;
@@ -1080,7 +1517,7 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
     pfc_for(d, (size_t)B * T * D, PFC_LAMBDA(size_t i) {
         size_t b = i / ((size_t)T * D), td = i % ((size_t)T * D), t = td / D, e = td % D;
         float v = t == 0 ? cls[e] + pos[td] : (etmp[(b * NP + t - 1) * D + e] + bias[e]) + pos[td];
-        if (drop) v *= pfc_keep(key, (size_t)img0 * T * D + i, p);
+        if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 0), (size_t)img0 * T * D + i, p);
         x0[i] = v;
     });
     return PF_OK;
@@ -1130,39 +1567,21 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
     return PF_OK;
 }
 
-PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, int B, float label_smoothing, float *loss) {
+/* The device work of a forward pass, from the images in xin to the logits
+   (and per-image losses with labels): queued, nothing waited for. */
+static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, float label_smoothing) {
     pf_model *m = g->m;
     const pf_config *c = &m->cfg;
-    const size_t per = (size_t)c->channels * c->image_size * c->image_size, TD = (size_t)m->T * c->dim;
-    int k = m->active, i, n, Bper;
+    const size_t TD = (size_t)m->T * c->dim;
     float *bufs[PFC_MAX_DEV];
     pf_status st;
-    if (B < 1 || B > g->max_batch) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d outside 1..%d", B, g->max_batch);
-    if (B % g->nlrep) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d is not a multiple of the %d replicas", B, g->nlrep);
-    if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
-    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
-    if (labels)
-        for (n = 0; n < B; n++)
-            if (labels[n] < 0 || labels[n] >= c->classes)
-                return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, c->classes - 1);
-    Bper = B / g->nlrep;
-    g->denom = (size_t)Bper * g->o.replicas;
-    g->B = B;
-    g->Bper = Bper;
-    g->has_labels = labels != NULL;
-    g->ls = label_smoothing;
-    g->fwd_active = k;
-    if (m->training) m->dropout_counter++;
-    g->n_trace = 0;
+    int i;
     /* embedding on each replica's root (its slice of the batch) */
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
-        int lrep = d->lrep, img0 = d->replica * Bper;
-        if ((st = pfc_set_device(d)) != PF_OK) return st;
         if (d->pos != 0) continue;
-        if ((st = pfc_h2d(d, d->xin, x + (size_t)lrep * Bper * per, (size_t)Bper * per * 4)) != PF_OK) return st;
-        if (labels && (st = pfc_h2d(d, d->labels, labels + (size_t)lrep * Bper, (size_t)Bper * sizeof(int))) != PF_OK) return st;
-        if ((st = pfc_embed_forward(g, d, Bper, img0)) != PF_OK) return st;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_embed_forward(g, d, Bper, d->replica * Bper)) != PF_OK) return st;
     }
     if (g->group > 1 || g->o.collectives) {
         for (i = 0; i < g->ndev; i++) bufs[i] = g->dev[i].x0;
@@ -1190,7 +1609,6 @@ PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, i
         for (i = 0; i < g->ndev; i++) { bufs[i] = g->dev[i].psum; counts[i] = (size_t)Bper * TD; }
         if ((st = pfc_reduce(g, PFC_GROUP, bufs, counts, 0, "branch outputs")) != PF_OK) return st;
     }
-    g->has_labels = labels != NULL;
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         const float *psum = d->psum, *x0 = d->x0;
@@ -1199,21 +1617,154 @@ PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, i
         if (d->pos != 0) continue;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
         pfc_for(d, (size_t)Bper * TD, PFC_LAMBDA(size_t e) { agg[e] = delta ? x0[e] + psum[e] : psum[e]; });
-        if ((st = pfc_head_forward(g, d, Bper, labels != NULL, label_smoothing)) != PF_OK) return st;
+        if ((st = pfc_head_forward(g, d, Bper, with_labels, label_smoothing)) != PF_OK) return st;
     }
-    /* the loss (mean over the batch of this process) */
+    return PF_OK;
+}
+
+/* CUDA graphs (one device, no collectives): each part of a step (forward,
+   backward, optimizer) runs as a graph per key, the launch sizes and
+   constants its kernels were captured with; what changes from step to step
+   (images, labels, the dropout counter, the optimizer's tables) is copied
+   to fixed device addresses before the launch. The second call with a key
+   is captured (the first warms cuBLAS up) and every later one replays it
+   with a single launch; the oldest entry makes room. Emulated: the work
+   runs directly. */
+typedef pf_status (*pfc_work_fn)(pf_cuda *g, const void *arg);
+static int pfc_graphs_on(const pf_cuda *g) { return g->use_graphs && g->ndev == 1 && !g->o.collectives; }
+static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64_t *key, pfc_work_fn work,
+                               const void *arg) {
+#ifdef PF_CUDA_EMULATE
+    (void)cache; (void)n; (void)key;
+    return work(g, arg);
+#else
+    pfc_dev *d = &g->dev[0];
+    pfc_graph *slot = NULL;
+    cudaGraph_t graph = NULL;
+    cudaError_t e;
+    pf_status st;
+    int i;
+    for (i = 0; i < n && !slot; i++)
+        if (!memcmp(cache[i].key, key, sizeof cache[i].key)) slot = &cache[i];
+    if (slot && slot->exec) {
+        PFC_CUDA(d, cudaGraphLaunch(slot->exec, d->stream));
+        return PF_OK;
+    }
+    if (!slot) { /* first time: run it plainly, remember the key (in the oldest slot) */
+        slot = &cache[n - 1];
+        if (slot->exec) cudaGraphExecDestroy(slot->exec);
+        memmove(cache + 1, cache, (size_t)(n - 1) * sizeof *cache);
+        memcpy(cache[0].key, key, sizeof cache[0].key);
+        cache[0].exec = NULL;
+        return work(g, arg);
+    }
+    PFC_CUDA(d, cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeRelaxed));
+    st = work(g, arg);
+    e = cudaStreamEndCapture(d->stream, &graph);
+    if (st != PF_OK) { if (graph) cudaGraphDestroy(graph); return st; }
+    if (e != cudaSuccess) return pfc_cuda_fail(e, "capturing a CUDA graph", d->id);
+    e = cudaGraphInstantiate(&slot->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) { slot->exec = NULL; return pfc_cuda_fail(e, "cudaGraphInstantiate", d->id); }
+    PFC_CUDA(d, cudaGraphLaunch(slot->exec, d->stream));
+    return PF_OK;
+#endif
+}
+
+struct pfc_fwd_args {
+    int Bper, k, with_labels;
+    float ls;
+};
+static pf_status pfc_forward_run(pf_cuda *g, const void *arg) {
+    const pfc_fwd_args *a = (const pfc_fwd_args *)arg;
+    return pfc_forward_work(g, a->Bper, a->k, a->with_labels, a->ls);
+}
+/* the model's dropout rates and seed, for keys (kernels capture them) */
+static uint64_t pfc_dropout_key(const pf_model *m) {
+    uint32_t p1, p2;
+    memcpy(&p1, &m->cfg.dropout, 4);
+    memcpy(&p2, &m->cfg.emb_dropout, 4);
+    return m->training ? ((uint64_t)p1 << 32 | p2) ^ pfc_mix64(m->dropout_seed) : 0;
+}
+
+/* m->loss of the last forward with labels: its per-image losses to the host,
+   summed in order (waits for the forward) */
+static pf_status pfc_finish_loss(pf_cuda *g) {
+    double total = 0;
+    pf_status st;
+    int i, n;
+    if (!g->loss_pending) return PF_OK;
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        if (d->pos != 0) continue;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_d2h(d, g->host_loss + (size_t)d->lrep * g->Bper, d->rowloss, (size_t)g->Bper * 8)) != PF_OK)
+            return st;
+    }
+    for (n = 0; n < g->B; n++) total += g->host_loss[n];
+    g->m->loss = total / g->B;
+    g->loss_pending = 0;
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, int B, float label_smoothing, float *loss) {
+    pf_model *m = g->m;
+    const pf_config *c = &m->cfg;
+    const size_t per = (size_t)c->channels * c->image_size * c->image_size;
+    int k = m->active, i, n, Bper;
+    pf_status st;
+    if (B < 1 || B > g->max_batch) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d outside 1..%d", B, g->max_batch);
+    if (B % g->nlrep) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d is not a multiple of the %d replicas", B, g->nlrep);
+    if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
+    if (!x && g->input_B != B)
+        return pf_fail(PF_ERR_ARG, "pf_cuda_forward: no images on the device for a batch of %d (x is NULL)", B);
+    if (labels)
+        for (n = 0; n < B; n++)
+            if (labels[n] < 0 || labels[n] >= c->classes)
+                return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, c->classes - 1);
+    Bper = B / g->nlrep;
+    g->denom = (size_t)Bper * g->o.replicas;
+    g->B = B;
+    g->Bper = Bper;
+    g->has_labels = labels != NULL;
+    g->loss_pending = 0;
+    g->ls = label_smoothing;
+    g->fwd_active = k;
+    if (m->training) m->dropout_counter++;
+    g->n_trace = 0;
+    /* the dropout counter to every device; the images (unless they are
+       already there) and labels to each replica's root */
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if (m->training && (c->dropout > 0.0f || c->emb_dropout > 0.0f) &&
+            (st = pfc_h2d(d, d->ctr, &m->dropout_counter, sizeof m->dropout_counter)) != PF_OK) return st;
+        if (d->pos != 0) continue;
+        if (x && (st = pfc_h2d(d, d->xin, x + (size_t)d->lrep * Bper * per, (size_t)Bper * per * 4)) != PF_OK) return st;
+        if (labels && (st = pfc_h2d(d, d->labels, labels + (size_t)d->lrep * Bper, (size_t)Bper * sizeof(int))) != PF_OK)
+            return st;
+    }
+    if (x) g->input_B = B;
     {
-        double total = 0;
-        for (i = 0; i < g->ndev; i++) {
-            pfc_dev *d = &g->dev[i];
-            int lrep = d->lrep;
-            if (d->pos != 0) continue;
-            if ((st = pfc_set_device(d)) != PF_OK) return st;
-            if (labels && (st = pfc_d2h(d, g->host_loss + (size_t)lrep * Bper, d->rowloss, (size_t)Bper * 8)) != PF_OK) return st;
+        pfc_fwd_args a = {Bper, k, labels != NULL, label_smoothing};
+        if (pfc_graphs_on(g)) {
+            uint64_t key[PFC_KEY] = {1, (uint64_t)Bper, (uint64_t)k, (uint64_t)(labels != NULL), 0,
+                                     (uint64_t)m->training, pfc_dropout_key(m), 0};
+            memcpy(&key[4], &label_smoothing, 4);
+            st = pfc_graph_run(g, g->fwd_graphs, PFC_GRAPHS_FWD, key, pfc_forward_run, &a);
+        } else {
+            st = pfc_forward_run(g, &a);
         }
-        if (labels) for (n = 0; n < B; n++) total += g->host_loss[n];
-        m->loss = labels ? total / B : 0.0;
-        if (loss) *loss = (float)m->loss;
+    }
+    if (st != PF_OK) return st;
+    /* the loss (mean over the batch of this process): now if asked for,
+       else when the logits are fetched or the devices synchronised */
+    m->loss = 0.0;
+    g->loss_pending = labels != NULL;
+    if (loss) {
+        if ((st = pfc_finish_loss(g)) != PF_OK) return st;
+        *loss = (float)m->loss;
     }
     return PF_OK;
 }
@@ -1221,6 +1772,7 @@ PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, i
 PFDEF pf_status pf_cuda_logits(pf_cuda *g, float *out) {
     int i, K = g->m->cfg.classes;
     pf_status st;
+    if ((st = pfc_finish_loss(g)) != PF_OK) return st;
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         if (d->pos != 0) continue;
@@ -1269,11 +1821,11 @@ PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out) {
 static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
     const pf_model *m = g->m;
     const pf_config c = m->cfg;
-    const int T = m->T, D = c.dim, M = c.mlp_dim, H = c.heads, hd = D / H, depth = c.depth;
+    const int T = m->T, D = c.dim, M = c.mlp_dim, H = c.heads, depth = c.depth;
     const size_t N = (size_t)B * T, BS = m->branch_size, rows = (size_t)na * N;
     const int drop = m->training && c.dropout > 0.0f, prenorm = c.residual == PF_PRENORM;
-    const float p = c.dropout, scale = 1.0f / sqrtf((float)hd);
-    const uint64_t seed = m->dropout_seed, counter = m->dropout_counter;
+    const float p = c.dropout;
+    const uint64_t seed = m->dropout_seed, *ctr = d->ctr; /* the counter: read on the device (graphs) */
     const int *gbp = d->d_gb;
     float *W = d->params + m->stem_size, *GW = d->grads + m->stem_size;
     float *dcur = d->dcur, *dres = d->dres, *du = d->du, *dh = d->dh, *datty = d->datty, *dqkv = d->dqkv, *datt = d->datt;
@@ -1289,7 +1841,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
             size_t br = i / (N * D), e = i % (N * D);
             float v = dcur[i];
-            if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
+            if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
             dres[i] = v;
         });
         /* dh = dres W2; dW2 = dres^T g; db2 */
@@ -1303,7 +1855,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
             float v = dh[i], x = hh[i];
             float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
             float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
-            if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+            if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
             dh[i] = v * (cdf + x * pdf);
         });
         if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, M, dh, M, (long long)N * M, W + o.fc1_w, D, (long long)BS, du, D,
@@ -1324,7 +1876,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
             size_t br = i / (N * D), e = i % (N * D);
             float v = dres[i];
-            if (drop) v *= pfc_keep(pfc_site_key(seed, counter, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
+            if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
             du[i] = v;
         });
         if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, D, du, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
@@ -1332,46 +1884,8 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         if ((st = pfc_gemm(g, d, 1, 0, D, D, (int)N, du, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
                            D, (long long)BS, na, 0)) != PF_OK) return st;
         pfc_colsum(d, GW + o.proj_b, du, na, N, D, BS);
-        /* attention backward, 1: per query row i: dS = P (dP - sum P dP) scale, dq */
-        pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
-            size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H;
-            const float *base = qkv + img * T * 3 * D, *a = att + (img * H + h) * T * T + i * T;
-            const float *dy = datty + (img * T + i) * D + h * hd;
-            float *ds = datt + (img * H + h) * T * T + i * T, *dq = dqkv + (img * T + i) * 3 * D + h * hd, s = 0;
-            float dyv[PFC_MAX_HD], acc[PFC_MAX_HD];
-            int j, e;
-            for (e = 0; e < hd; e++) { dyv[e] = dy[e]; acc[e] = 0; }
-            for (j = 0; j < T; j++) {
-                const float *v = base + (size_t)j * 3 * D + 2 * D + h * hd;
-                float t = 0;
-                for (e = 0; e < hd; e++) t += dyv[e] * v[e];
-                ds[j] = t;
-                s += a[j] * t;
-            }
-            for (j = 0; j < T; j++) {
-                const float *kk = base + (size_t)j * 3 * D + D + h * hd;
-                float dsj = a[j] * (ds[j] - s) * scale;
-                ds[j] = dsj;
-                for (e = 0; e < hd; e++) acc[e] += dsj * kk[e];
-            }
-            for (e = 0; e < hd; e++) dq[e] = acc[e];
-        });
-        /* 2: per key row j: dk = sum_i dS_ij q_i, dv = sum_i P_ij dy_i */
-        pfc_for(d, (size_t)na * B * H * T, PFC_LAMBDA(size_t idx) {
-            size_t j = idx % T, bh = idx / T, h = bh % H, img = bh / H;
-            const float *base = qkv + img * T * 3 * D;
-            float *dk = dqkv + (img * T + j) * 3 * D + D + h * hd, *dv = dk + D;
-            float ak[PFC_MAX_HD], av[PFC_MAX_HD];
-            size_t i;
-            int e;
-            for (e = 0; e < hd; e++) ak[e] = av[e] = 0;
-            for (i = 0; i < (size_t)T; i++) {
-                float sij = datt[(img * H + h) * T * T + i * T + j], pij = att[(img * H + h) * T * T + i * T + j];
-                const float *q = base + i * 3 * D + h * hd, *dy = datty + (img * T + i) * D + h * hd;
-                for (e = 0; e < hd; e++) { ak[e] += sij * q[e]; av[e] += pij * dy[e]; }
-            }
-            for (e = 0; e < hd; e++) { dk[e] = ak[e]; dv[e] = av[e]; }
-        });
+        pfc_attention_bwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
+                          datty, dqkv, datt, (size_t)na * B, T, D, H);
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
         if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D, (long long)BS,
                            du, D, (long long)N * D, na, 0)) != PF_OK) return st;
@@ -1391,7 +1905,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
     return PF_OK;
 }
 
-PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
+static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
     pf_model *m = g->m;
     const pf_config c = m->cfg;
     const int T = m->T, D = c.dim, K = c.classes, NP = m->n_patches, pd = m->patch_dim, k = g->fwd_active;
@@ -1402,7 +1916,7 @@ PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
     float *bufs[PFC_MAX_DEV];
     pf_status st;
     int i;
-    if (!g->has_labels || g->B < 1) return pf_fail(PF_ERR_ARG, "pf_cuda_backward: the last forward had no labels");
+    (void)arg;
     /* head, final LN, pooling on each replica's root */
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
@@ -1464,10 +1978,10 @@ PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
         float *gb = gs + (size_t)D * pd, *gcls = gb + D, *gpos = gcls + D;
         const int drop = m->training && c.emb_dropout > 0.0f;
         const float p = c.emb_dropout;
-        const uint64_t key = pfc_site_key(m->dropout_seed, m->dropout_counter, 0);
+        const uint64_t seed = m->dropout_seed, *ctr = d->ctr;
         if (d->pos != 0) continue;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
-        if (drop) pfc_for(d, ND, PFC_LAMBDA(size_t e) { dx0[e] *= pfc_keep(key, (size_t)img0 * TD + e, p); });
+        if (drop) pfc_for(d, ND, PFC_LAMBDA(size_t e) { dx0[e] *= pfc_keep(pfc_site_key(seed, *ctr, 0), (size_t)img0 * TD + e, p); });
         pfc_for(d, TD, PFC_LAMBDA(size_t j) {
             float s = 0;
             int bb;
@@ -1490,6 +2004,18 @@ PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
         if ((st = pfc_reduce(g, PFC_POS, bufs, counts, 1, "grads")) != PF_OK) return st;
     }
     return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
+    const pf_model *m = g->m;
+    if (!g->has_labels || g->B < 1) return pf_fail(PF_ERR_ARG, "pf_cuda_backward: the last forward had no labels");
+    if (pfc_graphs_on(g)) {
+        uint64_t key[PFC_KEY] = {2, (uint64_t)g->Bper, (uint64_t)g->fwd_active, (uint64_t)g->denom, 0,
+                                 (uint64_t)m->training, pfc_dropout_key(m), 0};
+        memcpy(&key[4], &g->ls, 4);
+        return pfc_graph_run(g, g->bwd_graphs, PFC_GRAPHS_BWD, key, pfc_backward_work, NULL);
+    }
+    return pfc_backward_work(g, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1522,98 +2048,190 @@ static size_t pfc_train_from(const pf_model *m, const pf_tensor_spec *s) {
     return s->kind == PF_KIND_WEIGHT ? from * (size_t)m->cfg.dim : from;
 }
 
-PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
+/* The optimizer step, in three parts:
+   1. tables (host): per device, the chunks of at most 4096 trainable
+      gradients whose squares are summed for clipping (the first replica's
+      devices: the replicas hold the same sums), and the tensors AdamW
+      updates with their step's constants (bias corrections, learning rate,
+      decay); each copied to its device with one transfer;
+   2. clipping (devices): the chunks' squared sums (one launch), then one
+      thread adds them in order (tensor by tensor, as the specs list them)
+      and, on a single device, turns the total into the coefficient without
+      the host: clipv = {norm, coefficient}. Several devices add their
+      totals on the host in device order and receive the coefficient;
+   3. AdamW (devices): one launch over every tensor of the table, each
+      thread finding its tensor by binary search; gradients are first scaled
+      by the clip coefficient when it is below 1 (and left scaled, as on the
+      CPU).
+   On one device, 2 and 3 run as a CUDA graph (the tables live at fixed
+   addresses, so the graph reads each step's). */
+struct pfc_step_args {
+    double clip;          /* 0: no clipping */
+    size_t nch[PFC_MAX_DEV], nseg[PFC_MAX_DEV], total[PFC_MAX_DEV];
+    float b1, b2, eps;
+    int adam;
+};
+
+static pf_status pfc_step_tables(pf_cuda *g, const pf_optim *o, pfc_step_args *a) {
     pf_model *m = g->m;
-    double norm = 0, coef = 1.0;
     pf_status st;
     int i, t;
-    if (!m->steps) return pf_fail(PF_ERR_ARG, "pf_cuda_step: call pf_model_alloc_train on the model first");
-    if (o->clip > 0.0f) {
-        /* squared sums of chunks of 4096 gradients on the devices (each
-           chunk in a fixed order), one copy per device, then summed on the
-           host per tensor in spec order and chunk order */
-        double total = 0;
-        size_t at[PFC_MAX_DEV] = {0};
+    memset(a, 0, sizeof *a);
+    a->clip = o->clip > 0.0f ? (double)o->clip : 0.0;
+    a->b1 = o->beta1, a->b2 = o->beta2, a->eps = o->eps, a->adam = o->adam;
+    for (i = 0; a->clip > 0 && i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        pfc_chunk *ch = d->host_chunks;
+        size_t nch = 0;
+        if (d->replica != g->dev[0].replica) continue;
         for (t = 0; t < m->n_specs; t++) {
             const pf_tensor_spec *s = &m->specs[t];
-            g->clip[t].dev = -1;
-            if (!pfc_trainable(m, s)) continue;
-            for (i = 0; i < g->ndev; i++) {
-                pfc_dev *d = &g->dev[i];
-                long long off = pfc_spec_local(g, d, s);
-                size_t from = pfc_train_from(m, s), n = s->numel - from, nch = (n + 4095) / 4096;
-                const float *gp;
-                double *ss;
-                if (off < 0 || d->replica != g->dev[0].replica) continue;
-                gp = d->grads + off + from;
-                ss = d->sumsq + at[i];
-                g->clip[t].dev = i, g->clip[t].at = at[i], g->clip[t].nch = nch;
-                at[i] += nch;
-                if ((st = pfc_set_device(d)) != PF_OK) return st;
-                pfc_for(d, nch, PFC_LAMBDA(size_t cidx) {
-                    size_t a = cidx * 4096, e = a + 4096 < n ? a + 4096 : n;
-                    double sq = 0;
-                    for (; a < e; a++) sq += (double)gp[a] * (double)gp[a];
-                    ss[cidx] = sq;
-                });
-                break; /* one device holds it */
+            long long off = pfc_spec_local(g, d, s);
+            size_t from = pfc_train_from(m, s), n = s->numel - from, at;
+            if (off < 0 || !pfc_trainable(m, s)) continue;
+            for (at = 0; at < n; at += 4096) {
+                ch[nch].off = (size_t)off + from + at;
+                ch[nch].n = n - at < 4096 ? n - at : 4096;
+                nch++;
             }
         }
-        for (i = 0; i < g->ndev; i++) {
-            if (!at[i]) continue;
-            if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
-            if ((st = pfc_d2h(&g->dev[i], g->dev[i].host_sumsq, g->dev[i].sumsq, at[i] * 8)) != PF_OK) return st;
-        }
-        for (t = 0; t < m->n_specs; t++) {
-            const double *part = g->clip[t].dev < 0 ? NULL : g->dev[g->clip[t].dev].host_sumsq + g->clip[t].at;
-            double sum = 0;
-            size_t q;
-            for (q = 0; part && q < g->clip[t].nch; q++) sum += part[q];
-            total += sum;
-        }
-        norm = sqrt(total);
-        coef = (double)o->clip / (norm + 1e-6);
-        if (norm_out) *norm_out = norm;
-    } else if (norm_out) {
-        *norm_out = 0;
+        a->nch[i] = nch;
     }
     for (t = 0; t < m->n_specs; t++) {
         const pf_tensor_spec *s = &m->specs[t];
         float lr_f = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
+        size_t from = pfc_train_from(m, s);
         int64_t step;
-        float step_size, bc2_sqrt, lr = lr_f, b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-        float wd = s->decay ? o->weight_decay : 0.0f;
-        const int adam = o->adam, clip = coef < 1.0;
-        const float fcoef = (float)coef;
-        size_t from = pfc_train_from(m, s), n = s->numel - from;
         if (!pfc_trainable(m, s) || lr_f == 0.0f) continue;
         step = ++m->steps[t];
-        step_size = (float)((double)lr_f / (1.0 - pow((double)o->beta1, (double)step)));
-        bc2_sqrt = (float)sqrt(1.0 - pow((double)o->beta2, (double)step));
         for (i = 0; i < g->ndev; i++) {
             pfc_dev *d = &g->dev[i];
             long long off = pfc_spec_local(g, d, s);
-            float *p, *gr, *mm, *vv;
+            pfc_seg *sg = &d->host_segs[a->nseg[i]];
             if (off < 0) continue;
-            p = d->params + off + from; gr = d->grads + off + from; mm = d->adam_m + off + from; vv = d->adam_v + off + from;
-            if ((st = pfc_set_device(d)) != PF_OK) return st;
-            pfc_for(d, n, PFC_LAMBDA(size_t e) {
-                float gi = gr[e], pi = p[e], mi, vi;
-                if (clip) { gi = gi * fcoef; gr[e] = gi; }
-                if (adam) gi = gi + pi * wd;
-                else pi = pi * (1 - lr * wd);
-                mi = mm[e] * b1 + gi * (1 - b1);
-                vi = vv[e] * b2 + gi * gi * (1 - b2);
-                mm[e] = mi;
-                vv[e] = vi;
-                p[e] = pi - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
-            });
+            sg->off = (size_t)off + from;
+            sg->n = s->numel - from;
+            sg->start = a->total[i];
+            sg->step_size = (float)((double)lr_f / (1.0 - pow((double)o->beta1, (double)step)));
+            sg->bc2_sqrt = (float)sqrt(1.0 - pow((double)o->beta2, (double)step));
+            sg->lr = lr_f;
+            sg->wd = s->decay ? o->weight_decay : 0.0f;
+            a->total[i] += sg->n;
+            a->nseg[i]++;
         }
     }
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if ((st = pfc_h2d(d, d->chunks, d->host_chunks, a->nch[i] * sizeof(pfc_chunk))) != PF_OK) return st;
+        if ((st = pfc_h2d(d, d->segs, d->host_segs, a->nseg[i] * sizeof(pfc_seg))) != PF_OK) return st;
+    }
+    return PF_OK;
+}
+
+static pf_status pfc_step_work(pf_cuda *g, const void *arg) {
+    const pfc_step_args *a = (const pfc_step_args *)arg;
+    pf_status st;
+    int i;
+    for (i = 0; a->clip > 0 && i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        const pfc_chunk *dch = d->chunks;
+        const float *gr = d->grads;
+        double *ss = d->sumsq, *cv = d->clipv;
+        const size_t nch = a->nch[i];
+        const int alone = g->ndev == 1;
+        const double clip = a->clip;
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        pfc_for(d, nch, PFC_LAMBDA(size_t c) {
+            const float *p = gr + dch[c].off;
+            double sq = 0;
+            size_t e;
+            for (e = 0; e < dch[c].n; e++) sq += (double)p[e] * (double)p[e];
+            ss[c] = sq;
+        });
+        pfc_for(d, 1, PFC_LAMBDA(size_t unused) {
+            double sum = 0;
+            size_t c;
+            (void)unused;
+            for (c = 0; c < nch; c++) sum += ss[c];
+            cv[0] = alone ? sqrt(sum) : sum;
+            cv[1] = clip / (sqrt(sum) + 1e-6);
+        });
+    }
+    if (a->clip > 0 && g->ndev > 1) { /* the devices' totals, added on the host */
+        double total = 0, v[2];
+        for (i = 0; i < g->ndev; i++) {
+            if (g->dev[i].replica != g->dev[0].replica) continue;
+            if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
+            if ((st = pfc_d2h(&g->dev[i], v, g->dev[i].clipv, sizeof(double))) != PF_OK) return st;
+            total += v[0];
+        }
+        v[0] = sqrt(total);
+        v[1] = a->clip / (v[0] + 1e-6);
+        g->host_norm = v[0];
+        for (i = 0; i < g->ndev; i++) {
+            if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
+            if ((st = pfc_h2d(&g->dev[i], g->dev[i].clipv, v, sizeof v)) != PF_OK) return st;
+        }
+    }
+    for (i = 0; i < g->ndev; i++) {
+        pfc_dev *d = &g->dev[i];
+        const pfc_seg *segs = d->segs;
+        float *p = d->params, *gr = d->grads, *mm = d->adam_m, *vv = d->adam_v;
+        const double *cv = d->clipv;
+        const float b1 = a->b1, b2 = a->b2, eps = a->eps;
+        const int adam = a->adam, clip = a->clip > 0, ns = (int)a->nseg[i];
+        if ((st = pfc_set_device(d)) != PF_OK) return st;
+        if (ns) pfc_for(d, a->total[i], PFC_LAMBDA(size_t k) {
+            int lo = 0, hi = ns - 1;
+            size_t e;
+            float gi, pi, mi, vi, wd, lr;
+            while (lo < hi) { /* the last tensor starting at or before k */
+                int mid = (lo + hi + 1) / 2;
+                if (segs[mid].start <= k) lo = mid;
+                else hi = mid - 1;
+            }
+            e = segs[lo].off + (k - segs[lo].start);
+            wd = segs[lo].wd, lr = segs[lo].lr;
+            gi = gr[e], pi = p[e];
+            if (clip && cv[1] < 1.0) { gi = gi * (float)cv[1]; gr[e] = gi; }
+            if (adam) gi = gi + pi * wd;
+            else pi = pi * (1 - lr * wd);
+            mi = mm[e] * b1 + gi * (1 - b1);
+            vi = vv[e] * b2 + gi * gi * (1 - b2);
+            mm[e] = mi;
+            vv[e] = vi;
+            p[e] = pi - segs[lo].step_size * (mi / (sqrtf(vi) / segs[lo].bc2_sqrt + eps));
+        });
         pfc_refresh_bf16(g, d);
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
+    pf_model *m = g->m;
+    pfc_step_args a;
+    pf_status st;
+    if (!m->steps) return pf_fail(PF_ERR_ARG, "pf_cuda_step: call pf_model_alloc_train on the model first");
+    if ((st = pfc_step_tables(g, o, &a)) != PF_OK) return st;
+    if (pfc_graphs_on(g)) {
+        uint64_t key[PFC_KEY] = {3, a.nch[0], a.nseg[0], a.total[0], 0, 0, (uint64_t)a.adam, 0};
+        memcpy(&key[4], &a.clip, 8);
+        memcpy(&key[5], &a.b1, 4);
+        memcpy((char *)&key[5] + 4, &a.b2, 4);
+        memcpy(&key[7], &a.eps, 4);
+        st = pfc_graph_run(g, g->step_graphs, PFC_GRAPHS_STEP, key, pfc_step_work, &a);
+    } else {
+        st = pfc_step_work(g, &a);
+    }
+    if (st != PF_OK) return st;
+    if (norm_out) { /* one device: the norm is on it (this waits); several: the host has it */
+        double v = g->ndev > 1 ? g->host_norm : 0.0;
+        if (a.clip > 0 && g->ndev == 1) {
+            if ((st = pfc_set_device(&g->dev[0])) != PF_OK) return st;
+            if ((st = pfc_d2h(&g->dev[0], &v, g->dev[0].clipv, sizeof v)) != PF_OK) return st;
+        }
+        *norm_out = a.clip > 0 ? v : 0.0;
     }
     m->params_gen++;
     return PF_OK;

@@ -94,6 +94,9 @@ def main():
         for prec in ("fp32", "bf16"):
             r = ours[(m, prec)]
             print("| ParaFormer-C %s | %.0f | %.0f | %.3f |" % (prec, r["train_img_s"], r["infer_img_s"], r["latency_b1_ms"]))
+            if "train_host_img_s" in r:  # the images copied from the host at each call
+                print("| ParaFormer-C %s, images from the host | %.0f | %.0f | |"
+                      % (prec, r["train_host_img_s"], r["infer_host_img_s"]))
         t = torch.get(m)
         if not t:
             continue
