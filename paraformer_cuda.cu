@@ -208,9 +208,6 @@ static pf_status pfc_h2d(const pfc_dev *d, void *dst, const void *src, size_t by
 static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
     (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
 }
-static pf_status pfc_d2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
-    (void)d; if (bytes && dst != src) memmove(dst, src, bytes); return PF_OK;
-}
 static pf_status pfc_sync(const pfc_dev *d) { (void)d; return PF_OK; }
 template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
     long long i, nn = (long long)n;
@@ -270,10 +267,6 @@ static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t by
         PFC_CUDA(d, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, d->stream));
         PFC_CUDA(d, cudaStreamSynchronize(d->stream));
     }
-    return PF_OK;
-}
-static pf_status pfc_d2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
-    if (bytes && dst != src) PFC_CUDA(d, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, d->stream));
     return PF_OK;
 }
 static pf_status pfc_sync(const pfc_dev *d) { PFC_CUDA(d, cudaStreamSynchronize(d->stream)); return PF_OK; }
@@ -491,38 +484,49 @@ fail:
    columns), then over the chunks, in a fixed order (deterministic: chunk c
    goes to slice c mod 16, each slice sums in order, then the slices). The
    partial sums need nbr * ceil(rows_per_branch / PFC_CHUNK) * C floats of
-   d->colpart. */
+   d->colpart (twice that with a second output: val returns both values of
+   a row and column, .a for out0 and .b for out1). */
 #define PFC_CHUNK 64
+struct pfc_f2 {
+    float a, b;
+};
 template <class V>
-static void pfc_colsums(pfc_dev *d, float *out, size_t ostride, int nbr, size_t rows_per_branch, int C, V val) {
-    const size_t nch = (rows_per_branch + PFC_CHUNK - 1) / PFC_CHUNK;
-    float *part = d->colpart;
-    pfc_for(d, (size_t)nbr * nch * C, PFC_LAMBDA(size_t i) {
+static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, int nbr, size_t rows_per_branch, int C,
+                        V val) {
+    const size_t nch = (rows_per_branch + PFC_CHUNK - 1) / PFC_CHUNK, np = (size_t)nbr * nch * C;
+    const int nout = out1 ? 2 : 1, ncg = (C + 31) / 32;
+    float *part = d->colpart; /* [nout][nbr][nch][C] */
+    pfc_for(d, np, PFC_LAMBDA(size_t i) {
         size_t k = i % C, ch = i / C % nch, br = i / C / nch;
         size_t n = br * rows_per_branch + ch * PFC_CHUNK, end = br * rows_per_branch + rows_per_branch;
-        float s = 0;
+        float s0 = 0, s1 = 0;
         if (end > n + PFC_CHUNK) end = n + PFC_CHUNK;
-        for (; n < end; n++) s += val(n, (int)k);
-        part[i] = s;
+        for (; n < end; n++) {
+            pfc_f2 v = val(n, (int)k);
+            s0 += v.a;
+            s1 += v.b;
+        }
+        part[i] = s0;
+        if (nout == 2) part[np + i] = s1;
     });
-    /* then a block per (branch, 32 columns): 16 slices of the chunks, then the slices */
-    const int ncg = (C + 31) / 32;
-    pfc_blocks(d, (size_t)nbr * ncg, 512, 4 * 16 * 33,
+    /* then a block per (output, branch, 32 columns): 16 slices of the chunks, then the slices */
+    pfc_blocks(d, (size_t)nout * nbr * ncg, 512, 4 * 16 * 33,
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
-            const size_t br = blk / ncg, k = (blk % ncg) * 32 + tid % 32;
+            const size_t o = blk / ((size_t)nbr * ncg), br = blk / ncg % nbr, k = (blk % ncg) * 32 + tid % 32;
+            const float *pp = part + o * np;
             size_t ch;
             float s = 0;
             if (k < (size_t)C)
-                for (ch = (size_t)(tid / 32); ch < nch; ch += 16) s += part[(br * nch + ch) * C + k];
+                for (ch = (size_t)(tid / 32); ch < nch; ch += 16) s += pp[(br * nch + ch) * C + k];
             sm[tid / 32 * 33 + tid % 32] = s;
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
-            const size_t br = blk / ncg, k = (blk % ncg) * 32 + tid;
+            const size_t o = blk / ((size_t)nbr * ncg), br = blk / ncg % nbr, k = (blk % ncg) * 32 + tid;
             float s = 0;
             int sl;
             if (tid >= 32 || k >= (size_t)C) return;
             for (sl = 0; sl < 16; sl++) s += sm[sl * 33 + tid];
-            out[br * ostride + k] = s;
+            (o ? out1 : out0)[br * ostride + k] = s;
         });
 }
 
@@ -531,12 +535,23 @@ static void pfc_colsums(pfc_dev *d, float *out, size_t ostride, int nbr, size_t 
    that branch's input (stride in_bstride: rows_per_branch * C, or 0 when the
    branches share one input, as the first layer shares X0) */
 #define PFC_LN_ROWS 8 /* rows per block, 32 threads each */
-static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, size_t in_bstride,
-                              const float *w, const float *b, size_t rows, int C, size_t rows_per_branch,
-                              size_t bstride) {
+/* (pre: when not NULL, pre(i) first computes and stores input element i =
+   row * C + column of the block's rows: an element-wise epilogue fused into
+   the LayerNorm of its output, one launch and one pass less) */
+template <class F>
+static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp,
+                                  size_t in_bstride, const float *w, const float *b, size_t rows, int C,
+                                  size_t rows_per_branch, size_t bstride, int has_pre, F pre) {
     /* shared memory: partial sums [R][33], mean [R], rstd [R] */
     const int R = PFC_LN_ROWS;
     pfc_blocks(d, (rows + R - 1) / R, 32 * R, 4 * (33 * R + 2 * R),
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the input, when an epilogue makes it */
+            const size_t r = blk * R + tid / 32;
+            int i;
+            (void)sm;
+            if (!has_pre || r >= rows) return;
+            for (i = tid % 32; i < C; i += 32) pre(r * C + i);
+        },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* partial sums of x */
             const size_t r = blk * R + tid / 32;
             const float *x = inp + r / rows_per_branch * in_bstride + (r % rows_per_branch) * C;
@@ -584,12 +599,19 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, 
             for (i = tid % 32; i < C; i += 32) y[i] = (x[i] - mu) * rs * ww[i] + bb[i];
         });
 }
-/* dinp (= or +=) LN backward of dout (+ extra, when not NULL, added to dout
-   first); dw/db: column sums per branch */
+static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, size_t in_bstride,
+                              const float *w, const float *b, size_t rows, int C, size_t rows_per_branch,
+                              size_t bstride) {
+    pfc_layernorm_fwd_pre(d, out, mean, rstd, inp, in_bstride, w, b, rows, C, rows_per_branch, bstride, 0,
+                          PFC_LAMBDA(size_t i) { (void)i; });
+}
+/* dinp = LN backward of dout (+ extra, when not NULL, added to dout first),
+   plus res when res is not NULL (the residual's gradient); dw/db: column
+   sums per branch */
 static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, const float *dout, const float *extra,
-                              const float *inp, size_t in_bstride, const float *w, const float *mean,
-                              const float *rstd, size_t rows, int C, size_t rows_per_branch, size_t bstride, int acc,
-                              int nbr) {
+                              const float *res, const float *inp, size_t in_bstride, const float *w,
+                              const float *mean, const float *rstd, size_t rows, int C, size_t rows_per_branch,
+                              size_t bstride, int nbr) {
     /* shared memory: partial sums of g w and g w xhat [2][R][33] */
     const int R = PFC_LN_ROWS;
     pfc_blocks(d, (rows + R - 1) / R, 32 * R, 4 * 66 * R,
@@ -622,20 +644,21 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, con
             const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
             const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
             float *dx = dinp + r * C, mu, rs, s1, s2;
+            const float *rr = res ? res + r * C : NULL;
             int k;
             if (r >= rows) return;
             mu = mean[r], rs = rstd[r], s1 = sm[tid / 32 * 33], s2 = sm[(R + tid / 32) * 33];
             for (k = tid % 32; k < C; k += 32) {
                 float v = ((ex ? dy[k] + ex[k] : dy[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
-                dx[k] = acc ? dx[k] + v : v;
+                dx[k] = rr ? rr[k] + v : v;
             }
         });
-    pfc_colsums(d, dw, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
+    pfc_colsums(d, dw, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
         float gk = extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
-        return gk * ((inp[n / rows_per_branch * in_bstride + (n % rows_per_branch) * C + k] - mean[n]) * rstd[n]);
-    });
-    pfc_colsums(d, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
-        return extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
+        pfc_f2 v;
+        v.a = gk * ((inp[n / rows_per_branch * in_bstride + (n % rows_per_branch) * C + k] - mean[n]) * rstd[n]);
+        v.b = gk;
+        return v;
     });
 }
 /* out[r, :] += bias of r's branch */
@@ -649,7 +672,11 @@ static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows,
 /* db (per branch) = column sums of dout */
 static void pfc_colsum(pfc_dev *d, float *db, const float *dout, int nbr, size_t rows_per_branch, int C,
                        size_t bstride) {
-    pfc_colsums(d, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) { return dout[n * C + k]; });
+    pfc_colsums(d, db, NULL, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
+        pfc_f2 v;
+        v.a = dout[n * C + k], v.b = 0.0f;
+        return v;
+    });
 }
 
 /* Block-wide products over shared memory, for the attention kernels: each
@@ -1125,7 +1152,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     PFC_A(d->dqkv, nb * B * T * 3 * D);
     PFC_A(d->datt, nb * B * H * T * T);
     {
-        size_t widest = 3 * D > M ? 3 * D : M;
+        size_t widest = 3 * D > M ? 3 * D : M; /* (LayerNorm's two sums: 2D) */
         if (widest < K) widest = K;
         PFC_A(d->colpart, nb * ((B * T + PFC_CHUNK - 1) / PFC_CHUNK) * widest);
     }
@@ -1447,7 +1474,9 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         float *u1 = d->u1[l], *qkv = d->qkv[l], *att = d->att[l], *atty = d->atty[l], *x1 = d->x1[l];
         float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l], *x2 = d->x2[l];
         const size_t rows = (size_t)na * N;
-        pfc_layernorm_fwd(d, u1, d->ln1_mean[l], d->ln1_rstd[l], xin, xstride, W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
+        /* (the LN1 of the later layers ran with the previous layer's last epilogue) */
+        if (l == 0)
+            pfc_layernorm_fwd(d, u1, d->ln1_mean[0], d->ln1_rstd[0], xin, xstride, W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
         /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
                            3 * D, (long long)N * 3 * D, na, 0)) != PF_OK) return st;
@@ -1455,19 +1484,19 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         if (o.qkv_b != (size_t)-1 && !g->fused_att) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
         pfc_attention_fwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
                           m->training, atty, (size_t)na * B, T, D, H);
-        /* x1 = (x | u1) + Drop(atty Wp^T + bp) */
+        /* x1 = (x | u1) + Drop(atty Wp^T + bp), then u2 = LN2(x1) in the same launch */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
         {
             const float *bias = W + o.proj_b;
-            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+            pfc_layernorm_fwd_pre(d, u2, d->ln2_mean[l], d->ln2_rstd[l], x1, N * D, W + o.ln2_w, W + o.ln2_b, rows, D, N,
+                                  BS, 1, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = x1[i] + bias[br * BS + e % D];
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
                 x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
             });
         }
-        pfc_layernorm_fwd(d, u2, d->ln2_mean[l], d->ln2_rstd[l], x1, N * D, W + o.ln2_w, W + o.ln2_b, rows, D, N, BS);
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, M, D, u2, D, (long long)N * D, W + o.fc1_w, D, (long long)BS, hh, M,
                            (long long)N * M, na, 0)) != PF_OK) return st;
         {
@@ -1483,14 +1512,21 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         }
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, M, gg, M, (long long)N * M, W + o.fc2_w, M, (long long)BS, x2, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
-        {
+        {   /* x2 = (x1 | u2) + Drop(g W2^T + b2); with the next layer's LN1 when there is one */
             const float *bias = W + o.fc2_b;
-            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+            auto epi = PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = x2[i] + bias[br * BS + e % D];
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
                 x2[i] = v + (prenorm ? x1[i] : u2[i]);
-            });
+            };
+            if (l + 1 < depth) {
+                pfc_layer_off on = pfc_layer(m, l + 1);
+                pfc_layernorm_fwd_pre(d, d->u1[l + 1], d->ln1_mean[l + 1], d->ln1_rstd[l + 1], x2, N * D, W + on.ln1_w,
+                                      W + on.ln1_b, rows, D, N, BS, 1, epi);
+            } else {
+                pfc_for(d, rows * D, epi);
+            }
         }
     }
     return PF_OK;
@@ -1534,7 +1570,9 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
     const int *labels = d->labels;
     double *rowloss = d->rowloss;
     pf_status st;
-    pfc_for(d, (size_t)B * D, PFC_LAMBDA(size_t i) {
+    /* pooling (the cls token or the mean over tokens) and the final LN, one launch */
+    pfc_layernorm_fwd_pre(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
+                          (size_t)B, 0, 1, PFC_LAMBDA(size_t i) {
         size_t b = i / D, e = i % D;
         if (pool == PF_POOL_CLS) pooled[i] = agg[b * T * D + e];
         else {
@@ -1544,8 +1582,6 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
             pooled[i] = s / (float)T;
         }
     });
-    pfc_layernorm_fwd(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
-                      (size_t)B, 0);
     if ((st = pfc_gemm(g, d, 0, 1, B, K, D, d->uf, D, 0, head + 2 * D, D, 0, logits, K, 0, 1, 0)) != PF_OK) return st;
     {
         const float *hb = head + 2 * D + (size_t)K * D;
@@ -1573,6 +1609,7 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
     pf_model *m = g->m;
     const pf_config *c = &m->cfg;
     const size_t TD = (size_t)m->T * c->dim;
+    const int coll = g->group > 1 || g->o.collectives; /* the branch sums travel between devices */
     float *bufs[PFC_MAX_DEV];
     pf_status st;
     int i;
@@ -1583,28 +1620,30 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
         if ((st = pfc_set_device(d)) != PF_OK) return st;
         if ((st = pfc_embed_forward(g, d, Bper, d->replica * Bper)) != PF_OK) return st;
     }
-    if (g->group > 1 || g->o.collectives) {
+    if (coll) {
         for (i = 0; i < g->ndev; i++) bufs[i] = g->dev[i].x0;
         if ((st = pfc_broadcast(g, PFC_GROUP, bufs, (size_t)Bper * TD, "x0")) != PF_OK) return st;
     }
-    /* branches, then each device's sum of its branch outputs (or deltas) */
+    /* branches, then each device's sum of its branch outputs (or deltas);
+       with the branches on one device, the aggregate itself */
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         int na = pfc_active_local(d, k), img0 = d->replica * Bper;
         const size_t ND = (size_t)Bper * TD;
         const float *x2 = d->x2[c->depth - 1], *x0 = d->x0;
-        float *psum = d->psum;
-        const int delta = c->aggregate == PF_AGG_DELTA;
+        float *psum = d->psum, *agg = d->agg;
+        const int delta = c->aggregate == PF_AGG_DELTA, alone = !coll; /* alone: the sum is the aggregate's */
         if ((st = pfc_set_device(d)) != PF_OK) return st;
         if ((st = pfc_layers_forward(g, d, na, Bper, img0)) != PF_OK) return st;
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             float s = 0;
             int j;
             for (j = 0; j < na; j++) s += delta ? x2[j * ND + e] - x0[e] : x2[j * ND + e];
-            psum[e] = s;
+            if (alone) agg[e] = delta ? x0[e] + s : s;
+            else psum[e] = s;
         });
     }
-    if (g->group > 1 || g->o.collectives) {
+    if (coll) {
         size_t counts[PFC_MAX_DEV];
         for (i = 0; i < g->ndev; i++) { bufs[i] = g->dev[i].psum; counts[i] = (size_t)Bper * TD; }
         if ((st = pfc_reduce(g, PFC_GROUP, bufs, counts, 0, "branch outputs")) != PF_OK) return st;
@@ -1616,7 +1655,7 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
         const int delta = c->aggregate == PF_AGG_DELTA;
         if (d->pos != 0) continue;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
-        pfc_for(d, (size_t)Bper * TD, PFC_LAMBDA(size_t e) { agg[e] = delta ? x0[e] + psum[e] : psum[e]; });
+        if (coll) pfc_for(d, (size_t)Bper * TD, PFC_LAMBDA(size_t e) { agg[e] = delta ? x0[e] + psum[e] : psum[e]; });
         if ((st = pfc_head_forward(g, d, Bper, with_labels, label_smoothing)) != PF_OK) return st;
     }
     return PF_OK;
@@ -1837,19 +1876,20 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         const size_t xstride = l ? N * D : 0;
         const float *u1 = d->u1[l], *qkv = d->qkv[l], *att = d->att[l], *atty = d->atty[l], *x1 = d->x1[l];
         const float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l];
-        /* MLP: dres = Drop'(dcur) */
-        pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
-            size_t br = i / (N * D), e = i % (N * D);
-            float v = dcur[i];
-            if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
-            dres[i] = v;
-        });
-        /* dh = dres W2; dW2 = dres^T g; db2 */
-        if ((st = pfc_gemm(g, d, 0, 0, (int)N, M, D, dres, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
+        /* MLP: its output's gradient gm = Drop'(dcur) (in dres; without dropout dcur itself) */
+        const float *gm = drop ? dres : dcur, *gp;
+        if (drop)
+            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+                size_t br = i / (N * D), e = i % (N * D);
+                dres[i] = dcur[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2),
+                                             (size_t)img0 * T * D + e, p);
+            });
+        /* dh = gm W2; dW2 = gm^T g; db2 */
+        if ((st = pfc_gemm(g, d, 0, 0, (int)N, M, D, gm, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
                            (long long)N * M, na, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, D, M, (int)N, dres, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
+        if ((st = pfc_gemm(g, d, 1, 0, D, M, (int)N, gm, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
                            (long long)BS, na, 0)) != PF_OK) return st;
-        pfc_colsum(d, GW + o.fc2_b, dres, na, N, D, BS);
+        pfc_colsum(d, GW + o.fc2_b, gm, na, N, D, BS);
         pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
             size_t br = i / (N * M), e = i % (N * M);
             float v = dh[i], x = hh[i];
@@ -1864,26 +1904,21 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                            (long long)BS, na, 0)) != PF_OK) return st;
         pfc_colsum(d, GW + o.fc1_b, dh, na, N, M, BS);
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
-        if (prenorm) {
-            if ((st = pfc_d2d(d, dres, dcur, rows * D * 4)) != PF_OK) return st;
-            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, NULL, x1, N * D, W + o.ln2_w, d->ln2_mean[l],
-                              d->ln2_rstd[l], rows, D, N, BS, 1, na);
-        } else {
-            pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, dcur, x1, N * D, W + o.ln2_w, d->ln2_mean[l],
-                              d->ln2_rstd[l], rows, D, N, BS, 0, na);
-        }
-        /* attention: dproj = Drop'(dx1), in du */
-        pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
-            size_t br = i / (N * D), e = i % (N * D);
-            float v = dres[i];
-            if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
-            du[i] = v;
-        });
-        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, D, du, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
+        pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
+                          N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], rows, D, N, BS, na);
+        /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
+        gp = drop ? du : dres;
+        if (drop)
+            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
+                size_t br = i / (N * D), e = i % (N * D);
+                du[i] = dres[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0),
+                                           (size_t)img0 * T * D + e, p);
+            });
+        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, D, gp, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, D, D, (int)N, du, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
+        if ((st = pfc_gemm(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
                            D, (long long)BS, na, 0)) != PF_OK) return st;
-        pfc_colsum(d, GW + o.proj_b, du, na, N, D, BS);
+        pfc_colsum(d, GW + o.proj_b, gp, na, N, D, BS);
         pfc_attention_bwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
                           datty, dqkv, datt, (size_t)na * B, T, D, H);
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
@@ -1893,14 +1928,8 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                            GW + o.qkv_w, D, (long long)BS, na, 0)) != PF_OK) return st;
         if (o.qkv_b != (size_t)-1) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
-        if (prenorm) {
-            if ((st = pfc_d2d(d, dcur, dres, rows * D * 4)) != PF_OK) return st;
-            pfc_layernorm_bwd(d, dcur, GW + o.ln1_w, GW + o.ln1_b, du, NULL, xin, xstride, W + o.ln1_w, d->ln1_mean[l],
-                              d->ln1_rstd[l], rows, D, N, BS, 1, na);
-        } else {
-            pfc_layernorm_bwd(d, dcur, GW + o.ln1_w, GW + o.ln1_b, du, dres, xin, xstride, W + o.ln1_w, d->ln1_mean[l],
-                              d->ln1_rstd[l], rows, D, N, BS, 0, na);
-        }
+        pfc_layernorm_bwd(d, dcur, GW + o.ln1_w, GW + o.ln1_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
+                          xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], rows, D, N, BS, na);
     }
     return PF_OK;
 }
@@ -1936,8 +1965,8 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         if ((st = pfc_gemm(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0)) != PF_OK) return st;
         if ((st = pfc_gemm(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
-        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, d->pooled, (size_t)Bper * D, head, d->lnf_mean,
-                          d->lnf_rstd, (size_t)Bper, D, (size_t)Bper, 0, 0, 1);
+        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
+                          d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, (size_t)Bper, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;
             dagg[e] = pool == PF_POOL_CLS ? (t == 0 ? dpool[b * D + dd] : 0.0f) : dpool[b * D + dd] / (float)T;
