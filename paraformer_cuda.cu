@@ -1463,6 +1463,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     const float p = c.dropout;
     const uint64_t seed = m->dropout_seed, *ctr = d->ctr; /* the counter: read on the device (graphs) */
     const int *gbp = d->d_gb, depth = c.depth;
+    const int keep = g->has_labels; /* what only a backward reads (P, the MLP's pre-activation) is kept */
     float *W = d->params + m->stem_size;
     pf_status st;
     int l;
@@ -1483,7 +1484,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         /* (the fused attention adds the qkv bias as it loads q, k, v) */
         if (o.qkv_b != (size_t)-1 && !g->fused_att) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
         pfc_attention_fwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
-                          m->training, atty, (size_t)na * B, T, D, H);
+                          keep, atty, (size_t)na * B, T, D, H);
         /* x1 = (x | u1) + Drop(atty Wp^T + bp), then u2 = LN2(x1) in the same launch */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
@@ -1499,12 +1500,12 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         }
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, M, D, u2, D, (long long)N * D, W + o.fc1_w, D, (long long)BS, hh, M,
                            (long long)N * M, na, 0)) != PF_OK) return st;
-        {
+        {   /* g = Drop(GELU(h + b1)); h + b1 kept for a backward */
             const float *bias = W + o.fc1_b;
             pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * M), e = i % (N * M);
                 float x = hh[i] + bias[br * BS + e % M], v;
-                hh[i] = x;
+                if (keep) hh[i] = x;
                 v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
                 gg[i] = v;

@@ -296,7 +296,8 @@ static void test_predict_determinism(void) {
 /* The model's real attention shape (T = 65 tokens, head width 64): the
    shared-memory attention needs more than the default 48 KiB per block
    there. Logits and every gradient against the CPU, with the fused kernels
-   and with the thread-per-row ones (PF_CUDA_FUSED_ATTENTION=0). */
+   and with the thread-per-row ones (PF_CUDA_FUSED_ATTENTION=0), and after
+   a forward with labels in inference mode (m->training 0). */
 static void test_shape(void) {
     pf_config cf;
     pf_model *c, *m;
@@ -318,13 +319,16 @@ static void test_shape(void) {
     make_batch(c, 4, 9, x, y);
     pf_forward(c, x, y, 4, 0.0f, NULL);
     pf_backward(c);
-    for (pass = 0; pass < 2; pass++) {
-        const char *how = pass ? "thread-per-row attention" : "shared-memory attention";
+    for (pass = 0; pass < 3; pass++) {
+        const char *how = pass == 1 ? "thread-per-row attention"
+                          : pass ? "shared-memory attention, a forward with labels in inference mode"
+                                 : "shared-memory attention";
         pf_cuda *g;
         double e;
-        if (pass) setenv("PF_CUDA_FUSED_ATTENTION", "0", 1);
+        if (pass == 1) setenv("PF_CUDA_FUSED_ATTENTION", "0", 1);
         g = make_ctx(m, 1, 1, 0, 0);
-        if (pass) unsetenv("PF_CUDA_FUSED_ATTENTION");
+        if (pass == 1) unsetenv("PF_CUDA_FUSED_ATTENTION");
+        m->training = pass < 2; /* no dropout here: the same values; a backward must still find what it needs */
         if (!g) { check(0, "shape: context (%s)", how); continue; }
         check(pf_cuda_forward(g, x, y, 4, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
               pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "T=65, head width 64, %s: runs", how);
