@@ -143,6 +143,7 @@ struct pf_cuda {
     float ls;
     int fwd_active;
     int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
+    int att_tiles;            /* query tiles per forward attention block: 0 automatic (PF_CUDA_ATT_TILES) */
     int input_B;              /* images on the devices (xin) from the last forward given x */
     int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
     int use_graphs;           /* one device: steps as CUDA graphs (PF_CUDA_GRAPHS=0: off) */
@@ -751,19 +752,25 @@ PFC_HD static inline void pfc_tile_aw(int tid, int NT, float *Y, size_t ldy, con
 
    Fused (g->fused_att): a block of PFC_ATT_THREADS per (image, head, tile of
    query rows) keeps k, v, its queries and their scores in shared memory
-   (rows padded to an odd length). Otherwise, for sequences whose backward
+   (rows padded to an odd length); one tile of all T rows when the pairs
+   alone fill the GPU, else tiles of up to PFC_ATT_QROWS rows (batch 1). Otherwise, for sequences whose backward
    block would not fit: a thread per query row, with the bias added to qkv
    beforehand (pfc_layers_forward does). Every sum runs in a fixed order. */
 #define PFC_ATT_THREADS 256
-#define PFC_ATT_QROWS 32 /* at most this many query rows per forward block */
-static int pfc_att_tiles(int T) { return (T + PFC_ATT_QROWS - 1) / PFC_ATT_QROWS; }
-static size_t pfc_att_smem(int T, int hd, int backward) {
-    const size_t lq = (size_t)hd | 1, ls = (size_t)T | 1, qt = (size_t)(T + pfc_att_tiles(T) - 1) / pfc_att_tiles(T);
+#define PFC_ATT_QROWS 32    /* with few (image, head) pairs: at most this many query rows per forward block */
+#define PFC_ATT_MANY 1024   /* this many pairs fill a GPU: one block per pair, k and v loaded once */
+static int pfc_att_tiles(const pf_cuda *g, int T, size_t pairs) {
+    int n = pairs >= PFC_ATT_MANY ? 1 : (T + PFC_ATT_QROWS - 1) / PFC_ATT_QROWS;
+    if (g->att_tiles) n = g->att_tiles < T ? g->att_tiles : T; /* PF_CUDA_ATT_TILES (tests) */
+    return n;
+}
+static size_t pfc_att_smem(int T, int hd, int backward, int tiles) {
+    const size_t lq = (size_t)hd | 1, ls = (size_t)T | 1, qt = (size_t)(T + tiles - 1) / tiles;
     return 4 * (backward ? 4 * T * lq + 2 * T * ls + T : 2 * T * lq + qt * lq + qt * ls + qt);
 }
 static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
                               float *att, int keep, float *atty, size_t nimg, int T, int D, int H) {
-    const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1, NQ = pfc_att_tiles(T);
+    const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1, NQ = pfc_att_tiles(g, T, nimg * H);
     const int QT = (T + NQ - 1) / NQ; /* query rows per tile; the last may have fewer */
     const float scale = 1.0f / sqrtf((float)hd);
     if (!g->fused_att) {
@@ -794,7 +801,7 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
     }
     /* block = (image, head, tile); shared memory: k [T][LQ], v [T][LQ],
        queries [QT][LQ], scores [QT][LS], row sums [QT] */
-    pfc_blocks(d, nimg * H * NQ, NT, pfc_att_smem(T, hd, 0),
+    pfc_blocks(d, nimg * H * NQ, NT, pfc_att_smem(T, hd, 0, NQ),
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load k, v and the tile's queries (+ bias) */
             const size_t img = blk / NQ / H, h = blk / NQ % H;
             const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
@@ -896,7 +903,7 @@ static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
         return;
     }
     /* shared memory: q, k, v, dy [T][LQ]; P, dS [T][LS]; row sums [T] */
-    pfc_blocks(d, nimg * H, NT, pfc_att_smem(T, hd, 1),
+    pfc_blocks(d, nimg * H, NT, pfc_att_smem(T, hd, 1, 1),
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load q, k, v (+ bias), dy, P */
             const size_t img = blk / H, h = blk % H;
             const float *bq = bias ? bias + img / nper * bstride + h * hd : NULL;
@@ -1343,10 +1350,12 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     /* attention in shared memory when its backward block fits on every
        device (PF_CUDA_FUSED_ATTENTION=0: the thread-per-row kernels) */
     {
-        const char *e = getenv("PF_CUDA_FUSED_ATTENTION");
+        const char *e = getenv("PF_CUDA_FUSED_ATTENTION"), *t = getenv("PF_CUDA_ATT_TILES");
         g->fused_att = !(e && !strcmp(e, "0"));
+        g->att_tiles = t ? atoi(t) : 0;
+        if (g->att_tiles < 0) g->att_tiles = 0;
         for (i = 0; i < g->ndev; i++)
-            if (pfc_att_smem(m->T, c->dim / c->heads, 1) > g->dev[i].smem_max) g->fused_att = 0;
+            if (pfc_att_smem(m->T, c->dim / c->heads, 1, 1) > g->dev[i].smem_max) g->fused_att = 0;
     }
 #ifndef PF_CUDA_EMULATE
     if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */

@@ -319,16 +319,19 @@ static void test_shape(void) {
     make_batch(c, 4, 9, x, y);
     pf_forward(c, x, y, 4, 0.0f, NULL);
     pf_backward(c);
-    for (pass = 0; pass < 3; pass++) {
-        const char *how = pass == 1 ? "thread-per-row attention"
-                          : pass ? "shared-memory attention, a forward with labels in inference mode"
-                                 : "shared-memory attention";
+    for (pass = 0; pass < 4; pass++) {
+        static const char *const how_[] = {"shared-memory attention, 3 query tiles", "thread-per-row attention",
+                                           "shared-memory attention, a forward with labels in inference mode",
+                                           "shared-memory attention, one query tile (as for large batches)"};
+        const char *how = how_[pass];
         pf_cuda *g;
         double e;
         if (pass == 1) setenv("PF_CUDA_FUSED_ATTENTION", "0", 1);
+        if (pass == 3) setenv("PF_CUDA_ATT_TILES", "1", 1);
         g = make_ctx(m, 1, 1, 0, 0);
-        if (pass == 1) unsetenv("PF_CUDA_FUSED_ATTENTION");
-        m->training = pass < 2; /* no dropout here: the same values; a backward must still find what it needs */
+        unsetenv("PF_CUDA_FUSED_ATTENTION");
+        unsetenv("PF_CUDA_ATT_TILES");
+        m->training = pass != 2; /* no dropout here: the same values; a backward must still find what it needs */
         if (!g) { check(0, "shape: context (%s)", how); continue; }
         check(pf_cuda_forward(g, x, y, 4, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
               pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "T=65, head width 64, %s: runs", how);
