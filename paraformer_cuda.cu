@@ -1720,6 +1720,31 @@ static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64
 #endif
 }
 
+/* a kernel launch that failed (too many threads or too much shared memory
+   for the device, an invalid configuration) leaves its error for
+   cudaGetLastError only: asked after each part of a step */
+static pf_status pfc_launch_status(pf_cuda *g) {
+#ifndef PF_CUDA_EMULATE
+    int i;
+    for (i = 0; i < g->ndev; i++) {
+        cudaError_t e;
+        cudaSetDevice(g->dev[i].id);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return pf_fail(PF_ERR_IO, "GPU %d: a kernel launch failed: %s", g->dev[i].id, cudaGetErrorString(e));
+    }
+#else
+    (void)g;
+#endif
+    return PF_OK;
+}
+/* one part of a step: as a graph (pfc_graph_run) when graphs are on, else
+   directly; then the launches' status */
+static pf_status pfc_run_part(pf_cuda *g, pfc_graph *cache, int n, const uint64_t *key, pfc_work_fn work,
+                              const void *arg) {
+    pf_status st = pfc_graphs_on(g) ? pfc_graph_run(g, cache, n, key, work, arg) : work(g, arg);
+    return st != PF_OK ? st : pfc_launch_status(g);
+}
+
 struct pfc_fwd_args {
     int Bper, k, with_labels;
     float ls;
@@ -1797,14 +1822,10 @@ PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, i
     if (x) g->input_B = B;
     {
         pfc_fwd_args a = {Bper, k, labels != NULL, label_smoothing};
-        if (pfc_graphs_on(g)) {
-            uint64_t key[PFC_KEY] = {1, (uint64_t)Bper, (uint64_t)k, (uint64_t)(labels != NULL), 0,
-                                     (uint64_t)m->training, pfc_dropout_key(m), 0};
-            memcpy(&key[4], &label_smoothing, 4);
-            st = pfc_graph_run(g, g->fwd_graphs, PFC_GRAPHS_FWD, key, pfc_forward_run, &a);
-        } else {
-            st = pfc_forward_run(g, &a);
-        }
+        uint64_t key[PFC_KEY] = {1, (uint64_t)Bper, (uint64_t)k, (uint64_t)(labels != NULL), 0,
+                                 (uint64_t)m->training, pfc_dropout_key(m), 0};
+        memcpy(&key[4], &label_smoothing, 4);
+        st = pfc_run_part(g, g->fwd_graphs, PFC_GRAPHS_FWD, key, pfc_forward_run, &a);
     }
     if (st != PF_OK) return st;
     /* the loss (mean over the batch of this process): now if asked for,
@@ -2048,13 +2069,12 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
 PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
     const pf_model *m = g->m;
     if (!g->has_labels || g->B < 1) return pf_fail(PF_ERR_ARG, "pf_cuda_backward: the last forward had no labels");
-    if (pfc_graphs_on(g)) {
+    {
         uint64_t key[PFC_KEY] = {2, (uint64_t)g->Bper, (uint64_t)g->fwd_active, (uint64_t)g->denom, 0,
                                  (uint64_t)m->training, pfc_dropout_key(m), 0};
         memcpy(&key[4], &g->ls, 4);
-        return pfc_graph_run(g, g->bwd_graphs, PFC_GRAPHS_BWD, key, pfc_backward_work, NULL);
+        return pfc_run_part(g, g->bwd_graphs, PFC_GRAPHS_BWD, key, pfc_backward_work, NULL);
     }
-    return pfc_backward_work(g, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2253,15 +2273,13 @@ PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
     pf_status st;
     if (!m->steps) return pf_fail(PF_ERR_ARG, "pf_cuda_step: call pf_model_alloc_train on the model first");
     if ((st = pfc_step_tables(g, o, &a)) != PF_OK) return st;
-    if (pfc_graphs_on(g)) {
+    {
         uint64_t key[PFC_KEY] = {3, a.nch[0], a.nseg[0], a.total[0], 0, 0, (uint64_t)a.adam, 0};
         memcpy(&key[4], &a.clip, 8);
         memcpy(&key[5], &a.b1, 4);
         memcpy((char *)&key[5] + 4, &a.b2, 4);
         memcpy(&key[7], &a.eps, 4);
-        st = pfc_graph_run(g, g->step_graphs, PFC_GRAPHS_STEP, key, pfc_step_work, &a);
-    } else {
-        st = pfc_step_work(g, &a);
+        st = pfc_run_part(g, g->step_graphs, PFC_GRAPHS_STEP, key, pfc_step_work, &a);
     }
     if (st != PF_OK) return st;
     if (norm_out) { /* one device: the norm is on it (this waits); several: the host has it */
