@@ -230,7 +230,7 @@ template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int 
     (void)smem; /* at most PFC_EMU_SMEM, as d->smem_max says */
 #pragma omp parallel for schedule(static)
     for (b = 0; b < nb; b++) {
-        static thread_local float sm[PFC_EMU_SMEM / 4];
+        alignas(16) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
         int order[] = {pfc_emu_phase((size_t)b, nthr, sm, phases)...};
         (void)order;
     }
@@ -1722,18 +1722,19 @@ static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64
 
 /* a kernel launch that failed (too many threads or too much shared memory
    for the device, an invalid configuration) leaves its error for
-   cudaGetLastError only: asked after each part of a step */
-static pf_status pfc_launch_status(pf_cuda *g) {
+   cudaGetLastError only: cleared before each part of a step (other
+   libraries may leave one there: NCCL's setup does) and asked after it */
+static pf_status pfc_launch_status(pf_cuda *g, int clear) {
 #ifndef PF_CUDA_EMULATE
     int i;
     for (i = 0; i < g->ndev; i++) {
         cudaError_t e;
         cudaSetDevice(g->dev[i].id);
-        if ((e = cudaGetLastError()) != cudaSuccess)
+        if ((e = cudaGetLastError()) != cudaSuccess && !clear)
             return pf_fail(PF_ERR_IO, "GPU %d: a kernel launch failed: %s", g->dev[i].id, cudaGetErrorString(e));
     }
 #else
-    (void)g;
+    (void)g; (void)clear;
 #endif
     return PF_OK;
 }
@@ -1741,8 +1742,10 @@ static pf_status pfc_launch_status(pf_cuda *g) {
    directly; then the launches' status */
 static pf_status pfc_run_part(pf_cuda *g, pfc_graph *cache, int n, const uint64_t *key, pfc_work_fn work,
                               const void *arg) {
-    pf_status st = pfc_graphs_on(g) ? pfc_graph_run(g, cache, n, key, work, arg) : work(g, arg);
-    return st != PF_OK ? st : pfc_launch_status(g);
+    pf_status st;
+    pfc_launch_status(g, 1);
+    st = pfc_graphs_on(g) ? pfc_graph_run(g, cache, n, key, work, arg) : work(g, arg);
+    return st != PF_OK ? st : pfc_launch_status(g, 0);
 }
 
 struct pfc_fwd_args {
@@ -2113,7 +2116,8 @@ static size_t pfc_train_from(const pf_model *m, const pf_tensor_spec *s) {
       devices: the replicas hold the same sums), and the tensors AdamW
       updates with their step's constants (bias corrections, learning rate,
       decay); each copied to its device with one transfer;
-   2. clipping (devices): the chunks' squared sums (one launch), then one
+   2. clipping (devices): the chunks' squared sums (one launch, a block per
+      chunk), then one
       thread adds them in order (tensor by tensor, as the specs list them)
       and, on a single device, turns the total into the coefficient without
       the host: clipv = {norm, coefficient}. Several devices add their
@@ -2201,13 +2205,24 @@ static pf_status pfc_step_work(pf_cuda *g, const void *arg) {
         const int alone = g->ndev == 1;
         const double clip = a->clip;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
-        pfc_for(d, nch, PFC_LAMBDA(size_t c) {
-            const float *p = gr + dch[c].off;
-            double sq = 0;
-            size_t e;
-            for (e = 0; e < dch[c].n; e++) sq += (double)p[e] * (double)p[e];
-            ss[c] = sq;
-        });
+        /* a block per chunk: thread t squares elements t, t + 256, ...
+           (neighbouring threads, neighbouring elements), then thread 0 adds
+           the 256 partial sums in order */
+        pfc_blocks(d, nch, 256, 256 * sizeof(double),
+            PFC_LAMBDA(size_t c, int tid, float *sm) {
+                const float *p = gr + dch[c].off;
+                double sq = 0;
+                size_t e;
+                for (e = (size_t)tid; e < dch[c].n; e += 256) sq += (double)p[e] * (double)p[e];
+                ((double *)sm)[tid] = sq;
+            },
+            PFC_LAMBDA(size_t c, int tid, float *sm) {
+                double sq = 0;
+                int t;
+                if (tid) return;
+                for (t = 0; t < 256; t++) sq += ((double *)sm)[t];
+                ss[c] = sq;
+            });
         pfc_for(d, 1, PFC_LAMBDA(size_t unused) {
             double sum = 0;
             size_t c;

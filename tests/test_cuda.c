@@ -8,11 +8,14 @@
    For both residual forms, both aggregations, both poolings, with and
    without the qkv bias and with dropout: logits, loss, every gradient by
    name, 5 AdamW steps (with clipping), a branch prefix and predict agree with
-   the CPU (fp32: max|gpu - cpu| / max|cpu| <= 1e-4 per tensor). Then: the
-   results repeat bit for bit; several devices, replicas and the forced
-   collectives equal one device; the collectives run are pf_collective_plan's;
-   resuming from downloaded state is bit-identical; bf16 stays within its
-   stated tolerance; bad input is refused with a message. */
+   the CPU (fp32: max|gpu - cpu| / max|cpu| <= 1e-4 per tensor). The model's
+   real attention shape (T = 65, head width 64) with each attention path.
+   Then: the results repeat bit for bit (on a GPU the repeats replay CUDA
+   graphs); images left on the device are reused; several devices, replicas
+   and the forced collectives equal one device; the collectives run are
+   pf_collective_plan's; resuming from downloaded state is bit-identical;
+   bf16 (both modes) stays within its stated tolerance; bad input is refused
+   with a message. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
