@@ -477,7 +477,8 @@ fail:
 }
 
 /* ---------------------------------------------------------------------- */
-/* kernels (as lambdas over an index; one output element or row per index) */
+/* kernels shared by the passes: column sums, LayerNorm, attention (lambdas
+   run by pfc_for, an element per thread, or pfc_blocks, phases per block) */
 
 /* Column sums out[br * ostride + k] = sum over the rows n of branch br of
    val(n, k), k < C: first sums over chunks of PFC_CHUNK rows (threads over
@@ -1670,6 +1671,9 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
     }
     return PF_OK;
 }
+
+/* ---------------------------------------------------------------------- */
+/* CUDA graphs: the parts of a step */
 
 /* CUDA graphs (one device, no collectives): each part of a step (forward,
    backward, optimizer) runs as a graph per key, the launch sizes and
