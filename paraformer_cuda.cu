@@ -1895,6 +1895,21 @@ PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out) {
 /* ---------------------------------------------------------------------- */
 /* backward */
 
+/* out = in masked as the forward's dropout at layer l, site k (0: after the
+   projection, 2: after the MLP) masked it: per branch, n_per elements of
+   images from img0 on */
+static void pfc_dropout_grad(const pf_model *m, pfc_dev *d, float *out, const float *in, size_t n, size_t n_per,
+                             int img0, int l, int k) {
+    const uint64_t seed = m->dropout_seed, *ctr = d->ctr;
+    const int *gbp = d->d_gb, depth = m->cfg.depth;
+    const float p = m->cfg.dropout;
+    const size_t off = (size_t)img0 * m->T * m->cfg.dim; /* the site's elements are counted from image 0 */
+    pfc_for(d, n, PFC_LAMBDA(size_t i) {
+        size_t br = i / n_per, e = i % n_per;
+        out[i] = in[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + k), off + e, p);
+    });
+}
+
 static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
     const pf_model *m = g->m;
     const pf_config c = m->cfg;
@@ -1916,12 +1931,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         const float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l];
         /* MLP: its output's gradient gm = Drop'(dcur) (in dres; without dropout dcur itself) */
         const float *gm = drop ? dres : dcur, *gp;
-        if (drop)
-            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
-                size_t br = i / (N * D), e = i % (N * D);
-                dres[i] = dcur[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2),
-                                             (size_t)img0 * T * D + e, p);
-            });
+        if (drop) pfc_dropout_grad(m, d, dres, dcur, rows * D, N * D, img0, l, 2);
         /* dh = gm W2; dW2 = gm^T g; db2 */
         if ((st = pfc_gemm(g, d, 0, 0, (int)N, M, D, gm, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
                            (long long)N * M, na, 0)) != PF_OK) return st;
@@ -1946,12 +1956,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                           N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], rows, D, N, BS, na);
         /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
         gp = drop ? du : dres;
-        if (drop)
-            pfc_for(d, rows * D, PFC_LAMBDA(size_t i) {
-                size_t br = i / (N * D), e = i % (N * D);
-                du[i] = dres[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0),
-                                           (size_t)img0 * T * D + e, p);
-            });
+        if (drop) pfc_dropout_grad(m, d, du, dres, rows * D, N * D, img0, l, 0);
         if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, D, gp, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
         if ((st = pfc_gemm(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,

@@ -938,6 +938,8 @@ typedef struct bench_data {
     pf_optim opt;
     const pf_backend *be; // NULL: the CPU
     int resident;         // device: the images already there (x = NULL), as PyTorch's benchmark keeps them
+    device *dv;
+    float *logits;        // inference output
 } bench_data;
 
 // one training step: forward with labels, backward, AdamW (on the device:
@@ -962,19 +964,34 @@ static void train_step(bench_data *d) {
     if (!isfinite(loss)) die(1, "bench: the training loss is not finite (%g)", (double)loss);
 }
 
-// inference on n images already on the device: forward, logits to the host
-static void bench_predict_resident(device *dv, int n, float *logits) {
+// what a timed call runs: a training step, inference on n images (CPU or
+// device), or on the n images the last call left on the device (forward,
+// logits to the host)
+enum { BENCH_TRAIN, BENCH_PREDICT, BENCH_PREDICT_RESIDENT };
+static void bench_call(bench_data *d, int what, int n) {
+    if (what == BENCH_TRAIN) {
+        train_step(d);
+    } else if (what == BENCH_PREDICT) {
+        if (device_predict(d->dv, d->m, d->x, n, d->logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+    } else {
 #ifdef PF_WITH_CUDA
-    if (pf_cuda_forward(dv->g, NULL, NULL, n, 0.0f, NULL) != PF_OK || pf_cuda_logits(dv->g, logits) != PF_OK)
-        die(1, "bench: %s", pf_last_error());
-#else
-    (void)dv; (void)n; (void)logits;
+        if (pf_cuda_forward(d->dv->g, NULL, NULL, n, 0.0f, NULL) != PF_OK ||
+            pf_cuda_logits(d->dv->g, d->logits) != PF_OK)
+            die(1, "bench: %s", pf_last_error());
 #endif
+    }
 }
 
-// inference on n images (CPU or device)
-static void bench_predict(device *dv, pf_model *m, const float *x, int n, float *logits) {
-    if (device_predict(dv, m, x, n, logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+// the median time of reps calls after warm untimed ones (t: reps scratch)
+static double bench_median(bench_data *d, int what, int n, int warm, int reps, double *t) {
+    int i;
+    for (i = 0; i < warm; i++) bench_call(d, what, n);
+    for (i = 0; i < reps; i++) {
+        double t0 = pf_time();
+        bench_call(d, what, n);
+        t[i] = pf_time() - t0;
+    }
+    return median(t, reps);
 }
 
 static const char *const BENCH_ROW_HEADER =
@@ -1087,28 +1104,17 @@ static int cmd_bench(int argc, char **argv) {
         x[k] = (float)pf__normal(&rng); /* the library's seeded splitmix64 + Box-Muller */
     for (i = 0; i < batch; i++) labels[i] = (int)(pf__next(&rng) % (uint64_t)cfg.classes);
     d.m = m, d.x = x, d.labels = labels, d.B = batch, d.opt = pf_optim_default(), d.resident = 0;
+    d.dv = &dv, d.logits = logits;
     d.be = device_open(&dv, m, batch > infer_batch ? batch : infer_batch);
 
     // training steps (on a device: first with the images copied from the
     // host in each step, as the trainer does; then with them left on the
     // device, as PyTorch's benchmark does: the main figure)
     m->training = 1;
-    for (i = 0; i < warm; i++) train_step(&d);
-    for (i = 0; i < reps; i++) {
-        double t0 = pf_time();
-        train_step(&d);
-        t[i] = pf_time() - t0;
-    }
-    t_train = t_train_host = median(t, reps);
+    t_train = t_train_host = bench_median(&d, BENCH_TRAIN, batch, warm, reps, t);
     if (dv.cuda) {
         d.resident = 1;
-        for (i = 0; i < warm; i++) train_step(&d);
-        for (i = 0; i < reps; i++) {
-            double t0 = pf_time();
-            train_step(&d);
-            t[i] = pf_time() - t0;
-        }
-        t_train = median(t, reps);
+        t_train = bench_median(&d, BENCH_TRAIN, batch, warm, reps, t);
     }
     // per-op profile of further steps (the CPU's ops only)
     memset(&prof, 0, sizeof prof);
@@ -1124,29 +1130,9 @@ static int cmd_bench(int argc, char **argv) {
     gflops = flops / t_train / 1e9;
     // inference: a large batch, then batch-1 latency
     m->training = 0;
-    for (i = 0; i < warm; i++) bench_predict(&dv, m, x, infer_batch, logits);
-    for (i = 0; i < reps; i++) {
-        double t0 = pf_time();
-        bench_predict(&dv, m, x, infer_batch, logits);
-        t[i] = pf_time() - t0;
-    }
-    t_infer = t_infer_host = median(t, reps);
-    if (dv.cuda) { // the images left on the device by the last call
-        for (i = 0; i < warm; i++) bench_predict_resident(&dv, infer_batch, logits);
-        for (i = 0; i < reps; i++) {
-            double t0 = pf_time();
-            bench_predict_resident(&dv, infer_batch, logits);
-            t[i] = pf_time() - t0;
-        }
-        t_infer = median(t, reps);
-    }
-    for (i = 0; i < warm; i++) bench_predict(&dv, m, x, 1, logits);
-    for (i = 0; i < 3 * reps; i++) {
-        double t0 = pf_time();
-        bench_predict(&dv, m, x, 1, logits);
-        t[i] = pf_time() - t0;
-    }
-    t_b1 = median(t, 3 * reps);
+    t_infer = t_infer_host = bench_median(&d, BENCH_PREDICT, infer_batch, warm, reps, t);
+    if (dv.cuda) t_infer = bench_median(&d, BENCH_PREDICT_RESIDENT, infer_batch, warm, reps, t); // the last call's images
+    t_b1 = bench_median(&d, BENCH_PREDICT, 1, warm, 3 * reps, t);
     if (cli_get(&c, O_PEAK)) peak = fma_peak_gflops(threads);
 
     if (json) {
