@@ -150,8 +150,6 @@ struct pf_cuda {
     pfc_graph fwd_graphs[PFC_GRAPHS_FWD], bwd_graphs[PFC_GRAPHS_BWD], step_graphs[PFC_GRAPHS_STEP];
     double host_norm;         /* several devices: the last clip norm */
     int bf16_copy;            /* bf16: GEMM operands converted into bf16 buffers first (emulated: always) */
-    int fwd_training;
-    float *host_logits;       /* [max_batch, K] */
     pf_collective trace[16];  /* collectives of the last forward + backward */
     int n_trace;
     double *host_loss;        /* [max_batch] */
@@ -1100,7 +1098,6 @@ PFDEF void pf_cuda_free(pf_cuda *g) {
     for (i = 0; i < PFC_GRAPHS_STEP; i++) if (g->step_graphs[i].exec) cudaGraphExecDestroy(g->step_graphs[i].exec);
 #endif
     for (i = 0; i < g->ndev; i++) pfc_free_dev(&g->dev[i], g->m->cfg.depth);
-    free(g->host_logits);
     free(g->host_loss);
     free(g);
 }
@@ -1292,9 +1289,8 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             return st;
         }
     }
-    g->host_logits = (float *)calloc((size_t)g->max_batch * c->classes, sizeof(float));
     g->host_loss = (double *)calloc((size_t)g->max_batch, sizeof(double));
-    if (!g->host_logits || !g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
+    if (!g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
     {
         const char *e = getenv("PF_CUDA_GRAPHS");
         g->use_graphs = !(e && !strcmp(e, "0"));
