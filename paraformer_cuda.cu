@@ -53,6 +53,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 #include <nccl.h>
 #define PFC_HD __host__ __device__
 #define PFC_LAMBDA [=] __device__
@@ -77,6 +78,11 @@ struct pfc_seg {
     float step_size, bc2_sqrt, lr, wd;
 };
 
+struct pfc_twin {
+    const float *f;  /* an activation buffer of n floats */
+    uint16_t *b;     /* its bf16 twin */
+    size_t n;
+};
 struct pfc_dev {
     int id;          /* CUDA device id (emulated: a number) */
     int replica;     /* which data-parallel copy */
@@ -88,6 +94,10 @@ struct pfc_dev {
     size_t smem_max; /* shared memory one block may use (bytes) */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
+    pfc_twin *twins; /* bf16 mode: activations written in bf16 too, for the GEMMs that read them */
+    int n_twins;
+    uint16_t **u1b, **attyb, **u2b, **gtw, *patchesb; /* those twins (of u1, atty, u2, g, patches) */
+    uint16_t *dcurb, *dresb, *dub, *dhb, *dqkvb; /* the backward's: passed to its GEMMs by name (pfc_gemm_bf) */
     uint16_t *abf, *bbf; /* bf16 operand scratch */
     size_t bf_cap;   /* elements of abf/bbf */
     int *d_gb;       /* gb on the device */
@@ -143,6 +153,7 @@ struct pf_cuda {
     float ls;
     int fwd_active;
     int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
+    int tc_att;               /* bf16: that attention on tensor cores (pfc_attention_fwd_tc; PF_CUDA_TC_ATTENTION=0: off) */
     int att_tiles;            /* query tiles per forward attention block: 0 automatic (PF_CUDA_ATT_TILES) */
     int input_B;              /* images on the devices (xin) from the last forward given x */
     int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
@@ -228,7 +239,7 @@ template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int 
     (void)smem; /* at most PFC_EMU_SMEM, as d->smem_max says */
 #pragma omp parallel for schedule(static)
     for (b = 0; b < nb; b++) {
-        alignas(16) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
+        alignas(128) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
         int order[] = {pfc_emu_phase((size_t)b, nthr, sm, phases)...};
         (void)order;
     }
@@ -280,7 +291,7 @@ template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
 /* blocks of nthr threads with `smem` bytes of shared memory, each running
    its phases in order with a barrier after each: phase(block, thread, smem) */
 template <class... F> __global__ void pfc_blocks_kernel(F... phases) {
-    extern __shared__ float pfc_smem[];
+    extern __shared__ __align__(128) float pfc_smem[];
     int order[] = {(phases((size_t)blockIdx.x, (int)threadIdx.x, pfc_smem), __syncthreads(), 0)...};
     (void)order;
 }
@@ -323,16 +334,34 @@ PFC_HD static inline float pfc_keep(uint64_t key, size_t i, float p) {
     return (double)(r >> 11) * (1.0 / 9007199254740992.0) >= (double)p ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
 }
 
+/* bf16 mode: the bf16 twin of a GEMM operand, at the same offset: the
+   weights' copy (wbf) or the twin its producer writes beside an activation
+   (u1, atty, u2, g, patches); NULL when it has none */
+static const uint16_t *pfc_twin_of(const pfc_dev *d, const float *p) {
+    int i;
+    if (!d->wbf) return NULL;
+    if (p >= d->params && p < d->params + d->n_local) return d->wbf + (p - d->params);
+    for (i = 0; i < d->n_twins; i++)
+        if (p >= d->twins[i].f && p < d->twins[i].f + d->twins[i].n) return d->twins[i].b + (p - d->twins[i].f);
+    return NULL;
+}
+
 /* C[M,N] (row-major, ldc) = beta C + op(A) op(B), `batch` times with element
-   strides sA, sB, sC. In bf16 mode A and B are rounded to bf16 first (the
-   weights come from the bf16 copy), the products accumulate in fp32. */
-static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
-                          long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
-                          int batch, int beta) {
+   strides sA, sB, sC. In bf16 mode A and B are rounded to bf16 (the products
+   accumulate in fp32): read from their twins when both have one (Ab, Bb
+   when given, else the weights' copy and the forward activations' twins:
+   a bf16 GEMM), else rounded by cuBLAS
+   (CUBLAS_COMPUTE_32F_FAST_16BF), or, with PF_CUDA_BF16_COPY=1 (and in the
+   emulated build), converted into bf16 scratch first. */
+static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                             long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
+                             int batch, int beta, const uint16_t *Ab, const uint16_t *Bb) {
     int bf = g->o.bf16;
-    const uint16_t *Ab = NULL, *Bb = NULL;
+    if (!bf) Ab = Bb = NULL;
+    if (bf && !Ab) Ab = pfc_twin_of(d, A);
+    if (bf && !Bb) Bb = pfc_twin_of(d, B);
     if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
-    if (bf && g->bf16_copy) { /* operands to bf16: weights from the copy, activations converted */
+    if (bf && g->bf16_copy) { /* the operands without a twin converted into bf16 scratch */
         const float *ops[2] = {A, B};
         const uint16_t **outs[2] = {&Ab, &Bb};
         long long strides[2] = {sA, sB};
@@ -342,15 +371,12 @@ static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, 
         sizes[1] = (size_t)(tb ? (size_t)(N - 1) * ldb + K : (size_t)(K - 1) * ldb + N);
         for (k = 0; k < 2; k++) {
             const float *p = ops[k];
-            if (p >= d->params && p < d->params + d->n_local) {
-                *outs[k] = d->wbf + (p - d->params);
-            } else {
-                size_t per = sizes[k], n = (size_t)(batch - 1) * (size_t)strides[k] + per;
-                uint16_t *dst = k ? d->bbf : d->abf;
-                if (n > d->bf_cap) return pf_fail(PF_ERR_ARG, "pf_cuda: bf16 scratch too small (%zu > %zu)", n, d->bf_cap);
-                pfc_for(d, n, PFC_LAMBDA(size_t i) { dst[i] = pfc_to_bf16(p[i]); });
-                *outs[k] = dst;
-            }
+            size_t per = sizes[k], n = (size_t)(batch - 1) * (size_t)strides[k] + per;
+            uint16_t *dst = k ? d->bbf : d->abf;
+            if (*outs[k]) continue;
+            if (n > d->bf_cap) return pf_fail(PF_ERR_ARG, "pf_cuda: bf16 scratch too small (%zu > %zu)", n, d->bf_cap);
+            pfc_for(d, n, PFC_LAMBDA(size_t i) { dst[i] = pfc_to_bf16(p[i]); });
+            *outs[k] = dst;
         }
     }
 #ifdef PF_CUDA_EMULATE
@@ -376,11 +402,11 @@ static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, 
         const float one = 1.0f, fbeta = beta ? 1.0f : 0.0f;
         cublasStatus_t st;
         cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-        const int copy = bf && g->bf16_copy;
+        const int copy = bf && Ab && Bb; /* both operands in bf16 */
         cudaDataType_t ty = copy ? CUDA_R_16BF : CUDA_R_32F;
         const void *pa = copy ? (const void *)Ab : (const void *)A, *pb = copy ? (const void *)Bb : (const void *)B;
         /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T;
-           bf16 without copies: fp32 operands rounded to bf16 by cuBLAS */
+           bf16 with an operand in fp32 only: fp32 operands rounded to bf16 by cuBLAS */
         st = cublasGemmStridedBatchedEx(d->blas, opB, opA, N, M, K, &one, pb, ty, ldb, sB, pa, ty, lda, sA, &fbeta, C,
                                         CUDA_R_32F, ldc, sC, batch,
                                         bf && !copy ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F,
@@ -391,6 +417,13 @@ static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, 
     }
 #endif
     return PF_OK;
+}
+
+/* (without twins named: those pfc_twin_of finds) */
+static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
+                          long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
+                          int batch, int beta) {
+    return pfc_gemm_bf(g, d, ta, tb, M, N, K, A, lda, sA, B, ldb, sB, C, ldc, sC, batch, beta, NULL, NULL);
 }
 
 /* Collectives among the devices of this process (and, through NCCL, of the
@@ -539,7 +572,7 @@ static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, in
    row * C + column of the block's rows: an element-wise epilogue fused into
    the LayerNorm of its output, one launch and one pass less) */
 template <class F>
-static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp,
+static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, uint16_t *outb, float *mean, float *rstd, const float *inp,
                                   size_t in_bstride, const float *w, const float *b, size_t rows, int C,
                                   size_t rows_per_branch, size_t bstride, int has_pre, F pre) {
     /* shared memory: partial sums [R][33], mean [R], rstd [R] */
@@ -592,23 +625,27 @@ static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, float *mean, float *rs
             const size_t r = blk * R + tid / 32, br = r / rows_per_branch;
             const float *x = inp + br * in_bstride + (r % rows_per_branch) * C;
             const float *ww = w + br * bstride, *bb = b + br * bstride;
-            float *y = out + r * C, mu, rs;
+            float *y = out ? out + r * C : NULL, mu, rs;
             int i;
             if (r >= rows) return;
             mu = sm[33 * R + tid / 32], rs = sm[34 * R + tid / 32];
-            for (i = tid % 32; i < C; i += 32) y[i] = (x[i] - mu) * rs * ww[i] + bb[i];
+            for (i = tid % 32; i < C; i += 32) {
+                const float v = (x[i] - mu) * rs * ww[i] + bb[i];
+                if (out) y[i] = v;
+                if (outb) outb[r * C + i] = pfc_to_bf16(v);
+            }
         });
 }
-static void pfc_layernorm_fwd(pfc_dev *d, float *out, float *mean, float *rstd, const float *inp, size_t in_bstride,
-                              const float *w, const float *b, size_t rows, int C, size_t rows_per_branch,
-                              size_t bstride) {
-    pfc_layernorm_fwd_pre(d, out, mean, rstd, inp, in_bstride, w, b, rows, C, rows_per_branch, bstride, 0,
+static void pfc_layernorm_fwd(pfc_dev *d, float *out, uint16_t *outb, float *mean, float *rstd, const float *inp,
+                              size_t in_bstride, const float *w, const float *b, size_t rows, int C,
+                              size_t rows_per_branch, size_t bstride) {
+    pfc_layernorm_fwd_pre(d, out, outb, mean, rstd, inp, in_bstride, w, b, rows, C, rows_per_branch, bstride, 0,
                           PFC_LAMBDA(size_t i) { (void)i; });
 }
 /* dinp = LN backward of dout (+ extra, when not NULL, added to dout first),
    plus res when res is not NULL (the residual's gradient); dw/db: column
    sums per branch */
-static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, const float *dout, const float *extra,
+static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, const float *dout, const float *extra,
                               const float *res, const float *inp, size_t in_bstride, const float *w,
                               const float *mean, const float *rstd, size_t rows, int C, size_t rows_per_branch,
                               size_t bstride, int nbr) {
@@ -651,6 +688,7 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, float *dw, float *db, con
             for (k = tid % 32; k < C; k += 32) {
                 float v = ((ex ? dy[k] + ex[k] : dy[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
                 dx[k] = rr ? rr[k] + v : v;
+                if (dinpb) dinpb[r * C + k] = pfc_to_bf16(dx[k]);
             }
         });
     pfc_colsums(d, dw, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
@@ -717,7 +755,7 @@ PFC_HD static inline void pfc_tile_abt(int tid, int NT, float *C, int ldc, const
    W(i, j) = W[i][j] (wt 0) or W[j][i] (wt 1): 4 x 2 tiles, rows {ip + r NI},
    columns {eq, eq + NE} (neighbouring threads: neighbouring columns). Y may
    be global memory (row stride ldy). */
-PFC_HD static inline void pfc_tile_aw(int tid, int NT, float *Y, size_t ldy, const float *W, int ldw, int wt,
+PFC_HD static inline void pfc_tile_aw(int tid, int NT, float *Y, uint16_t *Yb, size_t ldy, const float *W, int ldw, int wt,
                                       const float *X, int ldx, int I, int E, int J) {
     const int NI = (I + 3) / 4, NE = (E + 1) / 2;
     int t, j, r;
@@ -738,9 +776,85 @@ PFC_HD static inline void pfc_tile_aw(int tid, int NT, float *Y, size_t ldy, con
             if (ip + r * NI >= I) break;
             Y[i[r] * ldy + eq] = acc[r][0];
             if (eq + NE < E) Y[i[r] * ldy + e1] = acc[r][1];
+            if (Yb) {
+                Yb[i[r] * ldy + eq] = pfc_to_bf16(acc[r][0]);
+                if (eq + NE < E) Yb[i[r] * ldy + e1] = pfc_to_bf16(acc[r][1]);
+            }
         }
     }
 }
+
+/* Tensor-core tiles, for the bf16 attention: C (16 x 16 floats, row stride
+   ldc) = sum over ks steps k of A_k B_k, A_k (16 x 16 bf16) at A + k as and
+   B_k at B + k bs, with A laid out row-major (AT 0: element (i, k) at
+   A[i lda + k]) or column-major (AT 1: at A[k lda + i]), B likewise (BT 0:
+   (k, j) at B[k ldb + j]; BT 1: at B[j ldb + k]). Products of bf16 values
+   are exact in fp32 and summed in fp32. All 32 threads of a warp call it
+   with the same arguments (nvcuda::wmma); pointers must be 32-byte aligned,
+   lda, ldb multiples of 8 and ldc of 4 (the emulated build checks this and
+   has lane 0 compute the warp's tile). */
+#ifdef PF_CUDA_EMULATE
+#define PFC_DEV
+typedef uint16_t pfc_bf;
+static inline pfc_bf pfc_bf_of(float f) { return pfc_to_bf16(f); }
+static inline float pfc_bf_val(pfc_bf h) { return pfc_from_bf16(h); }
+static void pfc_mma_check(const void *p, int ld, int mult, const char *what) {
+    if ((uintptr_t)p % 32 || ld % mult) {
+        fprintf(stderr, "pfc_mma16: %s %p with row stride %d breaks wmma's rules (32-byte address, stride of %d)\n",
+                what, p, ld, mult);
+        abort();
+    }
+}
+template <int AT, int BT>
+static void pfc_mma16(float *C, int ldc, const pfc_bf *A, int lda, int as, const pfc_bf *B, int ldb, int bs, int ks,
+                      int lane) {
+    int i, j, k, kk;
+    if (lane) return;
+    pfc_mma_check(C, ldc, 4, "C");
+    for (k = 0; k < ks; k++) {
+        pfc_mma_check(A + k * as, lda, 8, "A");
+        pfc_mma_check(B + k * bs, ldb, 8, "B");
+    }
+    for (i = 0; i < 16; i++)
+        for (j = 0; j < 16; j++) {
+            float s = 0;
+            for (k = 0; k < ks; k++) {
+                const pfc_bf *a = A + k * as, *b = B + k * bs;
+                for (kk = 0; kk < 16; kk++)
+                    s += pfc_bf_val(AT ? a[kk * lda + i] : a[i * lda + kk]) * pfc_bf_val(BT ? b[j * ldb + kk] : b[kk * ldb + j]);
+            }
+            C[i * ldc + j] = s;
+        }
+}
+#else
+#define PFC_DEV __device__
+typedef __nv_bfloat16 pfc_bf;
+__device__ static inline pfc_bf pfc_bf_of(float f) { return __float2bfloat16_rn(f); }
+template <int T> struct pfc_layout { typedef nvcuda::wmma::row_major type; };
+template <> struct pfc_layout<1> { typedef nvcuda::wmma::col_major type; };
+template <int AT, int BT>
+__device__ static inline void pfc_mma16(float *C, int ldc, const pfc_bf *A, int lda, int as, const pfc_bf *B, int ldb,
+                                        int bs, int ks, int lane) {
+#if __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, typename pfc_layout<AT>::type> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, typename pfc_layout<BT>::type> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    int k;
+    (void)lane;
+    wmma::fill_fragment(acc, 0.0f);
+    for (k = 0; k < ks; k++) {
+        wmma::load_matrix_sync(fa, A + k * as, lda);
+        wmma::load_matrix_sync(fb, B + k * bs, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(C, acc, ldc, wmma::mem_row_major);
+#else
+    (void)C; (void)ldc; (void)A; (void)lda; (void)as; (void)B; (void)ldb; (void)bs; (void)ks; (void)lane;
+    __trap(); /* not reached: the tensor-core attention needs compute capability 8.0 (pf_cuda_create checks) */
+#endif
+}
+#endif
 
 /* Attention of nimg = branches x images (nper images per branch), H heads of
    width hd = D / H, over qkv rows [q | k | v] (width 3D), plus the qkv bias
@@ -767,11 +881,226 @@ static size_t pfc_att_smem(int T, int hd, int backward, int tiles) {
     const size_t lq = (size_t)hd | 1, ls = (size_t)T | 1, qt = (size_t)(T + tiles - 1) / tiles;
     return 4 * (backward ? 4 * T * lq + 2 * T * ls + T : 2 * T * lq + qt * lq + qt * ls + qt);
 }
+/* bf16 attention on tensor cores (g->tc_att: bf16 mode, compute capability
+   8.0 or later): the fused kernels' blocks and passes, with q, k, v, dy, P
+   and dS rounded to bf16 in shared memory and the four products as 16 x 16
+   tiles (pfc_mma16, a warp per output tile); softmax, dS and every sum of
+   the scores in fp32, P kept in fp32 for the backward. T and hd are padded
+   to multiples of 16 with zeros; rows of bf16 by 8 more elements, rows of
+   floats by 4. Layout of a block's shared memory (byte offsets, each
+   32-byte aligned): */
+struct pfc_tcl {
+    int Tp, Hp, QT, NQ, LB, LP, LF, LO; /* padded T, hd; query rows and tiles; row strides (bf16: LB, LP; float: LF, LO) */
+    size_t k, v, q, dy, s, p, ds, r, total; /* k, v [Tp][LB], q [QT][LB], dy [Tp][LB], scores / output [QT][LF | LO] (float),
+                                               P [QT][LP], dS [Tp][LP], row sums [QT] (float) */
+};
+static size_t pfc_up32(size_t n) { return (n + 31) & ~(size_t)31; }
+static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
+    pfc_tcl L;
+    size_t o = 0;
+    L.Tp = (T + 15) & ~15;
+    L.Hp = (hd + 15) & ~15;
+    L.QT = backward ? L.Tp : ((T + tiles - 1) / tiles + 15) & ~15;
+    L.NQ = (T + L.QT - 1) / L.QT;
+    L.LB = L.Hp + 8, L.LP = L.Tp + 8, L.LF = L.Tp + 4, L.LO = L.Hp + 4;
+    L.k = o, o += pfc_up32((size_t)L.Tp * L.LB * 2);
+    L.v = o, o += pfc_up32((size_t)L.Tp * L.LB * 2);
+    L.q = o, o += pfc_up32((size_t)L.QT * L.LB * 2);
+    L.dy = o, o += backward ? pfc_up32((size_t)L.Tp * L.LB * 2) : 0;
+    L.s = o, o += pfc_up32((size_t)L.QT * (L.LF > L.LO ? L.LF : L.LO) * 4);
+    L.p = o, o += pfc_up32((size_t)L.QT * L.LP * 2);
+    L.ds = o, o += backward ? pfc_up32((size_t)L.Tp * L.LP * 2) : 0;
+    L.r = o, o += pfc_up32((size_t)L.QT * 4);
+    L.total = o;
+    return L;
+}
+#define PFC_BF(sm, off) ((pfc_bf *)((char *)(sm) + (off)))
+#define PFC_FL(sm, off) ((float *)((char *)(sm) + (off)))
+/* a block's k, v (all rows) and q (rows i0 .. i0 + QT) of one (image, head),
+   with the bias (bq, may be NULL) added, as bf16, zero past T and hd; and dy
+   (all rows) when given. src: the image's first qkv row at the head. */
+PFC_DEV static inline void pfc_tc_load(const pfc_tcl &L, float *sm, int tid, const float *src, const float *bq,
+                                       const float *dy_src, int T, int D, int hd, int i0) {
+    const int Hp = L.Hp, LB = L.LB;
+    pfc_bf *k = PFC_BF(sm, L.k), *v = PFC_BF(sm, L.v), *q = PFC_BF(sm, L.q), *dy = PFC_BF(sm, L.dy);
+    int idx;
+    for (idx = tid; idx < L.Tp * Hp; idx += PFC_ATT_THREADS) {
+        const int t = idx / Hp, e = idx % Hp, ok = t < T && e < hd;
+        const float *r = src + (size_t)t * 3 * D + e;
+        k[t * LB + e] = pfc_bf_of(ok ? r[D] + (bq ? bq[D + e] : 0.0f) : 0.0f);
+        v[t * LB + e] = pfc_bf_of(ok ? r[2 * D] + (bq ? bq[2 * D + e] : 0.0f) : 0.0f);
+        if (dy_src) dy[t * LB + e] = pfc_bf_of(ok ? dy_src[(size_t)t * D + e] : 0.0f);
+    }
+    for (idx = tid; idx < L.QT * Hp; idx += PFC_ATT_THREADS) {
+        const int t = i0 + idx / Hp, e = idx % Hp, ok = t < T && e < hd;
+        q[idx / Hp * LB + e] = pfc_bf_of(ok ? src[(size_t)t * 3 * D + e] + (bq ? bq[e] : 0.0f) : 0.0f);
+    }
+}
+
+/* backward products over the padded T into the scores' space (a warp per
+   16 x 16 tile): which 0: dq = dS k, 1: dk = dS^T q, 2: dv = P^T dy */
+PFC_DEV static inline void pfc_tc_grad(const pfc_tcl &L, float *sm, int tid, int which) {
+    const int nj = L.Hp / 16;
+    int t;
+    for (t = tid / 32; t < L.Tp / 16 * nj; t += PFC_ATT_THREADS / 32) {
+        const int ti = t / nj, tj = t % nj;
+        float *C = PFC_FL(sm, L.s) + ti * 16 * L.LO + tj * 16;
+        if (which == 0)
+            pfc_mma16<0, 0>(C, L.LO, PFC_BF(sm, L.ds) + ti * 16 * L.LP, L.LP, 16, PFC_BF(sm, L.k) + tj * 16, L.LB,
+                            16 * L.LB, L.Tp / 16, tid % 32);
+        else
+            pfc_mma16<1, 0>(C, L.LO, PFC_BF(sm, which == 1 ? L.ds : L.p) + ti * 16, L.LP, 16 * L.LP,
+                            PFC_BF(sm, which == 1 ? L.q : L.dy) + tj * 16, L.LB, 16 * L.LB, L.Tp / 16, tid % 32);
+    }
+}
+/* the staged T x hd result into dst + off (row stride 3D: a part of dqkv),
+   and into its bf16 twin dstb + off when there is one */
+PFC_DEV static inline void pfc_tc_store(const pfc_tcl &L, const float *sm, int tid, float *dst, uint16_t *dstb,
+                                        size_t off, int T, int D, int hd) {
+    const float *O = (const float *)((const char *)sm + L.s);
+    int idx;
+    for (idx = tid; idx < T * hd; idx += PFC_ATT_THREADS) {
+        const size_t o = off + (size_t)(idx / hd) * 3 * D + idx % hd;
+        dst[o] = O[idx / hd * L.LO + idx % hd];
+        if (dstb) dstb[o] = pfc_to_bf16(dst[o]);
+    }
+}
+
+static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride,
+                                 size_t nper, float *att, int keep, float *atty, uint16_t *attyb, size_t nimg, int T,
+                                 int D, int H) {
+    const int hd = D / H, NT = PFC_ATT_THREADS;
+    const pfc_tcl L = pfc_tc_layout(T, hd, 0, pfc_att_tiles(g, T, nimg * H));
+    const int NQ = L.NQ, QT = L.QT;
+    const float scale = 1.0f / sqrtf((float)hd);
+    pfc_blocks(d, nimg * H * NQ, NT, L.total,
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load */
+            const size_t img = blk / NQ / H, h = blk / NQ % H;
+            pfc_tc_load(L, sm, tid, qkv + img * T * 3 * D + h * hd, bias ? bias + img / nper * bstride + h * hd : NULL,
+                        NULL, T, D, hd, (int)(blk % NQ) * QT);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* S = q k^T, a warp per 16 x 16 tile */
+            const int nj = L.Tp / 16;
+            int t;
+            (void)blk;
+            for (t = tid / 32; t < QT / 16 * nj; t += NT / 32)
+                pfc_mma16<0, 1>(PFC_FL(sm, L.s) + t / nj * 16 * L.LF + t % nj * 16, L.LF,
+                                PFC_BF(sm, L.q) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.k) + t % nj * 16 * L.LB, L.LB,
+                                16, L.Hp / 16, tid % 32);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* per row: exp(s scale - max), their sum */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            float *S = PFC_FL(sm, L.s), *rsum = PFC_FL(sm, L.r);
+            int i, j;
+            for (i = tid; i < nq; i += NT) {
+                float *row = S + i * L.LF, mx = -1e30f, sum = 0;
+                for (j = 0; j < T; j++) { row[j] *= scale; if (row[j] > mx) mx = row[j]; }
+                for (j = 0; j < T; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+                rsum[i] = sum;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* P = exp / sum: bf16 for P v, fp32 kept for a backward */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            const float *S = PFC_FL(sm, L.s), *rsum = PFC_FL(sm, L.r);
+            pfc_bf *P = PFC_BF(sm, L.p);
+            float *out = keep ? att + (blk / NQ) * T * T + (size_t)i0 * T : NULL;
+            int idx;
+            for (idx = tid; idx < QT * L.Tp; idx += NT) {
+                const int i = idx / L.Tp, j = idx % L.Tp, ok = i < nq && j < T;
+                const float pij = ok ? S[i * L.LF + j] / rsum[i] : 0.0f;
+                P[i * L.LP + j] = pfc_bf_of(pij);
+                if (out && ok) out[i * T + j] = pij;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* y = P v (into the scores' space) */
+            const int nj = L.Hp / 16;
+            int t;
+            (void)blk;
+            for (t = tid / 32; t < QT / 16 * nj; t += NT / 32)
+                pfc_mma16<0, 0>(PFC_FL(sm, L.s) + t / nj * 16 * L.LO + t % nj * 16, L.LO,
+                                PFC_BF(sm, L.p) + t / nj * 16 * L.LP, L.LP, 16, PFC_BF(sm, L.v) + t % nj * 16, L.LB,
+                                16 * L.LB, L.Tp / 16, tid % 32);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* store y */
+            const size_t img = blk / NQ / H, h = blk / NQ % H;
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            const float *Y = PFC_FL(sm, L.s);
+            int idx;
+            for (idx = tid; idx < nq * hd; idx += NT) {
+                const size_t o = (img * T + i0 + idx / hd) * D + h * hd + idx % hd;
+                const float y = Y[idx / hd * L.LO + idx % hd];
+                if (!attyb || keep) atty[o] = y;
+                if (attyb) attyb[o] = pfc_to_bf16(y);
+            }
+        });
+}
+
+/* its backward: one block per (image, head); dP, dq, dk, dv as tiles, each
+   output staged in the scores' space before it is stored */
+static void pfc_attention_bwd_tc(pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
+                                 const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, size_t nimg, int T,
+                                 int D, int H) {
+    const int hd = D / H, NT = PFC_ATT_THREADS;
+    const pfc_tcl L = pfc_tc_layout(T, hd, 1, 1);
+    const float scale = 1.0f / sqrtf((float)hd);
+    pfc_blocks(d, nimg * H, NT, L.total,
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load q, k, v (+ bias), dy, P */
+            const size_t img = blk / H, h = blk % H;
+            const float *a = att + blk * T * T;
+            pfc_bf *P = PFC_BF(sm, L.p);
+            int idx;
+            pfc_tc_load(L, sm, tid, qkv + img * T * 3 * D + h * hd, bias ? bias + img / nper * bstride + h * hd : NULL,
+                        datty + img * T * D + h * hd, T, D, hd, 0);
+            for (idx = tid; idx < L.Tp * L.Tp; idx += NT) {
+                const int i = idx / L.Tp, j = idx % L.Tp;
+                P[i * L.LP + j] = pfc_bf_of(i < T && j < T ? a[i * T + j] : 0.0f);
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dP = dy v^T */
+            const int nj = L.Tp / 16;
+            int t;
+            (void)blk;
+            for (t = tid / 32; t < nj * nj; t += NT / 32)
+                pfc_mma16<0, 1>(PFC_FL(sm, L.s) + t / nj * 16 * L.LF + t % nj * 16, L.LF,
+                                PFC_BF(sm, L.dy) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.v) + t % nj * 16 * L.LB,
+                                L.LB, 16, L.Hp / 16, tid % 32);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i = sum_j P_ij dP_ij (P in fp32) */
+            const float *a = att + blk * T * T, *dP = PFC_FL(sm, L.s);
+            float *r = PFC_FL(sm, L.r);
+            int i, j;
+            for (i = tid; i < T; i += NT) {
+                float s = 0;
+                for (j = 0; j < T; j++) s += a[i * T + j] * dP[i * L.LF + j];
+                r[i] = s;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dS = P (dP - r) scale, as bf16 */
+            const float *a = att + blk * T * T, *dP = PFC_FL(sm, L.s), *r = PFC_FL(sm, L.r);
+            pfc_bf *dS = PFC_BF(sm, L.ds);
+            int idx;
+            for (idx = tid; idx < L.Tp * L.Tp; idx += NT) {
+                const int i = idx / L.Tp, j = idx % L.Tp;
+                dS[i * L.LP + j] = pfc_bf_of(i < T && j < T ? a[i * T + j] * (dP[i * L.LF + j] - r[i]) * scale : 0.0f);
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, blk / H * T * 3 * D + blk % H * hd, T, D, hd); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 1); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, blk / H * T * 3 * D + D + blk % H * hd, T, D, hd); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 2); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, blk / H * T * 3 * D + 2 * D + blk % H * hd, T, D, hd); });
+}
+
 static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
-                              float *att, int keep, float *atty, size_t nimg, int T, int D, int H) {
+                              float *att, int keep, float *atty, uint16_t *attyb, size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1, NQ = pfc_att_tiles(g, T, nimg * H);
     const int QT = (T + NQ - 1) / NQ; /* query rows per tile; the last may have fewer */
     const float scale = 1.0f / sqrtf((float)hd);
+    if (g->tc_att) {
+        pfc_attention_fwd_tc(g, d, qkv, bias, bstride, nper, att, keep, atty, attyb, nimg, T, D, H);
+        return;
+    }
     if (!g->fused_att) {
         pfc_for(d, nimg * H * T, PFC_LAMBDA(size_t idx) { /* a thread per query row; att is its scratch */
             size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H;
@@ -794,7 +1123,10 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
                 a[j] = pj;
                 for (e = 0; e < hd; e++) acc[e] += pj * v[e];
             }
-            for (e = 0; e < hd; e++) y[e] = acc[e];
+            for (e = 0; e < hd; e++) {
+                y[e] = acc[e];
+                if (attyb) attyb[y - atty + e] = pfc_to_bf16(acc[e]);
+            }
         });
         return;
     }
@@ -847,7 +1179,8 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
             const size_t img = blk / NQ / H, h = blk / NQ % H;
             const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
             const float *v = sm + T * LQ, *S = sm + 2 * T * LQ + QT * LQ;
-            pfc_tile_aw(tid, NT, atty + (img * T + i0) * D + h * hd, (size_t)D, S, LS, 0, v, LQ, nq, hd, T);
+            pfc_tile_aw(tid, NT, atty + (img * T + i0) * D + h * hd, attyb ? attyb + (img * T + i0) * D + h * hd : NULL,
+                        (size_t)D, S, LS, 0, v, LQ, nq, hd, T);
         });
 }
 
@@ -856,10 +1189,14 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
    dqkv; one block per (image, head) (the bias as in the forward). The
    thread-per-row fallback keeps dS in datt between its passes. */
 static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
-                              const float *att, const float *datty, float *dqkv, float *datt, size_t nimg, int T, int D,
-                              int H) {
+                              const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, float *datt, size_t nimg,
+                              int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1;
     const float scale = 1.0f / sqrtf((float)hd);
+    if (g->tc_att) {
+        pfc_attention_bwd_tc(d, qkv, bias, bstride, nper, att, datty, dqkv, dqkvb, nimg, T, D, H);
+        return;
+    }
     if (!g->fused_att) {
         pfc_for(d, nimg * H * T, PFC_LAMBDA(size_t idx) { /* per query row i: dS, dq */
             size_t i = idx % T, bh = idx / T, h = bh % H, img = bh / H;
@@ -882,7 +1219,10 @@ static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
                 ds[j] = dsj;
                 for (e = 0; e < hd; e++) acc[e] += dsj * kk[e];
             }
-            for (e = 0; e < hd; e++) dq[e] = acc[e];
+            for (e = 0; e < hd; e++) {
+                dq[e] = acc[e];
+                if (dqkvb) dqkvb[dq - dqkv + e] = pfc_to_bf16(acc[e]);
+            }
         });
         pfc_for(d, nimg * H * T, PFC_LAMBDA(size_t idx) { /* per key row j: dk, dv */
             size_t j = idx % T, bh = idx / T, h = bh % H, img = bh / H;
@@ -897,7 +1237,10 @@ static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
                 const float *q = base + i * 3 * D + h * hd, *dy = datty + (img * T + i) * D + h * hd;
                 for (e = 0; e < hd; e++) { ak[e] += sij * q[e]; av[e] += pij * dy[e]; }
             }
-            for (e = 0; e < hd; e++) { dk[e] = ak[e]; dv[e] = av[e]; }
+            for (e = 0; e < hd; e++) {
+                dk[e] = ak[e], dv[e] = av[e];
+                if (dqkvb) dqkvb[dk - dqkv + e] = pfc_to_bf16(ak[e]), dqkvb[dv - dqkv + e] = pfc_to_bf16(av[e]);
+            }
         });
         return;
     }
@@ -948,9 +1291,10 @@ static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
             const size_t img = blk / H, h = blk % H;
             const float *q = sm, *k = q + T * LQ, *dy = k + 2 * T * LQ, *P = dy + T * LQ, *dS = P + T * LS;
             float *dst = dqkv + img * T * 3 * D + h * hd;
-            pfc_tile_aw(tid, NT, dst, (size_t)3 * D, dS, LS, 0, k, LQ, T, hd, T);
-            pfc_tile_aw(tid, NT, dst + D, (size_t)3 * D, dS, LS, 1, q, LQ, T, hd, T);
-            pfc_tile_aw(tid, NT, dst + 2 * D, (size_t)3 * D, P, LS, 1, dy, LQ, T, hd, T);
+            uint16_t *db = dqkvb ? dqkvb + img * T * 3 * D + h * hd : NULL;
+            pfc_tile_aw(tid, NT, dst, db, (size_t)3 * D, dS, LS, 0, k, LQ, T, hd, T);
+            pfc_tile_aw(tid, NT, dst + D, db ? db + D : NULL, (size_t)3 * D, dS, LS, 1, q, LQ, T, hd, T);
+            pfc_tile_aw(tid, NT, dst + 2 * D, db ? db + 2 * D : NULL, (size_t)3 * D, P, LS, 1, dy, LQ, T, hd, T);
         });
 }
 
@@ -1068,10 +1412,22 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
                     d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->colpart, d->blas_ws};
     float **per[] = {d->u1, d->qkv, d->att, d->atty, d->x1, d->u2, d->h, d->g, d->x2,
                      d->ln1_mean, d->ln1_rstd, d->ln2_mean, d->ln2_rstd};
+    uint16_t **tw[] = {d->u1b, d->attyb, d->u2b, d->gtw};
     size_t i;
     int l;
     pfc_set_device(d);
     for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
+    pfc_release(d, d->patchesb);
+    {
+        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb};
+        for (i = 0; i < 5; i++) pfc_release(d, btw[i]);
+    }
+    for (i = 0; i < 4; i++) {
+        if (!tw[i]) continue;
+        for (l = 0; l < depth; l++) pfc_release(d, tw[i][l]);
+        free(tw[i]);
+    }
+    free(d->twins);
     free(d->host_chunks);
     free(d->host_segs);
     for (i = 0; i < sizeof per / sizeof per[0]; i++) {
@@ -1177,8 +1533,31 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     if (cublasSetWorkspace(d->blas, d->blas_ws, PFC_BLAS_WS) != CUBLAS_STATUS_SUCCESS)
         return pf_fail(PF_ERR_IO, "GPU %d: cublasSetWorkspace failed", d->id);
 #endif
-    if (g->o.bf16 && g->bf16_copy) {
+    if (g->o.bf16) { /* the weights' bf16 copy; the twins of the forward GEMMs' activations */
+        uint16_t ***tw[] = {&d->u1b, &d->attyb, &d->u2b, &d->gtw};
+        float **fl[] = {d->u1, d->atty, d->u2, d->g};
+        size_t width[] = {D, D, D, M};
+        size_t i;
         PFC_A(d->wbf, d->n_local);
+        PFC_A(d->dcurb, nb * BTD);
+        PFC_A(d->dresb, nb * BTD);
+        PFC_A(d->dub, nb * BTD);
+        PFC_A(d->dhb, nb * B * T * M);
+        PFC_A(d->dqkvb, nb * B * T * 3 * D);
+        d->twins = (pfc_twin *)calloc((size_t)4 * c->depth + 1, sizeof(pfc_twin));
+        if (!d->twins) return pf_fail(PF_ERR_NOMEM, "out of memory");
+        PFC_A(d->patchesb, B * NP * pd);
+        d->twins[d->n_twins++] = pfc_twin{d->patches, d->patchesb, B * NP * pd};
+        for (i = 0; i < 4; i++) {
+            *tw[i] = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
+            if (!*tw[i]) return pf_fail(PF_ERR_NOMEM, "out of memory");
+            for (l = 0; l < c->depth; l++) {
+                PFC_A((*tw[i])[l], nb * B * T * width[i]);
+                d->twins[d->n_twins++] = pfc_twin{fl[i][l], (*tw[i])[l], nb * B * T * width[i]};
+            }
+        }
+    }
+    if (g->o.bf16 && g->bf16_copy) {
         big = nb * B * T * (M > 3 * D ? M : 3 * D);
         if (big < B * NP * (pd > D ? pd : D)) big = B * NP * (pd > D ? pd : D);
         d->bf_cap = big;
@@ -1334,7 +1713,8 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         {
             size_t fr = 0, tot = 0;
             double need = 4.0 * d->n_local * 4 + 4.0 * (double)g->max_batch * m->T *
-                          (c->dim * 14.0 + c->mlp_dim * 3.0 + c->heads * (double)m->T) * (d->nb ? d->nb : 1) * c->depth;
+                          (c->dim * 14.0 + c->mlp_dim * 3.0 + c->heads * (double)m->T +
+                           (o.bf16 ? (3.0 * c->dim + c->mlp_dim) / 2 : 0.0)) * (d->nb ? d->nb : 1) * c->depth;
             if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && need > (double)fr) {
                 pf_cuda_free(g);
                 return pf_fail(PF_ERR_NOMEM, "model too large for GPU %d: about %.0f MiB needed at batch %d, %zu MiB free "
@@ -1353,6 +1733,16 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         if (g->att_tiles < 0) g->att_tiles = 0;
         for (i = 0; i < g->ndev; i++)
             if (pfc_att_smem(m->T, c->dim / c->heads, 1, 1) > g->dev[i].smem_max) g->fused_att = 0;
+        /* bf16: on tensor cores where they take bf16 (compute capability 8.0 on) and the backward block fits */
+        e = getenv("PF_CUDA_TC_ATTENTION");
+        g->tc_att = o.bf16 && g->fused_att && !(e && !strcmp(e, "0"));
+        for (i = 0; i < g->ndev; i++) {
+            int major = 8;
+#ifndef PF_CUDA_EMULATE
+            if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, g->dev[i].id) != cudaSuccess) major = 0;
+#endif
+            if (major < 8 || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > g->dev[i].smem_max) g->tc_att = 0;
+        }
     }
 #ifndef PF_CUDA_EMULATE
     if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
@@ -1408,7 +1798,7 @@ static pf_status pfc_xfer(pf_cuda *g, pfc_dev *d, float *dev_buf, float *host_bu
 }
 
 static void pfc_refresh_bf16(pf_cuda *g, pfc_dev *d) {
-    if (g->o.bf16 && g->bf16_copy) {
+    if (g->o.bf16) {
         const float *p = d->params;
         uint16_t *w = d->wbf;
         pfc_for(d, d->n_local, PFC_LAMBDA(size_t i) { w[i] = pfc_to_bf16(p[i]); });
@@ -1470,6 +1860,10 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     const uint64_t seed = m->dropout_seed, *ctr = d->ctr; /* the counter: read on the device (graphs) */
     const int *gbp = d->d_gb, depth = c.depth;
     const int keep = g->has_labels; /* what only a backward reads (P, the MLP's pre-activation) is kept */
+    /* bf16 inference: the GEMMs read u1, atty, u2, g from their twins, so
+       their fp32 values are written only when something else reads them (a
+       backward; the normed residual reads u1, u2) */
+    const int tw = d->wbf != NULL, f32_u = !tw || keep || !prenorm;
     float *W = d->params + m->stem_size;
     pf_status st;
     int l;
@@ -1483,20 +1877,22 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         const size_t rows = (size_t)na * N;
         /* (the LN1 of the later layers ran with the previous layer's last epilogue) */
         if (l == 0)
-            pfc_layernorm_fwd(d, u1, d->ln1_mean[0], d->ln1_rstd[0], xin, xstride, W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
+            pfc_layernorm_fwd(d, f32_u ? u1 : NULL, tw ? d->u1b[0] : NULL, d->ln1_mean[0], d->ln1_rstd[0], xin, xstride,
+                              W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
         /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
                            3 * D, (long long)N * 3 * D, na, 0)) != PF_OK) return st;
         /* (the fused attention adds the qkv bias as it loads q, k, v) */
         if (o.qkv_b != (size_t)-1 && !g->fused_att) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
         pfc_attention_fwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
-                          keep, atty, (size_t)na * B, T, D, H);
+                          keep, atty, tw ? d->attyb[l] : NULL, (size_t)na * B, T, D, H);
         /* x1 = (x | u1) + Drop(atty Wp^T + bp), then u2 = LN2(x1) in the same launch */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
         {
             const float *bias = W + o.proj_b;
-            pfc_layernorm_fwd_pre(d, u2, d->ln2_mean[l], d->ln2_rstd[l], x1, N * D, W + o.ln2_w, W + o.ln2_b, rows, D, N,
+            pfc_layernorm_fwd_pre(d, f32_u ? u2 : NULL, tw ? d->u2b[l] : NULL, d->ln2_mean[l], d->ln2_rstd[l], x1, N * D,
+                                  W + o.ln2_w, W + o.ln2_b, rows, D, N,
                                   BS, 1, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = x1[i] + bias[br * BS + e % D];
@@ -1508,13 +1904,15 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                            (long long)N * M, na, 0)) != PF_OK) return st;
         {   /* g = Drop(GELU(h + b1)); h + b1 kept for a backward */
             const float *bias = W + o.fc1_b;
+            uint16_t *ggb = tw ? d->gtw[l] : NULL;
             pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * M), e = i % (N * M);
                 float x = hh[i] + bias[br * BS + e % M], v;
                 if (keep) hh[i] = x;
                 v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
-                gg[i] = v;
+                if (!ggb || keep) gg[i] = v;
+                if (ggb) ggb[i] = pfc_to_bf16(v);
             });
         }
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, M, gg, M, (long long)N * M, W + o.fc2_w, M, (long long)BS, x2, D,
@@ -1529,7 +1927,8 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
             };
             if (l + 1 < depth) {
                 pfc_layer_off on = pfc_layer(m, l + 1);
-                pfc_layernorm_fwd_pre(d, d->u1[l + 1], d->ln1_mean[l + 1], d->ln1_rstd[l + 1], x2, N * D, W + on.ln1_w,
+                pfc_layernorm_fwd_pre(d, f32_u ? d->u1[l + 1] : NULL, tw ? d->u1b[l + 1] : NULL, d->ln1_mean[l + 1],
+                                      d->ln1_rstd[l + 1], x2, N * D, W + on.ln1_w,
                                       W + on.ln1_b, rows, D, N, BS, 1, epi);
             } else {
                 pfc_for(d, rows * D, epi);
@@ -1547,6 +1946,7 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
               P = c.patch_size, G = S / P;
     const float *xin = d->xin, *W = d->params, *bias = d->params + (size_t)D * pd, *cls = bias + D, *pos = cls + D;
     float *patches = d->patches, *etmp = d->etmp, *x0 = d->x0;
+    uint16_t *pb = d->patchesb;
     const int drop = m->training && c.emb_dropout > 0.0f;
     const float p = c.emb_dropout;
     const uint64_t seed = m->dropout_seed, *ctr = d->ctr;
@@ -1555,6 +1955,7 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
         size_t n = i / pd, r = i % pd, b = n / NP, pp = n % NP;
         int ch = (int)(r / (P * P)), py = (int)(r / P % P), px = (int)(r % P), gy = (int)(pp / G), gx = (int)(pp % G);
         patches[i] = xin[(((size_t)b * C + ch) * S + gy * P + py) * S + gx * P + px];
+        if (pb) pb[i] = pfc_to_bf16(patches[i]);
     });
     if ((st = pfc_gemm(g, d, 0, 1, B * NP, D, pd, patches, pd, 0, W, pd, 0, etmp, D, 0, 1, 0)) != PF_OK) return st;
     pfc_for(d, (size_t)B * T * D, PFC_LAMBDA(size_t i) {
@@ -1578,7 +1979,7 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
     double *rowloss = d->rowloss;
     pf_status st;
     /* pooling (the cls token or the mean over tokens) and the final LN, one launch */
-    pfc_layernorm_fwd_pre(d, d->uf, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
+    pfc_layernorm_fwd_pre(d, d->uf, NULL, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
                           (size_t)B, 0, 1, PFC_LAMBDA(size_t i) {
         size_t b = i / D, e = i % D;
         if (pool == PF_POOL_CLS) pooled[i] = agg[b * T * D + e];
@@ -1894,8 +2295,8 @@ PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out) {
 /* out = in masked as the forward's dropout at layer l, site k (0: after the
    projection, 2: after the MLP) masked it: per branch, n_per elements of
    images from img0 on */
-static void pfc_dropout_grad(const pf_model *m, pfc_dev *d, float *out, const float *in, size_t n, size_t n_per,
-                             int img0, int l, int k) {
+static void pfc_dropout_grad(const pf_model *m, pfc_dev *d, float *out, uint16_t *outb, const float *in, size_t n,
+                             size_t n_per, int img0, int l, int k) {
     const uint64_t seed = m->dropout_seed, *ctr = d->ctr;
     const int *gbp = d->d_gb, depth = m->cfg.depth;
     const float p = m->cfg.dropout;
@@ -1903,6 +2304,7 @@ static void pfc_dropout_grad(const pf_model *m, pfc_dev *d, float *out, const fl
     pfc_for(d, n, PFC_LAMBDA(size_t i) {
         size_t br = i / n_per, e = i % n_per;
         out[i] = in[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + k), off + e, p);
+        if (outb) outb[i] = pfc_to_bf16(out[i]);
     });
 }
 
@@ -1927,12 +2329,14 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         const float *u2 = d->u2[l], *hh = d->h[l], *gg = d->g[l];
         /* MLP: its output's gradient gm = Drop'(dcur) (in dres; without dropout dcur itself) */
         const float *gm = drop ? dres : dcur, *gp;
-        if (drop) pfc_dropout_grad(m, d, dres, dcur, rows * D, N * D, img0, l, 2);
+        const uint16_t *gmb = drop ? d->dresb : d->dcurb, *gpb = drop ? d->dub : d->dresb; /* their twins */
+        uint16_t *dhb = d->dhb;
+        if (drop) pfc_dropout_grad(m, d, dres, d->dresb, dcur, rows * D, N * D, img0, l, 2);
         /* dh = gm W2; dW2 = gm^T g; db2 */
-        if ((st = pfc_gemm(g, d, 0, 0, (int)N, M, D, gm, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
-                           (long long)N * M, na, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, D, M, (int)N, gm, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
-                           (long long)BS, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, M, D, gm, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
+                              (long long)N * M, na, 0, gmb, NULL)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 1, 0, D, M, (int)N, gm, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
+                              (long long)BS, na, 0, gmb, NULL)) != PF_OK) return st;
         pfc_colsum(d, GW + o.fc2_b, gm, na, N, D, BS);
         pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
             size_t br = i / (N * M), e = i % (N * M);
@@ -1941,33 +2345,34 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
             float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
             if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
             dh[i] = v * (cdf + x * pdf);
+            if (dhb) dhb[i] = pfc_to_bf16(dh[i]);
         });
-        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, M, dh, M, (long long)N * M, W + o.fc1_w, D, (long long)BS, du, D,
-                           (long long)N * D, na, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, M, D, (int)N, dh, M, (long long)N * M, u2, D, (long long)N * D, GW + o.fc1_w, D,
-                           (long long)BS, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, M, dh, M, (long long)N * M, W + o.fc1_w, D, (long long)BS, du, D,
+                              (long long)N * D, na, 0, dhb, NULL)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 1, 0, M, D, (int)N, dh, M, (long long)N * M, u2, D, (long long)N * D, GW + o.fc1_w, D,
+                              (long long)BS, na, 0, dhb, NULL)) != PF_OK) return st;
         pfc_colsum(d, GW + o.fc1_b, dh, na, N, M, BS);
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
-        pfc_layernorm_bwd(d, dres, GW + o.ln2_w, GW + o.ln2_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
+        pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
                           N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], rows, D, N, BS, na);
         /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
         gp = drop ? du : dres;
-        if (drop) pfc_dropout_grad(m, d, du, dres, rows * D, N * D, img0, l, 0);
-        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, D, gp, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
-                           (long long)N * D, na, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
-                           D, (long long)BS, na, 0)) != PF_OK) return st;
+        if (drop) pfc_dropout_grad(m, d, du, d->dub, dres, rows * D, N * D, img0, l, 0);
+        if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, D, gp, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
+                              (long long)N * D, na, 0, gpb, NULL)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
+                              D, (long long)BS, na, 0, gpb, NULL)) != PF_OK) return st;
         pfc_colsum(d, GW + o.proj_b, gp, na, N, D, BS);
         pfc_attention_bwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
-                          datty, dqkv, datt, (size_t)na * B, T, D, H);
+                          datty, dqkv, d->dqkvb, datt, (size_t)na * B, T, D, H);
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
-        if ((st = pfc_gemm(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D, (long long)BS,
-                           du, D, (long long)N * D, na, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, 3 * D, D, (int)N, dqkv, 3 * D, (long long)N * 3 * D, u1, D, (long long)N * D,
-                           GW + o.qkv_w, D, (long long)BS, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D,
+                              (long long)BS, du, D, (long long)N * D, na, 0, d->dqkvb, NULL)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 1, 0, 3 * D, D, (int)N, dqkv, 3 * D, (long long)N * 3 * D, u1, D, (long long)N * D,
+                              GW + o.qkv_w, D, (long long)BS, na, 0, d->dqkvb, NULL)) != PF_OK) return st;
         if (o.qkv_b != (size_t)-1) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
-        pfc_layernorm_bwd(d, dcur, GW + o.ln1_w, GW + o.ln1_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
+        pfc_layernorm_bwd(d, dcur, d->dcurb, GW + o.ln1_w, GW + o.ln1_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
                           xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], rows, D, N, BS, na);
     }
     return PF_OK;
@@ -2004,7 +2409,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         if ((st = pfc_gemm(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0)) != PF_OK) return st;
         if ((st = pfc_gemm(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
-        pfc_layernorm_bwd(d, dpool, ghead, ghead + D, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
+        pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
                           d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, (size_t)Bper, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;
@@ -2021,10 +2426,14 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         pfc_dev *d = &g->dev[i];
         int na = pfc_active_local(d, k), img0 = d->replica * Bper;
         float *dcur = d->dcur, *dx0 = d->dx0;
+        uint16_t *dcurb = d->dcurb;
         const float *dagg = d->dagg;
         const int root = d->pos == 0;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
-        pfc_for(d, (size_t)na * ND, PFC_LAMBDA(size_t e) { dcur[e] = dagg[e % ND]; });
+        pfc_for(d, (size_t)na * ND, PFC_LAMBDA(size_t e) {
+            dcur[e] = dagg[e % ND];
+            if (dcurb) dcurb[e] = pfc_to_bf16(dcur[e]);
+        });
         if ((st = pfc_layers_backward(g, d, na, Bper, img0)) != PF_OK) return st;
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             float s = root && delta ? (float)(1 - k) * dagg[e] : 0.0f;

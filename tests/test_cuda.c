@@ -344,6 +344,60 @@ static void test_shape(void) {
         check(e <= TOL, "T=65, head width 64, %s: every gradient agrees (worst %.2e, %s)", how, e, worst);
         pf_cuda_free(g);
     }
+    /* bf16: attention on tensor cores (3 query tiles, one tile) against the
+       CPU at the bf16 tolerances (test_bf16_mode), and against the same bf16
+       model with the fp32 shared-memory attention: what the tensor cores
+       change is only the rounding of q, k, v, P, dy and dS to bf16 */
+    {
+        pf_model *r = NULL;
+        float lr[4 * 10];
+        for (pass = 0; pass < 4; pass++) {
+            static const char *const how_[] = {"bf16 attention in fp32", "bf16 tensor-core attention, 3 query tiles",
+                                               "bf16 tensor-core attention, one query tile",
+                                               "bf16 thread-per-row attention"};
+            const char *how = how_[pass];
+            pf_model *t = pass ? m : r;
+            pf_cuda *g;
+            double e;
+            if (!pass) {
+                if (pf_model_create(&cf, &r) != PF_OK || pf_model_alloc_train(r) != PF_OK || pf_model_reserve(r, 4) != PF_OK) {
+                    check(0, "shape: bf16 model");
+                    break;
+                }
+                memcpy(r->params, c->params, c->n_params * sizeof(float));
+                r->training = 1;
+                t = r;
+                setenv("PF_CUDA_TC_ATTENTION", "0", 1);
+            }
+            if (pass == 2) setenv("PF_CUDA_ATT_TILES", "1", 1);
+            if (pass == 3) setenv("PF_CUDA_FUSED_ATTENTION", "0", 1);
+            m->training = 1;
+            g = make_ctx(t, 1, 1, 0, 1);
+            unsetenv("PF_CUDA_TC_ATTENTION");
+            unsetenv("PF_CUDA_FUSED_ATTENTION");
+            unsetenv("PF_CUDA_ATT_TILES");
+            if (!g) { check(0, "shape: context (%s)", how); continue; }
+            check(pf_cuda_forward(g, x, y, 4, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, pass ? lg : lr) == PF_OK &&
+                  pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "T=65, head width 64, %s: runs", how);
+            e = rel_err(pass ? lg : lr, c->logits, 4 * 10);
+            check(e <= 2e-2, "T=65, head width 64, %s: logits within 2%% of fp32 (rel %.2e)", how, e);
+            e = grads_err(t, c, worst, sizeof worst);
+            check(e <= 5e-2, "T=65, head width 64, %s: every gradient within 5%% (worst %.2e, %s)", how, e, worst);
+            if (pass) {
+                e = rel_err(lg, lr, 4 * 10);
+                if (pass < 3)
+                    check(e <= 1e-2 && e > 0, "T=65, head width 64, %s: logits within 1%% of the fp32 attention's (rel %.2e; "
+                          "not equal, so it ran)", how, e);
+                else
+                    check(e <= 1e-2, "T=65, head width 64, %s: logits within 1%% of the fp32 attention's (rel %.2e)", how, e);
+                e = grads_err(m, r, worst, sizeof worst);
+                check(e <= 2e-2, "T=65, head width 64, %s: every gradient within 2%% of the fp32 attention's (worst %.2e, %s)",
+                      how, e, worst);
+            }
+            pf_cuda_free(g);
+        }
+        pf_model_free(r);
+    }
     pf_model_free(c);
     pf_model_free(m);
 }
@@ -480,15 +534,16 @@ static void test_resume(void) {
    2^-9 * sqrt(K) of its typical term, and the layers compound it. We accept
    2 % on the logits and 5 % on each gradient tensor relative to its largest
    element (the fp32 path is held to 1e-4). */
-static void test_bf16_mode(int copy) {
-    const variant *v = &VARIANTS[0];
-    const char *mode = copy ? "bf16 (operand copies)" : "bf16";
+static void test_bf16_mode(int copy, int vi) {
+    const variant *v = &VARIANTS[vi];
+    char mode[96];
     pf_model *c = make_model(v, 3, 31), *m = make_model(v, 3, 31);
     pf_cuda *g;
     float x[BATCH * 192], lg[BATCH * 5], lc, lgpu;
     int y[BATCH];
     char worst[64];
     double e;
+    snprintf(mode, sizeof mode, "bf16%s, %s", copy ? " (operand copies)" : "", v->name);
     if (copy) setenv("PF_CUDA_BF16_COPY", "1", 1);
     g = make_ctx(m, 1, 1, 0, 1);
     if (copy) unsetenv("PF_CUDA_BF16_COPY");
@@ -530,11 +585,36 @@ static void test_bf16_mode(int copy) {
     pf_model_free(c);
     pf_model_free(m);
 }
+/* bf16 inference (no labels) writes only the bf16 twins of what its GEMMs
+   read; its logits must be those of the same forward with labels, bit for
+   bit, for the pre-norm and the normed residual (which reads u1, u2) */
+static void test_bf16_inference(void) {
+    int vi;
+    for (vi = 0; vi < 2; vi++) {
+        const variant *v = &VARIANTS[vi];
+        pf_model *m = make_model(v, 3, 41);
+        pf_cuda *g = make_ctx(m, 1, 1, 0, 1);
+        float x[BATCH * 192], a[BATCH * 5], b[BATCH * 5];
+        int y[BATCH];
+        if (!g) { check(0, "bf16 inference (%s): context", v->name); pf_model_free(m); continue; }
+        m->training = 0;
+        make_batch(m, BATCH, 8, x, y);
+        /* inference first: nothing left in the fp32 buffers by an earlier forward */
+        check(pf_cuda_forward(g, x, NULL, BATCH, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, b) == PF_OK &&
+              pf_cuda_forward(g, x, y, BATCH, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, a) == PF_OK &&
+              memcmp(a, b, sizeof a) == 0, "bf16 inference (%s): logits without labels are those with labels", v->name);
+        pf_cuda_free(g);
+        pf_model_free(m);
+    }
+}
+
 /* bf16: cuBLAS's rounding of fp32 operands (the default), and operands
    rounded into bf16 buffers first (what the emulated build always does) */
 static void test_bf16(void) {
-    test_bf16_mode(0);
-    if (strcmp(pf_cuda_backend(), "emulated") != 0) test_bf16_mode(1);
+    test_bf16_mode(0, 0);
+    test_bf16_mode(0, 4); /* with dropout */
+    test_bf16_inference();
+    if (strcmp(pf_cuda_backend(), "emulated") != 0) test_bf16_mode(1, 0);
 }
 
 static void test_bad_input(void) {
