@@ -160,7 +160,6 @@ struct pf_cuda {
     int use_graphs;           /* one device: steps as CUDA graphs (PF_CUDA_GRAPHS=0: off) */
     pfc_graph fwd_graphs[PFC_GRAPHS_FWD], bwd_graphs[PFC_GRAPHS_BWD], step_graphs[PFC_GRAPHS_STEP];
     double host_norm;         /* several devices: the last clip norm */
-    int bf16_copy;            /* bf16: GEMM operands converted into bf16 buffers first (emulated: always) */
     pf_collective trace[16];  /* collectives of the last forward + backward */
     int n_trace;
     double *host_loss;        /* [max_batch] */
@@ -348,11 +347,11 @@ static const uint16_t *pfc_twin_of(const pfc_dev *d, const float *p) {
 
 /* C[M,N] (row-major, ldc) = beta C + op(A) op(B), `batch` times with element
    strides sA, sB, sC. In bf16 mode A and B are rounded to bf16 (the products
-   accumulate in fp32): read from their twins when both have one (Ab, Bb
-   when given, else the weights' copy and the forward activations' twins:
-   a bf16 GEMM), else rounded by cuBLAS
-   (CUBLAS_COMPUTE_32F_FAST_16BF), or, with PF_CUDA_BF16_COPY=1 (and in the
-   emulated build), converted into bf16 scratch first. */
+   accumulate in fp32): read from their twins (Ab, Bb when given, else the
+   weights' copy and the forward activations' twins), or, for the few
+   operands without one (the head's, the embedding's weight gradient),
+   converted into bf16 scratch first. Twinned activations may hold no fp32
+   values at all (pfc_layers_forward). */
 static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
                              long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
                              int batch, int beta, const uint16_t *Ab, const uint16_t *Bb) {
@@ -361,7 +360,7 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
     if (bf && !Ab) Ab = pfc_twin_of(d, A);
     if (bf && !Bb) Bb = pfc_twin_of(d, B);
     if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
-    if (bf && g->bf16_copy) { /* the operands without a twin converted into bf16 scratch */
+    if (bf) { /* the operands without a twin converted into bf16 scratch */
         const float *ops[2] = {A, B};
         const uint16_t **outs[2] = {&Ab, &Bb};
         long long strides[2] = {sA, sB};
@@ -402,15 +401,11 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
         const float one = 1.0f, fbeta = beta ? 1.0f : 0.0f;
         cublasStatus_t st;
         cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-        const int copy = bf && Ab && Bb; /* both operands in bf16 */
-        cudaDataType_t ty = copy ? CUDA_R_16BF : CUDA_R_32F;
-        const void *pa = copy ? (const void *)Ab : (const void *)A, *pb = copy ? (const void *)Bb : (const void *)B;
-        /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T;
-           bf16 with an operand in fp32 only: fp32 operands rounded to bf16 by cuBLAS */
+        cudaDataType_t ty = bf ? CUDA_R_16BF : CUDA_R_32F;
+        const void *pa = bf ? (const void *)Ab : (const void *)A, *pb = bf ? (const void *)Bb : (const void *)B;
+        /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T */
         st = cublasGemmStridedBatchedEx(d->blas, opB, opA, N, M, K, &one, pb, ty, ldb, sB, pa, ty, lda, sA, &fbeta, C,
-                                        CUDA_R_32F, ldc, sC, batch,
-                                        bf && !copy ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT);
+                                        CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS)
             return pf_fail(PF_ERR_IO, "GPU %d: cuBLAS GEMM %dx%dx%d (batch %d) failed: %s", d->id, M, N, K, batch,
                            cublasGetStatusString(st));
@@ -1029,7 +1024,7 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const float *qkv, const
             for (idx = tid; idx < nq * hd; idx += NT) {
                 const size_t o = (img * T + i0 + idx / hd) * D + h * hd + idx % hd;
                 const float y = Y[idx / hd * L.LO + idx % hd];
-                if (!attyb || keep) atty[o] = y;
+                if (!attyb) atty[o] = y;
                 if (attyb) attyb[o] = pfc_to_bf16(y);
             }
         });
@@ -1557,9 +1552,9 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
             }
         }
     }
-    if (g->o.bf16 && g->bf16_copy) {
-        big = nb * B * T * (M > 3 * D ? M : 3 * D);
-        if (big < B * NP * (pd > D ? pd : D)) big = B * NP * (pd > D ? pd : D);
+    if (g->o.bf16) { /* scratch for the operands without a twin: dpatch, uf, dlogits */
+        big = B * NP * (pd > D ? pd : D);
+        if (big < B * (D > K ? D : K)) big = B * (D > K ? D : K);
         d->bf_cap = big;
         PFC_A(d->abf, big);
         PFC_A(d->bbf, big);
@@ -1674,14 +1669,6 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         const char *e = getenv("PF_CUDA_GRAPHS");
         g->use_graphs = !(e && !strcmp(e, "0"));
     }
-#ifdef PF_CUDA_EMULATE
-    g->bf16_copy = 1;
-#else
-    { /* PF_CUDA_BF16_COPY=1: bf16 operand copies instead of cuBLAS's conversion */
-        const char *e = getenv("PF_CUDA_BF16_COPY");
-        g->bf16_copy = e && !strcmp(e, "1");
-    }
-#endif
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         int gd = o.rank * o.n_devices + i;
@@ -1860,10 +1847,10 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     const uint64_t seed = m->dropout_seed, *ctr = d->ctr; /* the counter: read on the device (graphs) */
     const int *gbp = d->d_gb, depth = c.depth;
     const int keep = g->has_labels; /* what only a backward reads (P, the MLP's pre-activation) is kept */
-    /* bf16 inference: the GEMMs read u1, atty, u2, g from their twins, so
-       their fp32 values are written only when something else reads them (a
-       backward; the normed residual reads u1, u2) */
-    const int tw = d->wbf != NULL, f32_u = !tw || keep || !prenorm;
+    /* bf16: every GEMM reads u1, atty, u2, g from their twins, so their fp32
+       values are written only when something else reads them (the normed
+       residual reads u1, u2; the fp32 attention kernels write atty anyway) */
+    const int tw = d->wbf != NULL, f32_u = !tw || !prenorm;
     float *W = d->params + m->stem_size;
     pf_status st;
     int l;
@@ -1911,7 +1898,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                 if (keep) hh[i] = x;
                 v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
-                if (!ggb || keep) gg[i] = v;
+                if (!ggb) gg[i] = v;
                 if (ggb) ggb[i] = pfc_to_bf16(v);
             });
         }
@@ -1954,8 +1941,9 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
     pfc_for(d, (size_t)B * NP * pd, PFC_LAMBDA(size_t i) {
         size_t n = i / pd, r = i % pd, b = n / NP, pp = n % NP;
         int ch = (int)(r / (P * P)), py = (int)(r / P % P), px = (int)(r % P), gy = (int)(pp / G), gx = (int)(pp % G);
-        patches[i] = xin[(((size_t)b * C + ch) * S + gy * P + py) * S + gx * P + px];
-        if (pb) pb[i] = pfc_to_bf16(patches[i]);
+        const float v = xin[(((size_t)b * C + ch) * S + gy * P + py) * S + gx * P + px];
+        if (pb) pb[i] = pfc_to_bf16(v); /* bf16: the GEMMs read only the twin */
+        else patches[i] = v;
     });
     if ((st = pfc_gemm(g, d, 0, 1, B * NP, D, pd, patches, pd, 0, W, pd, 0, etmp, D, 0, 1, 0)) != PF_OK) return st;
     pfc_for(d, (size_t)B * T * D, PFC_LAMBDA(size_t i) {

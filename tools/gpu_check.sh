@@ -8,7 +8,9 @@
 # 1. builds the backend (make cuda, sm_90; NCCL from NCCL_HOME, the toolkit,
 #    or the Python package nvidia.nccl)
 # 2. make test-cuda: CPU/GPU parity (fp32 <= 1e-4, bf16), determinism,
-#    multi-device path as a single rank, resume, bad input
+#    multi-device path as a single rank, resume, bad input (on a failure,
+#    again with each switch off, to show which feature fails); then under
+#    compute-sanitizer memcheck and racecheck
 # 3. the program: predict and eval --sweep on the GPU against the CPU build,
 #    a short train on the GPU, killed and resumed, against an uninterrupted
 #    one (byte-identical checkpoints), and the no-GPU error
@@ -47,6 +49,13 @@ step "make test-cuda"
 build/cuda/test_cuda | tee "$OUT_DIR/test_cuda.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && ok "test_cuda passed" || bad "test_cuda exit $rc"
+if [ "$rc" != 0 ]; then
+    # which feature: the failures with each one turned off (notes, not checks)
+    for v in PF_CUDA_GRAPHS=0 PF_CUDA_TC_ATTENTION=0 PF_CUDA_FUSED_ATTENTION=0 PF_CUDA_ATT_TILES=1; do
+        env $v timeout 120 build/cuda/test_cuda >"$OUT_DIR/test_cuda_$v.txt" 2>&1
+        echo "note - with $v: $(grep -c '^FAIL' "$OUT_DIR/test_cuda_$v.txt") failures, exit $?; first: $(grep -m1 '^FAIL' "$OUT_DIR/test_cuda_$v.txt" | cut -c1-150)"
+    done
+fi
 
 # (--report-api-errors no: NCCL's init probes kernels with cudaFuncGetAttributes
 # and gets cudaErrorNoKernelImageForDevice for architectures it was not built
@@ -57,6 +66,14 @@ if command -v compute-sanitizer >/dev/null; then
     rc=$?
     grep -E "ERROR SUMMARY|passed, " "$OUT_DIR/memcheck.txt" | tail -2
     case $rc in 0) ok "memcheck: no errors";; 124) echo "note - memcheck ran past 150 s (not a failure)";; *) bad "memcheck exit $rc"; grep -m5 -A6 "=========" "$OUT_DIR/memcheck.txt";; esac
+fi
+
+step "compute-sanitizer racecheck: test_cuda (shared-memory hazards; at most 100 s)"
+if command -v compute-sanitizer >/dev/null; then
+    timeout 100 compute-sanitizer --tool racecheck --error-exitcode 9 build/cuda/test_cuda >"$OUT_DIR/racecheck.txt" 2>&1
+    rc=$?
+    grep -E "RACECHECK SUMMARY|ERROR SUMMARY|passed, " "$OUT_DIR/racecheck.txt" | tail -2
+    case $rc in 0) ok "racecheck: no hazards";; 124) echo "note - racecheck ran past 100 s (not a failure)";; *) bad "racecheck exit $rc"; grep -m5 -A6 "=========" "$OUT_DIR/racecheck.txt";; esac
 fi
 
 step "no GPU visible"

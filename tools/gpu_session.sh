@@ -11,7 +11,6 @@
 #    travel) --device cuda --compile, same call, with the ratios
 #    (--quick: PyTorch eager only, about a minute less)
 # 3. bf16 bench with PF_CUDA_GRAPHS=0 (what the graphs buy),
-#    PF_CUDA_BF16_COPY=1 (bf16 operand copies instead of cuBLAS's rounding)
 #    PF_CUDA_TC_ATTENTION=0 (what the tensor cores buy the bf16 attention)
 #    and PF_CUDA_FUSED_ATTENTION=0 (what the shared-memory attention buys)
 # 4. tools/latency_model.py --run: the multi-GPU model's inputs, measured
@@ -57,8 +56,7 @@ fi
 
 left switches && t "switches (bench, ours)" &&
 for m in vit12 pf3x4; do
-    for v in "PF_CUDA_GRAPHS=0 --bf16" "PF_CUDA_BF16_COPY=1 --bf16" "PF_CUDA_TC_ATTENTION=0 --bf16" \
-             "PF_CUDA_FUSED_ATTENTION=0 --bf16"; do
+    for v in "PF_CUDA_GRAPHS=0 --bf16" "PF_CUDA_TC_ATTENTION=0 --bf16" "PF_CUDA_FUSED_ATTENTION=0 --bf16"; do
         env ${v% *} timeout 120 build/cuda/paraformer bench --zoo $m --device cuda ${v#* } --batch 256 \
             --infer-batch 1024 --warm 5 --reps 20 --json >"$WORK/sw.json" 2>&1
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%-6s %-28s train %6.0f  infer %7.0f  b1 %.3f ms" % (sys.argv[2], sys.argv[3], r["train_img_s"], r["infer_img_s"], r["latency_b1_ms"]))' \
