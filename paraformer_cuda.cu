@@ -98,6 +98,7 @@ struct pfc_dev {
     int n_twins;
     uint16_t **u1b, **attyb, **u2b, **gtw, *patchesb; /* those twins (of u1, atty, u2, g, patches) */
     uint16_t *dcurb, *dresb, *dub, *dhb, *dqkvb; /* the backward's: passed to its GEMMs by name (pfc_gemm_bf) */
+    uint16_t **qkvb, **hb; /* bf16 outputs of the qkv GEMM (for the tensor-core attention) and of fc1 */
     uint16_t *abf, *bbf; /* bf16 operand scratch */
     size_t bf_cap;   /* elements of abf/bbf */
     int *d_gb;       /* gb on the device */
@@ -310,14 +311,12 @@ PFC_HD static inline uint16_t pfc_to_bf16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
-#ifdef PF_CUDA_EMULATE
-static inline float pfc_from_bf16(uint16_t h) {
+PFC_HD static inline float pfc_from_bf16(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
-#endif
 
 /* dropout masks: the CPU's hash, so both sides drop the same elements */
 PFC_HD static inline uint64_t pfc_mix64(uint64_t z) {
@@ -354,9 +353,10 @@ static const uint16_t *pfc_twin_of(const pfc_dev *d, const float *p) {
    values at all (pfc_layers_forward). */
 static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
                              long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
-                             int batch, int beta, const uint16_t *Ab, const uint16_t *Bb) {
+                             int batch, int beta, const uint16_t *Ab, const uint16_t *Bb, uint16_t *Cb) {
     int bf = g->o.bf16;
     if (!bf) Ab = Bb = NULL;
+    if (Cb && (!bf || beta)) return pf_fail(PF_ERR_ARG, "pf_cuda: a bf16 GEMM output needs bf16 mode and beta 0");
     if (bf && !Ab) Ab = pfc_twin_of(d, A);
     if (bf && !Bb) Bb = pfc_twin_of(d, B);
     if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
@@ -389,10 +389,19 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
                 size_t na = ta ? (size_t)K * lda : (size_t)M * lda, nbb = tb ? (size_t)N * ldb : (size_t)K * ldb, i;
                 float *fa = (float *)malloc(na * 4), *fb = (float *)malloc(nbb * 4);
                 if (!fa || !fb) { free(fa); free(fb); return pf_fail(PF_ERR_NOMEM, "emulated bf16 GEMM: out of memory"); }
+                float *fc = Cb ? (float *)malloc((size_t)M * N * 4) : NULL;
+                if (Cb && !fc) { free(fa); free(fb); return pf_fail(PF_ERR_NOMEM, "emulated bf16 GEMM: out of memory"); }
                 for (i = 0; i < na; i++) fa[i] = pfc_from_bf16(Ab[b * sA + (long long)i]);
                 for (i = 0; i < nbb; i++) fb[i] = pfc_from_bf16(Bb[b * sB + (long long)i]);
-                pf_gemm(ta, tb, M, N, K, fa, lda, fb, ldb, C + b * sC, ldc, beta);
-                free(fa); free(fb);
+                if (Cb) { /* fp32 sums, rounded once on the way out (as cuBLAS) */
+                    int r, j;
+                    pf_gemm(ta, tb, M, N, K, fa, lda, fb, ldb, fc, N, 0);
+                    for (r = 0; r < M; r++)
+                        for (j = 0; j < N; j++) Cb[b * sC + (long long)r * ldc + j] = pfc_to_bf16(fc[(size_t)r * N + j]);
+                } else {
+                    pf_gemm(ta, tb, M, N, K, fa, lda, fb, ldb, C + b * sC, ldc, beta);
+                }
+                free(fa); free(fb); free(fc);
             }
         }
     }
@@ -404,8 +413,9 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
         cudaDataType_t ty = bf ? CUDA_R_16BF : CUDA_R_32F;
         const void *pa = bf ? (const void *)Ab : (const void *)A, *pb = bf ? (const void *)Bb : (const void *)B;
         /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T */
-        st = cublasGemmStridedBatchedEx(d->blas, opB, opA, N, M, K, &one, pb, ty, ldb, sB, pa, ty, lda, sA, &fbeta, C,
-                                        CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        st = cublasGemmStridedBatchedEx(d->blas, opB, opA, N, M, K, &one, pb, ty, ldb, sB, pa, ty, lda, sA, &fbeta,
+                                        Cb ? (void *)Cb : (void *)C, Cb ? CUDA_R_16BF : CUDA_R_32F, ldc, sC, batch,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS)
             return pf_fail(PF_ERR_IO, "GPU %d: cuBLAS GEMM %dx%dx%d (batch %d) failed: %s", d->id, M, N, K, batch,
                            cublasGetStatusString(st));
@@ -418,7 +428,7 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
 static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
                           long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
                           int batch, int beta) {
-    return pfc_gemm_bf(g, d, ta, tb, M, N, K, A, lda, sA, B, ldb, sB, C, ldc, sC, batch, beta, NULL, NULL);
+    return pfc_gemm_bf(g, d, ta, tb, M, N, K, A, lda, sA, B, ldb, sB, C, ldc, sC, batch, beta, NULL, NULL, NULL);
 }
 
 /* Collectives among the devices of this process (and, through NCCL, of the
@@ -518,26 +528,13 @@ fail:
 struct pfc_f2 {
     float a, b;
 };
-template <class V>
-static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, int nbr, size_t rows_per_branch, int C,
-                        V val) {
-    const size_t nch = (rows_per_branch + PFC_CHUNK - 1) / PFC_CHUNK, np = (size_t)nbr * nch * C;
+/* the second pass of the column sums: out0 (and out1) from the partial sums
+   in d->colpart, [nout][nbr][nch][C]: a block per (output, branch, 32
+   columns) sums 16 slices of the chunks, then the slices */
+static void pfc_colsums_finish(pfc_dev *d, float *out0, float *out1, size_t ostride, int nbr, size_t nch, int C) {
+    const size_t np = (size_t)nbr * nch * C;
     const int nout = out1 ? 2 : 1, ncg = (C + 31) / 32;
-    float *part = d->colpart; /* [nout][nbr][nch][C] */
-    pfc_for(d, np, PFC_LAMBDA(size_t i) {
-        size_t k = i % C, ch = i / C % nch, br = i / C / nch;
-        size_t n = br * rows_per_branch + ch * PFC_CHUNK, end = br * rows_per_branch + rows_per_branch;
-        float s0 = 0, s1 = 0;
-        if (end > n + PFC_CHUNK) end = n + PFC_CHUNK;
-        for (; n < end; n++) {
-            pfc_f2 v = val(n, (int)k);
-            s0 += v.a;
-            s1 += v.b;
-        }
-        part[i] = s0;
-        if (nout == 2) part[np + i] = s1;
-    });
-    /* then a block per (output, branch, 32 columns): 16 slices of the chunks, then the slices */
+    const float *part = d->colpart;
     pfc_blocks(d, (size_t)nout * nbr * ncg, 512, 4 * 16 * 33,
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
             const size_t o = blk / ((size_t)nbr * ncg), br = blk / ncg % nbr, k = (blk % ncg) * 32 + tid % 32;
@@ -558,6 +555,27 @@ static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, in
         });
 }
 
+template <class V>
+static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, int nbr, size_t rows_per_branch, int C,
+                        V val) {
+    const size_t nch = (rows_per_branch + PFC_CHUNK - 1) / PFC_CHUNK, np = (size_t)nbr * nch * C;
+    const int nout = out1 ? 2 : 1;
+    float *part = d->colpart; /* [nout][nbr][nch][C] */
+    pfc_for(d, np, PFC_LAMBDA(size_t i) {
+        size_t k = i % C, ch = i / C % nch, br = i / C / nch;
+        size_t n = br * rows_per_branch + ch * PFC_CHUNK, end = br * rows_per_branch + rows_per_branch;
+        float s0 = 0, s1 = 0;
+        if (end > n + PFC_CHUNK) end = n + PFC_CHUNK;
+        for (; n < end; n++) {
+            pfc_f2 v = val(n, (int)k);
+            s0 += v.a;
+            s1 += v.b;
+        }
+        part[i] = s0;
+        if (nout == 2) part[np + i] = s1;
+    });
+    pfc_colsums_finish(d, out0, out1, ostride, nbr, nch, C);
+}
 /* LayerNorm over rows of width C; the weights of row r are those of branch
    r / rows_per_branch (stride bstride), its input row r % rows_per_branch of
    that branch's input (stride in_bstride: rows_per_branch * C, or 0 when the
@@ -913,22 +931,23 @@ static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
 #define PFC_FL(sm, off) ((float *)((char *)(sm) + (off)))
 /* a block's k, v (all rows) and q (rows i0 .. i0 + QT) of one (image, head),
    with the bias (bq, may be NULL) added, as bf16, zero past T and hd; and dy
-   (all rows) when given. src: the image's first qkv row at the head. */
-PFC_DEV static inline void pfc_tc_load(const pfc_tcl &L, float *sm, int tid, const float *src, const float *bq,
+   (all rows) when given. src: the image's first qkv row (bf16, from the
+   GEMM) at the head. */
+PFC_DEV static inline void pfc_tc_load(const pfc_tcl &L, float *sm, int tid, const uint16_t *src, const float *bq,
                                        const float *dy_src, int T, int D, int hd, int i0) {
     const int Hp = L.Hp, LB = L.LB;
     pfc_bf *k = PFC_BF(sm, L.k), *v = PFC_BF(sm, L.v), *q = PFC_BF(sm, L.q), *dy = PFC_BF(sm, L.dy);
     int idx;
     for (idx = tid; idx < L.Tp * Hp; idx += PFC_ATT_THREADS) {
         const int t = idx / Hp, e = idx % Hp, ok = t < T && e < hd;
-        const float *r = src + (size_t)t * 3 * D + e;
-        k[t * LB + e] = pfc_bf_of(ok ? r[D] + (bq ? bq[D + e] : 0.0f) : 0.0f);
-        v[t * LB + e] = pfc_bf_of(ok ? r[2 * D] + (bq ? bq[2 * D + e] : 0.0f) : 0.0f);
+        const uint16_t *r = src + (size_t)t * 3 * D + e;
+        k[t * LB + e] = pfc_bf_of(ok ? pfc_from_bf16(r[D]) + (bq ? bq[D + e] : 0.0f) : 0.0f);
+        v[t * LB + e] = pfc_bf_of(ok ? pfc_from_bf16(r[2 * D]) + (bq ? bq[2 * D + e] : 0.0f) : 0.0f);
         if (dy_src) dy[t * LB + e] = pfc_bf_of(ok ? dy_src[(size_t)t * D + e] : 0.0f);
     }
     for (idx = tid; idx < L.QT * Hp; idx += PFC_ATT_THREADS) {
         const int t = i0 + idx / Hp, e = idx % Hp, ok = t < T && e < hd;
-        q[idx / Hp * LB + e] = pfc_bf_of(ok ? src[(size_t)t * 3 * D + e] + (bq ? bq[e] : 0.0f) : 0.0f);
+        q[idx / Hp * LB + e] = pfc_bf_of(ok ? pfc_from_bf16(src[(size_t)t * 3 * D + e]) + (bq ? bq[e] : 0.0f) : 0.0f);
     }
 }
 
@@ -948,20 +967,30 @@ PFC_DEV static inline void pfc_tc_grad(const pfc_tcl &L, float *sm, int tid, int
                             PFC_BF(sm, which == 1 ? L.q : L.dy) + tj * 16, L.LB, 16 * L.LB, L.Tp / 16, tid % 32);
     }
 }
-/* the staged T x hd result into dst + off (row stride 3D: a part of dqkv),
-   and into its bf16 twin dstb + off when there is one */
-PFC_DEV static inline void pfc_tc_store(const pfc_tcl &L, const float *sm, int tid, float *dst, uint16_t *dstb,
-                                        size_t off, int T, int D, int hd) {
+/* the staged T x hd result of image img, head h into part `which` (q, k,
+   v) of dqkv (in bf16 only: its twin dqkvb); with part (the qkv bias's
+   gradient), its column sums over the T rows into part[img][which][h][hd]
+   (pfc_colsums_finish adds them over the images) */
+PFC_DEV static inline void pfc_tc_store(const pfc_tcl &L, const float *sm, int tid, float *dqkv, uint16_t *dqkvb,
+                                        float *part, size_t img, size_t h, int which, int T, int D, int hd) {
     const float *O = (const float *)((const char *)sm + L.s);
-    int idx;
+    const size_t off = img * T * 3 * D + which * D + h * hd;
+    int idx, t;
     for (idx = tid; idx < T * hd; idx += PFC_ATT_THREADS) {
         const size_t o = off + (size_t)(idx / hd) * 3 * D + idx % hd;
-        dst[o] = O[idx / hd * L.LO + idx % hd];
-        if (dstb) dstb[o] = pfc_to_bf16(dst[o]);
+        const float v = O[idx / hd * L.LO + idx % hd];
+        if (dqkvb) dqkvb[o] = pfc_to_bf16(v);
+        else dqkv[o] = v;
     }
+    if (part)
+        for (idx = tid; idx < hd; idx += PFC_ATT_THREADS) {
+            float s = 0;
+            for (t = 0; t < T; t++) s += O[t * L.LO + idx];
+            part[img * 3 * D + which * D + h * hd + idx] = s;
+        }
 }
 
-static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride,
+static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, const float *bias, size_t bstride,
                                  size_t nper, float *att, int keep, float *atty, uint16_t *attyb, size_t nimg, int T,
                                  int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS;
@@ -1031,10 +1060,12 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const float *qkv, const
 }
 
 /* its backward: one block per (image, head); dP, dq, dk, dv as tiles, each
-   output staged in the scores' space before it is stored */
-static void pfc_attention_bwd_tc(pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
-                                 const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, size_t nimg, int T,
-                                 int D, int H) {
+   output staged in the scores' space before it is stored (with part: the
+   qkv bias's gradient summed over each image's rows as well, so dqkv needs
+   no fp32 copy and no column-sum pass reads it) */
+static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *bias, size_t bstride, size_t nper,
+                                 const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, float *part,
+                                 size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS;
     const pfc_tcl L = pfc_tc_layout(T, hd, 1, 1);
     const float scale = 1.0f / sqrtf((float)hd);
@@ -1080,20 +1111,21 @@ static void pfc_attention_bwd_tc(pfc_dev *d, const float *qkv, const float *bias
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 0); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, blk / H * T * 3 * D + blk % H * hd, T, D, hd); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, part, blk / H, blk % H, 0, T, D, hd); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 1); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, blk / H * T * 3 * D + D + blk % H * hd, T, D, hd); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, part, blk / H, blk % H, 1, T, D, hd); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 2); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, blk / H * T * 3 * D + 2 * D + blk % H * hd, T, D, hd); });
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, part, blk / H, blk % H, 2, T, D, hd); });
 }
 
-static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
-                              float *att, int keep, float *atty, uint16_t *attyb, size_t nimg, int T, int D, int H) {
+static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const uint16_t *qkvb, const float *bias,
+                              size_t bstride, size_t nper, float *att, int keep, float *atty, uint16_t *attyb,
+                              size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1, NQ = pfc_att_tiles(g, T, nimg * H);
     const int QT = (T + NQ - 1) / NQ; /* query rows per tile; the last may have fewer */
     const float scale = 1.0f / sqrtf((float)hd);
     if (g->tc_att) {
-        pfc_attention_fwd_tc(g, d, qkv, bias, bstride, nper, att, keep, atty, attyb, nimg, T, D, H);
+        pfc_attention_fwd_tc(g, d, qkvb, bias, bstride, nper, att, keep, atty, attyb, nimg, T, D, H);
         return;
     }
     if (!g->fused_att) {
@@ -1183,13 +1215,14 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const fl
    / sqrt(hd) with dP = dy v^T, then dq = dS k, dk = dS^T q, dv = P^T dy into
    dqkv; one block per (image, head) (the bias as in the forward). The
    thread-per-row fallback keeps dS in datt between its passes. */
-static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const float *bias, size_t bstride, size_t nper,
-                              const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, float *datt, size_t nimg,
-                              int T, int D, int H) {
+static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const uint16_t *qkvb, const float *bias,
+                              size_t bstride, size_t nper,
+                              const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, float *part, float *datt,
+                              size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1;
     const float scale = 1.0f / sqrtf((float)hd);
     if (g->tc_att) {
-        pfc_attention_bwd_tc(d, qkv, bias, bstride, nper, att, datty, dqkv, dqkvb, nimg, T, D, H);
+        pfc_attention_bwd_tc(d, qkvb, bias, bstride, nper, att, datty, dqkv, dqkvb, part, nimg, T, D, H);
         return;
     }
     if (!g->fused_att) {
@@ -1407,7 +1440,7 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
                     d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->colpart, d->blas_ws};
     float **per[] = {d->u1, d->qkv, d->att, d->atty, d->x1, d->u2, d->h, d->g, d->x2,
                      d->ln1_mean, d->ln1_rstd, d->ln2_mean, d->ln2_rstd};
-    uint16_t **tw[] = {d->u1b, d->attyb, d->u2b, d->gtw};
+    uint16_t **tw[] = {d->u1b, d->attyb, d->u2b, d->gtw, d->qkvb, d->hb};
     size_t i;
     int l;
     pfc_set_device(d);
@@ -1417,7 +1450,7 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
         uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb};
         for (i = 0; i < 5; i++) pfc_release(d, btw[i]);
     }
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < sizeof tw / sizeof tw[0]; i++) {
         if (!tw[i]) continue;
         for (l = 0; l < depth; l++) pfc_release(d, tw[i][l]);
         free(tw[i]);
@@ -1510,7 +1543,8 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     {
         size_t widest = 3 * D > M ? 3 * D : M; /* (LayerNorm's two sums: 2D) */
         if (widest < K) widest = K;
-        PFC_A(d->colpart, nb * ((B * T + PFC_CHUNK - 1) / PFC_CHUNK) * widest);
+        size_t nch = (B * T + PFC_CHUNK - 1) / PFC_CHUNK; /* (the attention's qkv-bias sums: a chunk per image) */
+        PFC_A(d->colpart, nb * (nch > B ? nch : B) * widest);
     }
     {
         float ***per[] = {&d->u1, &d->qkv, &d->att, &d->atty, &d->x1, &d->u2, &d->h, &d->g, &d->x2,
@@ -1539,6 +1573,13 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->dub, nb * BTD);
         PFC_A(d->dhb, nb * B * T * M);
         PFC_A(d->dqkvb, nb * B * T * 3 * D);
+        d->qkvb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
+        d->hb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
+        if (!d->qkvb || !d->hb) return pf_fail(PF_ERR_NOMEM, "out of memory");
+        for (l = 0; l < c->depth; l++) {
+            PFC_A(d->qkvb[l], nb * B * T * 3 * D);
+            PFC_A(d->hb[l], nb * B * T * M);
+        }
         d->twins = (pfc_twin *)calloc((size_t)4 * c->depth + 1, sizeof(pfc_twin));
         if (!d->twins) return pf_fail(PF_ERR_NOMEM, "out of memory");
         PFC_A(d->patchesb, B * NP * pd);
@@ -1701,7 +1742,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             size_t fr = 0, tot = 0;
             double need = 4.0 * d->n_local * 4 + 4.0 * (double)g->max_batch * m->T *
                           (c->dim * 14.0 + c->mlp_dim * 3.0 + c->heads * (double)m->T +
-                           (o.bf16 ? (3.0 * c->dim + c->mlp_dim) / 2 : 0.0)) * (d->nb ? d->nb : 1) * c->depth;
+                           (o.bf16 ? 3.0 * c->dim + c->mlp_dim : 0.0)) * (d->nb ? d->nb : 1) * c->depth;
             if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && need > (double)fr) {
                 pf_cuda_free(g);
                 return pf_fail(PF_ERR_NOMEM, "model too large for GPU %d: about %.0f MiB needed at batch %d, %zu MiB free "
@@ -1866,13 +1907,14 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         if (l == 0)
             pfc_layernorm_fwd(d, f32_u ? u1 : NULL, tw ? d->u1b[0] : NULL, d->ln1_mean[0], d->ln1_rstd[0], xin, xstride,
                               W + o.ln1_w, W + o.ln1_b, rows, D, N, BS);
-        /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches */
-        if ((st = pfc_gemm(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
-                           3 * D, (long long)N * 3 * D, na, 0)) != PF_OK) return st;
+        /* qkv = u1 Wqkv^T (+ b): one GEMM for all branches (in bf16 for the tensor-core attention) */
+        if ((st = pfc_gemm_bf(g, d, 0, 1, (int)N, 3 * D, D, u1, D, (long long)N * D, W + o.qkv_w, D, (long long)BS, qkv,
+                              3 * D, (long long)N * 3 * D, na, 0, NULL, NULL, g->tc_att ? d->qkvb[l] : NULL)) != PF_OK)
+            return st;
         /* (the fused attention adds the qkv bias as it loads q, k, v) */
         if (o.qkv_b != (size_t)-1 && !g->fused_att) pfc_add_bias(d, qkv, W + o.qkv_b, rows, 3 * D, N, BS);
-        pfc_attention_fwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
-                          keep, atty, tw ? d->attyb[l] : NULL, (size_t)na * B, T, D, H);
+        pfc_attention_fwd(g, d, qkv, g->tc_att ? d->qkvb[l] : NULL, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL,
+                          BS, (size_t)B, att, keep, atty, tw ? d->attyb[l] : NULL, (size_t)na * B, T, D, H);
         /* x1 = (x | u1) + Drop(atty Wp^T + bp), then u2 = LN2(x1) in the same launch */
         if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
                            (long long)N * D, na, 0)) != PF_OK) return st;
@@ -1887,15 +1929,16 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                 x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
             });
         }
-        if ((st = pfc_gemm(g, d, 0, 1, (int)N, M, D, u2, D, (long long)N * D, W + o.fc1_w, D, (long long)BS, hh, M,
-                           (long long)N * M, na, 0)) != PF_OK) return st;
-        {   /* g = Drop(GELU(h + b1)); h + b1 kept for a backward */
+        /* h = u2 W1^T (bf16: into hb) */
+        if ((st = pfc_gemm_bf(g, d, 0, 1, (int)N, M, D, u2, D, (long long)N * D, W + o.fc1_w, D, (long long)BS, hh, M,
+                              (long long)N * M, na, 0, NULL, NULL, tw ? d->hb[l] : NULL)) != PF_OK) return st;
+        {   /* g = Drop(GELU(h + b1)) (a backward adds b1 to h again) */
             const float *bias = W + o.fc1_b;
             uint16_t *ggb = tw ? d->gtw[l] : NULL;
+            const uint16_t *hhb = tw ? d->hb[l] : NULL;
             pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * M), e = i % (N * M);
-                float x = hh[i] + bias[br * BS + e % M], v;
-                if (keep) hh[i] = x;
+                float x = (hhb ? pfc_from_bf16(hhb[i]) : hh[i]) + bias[br * BS + e % M], v;
                 v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
                 if (!ggb) gg[i] = v;
@@ -2318,28 +2361,35 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         /* MLP: its output's gradient gm = Drop'(dcur) (in dres; without dropout dcur itself) */
         const float *gm = drop ? dres : dcur, *gp;
         const uint16_t *gmb = drop ? d->dresb : d->dcurb, *gpb = drop ? d->dub : d->dresb; /* their twins */
-        uint16_t *dhb = d->dhb;
+        uint16_t *dhb = d->dhb; /* NULL in fp32 */
         if (drop) pfc_dropout_grad(m, d, dres, d->dresb, dcur, rows * D, N * D, img0, l, 2);
         /* dh = gm W2; dW2 = gm^T g; db2 */
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, M, D, gm, D, (long long)N * D, W + o.fc2_w, M, (long long)BS, dh, M,
-                              (long long)N * M, na, 0, gmb, NULL)) != PF_OK) return st;
+                              (long long)N * M, na, 0, gmb, NULL, dhb)) != PF_OK) return st; /* (bf16: into dhb) */
         if ((st = pfc_gemm_bf(g, d, 1, 0, D, M, (int)N, gm, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
-                              (long long)BS, na, 0, gmb, NULL)) != PF_OK) return st;
+                              (long long)BS, na, 0, gmb, NULL, NULL)) != PF_OK) return st;
         pfc_colsum(d, GW + o.fc2_b, gm, na, N, D, BS);
-        pfc_for(d, rows * M, PFC_LAMBDA(size_t i) {
-            size_t br = i / (N * M), e = i % (N * M);
-            float v = dh[i], x = hh[i];
-            float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
-            float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
-            if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
-            dh[i] = v * (cdf + x * pdf);
-            if (dhb) dhb[i] = pfc_to_bf16(dh[i]);
-        });
+        {   /* dh = GELU'(h + b1) Drop'(dh), summed into db1 as it is made (one pass; bf16: only the twin is written) */
+            const float *b1 = W + o.fc1_b;
+            const uint16_t *hhb = dhb ? d->hb[l] : NULL; /* bf16: h and the GEMM's dh are bf16 (dh in dhb) */
+            pfc_colsums(d, GW + o.fc1_b, NULL, BS, na, N, M, PFC_LAMBDA(size_t n, int k) {
+                const size_t i = n * M + k, br = n / N, e = i % (N * M);
+                float v = dhb ? pfc_from_bf16(dhb[i]) : dh[i], x = (hhb ? pfc_from_bf16(hhb[i]) : hh[i]) + b1[br * BS + k];
+                float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+                float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
+                pfc_f2 s;
+                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+                v *= cdf + x * pdf;
+                if (dhb) dhb[i] = pfc_to_bf16(v);
+                else dh[i] = v;
+                s.a = v, s.b = 0.0f;
+                return s;
+            });
+        }
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, M, dh, M, (long long)N * M, W + o.fc1_w, D, (long long)BS, du, D,
-                              (long long)N * D, na, 0, dhb, NULL)) != PF_OK) return st;
+                              (long long)N * D, na, 0, dhb, NULL, NULL)) != PF_OK) return st;
         if ((st = pfc_gemm_bf(g, d, 1, 0, M, D, (int)N, dh, M, (long long)N * M, u2, D, (long long)N * D, GW + o.fc1_w, D,
-                              (long long)BS, na, 0, dhb, NULL)) != PF_OK) return st;
-        pfc_colsum(d, GW + o.fc1_b, dh, na, N, M, BS);
+                              (long long)BS, na, 0, dhb, NULL, NULL)) != PF_OK) return st;
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
         pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
                           N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], rows, D, N, BS, na);
@@ -2347,18 +2397,23 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         gp = drop ? du : dres;
         if (drop) pfc_dropout_grad(m, d, du, d->dub, dres, rows * D, N * D, img0, l, 0);
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, D, gp, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
-                              (long long)N * D, na, 0, gpb, NULL)) != PF_OK) return st;
+                              (long long)N * D, na, 0, gpb, NULL, NULL)) != PF_OK) return st;
         if ((st = pfc_gemm_bf(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
-                              D, (long long)BS, na, 0, gpb, NULL)) != PF_OK) return st;
+                              D, (long long)BS, na, 0, gpb, NULL, NULL)) != PF_OK) return st;
         pfc_colsum(d, GW + o.proj_b, gp, na, N, D, BS);
-        pfc_attention_bwd(g, d, qkv, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, att,
-                          datty, dqkv, d->dqkvb, datt, (size_t)na * B, T, D, H);
+        {   /* (on tensor cores the attention's backward also sums the qkv bias's gradient per image) */
+            const int qb = o.qkv_b != (size_t)-1, fuse = qb && g->tc_att;
+            pfc_attention_bwd(g, d, qkv, g->tc_att ? d->qkvb[l] : NULL, qb && g->fused_att ? W + o.qkv_b : NULL, BS,
+                              (size_t)B, att, datty, dqkv,
+                              d->dqkvb, fuse ? d->colpart : NULL, datt, (size_t)na * B, T, D, H);
+            if (fuse) pfc_colsums_finish(d, GW + o.qkv_b, NULL, BS, na, (size_t)B, 3 * D);
+            else if (qb) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
+        }
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D,
-                              (long long)BS, du, D, (long long)N * D, na, 0, d->dqkvb, NULL)) != PF_OK) return st;
+                              (long long)BS, du, D, (long long)N * D, na, 0, d->dqkvb, NULL, NULL)) != PF_OK) return st;
         if ((st = pfc_gemm_bf(g, d, 1, 0, 3 * D, D, (int)N, dqkv, 3 * D, (long long)N * 3 * D, u1, D, (long long)N * D,
-                              GW + o.qkv_w, D, (long long)BS, na, 0, d->dqkvb, NULL)) != PF_OK) return st;
-        if (o.qkv_b != (size_t)-1) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
+                              GW + o.qkv_w, D, (long long)BS, na, 0, d->dqkvb, NULL, NULL)) != PF_OK) return st;
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
         pfc_layernorm_bwd(d, dcur, d->dcurb, GW + o.ln1_w, GW + o.ln1_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
                           xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], rows, D, N, BS, na);
