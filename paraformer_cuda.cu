@@ -98,6 +98,7 @@ struct pfc_dev {
     int n_twins;
     uint16_t **u1b, **attyb, **u2b, **gtw, *patchesb; /* those twins (of u1, atty, u2, g, patches) */
     uint16_t *dcurb, *dresb, *dub, *dhb, *dqkvb; /* the backward's: passed to its GEMMs by name (pfc_gemm_bf) */
+    uint16_t *dattyb; /* the tensor-core attention's dy, from its GEMM in bf16 */
     uint16_t **qkvb, **hb; /* bf16 outputs of the qkv GEMM (for the tensor-core attention) and of fc1 */
     uint16_t *abf, *bbf; /* bf16 operand scratch */
     size_t bf_cap;   /* elements of abf/bbf */
@@ -934,7 +935,7 @@ static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
    (all rows) when given. src: the image's first qkv row (bf16, from the
    GEMM) at the head. */
 PFC_DEV static inline void pfc_tc_load(const pfc_tcl &L, float *sm, int tid, const uint16_t *src, const float *bq,
-                                       const float *dy_src, int T, int D, int hd, int i0) {
+                                       const uint16_t *dy_src, int T, int D, int hd, int i0) {
     const int Hp = L.Hp, LB = L.LB;
     pfc_bf *k = PFC_BF(sm, L.k), *v = PFC_BF(sm, L.v), *q = PFC_BF(sm, L.q), *dy = PFC_BF(sm, L.dy);
     int idx;
@@ -943,7 +944,7 @@ PFC_DEV static inline void pfc_tc_load(const pfc_tcl &L, float *sm, int tid, con
         const uint16_t *r = src + (size_t)t * 3 * D + e;
         k[t * LB + e] = pfc_bf_of(ok ? pfc_from_bf16(r[D]) + (bq ? bq[D + e] : 0.0f) : 0.0f);
         v[t * LB + e] = pfc_bf_of(ok ? pfc_from_bf16(r[2 * D]) + (bq ? bq[2 * D + e] : 0.0f) : 0.0f);
-        if (dy_src) dy[t * LB + e] = pfc_bf_of(ok ? dy_src[(size_t)t * D + e] : 0.0f);
+        if (dy_src) dy[t * LB + e] = pfc_bf_of(ok ? pfc_from_bf16(dy_src[(size_t)t * D + e]) : 0.0f); /* (exact) */
     }
     for (idx = tid; idx < L.QT * Hp; idx += PFC_ATT_THREADS) {
         const int t = i0 + idx / Hp, e = idx % Hp, ok = t < T && e < hd;
@@ -1064,7 +1065,7 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, co
    qkv bias's gradient summed over each image's rows as well, so dqkv needs
    no fp32 copy and no column-sum pass reads it) */
 static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *bias, size_t bstride, size_t nper,
-                                 const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, float *part,
+                                 const float *att, const uint16_t *datty, float *dqkv, uint16_t *dqkvb, float *part,
                                  size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS;
     const pfc_tcl L = pfc_tc_layout(T, hd, 1, 1);
@@ -1217,12 +1218,13 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const ui
    thread-per-row fallback keeps dS in datt between its passes. */
 static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const uint16_t *qkvb, const float *bias,
                               size_t bstride, size_t nper,
-                              const float *att, const float *datty, float *dqkv, uint16_t *dqkvb, float *part, float *datt,
+                              const float *att, const float *datty, const uint16_t *dattyb, float *dqkv, uint16_t *dqkvb,
+                              float *part, float *datt,
                               size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1;
     const float scale = 1.0f / sqrtf((float)hd);
     if (g->tc_att) {
-        pfc_attention_bwd_tc(d, qkvb, bias, bstride, nper, att, datty, dqkv, dqkvb, part, nimg, T, D, H);
+        pfc_attention_bwd_tc(d, qkvb, bias, bstride, nper, att, dattyb, dqkv, dqkvb, part, nimg, T, D, H);
         return;
     }
     if (!g->fused_att) {
@@ -1447,8 +1449,8 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
     for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
     pfc_release(d, d->patchesb);
     {
-        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb};
-        for (i = 0; i < 5; i++) pfc_release(d, btw[i]);
+        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb, d->dattyb};
+        for (i = 0; i < sizeof btw / sizeof btw[0]; i++) pfc_release(d, btw[i]);
     }
     for (i = 0; i < sizeof tw / sizeof tw[0]; i++) {
         if (!tw[i]) continue;
@@ -1573,6 +1575,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->dub, nb * BTD);
         PFC_A(d->dhb, nb * B * T * M);
         PFC_A(d->dqkvb, nb * B * T * 3 * D);
+        PFC_A(d->dattyb, nb * BTD);
         d->qkvb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         d->hb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         if (!d->qkvb || !d->hb) return pf_fail(PF_ERR_NOMEM, "out of memory");
@@ -2396,15 +2399,16 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
         gp = drop ? du : dres;
         if (drop) pfc_dropout_grad(m, d, du, d->dub, dres, rows * D, N * D, img0, l, 0);
+        /* datty = gp Wp (in bf16 for the tensor-core attention) */
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, D, gp, D, (long long)N * D, W + o.proj_w, D, (long long)BS, datty, D,
-                              (long long)N * D, na, 0, gpb, NULL, NULL)) != PF_OK) return st;
+                              (long long)N * D, na, 0, gpb, NULL, g->tc_att ? d->dattyb : NULL)) != PF_OK) return st;
         if ((st = pfc_gemm_bf(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
                               D, (long long)BS, na, 0, gpb, NULL, NULL)) != PF_OK) return st;
         pfc_colsum(d, GW + o.proj_b, gp, na, N, D, BS);
         {   /* (on tensor cores the attention's backward also sums the qkv bias's gradient per image) */
             const int qb = o.qkv_b != (size_t)-1, fuse = qb && g->tc_att;
             pfc_attention_bwd(g, d, qkv, g->tc_att ? d->qkvb[l] : NULL, qb && g->fused_att ? W + o.qkv_b : NULL, BS,
-                              (size_t)B, att, datty, dqkv,
+                              (size_t)B, att, datty, d->dattyb, dqkv,
                               d->dqkvb, fuse ? d->colpart : NULL, datt, (size_t)na * B, T, D, H);
             if (fuse) pfc_colsums_finish(d, GW + o.qkv_b, NULL, BS, na, (size_t)B, 3 * D);
             else if (qb) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
