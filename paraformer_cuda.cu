@@ -281,6 +281,7 @@ static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t by
     return PF_OK;
 }
 static pf_status pfc_sync(const pfc_dev *d) { PFC_CUDA(d, cudaStreamSynchronize(d->stream)); return PF_OK; }
+__global__ void pfc_probe_kernel(void) {} /* its attributes: what the code was built for */
 template <class F> __global__ void pfc_for_kernel(size_t n, F f) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) f(i);
@@ -1575,12 +1576,12 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->dub, nb * BTD);
         PFC_A(d->dhb, nb * B * T * M);
         PFC_A(d->dqkvb, nb * B * T * 3 * D);
-        PFC_A(d->dattyb, nb * BTD);
+        if (g->tc_att) PFC_A(d->dattyb, nb * BTD);
         d->qkvb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         d->hb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         if (!d->qkvb || !d->hb) return pf_fail(PF_ERR_NOMEM, "out of memory");
         for (l = 0; l < c->depth; l++) {
-            PFC_A(d->qkvb[l], nb * B * T * 3 * D);
+            if (g->tc_att) PFC_A(d->qkvb[l], nb * B * T * 3 * D);
             PFC_A(d->hb[l], nb * B * T * M);
         }
         d->twins = (pfc_twin *)calloc((size_t)4 * c->depth + 1, sizeof(pfc_twin));
@@ -1713,6 +1714,13 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         const char *e = getenv("PF_CUDA_GRAPHS");
         g->use_graphs = !(e && !strcmp(e, "0"));
     }
+    { /* the attention kernels: narrowed per device below */
+        const char *e = getenv("PF_CUDA_FUSED_ATTENTION"), *t = getenv("PF_CUDA_ATT_TILES"), *tc = getenv("PF_CUDA_TC_ATTENTION");
+        g->fused_att = !(e && !strcmp(e, "0"));
+        g->tc_att = o.bf16 && g->fused_att && !(tc && !strcmp(tc, "0"));
+        g->att_tiles = t ? atoi(t) : 0;
+        if (g->att_tiles < 0) g->att_tiles = 0;
+    }
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         int gd = o.rank * o.n_devices + i;
@@ -1753,27 +1761,21 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             }
         }
 #endif
-        if ((st = pfc_alloc_dev(g, d)) != PF_OK) { pf_cuda_free(g); return st; }
-    }
-    /* attention in shared memory when its backward block fits on every
-       device (PF_CUDA_FUSED_ATTENTION=0: the thread-per-row kernels) */
-    {
-        const char *e = getenv("PF_CUDA_FUSED_ATTENTION"), *t = getenv("PF_CUDA_ATT_TILES");
-        g->fused_att = !(e && !strcmp(e, "0"));
-        g->att_tiles = t ? atoi(t) : 0;
-        if (g->att_tiles < 0) g->att_tiles = 0;
-        for (i = 0; i < g->ndev; i++)
-            if (pfc_att_smem(m->T, c->dim / c->heads, 1, 1) > g->dev[i].smem_max) g->fused_att = 0;
-        /* bf16: on tensor cores where they take bf16 (compute capability 8.0 on) and the backward block fits */
-        e = getenv("PF_CUDA_TC_ATTENTION");
-        g->tc_att = o.bf16 && g->fused_att && !(e && !strcmp(e, "0"));
-        for (i = 0; i < g->ndev; i++) {
-            int major = 8;
+        /* attention in shared memory when its backward block fits (else the
+           thread-per-row kernels); in bf16 on tensor cores when the device
+           and the code built for it take bf16 wmma (8.0 on) and its block fits */
+        if (pfc_att_smem(m->T, c->dim / c->heads, 1, 1) > d->smem_max) g->fused_att = 0;
+        {
+            int major = 8, ptx = 80;
 #ifndef PF_CUDA_EMULATE
-            if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, g->dev[i].id) != cudaSuccess) major = 0;
+            cudaFuncAttributes fa;
+            if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d->id) != cudaSuccess) major = 0;
+            ptx = cudaFuncGetAttributes(&fa, pfc_probe_kernel) == cudaSuccess ? fa.ptxVersion : 0;
 #endif
-            if (major < 8 || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > g->dev[i].smem_max) g->tc_att = 0;
+            if (major < 8 || ptx < 80 || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
+                g->tc_att = 0;
         }
+        if ((st = pfc_alloc_dev(g, d)) != PF_OK) { pf_cuda_free(g); return st; }
     }
 #ifndef PF_CUDA_EMULATE
     if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
