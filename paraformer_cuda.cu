@@ -320,6 +320,16 @@ PFC_HD static inline float pfc_from_bf16(uint16_t h) {
     return f;
 }
 
+/* a product rounded on its own (never fused into an FMA with what follows):
+   the attention's forward and backward must compute the same scores */
+PFC_HD static inline float pfc_mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
 /* dropout masks: the CPU's hash, so both sides drop the same elements */
 PFC_HD static inline uint64_t pfc_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -845,6 +855,7 @@ static void pfc_mma16(float *C, int ldc, const pfc_bf *A, int lda, int as, const
 #define PFC_DEV __device__
 typedef __nv_bfloat16 pfc_bf;
 __device__ static inline pfc_bf pfc_bf_of(float f) { return __float2bfloat16_rn(f); }
+__device__ static inline float pfc_bf_val(pfc_bf h) { return __bfloat162float(h); }
 template <int T> struct pfc_layout { typedef nvcuda::wmma::row_major type; };
 template <> struct pfc_layout<1> { typedef nvcuda::wmma::col_major type; };
 template <int AT, int BT>
@@ -898,16 +909,19 @@ static size_t pfc_att_smem(int T, int hd, int backward, int tiles) {
 }
 /* bf16 attention on tensor cores (g->tc_att: bf16 mode, compute capability
    8.0 or later): the fused kernels' blocks and passes, with q, k, v, dy, P
-   and dS rounded to bf16 in shared memory and the four products as 16 x 16
-   tiles (pfc_mma16, a warp per output tile); softmax, dS and every sum of
-   the scores in fp32, P kept in fp32 for the backward. T and hd are padded
+   and dS rounded to bf16 in shared memory and the products as 16 x 16 tiles
+   (pfc_mma16, a warp per output tile); softmax, dS and every sum of the
+   scores in fp32. A training forward keeps each row's max and sum (in att:
+   2 floats per row instead of T) and the backward recomputes P from q k^T
+   with them, bit for bit, as flash attention does. T and hd are padded
    to multiples of 16 with zeros; rows of bf16 by 8 more elements, rows of
    floats by 4. Layout of a block's shared memory (byte offsets, each
    32-byte aligned): */
 struct pfc_tcl {
     int Tp, Hp, QT, NQ, LB, LP, LF, LO; /* padded T, hd; query rows and tiles; row strides (bf16: LB, LP; float: LF, LO) */
     size_t k, v, q, dy, s, p, ds, r, total; /* k, v [Tp][LB], q [QT][LB], dy [Tp][LB], scores / output [QT][LF | LO] (float),
-                                               P [QT][LP], dS [Tp][LP], row sums [QT] (float) */
+                                               P [QT][LP], dS [Tp][LP], row sums [QT] (float; backward:
+                                               [3][Tp]: r, the forward's row max and sum) */
 };
 static size_t pfc_up32(size_t n) { return (n + 31) & ~(size_t)31; }
 static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
@@ -925,7 +939,7 @@ static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
     L.s = o, o += pfc_up32((size_t)L.QT * (L.LF > L.LO ? L.LF : L.LO) * 4);
     L.p = o, o += pfc_up32((size_t)L.QT * L.LP * 2);
     L.ds = o, o += backward ? pfc_up32((size_t)L.Tp * L.LP * 2) : 0;
-    L.r = o, o += pfc_up32((size_t)L.QT * 4);
+    L.r = o, o += pfc_up32((size_t)L.QT * 4 * (backward ? 3 : 1)); /* (backward: r, then the rows' max and sum) */
     L.total = o;
     return L;
 }
@@ -1014,28 +1028,27 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, co
                                 PFC_BF(sm, L.q) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.k) + t % nj * 16 * L.LB, L.LB,
                                 16, L.Hp / 16, tid % 32);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* per row: exp(s scale - max), their sum */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* per row: exp(s scale - max), their sum (kept for a backward) */
             const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
             float *S = PFC_FL(sm, L.s), *rsum = PFC_FL(sm, L.r);
+            float *stats = keep ? att + ((blk / NQ) * T + i0) * 2 : NULL;
             int i, j;
             for (i = tid; i < nq; i += NT) {
                 float *row = S + i * L.LF, mx = -1e30f, sum = 0;
-                for (j = 0; j < T; j++) { row[j] *= scale; if (row[j] > mx) mx = row[j]; }
+                for (j = 0; j < T; j++) { row[j] = pfc_mul_rn(row[j], scale); if (row[j] > mx) mx = row[j]; }
                 for (j = 0; j < T; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
                 rsum[i] = sum;
+                if (stats) stats[2 * i] = mx, stats[2 * i + 1] = sum;
             }
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* P = exp / sum: bf16 for P v, fp32 kept for a backward */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* P = exp / sum, in bf16 for P v */
             const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
             const float *S = PFC_FL(sm, L.s), *rsum = PFC_FL(sm, L.r);
             pfc_bf *P = PFC_BF(sm, L.p);
-            float *out = keep ? att + (blk / NQ) * T * T + (size_t)i0 * T : NULL;
             int idx;
             for (idx = tid; idx < QT * L.Tp; idx += NT) {
                 const int i = idx / L.Tp, j = idx % L.Tp, ok = i < nq && j < T;
-                const float pij = ok ? S[i * L.LF + j] / rsum[i] : 0.0f;
-                P[i * L.LP + j] = pfc_bf_of(pij);
-                if (out && ok) out[i * T + j] = pij;
+                P[i * L.LP + j] = pfc_bf_of(ok ? S[i * L.LF + j] / rsum[i] : 0.0f);
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* y = P v (into the scores' space) */
@@ -1072,16 +1085,32 @@ static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *b
     const pfc_tcl L = pfc_tc_layout(T, hd, 1, 1);
     const float scale = 1.0f / sqrtf((float)hd);
     pfc_blocks(d, nimg * H, NT, L.total,
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load q, k, v (+ bias), dy, P */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* load q, k, v (+ bias), dy, each row's max and sum */
             const size_t img = blk / H, h = blk % H;
-            const float *a = att + blk * T * T;
-            pfc_bf *P = PFC_BF(sm, L.p);
+            const float *stats = att + blk * T * 2;
+            float *ml = PFC_FL(sm, L.r) + L.Tp;
             int idx;
             pfc_tc_load(L, sm, tid, qkv + img * T * 3 * D + h * hd, bias ? bias + img / nper * bstride + h * hd : NULL,
                         datty + img * T * D + h * hd, T, D, hd, 0);
+            for (idx = tid; idx < 2 * T; idx += NT) ml[idx % 2 * L.Tp + idx / 2] = stats[idx];
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* S = q k^T, as in the forward */
+            const int nj = L.Tp / 16;
+            int t;
+            (void)blk;
+            for (t = tid / 32; t < nj * nj; t += NT / 32)
+                pfc_mma16<0, 1>(PFC_FL(sm, L.s) + t / nj * 16 * L.LF + t % nj * 16, L.LF,
+                                PFC_BF(sm, L.q) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.k) + t % nj * 16 * L.LB, L.LB,
+                                16, L.Hp / 16, tid % 32);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* P = exp(s scale - max) / sum: the forward's values, in bf16 */
+            const float *S = PFC_FL(sm, L.s), *mx = PFC_FL(sm, L.r) + L.Tp, *sum = mx + L.Tp;
+            pfc_bf *P = PFC_BF(sm, L.p);
+            int idx;
+            (void)blk;
             for (idx = tid; idx < L.Tp * L.Tp; idx += NT) {
                 const int i = idx / L.Tp, j = idx % L.Tp;
-                P[i * L.LP + j] = pfc_bf_of(i < T && j < T ? a[i * T + j] : 0.0f);
+                P[i * L.LP + j] = pfc_bf_of(i < T && j < T ? expf(pfc_mul_rn(S[i * L.LF + j], scale) - mx[i]) / sum[i] : 0.0f);
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dP = dy v^T */
@@ -1093,23 +1122,27 @@ static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *b
                                 PFC_BF(sm, L.dy) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.v) + t % nj * 16 * L.LB,
                                 L.LB, 16, L.Hp / 16, tid % 32);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i = sum_j P_ij dP_ij (P in fp32) */
-            const float *a = att + blk * T * T, *dP = PFC_FL(sm, L.s);
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i = sum_j P_ij dP_ij */
+            const float *dP = PFC_FL(sm, L.s);
+            const pfc_bf *P = PFC_BF(sm, L.p);
             float *r = PFC_FL(sm, L.r);
             int i, j;
+            (void)blk;
             for (i = tid; i < T; i += NT) {
                 float s = 0;
-                for (j = 0; j < T; j++) s += a[i * T + j] * dP[i * L.LF + j];
+                for (j = 0; j < T; j++) s += pfc_bf_val(P[i * L.LP + j]) * dP[i * L.LF + j];
                 r[i] = s;
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dS = P (dP - r) scale, as bf16 */
-            const float *a = att + blk * T * T, *dP = PFC_FL(sm, L.s), *r = PFC_FL(sm, L.r);
+            const float *dP = PFC_FL(sm, L.s), *r = PFC_FL(sm, L.r);
+            const pfc_bf *P = PFC_BF(sm, L.p);
             pfc_bf *dS = PFC_BF(sm, L.ds);
             int idx;
+            (void)blk;
             for (idx = tid; idx < L.Tp * L.Tp; idx += NT) {
                 const int i = idx / L.Tp, j = idx % L.Tp;
-                dS[i * L.LP + j] = pfc_bf_of(i < T && j < T ? a[i * T + j] * (dP[i * L.LF + j] - r[i]) * scale : 0.0f);
+                dS[i * L.LP + j] = pfc_bf_of(i < T && j < T ? pfc_bf_val(P[i * L.LP + j]) * (dP[i * L.LF + j] - r[i]) * scale : 0.0f);
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 0); },
@@ -1552,7 +1585,8 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     {
         float ***per[] = {&d->u1, &d->qkv, &d->att, &d->atty, &d->x1, &d->u2, &d->h, &d->g, &d->x2,
                           &d->ln1_mean, &d->ln1_rstd, &d->ln2_mean, &d->ln2_rstd};
-        size_t width[] = {D, 3 * D, H * T, D, D, D, M, M, D, 1, 1, 1, 1};
+        /* (att: P [H][T][T] per token row, or with the tensor cores each row's max and sum [H][2]) */
+        size_t width[] = {D, 3 * D, g->tc_att ? H * 2 : H * T, D, D, D, M, M, D, 1, 1, 1, 1};
         size_t i;
         for (i = 0; i < sizeof per / sizeof per[0]; i++) {
             *per[i] = (float **)calloc((size_t)c->depth, sizeof(float *));
