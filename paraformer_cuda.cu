@@ -2037,13 +2037,26 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
     return PF_OK;
 }
 
-/* root: pool, final LN, head, softmax, per-image loss */
-static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels, float ls) {
+/* the aggregate's element e of [B][T][D] from the na branch outputs x2
+   ([na][B][T][D], ND = B T D apart): X0 + the sum of their deltas, or their
+   sum */
+PFC_HD static inline float pfc_agg_at(const float *x2, const float *x0, int na, size_t ND, size_t e, int delta) {
+    float s = 0;
+    int j;
+    for (j = 0; j < na; j++) s += delta ? x2[j * ND + e] - x0[e] : x2[j * ND + e];
+    return delta ? x0[e] + s : s;
+}
+
+/* root: pool, final LN, head, softmax, per-image loss; the pooling reads
+   d->agg, or with x2 (the na branches all on this device) aggregates the
+   rows it pools itself (for the cls token: one row of T) */
+static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels, float ls, const float *x2, int na) {
     const pf_model *m = g->m;
     const pf_config c = m->cfg;
-    const int T = m->T, D = c.dim, K = c.classes, pool = c.pool;
+    const int T = m->T, D = c.dim, K = c.classes, pool = c.pool, delta = c.aggregate == PF_AGG_DELTA;
+    const size_t ND = (size_t)B * T * D;
     const float *head = d->params + pfc_head_start(m, d->nb);
-    const float *agg = d->agg;
+    const float *agg = d->agg, *x0 = d->x0;
     float *pooled = d->pooled, *logits = d->logits, *probs = d->probs;
     const int *labels = d->labels;
     double *rowloss = d->rowloss;
@@ -2052,11 +2065,11 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
     pfc_layernorm_fwd_pre(d, d->uf, NULL, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
                           (size_t)B, 0, 1, PFC_LAMBDA(size_t i) {
         size_t b = i / D, e = i % D;
-        if (pool == PF_POOL_CLS) pooled[i] = agg[b * T * D + e];
+        if (pool == PF_POOL_CLS) pooled[i] = x2 ? pfc_agg_at(x2, x0, na, ND, b * T * D + e, delta) : agg[b * T * D + e];
         else {
             float s = 0;
             int t;
-            for (t = 0; t < T; t++) s += agg[(b * T + t) * D + e];
+            for (t = 0; t < T; t++) s += x2 ? pfc_agg_at(x2, x0, na, ND, (b * T + t) * D + e, delta) : agg[(b * T + t) * D + e];
             pooled[i] = s / (float)T;
         }
     });
@@ -2102,24 +2115,25 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
         for (i = 0; i < g->ndev; i++) bufs[i] = g->dev[i].x0;
         if ((st = pfc_broadcast(g, PFC_GROUP, bufs, (size_t)Bper * TD, "x0")) != PF_OK) return st;
     }
-    /* branches, then each device's sum of its branch outputs (or deltas);
-       with the branches on one device, the aggregate itself */
+    /* branches, then each device's sum of its branch outputs (or deltas) to
+       send; with the branches on one device the head aggregates what it
+       pools itself */
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         int na = pfc_active_local(d, k), img0 = d->replica * Bper;
         const size_t ND = (size_t)Bper * TD;
         const float *x2 = d->x2[c->depth - 1], *x0 = d->x0;
-        float *psum = d->psum, *agg = d->agg;
-        const int delta = c->aggregate == PF_AGG_DELTA, alone = !coll; /* alone: the sum is the aggregate's */
+        float *psum = d->psum;
+        const int delta = c->aggregate == PF_AGG_DELTA;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
         if ((st = pfc_layers_forward(g, d, na, Bper, img0)) != PF_OK) return st;
-        pfc_for(d, ND, PFC_LAMBDA(size_t e) {
-            float s = 0;
-            int j;
-            for (j = 0; j < na; j++) s += delta ? x2[j * ND + e] - x0[e] : x2[j * ND + e];
-            if (alone) agg[e] = delta ? x0[e] + s : s;
-            else psum[e] = s;
-        });
+        if (coll)
+            pfc_for(d, ND, PFC_LAMBDA(size_t e) {
+                float s = 0;
+                int j;
+                for (j = 0; j < na; j++) s += delta ? x2[j * ND + e] - x0[e] : x2[j * ND + e];
+                psum[e] = s;
+            });
     }
     if (coll) {
         size_t counts[PFC_MAX_DEV];
@@ -2134,7 +2148,8 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
         if (d->pos != 0) continue;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
         if (coll) pfc_for(d, (size_t)Bper * TD, PFC_LAMBDA(size_t e) { agg[e] = delta ? x0[e] + psum[e] : psum[e]; });
-        if ((st = pfc_head_forward(g, d, Bper, with_labels, label_smoothing)) != PF_OK) return st;
+        if ((st = pfc_head_forward(g, d, Bper, with_labels, label_smoothing, coll ? NULL : d->x2[c->depth - 1],
+                                   pfc_active_local(d, k))) != PF_OK) return st;
     }
     return PF_OK;
 }
