@@ -919,9 +919,10 @@ static size_t pfc_att_smem(int T, int hd, int backward, int tiles) {
    32-byte aligned): */
 struct pfc_tcl {
     int Tp, Hp, QT, NQ, LB, LP, LF, LO; /* padded T, hd; query rows and tiles; row strides (bf16: LB, LP; float: LF, LO) */
-    size_t k, v, q, dy, s, p, ds, r, total; /* k, v [Tp][LB], q [QT][LB], dy [Tp][LB], scores / output [QT][LF | LO] (float),
+    size_t k, v, q, dy, s, p, ds, r, red, total; /* k, v [Tp][LB], q [QT][LB], dy [Tp][LB], scores / output [QT][LF | LO] (float),
                                                P [QT][LP], dS [Tp][LP], row sums [QT] (float; backward:
-                                               [3][Tp]: r, the forward's row max and sum) */
+                                               [3][Tp]: r, the forward's row max and sum); red: per row,
+                                               32 partial maxima or sums, twice [2][QT][33] (float) */
 };
 static size_t pfc_up32(size_t n) { return (n + 31) & ~(size_t)31; }
 static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
@@ -940,6 +941,7 @@ static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
     L.p = o, o += pfc_up32((size_t)L.QT * L.LP * 2);
     L.ds = o, o += backward ? pfc_up32((size_t)L.Tp * L.LP * 2) : 0;
     L.r = o, o += pfc_up32((size_t)L.QT * 4 * (backward ? 3 : 1)); /* (backward: r, then the rows' max and sum) */
+    L.red = o, o += pfc_up32((size_t)L.QT * 33 * 4 * (backward ? 1 : 2));
     L.total = o;
     return L;
 }
@@ -1028,17 +1030,39 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, co
                                 PFC_BF(sm, L.q) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.k) + t % nj * 16 * L.LB, L.LB,
                                 16, L.Hp / 16, tid % 32);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* per row: exp(s scale - max), their sum (kept for a backward) */
+        /* softmax rows: 32 threads per row, each over the columns j = lane mod 32 */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* s scale, and 32 partial maxima per row */
             const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
-            float *S = PFC_FL(sm, L.s), *rsum = PFC_FL(sm, L.r);
-            float *stats = keep ? att + ((blk / NQ) * T + i0) * 2 : NULL;
-            int i, j;
+            float *S = PFC_FL(sm, L.s), *pm = PFC_FL(sm, L.red);
+            int idx, j;
+            for (idx = tid; idx < nq * 32; idx += NT) {
+                float *row = S + idx / 32 * L.LF, mx = -1e30f;
+                for (j = idx % 32; j < T; j += 32) { row[j] = pfc_mul_rn(row[j], scale); if (row[j] > mx) mx = row[j]; }
+                pm[idx / 32 * 33 + idx % 32] = mx;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the row's max, exp(s scale - max), 32 partial sums */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            float *S = PFC_FL(sm, L.s), *pm = PFC_FL(sm, L.red), *ps = pm + QT * 33;
+            int idx, j, l;
+            for (idx = tid; idx < nq * 32; idx += NT) {
+                float *row = S + idx / 32 * L.LF, mx = pm[idx / 32 * 33], sum = 0;
+                for (l = 1; l < 32; l++) mx = pm[idx / 32 * 33 + l] > mx ? pm[idx / 32 * 33 + l] : mx;
+                for (j = idx % 32; j < T; j += 32) { row[j] = expf(row[j] - mx); sum += row[j]; }
+                ps[idx / 32 * 33 + idx % 32] = sum;
+                if (idx % 32 == 0) ps[idx / 32 * 33 + 32] = mx;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the row sums (and with them the maxima, kept for a backward) */
+            const int i0 = (int)(blk % NQ) * QT, nq = T - i0 < QT ? T - i0 : QT;
+            const float *ps = PFC_FL(sm, L.red) + QT * 33;
+            float *rsum = PFC_FL(sm, L.r), *stats = keep ? att + ((blk / NQ) * T + i0) * 2 : NULL;
+            int i, l;
             for (i = tid; i < nq; i += NT) {
-                float *row = S + i * L.LF, mx = -1e30f, sum = 0;
-                for (j = 0; j < T; j++) { row[j] = pfc_mul_rn(row[j], scale); if (row[j] > mx) mx = row[j]; }
-                for (j = 0; j < T; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+                float sum = 0;
+                for (l = 0; l < 32; l++) sum += ps[i * 33 + l];
                 rsum[i] = sum;
-                if (stats) stats[2 * i] = mx, stats[2 * i + 1] = sum;
+                if (stats) stats[2 * i] = ps[i * 33 + 32], stats[2 * i + 1] = sum;
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* P = exp / sum, in bf16 for P v */
@@ -1122,15 +1146,27 @@ static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *b
                                 PFC_BF(sm, L.dy) + t / nj * 16 * L.LB, L.LB, 16, PFC_BF(sm, L.v) + t % nj * 16 * L.LB,
                                 L.LB, 16, L.Hp / 16, tid % 32);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i = sum_j P_ij dP_ij */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i = sum_j P_ij dP_ij: 32 partial sums per row */
             const float *dP = PFC_FL(sm, L.s);
             const pfc_bf *P = PFC_BF(sm, L.p);
+            float *pr = PFC_FL(sm, L.red);
+            int idx, j;
+            (void)blk;
+            for (idx = tid; idx < T * 32; idx += NT) {
+                const int i = idx / 32;
+                float s = 0;
+                for (j = idx % 32; j < T; j += 32) s += pfc_bf_val(P[i * L.LP + j]) * dP[i * L.LF + j];
+                pr[i * 33 + idx % 32] = s;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* r_i: the partial sums added */
+            const float *pr = PFC_FL(sm, L.red);
             float *r = PFC_FL(sm, L.r);
-            int i, j;
+            int i, l;
             (void)blk;
             for (i = tid; i < T; i += NT) {
                 float s = 0;
-                for (j = 0; j < T; j++) s += pfc_bf_val(P[i * L.LP + j]) * dP[i * L.LF + j];
+                for (l = 0; l < 32; l++) s += pr[i * 33 + l];
                 r[i] = s;
             }
         },
