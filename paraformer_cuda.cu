@@ -99,9 +99,8 @@ struct pfc_dev {
     uint16_t **u1b, **attyb, **u2b, **gtw, *patchesb; /* those twins (of u1, atty, u2, g, patches) */
     uint16_t *dcurb, *dresb, *dub, *dhb, *dqkvb; /* the backward's: passed to its GEMMs by name (pfc_gemm_bf) */
     uint16_t *dattyb; /* the tensor-core attention's dy, from its GEMM in bf16 */
+    uint16_t *ufb, *dlogitsb, *dpatchb; /* the head's and the embedding's (uf a twin; the others by name) */
     uint16_t **qkvb, **hb; /* bf16 outputs of the qkv GEMM (for the tensor-core attention) and of fc1 */
-    uint16_t *abf, *bbf; /* bf16 operand scratch */
-    size_t bf_cap;   /* elements of abf/bbf */
     int *d_gb;       /* gb on the device */
     uint64_t *ctr;   /* the model's dropout counter of the last forward, on the device */
     /* activations, per layer [nb][B][T][..] */
@@ -358,11 +357,10 @@ static const uint16_t *pfc_twin_of(const pfc_dev *d, const float *p) {
 
 /* C[M,N] (row-major, ldc) = beta C + op(A) op(B), `batch` times with element
    strides sA, sB, sC. In bf16 mode A and B are rounded to bf16 (the products
-   accumulate in fp32): read from their twins (Ab, Bb when given, else the
-   weights' copy and the forward activations' twins), or, for the few
-   operands without one (the head's, the embedding's weight gradient),
-   converted into bf16 scratch first. Twinned activations may hold no fp32
-   values at all (pfc_layers_forward). */
+   accumulate in fp32): read from their twins, written by the kernels that
+   produce them (Ab, Bb when given, else the weights' copy and the forward
+   activations' twins). Twinned activations may hold no fp32 values at all
+   (pfc_layers_forward). */
 static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
                              long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
                              int batch, int beta, const uint16_t *Ab, const uint16_t *Bb, uint16_t *Cb) {
@@ -372,24 +370,8 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
     if (bf && !Ab) Ab = pfc_twin_of(d, A);
     if (bf && !Bb) Bb = pfc_twin_of(d, B);
     if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
-    if (bf) { /* the operands without a twin converted into bf16 scratch */
-        const float *ops[2] = {A, B};
-        const uint16_t **outs[2] = {&Ab, &Bb};
-        long long strides[2] = {sA, sB};
-        size_t sizes[2];
-        int k;
-        sizes[0] = (size_t)(ta ? (size_t)(K - 1) * lda + M : (size_t)(M - 1) * lda + K);
-        sizes[1] = (size_t)(tb ? (size_t)(N - 1) * ldb + K : (size_t)(K - 1) * ldb + N);
-        for (k = 0; k < 2; k++) {
-            const float *p = ops[k];
-            size_t per = sizes[k], n = (size_t)(batch - 1) * (size_t)strides[k] + per;
-            uint16_t *dst = k ? d->bbf : d->abf;
-            if (*outs[k]) continue;
-            if (n > d->bf_cap) return pf_fail(PF_ERR_ARG, "pf_cuda: bf16 scratch too small (%zu > %zu)", n, d->bf_cap);
-            pfc_for(d, n, PFC_LAMBDA(size_t i) { dst[i] = pfc_to_bf16(p[i]); });
-            *outs[k] = dst;
-        }
-    }
+    if (bf && (!Ab || !Bb)) /* (every GEMM's operands have one: a new GEMM needs its producers to write it) */
+        return pf_fail(PF_ERR_ARG, "pf_cuda: internal error: a bf16 GEMM operand (%dx%dx%d) has no bf16 copy", M, N, K);
 #ifdef PF_CUDA_EMULATE
     {
         int b;
@@ -1506,7 +1488,7 @@ PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b) {
 static size_t pfc_head_start(const pf_model *m, int nb) { return m->stem_size + (size_t)nb * m->branch_size; }
 
 static void pfc_free_dev(pfc_dev *d, int depth) {
-    void *flat[] = {d->params, d->grads, d->adam_m, d->adam_v, d->wbf, d->abf, d->bbf, d->d_gb, d->ctr, d->patches, d->etmp,
+    void *flat[] = {d->params, d->grads, d->adam_m, d->adam_v, d->wbf, d->d_gb, d->ctr, d->patches, d->etmp,
                     d->x0, d->agg, d->psum, d->pooled, d->lnf_mean, d->lnf_rstd, d->uf, d->logits, d->probs,
                     d->rowloss, d->sumsq, d->clipv, d->chunks, d->segs, d->labels, d->xin, d->dlogits, d->duf, d->dpool, d->dagg, d->dx0, d->dcur,
                     d->dres, d->du, d->dh, d->datty, d->dqkv, d->datt, d->dpatch, d->colpart, d->blas_ws};
@@ -1519,7 +1501,7 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
     for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
     pfc_release(d, d->patchesb);
     {
-        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb, d->dattyb};
+        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb, d->dattyb, d->ufb, d->dlogitsb, d->dpatchb};
         for (i = 0; i < sizeof btw / sizeof btw[0]; i++) pfc_release(d, btw[i]);
     }
     for (i = 0; i < sizeof tw / sizeof tw[0]; i++) {
@@ -1564,7 +1546,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     const pf_config *c = &m->cfg;
     size_t B = (size_t)g->max_batch / g->nlrep, T = m->T, D = c->dim, M = c->mlp_dim, H = c->heads, K = c->classes;
     size_t nb = d->nb ? d->nb : 1, NP = m->n_patches, pd = m->patch_dim;
-    size_t BTD = B * T * D, big;
+    size_t BTD = B * T * D;
     pf_status st;
     int l;
 #define PFC_A(ptr, n) do { if ((st = pfc_alloc(d, (void **)&(ptr), (size_t)(n) * sizeof(*(ptr)))) != PF_OK) return st; } while (0)
@@ -1647,6 +1629,9 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->dhb, nb * B * T * M);
         PFC_A(d->dqkvb, nb * B * T * 3 * D);
         if (g->tc_att) PFC_A(d->dattyb, nb * BTD);
+        PFC_A(d->ufb, B * D);
+        PFC_A(d->dlogitsb, B * K);
+        PFC_A(d->dpatchb, B * NP * D);
         d->qkvb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         d->hb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         if (!d->qkvb || !d->hb) return pf_fail(PF_ERR_NOMEM, "out of memory");
@@ -1654,8 +1639,9 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
             if (g->tc_att) PFC_A(d->qkvb[l], nb * B * T * 3 * D);
             PFC_A(d->hb[l], nb * B * T * M);
         }
-        d->twins = (pfc_twin *)calloc((size_t)4 * c->depth + 1, sizeof(pfc_twin));
+        d->twins = (pfc_twin *)calloc((size_t)4 * c->depth + 2, sizeof(pfc_twin));
         if (!d->twins) return pf_fail(PF_ERR_NOMEM, "out of memory");
+        d->twins[d->n_twins++] = pfc_twin{d->uf, d->ufb, B * D};
         PFC_A(d->patchesb, B * NP * pd);
         d->twins[d->n_twins++] = pfc_twin{d->patches, d->patchesb, B * NP * pd};
         for (i = 0; i < 4; i++) {
@@ -1666,13 +1652,6 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
                 d->twins[d->n_twins++] = pfc_twin{fl[i][l], (*tw[i])[l], nb * B * T * width[i]};
             }
         }
-    }
-    if (g->o.bf16) { /* scratch for the operands without a twin: dpatch, uf, dlogits */
-        big = B * NP * (pd > D ? pd : D);
-        if (big < B * (D > K ? D : K)) big = B * (D > K ? D : K);
-        d->bf_cap = big;
-        PFC_A(d->abf, big);
-        PFC_A(d->bbf, big);
     }
 #undef PFC_A
     return PF_OK;
@@ -2098,7 +2077,7 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
     double *rowloss = d->rowloss;
     pf_status st;
     /* pooling (the cls token or the mean over tokens) and the final LN, one launch */
-    pfc_layernorm_fwd_pre(d, d->uf, NULL, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
+    pfc_layernorm_fwd_pre(d, d->uf, d->ufb, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
                           (size_t)B, 0, 1, PFC_LAMBDA(size_t i) {
         size_t b = i / D, e = i % D;
         if (pool == PF_POOL_CLS) pooled[i] = x2 ? pfc_agg_at(x2, x0, na, ND, b * T * D + e, delta) : agg[b * T * D + e];
@@ -2530,6 +2509,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         const float *head = d->params + pfc_head_start(m, d->nb);
         float *ghead = d->grads + pfc_head_start(m, d->nb);
         float *dlogits = d->dlogits, *dagg = d->dagg, *dpool = d->dpool;
+        uint16_t *dlb = d->dlogitsb; /* bf16 only */
         const float *probs = d->probs;
         const int *labels = d->labels;
         if (d->pos != 0) continue;
@@ -2539,9 +2519,12 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
             int j = (int)(e % K);
             float t = eps / (float)K + (j == labels[b] ? 1 - eps : 0);
             dlogits[e] = (probs[e] - t) / denom;
+            if (dlb) dlb[e] = pfc_to_bf16(dlogits[e]);
         });
-        if ((st = pfc_gemm(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0)) != PF_OK) return st;
-        if ((st = pfc_gemm(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 0, 0, Bper, D, K, dlogits, K, 0, head + 2 * D, D, 0, d->duf, D, 0, 1, 0, dlb, NULL,
+                              NULL)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0, dlb, NULL,
+                              NULL)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
         pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
                           d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, (size_t)Bper, 0, 1);
@@ -2586,6 +2569,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         pfc_dev *d = &g->dev[i];
         int img0 = d->replica * Bper;
         float *dx0 = d->dx0, *dpatch = d->dpatch, *gs = d->grads;
+        uint16_t *dpb = d->dpatchb; /* bf16 only */
         float *gb = gs + (size_t)D * pd, *gcls = gb + D, *gpos = gcls + D;
         const int drop = m->training && c.emb_dropout > 0.0f;
         const float p = c.emb_dropout;
@@ -2603,8 +2587,10 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         pfc_for(d, (size_t)Bper * NP * D, PFC_LAMBDA(size_t e) {
             size_t b = e / ((size_t)NP * D), r = e % ((size_t)NP * D);
             dpatch[e] = dx0[b * TD + D + r];
+            if (dpb) dpb[e] = pfc_to_bf16(dpatch[e]);
         });
-        if ((st = pfc_gemm(g, d, 1, 0, D, pd, Bper * NP, dpatch, D, 0, d->patches, pd, 0, gs, pd, 0, 1, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 1, 0, D, pd, Bper * NP, dpatch, D, 0, d->patches, pd, 0, gs, pd, 0, 1, 0, dpb, NULL,
+                              NULL)) != PF_OK) return st;
         pfc_colsum(d, gb, dpatch, 1, (size_t)Bper * NP, D, 0);
     }
     /* data parallel: sum the gradients over the replicas (devices at the
@@ -2800,6 +2786,7 @@ static pf_status pfc_step_work(pf_cuda *g, const void *arg) {
         pfc_dev *d = &g->dev[i];
         const pfc_seg *segs = d->segs;
         float *p = d->params, *gr = d->grads, *mm = d->adam_m, *vv = d->adam_v;
+        uint16_t *wbf = d->wbf; /* bf16: the weights' copy follows (the others never change) */
         const double *cv = d->clipv;
         const float b1 = a->b1, b2 = a->b2, eps = a->eps;
         const int adam = a->adam, clip = a->clip > 0, ns = (int)a->nseg[i];
@@ -2824,8 +2811,8 @@ static pf_status pfc_step_work(pf_cuda *g, const void *arg) {
             mm[e] = mi;
             vv[e] = vi;
             p[e] = pi - segs[lo].step_size * (mi / (sqrtf(vi) / segs[lo].bc2_sqrt + eps));
+            if (wbf) wbf[e] = pfc_to_bf16(p[e]);
         });
-        pfc_refresh_bf16(g, d);
     }
     return PF_OK;
 }

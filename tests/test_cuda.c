@@ -580,6 +580,17 @@ static void test_bf16_mode(int vi) {
         }
         check(not_bf16 > m->n_params / 2, "%s: master weights keep fp32 precision (%zu of %zu not bf16 values)", mode,
               not_bf16, m->n_params);
+        {   /* the next forward uses the new weights (their bf16 copy follows the step) */
+            float before[BATCH * 5], moved;
+            memcpy(before, c->logits, sizeof before);
+            pf_forward(c, x, y, BATCH, 0.0f, NULL);
+            pf_cuda_forward(g, x, y, BATCH, 0.0f, NULL);
+            pf_cuda_logits(g, lg);
+            moved = (float)rel_err(c->logits, before, (size_t)BATCH * 5);
+            e = rel_err(lg, c->logits, (size_t)BATCH * 5);
+            check(e <= 2e-2 && moved > 2 * e, "%s: after the step the logits are the new weights' (rel %.2e; the step moved "
+                  "them by %.2e)", mode, e, moved);
+        }
     }
     pf_cuda_free(g);
     pf_model_free(c);
