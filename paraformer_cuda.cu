@@ -651,21 +651,25 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, uint16_t *outb, float *mea
 }
 /* dinp = LN backward of dout (+ extra, when not NULL, added to dout first),
    plus res when res is not NULL (the residual's gradient); dw/db: column
-   sums per branch */
-static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, const float *dout, const float *extra,
-                              const float *res, const float *inp, size_t in_bstride, const float *w,
-                              const float *mean, const float *rstd, size_t rows, int C, size_t rows_per_branch,
-                              size_t bstride, int nbr) {
-    /* shared memory: partial sums of g w and g w xhat [2][R][33] */
-    const int R = PFC_LN_ROWS;
-    pfc_blocks(d, (rows + R - 1) / R, 32 * R, 4 * 66 * R,
+   sums per branch of g xhat and g (g = dout + extra), each block summing
+   its rows (blocks never straddle branches) into d->colpart and
+   pfc_colsums_finish adding the blocks: the inputs are read once */
+static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, const float *dout,
+                              const float *extra, const float *res, const float *inp, size_t in_bstride, const float *w,
+                              const float *mean, const float *rstd, size_t rows_per_branch, int C, size_t bstride,
+                              int nbr) {
+    /* shared memory: partial sums of g w and g w xhat [2][R][33], then g xhat and g [2][R][C] */
+    const int R = PFC_LN_ROWS, NT = 32 * R;
+    const size_t bpb = (rows_per_branch + R - 1) / R, np = (size_t)nbr * bpb * C; /* blocks per branch */
+    float *part = d->colpart;
+    pfc_blocks(d, (size_t)nbr * bpb, NT, 4 * (66 * R + 2 * (size_t)R * C),
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
-            const size_t r = blk * R + tid / 32, br = r / rows_per_branch;
-            const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
+            const size_t br = blk / bpb, rr = (blk % bpb) * R + tid / 32, r = br * rows_per_branch + rr;
+            const float *x = inp + br * in_bstride + rr * C, *dy = dout + r * C;
             const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
             float mu, rs, s1 = 0, s2 = 0;
             int k;
-            if (r >= rows) return;
+            if (rr >= rows_per_branch) return;
             mu = mean[r], rs = rstd[r];
             for (k = tid % 32; k < C; k += 32) {
                 float gk = (ex ? dy[k] + ex[k] : dy[k]) * ww[k];
@@ -678,33 +682,43 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
             float s1 = 0, s2 = 0;
             int t;
-            if (tid >= R || blk * R + tid >= rows) return;
+            if (tid >= R || (blk % bpb) * R + tid >= rows_per_branch) return;
             for (t = 0; t < 32; t++) s1 += sm[tid * 33 + t], s2 += sm[(R + tid) * 33 + t];
             sm[tid * 33] = s1 / (float)C;
             sm[(R + tid) * 33] = s2 / (float)C;
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) {
-            const size_t r = blk * R + tid / 32, br = r / rows_per_branch;
-            const float *x = inp + br * in_bstride + (r % rows_per_branch) * C, *dy = dout + r * C;
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* dx; g xhat and g kept for the column sums */
+            const size_t br = blk / bpb, rr = (blk % bpb) * R + tid / 32, r = br * rows_per_branch + rr;
+            const float *x = inp + br * in_bstride + rr * C, *dy = dout + r * C;
             const float *ex = extra ? extra + r * C : NULL, *ww = w + br * bstride;
             float *dx = dinp + r * C, mu, rs, s1, s2;
-            const float *rr = res ? res + r * C : NULL;
+            float *ga = sm + 66 * R + (size_t)(tid / 32) * C, *gb = ga + (size_t)R * C;
+            const float *rr_ = res ? res + r * C : NULL;
             int k;
-            if (r >= rows) return;
+            if (rr >= rows_per_branch) return;
             mu = mean[r], rs = rstd[r], s1 = sm[tid / 32 * 33], s2 = sm[(R + tid / 32) * 33];
             for (k = tid % 32; k < C; k += 32) {
-                float v = ((ex ? dy[k] + ex[k] : dy[k]) * ww[k] - s1 - (x[k] - mu) * rs * s2) * rs;
-                dx[k] = rr ? rr[k] + v : v;
+                const float g = ex ? dy[k] + ex[k] : dy[k], xh = (x[k] - mu) * rs;
+                float v = (g * ww[k] - s1 - xh * s2) * rs;
+                dx[k] = rr_ ? rr_[k] + v : v;
                 if (dinpb) dinpb[r * C + k] = pfc_to_bf16(dx[k]);
+                ga[k] = g * xh;
+                gb[k] = g;
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the block's column sums, its rows in order */
+            const size_t br = blk / bpb, ch = blk % bpb, r0 = ch * R;
+            const int nr = rows_per_branch - r0 < (size_t)R ? (int)(rows_per_branch - r0) : R;
+            const float *ga = sm + 66 * R, *gb = ga + (size_t)R * C;
+            int k, i;
+            for (k = tid; k < C; k += NT) {
+                float sa = 0, sb = 0;
+                for (i = 0; i < nr; i++) sa += ga[(size_t)i * C + k], sb += gb[(size_t)i * C + k];
+                part[(br * bpb + ch) * C + k] = sa;
+                part[np + (br * bpb + ch) * C + k] = sb;
             }
         });
-    pfc_colsums(d, dw, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
-        float gk = extra ? dout[n * C + k] + extra[n * C + k] : dout[n * C + k];
-        pfc_f2 v;
-        v.a = gk * ((inp[n / rows_per_branch * in_bstride + (n % rows_per_branch) * C + k] - mean[n]) * rstd[n]);
-        v.b = gk;
-        return v;
-    });
+    pfc_colsums_finish(d, dw, db, bstride, nbr, bpb, C);
 }
 /* out[r, :] += bias of r's branch */
 static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows, int C, size_t rows_per_branch,
@@ -1597,8 +1611,13 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     {
         size_t widest = 3 * D > M ? 3 * D : M; /* (LayerNorm's two sums: 2D) */
         if (widest < K) widest = K;
-        size_t nch = (B * T + PFC_CHUNK - 1) / PFC_CHUNK; /* (the attention's qkv-bias sums: a chunk per image) */
-        PFC_A(d->colpart, nb * (nch > B ? nch : B) * widest);
+        /* partial column sums: pfc_colsums (chunks of PFC_CHUNK rows, at most
+           2 outputs of width 2D), the attention's qkv-bias sums (an image's
+           rows, width 3D), LayerNorm's backward (blocks of PFC_LN_ROWS rows,
+           2 outputs of width D) */
+        size_t n1 = (B * T + PFC_CHUNK - 1) / PFC_CHUNK * widest, n2 = B * 3 * D;
+        size_t n3 = 2 * ((B * T + PFC_LN_ROWS - 1) / PFC_LN_ROWS) * D, n = n1 > n2 ? n1 : n2;
+        PFC_A(d->colpart, nb * (n > n3 ? n : n3));
     }
     {
         float ***per[] = {&d->u1, &d->qkv, &d->att, &d->atty, &d->x1, &d->u2, &d->h, &d->g, &d->x2,
@@ -2461,7 +2480,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                               (long long)BS, na, 0, dhb, NULL, NULL)) != PF_OK) return st;
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
         pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
-                          N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], rows, D, N, BS, na);
+                          N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], N, D, BS, na);
         /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
         gp = drop ? du : dres;
         if (drop) pfc_dropout_grad(m, d, du, d->dub, dres, rows * D, N * D, img0, l, 0);
@@ -2486,7 +2505,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                               GW + o.qkv_w, D, (long long)BS, na, 0, d->dqkvb, NULL, NULL)) != PF_OK) return st;
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
         pfc_layernorm_bwd(d, dcur, d->dcurb, GW + o.ln1_w, GW + o.ln1_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
-                          xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], rows, D, N, BS, na);
+                          xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], N, D, BS, na);
     }
     return PF_OK;
 }
@@ -2527,7 +2546,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
                               NULL)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
         pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
-                          d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, (size_t)Bper, 0, 1);
+                          d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;
             dagg[e] = pool == PF_POOL_CLS ? (t == 0 ? dpool[b * D + dd] : 0.0f) : dpool[b * D + dd] / (float)T;
