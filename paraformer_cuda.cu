@@ -522,12 +522,13 @@ fail:
 struct pfc_f2 {
     float a, b;
 };
-/* the second pass of the column sums: out0 (and out1) from the partial sums
-   in d->colpart, [nout][nbr][nch][C]: a block per (output, branch, 32
-   columns) sums 16 slices of the chunks, then the slices */
-static void pfc_colsums_finish(pfc_dev *d, float *out0, float *out1, size_t ostride, int nbr, size_t nch, int C) {
+/* the second pass of the column sums: out0 (and out1, out2) from the
+   partial sums in d->colpart, [nout][nbr][nch][C]: a block per (output,
+   branch, 32 columns) sums 16 slices of the chunks, then the slices */
+static void pfc_colsums_finish(pfc_dev *d, float *out0, float *out1, float *out2, size_t ostride, int nbr, size_t nch,
+                               int C) {
     const size_t np = (size_t)nbr * nch * C;
-    const int nout = out1 ? 2 : 1, ncg = (C + 31) / 32;
+    const int nout = out2 ? 3 : out1 ? 2 : 1, ncg = (C + 31) / 32;
     const float *part = d->colpart;
     pfc_blocks(d, (size_t)nout * nbr * ncg, 512, 4 * 16 * 33,
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
@@ -545,7 +546,7 @@ static void pfc_colsums_finish(pfc_dev *d, float *out0, float *out1, size_t ostr
             int sl;
             if (tid >= 32 || k >= (size_t)C) return;
             for (sl = 0; sl < 16; sl++) s += sm[sl * 33 + tid];
-            (o ? out1 : out0)[br * ostride + k] = s;
+            (o == 2 ? out2 : o ? out1 : out0)[br * ostride + k] = s;
         });
 }
 
@@ -568,7 +569,7 @@ static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, in
         part[i] = s0;
         if (nout == 2) part[np + i] = s1;
     });
-    pfc_colsums_finish(d, out0, out1, ostride, nbr, nch, C);
+    pfc_colsums_finish(d, out0, out1, NULL, ostride, nbr, nch, C);
 }
 /* LayerNorm over rows of width C; the weights of row r are those of branch
    r / rows_per_branch (stride bstride), its input row r % rows_per_branch of
@@ -651,18 +652,19 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, uint16_t *outb, float *mea
 }
 /* dinp = LN backward of dout (+ extra, when not NULL, added to dout first),
    plus res when res is not NULL (the residual's gradient); dw/db: column
-   sums per branch of g xhat and g (g = dout + extra), each block summing
-   its rows (blocks never straddle branches) into d->colpart and
+   sums per branch of g xhat and g (g = dout + extra), and with dsum of
+   dinp itself (a bias gradient that reads dinp), each block summing its
+   rows (blocks never straddle branches) into d->colpart and
    pfc_colsums_finish adding the blocks: the inputs are read once */
-static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, const float *dout,
-                              const float *extra, const float *res, const float *inp, size_t in_bstride, const float *w,
-                              const float *mean, const float *rstd, size_t rows_per_branch, int C, size_t bstride,
-                              int nbr) {
-    /* shared memory: partial sums of g w and g w xhat [2][R][33], then g xhat and g [2][R][C] */
-    const int R = PFC_LN_ROWS, NT = 32 * R;
+static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, float *dsum,
+                              const float *dout, const float *extra, const float *res, const float *inp,
+                              size_t in_bstride, const float *w, const float *mean, const float *rstd,
+                              size_t rows_per_branch, int C, size_t bstride, int nbr) {
+    /* shared memory: partial sums of g w and g w xhat [2][R][33], then g xhat, g (and dinp) [2 | 3][R][C] */
+    const int R = PFC_LN_ROWS, NT = 32 * R, nout = dsum ? 3 : 2;
     const size_t bpb = (rows_per_branch + R - 1) / R, np = (size_t)nbr * bpb * C; /* blocks per branch */
     float *part = d->colpart;
-    pfc_blocks(d, (size_t)nbr * bpb, NT, 4 * (66 * R + 2 * (size_t)R * C),
+    pfc_blocks(d, (size_t)nbr * bpb, NT, 4 * (66 * R + nout * (size_t)R * C),
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
             const size_t br = blk / bpb, rr = (blk % bpb) * R + tid / 32, r = br * rows_per_branch + rr;
             const float *x = inp + br * in_bstride + rr * C, *dy = dout + r * C;
@@ -704,21 +706,22 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
                 if (dinpb) dinpb[r * C + k] = pfc_to_bf16(dx[k]);
                 ga[k] = g * xh;
                 gb[k] = g;
+                if (nout == 3) gb[(size_t)R * C + k] = dx[k];
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the block's column sums, its rows in order */
             const size_t br = blk / bpb, ch = blk % bpb, r0 = ch * R;
             const int nr = rows_per_branch - r0 < (size_t)R ? (int)(rows_per_branch - r0) : R;
-            const float *ga = sm + 66 * R, *gb = ga + (size_t)R * C;
-            int k, i;
-            for (k = tid; k < C; k += NT) {
-                float sa = 0, sb = 0;
-                for (i = 0; i < nr; i++) sa += ga[(size_t)i * C + k], sb += gb[(size_t)i * C + k];
-                part[(br * bpb + ch) * C + k] = sa;
-                part[np + (br * bpb + ch) * C + k] = sb;
-            }
+            const float *ga = sm + 66 * R;
+            int k, i, o;
+            for (o = 0; o < nout; o++)
+                for (k = tid; k < C; k += NT) {
+                    float s = 0;
+                    for (i = 0; i < nr; i++) s += ga[((size_t)o * R + i) * C + k];
+                    part[o * np + (br * bpb + ch) * C + k] = s;
+                }
         });
-    pfc_colsums_finish(d, dw, db, bstride, nbr, bpb, C);
+    pfc_colsums_finish(d, dw, db, dsum, bstride, nbr, bpb, C);
 }
 /* out[r, :] += bias of r's branch */
 static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows, int C, size_t rows_per_branch,
@@ -1614,9 +1617,9 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         /* partial column sums: pfc_colsums (chunks of PFC_CHUNK rows, at most
            2 outputs of width 2D), the attention's qkv-bias sums (an image's
            rows, width 3D), LayerNorm's backward (blocks of PFC_LN_ROWS rows,
-           2 outputs of width D) */
+           up to 3 outputs of width D) */
         size_t n1 = (B * T + PFC_CHUNK - 1) / PFC_CHUNK * widest, n2 = B * 3 * D;
-        size_t n3 = 2 * ((B * T + PFC_LN_ROWS - 1) / PFC_LN_ROWS) * D, n = n1 > n2 ? n1 : n2;
+        size_t n3 = 3 * ((B * T + PFC_LN_ROWS - 1) / PFC_LN_ROWS) * D, n = n1 > n2 ? n1 : n2;
         PFC_A(d->colpart, nb * (n > n3 ? n : n3));
     }
     {
@@ -2456,7 +2459,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                               (long long)N * M, na, 0, gmb, NULL, dhb)) != PF_OK) return st; /* (bf16: into dhb) */
         if ((st = pfc_gemm_bf(g, d, 1, 0, D, M, (int)N, gm, D, (long long)N * D, gg, M, (long long)N * M, GW + o.fc2_w, M,
                               (long long)BS, na, 0, gmb, NULL, NULL)) != PF_OK) return st;
-        pfc_colsum(d, GW + o.fc2_b, gm, na, N, D, BS);
+        if (drop || l == depth - 1) pfc_colsum(d, GW + o.fc2_b, gm, na, N, D, BS); /* (else layer l + 1's LN1 backward summed it) */
         {   /* dh = GELU'(h + b1) Drop'(dh), summed into db1 as it is made (one pass; bf16: only the twin is written) */
             const float *b1 = W + o.fc1_b;
             const uint16_t *hhb = dhb ? d->hb[l] : NULL; /* bf16: h and the GEMM's dh are bf16 (dh in dhb) */
@@ -2479,7 +2482,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         if ((st = pfc_gemm_bf(g, d, 1, 0, M, D, (int)N, dh, M, (long long)N * M, u2, D, (long long)N * D, GW + o.fc1_w, D,
                               (long long)BS, na, 0, dhb, NULL, NULL)) != PF_OK) return st;
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
-        pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
+        pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, drop ? NULL : GW + o.proj_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
                           N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], N, D, BS, na);
         /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
         gp = drop ? du : dres;
@@ -2489,13 +2492,13 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                               (long long)N * D, na, 0, gpb, NULL, g->tc_att ? d->dattyb : NULL)) != PF_OK) return st;
         if ((st = pfc_gemm_bf(g, d, 1, 0, D, D, (int)N, gp, D, (long long)N * D, atty, D, (long long)N * D, GW + o.proj_w,
                               D, (long long)BS, na, 0, gpb, NULL, NULL)) != PF_OK) return st;
-        pfc_colsum(d, GW + o.proj_b, gp, na, N, D, BS);
+        if (drop) pfc_colsum(d, GW + o.proj_b, gp, na, N, D, BS); /* (else: the LN2 backward summed it) */
         {   /* (on tensor cores the attention's backward also sums the qkv bias's gradient per image) */
             const int qb = o.qkv_b != (size_t)-1, fuse = qb && g->tc_att;
             pfc_attention_bwd(g, d, qkv, g->tc_att ? d->qkvb[l] : NULL, qb && g->fused_att ? W + o.qkv_b : NULL, BS,
                               (size_t)B, att, datty, d->dattyb, dqkv,
                               d->dqkvb, fuse ? d->colpart : NULL, datt, (size_t)na * B, T, D, H);
-            if (fuse) pfc_colsums_finish(d, GW + o.qkv_b, NULL, BS, na, (size_t)B, 3 * D);
+            if (fuse) pfc_colsums_finish(d, GW + o.qkv_b, NULL, NULL, BS, na, (size_t)B, 3 * D);
             else if (qb) pfc_colsum(d, GW + o.qkv_b, dqkv, na, N, 3 * D, BS);
         }
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
@@ -2504,7 +2507,8 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         if ((st = pfc_gemm_bf(g, d, 1, 0, 3 * D, D, (int)N, dqkv, 3 * D, (long long)N * 3 * D, u1, D, (long long)N * D,
                               GW + o.qkv_w, D, (long long)BS, na, 0, d->dqkvb, NULL, NULL)) != PF_OK) return st;
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
-        pfc_layernorm_bwd(d, dcur, d->dcurb, GW + o.ln1_w, GW + o.ln1_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
+        pfc_layernorm_bwd(d, dcur, d->dcurb, GW + o.ln1_w, GW + o.ln1_b,
+                          drop || l == 0 ? NULL : GW + pfc_layer(m, l - 1).fc2_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
                           xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], N, D, BS, na);
     }
     return PF_OK;
@@ -2545,7 +2549,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         if ((st = pfc_gemm_bf(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0, dlb, NULL,
                               NULL)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
-        pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
+        pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, NULL, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
                           d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;
