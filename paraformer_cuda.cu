@@ -100,6 +100,7 @@ struct pfc_dev {
     uint16_t *dcurb, *dresb, *dub, *dhb, *dqkvb; /* the backward's: passed to its GEMMs by name (pfc_gemm_bf) */
     uint16_t *dattyb; /* the tensor-core attention's dy, from its GEMM in bf16 */
     uint16_t *ufb, *dlogitsb, *dpatchb; /* the head's and the embedding's (uf a twin; the others by name) */
+    uint16_t *gob; /* bf16 outputs of the GEMMs whose result the next kernel adds to the fp32 residual stream */
     uint16_t **qkvb, **hb; /* bf16 outputs of the qkv GEMM (for the tensor-core attention) and of fc1 */
     int *d_gb;       /* gb on the device */
     uint64_t *ctr;   /* the model's dropout counter of the last forward, on the device */
@@ -650,14 +651,14 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, uint16_t *outb, float *mea
     pfc_layernorm_fwd_pre(d, out, outb, mean, rstd, inp, in_bstride, w, b, rows, C, rows_per_branch, bstride, 0,
                           PFC_LAMBDA(size_t i) { (void)i; });
 }
-/* dinp = LN backward of dout (+ extra, when not NULL, added to dout first),
+/* dinp = LN backward of dout (bf16: doutb when not NULL) (+ extra, when not NULL, added to dout first),
    plus res when res is not NULL (the residual's gradient); dw/db: column
    sums per branch of g xhat and g (g = dout + extra), and with dsum of
    dinp itself (a bias gradient that reads dinp), each block summing its
    rows (blocks never straddle branches) into d->colpart and
    pfc_colsums_finish adding the blocks: the inputs are read once */
 static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, float *dsum,
-                              const float *dout, const float *extra, const float *res, const float *inp,
+                              const float *dout, const uint16_t *doutb, const float *extra, const float *res, const float *inp,
                               size_t in_bstride, const float *w, const float *mean, const float *rstd,
                               size_t rows_per_branch, int C, size_t bstride, int nbr) {
     /* shared memory: partial sums of g w and g w xhat [2][R][33], then g xhat, g (and dinp) [2 | 3][R][C] */
@@ -674,7 +675,8 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
             if (rr >= rows_per_branch) return;
             mu = mean[r], rs = rstd[r];
             for (k = tid % 32; k < C; k += 32) {
-                float gk = (ex ? dy[k] + ex[k] : dy[k]) * ww[k];
+                const float dyk = doutb ? pfc_from_bf16(doutb[r * C + k]) : dy[k];
+                float gk = (ex ? dyk + ex[k] : dyk) * ww[k];
                 s1 += gk;
                 s2 += gk * (x[k] - mu) * rs;
             }
@@ -700,7 +702,8 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
             if (rr >= rows_per_branch) return;
             mu = mean[r], rs = rstd[r], s1 = sm[tid / 32 * 33], s2 = sm[(R + tid / 32) * 33];
             for (k = tid % 32; k < C; k += 32) {
-                const float g = ex ? dy[k] + ex[k] : dy[k], xh = (x[k] - mu) * rs;
+                const float dyk = doutb ? pfc_from_bf16(doutb[r * C + k]) : dy[k];
+                const float g = ex ? dyk + ex[k] : dyk, xh = (x[k] - mu) * rs;
                 float v = (g * ww[k] - s1 - xh * s2) * rs;
                 dx[k] = rr_ ? rr_[k] + v : v;
                 if (dinpb) dinpb[r * C + k] = pfc_to_bf16(dx[k]);
@@ -1518,7 +1521,7 @@ static void pfc_free_dev(pfc_dev *d, int depth) {
     for (i = 0; i < sizeof flat / sizeof flat[0]; i++) pfc_release(d, flat[i]);
     pfc_release(d, d->patchesb);
     {
-        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb, d->dattyb, d->ufb, d->dlogitsb, d->dpatchb};
+        uint16_t *btw[] = {d->dcurb, d->dresb, d->dub, d->dhb, d->dqkvb, d->dattyb, d->ufb, d->dlogitsb, d->dpatchb, d->gob};
         for (i = 0; i < sizeof btw / sizeof btw[0]; i++) pfc_release(d, btw[i]);
     }
     for (i = 0; i < sizeof tw / sizeof tw[0]; i++) {
@@ -1652,6 +1655,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->dqkvb, nb * B * T * 3 * D);
         if (g->tc_att) PFC_A(d->dattyb, nb * BTD);
         PFC_A(d->ufb, B * D);
+        PFC_A(d->gob, nb * BTD);
         PFC_A(d->dlogitsb, B * K);
         PFC_A(d->dpatchb, B * NP * D);
         d->qkvb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
@@ -1968,6 +1972,8 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
        values are written only when something else reads them (the normed
        residual reads u1, u2; the fp32 attention kernels write atty anyway) */
     const int tw = d->wbf != NULL, f32_u = !tw || !prenorm;
+    /* bf16: the projection's and fc2's outputs in bf16 (d->gob), added to the fp32 residual stream by the next kernel */
+    uint16_t *gob = d->gob;
     float *W = d->params + m->stem_size;
     pf_status st;
     int l;
@@ -1992,15 +1998,15 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         pfc_attention_fwd(g, d, qkv, g->tc_att ? d->qkvb[l] : NULL, o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL,
                           BS, (size_t)B, att, keep, atty, tw ? d->attyb[l] : NULL, (size_t)na * B, T, D, H);
         /* x1 = (x | u1) + Drop(atty Wp^T + bp), then u2 = LN2(x1) in the same launch */
-        if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
-                           (long long)N * D, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 0, 1, (int)N, D, D, atty, D, (long long)N * D, W + o.proj_w, D, (long long)BS, x1, D,
+                              (long long)N * D, na, 0, NULL, NULL, gob)) != PF_OK) return st;
         {
             const float *bias = W + o.proj_b;
             pfc_layernorm_fwd_pre(d, f32_u ? u2 : NULL, tw ? d->u2b[l] : NULL, d->ln2_mean[l], d->ln2_rstd[l], x1, N * D,
                                   W + o.ln2_w, W + o.ln2_b, rows, D, N,
                                   BS, 1, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
-                float v = x1[i] + bias[br * BS + e % D];
+                float v = (gob ? pfc_from_bf16(gob[i]) : x1[i]) + bias[br * BS + e % D];
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
                 x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
             });
@@ -2021,13 +2027,13 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                 if (ggb) ggb[i] = pfc_to_bf16(v);
             });
         }
-        if ((st = pfc_gemm(g, d, 0, 1, (int)N, D, M, gg, M, (long long)N * M, W + o.fc2_w, M, (long long)BS, x2, D,
-                           (long long)N * D, na, 0)) != PF_OK) return st;
+        if ((st = pfc_gemm_bf(g, d, 0, 1, (int)N, D, M, gg, M, (long long)N * M, W + o.fc2_w, M, (long long)BS, x2, D,
+                              (long long)N * D, na, 0, NULL, NULL, gob)) != PF_OK) return st;
         {   /* x2 = (x1 | u2) + Drop(g W2^T + b2); with the next layer's LN1 when there is one */
             const float *bias = W + o.fc2_b;
             auto epi = PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
-                float v = x2[i] + bias[br * BS + e % D];
+                float v = (gob ? pfc_from_bf16(gob[i]) : x2[i]) + bias[br * BS + e % D];
                 if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
                 x2[i] = v + (prenorm ? x1[i] : u2[i]);
             };
@@ -2478,11 +2484,11 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
             });
         }
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, M, dh, M, (long long)N * M, W + o.fc1_w, D, (long long)BS, du, D,
-                              (long long)N * D, na, 0, dhb, NULL, NULL)) != PF_OK) return st;
+                              (long long)N * D, na, 0, dhb, NULL, d->gob)) != PF_OK) return st; /* (bf16: du in gob) */
         if ((st = pfc_gemm_bf(g, d, 1, 0, M, D, (int)N, dh, M, (long long)N * M, u2, D, (long long)N * D, GW + o.fc1_w, D,
                               (long long)BS, na, 0, dhb, NULL, NULL)) != PF_OK) return st;
         /* LN2: prenorm dx1 = dcur + LN2'(du); normed dx1 = LN2'(du + dcur); into dres */
-        pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, drop ? NULL : GW + o.proj_b, du, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
+        pfc_layernorm_bwd(d, dres, d->dresb, GW + o.ln2_w, GW + o.ln2_b, drop ? NULL : GW + o.proj_b, du, d->gob, prenorm ? NULL : dcur, prenorm ? dcur : NULL, x1,
                           N * D, W + o.ln2_w, d->ln2_mean[l], d->ln2_rstd[l], N, D, BS, na);
         /* attention: the projection's gradient gp = Drop'(dx1) (in du; without dropout dres itself) */
         gp = drop ? du : dres;
@@ -2503,12 +2509,12 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
         }
         /* qkv: du = dqkv Wqkv; dWqkv = dqkv^T u1; dbqkv */
         if ((st = pfc_gemm_bf(g, d, 0, 0, (int)N, D, 3 * D, dqkv, 3 * D, (long long)N * 3 * D, W + o.qkv_w, D,
-                              (long long)BS, du, D, (long long)N * D, na, 0, d->dqkvb, NULL, NULL)) != PF_OK) return st;
+                              (long long)BS, du, D, (long long)N * D, na, 0, d->dqkvb, NULL, d->gob)) != PF_OK) return st;
         if ((st = pfc_gemm_bf(g, d, 1, 0, 3 * D, D, (int)N, dqkv, 3 * D, (long long)N * 3 * D, u1, D, (long long)N * D,
                               GW + o.qkv_w, D, (long long)BS, na, 0, d->dqkvb, NULL, NULL)) != PF_OK) return st;
         /* LN1: prenorm dx = dx1 + LN1'(du); normed dx = LN1'(du + dx1); into dcur */
         pfc_layernorm_bwd(d, dcur, d->dcurb, GW + o.ln1_w, GW + o.ln1_b,
-                          drop || l == 0 ? NULL : GW + pfc_layer(m, l - 1).fc2_b, du, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
+                          drop || l == 0 ? NULL : GW + pfc_layer(m, l - 1).fc2_b, du, d->gob, prenorm ? NULL : dres, prenorm ? dres : NULL, xin,
                           xstride, W + o.ln1_w, d->ln1_mean[l], d->ln1_rstd[l], N, D, BS, na);
     }
     return PF_OK;
@@ -2549,7 +2555,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         if ((st = pfc_gemm_bf(g, d, 1, 0, K, D, Bper, dlogits, K, 0, d->uf, D, 0, ghead + 2 * D, D, 0, 1, 0, dlb, NULL,
                               NULL)) != PF_OK) return st;
         pfc_colsum(d, ghead + 2 * D + (size_t)K * D, dlogits, 1, (size_t)Bper, K, 0);
-        pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, NULL, d->duf, NULL, NULL, d->pooled, (size_t)Bper * D, head,
+        pfc_layernorm_bwd(d, dpool, NULL, ghead, ghead + D, NULL, d->duf, NULL, NULL, NULL, d->pooled, (size_t)Bper * D, head,
                           d->lnf_mean, d->lnf_rstd, (size_t)Bper, D, 0, 1);
         pfc_for(d, ND, PFC_LAMBDA(size_t e) {
             size_t b = e / TD, t = (e % TD) / D, dd = e % D;

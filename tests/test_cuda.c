@@ -393,7 +393,7 @@ static void test_shape(void) {
                 else
                     check(e <= 1e-2, "T=65, head width 64, %s: logits within 1%% of the fp32 attention's (rel %.2e)", how, e);
                 e = grads_err(m, r, worst, sizeof worst);
-                check(e <= 2e-2, "T=65, head width 64, %s: every gradient within 2%% of the fp32 attention's (worst %.2e, %s)",
+                check(e <= 3e-2, "T=65, head width 64, %s: every gradient within 3%% of the fp32 attention's (worst %.2e, %s)",
                       how, e, worst);
             }
             pf_cuda_free(g);
