@@ -299,8 +299,8 @@ template <class... F> __global__ void pfc_blocks_kernel(F... phases) {
 }
 template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
     if (!nblk) return;
-    if (smem > 48 * 1024)
-        cudaFuncSetAttribute(pfc_blocks_kernel<F...>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (smem > 48 * 1024) /* the device's maximum: a later launch must never lower what a captured graph needs */
+        cudaFuncSetAttribute(pfc_blocks_kernel<F...>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d->smem_max);
     pfc_blocks_kernel<<<(unsigned)nblk, nthr, smem, d->stream>>>(phases...);
 }
 #endif
@@ -651,12 +651,16 @@ static void pfc_layernorm_fwd(pfc_dev *d, float *out, uint16_t *outb, float *mea
     pfc_layernorm_fwd_pre(d, out, outb, mean, rstd, inp, in_bstride, w, b, rows, C, rows_per_branch, bstride, 0,
                           PFC_LAMBDA(size_t i) { (void)i; });
 }
+static void pfc_colsum(pfc_dev *d, float *db, const float *dout, int nbr, size_t rows_per_branch, int C,
+                       size_t bstride);
 /* dinp = LN backward of dout (bf16: doutb when not NULL) (+ extra, when not NULL, added to dout first),
    plus res when res is not NULL (the residual's gradient); dw/db: column
    sums per branch of g xhat and g (g = dout + extra), and with dsum of
    dinp itself (a bias gradient that reads dinp), each block summing its
    rows (blocks never straddle branches) into d->colpart and
-   pfc_colsums_finish adding the blocks: the inputs are read once */
+   pfc_colsums_finish adding the blocks: the inputs are read once. (For
+   widths whose per-block rows would not fit in 48 KB of shared memory:
+   column-sum passes afterwards.) */
 static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *dw, float *db, float *dsum,
                               const float *dout, const uint16_t *doutb, const float *extra, const float *res, const float *inp,
                               size_t in_bstride, const float *w, const float *mean, const float *rstd,
@@ -664,8 +668,9 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
     /* shared memory: partial sums of g w and g w xhat [2][R][33], then g xhat, g (and dinp) [2 | 3][R][C] */
     const int R = PFC_LN_ROWS, NT = 32 * R, nout = dsum ? 3 : 2;
     const size_t bpb = (rows_per_branch + R - 1) / R, np = (size_t)nbr * bpb * C; /* blocks per branch */
+    const int fused = 4 * (66 * R + nout * (size_t)R * C) <= 48 * 1024;
     float *part = d->colpart;
-    pfc_blocks(d, (size_t)nbr * bpb, NT, 4 * (66 * R + nout * (size_t)R * C),
+    pfc_blocks(d, (size_t)nbr * bpb, NT, 4 * (66 * R + (fused ? nout * (size_t)R * C : 0)),
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
             const size_t br = blk / bpb, rr = (blk % bpb) * R + tid / 32, r = br * rows_per_branch + rr;
             const float *x = inp + br * in_bstride + rr * C, *dy = dout + r * C;
@@ -707,6 +712,7 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
                 float v = (g * ww[k] - s1 - xh * s2) * rs;
                 dx[k] = rr_ ? rr_[k] + v : v;
                 if (dinpb) dinpb[r * C + k] = pfc_to_bf16(dx[k]);
+                if (!fused) continue;
                 ga[k] = g * xh;
                 gb[k] = g;
                 if (nout == 3) gb[(size_t)R * C + k] = dx[k];
@@ -717,6 +723,7 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
             const int nr = rows_per_branch - r0 < (size_t)R ? (int)(rows_per_branch - r0) : R;
             const float *ga = sm + 66 * R;
             int k, i, o;
+            if (!fused) return;
             for (o = 0; o < nout; o++)
                 for (k = tid; k < C; k += NT) {
                     float s = 0;
@@ -724,7 +731,19 @@ static void pfc_layernorm_bwd(pfc_dev *d, float *dinp, uint16_t *dinpb, float *d
                     part[o * np + (br * bpb + ch) * C + k] = s;
                 }
         });
-    pfc_colsums_finish(d, dw, db, dsum, bstride, nbr, bpb, C);
+    if (fused) {
+        pfc_colsums_finish(d, dw, db, dsum, bstride, nbr, bpb, C);
+        return;
+    }
+    pfc_colsums(d, dw, db, bstride, nbr, rows_per_branch, C, PFC_LAMBDA(size_t n, int k) {
+        const float dyk = doutb ? pfc_from_bf16(doutb[n * C + k]) : dout[n * C + k];
+        const float gk = extra ? dyk + extra[n * C + k] : dyk;
+        pfc_f2 v;
+        v.a = gk * ((inp[n / rows_per_branch * in_bstride + (n % rows_per_branch) * C + k] - mean[n]) * rstd[n]);
+        v.b = gk;
+        return v;
+    });
+    if (dsum) pfc_colsum(d, dsum, dinp, nbr, rows_per_branch, C, bstride);
 }
 /* out[r, :] += bias of r's branch */
 static void pfc_add_bias(pfc_dev *d, float *out, const float *bias, size_t rows, int C, size_t rows_per_branch,
@@ -1850,8 +1869,13 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             if (major < 8 || ptx < 80 || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
                 g->tc_att = 0;
         }
-        if ((st = pfc_alloc_dev(g, d)) != PF_OK) { pf_cuda_free(g); return st; }
     }
+    /* (allocated once every device had its say: the buffers depend on the attention kernels) */
+    for (i = 0; i < g->ndev; i++)
+        if ((st = pfc_set_device(&g->dev[i])) != PF_OK || (st = pfc_alloc_dev(g, &g->dev[i])) != PF_OK) {
+            pf_cuda_free(g);
+            return st;
+        }
 #ifndef PF_CUDA_EMULATE
     if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
         ncclComm_t world[PFC_MAX_DEV];

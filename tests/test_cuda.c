@@ -298,6 +298,47 @@ static void test_predict_determinism(void) {
     pf_model_free(m);
 }
 
+/* A width (768) whose LayerNorm-backward rows do not fit the fused column
+   sums' shared memory: the column-sum passes afterwards, fp32 and bf16 */
+static void test_wide(void) {
+    pf_config cf;
+    pf_model *c, *m;
+    float x[3 * 192], lg[3 * 5];
+    int y[3], bf;
+    char worst[64];
+    memset(&cf, 0, sizeof cf);
+    cf.image_size = 8; cf.channels = 3; cf.patch_size = 4; /* T = 5 */
+    cf.dim = 768; cf.heads = 12; cf.mlp_dim = 64; cf.branches = 2; cf.depth = 2; cf.classes = 5;
+    cf.residual = PF_PRENORM; cf.aggregate = PF_AGG_DELTA; cf.pool = PF_POOL_CLS;
+    if (pf_model_create(&cf, &c) != PF_OK || pf_model_create(&cf, &m) != PF_OK) { check(0, "wide: models"); return; }
+    pf_model_init(c, 7, 0.5f);
+    if (pf_model_alloc_train(c) != PF_OK || pf_model_alloc_train(m) != PF_OK || pf_model_reserve(c, 3) != PF_OK) {
+        check(0, "wide: training state");
+        return;
+    }
+    c->training = m->training = 1;
+    make_batch(c, 3, 5, x, y);
+    pf_forward(c, x, y, 3, 0.0f, NULL);
+    pf_backward(c);
+    for (bf = 0; bf < 2; bf++) {
+        const double tl = bf ? 2e-2 : TOL, tg = bf ? 5e-2 : TOL;
+        pf_cuda *g;
+        double e;
+        memcpy(m->params, c->params, c->n_params * sizeof(float));
+        g = make_ctx(m, 1, 1, 0, bf);
+        if (!g) { check(0, "wide: context"); continue; }
+        check(pf_cuda_forward(g, x, y, 3, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
+              pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "width 768, %s: runs", bf ? "bf16" : "fp32");
+        e = rel_err(lg, c->logits, 3 * 5);
+        check(e <= tl, "width 768, %s: logits agree (rel %.2e)", bf ? "bf16" : "fp32", e);
+        e = grads_err(m, c, worst, sizeof worst);
+        check(e <= tg, "width 768, %s: every gradient agrees (worst %.2e, %s)", bf ? "bf16" : "fp32", e, worst);
+        pf_cuda_free(g);
+    }
+    pf_model_free(c);
+    pf_model_free(m);
+}
+
 /* The model's real attention shape (T = 65 tokens, head width 64): the
    shared-memory attention needs more than the default 48 KiB per block
    there. Logits and every gradient against the CPU, with the fused kernels
@@ -499,6 +540,33 @@ static void test_multi(void) {
         pf_model_free(m);
     }
     pf_model_free(ref);
+    /* bf16 (twins, bf16 GEMM outputs) across devices: the sums over devices
+       run in another order, so a value near a bf16 rounding boundary may
+       round the other way; after 3 steps within 1e-3 of one bf16 device */
+    if (pf_cuda_device_count() >= 4) {
+        struct { int ndev, replicas, collectives; const char *what; } bc[] = {
+            {1, 1, 1, "bf16, one device through the collectives"}, {2, 1, 0, "bf16, 2 devices"},
+            {4, 1, 0, "bf16, 4 devices"}, {4, 2, 0, "bf16, 2 replicas of 2 devices"}};
+        ref = make_model(v, 4, 11);
+        g = make_ctx(ref, 1, 1, 0, 1);
+        if (!g) { check(0, "multi: bf16 context"); pf_model_free(ref); return; }
+        train_steps(g, ref, 3, 0, lref);
+        pf_cuda_free(g);
+        for (k = 0; k < sizeof bc / sizeof bc[0]; k++) {
+            pf_model *m = make_model(v, 4, 11);
+            double e, ep;
+            g = make_ctx(m, bc[k].ndev, bc[k].replicas, bc[k].collectives, 1);
+            if (!g) { check(0, "%s: created", bc[k].what); pf_model_free(m); continue; }
+            train_steps(g, m, 3, 0, lg);
+            e = rel_err(lg, lref, 12 * 5);
+            ep = params_err(m, ref, worst, sizeof worst);
+            check(e <= 1e-3 && ep <= 1e-3, "%s: after 3 steps logits (rel %.1e) and parameters (worst %.1e, %s) near one "
+                  "device's", bc[k].what, e, ep, worst);
+            pf_cuda_free(g);
+            pf_model_free(m);
+        }
+        pf_model_free(ref);
+    }
 }
 
 /* resuming from downloaded state (what a checkpoint holds) is bit-identical */
@@ -677,6 +745,7 @@ int main(void) {
     for (v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) test_parity(&VARIANTS[v]);
     test_predict_determinism();
     test_shape();
+    test_wide();
     test_multi();
     test_resume();
     test_bf16();
