@@ -298,6 +298,34 @@ static void test_predict_determinism(void) {
     pf_model_free(m);
 }
 
+/* A pre-norm / delta / cls model of 2 branches with the given shape (its
+   configuration in *cf), c initialised from seed and m a copy, and the CPU
+   reference: c's forward and backward on `batch` images made from data
+   seed 9 (x, y). 0, with a failed check, when that cannot be done. */
+static int cpu_reference(pf_config *cf, int image, int channels, int patch, int dim, int heads, int mlp, int depth,
+                         int classes, uint64_t seed, int batch, float *x, int *y, pf_model **c, pf_model **m,
+                         const char *what) {
+    memset(cf, 0, sizeof *cf);
+    cf->image_size = image, cf->channels = channels, cf->patch_size = patch, cf->dim = dim, cf->heads = heads;
+    cf->mlp_dim = mlp, cf->branches = 2, cf->depth = depth, cf->classes = classes;
+    cf->residual = PF_PRENORM, cf->aggregate = PF_AGG_DELTA, cf->pool = PF_POOL_CLS;
+    *c = *m = NULL;
+    if (pf_model_create(cf, c) != PF_OK || pf_model_create(cf, m) != PF_OK || pf_model_alloc_train(*c) != PF_OK ||
+        pf_model_alloc_train(*m) != PF_OK || pf_model_reserve(*c, batch) != PF_OK) {
+        check(0, "%s: models (%s)", what, pf_last_error());
+        pf_model_free(*c);
+        pf_model_free(*m);
+        return 0;
+    }
+    pf_model_init(*c, seed, 0.5f);
+    memcpy((*m)->params, (*c)->params, (*c)->n_params * sizeof(float));
+    (*c)->training = (*m)->training = 1;
+    make_batch(*c, batch, 9, x, y);
+    pf_forward(*c, x, y, batch, 0.0f, NULL);
+    pf_backward(*c);
+    return 1;
+}
+
 /* A width (768) whose LayerNorm-backward rows do not fit the fused column
    sums' shared memory: the column-sum passes afterwards, fp32 and bf16 */
 static void test_wide(void) {
@@ -306,20 +334,7 @@ static void test_wide(void) {
     float x[3 * 192], lg[3 * 5];
     int y[3], bf;
     char worst[64];
-    memset(&cf, 0, sizeof cf);
-    cf.image_size = 8; cf.channels = 3; cf.patch_size = 4; /* T = 5 */
-    cf.dim = 768; cf.heads = 12; cf.mlp_dim = 64; cf.branches = 2; cf.depth = 2; cf.classes = 5;
-    cf.residual = PF_PRENORM; cf.aggregate = PF_AGG_DELTA; cf.pool = PF_POOL_CLS;
-    if (pf_model_create(&cf, &c) != PF_OK || pf_model_create(&cf, &m) != PF_OK) { check(0, "wide: models"); return; }
-    pf_model_init(c, 7, 0.5f);
-    if (pf_model_alloc_train(c) != PF_OK || pf_model_alloc_train(m) != PF_OK || pf_model_reserve(c, 3) != PF_OK) {
-        check(0, "wide: training state");
-        return;
-    }
-    c->training = m->training = 1;
-    make_batch(c, 3, 5, x, y);
-    pf_forward(c, x, y, 3, 0.0f, NULL);
-    pf_backward(c);
+    if (!cpu_reference(&cf, 8, 3, 4, 768, 12, 64, 2, 5, 7, 3, x, y, &c, &m, "wide")) return; /* T = 5 */
     for (bf = 0; bf < 2; bf++) {
         const double tl = bf ? 2e-2 : TOL, tg = bf ? 5e-2 : TOL;
         pf_cuda *g;
@@ -350,21 +365,7 @@ static void test_shape(void) {
     float x[4 * 256], lg[4 * 10];
     int y[4], pass;
     char worst[64];
-    memset(&cf, 0, sizeof cf);
-    cf.image_size = 16; cf.channels = 1; cf.patch_size = 2; /* T = 65 */
-    cf.dim = 128; cf.heads = 2; cf.mlp_dim = 128; cf.branches = 2; cf.depth = 1; cf.classes = 10;
-    cf.residual = PF_PRENORM; cf.aggregate = PF_AGG_DELTA; cf.pool = PF_POOL_CLS;
-    if (pf_model_create(&cf, &c) != PF_OK || pf_model_create(&cf, &m) != PF_OK) { check(0, "shape: models"); return; }
-    pf_model_init(c, 5, 0.5f);
-    memcpy(m->params, c->params, c->n_params * sizeof(float));
-    if (pf_model_alloc_train(c) != PF_OK || pf_model_alloc_train(m) != PF_OK || pf_model_reserve(c, 4) != PF_OK) {
-        check(0, "shape: training state");
-        return;
-    }
-    c->training = m->training = 1;
-    make_batch(c, 4, 9, x, y);
-    pf_forward(c, x, y, 4, 0.0f, NULL);
-    pf_backward(c);
+    if (!cpu_reference(&cf, 16, 1, 2, 128, 2, 128, 1, 10, 5, 4, x, y, &c, &m, "shape")) return; /* T = 65 */
     for (pass = 0; pass < 4; pass++) {
         static const char *const how_[] = {"shared-memory attention, 3 query tiles", "thread-per-row attention",
                                            "shared-memory attention, a forward with labels in inference mode",
