@@ -189,7 +189,9 @@ static pfc_layer_off pfc_layer(const pf_model *m, int l) {
 #define PFC_CHECK(call) (call)
 static pf_status pfc_set_device(const pfc_dev *d) { (void)d; return PF_OK; }
 /* an emulated device has 4 GiB, so "out of device memory" happens as on a
-   GPU; each block keeps its size in front of it */
+   GPU; each block keeps its size in front of it and starts as NaN bytes
+   (a GPU's allocations are zeroed, which would hide a read of memory that
+   nothing wrote) */
 #define PFC_EMU_MEMORY ((size_t)4 << 30)
 static size_t pfc_emu_used[64];
 static pf_status pfc_alloc(const pfc_dev *d, void **p, size_t bytes) {
@@ -199,8 +201,9 @@ static pf_status pfc_alloc(const pfc_dev *d, void **p, size_t bytes) {
     if (bytes > PFC_EMU_MEMORY - *used)
         return pf_fail(PF_ERR_NOMEM, "GPU %d (emulated): out of device memory: %zu MiB more needed, %zu of %zu MiB free",
                        d->id, bytes >> 20, (PFC_EMU_MEMORY - *used) >> 20, PFC_EMU_MEMORY >> 20);
-    if (!(blk = (char *)calloc(bytes + 16, 1)))
+    if (!(blk = (char *)malloc(bytes + 16)))
         return pf_fail(PF_ERR_NOMEM, "GPU %d (emulated): out of host memory for %zu bytes", d->id, bytes);
+    memset(blk + 16, 0xff, bytes); /* NaN (and -1) until written: a read of memory nothing wrote shows in the results */
     memcpy(blk, &bytes, sizeof bytes);
     *used += bytes;
     *p = blk + 16;
