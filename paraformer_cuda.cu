@@ -580,13 +580,15 @@ static void pfc_colsums(pfc_dev *d, float *out0, float *out1, size_t ostride, in
    that branch's input (stride in_bstride: rows_per_branch * C, or 0 when the
    branches share one input, as the first layer shares X0) */
 #define PFC_LN_ROWS 8 /* rows per block, 32 threads each */
-/* (pre: when not NULL, pre(i) first computes and stores input element i =
+/* (pre: when has_pre, pre(i) first computes and stores input element i =
    row * C + column of the block's rows: an element-wise epilogue fused into
-   the LayerNorm of its output, one launch and one pass less) */
-template <class F>
-static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, uint16_t *outb, float *mean, float *rstd, const float *inp,
-                                  size_t in_bstride, const float *w, const float *b, size_t rows, int C,
-                                  size_t rows_per_branch, size_t bstride, int has_pre, F pre) {
+   the LayerNorm of its output, one launch and one pass less; post1, post2:
+   two more phases (block, thread, shared memory) on the block's output
+   rows, R = PFC_LN_ROWS of them from row block R) */
+template <class F, class P1, class P2>
+static void pfc_layernorm_fwd_post(pfc_dev *d, float *out, uint16_t *outb, float *mean, float *rstd, const float *inp,
+                                   size_t in_bstride, const float *w, const float *b, size_t rows, int C,
+                                   size_t rows_per_branch, size_t bstride, int has_pre, F pre, P1 post1, P2 post2) {
     /* shared memory: partial sums [R][33], mean [R], rstd [R] */
     const int R = PFC_LN_ROWS;
     pfc_blocks(d, (rows + R - 1) / R, 32 * R, 4 * (33 * R + 2 * R),
@@ -646,7 +648,16 @@ static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, uint16_t *outb, float 
                 if (out) y[i] = v;
                 if (outb) outb[r * C + i] = pfc_to_bf16(v);
             }
-        });
+        },
+        post1, post2);
+}
+template <class F>
+static void pfc_layernorm_fwd_pre(pfc_dev *d, float *out, uint16_t *outb, float *mean, float *rstd, const float *inp,
+                                  size_t in_bstride, const float *w, const float *b, size_t rows, int C,
+                                  size_t rows_per_branch, size_t bstride, int has_pre, F pre) {
+    pfc_layernorm_fwd_post(d, out, outb, mean, rstd, inp, in_bstride, w, b, rows, C, rows_per_branch, bstride, has_pre,
+                           pre, PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; (void)tid; (void)sm; },
+                           PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; (void)tid; (void)sm; });
 }
 static void pfc_layernorm_fwd(pfc_dev *d, float *out, uint16_t *outb, float *mean, float *rstd, const float *inp,
                               size_t in_bstride, const float *w, const float *b, size_t rows, int C,
@@ -2130,10 +2141,14 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
     float *pooled = d->pooled, *logits = d->logits, *probs = d->probs;
     const int *labels = d->labels;
     double *rowloss = d->rowloss;
-    pf_status st;
-    /* pooling (the cls token or the mean over tokens) and the final LN, one launch */
-    pfc_layernorm_fwd_pre(d, d->uf, d->ufb, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
-                          (size_t)B, 0, 1, PFC_LAMBDA(size_t i) {
+    /* pooling (the cls token or the mean over tokens), the final LN, the
+       head's logits (fp32 sums, a thread per row and class) and the
+       softmax with the per-image loss (a thread per row): one launch */
+    const float *Wh = head + 2 * D, *hb = head + 2 * D + (size_t)K * D;
+    const float *uf = d->uf;
+    const int R = PFC_LN_ROWS;
+    pfc_layernorm_fwd_post(d, d->uf, d->ufb, d->lnf_mean, d->lnf_rstd, pooled, (size_t)B * D, head, head + D, (size_t)B, D,
+                           (size_t)B, 0, 1, PFC_LAMBDA(size_t i) {
         size_t b = i / D, e = i % D;
         if (pool == PF_POOL_CLS) pooled[i] = x2 ? pfc_agg_at(x2, x0, na, ND, b * T * D + e, delta) : agg[b * T * D + e];
         else {
@@ -2142,25 +2157,36 @@ static pf_status pfc_head_forward(pf_cuda *g, pfc_dev *d, int B, int with_labels
             for (t = 0; t < T; t++) s += x2 ? pfc_agg_at(x2, x0, na, ND, (b * T + t) * D + e, delta) : agg[(b * T + t) * D + e];
             pooled[i] = s / (float)T;
         }
+    },
+    PFC_LAMBDA(size_t blk, int tid, float *sm) { /* logits */
+        int idx, e;
+        (void)sm;
+        for (idx = tid; idx < R * K; idx += 32 * R) {
+            const size_t r = blk * R + idx / K;
+            const int j = idx % K;
+            float s = 0;
+            if (r >= (size_t)B) continue;
+            for (e = 0; e < D; e++) s += uf[r * D + e] * Wh[(size_t)j * D + e];
+            logits[r * K + j] = s + hb[j];
+        }
+    },
+    PFC_LAMBDA(size_t blk, int tid, float *sm) { /* softmax, loss */
+        const size_t b = blk * R + tid;
+        float *z, *pr, mx, s = 0;
+        int j;
+        (void)sm;
+        if (tid >= R || b >= (size_t)B) return;
+        z = logits + b * K, pr = probs + b * K;
+        mx = z[0];
+        for (j = 1; j < K; j++) if (z[j] > mx) mx = z[j];
+        for (j = 0; j < K; j++) { pr[j] = expf(z[j] - mx); s += pr[j]; }
+        for (j = 0; j < K; j++) pr[j] /= s;
+        if (with_labels) {
+            double lse = (double)mx + log((double)s), sumlog = 0;
+            for (j = 0; j < K; j++) sumlog += (double)z[j] - lse;
+            rowloss[b] = -(1.0 - ls) * ((double)z[labels[b]] - lse) - ls * sumlog / K;
+        }
     });
-    if ((st = pfc_gemm(g, d, 0, 1, B, K, D, d->uf, D, 0, head + 2 * D, D, 0, logits, K, 0, 1, 0)) != PF_OK) return st;
-    {
-        const float *hb = head + 2 * D + (size_t)K * D;
-        pfc_for(d, (size_t)B, PFC_LAMBDA(size_t b) {
-            float *z = logits + b * K, *pr = probs + b * K, mx, s = 0;
-            int j;
-            for (j = 0; j < K; j++) z[j] += hb[j];
-            mx = z[0];
-            for (j = 1; j < K; j++) if (z[j] > mx) mx = z[j];
-            for (j = 0; j < K; j++) { pr[j] = expf(z[j] - mx); s += pr[j]; }
-            for (j = 0; j < K; j++) pr[j] /= s;
-            if (with_labels) {
-                double lse = (double)mx + log((double)s), sumlog = 0;
-                for (j = 0; j < K; j++) sumlog += (double)z[j] - lse;
-                rowloss[b] = -(1.0 - ls) * ((double)z[labels[b]] - lse) - ls * sumlog / K;
-            }
-        });
-    }
     return PF_OK;
 }
 
