@@ -957,7 +957,8 @@ struct pfc_tcl {
     size_t k, v, q, dy, s, p, ds, r, red, total; /* k, v [Tp][LB], q [QT][LB], dy [Tp][LB], scores / output [QT][LF | LO] (float),
                                                P [QT][LP], dS [Tp][LP], row sums [QT] (float; backward:
                                                [3][Tp]: r, the forward's row max and sum); red: per row,
-                                               32 partial maxima or sums, twice [2][QT][33] (float) */
+                                               32 partial maxima or sums (float; forward [2][QT][33]:
+                                               the maxima, then the sums and the max; backward [Tp][33]) */
 };
 static size_t pfc_up32(size_t n) { return (n + 31) & ~(size_t)31; }
 static pfc_tcl pfc_tc_layout(int T, int hd, int backward, int tiles) {
