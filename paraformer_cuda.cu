@@ -1022,19 +1022,18 @@ PFC_DEV static inline void pfc_tc_grad(const pfc_tcl &L, float *sm, int tid, int
     }
 }
 /* the staged T x hd result of image img, head h into part `which` (q, k,
-   v) of dqkv (in bf16 only: its twin dqkvb); with part (the qkv bias's
-   gradient), its column sums over the T rows into part[img][which][h][hd]
-   (pfc_colsums_finish adds them over the images) */
-PFC_DEV static inline void pfc_tc_store(const pfc_tcl &L, const float *sm, int tid, float *dqkv, uint16_t *dqkvb,
-                                        float *part, size_t img, size_t h, int which, int T, int D, int hd) {
+   v) of the qkv gradient, in bf16 only (dqkvb: its GEMMs read nothing
+   else); with part (the qkv bias's gradient), its column sums over the T
+   rows into part[img][which][h][hd] (pfc_colsums_finish adds them over the
+   images) */
+PFC_DEV static inline void pfc_tc_store(const pfc_tcl &L, const float *sm, int tid, uint16_t *dqkvb, float *part,
+                                        size_t img, size_t h, int which, int T, int D, int hd) {
     const float *O = (const float *)((const char *)sm + L.s);
     const size_t off = img * T * 3 * D + which * D + h * hd;
     int idx, t;
     for (idx = tid; idx < T * hd; idx += PFC_ATT_THREADS) {
         const size_t o = off + (size_t)(idx / hd) * 3 * D + idx % hd;
-        const float v = O[idx / hd * L.LO + idx % hd];
-        if (dqkvb) dqkvb[o] = pfc_to_bf16(v);
-        else dqkv[o] = v;
+        dqkvb[o] = pfc_to_bf16(O[idx / hd * L.LO + idx % hd]);
     }
     if (part)
         for (idx = tid; idx < hd; idx += PFC_ATT_THREADS) {
@@ -1045,8 +1044,7 @@ PFC_DEV static inline void pfc_tc_store(const pfc_tcl &L, const float *sm, int t
 }
 
 static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, const float *bias, size_t bstride,
-                                 size_t nper, float *att, int keep, float *atty, uint16_t *attyb, size_t nimg, int T,
-                                 int D, int H) {
+                                 size_t nper, float *att, int keep, uint16_t *attyb, size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS;
     const pfc_tcl L = pfc_tc_layout(T, hd, 0, pfc_att_tiles(g, T, nimg * H));
     const int NQ = L.NQ, QT = L.QT;
@@ -1127,9 +1125,7 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, co
             int idx;
             for (idx = tid; idx < nq * hd; idx += NT) {
                 const size_t o = (img * T + i0 + idx / hd) * D + h * hd + idx % hd;
-                const float y = Y[idx / hd * L.LO + idx % hd];
-                if (!attyb) atty[o] = y;
-                if (attyb) attyb[o] = pfc_to_bf16(y);
+                attyb[o] = pfc_to_bf16(Y[idx / hd * L.LO + idx % hd]); /* (only GEMMs read it) */
             }
         });
 }
@@ -1139,7 +1135,7 @@ static void pfc_attention_fwd_tc(pf_cuda *g, pfc_dev *d, const uint16_t *qkv, co
    qkv bias's gradient summed over each image's rows as well, so dqkv needs
    no fp32 copy and no column-sum pass reads it) */
 static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *bias, size_t bstride, size_t nper,
-                                 const float *att, const uint16_t *datty, float *dqkv, uint16_t *dqkvb, float *part,
+                                 const float *att, const uint16_t *datty, uint16_t *dqkvb, float *part,
                                  size_t nimg, int T, int D, int H) {
     const int hd = D / H, NT = PFC_ATT_THREADS;
     const pfc_tcl L = pfc_tc_layout(T, hd, 1, 1);
@@ -1218,11 +1214,11 @@ static void pfc_attention_bwd_tc(pfc_dev *d, const uint16_t *qkv, const float *b
             }
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 0); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, part, blk / H, blk % H, 0, T, D, hd); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkvb, part, blk / H, blk % H, 0, T, D, hd); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 1); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, part, blk / H, blk % H, 1, T, D, hd); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkvb, part, blk / H, blk % H, 1, T, D, hd); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; pfc_tc_grad(L, sm, tid, 2); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkv, dqkvb, part, blk / H, blk % H, 2, T, D, hd); });
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { pfc_tc_store(L, sm, tid, dqkvb, part, blk / H, blk % H, 2, T, D, hd); });
 }
 
 static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const uint16_t *qkvb, const float *bias,
@@ -1232,7 +1228,7 @@ static void pfc_attention_fwd(pf_cuda *g, pfc_dev *d, const float *qkv, const ui
     const int QT = (T + NQ - 1) / NQ; /* query rows per tile; the last may have fewer */
     const float scale = 1.0f / sqrtf((float)hd);
     if (g->tc_att) {
-        pfc_attention_fwd_tc(g, d, qkvb, bias, bstride, nper, att, keep, atty, attyb, nimg, T, D, H);
+        pfc_attention_fwd_tc(g, d, qkvb, bias, bstride, nper, att, keep, attyb, nimg, T, D, H);
         return;
     }
     if (!g->fused_att) {
@@ -1330,7 +1326,7 @@ static void pfc_attention_bwd(pf_cuda *g, pfc_dev *d, const float *qkv, const ui
     const int hd = D / H, NT = PFC_ATT_THREADS, LQ = hd | 1, LS = T | 1;
     const float scale = 1.0f / sqrtf((float)hd);
     if (g->tc_att) {
-        pfc_attention_bwd_tc(d, qkvb, bias, bstride, nper, att, dattyb, dqkv, dqkvb, part, nimg, T, D, H);
+        pfc_attention_bwd_tc(d, qkvb, bias, bstride, nper, att, dattyb, dqkvb, part, nimg, T, D, H);
         return;
     }
     if (!g->fused_att) {
@@ -1644,10 +1640,11 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
     PFC_A(d->dcur, nb * BTD);
     PFC_A(d->dres, nb * BTD);
     PFC_A(d->du, nb * BTD);
-    PFC_A(d->datty, nb * BTD);
-    PFC_A(d->dh, nb * B * T * M);
-    PFC_A(d->dqkv, nb * B * T * 3 * D);
-    PFC_A(d->datt, nb * B * H * T * T);
+    /* (fp32 buffers that bf16 mode or the tensor-core attention never use are not allocated: NULL) */
+    if (!g->tc_att) PFC_A(d->datty, nb * BTD);
+    if (!g->o.bf16) PFC_A(d->dh, nb * B * T * M);
+    if (!g->tc_att) PFC_A(d->dqkv, nb * B * T * 3 * D);
+    if (!g->fused_att) PFC_A(d->datt, nb * B * H * T * T);
     {
         size_t widest = 3 * D > M ? 3 * D : M; /* (LayerNorm's two sums: 2D) */
         if (widest < K) widest = K;
@@ -1663,12 +1660,14 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         float ***per[] = {&d->u1, &d->qkv, &d->att, &d->atty, &d->x1, &d->u2, &d->h, &d->g, &d->x2,
                           &d->ln1_mean, &d->ln1_rstd, &d->ln2_mean, &d->ln2_rstd};
         /* (att: P [H][T][T] per token row, or with the tensor cores each row's max and sum [H][2]) */
-        size_t width[] = {D, 3 * D, g->tc_att ? H * 2 : H * T, D, D, D, M, M, D, 1, 1, 1, 1};
+        /* (0: not allocated; qkv and h come from their GEMMs in bf16 with the tensor cores, bf16) */
+        size_t width[] = {D, g->tc_att ? 0 : 3 * D, g->tc_att ? H * 2 : H * T, D, D, D, g->o.bf16 ? 0 : M, M, D, 1, 1, 1, 1};
         size_t i;
         for (i = 0; i < sizeof per / sizeof per[0]; i++) {
             *per[i] = (float **)calloc((size_t)c->depth, sizeof(float *));
             if (!*per[i]) return pf_fail(PF_ERR_NOMEM, "out of memory");
-            for (l = 0; l < c->depth; l++) PFC_A((*per[i])[l], nb * B * T * width[i]);
+            for (l = 0; l < c->depth; l++)
+                if (width[i]) PFC_A((*per[i])[l], nb * B * T * width[i]);
         }
     }
 #ifndef PF_CUDA_EMULATE
