@@ -231,19 +231,31 @@ template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
 }
 /* blocks of nthr threads with `smem` bytes of shared memory, each running
    its phases in order with a barrier after each: phase(block, thread, smem).
-   Emulated: per block, every thread runs phase 1, then phase 2, ... */
+   Emulated: per block, every thread runs phase 1, then phase 2, ... As a
+   race detector, even blocks run a phase's threads in ascending order and
+   odd blocks in descending order, and shared memory starts as NaN bytes:
+   a thread that reads what another writes in the same phase (a missing
+   barrier), or shared memory nothing wrote, changes the results, which the
+   tests compare with the CPU. */
 template <class F> static int pfc_emu_phase(size_t b, int nthr, float *sm, F &f) {
     int t;
-    for (t = 0; t < nthr; t++) f(b, t, sm);
+    if (b % 2)
+        for (t = nthr - 1; t >= 0; t--) f(b, t, sm);
+    else
+        for (t = 0; t < nthr; t++) f(b, t, sm);
     return 0;
 }
 template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
     long long b, nb = (long long)nblk;
     (void)d;
-    (void)smem; /* at most PFC_EMU_SMEM, as d->smem_max says */
+    if (smem > PFC_EMU_SMEM) { /* as d->smem_max says, never */
+        fprintf(stderr, "pfc_blocks: %zu bytes of shared memory per block (at most %d)\n", smem, PFC_EMU_SMEM);
+        abort();
+    }
 #pragma omp parallel for schedule(static)
     for (b = 0; b < nb; b++) {
         alignas(128) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
+        memset(sm, 0xff, smem);
         int order[] = {pfc_emu_phase((size_t)b, nthr, sm, phases)...};
         (void)order;
     }
@@ -1629,7 +1641,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->clipv, 2);
         d->host_chunks = (pfc_chunk *)malloc(nch * sizeof *d->host_chunks);
         d->host_segs = (pfc_seg *)malloc((size_t)m->n_specs * sizeof *d->host_segs);
-        if (!d->host_chunks || !d->host_segs) return pf_fail(PF_ERR_NOMEM, "out of memory");
+        if (!d->host_chunks || !d->host_segs) return pf_fail(PF_ERR_NOMEM, "out of host memory");
     }
     PFC_A(d->dlogits, B * K);
     PFC_A(d->duf, B * D);
@@ -1665,7 +1677,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         size_t i;
         for (i = 0; i < sizeof per / sizeof per[0]; i++) {
             *per[i] = (float **)calloc((size_t)c->depth, sizeof(float *));
-            if (!*per[i]) return pf_fail(PF_ERR_NOMEM, "out of memory");
+            if (!*per[i]) return pf_fail(PF_ERR_NOMEM, "out of host memory");
             for (l = 0; l < c->depth; l++)
                 if (width[i]) PFC_A((*per[i])[l], nb * B * T * width[i]);
         }
@@ -1693,19 +1705,19 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
         PFC_A(d->dpatchb, B * NP * D);
         d->qkvb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
         d->hb = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
-        if (!d->qkvb || !d->hb) return pf_fail(PF_ERR_NOMEM, "out of memory");
+        if (!d->qkvb || !d->hb) return pf_fail(PF_ERR_NOMEM, "out of host memory");
         for (l = 0; l < c->depth; l++) {
             if (g->tc_att) PFC_A(d->qkvb[l], nb * B * T * 3 * D);
             PFC_A(d->hb[l], nb * B * T * M);
         }
         d->twins = (pfc_twin *)calloc((size_t)4 * c->depth + 2, sizeof(pfc_twin));
-        if (!d->twins) return pf_fail(PF_ERR_NOMEM, "out of memory");
+        if (!d->twins) return pf_fail(PF_ERR_NOMEM, "out of host memory");
         d->twins[d->n_twins++] = pfc_twin{d->uf, d->ufb, B * D};
         PFC_A(d->patchesb, B * NP * pd);
         d->twins[d->n_twins++] = pfc_twin{d->patches, d->patchesb, B * NP * pd};
         for (i = 0; i < 4; i++) {
             *tw[i] = (uint16_t **)calloc((size_t)c->depth, sizeof(uint16_t *));
-            if (!*tw[i]) return pf_fail(PF_ERR_NOMEM, "out of memory");
+            if (!*tw[i]) return pf_fail(PF_ERR_NOMEM, "out of host memory");
             for (l = 0; l < c->depth; l++) {
                 PFC_A((*tw[i])[l], nb * B * T * width[i]);
                 d->twins[d->n_twins++] = pfc_twin{fl[i][l], (*tw[i])[l], nb * B * T * width[i]};
@@ -1799,7 +1811,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
 #ifdef PF_CUDA_EMULATE
     if (o.world_size > 1) return pf_fail(PF_ERR_ARG, "the emulated backend runs one process (WORLD_SIZE %d)", o.world_size);
 #endif
-    if (!(g = (pf_cuda *)calloc(1, sizeof *g))) return pf_fail(PF_ERR_NOMEM, "out of memory");
+    if (!(g = (pf_cuda *)calloc(1, sizeof *g))) return pf_fail(PF_ERR_NOMEM, "out of host memory");
     g->m = m;
     g->o = o;
     g->ndev = o.n_devices;
@@ -1817,7 +1829,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         }
     }
     g->host_loss = (double *)calloc((size_t)g->max_batch, sizeof(double));
-    if (!g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of memory"); }
+    if (!g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of host memory"); }
     {
         const char *e = getenv("PF_CUDA_GRAPHS");
         g->use_graphs = !(e && !strcmp(e, "0"));
@@ -1857,17 +1869,6 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
         /* fp32 means fp32: no TF32 (CUBLAS_COMPUTE_32F everywhere) and, in
            the fp32 path, no reduced-precision shortcuts either */
         cublasSetMathMode(d->blas, o.bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
-        {
-            size_t fr = 0, tot = 0;
-            double need = 4.0 * d->n_local * 4 + 4.0 * (double)g->max_batch * m->T *
-                          (c->dim * 14.0 + c->mlp_dim * 3.0 + c->heads * (double)m->T +
-                           (o.bf16 ? 3.0 * c->dim + c->mlp_dim : 0.0)) * (d->nb ? d->nb : 1) * c->depth;
-            if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && need > (double)fr) {
-                pf_cuda_free(g);
-                return pf_fail(PF_ERR_NOMEM, "model too large for GPU %d: about %.0f MiB needed at batch %d, %zu MiB free "
-                               "(a smaller --batch or more devices)", o.devices[i], need / 1048576.0, o.max_batch, fr >> 20);
-            }
-        }
 #endif
         /* attention in shared memory when its backward block fits (else the
            thread-per-row kernels); in bf16 on tensor cores when the device
@@ -1887,8 +1888,12 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     /* (allocated once every device had its say: the buffers depend on the attention kernels) */
     for (i = 0; i < g->ndev; i++)
         if ((st = pfc_set_device(&g->dev[i])) != PF_OK || (st = pfc_alloc_dev(g, &g->dev[i])) != PF_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", pf_last_error());
             pf_cuda_free(g);
-            return st;
+            if (st != PF_ERR_NOMEM) return pf_fail(st, "%s", why);
+            return pf_fail(st, "model too large for GPU %d at batch %d: %s (a smaller --batch, or more devices)",
+                           o.devices[i], o.max_batch, why);
         }
 #ifndef PF_CUDA_EMULATE
     if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
