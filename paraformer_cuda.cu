@@ -92,6 +92,7 @@ struct pfc_dev {
     int gb[64];      /* their global indices, ascending */
     size_t n_local;  /* parameters in the local layout */
     size_t smem_max; /* shared memory one block may use (bytes) */
+    int sms;         /* streaming multiprocessors */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
     pfc_twin *twins; /* bf16 mode: activations written in bf16 too, for the GEMMs that read them */
@@ -157,6 +158,8 @@ struct pf_cuda {
     int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
     int tc_att;               /* bf16: that attention on tensor cores (pfc_attention_fwd_tc; PF_CUDA_TC_ATTENTION=0: off) */
     int att_tiles;            /* query tiles per forward attention block: 0 automatic (PF_CUDA_ATT_TILES) */
+    int row_fused;            /* bf16 inference: a layer's rows in one launch (pfc_rows_fused) when the blocks do not
+                                 fill the GPU (-1), always (1: PF_CUDA_ROW_FUSED=1), never (0: =0, or it cannot run) */
     int input_B;              /* images on the devices (xin) from the last forward given x */
     int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
     int use_graphs;           /* one device: steps as CUDA graphs (PF_CUDA_GRAPHS=0: off) */
@@ -166,6 +169,8 @@ struct pf_cuda {
     int n_trace;
     double *host_loss;        /* [max_batch] */
 };
+
+static int pfc_rf_possible(const pf_cuda *g, size_t smem_max);
 
 /* offsets of one layer's tensors inside a branch slice (elements) */
 struct pfc_layer_off {
@@ -189,7 +194,7 @@ static pfc_layer_off pfc_layer(const pf_model *m, int l) {
 #define PFC_CHECK(call) (call)
 static pf_status pfc_set_device(const pfc_dev *d) { (void)d; return PF_OK; }
 /* an emulated device has 4 GiB, so "out of device memory" happens as on a
-   GPU; each block keeps its size in front of it and starts as NaN bytes
+   GPU; each block (256-byte aligned) keeps its size in front of it and starts as NaN bytes
    (a GPU's allocations are zeroed, which would hide a read of memory that
    nothing wrote) */
 #define PFC_EMU_MEMORY ((size_t)4 << 30)
@@ -201,20 +206,20 @@ static pf_status pfc_alloc(const pfc_dev *d, void **p, size_t bytes) {
     if (bytes > PFC_EMU_MEMORY - *used)
         return pf_fail(PF_ERR_NOMEM, "GPU %d (emulated): out of device memory: %zu MiB more needed, %zu of %zu MiB free",
                        d->id, bytes >> 20, (PFC_EMU_MEMORY - *used) >> 20, PFC_EMU_MEMORY >> 20);
-    if (!(blk = (char *)malloc(bytes + 16)))
+    if (!(blk = (char *)aligned_alloc(256, (bytes + 256 + 255) & ~(size_t)255))) /* (aligned as cudaMalloc's) */
         return pf_fail(PF_ERR_NOMEM, "GPU %d (emulated): out of host memory for %zu bytes", d->id, bytes);
-    memset(blk + 16, 0xff, bytes); /* NaN (and -1) until written: a read of memory nothing wrote shows in the results */
+    memset(blk + 256, 0xff, bytes); /* NaN (and -1) until written: a read of memory nothing wrote shows in the results */
     memcpy(blk, &bytes, sizeof bytes);
     *used += bytes;
-    *p = blk + 16;
+    *p = blk + 256;
     return PF_OK;
 }
 static void pfc_release(const pfc_dev *d, void *p) {
     size_t bytes;
     if (!p) return;
-    memcpy(&bytes, (char *)p - 16, sizeof bytes);
+    memcpy(&bytes, (char *)p - 256, sizeof bytes);
     pfc_emu_used[d->id & 63] -= bytes;
-    free((char *)p - 16);
+    free((char *)p - 256);
 }
 static pf_status pfc_h2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
     (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
@@ -1853,6 +1858,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             if (g->device_of[b] == d->pos) d->gb[d->nb++] = b;
         d->n_local = pfc_head_start(m, d->nb) + m->head_size;
         d->smem_max = PFC_EMU_SMEM;
+        d->sms = 132; /* (an H100's; the real count below) */
 #ifndef PF_CUDA_EMULATE
         if (cudaSetDevice(d->id) != cudaSuccess || cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking) != cudaSuccess) {
             cudaError_t e = cudaGetLastError();
@@ -1865,6 +1871,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             int smem = 0;
             if (cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, d->id) == cudaSuccess)
                 d->smem_max = (size_t)smem;
+            if (cudaDeviceGetAttribute(&smem, cudaDevAttrMultiProcessorCount, d->id) == cudaSuccess) d->sms = smem;
         }
         /* fp32 means fp32: no TF32 (CUBLAS_COMPUTE_32F everywhere) and, in
            the fp32 path, no reduced-precision shortcuts either */
@@ -1884,6 +1891,12 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
             if (major < 8 || ptx < 80 || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
                 g->tc_att = 0;
         }
+    }
+    { /* the fused rows of small bf16 inference batches, where every device can run them */
+        const char *e = getenv("PF_CUDA_ROW_FUSED");
+        g->row_fused = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : -1;
+        for (i = 0; i < g->ndev; i++)
+            if (!pfc_rf_possible(g, g->dev[i].smem_max)) g->row_fused = 0;
     }
     /* (allocated once every device had its say: the buffers depend on the attention kernels) */
     for (i = 0; i < g->ndev; i++)
@@ -2001,6 +2014,218 @@ static int pfc_active_local(const pfc_dev *d, int k) {
     return n;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Small batches in bf16 inference: the row-wise part of a layer in one
+   launch (g->row_fused; PF_CUDA_ROW_FUSED=0 off, 1 whenever it can run).
+
+   Everything in a layer but attention works on each token row alone: the
+   projection with its residual, LN2, fc1, GELU, fc2 with its residual, and
+   the next layer's LN1 and qkv GEMM. At batch 1 those are 6 launches and
+   5 GEMMs of 65 rows each, too small to fill a GPU, each a few
+   microseconds. Here a block of 256 threads takes 16 rows of one branch
+   through all of them, with the rows in shared memory and the GEMMs as
+   16 x 16 tensor-core tiles (pfc_mma16, a warp per tile) reading the bf16
+   weights from global memory; a layer is then the attention kernel and
+   this one. The arithmetic is the unfused bf16 path's: bf16 operands, fp32
+   sums, GEMM outputs rounded to bf16 before the bias, fp32 residual stream
+   and LayerNorm statistics; only the order of the sums differs. Used when
+   the blocks (branches x row tiles) do not fill the GPU, the sizes are
+   multiples of 16 and the weights 32-byte aligned, with no labels and no
+   dropout. */
+#define PFC_RF_ROWS 16
+struct pfc_rfl {
+    int LA, LG, LS;                        /* row strides: bf16 [D + 8], [M + 8]; float [max(M, 3D) + 4] */
+    size_t x, u, x1, u2, a, gb, s, red, total; /* byte offsets: x, u, x1, u2 [16][D] float; a [16][LA], gb [16][LG]
+                                              bf16; s [16][LS] float (GEMM outputs); red [2][16][17] float */
+};
+static pfc_rfl pfc_rf_layout(int D, int M) {
+    pfc_rfl L;
+    size_t o = 0;
+    L.LA = D + 8, L.LG = M + 8, L.LS = (M > 3 * D ? M : 3 * D) + 4;
+    L.x = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
+    L.u = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
+    L.x1 = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
+    L.u2 = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
+    L.a = o, o += pfc_up32((size_t)PFC_RF_ROWS * L.LA * 2);
+    L.gb = o, o += pfc_up32((size_t)PFC_RF_ROWS * L.LG * 2);
+    L.s = o, o += pfc_up32((size_t)PFC_RF_ROWS * L.LS * 4);
+    L.red = o, o += pfc_up32((size_t)2 * PFC_RF_ROWS * 17 * 4);
+    L.total = o;
+    return L;
+}
+/* LayerNorm of the block's 16 rows x (width C, fp32 in shared memory), in
+   three phases (stage 0, 1, 2), 16 threads per row, each over the columns
+   tid % 16 + 16 k: 0 partial sums; 1 the mean (every thread of the row adds
+   the 16 partial sums itself, in the same order) and partial sums of
+   squares about it; 2 1 / standard deviation likewise, and y = (x - mean)
+   rstd w + b into out (fp32) and outb (bf16, row stride lb), either may be NULL */
+PFC_DEV static inline void pfc_rf_ln(int stage, int tid, const float *x, int C, float *red, const float *w,
+                                     const float *b, float *out, pfc_bf *outb, int lb) {
+    const int r = tid / 16, l = tid % 16;
+    const float *xr = x + r * C;
+    float *ps = red + r * 17, *pq = red + PFC_RF_ROWS * 17 + r * 17, s = 0, mu = 0;
+    int c, k;
+    if (stage == 0) {
+        for (c = l; c < C; c += 16) s += xr[c];
+        ps[l] = s;
+        return;
+    }
+    for (k = 0; k < 16; k++) mu += ps[k];
+    mu /= (float)C;
+    if (stage == 1) {
+        for (c = l; c < C; c += 16) s += (xr[c] - mu) * (xr[c] - mu);
+        pq[l] = s;
+        return;
+    }
+    for (k = 0; k < 16; k++) s += pq[k];
+    s = 1.0f / sqrtf(s / (float)C + 1e-5f);
+    for (c = l; c < C; c += 16) {
+        const float y = (xr[c] - mu) * s * w[c] + b[c];
+        if (out) out[r * C + c] = y;
+        if (outb) outb[r * lb + c] = pfc_bf_of(y);
+    }
+}
+/* S [16][N] (row stride ls) = A [16][K] (bf16, shared memory, row stride
+   la) W^T, W [N][K] bf16 in global memory: a warp per 16-column tile */
+PFC_DEV static inline void pfc_rf_gemm(int tid, float *S, int ls, const pfc_bf *A, int la, const uint16_t *W, int N,
+                                       int K) {
+    int t;
+    for (t = tid / 32; t < N / 16; t += PFC_ATT_THREADS / 32)
+        pfc_mma16<0, 1>(S + t * 16, ls, A, la, 16, (const pfc_bf *)W + (size_t)t * 16 * K, K, 16, K / 16, tid % 32);
+}
+/* whether the fused rows can run for this model (sizes, alignment, shared
+   memory); g->row_fused says whether they do */
+static int pfc_rf_possible(const pf_cuda *g, size_t smem_max) {
+    const pf_model *m = g->m;
+    const pf_config *c = &m->cfg;
+    int l;
+    if (!g->o.bf16 || !g->tc_att || c->dim % 16 || c->mlp_dim % 16 || m->stem_size % 16 || m->branch_size % 16 ||
+        pfc_rf_layout(c->dim, c->mlp_dim).total > smem_max)
+        return 0;
+    for (l = 0; l < c->depth; l++) {
+        pfc_layer_off o = pfc_layer(m, l);
+        if (o.qkv_w % 16 || o.proj_w % 16 || o.fc1_w % 16 || o.fc2_w % 16) return 0;
+    }
+    return 1;
+}
+/* the rows of the na branches (N token rows each) from layer lm's
+   attention output on: lm's projection, residual, LN2, MLP and residual
+   into x2[lm] (input xin, branch stride xstride); then, when ln >= 0
+   (lm + 1, or layer 0 with lm = -1 and xin = X0), layer ln's LN1 and qkv
+   GEMM into qkvb[ln], which the attention kernel reads next */
+static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_t N, const float *xin, size_t xstride) {
+    const pf_model *m = g->m;
+    const int D = m->cfg.dim, M = m->cfg.mlp_dim, R = PFC_RF_ROWS, prenorm = m->cfg.residual == PF_PRENORM;
+    const size_t BS = m->branch_size, nt = (N + R - 1) / R;
+    const pfc_rfl L = pfc_rf_layout(D, M);
+    const float *W = d->params + m->stem_size;
+    const uint16_t *Wb = d->wbf + m->stem_size;
+    const pfc_layer_off o = pfc_layer(m, lm >= 0 ? lm : 0), on = pfc_layer(m, ln >= 0 ? ln : 0);
+    const uint16_t *atty = lm >= 0 ? d->attyb[lm] : NULL;
+    float *x2 = lm >= 0 ? d->x2[lm] : NULL;
+    uint16_t *qkvb = ln >= 0 ? d->qkvb[ln] : NULL;
+    const int LA = L.LA, LG = L.LG, LS = L.LS;
+    pfc_blocks(d, (size_t)na * nt, PFC_ATT_THREADS, L.total,
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the rows of x (zero past N) and of the attention output */
+            const size_t j = blk / nt, r0 = blk % nt * R;
+            float *X = PFC_FL(sm, L.x);
+            pfc_bf *A = PFC_BF(sm, L.a);
+            int idx;
+            for (idx = tid; idx < R * D; idx += PFC_ATT_THREADS) {
+                const size_t r = r0 + idx / D;
+                X[idx] = r < N ? xin[j * xstride + r * D + idx % D] : 0.0f;
+                if (atty) A[idx / D * LA + idx % D] = pfc_bf_of(r < N ? pfc_from_bf16(atty[(j * N + r) * D + idx % D]) : 0.0f);
+            }
+        },
+        /* the normed residual adds LN1(x) (u), recomputed here */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty && !prenorm) pfc_rf_ln(0, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty && !prenorm) pfc_rf_ln(1, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) {
+            const size_t j = blk / nt;
+            if (atty && !prenorm)
+                pfc_rf_ln(2, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + o.ln1_w, W + j * BS + o.ln1_b,
+                          PFC_FL(sm, L.u), NULL, 0);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the projection */
+            const size_t j = blk / nt;
+            if (atty) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.a), LA, Wb + j * BS + o.proj_w, D, D);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x1 = (x | u) + (proj + b), and LN2's partial sums */
+            const size_t j = blk / nt;
+            const float *S = PFC_FL(sm, L.s), *res = PFC_FL(sm, prenorm ? L.x : L.u), *bp = W + j * BS + o.proj_b;
+            float *X1 = PFC_FL(sm, L.x1);
+            int c;
+            if (!atty) return;
+            for (c = tid % 16; c < D; c += 16) {
+                const int r = tid / 16;
+                X1[r * D + c] = (pfc_from_bf16(pfc_to_bf16(S[r * LS + c])) + bp[c]) + res[r * D + c];
+            }
+            pfc_rf_ln(0, tid, X1, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty) pfc_rf_ln(1, tid, PFC_FL(sm, L.x1), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* u2 = LN2(x1): fp32 (the normed residual), bf16 for fc1 */
+            const size_t j = blk / nt;
+            if (atty)
+                pfc_rf_ln(2, tid, PFC_FL(sm, L.x1), D, PFC_FL(sm, L.red), W + j * BS + o.ln2_w, W + j * BS + o.ln2_b,
+                          prenorm ? NULL : PFC_FL(sm, L.u2), PFC_BF(sm, L.a), LA);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* fc1 */
+            const size_t j = blk / nt;
+            if (atty) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.a), LA, Wb + j * BS + o.fc1_w, M, D);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* g = GELU(h + b1), bf16 for fc2 */
+            const size_t j = blk / nt;
+            const float *S = PFC_FL(sm, L.s), *b1 = W + j * BS + o.fc1_b;
+            pfc_bf *G = PFC_BF(sm, L.gb);
+            int idx;
+            if (!atty) return;
+            for (idx = tid; idx < R * M; idx += PFC_ATT_THREADS) {
+                const int r = idx / M, c = idx % M;
+                const float x = pfc_from_bf16(pfc_to_bf16(S[r * LS + c])) + b1[c];
+                G[r * LG + c] = pfc_bf_of(0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)));
+            }
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* fc2 */
+            const size_t j = blk / nt;
+            if (atty) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.gb), LG, Wb + j * BS + o.fc2_w, D, M);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x2 = (x1 | u2) + (fc2 + b2), stored; the next LN1's partial sums */
+            const size_t j = blk / nt, r0 = blk % nt * R;
+            const float *S = PFC_FL(sm, L.s), *res = PFC_FL(sm, prenorm ? L.x1 : L.u2), *b2 = W + j * BS + o.fc2_b;
+            float *X = PFC_FL(sm, L.x);
+            const int r = tid / 16;
+            int c;
+            if (atty)
+                for (c = tid % 16; c < D; c += 16) {
+                    const float v = (pfc_from_bf16(pfc_to_bf16(S[r * LS + c])) + b2[c]) + res[r * D + c];
+                    X[r * D + c] = v;
+                    if (r0 + r < N) x2[(j * N + r0 + r) * D + c] = v;
+                }
+            if (qkvb) pfc_rf_ln(0, tid, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (qkvb) pfc_rf_ln(1, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the next layer's u1 = LN1(x), bf16 */
+            const size_t j = blk / nt;
+            if (qkvb)
+                pfc_rf_ln(2, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + on.ln1_w, W + j * BS + on.ln1_b, NULL,
+                          PFC_BF(sm, L.a), LA);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* its qkv GEMM (the attention adds the bias) */
+            const size_t j = blk / nt;
+            if (qkvb) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.a), LA, Wb + j * BS + on.qkv_w, 3 * D, D);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* stored in bf16, as the GEMM's output */
+            const size_t j = blk / nt, r0 = blk % nt * R;
+            const float *S = PFC_FL(sm, L.s);
+            int idx;
+            if (!qkvb) return;
+            for (idx = tid; idx < R * 3 * D; idx += PFC_ATT_THREADS) {
+                const size_t r = r0 + idx / (3 * D);
+                if (r < N) qkvb[(j * N + r) * 3 * D + idx % (3 * D)] = pfc_to_bf16(S[idx / (3 * D) * LS + idx % (3 * D)]);
+            }
+        });
+}
+
 static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
     const pf_model *m = g->m;
     const pf_config c = m->cfg;
@@ -2021,6 +2246,17 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     pf_status st;
     int l;
     if (!na) return PF_OK;
+    if (g->row_fused && !keep && !drop && (g->row_fused > 0 || (size_t)na * ((N + PFC_RF_ROWS - 1) / PFC_RF_ROWS) <= (size_t)d->sms)) {
+        /* small batches, inference (pfc_rows_fused): a layer is its attention and one launch for the rows */
+        pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0);
+        for (l = 0; l < depth; l++) {
+            pfc_layer_off o = pfc_layer(m, l);
+            pfc_attention_fwd(g, d, NULL, d->qkvb[l], o.qkv_b != (size_t)-1 ? W + o.qkv_b : NULL, BS, (size_t)B, NULL, 0,
+                              NULL, d->attyb[l], (size_t)na * B, T, D, H);
+            pfc_rows_fused(g, d, l, l + 1 < depth ? l + 1 : -1, na, N, l ? d->x2[l - 1] : d->x0, l ? N * D : 0);
+        }
+        return PF_OK;
+    }
     for (l = 0; l < depth; l++) {
         pfc_layer_off o = pfc_layer(m, l);
         const float *xin = l ? d->x2[l - 1] : d->x0;

@@ -667,15 +667,19 @@ static void test_bf16_mode(int vi) {
 }
 /* bf16 inference (no labels) writes only the bf16 twins of what its GEMMs
    read; its logits must be those of the same forward with labels, bit for
-   bit, for the pre-norm and the normed residual (which reads u1, u2) */
+   bit, for the pre-norm and the normed residual (which reads u1, u2); the
+   fused rows of small batches off */
 static void test_bf16_inference(void) {
     int vi;
     for (vi = 0; vi < 2; vi++) {
         const variant *v = &VARIANTS[vi];
         pf_model *m = make_model(v, 3, 41);
-        pf_cuda *g = make_ctx(m, 1, 1, 0, 1);
+        pf_cuda *g;
         float x[BATCH * 192], a[BATCH * 5], b[BATCH * 5];
         int y[BATCH];
+        setenv("PF_CUDA_ROW_FUSED", "0", 1); /* (small inference batches have their own kernel: test_rows_fused) */
+        g = make_ctx(m, 1, 1, 0, 1);
+        unsetenv("PF_CUDA_ROW_FUSED");
         if (!g) { check(0, "bf16 inference (%s): context", v->name); pf_model_free(m); continue; }
         m->training = 0;
         make_batch(m, BATCH, 8, x, y);
@@ -688,6 +692,80 @@ static void test_bf16_inference(void) {
     }
 }
 
+/* a bf16 context with PF_CUDA_ROW_FUSED set to rf (NULL: unset), one
+   forward of n images in inference mode (labels y may be NULL): logits */
+static int infer_rows(pf_model *m, const char *rf, const float *x, const int *y, int n, float *lg) {
+    pf_cuda *g;
+    int ok;
+    if (rf) setenv("PF_CUDA_ROW_FUSED", rf, 1);
+    g = make_ctx(m, 1, 1, 0, 1);
+    unsetenv("PF_CUDA_ROW_FUSED");
+    if (!g) return 0;
+    m->training = 0;
+    ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK;
+    m->training = 1;
+    pf_cuda_free(g);
+    return ok;
+}
+/* LayerNorm weights and biases away from their initial 1 and 0 (so that
+   using one LayerNorm's for another's shows), the same in c and m */
+static void perturb_norms(pf_model *c, pf_model *m) {
+    int t;
+    for (t = 0; t < c->n_specs; t++) {
+        const pf_tensor_spec *s = &c->specs[t];
+        size_t i;
+        if (!strstr(s->name, "ln") && !strstr(s->name, "norm")) continue;
+        for (i = 0; i < s->numel; i++)
+            c->params[s->offset + i] += (float)(0.3 * sin(0.7 * (double)(i + 13 * t)));
+    }
+    memcpy(m->params, c->params, c->n_params * sizeof(float));
+}
+/* small bf16 inference batches: a layer's rows in one launch
+   (pfc_rows_fused) against the CPU and the unfused bf16 path, at the
+   model's shape (T = 65, head width 64, 2 layers: the qkv of the next
+   layer comes from the fused launch), and for the pre-norm and the normed
+   residual (which adds LN1's output); automatic at a small batch; a
+   forward with labels (whose backward needs every activation) unfused */
+static void test_rows_fused(void) {
+    pf_config cf;
+    pf_model *c, *m;
+    float x[BATCH * 256], y0[BATCH * 10], y1[BATCH * 10], y2[BATCH * 10];
+    int y[BATCH], vi;
+    double e;
+    if (cpu_reference(&cf, 16, 1, 2, 128, 2, 128, 2, 10, 6, 4, x, y, &c, &m, "fused rows")) { /* T = 65 */
+        perturb_norms(c, m);
+        pf_forward(c, x, y, 4, 0.0f, NULL);
+        check(infer_rows(m, "0", x, NULL, 4, y0) && infer_rows(m, "1", x, NULL, 4, y1) && infer_rows(m, NULL, x, NULL, 4, y2),
+              "T=65, head width 64, fused rows: runs");
+        e = rel_err(y1, c->logits, 4 * 10);
+        check(e <= 2e-2, "T=65, head width 64, fused rows: logits within 2%% of fp32 (rel %.2e)", e);
+        e = rel_err(y1, y0, 4 * 10);
+        check(e <= 1e-2 && e > 0, "T=65, head width 64, fused rows: logits within 1%% of the unfused bf16 path's (rel %.2e; "
+              "not equal, so it ran)", e);
+        check(memcmp(y1, y2, 4 * 10 * sizeof *y1) == 0, "T=65, head width 64: batch 4 of 2 branches runs the fused rows by itself");
+        check(infer_rows(m, "0", x, y, 4, y0) && infer_rows(m, "1", x, y, 4, y1) && memcmp(y0, y1, 4 * 10 * sizeof *y0) == 0,
+              "T=65, head width 64: a forward with labels is never fused");
+        pf_model_free(c);
+        pf_model_free(m);
+    }
+    for (vi = 0; vi < 2; vi++) {
+        const variant *v = &VARIANTS[vi];
+        c = make_model(v, 3, 51), m = make_model(v, 3, 51);
+        make_batch(c, BATCH, 3, x, y);
+        perturb_norms(c, m);
+        c->training = 0;
+        pf_forward(c, x, y, BATCH, 0.0f, NULL);
+        check(infer_rows(m, "0", x, NULL, BATCH, y0) && infer_rows(m, "1", x, NULL, BATCH, y1), "fused rows (%s): runs",
+              v->name);
+        e = rel_err(y1, c->logits, (size_t)BATCH * 5);
+        check(e <= 2e-2, "fused rows (%s): logits within 2%% of fp32 (rel %.2e)", v->name, e);
+        e = rel_err(y1, y0, (size_t)BATCH * 5);
+        check(e <= 1e-2, "fused rows (%s): logits within 1%% of the unfused bf16 path's (rel %.2e)", v->name, e);
+        pf_model_free(c);
+        pf_model_free(m);
+    }
+}
+
 /* bf16 training: pre-norm, normed (its residual reads the LayerNorm
    outputs in fp32, which bf16 mode otherwise leaves unwritten), dropout */
 static void test_bf16(void) {
@@ -695,6 +773,7 @@ static void test_bf16(void) {
     test_bf16_mode(1);
     test_bf16_mode(4);
     test_bf16_inference();
+    test_rows_fused();
 }
 
 static void test_bad_input(void) {

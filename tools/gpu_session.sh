@@ -12,7 +12,8 @@
 #    (--quick: PyTorch eager only, about a minute less)
 # 3. bf16 bench with PF_CUDA_GRAPHS=0 (what the graphs buy),
 #    PF_CUDA_TC_ATTENTION=0 (what the tensor cores buy the bf16 attention)
-#    and PF_CUDA_FUSED_ATTENTION=0 (what the shared-memory attention buys)
+#    PF_CUDA_FUSED_ATTENTION=0 (what the shared-memory attention buys)
+#    and PF_CUDA_ROW_FUSED=0 (what the fused rows buy batch-1 latency)
 # 4. tools/latency_model.py --run: the multi-GPU model's inputs, measured
 # 5. tools/gpu_profile.sh vit12 256 (bf16): kernel time per kernel
 # OUT_DIR gets six files (a device call brings back at most 8): session.txt
@@ -42,7 +43,7 @@ rc=$?
 cp "$WORK/check/gpu_check.log" "$OUT_DIR/gpu_check.log" 2>/dev/null
 cp "$WORK/check/test_cuda.txt" "$OUT_DIR/test_cuda.txt" 2>/dev/null
 grep -E "^(FAIL|note)|passed,|ERROR SUMMARY" "$WORK/check/gpu_check.log"
-grep -E "AdamW|T=65|graph|x = NULL|bf16" "$WORK/check/test_cuda.txt" | cut -c1-160
+grep -E "AdamW|T=65|graph|x = NULL|bf16|fused rows" "$WORK/check/test_cuda.txt" | cut -c1-160
 t "gpu_check exit $rc"
 [ -x build/cuda/paraformer ] || { echo "no build/cuda/paraformer: stopping"; exit 1; }
 
@@ -56,7 +57,7 @@ fi
 
 left switches && t "switches (bench, ours)" &&
 for m in vit12 pf3x4; do
-    for v in "PF_CUDA_GRAPHS=0 --bf16" "PF_CUDA_TC_ATTENTION=0 --bf16" "PF_CUDA_FUSED_ATTENTION=0 --bf16"; do
+    for v in "PF_CUDA_GRAPHS=0 --bf16" "PF_CUDA_TC_ATTENTION=0 --bf16" "PF_CUDA_FUSED_ATTENTION=0 --bf16" "PF_CUDA_ROW_FUSED=0 --bf16"; do
         env ${v% *} timeout 120 build/cuda/paraformer bench --zoo $m --device cuda ${v#* } --batch 256 \
             --infer-batch 1024 --warm 5 --reps 20 --json >"$WORK/sw.json" 2>&1
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%-6s %-28s train %6.0f  infer %7.0f  b1 %.3f ms" % (sys.argv[2], sys.argv[3], r["train_img_s"], r["infer_img_s"], r["latency_b1_ms"]))' \
