@@ -53,7 +53,8 @@ if [ "$rc" != 0 ]; then
     # which feature: the failures with each one turned off (notes, not checks)
     for v in PF_CUDA_GRAPHS=0 PF_CUDA_TC_ATTENTION=0 PF_CUDA_FUSED_ATTENTION=0 PF_CUDA_ATT_TILES=1 PF_CUDA_ROW_FUSED=0; do
         env $v timeout 120 build/cuda/test_cuda >"$OUT_DIR/test_cuda_$v.txt" 2>&1
-        echo "note - with $v: $(grep -c '^FAIL' "$OUT_DIR/test_cuda_$v.txt") failures, exit $?; first: $(grep -m1 '^FAIL' "$OUT_DIR/test_cuda_$v.txt" | cut -c1-150)"
+        vrc=$?
+        echo "note - with $v: $(grep -c '^FAIL' "$OUT_DIR/test_cuda_$v.txt") failures, exit $vrc; first: $(grep -m1 '^FAIL' "$OUT_DIR/test_cuda_$v.txt" | cut -c1-150)"
     done
 fi
 
