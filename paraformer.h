@@ -862,6 +862,10 @@ PFEXTDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm);
 PFEXTDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out);
 /* The device of branch b (index into opts.devices), for reports. */
 PFEXTDEF int pf_cuda_branch_device(const pf_cuda *g, int b);
+/* Kernels and GEMMs this context has run, on all its devices (a CUDA
+   graph's replay counts those it holds): the tests hold a layer's count
+   to the same for any number of branches. */
+PFEXTDEF unsigned long long pf_cuda_launches(const pf_cuda *g);
 /* Waits until every device has finished the work queued so far (forward,
    backward and step return once their work is queued; for timing), and
    sets m->loss of the last forward with labels. */

@@ -92,6 +92,7 @@ struct pfc_dev {
     int gb[64];      /* their global indices, ascending */
     size_t n_local;  /* parameters in the local layout */
     size_t smem_max; /* shared memory one block may use (bytes) */
+    mutable unsigned long long launches; /* kernels and GEMMs run (pf_cuda_launches; the launchers take a const device) */
     int sms;         /* streaming multiprocessors */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
@@ -136,6 +137,7 @@ struct pfc_dev {
 #define PFC_GRAPHS_STEP 4
 struct pfc_graph {
     uint64_t key[PFC_KEY]; /* key[0] = 0: unused */
+    unsigned long long launches; /* the kernels and GEMMs it holds */
 #ifndef PF_CUDA_EMULATE
     cudaGraphExec_t exec;  /* NULL: seen once, not captured yet */
 #endif
@@ -230,7 +232,7 @@ static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t by
 static pf_status pfc_sync(const pfc_dev *d) { (void)d; return PF_OK; }
 template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
     long long i, nn = (long long)n;
-    (void)d;
+    if (n) d->launches++;
 #pragma omp parallel for schedule(static)
     for (i = 0; i < nn; i++) f((size_t)i);
 }
@@ -252,7 +254,7 @@ template <class F> static int pfc_emu_phase(size_t b, int nthr, float *sm, F &f)
 }
 template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
     long long b, nb = (long long)nblk;
-    (void)d;
+    if (nblk) d->launches++;
     if (smem > PFC_EMU_SMEM) { /* as d->smem_max says, never */
         fprintf(stderr, "pfc_blocks: %zu bytes of shared memory per block (at most %d)\n", smem, PFC_EMU_SMEM);
         abort();
@@ -308,6 +310,7 @@ template <class F> __global__ void pfc_for_kernel(size_t n, F f) {
 }
 template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
     if (!n) return;
+    d->launches++;
     pfc_for_kernel<<<(unsigned)((n + 255) / 256), 256, 0, d->stream>>>(n, f);
 }
 /* blocks of nthr threads with `smem` bytes of shared memory, each running
@@ -319,6 +322,7 @@ template <class... F> __global__ void pfc_blocks_kernel(F... phases) {
 }
 template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
     if (!nblk) return;
+    d->launches++;
     if (smem > 48 * 1024) /* the device's maximum: a later launch must never lower what a captured graph needs */
         cudaFuncSetAttribute(pfc_blocks_kernel<F...>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d->smem_max);
     pfc_blocks_kernel<<<(unsigned)nblk, nthr, smem, d->stream>>>(phases...);
@@ -393,6 +397,7 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
     if (M <= 0 || N <= 0 || batch <= 0) return PF_OK;
     if (bf && (!Ab || !Bb)) /* (every GEMM's operands have one: a new GEMM needs its producers to write it) */
         return pf_fail(PF_ERR_ARG, "pf_cuda: internal error: a bf16 GEMM operand (%dx%dx%d) has no bf16 copy", M, N, K);
+    d->launches++; /* (one strided-batched call, whatever the batch of branches) */
 #ifdef PF_CUDA_EMULATE
     {
         int b;
@@ -1548,6 +1553,13 @@ PFDEF pf_status pf_cuda_sync(pf_cuda *g) {
     return PF_OK;
 }
 
+PFDEF unsigned long long pf_cuda_launches(const pf_cuda *g) {
+    unsigned long long n = 0;
+    int i;
+    for (i = 0; i < g->ndev; i++) n += g->dev[i].launches;
+    return n;
+}
+
 PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b) {
     return b >= 0 && b < g->m->cfg.branches ? g->device_of[b] : -1;
 }
@@ -2520,6 +2532,7 @@ static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64
         if (!memcmp(cache[i].key, key, sizeof cache[i].key)) slot = &cache[i];
     if (slot && slot->exec) {
         PFC_CUDA(d, cudaGraphLaunch(slot->exec, d->stream));
+        d->launches += slot->launches;
         return PF_OK;
     }
     if (!slot) { /* first time: run it plainly, remember the key (in the oldest slot) */
@@ -2531,7 +2544,9 @@ static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64
         return work(g, arg);
     }
     PFC_CUDA(d, cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeRelaxed));
+    slot->launches = d->launches;
     st = work(g, arg);
+    slot->launches = d->launches - slot->launches;
     e = cudaStreamEndCapture(d->stream, &graph);
     if (st != PF_OK) { if (graph) cudaGraphDestroy(graph); return st; }
     if (e != cudaSuccess) return pfc_cuda_fail(e, "capturing a CUDA graph", d->id);

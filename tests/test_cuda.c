@@ -57,12 +57,12 @@ static const variant VARIANTS[] = {
     {"prenorm/delta/cls + dropout 0.1", PF_PRENORM, PF_AGG_DELTA, PF_POOL_CLS, 0, 0.1f},
 };
 
-static pf_model *make_model(const variant *v, int branches, uint64_t seed) {
+static pf_model *make_model_depth(const variant *v, int branches, int depth, uint64_t seed) {
     pf_config c;
     pf_model *m;
     memset(&c, 0, sizeof c);
     c.image_size = 8; c.channels = 3; c.patch_size = 4; /* T = 5 */
-    c.dim = 16; c.heads = 2; c.mlp_dim = 32; c.branches = branches; c.depth = 2; c.classes = 5;
+    c.dim = 16; c.heads = 2; c.mlp_dim = 32; c.branches = branches; c.depth = depth; c.classes = 5;
     c.residual = v->residual; c.aggregate = v->aggregate; c.pool = v->pool; c.no_qkv_bias = v->no_qkv_bias;
     c.dropout = v->dropout; c.emb_dropout = v->dropout;
     if (pf_model_create(&c, &m) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(1); }
@@ -72,6 +72,7 @@ static pf_model *make_model(const variant *v, int branches, uint64_t seed) {
     m->training = 1;
     return m;
 }
+static pf_model *make_model(const variant *v, int branches, uint64_t seed) { return make_model_depth(v, branches, 2, seed); }
 
 static void make_batch(const pf_model *m, int B, uint64_t seed, float *x, int *labels) {
     size_t per = (size_t)m->cfg.channels * m->cfg.image_size * m->cfg.image_size, i;
@@ -776,6 +777,50 @@ static void test_bf16(void) {
     test_rows_fused();
 }
 
+/* "Never one launch per branch": the kernels and GEMMs of a training step
+   (forward, backward, AdamW) and of an inference are as many for 4
+   branches as for 1 on one device, and a layer adds the same number
+   whatever the branches; in bf16 a small inference batch runs a layer as
+   2 (attention and the fused rows) */
+static void test_launches(void) {
+    int bf;
+    for (bf = 0; bf < 2; bf++) {
+        unsigned long long n[2][2][2]; /* [1 | 4 branches][depth 2 | 3][training step | inference] */
+        int bi, di, ok = 1;
+        for (bi = 0; bi < 2; bi++)
+            for (di = 0; di < 2; di++) {
+                pf_model *m = make_model_depth(&VARIANTS[0], bi ? 4 : 1, 2 + di, 61);
+                pf_cuda *g = make_ctx(m, 1, 1, 0, bf);
+                float x[BATCH * 192];
+                int y[BATCH];
+                pf_optim o = pf_optim_default();
+                unsigned long long a, b, c;
+                if (!g) { ok = 0; pf_model_free(m); continue; }
+                make_batch(m, BATCH, 4, x, y);
+                a = pf_cuda_launches(g);
+                ok &= pf_cuda_forward(g, x, y, BATCH, 0.0f, NULL) == PF_OK && pf_cuda_backward(g) == PF_OK &&
+                      pf_cuda_step(g, &o, NULL) == PF_OK;
+                b = pf_cuda_launches(g);
+                m->training = 0;
+                ok &= pf_cuda_forward(g, x, NULL, BATCH, 0.0f, NULL) == PF_OK && pf_cuda_sync(g) == PF_OK;
+                c = pf_cuda_launches(g);
+                n[bi][di][0] = b - a, n[bi][di][1] = c - b;
+                pf_cuda_free(g);
+                pf_model_free(m);
+            }
+        if (!ok) { check(0, "launches (%s): runs", bf ? "bf16" : "fp32"); continue; }
+        check(n[0][0][0] == n[1][0][0] && n[0][1][0] == n[1][1][0] && n[0][1][0] > n[0][0][0],
+              "%s training step: %llu kernels and GEMMs for 1 branch, %llu for 4 (depth 2); %llu and %llu (depth 3): "
+              "a layer adds %llu, whatever the branches", bf ? "bf16" : "fp32", n[0][0][0], n[1][0][0], n[0][1][0],
+              n[1][1][0], n[0][1][0] - n[0][0][0]);
+        check(n[0][0][1] == n[1][0][1] && n[0][1][1] == n[1][1][1] && n[0][1][1] > n[0][0][1] &&
+              (!bf || n[0][1][1] - n[0][0][1] == 2),
+              "%s inference of %d images: %llu kernels and GEMMs for 1 branch, %llu for 4 (depth 2); a layer adds %llu%s",
+              bf ? "bf16" : "fp32", BATCH, n[0][0][1], n[1][0][1], n[0][1][1] - n[0][0][1],
+              bf ? " (attention and the fused rows)" : "");
+    }
+}
+
 static void test_bad_input(void) {
     pf_model *m = make_model(&VARIANTS[0], 3, 1);
     pf_cuda_opts o = pf_cuda_opts_default();
@@ -829,6 +874,7 @@ int main(void) {
     test_multi();
     test_resume();
     test_bf16();
+    test_launches();
     test_bad_input();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
