@@ -162,6 +162,7 @@ struct pf_cuda {
     int att_tiles;            /* query tiles per forward attention block: 0 automatic (PF_CUDA_ATT_TILES) */
     int row_fused;            /* bf16 inference: a layer's rows in one launch (pfc_rows_fused) when the blocks do not
                                  fill the GPU (-1), always (1: PF_CUDA_ROW_FUSED=1), never (0: =0, or it cannot run) */
+    int row_tiles;            /* their row tiles per block: 0 automatic (PF_CUDA_ROW_TILES=N: N, when it fits; tests) */
     int input_B;              /* images on the devices (xin) from the last forward given x */
     int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
     int use_graphs;           /* one device: steps as CUDA graphs (PF_CUDA_GRAPHS=0: off) */
@@ -935,6 +936,81 @@ __device__ static inline void pfc_mma16(float *C, int ldc, const pfc_bf *A, int 
 #else
     (void)C; (void)ldc; (void)A; (void)lda; (void)as; (void)B; (void)ldb; (void)bs; (void)ks; (void)lane;
     __trap(); /* not reached: the tensor-core attention needs compute capability 8.0 (pf_cuda_create checks) */
+#endif
+}
+#endif
+
+
+/* C_r = A_r B for the rt (1 to 4) row tiles of a block: A_r = A + 16 r lda,
+   16 x 16 ks bf16, row-major (shared memory); B 16 ks x 16 bf16,
+   column-major (B[j ldb + k]; global memory), each of its fragments loaded
+   once for all rt. Without epi (scratch NULL) C_r goes to C + 16 r ldc
+   (fp32); with it, each C_r is staged in the warp's scratch (16 x 16
+   floats, 32-byte aligned) and epi(r, i, j, value) runs on each element,
+   the 256 divided among the lanes (emulated: lane 0 does the warp's
+   work, as in pfc_mma16). */
+#define PFC_MAX_RT 4
+#ifdef PF_CUDA_EMULATE
+template <class E>
+static void pfc_mma_rows(int rt, float *C, int ldc, const pfc_bf *A, int lda, const pfc_bf *B, int ldb, int ks,
+                         float *scratch, int lane, E epi) {
+    int r, i, j, k;
+    if (lane) return;
+    if (C) pfc_mma_check(C, ldc, 4, "C");
+    if (scratch) pfc_mma_check(scratch, 16, 4, "scratch");
+    for (k = 0; k < ks; k++) {
+        pfc_mma_check(B + k * 16, ldb, 8, "B");
+        for (r = 0; r < rt; r++) pfc_mma_check(A + (size_t)r * 16 * lda + k * 16, lda, 8, "A");
+    }
+    for (r = 0; r < rt; r++) {
+        const pfc_bf *a = A + (size_t)r * 16 * lda;
+        for (i = 0; i < 16; i++)
+            for (j = 0; j < 16; j++) {
+                float s = 0;
+                for (k = 0; k < 16 * ks; k++) s += pfc_bf_val(a[i * lda + k]) * pfc_bf_val(B[j * ldb + k]);
+                if (scratch) scratch[i * 16 + j] = s;
+                else C[(size_t)(r * 16 + i) * ldc + j] = s;
+            }
+        if (scratch)
+            for (i = 0; i < 256; i++) epi(r, i / 16, i % 16, scratch[i]);
+    }
+}
+#else
+template <class E>
+__device__ static inline void pfc_mma_rows(int rt, float *C, int ldc, const pfc_bf *A, int lda, const pfc_bf *B,
+                                           int ldb, int ks, float *scratch, int lane, E epi) {
+#if __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[PFC_MAX_RT];
+    int k, r, e;
+#pragma unroll
+    for (r = 0; r < PFC_MAX_RT; r++) wmma::fill_fragment(acc[r], 0.0f);
+    for (k = 0; k < ks; k++) {
+        wmma::load_matrix_sync(fb, B + k * 16, ldb);
+#pragma unroll
+        for (r = 0; r < PFC_MAX_RT; r++)
+            if (r < rt) {
+                wmma::load_matrix_sync(fa, A + (size_t)r * 16 * lda + k * 16, lda);
+                wmma::mma_sync(acc[r], fa, fb, acc[r]);
+            }
+    }
+#pragma unroll
+    for (r = 0; r < PFC_MAX_RT; r++)
+        if (r < rt) {
+            if (!scratch) {
+                wmma::store_matrix_sync(C + (size_t)r * 16 * ldc, acc[r], ldc, wmma::mem_row_major);
+            } else {
+                wmma::store_matrix_sync(scratch, acc[r], 16, wmma::mem_row_major);
+                __syncwarp();
+                for (e = lane; e < 256; e += 32) epi(r, e / 16, e % 16, scratch[e]);
+                __syncwarp(); /* (the next tile reuses the scratch) */
+            }
+        }
+#else
+    (void)rt; (void)C; (void)ldc; (void)A; (void)lda; (void)B; (void)ldb; (void)ks; (void)scratch; (void)lane; (void)epi;
+    __trap(); /* not reached: the fused rows need the tensor-core attention, compute capability 8.0 */
 #endif
 }
 #endif
@@ -1906,7 +1982,10 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     }
     { /* the fused rows of small bf16 inference batches, where every device can run them */
         const char *e = getenv("PF_CUDA_ROW_FUSED");
+        const char *t = getenv("PF_CUDA_ROW_TILES");
         g->row_fused = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : -1;
+        g->row_tiles = t ? atoi(t) : 0;
+        if (g->row_tiles < 0 || g->row_tiles > PFC_MAX_RT) g->row_tiles = 0;
         for (i = 0; i < g->ndev; i++)
             if (!pfc_rf_possible(g, g->dev[i].smem_max)) g->row_fused = 0;
     }
@@ -2027,92 +2106,99 @@ static int pfc_active_local(const pfc_dev *d, int k) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* Small batches in bf16 inference: the row-wise part of a layer in one
-   launch (g->row_fused; PF_CUDA_ROW_FUSED=0 off, 1 whenever it can run).
+/* bf16 inference: the row-wise part of a layer in one launch
+   (g->row_fused; PF_CUDA_ROW_FUSED=0 off, 1 at any batch).
 
    Everything in a layer but attention works on each token row alone: the
    projection with its residual, LN2, fc1, GELU, fc2 with its residual, and
    the next layer's LN1 and qkv GEMM. At batch 1 those are 6 launches and
    5 GEMMs of 65 rows each, too small to fill a GPU, each a few
-   microseconds. Here a block of 256 threads takes 16 rows of one branch
-   through all of them, with the rows in shared memory and the GEMMs as
-   16 x 16 tensor-core tiles (pfc_mma16, a warp per tile) reading the bf16
-   weights from global memory; a layer is then the attention kernel and
-   this one. The arithmetic is the unfused bf16 path's: bf16 operands, fp32
-   sums, GEMM outputs rounded to bf16 before the bias, fp32 residual stream
-   and LayerNorm statistics; only the order of the sums differs. Used when
-   the blocks (branches x row tiles) do not fill the GPU, the sizes are
-   multiples of 16 and the weights 32-byte aligned, with no labels and no
+   microseconds. Here a block of 256 threads takes 16 rt rows of one branch
+   (rt row tiles, 1 to 4) through all of them, with the rows in shared
+   memory and the GEMMs as 16 x 16 tensor-core tiles (pfc_mma_rows: a warp
+   per column tile, for all rt row tiles) reading the bf16 weights from
+   global memory; a layer is then the attention kernel and this one. The
+   arithmetic is the unfused bf16 path's: bf16 operands, fp32 sums, GEMM
+   outputs rounded to bf16 before the bias, fp32 residual stream and
+   LayerNorm statistics; only the order of the sums differs. Used, with
+   rt = 1, when those blocks do not fill the GPU (small batches); forced on
+   (PF_CUDA_ROW_FUSED=1), with the most rows that fit, at any batch. Needs
+   sizes that are multiples of 16, 32-byte aligned weights, no labels and no
    dropout. */
-#define PFC_RF_ROWS 16
 struct pfc_rfl {
-    int LA, LG, LS;                        /* row strides: bf16 [D + 8], [M + 8]; float [max(M, 3D) + 4] */
-    size_t x, u, x1, u2, a, gb, s, red, total; /* byte offsets: x, u, x1, u2 [16][D] float; a [16][LA], gb [16][LG]
-                                              bf16; s [16][LS] float (GEMM outputs); red [2][16][17] float */
+    int RT, R, LA, LG, LF;                 /* row tiles, rows; row strides: bf16 [D + 8], [M + 8]; float [D + 4] */
+    size_t x, u, a, gb, f, red, scr, total; /* byte offsets: x, u [R][D] float (u: the normed residual only);
+                                              a [R][LA], gb [R][LG] bf16; f [R][LF] float (projection, fc2);
+                                              red [2][R][17] float; scr [8][256] float (a warp's tile) */
 };
-static pfc_rfl pfc_rf_layout(int D, int M) {
+static pfc_rfl pfc_rf_layout(int D, int M, int rt, int prenorm) {
     pfc_rfl L;
     size_t o = 0;
-    L.LA = D + 8, L.LG = M + 8, L.LS = (M > 3 * D ? M : 3 * D) + 4;
-    L.x = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
-    L.u = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
-    L.x1 = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
-    L.u2 = o, o += pfc_up32((size_t)PFC_RF_ROWS * D * 4);
-    L.a = o, o += pfc_up32((size_t)PFC_RF_ROWS * L.LA * 2);
-    L.gb = o, o += pfc_up32((size_t)PFC_RF_ROWS * L.LG * 2);
-    L.s = o, o += pfc_up32((size_t)PFC_RF_ROWS * L.LS * 4);
-    L.red = o, o += pfc_up32((size_t)2 * PFC_RF_ROWS * 17 * 4);
+    L.RT = rt, L.R = 16 * rt, L.LA = D + 8, L.LG = M + 8, L.LF = D + 4;
+    L.x = o, o += pfc_up32((size_t)L.R * D * 4);
+    L.u = o, o += prenorm ? 0 : pfc_up32((size_t)L.R * D * 4);
+    L.a = o, o += pfc_up32((size_t)L.R * L.LA * 2);
+    L.gb = o, o += pfc_up32((size_t)L.R * L.LG * 2);
+    L.f = o, o += pfc_up32((size_t)L.R * L.LF * 4);
+    L.red = o, o += pfc_up32((size_t)2 * L.R * 17 * 4);
+    L.scr = o, o += (size_t)(PFC_ATT_THREADS / 32) * 256 * 4;
     L.total = o;
     return L;
 }
-/* LayerNorm of the block's 16 rows x (width C, fp32 in shared memory), in
-   three phases (stage 0, 1, 2), 16 threads per row, each over the columns
-   tid % 16 + 16 k: 0 partial sums; 1 the mean (every thread of the row adds
-   the 16 partial sums itself, in the same order) and partial sums of
-   squares about it; 2 1 / standard deviation likewise, and y = (x - mean)
-   rstd w + b into out (fp32) and outb (bf16, row stride lb), either may be NULL */
-PFC_DEV static inline void pfc_rf_ln(int stage, int tid, const float *x, int C, float *red, const float *w,
+/* LayerNorm of the block's R rows of x (width C, fp32 in shared memory),
+   in three phases (stage 0, 1, 2), 16 threads per row (rows tid / 16 + 16 q),
+   each over the columns tid % 16 + 16 k: 0 partial sums; 1 the mean (every
+   thread of the row adds the 16 partial sums itself, in the same order)
+   and partial sums of squares about it; 2 1 / standard deviation likewise,
+   and y = (x - mean) rstd w + b into out (fp32) and outb (bf16, row stride
+   lb), either may be NULL */
+PFC_DEV static inline void pfc_rf_ln(int stage, int tid, int R, const float *x, int C, float *red, const float *w,
                                      const float *b, float *out, pfc_bf *outb, int lb) {
-    const int r = tid / 16, l = tid % 16;
-    const float *xr = x + r * C;
-    float *ps = red + r * 17, *pq = red + PFC_RF_ROWS * 17 + r * 17, s = 0, mu = 0;
-    int c, k;
-    if (stage == 0) {
-        for (c = l; c < C; c += 16) s += xr[c];
-        ps[l] = s;
-        return;
-    }
-    for (k = 0; k < 16; k++) mu += ps[k];
-    mu /= (float)C;
-    if (stage == 1) {
-        for (c = l; c < C; c += 16) s += (xr[c] - mu) * (xr[c] - mu);
-        pq[l] = s;
-        return;
-    }
-    for (k = 0; k < 16; k++) s += pq[k];
-    s = 1.0f / sqrtf(s / (float)C + 1e-5f);
-    for (c = l; c < C; c += 16) {
-        const float y = (xr[c] - mu) * s * w[c] + b[c];
-        if (out) out[r * C + c] = y;
-        if (outb) outb[r * lb + c] = pfc_bf_of(y);
+    const int l = tid % 16;
+    int r, c, k;
+    for (r = tid / 16; r < R; r += PFC_ATT_THREADS / 16) {
+        const float *xr = x + r * C;
+        float *ps = red + r * 17, *pq = red + (R + r) * 17, s = 0, mu = 0;
+        if (stage == 0) {
+            for (c = l; c < C; c += 16) s += xr[c];
+            ps[l] = s;
+            continue;
+        }
+        for (k = 0; k < 16; k++) mu += ps[k];
+        mu /= (float)C;
+        if (stage == 1) {
+            for (c = l; c < C; c += 16) s += (xr[c] - mu) * (xr[c] - mu);
+            pq[l] = s;
+            continue;
+        }
+        for (k = 0; k < 16; k++) s += pq[k];
+        s = 1.0f / sqrtf(s / (float)C + 1e-5f);
+        for (c = l; c < C; c += 16) {
+            const float y = (xr[c] - mu) * s * w[c] + b[c];
+            if (out) out[r * C + c] = y;
+            if (outb) outb[r * lb + c] = pfc_bf_of(y);
+        }
     }
 }
-/* S [16][N] (row stride ls) = A [16][K] (bf16, shared memory, row stride
-   la) W^T, W [N][K] bf16 in global memory: a warp per 16-column tile */
-PFC_DEV static inline void pfc_rf_gemm(int tid, float *S, int ls, const pfc_bf *A, int la, const uint16_t *W, int N,
+/* the block's F [16 rt][N] (fp32, row stride lf) = A [16 rt][K] (bf16,
+   row stride la) W^T, W [N][K] bf16: a warp per 16-column tile */
+struct pfc_no_epi {
+    PFC_HD void operator()(int, int, int, float) const {}
+};
+PFC_DEV static inline void pfc_rf_gemm(int rt, int tid, float *F, int lf, const pfc_bf *A, int la, const pfc_bf *W, int N,
                                        int K) {
     int t;
     for (t = tid / 32; t < N / 16; t += PFC_ATT_THREADS / 32)
-        pfc_mma16<0, 1>(S + t * 16, ls, A, la, 16, (const pfc_bf *)W + (size_t)t * 16 * K, K, 16, K / 16, tid % 32);
+        pfc_mma_rows(rt, F + t * 16, lf, A, la, W + (size_t)t * 16 * K, K, K / 16, NULL, tid % 32, pfc_no_epi());
 }
 /* whether the fused rows can run for this model (sizes, alignment, shared
-   memory); g->row_fused says whether they do */
+   memory for one row tile); g->row_fused says whether they do */
 static int pfc_rf_possible(const pf_cuda *g, size_t smem_max) {
     const pf_model *m = g->m;
     const pf_config *c = &m->cfg;
     int l;
     if (!g->o.bf16 || !g->tc_att || c->dim % 16 || c->mlp_dim % 16 || m->stem_size % 16 || m->branch_size % 16 ||
-        pfc_rf_layout(c->dim, c->mlp_dim).total > smem_max)
+        pfc_rf_layout(c->dim, c->mlp_dim, 1, c->residual == PF_PRENORM).total > smem_max)
         return 0;
     for (l = 0; l < c->depth; l++) {
         pfc_layer_off o = pfc_layer(m, l);
@@ -2124,19 +2210,21 @@ static int pfc_rf_possible(const pf_cuda *g, size_t smem_max) {
    attention output on: lm's projection, residual, LN2, MLP and residual
    into x2[lm] (input xin, branch stride xstride); then, when ln >= 0
    (lm + 1, or layer 0 with lm = -1 and xin = X0), layer ln's LN1 and qkv
-   GEMM into qkvb[ln], which the attention kernel reads next */
-static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_t N, const float *xin, size_t xstride) {
+   GEMM into qkvb[ln], which the attention kernel reads next. Blocks of rt
+   row tiles. */
+static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_t N, const float *xin, size_t xstride,
+                           int rt) {
     const pf_model *m = g->m;
-    const int D = m->cfg.dim, M = m->cfg.mlp_dim, R = PFC_RF_ROWS, prenorm = m->cfg.residual == PF_PRENORM;
+    const int D = m->cfg.dim, M = m->cfg.mlp_dim, prenorm = m->cfg.residual == PF_PRENORM, NW = PFC_ATT_THREADS / 32;
+    const pfc_rfl L = pfc_rf_layout(D, M, rt, prenorm);
+    const int R = L.R, LA = L.LA, LG = L.LG, LF = L.LF;
     const size_t BS = m->branch_size, nt = (N + R - 1) / R;
-    const pfc_rfl L = pfc_rf_layout(D, M);
     const float *W = d->params + m->stem_size;
-    const uint16_t *Wb = d->wbf + m->stem_size;
+    const pfc_bf *Wb = (const pfc_bf *)(d->wbf + m->stem_size);
     const pfc_layer_off o = pfc_layer(m, lm >= 0 ? lm : 0), on = pfc_layer(m, ln >= 0 ? ln : 0);
     const uint16_t *atty = lm >= 0 ? d->attyb[lm] : NULL;
     float *x2 = lm >= 0 ? d->x2[lm] : NULL;
     uint16_t *qkvb = ln >= 0 ? d->qkvb[ln] : NULL;
-    const int LA = L.LA, LG = L.LG, LS = L.LS;
     pfc_blocks(d, (size_t)na * nt, PFC_ATT_THREADS, L.total,
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the rows of x (zero past N) and of the attention output */
             const size_t j = blk / nt, r0 = blk % nt * R;
@@ -2150,92 +2238,98 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
             }
         },
         /* the normed residual adds LN1(x) (u), recomputed here */
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty && !prenorm) pfc_rf_ln(0, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty && !prenorm) pfc_rf_ln(1, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty && !prenorm) pfc_rf_ln(0, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty && !prenorm) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) {
             const size_t j = blk / nt;
             if (atty && !prenorm)
-                pfc_rf_ln(2, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + o.ln1_w, W + j * BS + o.ln1_b,
+                pfc_rf_ln(2, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + o.ln1_w, W + j * BS + o.ln1_b,
                           PFC_FL(sm, L.u), NULL, 0);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the projection */
-            const size_t j = blk / nt;
-            if (atty) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.a), LA, Wb + j * BS + o.proj_w, D, D);
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the projection, into f */
+            if (atty) pfc_rf_gemm(rt, tid, PFC_FL(sm, L.f), LF, PFC_BF(sm, L.a), LA, Wb + blk / nt * BS + o.proj_w, D, D);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x1 = (x | u) + (proj + b), and LN2's partial sums */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x1 = (x | u) + (proj + b) into x, and LN2's partial sums */
             const size_t j = blk / nt;
-            const float *S = PFC_FL(sm, L.s), *res = PFC_FL(sm, prenorm ? L.x : L.u), *bp = W + j * BS + o.proj_b;
-            float *X1 = PFC_FL(sm, L.x1);
-            int c;
-            if (!atty) return;
-            for (c = tid % 16; c < D; c += 16) {
-                const int r = tid / 16;
-                X1[r * D + c] = (pfc_from_bf16(pfc_to_bf16(S[r * LS + c])) + bp[c]) + res[r * D + c];
-            }
-            pfc_rf_ln(0, tid, X1, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
-        },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty) pfc_rf_ln(1, tid, PFC_FL(sm, L.x1), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* u2 = LN2(x1): fp32 (the normed residual), bf16 for fc1 */
-            const size_t j = blk / nt;
-            if (atty)
-                pfc_rf_ln(2, tid, PFC_FL(sm, L.x1), D, PFC_FL(sm, L.red), W + j * BS + o.ln2_w, W + j * BS + o.ln2_b,
-                          prenorm ? NULL : PFC_FL(sm, L.u2), PFC_BF(sm, L.a), LA);
-        },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* fc1 */
-            const size_t j = blk / nt;
-            if (atty) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.a), LA, Wb + j * BS + o.fc1_w, M, D);
-        },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* g = GELU(h + b1), bf16 for fc2 */
-            const size_t j = blk / nt;
-            const float *S = PFC_FL(sm, L.s), *b1 = W + j * BS + o.fc1_b;
-            pfc_bf *G = PFC_BF(sm, L.gb);
-            int idx;
-            if (!atty) return;
-            for (idx = tid; idx < R * M; idx += PFC_ATT_THREADS) {
-                const int r = idx / M, c = idx % M;
-                const float x = pfc_from_bf16(pfc_to_bf16(S[r * LS + c])) + b1[c];
-                G[r * LG + c] = pfc_bf_of(0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)));
-            }
-        },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* fc2 */
-            const size_t j = blk / nt;
-            if (atty) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.gb), LG, Wb + j * BS + o.fc2_w, D, M);
-        },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x2 = (x1 | u2) + (fc2 + b2), stored; the next LN1's partial sums */
-            const size_t j = blk / nt, r0 = blk % nt * R;
-            const float *S = PFC_FL(sm, L.s), *res = PFC_FL(sm, prenorm ? L.x1 : L.u2), *b2 = W + j * BS + o.fc2_b;
+            const float *F = PFC_FL(sm, L.f), *res = PFC_FL(sm, prenorm ? L.x : L.u), *bp = W + j * BS + o.proj_b;
             float *X = PFC_FL(sm, L.x);
-            const int r = tid / 16;
-            int c;
-            if (atty)
-                for (c = tid % 16; c < D; c += 16) {
-                    const float v = (pfc_from_bf16(pfc_to_bf16(S[r * LS + c])) + b2[c]) + res[r * D + c];
-                    X[r * D + c] = v;
-                    if (r0 + r < N) x2[(j * N + r0 + r) * D + c] = v;
-                }
-            if (qkvb) pfc_rf_ln(0, tid, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
+            int r, c;
+            if (!atty) return;
+            for (r = tid / 16; r < R; r += PFC_ATT_THREADS / 16)
+                for (c = tid % 16; c < D; c += 16)
+                    X[r * D + c] = (pfc_from_bf16(pfc_to_bf16(F[r * LF + c])) + bp[c]) + res[r * D + c];
+            pfc_rf_ln(0, tid, R, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (qkvb) pfc_rf_ln(1, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the next layer's u1 = LN1(x), bf16 */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* u2 = LN2(x1): fp32 into u (the normed residual), bf16 into a for fc1 */
+            const size_t j = blk / nt;
+            if (atty)
+                pfc_rf_ln(2, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + o.ln2_w, W + j * BS + o.ln2_b,
+                          prenorm ? NULL : PFC_FL(sm, L.u), PFC_BF(sm, L.a), LA);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* g = GELU(u2 W1^T + b1) (the product rounded to bf16 first), bf16 */
+            const size_t j = blk / nt;
+            const float *b1 = W + j * BS + o.fc1_b;
+            pfc_bf *G = PFC_BF(sm, L.gb);
+            int t;
+            if (atty)
+                for (t = tid / 32; t < M / 16; t += NW)
+                    pfc_mma_rows(rt, NULL, 0, PFC_BF(sm, L.a), LA, Wb + j * BS + o.fc1_w + (size_t)t * 16 * D, D, D / 16,
+                                 PFC_FL(sm, L.scr) + tid / 32 * 256, tid % 32, PFC_LAMBDA(int r, int i, int jj, float v) {
+                        const int c = t * 16 + jj;
+                        const float x = pfc_from_bf16(pfc_to_bf16(v)) + b1[c];
+                        G[(r * 16 + i) * LG + c] = pfc_bf_of(0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)));
+                    });
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* fc2, into f */
+            if (atty) pfc_rf_gemm(rt, tid, PFC_FL(sm, L.f), LF, PFC_BF(sm, L.gb), LG, Wb + blk / nt * BS + o.fc2_w, D, M);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x2 = (x1 | u2) + (fc2 + b2) into x, stored; the next LN1's partial sums */
+            const size_t j = blk / nt, r0 = blk % nt * R;
+            const float *F = PFC_FL(sm, L.f), *res = PFC_FL(sm, prenorm ? L.x : L.u), *b2 = W + j * BS + o.fc2_b;
+            float *X = PFC_FL(sm, L.x);
+            int r, c;
+            if (atty)
+                for (r = tid / 16; r < R; r += PFC_ATT_THREADS / 16)
+                    for (c = tid % 16; c < D; c += 16) {
+                        const float v = (pfc_from_bf16(pfc_to_bf16(F[r * LF + c])) + b2[c]) + res[r * D + c];
+                        X[r * D + c] = v;
+                        if (r0 + r < N) x2[(j * N + r0 + r) * D + c] = v;
+                    }
+            if (qkvb) pfc_rf_ln(0, tid, R, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
+        },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (qkvb) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the next layer's u1 = LN1(x), bf16 into a */
             const size_t j = blk / nt;
             if (qkvb)
-                pfc_rf_ln(2, tid, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + on.ln1_w, W + j * BS + on.ln1_b, NULL,
-                          PFC_BF(sm, L.a), LA);
+                pfc_rf_ln(2, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + on.ln1_w, W + j * BS + on.ln1_b,
+                          NULL, PFC_BF(sm, L.a), LA);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* its qkv GEMM (the attention adds the bias) */
-            const size_t j = blk / nt;
-            if (qkvb) pfc_rf_gemm(tid, PFC_FL(sm, L.s), LS, PFC_BF(sm, L.a), LA, Wb + j * BS + on.qkv_w, 3 * D, D);
-        },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* stored in bf16, as the GEMM's output */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* its qkv GEMM, stored in bf16 as the GEMM's output (the attention adds the bias) */
             const size_t j = blk / nt, r0 = blk % nt * R;
-            const float *S = PFC_FL(sm, L.s);
-            int idx;
-            if (!qkvb) return;
-            for (idx = tid; idx < R * 3 * D; idx += PFC_ATT_THREADS) {
-                const size_t r = r0 + idx / (3 * D);
-                if (r < N) qkvb[(j * N + r) * 3 * D + idx % (3 * D)] = pfc_to_bf16(S[idx / (3 * D) * LS + idx % (3 * D)]);
-            }
+            int t;
+            if (qkvb)
+                for (t = tid / 32; t < 3 * D / 16; t += NW)
+                    pfc_mma_rows(rt, NULL, 0, PFC_BF(sm, L.a), LA, Wb + j * BS + on.qkv_w + (size_t)t * 16 * D, D, D / 16,
+                                 PFC_FL(sm, L.scr) + tid / 32 * 256, tid % 32, PFC_LAMBDA(int r, int i, int jj, float v) {
+                        const size_t row = r0 + (size_t)r * 16 + i;
+                        if (row < N) qkvb[(j * N + row) * 3 * D + t * 16 + jj] = pfc_to_bf16(v);
+                    });
         });
+}
+/* row tiles per block of the fused rows for na branches of N rows: 0 when
+   they do not run (training, dropout, off, or a batch that fills the GPU
+   unforced); 1 for small batches; forced: the most that fit (with
+   PF_CUDA_ROW_TILES=N: N, or the most that fit below it) */
+static int pfc_rf_tiles(const pf_cuda *g, const pfc_dev *d, int na, size_t N, int keep, int drop) {
+    const pf_config *c = &g->m->cfg;
+    int rt;
+    if (!g->row_fused || keep || drop) return 0;
+    if (!g->row_tiles && (size_t)na * ((N + 15) / 16) <= (size_t)d->sms) return 1;
+    if (g->row_fused < 0 && !g->row_tiles) return 0;
+    for (rt = g->row_tiles ? g->row_tiles : PFC_MAX_RT; rt > 1; rt--)
+        if (pfc_rf_layout(c->dim, c->mlp_dim, rt, c->residual == PF_PRENORM).total <= d->smem_max) break;
+    return rt;
 }
 
 static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int img0) {
@@ -2256,16 +2350,16 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     uint16_t *gob = d->gob;
     float *W = d->params + m->stem_size;
     pf_status st;
-    int l;
+    int l, rt;
     if (!na) return PF_OK;
-    if (g->row_fused && !keep && !drop && (g->row_fused > 0 || (size_t)na * ((N + PFC_RF_ROWS - 1) / PFC_RF_ROWS) <= (size_t)d->sms)) {
+    if ((rt = pfc_rf_tiles(g, d, na, N, keep, drop)) > 0) {
         /* small batches, inference (pfc_rows_fused): a layer is its attention and one launch for the rows */
-        pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0);
+        pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0, rt);
         for (l = 0; l < depth; l++) {
             pfc_layer_off o = pfc_layer(m, l);
             pfc_attention_fwd(g, d, NULL, d->qkvb[l], o.qkv_b != (size_t)-1 ? W + o.qkv_b : NULL, BS, (size_t)B, NULL, 0,
                               NULL, d->attyb[l], (size_t)na * B, T, D, H);
-            pfc_rows_fused(g, d, l, l + 1 < depth ? l + 1 : -1, na, N, l ? d->x2[l - 1] : d->x0, l ? N * D : 0);
+            pfc_rows_fused(g, d, l, l + 1 < depth ? l + 1 : -1, na, N, l ? d->x2[l - 1] : d->x0, l ? N * D : 0, rt);
         }
         return PF_OK;
     }
