@@ -21,6 +21,8 @@
        layers     for l = 0..depth-1, all local active branches at once:
                   LN, one strided-batched GEMM (branches are the batch),
                   attention per (image, head, branch), ...
+                  (small bf16 inference batches: attention, then the
+                  rest of the layer as one launch, pfc_rows_fused)
        reduce     sum of the branch deltas onto device 0, aggregate, head
    Backward mirrors it (broadcast dL/dagg, reduce dL/dX0), then with several
    replicas the gradients are all-reduced. AdamW is one launch per device
