@@ -2153,9 +2153,17 @@ static pfc_rfl pfc_rf_layout(int D, int M, int rt, int prenorm) {
    thread of the row adds the 16 partial sums itself, in the same order)
    and partial sums of squares about it; 2 1 / standard deviation likewise,
    and y = (x - mean) rstd w + b into out (fp32) and outb (bf16, row stride
-   lb), either may be NULL */
+   lb), either may be NULL; with keep.mean (a training forward), the first
+   keep.n rows' mean, 1 / standard deviation and y (bf16: the backward's
+   GEMMs read only that) to the global rows keep.row0 on as well */
+struct pfc_rf_keep {
+    float *mean, *rstd;
+    uint16_t *yb;
+    size_t row0;
+    int n;
+};
 PFC_DEV static inline void pfc_rf_ln(int stage, int tid, int R, const float *x, int C, float *red, const float *w,
-                                     const float *b, float *out, pfc_bf *outb, int lb) {
+                                     const float *b, float *out, pfc_bf *outb, int lb, pfc_rf_keep keep = pfc_rf_keep()) {
     const int l = tid % 16;
     int r, c, k;
     for (r = tid / 16; r < R; r += PFC_ATT_THREADS / 16) {
@@ -2175,10 +2183,13 @@ PFC_DEV static inline void pfc_rf_ln(int stage, int tid, int R, const float *x, 
         }
         for (k = 0; k < 16; k++) s += pq[k];
         s = 1.0f / sqrtf(s / (float)C + 1e-5f);
+        if (keep.mean && r >= keep.n) keep.mean = NULL; /* (rows past the end: not stored) */
+        if (keep.mean && l == 0) keep.mean[keep.row0 + r] = mu, keep.rstd[keep.row0 + r] = s;
         for (c = l; c < C; c += 16) {
             const float y = (xr[c] - mu) * s * w[c] + b[c];
             if (out) out[r * C + c] = y;
             if (outb) outb[r * lb + c] = pfc_bf_of(y);
+            if (keep.mean) keep.yb[(keep.row0 + r) * C + c] = pfc_to_bf16(y);
         }
     }
 }
@@ -2215,7 +2226,7 @@ static int pfc_rf_possible(const pf_cuda *g, size_t smem_max) {
    GEMM into qkvb[ln], which the attention kernel reads next. Blocks of rt
    row tiles. */
 static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_t N, const float *xin, size_t xstride,
-                           int rt) {
+                           int rt, int keep) {
     const pf_model *m = g->m;
     const int D = m->cfg.dim, M = m->cfg.mlp_dim, prenorm = m->cfg.residual == PF_PRENORM, NW = PFC_ATT_THREADS / 32;
     const pfc_rfl L = pfc_rf_layout(D, M, rt, prenorm);
@@ -2227,6 +2238,14 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
     const uint16_t *atty = lm >= 0 ? d->attyb[lm] : NULL;
     float *x2 = lm >= 0 ? d->x2[lm] : NULL;
     uint16_t *qkvb = ln >= 0 ? d->qkvb[ln] : NULL;
+    /* a training forward also stores what the backward reads: x1, the
+       LayerNorms' statistics and outputs (bf16), fc1's output (bf16,
+       before its bias) and GELU's */
+    float *x1g = keep && lm >= 0 ? d->x1[lm] : NULL;
+    uint16_t *hbg = keep && lm >= 0 ? d->hb[lm] : NULL, *gtwg = keep && lm >= 0 ? d->gtw[lm] : NULL;
+    pfc_rf_keep k2 = {NULL, NULL, NULL, 0, 0}, k1 = k2;
+    if (keep && lm >= 0) k2.mean = d->ln2_mean[lm], k2.rstd = d->ln2_rstd[lm], k2.yb = d->u2b[lm];
+    if (keep && ln >= 0) k1.mean = d->ln1_mean[ln], k1.rstd = d->ln1_rstd[ln], k1.yb = d->u1b[ln];
     pfc_blocks(d, (size_t)na * nt, PFC_ATT_THREADS, L.total,
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the rows of x (zero past N) and of the attention output */
             const size_t j = blk / nt, r0 = blk % nt * R;
@@ -2252,25 +2271,29 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
             if (atty) pfc_rf_gemm(rt, tid, PFC_FL(sm, L.f), LF, PFC_BF(sm, L.a), LA, Wb + blk / nt * BS + o.proj_w, D, D);
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* x1 = (x | u) + (proj + b) into x, and LN2's partial sums */
-            const size_t j = blk / nt;
+            const size_t j = blk / nt, r0 = blk % nt * R;
             const float *F = PFC_FL(sm, L.f), *res = PFC_FL(sm, prenorm ? L.x : L.u), *bp = W + j * BS + o.proj_b;
             float *X = PFC_FL(sm, L.x);
             int r, c;
             if (!atty) return;
             for (r = tid / 16; r < R; r += PFC_ATT_THREADS / 16)
-                for (c = tid % 16; c < D; c += 16)
+                for (c = tid % 16; c < D; c += 16) {
                     X[r * D + c] = (pfc_from_bf16(pfc_to_bf16(F[r * LF + c])) + bp[c]) + res[r * D + c];
+                    if (x1g && r0 + r < N) x1g[(j * N + r0 + r) * D + c] = X[r * D + c];
+                }
             pfc_rf_ln(0, tid, R, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (atty) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* u2 = LN2(x1): fp32 into u (the normed residual), bf16 into a for fc1 */
-            const size_t j = blk / nt;
+            const size_t j = blk / nt, r0 = blk % nt * R;
+            pfc_rf_keep k = k2;
+            k.row0 = j * N + r0, k.n = N - r0 < (size_t)R ? (int)(N - r0) : R;
             if (atty)
                 pfc_rf_ln(2, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + o.ln2_w, W + j * BS + o.ln2_b,
-                          prenorm ? NULL : PFC_FL(sm, L.u), PFC_BF(sm, L.a), LA);
+                          prenorm ? NULL : PFC_FL(sm, L.u), PFC_BF(sm, L.a), LA, k);
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* g = GELU(u2 W1^T + b1) (the product rounded to bf16 first), bf16 */
-            const size_t j = blk / nt;
+            const size_t j = blk / nt, r0 = blk % nt * R;
             const float *b1 = W + j * BS + o.fc1_b;
             pfc_bf *G = PFC_BF(sm, L.gb);
             int t;
@@ -2279,8 +2302,11 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
                     pfc_mma_rows(rt, NULL, 0, PFC_BF(sm, L.a), LA, Wb + j * BS + o.fc1_w + (size_t)t * 16 * D, D, D / 16,
                                  PFC_FL(sm, L.scr) + tid / 32 * 256, tid % 32, PFC_LAMBDA(int r, int i, int jj, float v) {
                         const int c = t * 16 + jj;
-                        const float x = pfc_from_bf16(pfc_to_bf16(v)) + b1[c];
-                        G[(r * 16 + i) * LG + c] = pfc_bf_of(0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)));
+                        const size_t row = r0 + (size_t)r * 16 + i;
+                        const uint16_t h = pfc_to_bf16(v);
+                        const float x = pfc_from_bf16(h) + b1[c], y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+                        G[(r * 16 + i) * LG + c] = pfc_bf_of(y);
+                        if (hbg && row < N) hbg[(j * N + row) * M + c] = h, gtwg[(j * N + row) * M + c] = pfc_to_bf16(y);
                     });
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* fc2, into f */
@@ -2302,10 +2328,12 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (qkvb) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the next layer's u1 = LN1(x), bf16 into a */
-            const size_t j = blk / nt;
+            const size_t j = blk / nt, r0 = blk % nt * R;
+            pfc_rf_keep k = k1;
+            k.row0 = j * N + r0, k.n = N - r0 < (size_t)R ? (int)(N - r0) : R;
             if (qkvb)
                 pfc_rf_ln(2, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + on.ln1_w, W + j * BS + on.ln1_b,
-                          NULL, PFC_BF(sm, L.a), LA);
+                          NULL, PFC_BF(sm, L.a), LA, k);
         },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* its qkv GEMM, stored in bf16 as the GEMM's output (the attention adds the bias) */
             const size_t j = blk / nt, r0 = blk % nt * R;
@@ -2320,13 +2348,13 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
         });
 }
 /* row tiles per block of the fused rows for na branches of N rows: 0 when
-   they do not run (training, dropout, off, or a batch that fills the GPU
-   unforced); 1 for small batches; forced: the most that fit (with
-   PF_CUDA_ROW_TILES=N: N, or the most that fit below it) */
+   they do not run (dropout, off; unforced: a training forward, or a batch
+   that fills the GPU); 1 for small batches; forced: the most that fit
+   (with PF_CUDA_ROW_TILES=N: N, or the most that fit below it) */
 static int pfc_rf_tiles(const pf_cuda *g, const pfc_dev *d, int na, size_t N, int keep, int drop) {
     const pf_config *c = &g->m->cfg;
     int rt;
-    if (!g->row_fused || keep || drop) return 0;
+    if (!g->row_fused || drop || (keep && g->row_fused < 0)) return 0;
     if (!g->row_tiles && (size_t)na * ((N + 15) / 16) <= (size_t)d->sms) return 1;
     if (g->row_fused < 0 && !g->row_tiles) return 0;
     for (rt = g->row_tiles ? g->row_tiles : PFC_MAX_RT; rt > 1; rt--)
@@ -2355,13 +2383,13 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     int l, rt;
     if (!na) return PF_OK;
     if ((rt = pfc_rf_tiles(g, d, na, N, keep, drop)) > 0) {
-        /* small batches, inference (pfc_rows_fused): a layer is its attention and one launch for the rows */
-        pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0, rt);
+        /* small batches (pfc_rows_fused): a layer is its attention and one launch for the rows */
+        pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0, rt, keep);
         for (l = 0; l < depth; l++) {
             pfc_layer_off o = pfc_layer(m, l);
-            pfc_attention_fwd(g, d, NULL, d->qkvb[l], o.qkv_b != (size_t)-1 ? W + o.qkv_b : NULL, BS, (size_t)B, NULL, 0,
-                              NULL, d->attyb[l], (size_t)na * B, T, D, H);
-            pfc_rows_fused(g, d, l, l + 1 < depth ? l + 1 : -1, na, N, l ? d->x2[l - 1] : d->x0, l ? N * D : 0, rt);
+            pfc_attention_fwd(g, d, NULL, d->qkvb[l], o.qkv_b != (size_t)-1 ? W + o.qkv_b : NULL, BS, (size_t)B, d->att[l],
+                              keep, NULL, d->attyb[l], (size_t)na * B, T, D, H);
+            pfc_rows_fused(g, d, l, l + 1 < depth ? l + 1 : -1, na, N, l ? d->x2[l - 1] : d->x0, l ? N * D : 0, rt, keep);
         }
         return PF_OK;
     }

@@ -606,6 +606,7 @@ static void test_resume(void) {
    2^-9 * sqrt(K) of its typical term, and the layers compound it. We accept
    2 % on the logits and 5 % on each gradient tensor relative to its largest
    element (the fp32 path is held to 1e-4). */
+static const char *bf16_tag = ""; /* ", fused rows" while PF_CUDA_ROW_FUSED=1 */
 static void test_bf16_mode(int vi) {
     const variant *v = &VARIANTS[vi];
     char mode[96];
@@ -615,7 +616,7 @@ static void test_bf16_mode(int vi) {
     int y[BATCH];
     char worst[64];
     double e;
-    snprintf(mode, sizeof mode, "bf16, %s", v->name);
+    snprintf(mode, sizeof mode, "bf16%s, %s", bf16_tag, v->name);
     g = make_ctx(m, 1, 1, 0, 1);
     if (!g) { check(0, "%s: context", mode); return; }
     make_batch(c, BATCH, 2, x, y);
@@ -714,6 +715,21 @@ static int infer_rows_t(pf_model *m, const char *rf, const char *tiles, const fl
 static int infer_rows(pf_model *m, const char *rf, const float *x, const int *y, int n, float *lg) {
     return infer_rows_t(m, rf, NULL, x, y, n, lg);
 }
+/* the same for a training forward with labels y and its backward: logits,
+   and the gradients in m */
+static int train_rows(pf_model *m, const char *rf, const float *x, const int *y, int n, float *lg) {
+    pf_cuda *g;
+    int ok;
+    setenv("PF_CUDA_ROW_FUSED", rf, 1);
+    g = make_ctx(m, 1, 1, 0, 1);
+    unsetenv("PF_CUDA_ROW_FUSED");
+    if (!g) return 0;
+    m->training = 1;
+    ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
+         pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK;
+    pf_cuda_free(g);
+    return ok;
+}
 /* LayerNorm weights and biases away from their initial 1 and 0 (so that
    using one LayerNorm's for another's shows), the same in c and m */
 static void perturb_norms(pf_model *c, pf_model *m) {
@@ -727,12 +743,13 @@ static void perturb_norms(pf_model *c, pf_model *m) {
     }
     memcpy(m->params, c->params, c->n_params * sizeof(float));
 }
-/* small bf16 inference batches: a layer's rows in one launch
-   (pfc_rows_fused) against the CPU and the unfused bf16 path, at the
-   model's shape (T = 65, head width 64, 2 layers: the qkv of the next
-   layer comes from the fused launch), and for the pre-norm and the normed
-   residual (which adds LN1's output); automatic at a small batch; a
-   forward with labels (whose backward needs every activation) unfused */
+/* small bf16 batches: a layer's rows in one launch (pfc_rows_fused)
+   against the CPU and the unfused bf16 path, at the model's shape (T = 65,
+   head width 64, 2 layers: the qkv of the next layer comes from the fused
+   launch), and for the pre-norm and the normed residual (which adds LN1's
+   output); automatic at a small inference batch; blocks of 16 to 64 rows;
+   a training forward (which also stores what the backward reads; forced)
+   and its gradients (test_bf16 runs its training tests through it too) */
 static void test_rows_fused(void) {
     pf_config cf;
     pf_model *c, *m;
@@ -742,6 +759,7 @@ static void test_rows_fused(void) {
     if (cpu_reference(&cf, 16, 1, 2, 128, 2, 128, 2, 10, 6, 4, x, y, &c, &m, "fused rows")) { /* T = 65 */
         perturb_norms(c, m);
         pf_forward(c, x, y, 4, 0.0f, NULL);
+        pf_backward(c);
         check(infer_rows(m, "0", x, NULL, 4, y0) && infer_rows(m, "1", x, NULL, 4, y1) && infer_rows(m, NULL, x, NULL, 4, y2),
               "T=65, head width 64, fused rows: runs");
         e = rel_err(y1, c->logits, 4 * 10);
@@ -750,8 +768,26 @@ static void test_rows_fused(void) {
         check(e <= 1e-2 && e > 0, "T=65, head width 64, fused rows: logits within 1%% of the unfused bf16 path's (rel %.2e; "
               "not equal, so it ran)", e);
         check(memcmp(y1, y2, 4 * 10 * sizeof *y1) == 0, "T=65, head width 64: batch 4 of 2 branches runs the fused rows by itself");
-        check(infer_rows(m, "0", x, y, 4, y0) && infer_rows(m, "1", x, y, 4, y1) && memcmp(y0, y1, 4 * 10 * sizeof *y0) == 0,
-              "T=65, head width 64: a forward with labels is never fused");
+        {   /* training: the forward through the fused rows stores what the backward reads */
+            pf_model *m2 = NULL;
+            char worst[64];
+            if (pf_model_create(&cf, &m2) != PF_OK || pf_model_alloc_train(m2) != PF_OK) {
+                check(0, "fused rows: model");
+            } else {
+                memcpy(m2->params, m->params, m->n_params * sizeof(float));
+                check(train_rows(m, "1", x, y, 4, y2) && train_rows(m2, "0", x, y, 4, y0),
+                      "T=65, head width 64, fused rows, a training forward and backward: runs");
+                check(memcmp(y1, y2, 4 * 10 * sizeof *y1) == 0,
+                      "T=65, head width 64, fused rows: a forward with labels gives the inference's logits bit for bit");
+                e = grads_err(m, c, worst, sizeof worst);
+                check(e <= 5e-2, "T=65, head width 64, fused rows: every gradient within 5%% of fp32 (worst %.2e, %s)", e,
+                      worst);
+                e = grads_err(m, m2, worst, sizeof worst);
+                check(e <= 3e-2, "T=65, head width 64, fused rows: every gradient within 3%% of the unfused bf16 path's "
+                      "(worst %.2e, %s)", e, worst);
+            }
+            pf_model_free(m2);
+        }
         for (rt = 2; rt <= 4; rt++) { /* blocks of 32, 48, 64 rows (the last of 260 partly past the end) */
             char tiles[8];
             snprintf(tiles, sizeof tiles, "%d", rt);
@@ -790,6 +826,13 @@ static void test_bf16(void) {
     test_bf16_mode(4);
     test_bf16_inference();
     test_rows_fused();
+    /* training through the fused rows (PF_CUDA_ROW_FUSED=1: automatic only for inference) */
+    setenv("PF_CUDA_ROW_FUSED", "1", 1);
+    bf16_tag = ", fused rows";
+    test_bf16_mode(0);
+    test_bf16_mode(1);
+    bf16_tag = "";
+    unsetenv("PF_CUDA_ROW_FUSED");
 }
 
 /* "Never one launch per branch": the kernels and GEMMs of a training step
