@@ -162,8 +162,8 @@ struct pf_cuda {
     int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
     int tc_att;               /* bf16: that attention on tensor cores (pfc_attention_fwd_tc; PF_CUDA_TC_ATTENTION=0: off) */
     int att_tiles;            /* query tiles per forward attention block: 0 automatic (PF_CUDA_ATT_TILES) */
-    int row_fused;            /* bf16 inference: a layer's rows in one launch (pfc_rows_fused) when the blocks do not
-                                 fill the GPU (-1), always (1: PF_CUDA_ROW_FUSED=1), never (0: =0, or it cannot run) */
+    int row_fused;            /* bf16: a layer's rows in one launch (pfc_rows_fused) for inference when the blocks do
+                                 not fill the GPU (-1), always (1: PF_CUDA_ROW_FUSED=1), never (0: =0, or it cannot run) */
     int row_tiles;            /* their row tiles per block: 0 automatic (PF_CUDA_ROW_TILES=N: N, when it fits; tests) */
     int input_B;              /* images on the devices (xin) from the last forward given x */
     int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
@@ -1982,7 +1982,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
                 g->tc_att = 0;
         }
     }
-    { /* the fused rows of small bf16 inference batches, where every device can run them */
+    { /* the fused rows (bf16), where every device can run them */
         const char *e = getenv("PF_CUDA_ROW_FUSED");
         const char *t = getenv("PF_CUDA_ROW_TILES");
         g->row_fused = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : -1;
@@ -2108,8 +2108,8 @@ static int pfc_active_local(const pfc_dev *d, int k) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* bf16 inference: the row-wise part of a layer in one launch
-   (g->row_fused; PF_CUDA_ROW_FUSED=0 off, 1 at any batch).
+/* bf16: the row-wise part of a layer in one launch (g->row_fused;
+   PF_CUDA_ROW_FUSED=0 off, 1 at any batch and in training too).
 
    Everything in a layer but attention works on each token row alone: the
    projection with its residual, LN2, fc1, GELU, fc2 with its residual, and
@@ -2123,12 +2123,13 @@ static int pfc_active_local(const pfc_dev *d, int k) {
    arithmetic is the unfused bf16 path's: bf16 operands, fp32 sums, GEMM
    outputs rounded to bf16 before the bias, fp32 residual stream and
    LayerNorm statistics; only the order of the sums differs. Used, with
-   rt = 1, when those blocks do not fill the GPU (small batches); forced on
-   (PF_CUDA_ROW_FUSED=1), with the most rows that fit, at any batch. Needs
-   sizes that are multiples of 16, 32-byte aligned weights, no labels and no
-   dropout. */
+   rt = 1, for inference when those blocks do not fill the GPU (small
+   batches); forced on (PF_CUDA_ROW_FUSED=1), with the most rows that fit,
+   at any batch and for a training forward too (which then also stores what
+   the backward reads). Needs sizes that are multiples of 16, 32-byte
+   aligned weights and no dropout. */
 struct pfc_rfl {
-    int RT, R, LA, LG, LF;                 /* row tiles, rows; row strides: bf16 [D + 8], [M + 8]; float [D + 4] */
+    int R, LA, LG, LF;                     /* rows (16 per row tile); row strides: bf16 [D + 8], [M + 8]; float [D + 4] */
     size_t x, u, a, gb, f, red, scr, total; /* byte offsets: x, u [R][D] float (u: the normed residual only);
                                               a [R][LA], gb [R][LG] bf16; f [R][LF] float (projection, fc2);
                                               red [2][R][17] float; scr [8][256] float (a warp's tile) */
@@ -2136,7 +2137,7 @@ struct pfc_rfl {
 static pfc_rfl pfc_rf_layout(int D, int M, int rt, int prenorm) {
     pfc_rfl L;
     size_t o = 0;
-    L.RT = rt, L.R = 16 * rt, L.LA = D + 8, L.LG = M + 8, L.LF = D + 4;
+    L.R = 16 * rt, L.LA = D + 8, L.LG = M + 8, L.LF = D + 4;
     L.x = o, o += pfc_up32((size_t)L.R * D * 4);
     L.u = o, o += prenorm ? 0 : pfc_up32((size_t)L.R * D * 4);
     L.a = o, o += pfc_up32((size_t)L.R * L.LA * 2);
@@ -2383,7 +2384,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
     int l, rt;
     if (!na) return PF_OK;
     if ((rt = pfc_rf_tiles(g, d, na, N, keep, drop)) > 0) {
-        /* small batches (pfc_rows_fused): a layer is its attention and one launch for the rows */
+        /* the fused rows (small inference batches, or forced): a layer is its attention and one launch for the rows */
         pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0, rt, keep);
         for (l = 0; l < depth; l++) {
             pfc_layer_off o = pfc_layer(m, l);

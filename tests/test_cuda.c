@@ -695,9 +695,11 @@ static void test_bf16_inference(void) {
 }
 
 /* a bf16 context with PF_CUDA_ROW_FUSED set to rf and PF_CUDA_ROW_TILES
-   to tiles (NULL: unset), one forward of n images in inference mode
-   (labels y may be NULL): logits */
-static int infer_rows_t(pf_model *m, const char *rf, const char *tiles, const float *x, const int *y, int n, float *lg) {
+   to tiles (NULL: unset), one forward of n images: logits. Inference mode
+   (labels y may be NULL); with train, a training forward with labels y and
+   its backward, the gradients downloaded into m */
+static int run_rows(pf_model *m, const char *rf, const char *tiles, int train, const float *x, const int *y, int n,
+                    float *lg) {
     pf_cuda *g;
     int ok;
     if (rf) setenv("PF_CUDA_ROW_FUSED", rf, 1);
@@ -706,29 +708,15 @@ static int infer_rows_t(pf_model *m, const char *rf, const char *tiles, const fl
     unsetenv("PF_CUDA_ROW_FUSED");
     unsetenv("PF_CUDA_ROW_TILES");
     if (!g) return 0;
-    m->training = 0;
-    ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK;
+    m->training = train;
+    ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
+         (!train || (pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK));
     m->training = 1;
     pf_cuda_free(g);
     return ok;
 }
 static int infer_rows(pf_model *m, const char *rf, const float *x, const int *y, int n, float *lg) {
-    return infer_rows_t(m, rf, NULL, x, y, n, lg);
-}
-/* the same for a training forward with labels y and its backward: logits,
-   and the gradients in m */
-static int train_rows(pf_model *m, const char *rf, const float *x, const int *y, int n, float *lg) {
-    pf_cuda *g;
-    int ok;
-    setenv("PF_CUDA_ROW_FUSED", rf, 1);
-    g = make_ctx(m, 1, 1, 0, 1);
-    unsetenv("PF_CUDA_ROW_FUSED");
-    if (!g) return 0;
-    m->training = 1;
-    ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
-         pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK;
-    pf_cuda_free(g);
-    return ok;
+    return run_rows(m, rf, NULL, 0, x, y, n, lg);
 }
 /* LayerNorm weights and biases away from their initial 1 and 0 (so that
    using one LayerNorm's for another's shows), the same in c and m */
@@ -775,7 +763,7 @@ static void test_rows_fused(void) {
                 check(0, "fused rows: model");
             } else {
                 memcpy(m2->params, m->params, m->n_params * sizeof(float));
-                check(train_rows(m, "1", x, y, 4, y2) && train_rows(m2, "0", x, y, 4, y0),
+                check(run_rows(m, "1", NULL, 1, x, y, 4, y2) && run_rows(m2, "0", NULL, 1, x, y, 4, y0),
                       "T=65, head width 64, fused rows, a training forward and backward: runs");
                 check(memcmp(y1, y2, 4 * 10 * sizeof *y1) == 0,
                       "T=65, head width 64, fused rows: a forward with labels gives the inference's logits bit for bit");
@@ -791,7 +779,7 @@ static void test_rows_fused(void) {
         for (rt = 2; rt <= 4; rt++) { /* blocks of 32, 48, 64 rows (the last of 260 partly past the end) */
             char tiles[8];
             snprintf(tiles, sizeof tiles, "%d", rt);
-            check(infer_rows(m, "1", x, NULL, 4, y1) && infer_rows_t(m, "1", tiles, x, NULL, 4, y2) &&
+            check(infer_rows(m, "1", x, NULL, 4, y1) && run_rows(m, "1", tiles, 0, x, NULL, 4, y2) &&
                   memcmp(y1, y2, 4 * 10 * sizeof *y1) == 0, "T=65, head width 64, fused rows in blocks of %d rows: the "
                   "logits of blocks of 16, bit for bit", 16 * rt);
         }
@@ -811,7 +799,7 @@ static void test_rows_fused(void) {
         check(e <= 2e-2, "fused rows (%s): logits within 2%% of fp32 (rel %.2e)", v->name, e);
         e = rel_err(y1, y0, (size_t)BATCH * 5);
         check(e <= 1e-2, "fused rows (%s): logits within 1%% of the unfused bf16 path's (rel %.2e)", v->name, e);
-        check(infer_rows_t(m, "1", "3", x, NULL, BATCH, y2) && memcmp(y1, y2, (size_t)BATCH * 5 * sizeof *y1) == 0,
+        check(run_rows(m, "1", "3", 0, x, NULL, BATCH, y2) && memcmp(y1, y2, (size_t)BATCH * 5 * sizeof *y1) == 0,
               "fused rows (%s): in blocks of 48 rows, the logits of blocks of 16, bit for bit", v->name);
         pf_model_free(c);
         pf_model_free(m);
