@@ -313,7 +313,7 @@ test-torch: $(EXE)
 	$(PYTHON) tools/torch_interop.py $(EXE)
 
 # ---------------------------------------------------------------------------
-# The GPU backend (DESIGN 5). `make cuda` only compiles and links (CI does it
+# The GPU backend (docs/design.md §5). `make cuda` only compiles and links (CI does it
 # on machines without a GPU); `make test-cuda` runs the parity tests on one.
 
 CUDA_BUILD   := build/cuda
@@ -347,7 +347,7 @@ test-cuda: $(CUDA_BUILD)/test_cuda
 	$(CUDA_BUILD)/test_cuda
 
 # ---------------------------------------------------------------------------
-# Benchmarks (DESIGN 6). Not part of `make test`.
+# Benchmarks (docs/design.md §6). Not part of `make test`.
 
 GEMM_BENCH := $(BUILD)/gemm_bench
 BENCH_THREADS ?= 2
@@ -365,8 +365,8 @@ bench: bench-tools
 	@echo "inference: the same batch; latency: batch 1; % of the FP32 FMA peak measured in the same run)"
 	@$(EXE) bench --row-header
 	@$(EXE) bench --zoo vit12 --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
-	@$(EXE) bench --zoo pf3x4 --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
-	@$(EXE) bench --zoo pf3x2 --dim 128 --heads 4 --dataset fmnist --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
+	@$(EXE) bench --zoo pf4x3 --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
+	@$(EXE) bench --zoo pf2x3 --dim 128 --heads 4 --dataset fmnist --threads $(BENCH_THREADS) --peak --row $(BENCH_ARGS)
 	@echo "per-op detail: $(EXE) bench --zoo vit12 --threads $(BENCH_THREADS)$(if $(HAVE_OPENBLAS),; GEMM vs OpenBLAS: $(GEMM_BENCH))"
 	@echo "against PyTorch and OpenBLAS: make bench-compare"
 
@@ -383,7 +383,7 @@ help:
 	@echo "  make test         build and run every test (no PyTorch or GPU needed)"
 	@echo "  make test SAN=1   the same under AddressSanitizer + UBSan, in build-san/"
 	@echo "  make test-torch   $(PYTHON) tools/torch_interop.py $(EXE) (needs PyTorch)"
-	@echo "  make bench        $(EXE) bench on vit12, pf3x4, pf3x2 at $(BENCH_THREADS) threads (BENCH_ARGS=...)"
+	@echo "  make bench        $(EXE) bench on vit12, pf4x3, pf2x3 at $(BENCH_THREADS) threads (BENCH_ARGS=...)"
 	@echo "  make bench-compare  $(PYTHON) tools/bench_compare.py (ours vs PyTorch vs OpenBLAS; COMPARE_ARGS=--quick)"
 	@echo "  make bench-tools  build $(EXE) and $(GEMM_BENCH) (needs libopenblas-dev)"
 	@echo "  make cuda         GPU backend, program and tests in $(CUDA_BUILD)/ (nvcc -arch=$(CUDA_ARCH); NCCL_HOME=$(NCCL_HOME))"

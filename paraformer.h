@@ -53,7 +53,7 @@
        Functions that can fail return pf_status and set pf_last_error(), a
        readable message naming the file and the problem. The library never
        exits. Weights keep PyTorch's [out, in] layout. Tensor names and the
-       checkpoint format are those of DESIGN.md section 4 (the state_dict of
+       checkpoint format are those of docs/design.md §4 (the state_dict of
        the PyTorch reference `Net`).
 
    FAST PATH
@@ -168,7 +168,7 @@ PFDEF void pf_config_resolve(pf_config *c);
 PFDEF pf_status pf_config_validate(pf_config *c);
 /* Tokens T = (image/patch)^2 + 1 of a resolved config. */
 PFDEF int pf_config_tokens(const pf_config *c);
-/* The config as the JSON object string of DESIGN 4. Returns the length
+/* The config as the JSON object string of docs/design.md §4. Returns the length
    written (excluding NUL) or -1 if cap is too small. */
 PFDEF int pf_config_to_json(const pf_config *c, char *buf, size_t cap);
 /* Parses such a JSON object (lenient about optional keys and bool forms). */
@@ -186,7 +186,7 @@ enum { /* what a tensor is (init and reporting) */
 };
 
 typedef struct pf_tensor_spec {
-    char name[64];      /* DESIGN 4 name, e.g. "branches.1.0.qkv.weight" */
+    char name[64];      /* docs/design.md §4 name, e.g. "branches.1.0.qkv.weight" */
     int ndim;
     int shape[4];
     size_t offset;      /* into params/grads/m/v, in elements */
@@ -527,7 +527,7 @@ PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double 
 PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap);
 
 /* ---------------------------------------------------------------------- */
-/* training: the schedules of DESIGN 3, evaluation with the branch sweep,
+/* training: the schedules of docs/design.md §3, evaluation with the branch sweep,
    checkpoints that carry the training state, compress and expand */
 
 enum { PF_SCHED_STAGED = 0, PF_SCHED_INTERLEAVED = 1, PF_SCHED_JOINT = 2 };
@@ -620,7 +620,7 @@ typedef struct pf_train_info {
     double val_loss, val_acc; /* PF_EV_EVAL (NaN without a validation set) */
 } pf_train_info;
 
-/* A compute backend for the trainer and the evaluator (a GPU: DESIGN 5).
+/* A compute backend for the trainer and the evaluator (a GPU: docs/design.md §5).
    Function pointers over a context, so that the header never depends on
    the backend: a program that links paraformer_cuda.cu fills one with thin
    wrappers around pf_cuda_* (tools/paraformer.c under PF_WITH_CUDA); every
@@ -747,7 +747,7 @@ PFDEF void pf_set_threads(int n);
 PFDEF int pf_get_threads(void);
 
 /* ---------------------------------------------------------------------- */
-/* multi-device plan (DESIGN 5): which device runs which branch, and the
+/* multi-device plan (docs/design.md §5): which device runs which branch, and the
    collectives of one training step. Plain C, so the CPU tests check the
    plan that the GPU backend (paraformer_cuda.cu) executes. */
 
@@ -779,7 +779,7 @@ PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replica
                              pf_collective *out, int cap);
 
 /* ---------------------------------------------------------------------- */
-/* GPU backend (paraformer_cuda.cu, DESIGN 5). Declared here, implemented in
+/* GPU backend (paraformer_cuda.cu, docs/design.md §5). Declared here, implemented in
    that file: link build/paraformer_cuda.o (make cuda) with the program, or
    build/paraformer_cuda_emu.o, the same source compiled for the CPU with the
    GPU primitives emulated (make test runs the backend's tests on it).
@@ -1296,7 +1296,7 @@ PFDEF pf_status pf_config_preset(pf_config *c, const char *name) {
     } else if (!strcmp(name, "vit")) {
         c->branches = 1; c->depth = 12;
     } else if (!strcmp(name, "paper")) {
-        /* the authors' released configuration (DESIGN 2) */
+        /* the authors' released configuration (docs/design.md §2) */
         c->image_size = 224; c->patch_size = 16; c->dim = 192; c->heads = 3; c->mlp_dim = 768;
         c->branches = 8; c->depth = 2; c->residual = PF_NORMED; c->aggregate = PF_AGG_SUM;
         c->no_qkv_bias = 1; c->dropout = 0.1f; c->emb_dropout = 0.1f;
@@ -3823,7 +3823,7 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
     if (!cj) {
         pf_st_close(f);
         return pf_fail(PF_ERR_FORMAT, "%s: no config in __metadata__: heads and residual form cannot be inferred from "
-                       "shapes; a ParaFormer checkpoint needs \"config\" (DESIGN 4)", path);
+                       "shapes; a ParaFormer checkpoint needs \"config\" (docs/design.md §4)", path);
     }
     if ((st = pf_config_from_json(cj, strlen(cj), &cfg)) != PF_OK) {
         char msg[768];
@@ -3902,7 +3902,7 @@ fail:
 }
 
 /* ---------------------------------------------------------------------- */
-/* training: schedules, evaluation, checkpoints with state (DESIGN 3-4) */
+/* training: schedules, evaluation, checkpoints with state (docs/design.md §3-§4) */
 
 PFDEF const char *pf_schedule_name(int s) {
     return s == PF_SCHED_INTERLEAVED ? "interleaved" : s == PF_SCHED_JOINT ? "joint" : "staged";

@@ -1,4 +1,4 @@
-/* paraformer_cuda.cu - the GPU backend of paraformer.h (DESIGN 5).
+/* paraformer_cuda.cu - the GPU backend of paraformer.h (docs/design.md §5).
 
    One translation unit: it includes paraformer.h for the model, the plan and
    the declarations of the pf_cuda_* API, and implements them with the CUDA

@@ -294,7 +294,7 @@ expect_ok "eval --sweep --json" "$EXE" eval --model "$T/full.safetensors" --data
 if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert 0<=d["accuracy"]<=1 and len(d["sweep"])==3 and len(d["per_class"])==10 and d["n"]==300 and d["sweep"][2]==d["accuracy"]' "$T/out" 2>/dev/null; then
     ok "eval --json: accuracy, 3 sweep values (the last = accuracy), 10 per-class values, n = 300"
 elif [ ! -x /usr/bin/python3 ]; then ok "eval --json (python3 not there to parse it)"
-else bad "eval --json is not the DESIGN 4 object: $(head -c 300 "$T/out")"; fi
+else bad "eval --json is not the docs/design.md §4 object: $(head -c 300 "$T/out")"; fi
 expect_ok "eval --branches 2" "$EXE" eval --model "$T/full.safetensors" --data "fmnist:$S#limit=300" --branches 2 --json
 acc2=$(sed -n 's/.*"accuracy": \([0-9.e-]*\).*/\1/p' "$T/out")
 expect_ok "compress --keep 2" "$EXE" compress --model "$T/full.safetensors" --keep 2 --out "$T/c2.safetensors"

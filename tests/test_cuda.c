@@ -1,5 +1,5 @@
 /* test_cuda.c - the GPU backend (paraformer_cuda.cu) against the CPU
-   implementation in the same binary (DESIGN 5, 7).
+   implementation in the same binary (docs/design.md §5, §7).
 
    Linked with build/cuda/paraformer_cuda.o it runs on a GPU (make test-cuda);
    linked with build/paraformer_cuda_emu.o, the same source compiled for the

@@ -961,7 +961,7 @@ static void test_models(char *model_path, size_t cap) {
     pf_model_free(back);
     back = NULL;
     v.extra = NULL;
-    /* a config with only the required keys (DESIGN 4): optional ones default */
+    /* a config with only the required keys (docs/design.md §4): optional ones default */
     v.config = "{\"image_size\":8,\"channels\":1,\"patch_size\":4,\"dim\":8,\"heads\":2,\"mlp_dim\":16,"
                "\"branches\":2,\"depth\":1,\"classes\":3,\"residual\":\"prenorm\",\"aggregate\":\"delta\","
                "\"qkv_bias\":true,\"pool\":\"cls\"}";

@@ -2,7 +2,7 @@
    test_gpt2: logits, loss, every gradient by name and 5 optimizer steps,
    compared with float64 references written by tools/make_fixtures.py.
 
-   Error measure (DESIGN 7): per tensor, max|ours - ref| / max|ref|.
+   Error measure (docs/design.md §7): per tensor, max|ours - ref| / max|ref|.
    Tolerance: 1e-4 in the float build (float32 rounding of a few thousand
    operations, ~1e-6 seen), 1e-7 in the PF_DOUBLE build (the same math in
    double; what remains comes from float-typed hyperparameters such as the

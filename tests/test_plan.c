@@ -1,5 +1,5 @@
 /* test_plan.c - the multi-device plan that the GPU backend executes
-   (DESIGN 5), checked on the CPU: which device runs which branch, and the
+   (docs/design.md §5), checked on the CPU: which device runs which branch, and the
    NCCL collectives of one training step. */
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"

@@ -5,7 +5,7 @@
     python3 tools/bench_compare.py        # full run (about 10 minutes on 2 cores)
     python3 tools/bench_compare.py --quick --json out.json
 
-In one invocation, on this machine, it runs (DESIGN 6):
+In one invocation, on this machine, it runs (docs/design.md §6):
   * build/gemm_bench: the FP32 FMA peak at each thread count, and pf_gemm
     against OpenBLAS cblas_sgemm on the GEMM shapes of the models;
   * build/paraformer bench --zoo X --threads T --json for the standard
@@ -43,7 +43,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name -> (our flags, torch_anchor flags); the standard configurations of DESIGN 6
+# name -> (our flags, torch_anchor flags); the standard configurations of docs/design.md §6
 MODELS = {
     "vit12": (["--zoo", "vit12"], ["--models", "vit12"]),
     "pf3x4": (["--zoo", "pf3x4"], ["--models", "pf3x4"]),

@@ -3,7 +3,7 @@
        build/gemm_bench [--threads 1,2] [--batch 128] [--reps 5] [--warm 2] [--json]
        build/gemm_bench --peak-only [--threads 1,2]
 
-   For every Linear of the three standard configurations (DESIGN 6: vit12 and
+   For every Linear of the three standard configurations (docs/design.md §6: vit12 and
    pf3x4 at width 192, MLP 768, 32x32x3 patch 4; pf3x2 at width 128, MLP 512,
    28x28x1 patch 4; 10 classes) it times the three GEMMs a training step runs,
    with N = batch x tokens rows (batch x patches for the embedding, batch for

@@ -4,7 +4,7 @@
     make cuda
     python3 tools/gpu_bench.py [--anchor ../shared/anchors/torch_anchor.py] [--json out.json]
 
-In one invocation, on this machine's GPU 0 (DESIGN 6):
+In one invocation, on this machine's GPU 0 (docs/design.md §6):
   * build/cuda/paraformer bench --device cuda [--bf16] --zoo M --json for the
     standard configurations (32x32x3, patch 4, width 192, 3 heads, MLP 768;
     vit12 and pf3x4 by default), fp32 and bf16, batch 256, inference batch

@@ -7,7 +7,7 @@
        paraformer eval     --model M --data SPEC [--sweep] [--json] [--device D]
        paraformer compress --model M --keep K --out M2
        paraformer expand   --model M --add J [--classes K2] --out M2
-       paraformer bench    [--zoo vit12|pf3x4|...] [--dataset cifar|fmnist] [--threads N] [--json]
+       paraformer bench    [--zoo vit12|pf4x3|...] [--dataset cifar|fmnist] [--threads N] [--json]
        paraformer plot     --log L.jsonl [--log L2.jsonl ...] --out F.svg [--title T] [--width W]
 
    A thin layer over paraformer.h: it parses flags, reads inputs and writes
@@ -617,7 +617,7 @@ static float *load_images(const char *const *files, int n, const pf_config *g) {
 }
 
 // ----------------------------------------------------------------------------
-// --device: the CPU, or the GPU backend (paraformer_cuda.cu, DESIGN 5). The
+// --device: the CPU, or the GPU backend (paraformer_cuda.cu, docs/design.md §5). The
 // backend is linked only into a build compiled with -DPF_WITH_CUDA: make cuda
 // (build/cuda/paraformer, real GPUs) or make build/paraformer_emu (the same
 // source compiled for the CPU with the GPU primitives emulated, for the
@@ -908,8 +908,9 @@ static int cmd_predict(int argc, char **argv) {
 // ----------------------------------------------------------------------------
 // bench
 
-// "vitN": one branch of N layers; "pfLxB": B branches of L layers (the names
-// of shared/anchors/torch_anchor.py). Returns 0 if the name is not one.
+// "vitN": one branch of N layers; "pfBxL": B branches of L layers, as PF(B×L)
+// everywhere in this project (pf4x3: 4 branches of 3 layers). Returns 0 if the
+// name is not one.
 static int parse_zoo(const char *s, int *branches, int *depth) {
     char *end;
     long a, b;
@@ -924,7 +925,7 @@ static int parse_zoo(const char *s, int *branches, int *depth) {
         if (*end != 'x' || end[1] < '0' || end[1] > '9') return 0;
         b = strtol(end + 1, &end, 10);
         if (*end || a < 1 || a > 100000 || b < 1 || b > 100000) return 0;
-        *depth = (int)a, *branches = (int)b;
+        *branches = (int)a, *depth = (int)b;
         return 1;
     }
     return 0;
@@ -1042,7 +1043,7 @@ static int cmd_bench(int argc, char **argv) {
                "and reports the medians, then times --profile-steps more training steps per op\n"
                "(forward and backward ms, GFLOP/s, share of the step). The step's GFLOP/s is\n"
                "the profiled flop count of one step over the median step time. The model is\n"
-               "the preset (default paraformer = pf3x4) with --zoo's branches and depth, the\n"
+               "the preset (default paraformer = pf4x3) with --zoo's branches and depth, the\n"
                "--dataset's input shape, then the architecture flags; initialised with seed 0.\n"
                "With --device cuda (build/cuda/paraformer) the same is timed on the GPU\n"
                "backend, each step waited for, no per-op profile: training and inference with\n"
@@ -1061,7 +1062,7 @@ static int cmd_bench(int argc, char **argv) {
     preset = arch_preset(&c, O_ARCH, &cfg);
     (void)preset;
     if ((zoo = cli_get(&c, O_ZOO)) && !parse_zoo(zoo, &cfg.branches, &cfg.depth))
-        usage_error(&c, "--zoo: '%s' is not vitN or pfLxB (for example vit12, pf3x4, pf3x2)", zoo);
+        usage_error(&c, "--zoo: '%s' is not vitN or pfBxL (B branches of L layers: vit12, pf4x3, pf2x3)", zoo);
     if (cli_get(&c, O_DATASET)) {
         static const char *const DATASETS[] = {"cifar", "fmnist"};
         fmnist = parse_choice(&c, O_DATASET, DATASETS, 2);
@@ -1381,7 +1382,7 @@ static int cmd_train(int argc, char **argv) {
     pf_status st;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer train --data SPEC --out M.safetensors [options]\n\n"
-               "Trains a ParaFormer progressively (DESIGN 3). The checkpoint at --out carries the training state and\n"
+               "Trains a ParaFormer progressively (docs/design.md §3). The checkpoint at --out carries the training state and\n"
                "is rewritten atomically at every epoch end, so an interrupted run continues bit-identically with\n"
                "the same command plus --resume M.safetensors. At the end: test accuracy and the branch sweep.\n\n"
                "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), paper (the\n"
@@ -1618,7 +1619,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--model", "FILE", "required", "checkpoint (safetensors)"},
         {"--data", "SPEC", "required", "dataset spec as for train (default split: test)"},
         {"--sweep", NULL, "off", "also the accuracy of every branch prefix k = 1..n, in one pass"},
-        {"--json", NULL, "off", "print one JSON object (DESIGN 4)"},
+        {"--json", NULL, "off", "print one JSON object (docs/design.md §4)"},
         {"--branches", "K", "all", "evaluate the first K branches"},
         {"--batch", "N", "256", "images per forward"},
         {"--threads", "N", "all cores", "threads"},
