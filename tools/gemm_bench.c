@@ -4,7 +4,7 @@
        build/gemm_bench --peak-only [--threads 1,2]
 
    For every Linear of the three standard configurations (docs/design.md §6: vit12 and
-   pf3x4 at width 192, MLP 768, 32x32x3 patch 4; pf3x2 at width 128, MLP 512,
+   pf4x3 at width 192, MLP 768, 32x32x3 patch 4; pf2x3 at width 128, MLP 512,
    28x28x1 patch 4; 10 classes) it times the three GEMMs a training step runs,
    with N = batch x tokens rows (batch x patches for the embedding, batch for
    the head), all row-major as the library calls them:
@@ -61,15 +61,15 @@ char *openblas_get_config(void);
 // shapes
 
 typedef struct config {
-    const char *name;   // "vit12/pf3x4": the configurations that share these shapes
+    const char *name;   // "vit12/pf4x3": the configurations that share these shapes
     int image, channels, patch, dim, mlp, classes;
     int linears_per_step; // layers (branches x depth) that run each block Linear
 } config;
 
-// vit12 (1x12) and pf3x4 (4x3) have the same widths and 12 layers each
+// vit12 (1x12) and pf4x3 (4x3) have the same widths and 12 layers each
 static const config CONFIGS[] = {
-    {"vit12/pf3x4", 32, 3, 4, 192, 768, 10, 12},
-    {"pf3x2", 28, 1, 4, 128, 512, 10, 6},
+    {"vit12/pf4x3", 32, 3, 4, 192, 768, 10, 12},
+    {"pf2x3", 28, 1, 4, 128, 512, 10, 6},
 };
 #define N_CONFIGS ((int)(sizeof CONFIGS / sizeof CONFIGS[0]))
 
@@ -202,7 +202,7 @@ static double time_it(void (*fn)(const shape *, const float *, const float *, fl
 static void usage(FILE *f) {
     fprintf(f, "usage: gemm_bench [options]\n\n"
                "Times pf_gemm and OpenBLAS cblas_sgemm on the GEMM shapes of the standard\n"
-               "configurations (vit12/pf3x4 at width 192, pf3x2 at width 128), checks that they\n"
+               "configurations (vit12/pf4x3 at width 192, pf2x3 at width 128), checks that they\n"
                "agree, and measures the FP32 FMA peak. Run OpenBLAS at its best kernel:\n"
                "  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX gemm_bench\n\n"
                "options:\n"
