@@ -69,6 +69,39 @@
        0.1  (2026-11)  first release: model, forward/backward, AdamW/Adam,
                        safetensors and .npy I/O.
 */
+
+/* CONTENTS
+   The declarations (the API) and the implementation follow the same order,
+   bottom-up: each part uses only the parts above it. Search for a title.
+
+   API                                       IMPLEMENTATION
+   status and errors                         status and errors; threads, the
+                                             clock and per-op profiling;
+                                             random numbers
+   small JSON lookups                        a small JSON reader
+   configuration                             configuration
+   parameters (the spec table, the model)    the parameter spec table
+   GEMM, threads                             GEMM; vector math; ops (forward/
+                                             backward pairs); the model:
+                                             forward; the model: backward
+   optimizer                                 optimizer: AdamW / Adam
+   files: safetensors and .npy               file helpers; safetensors; .npy
+   datasets                                  datasets: an 8-bit image to the
+                                             model's input; datasets: readers;
+                                             datasets: augmentation;
+                                             datasets: batches
+   compute backends                          (declarations only: the CPU is the
+                                             model's own functions)
+   evaluation, compress and expand           evaluation with the branch sweep;
+                                             compress and expand
+   the trainer                               the trainer: options and presets;
+                                             stages, passes, the log;
+                                             checkpoints with training state
+   multi-device plan                         multi-device plan
+   GPU backend                               (paraformer_cuda.cu)
+   MIT license                               at the end of the file
+*/
+
 #ifndef PARAFORMER_H
 #define PARAFORMER_H
 
@@ -130,6 +163,15 @@ PFDEF pf_status pf_fail(pf_status s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* ---------------------------------------------------------------------- */
+/* small JSON lookups in the top level of one object (metadata, logs).
+   Each returns 1 when `key` is there with the right type, else 0. */
+PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v);
+/* A number array (a scalar counts as one element); *n gets the count. */
+PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n);
+/* A string, NUL-terminated and truncated to cap-1 bytes. */
+PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap);
 
 /* ---------------------------------------------------------------------- */
 /* configuration: architecture only (what a checkpoint stores). Zero means
@@ -325,6 +367,25 @@ PFDEF void pf_model_changed(pf_model *m);
 PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out);
 
 /* ---------------------------------------------------------------------- */
+/* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
+   row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
+   Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
+   portable kernel otherwise. Each element of C belongs to one thread and its
+   k-sum runs in a fixed order, so results are identical for any number of
+   threads. No allocation: packing buffers are thread-local statics. */
+PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                   float *C, int ldc, int accumulate);
+/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
+PFDEF const char *pf_gemm_kernel(void);
+/* 1: the model runs the plain reference loops instead of the fast kernels
+   (the tests compare the two). Always the reference under PF_DOUBLE. */
+PFDEF void pf_use_reference(int on);
+
+/* Threads used by parallel loops (no effect without OpenMP). */
+PFDEF void pf_set_threads(int n);
+PFDEF int pf_get_threads(void);
+
+/* ---------------------------------------------------------------------- */
 /* optimizer */
 
 typedef struct pf_optim {
@@ -518,17 +579,75 @@ PFDEF pf_status pf_image_load(const char *path, unsigned char **pixels, int *h, 
 PFDEF void pf_image_free(unsigned char *pixels);
 
 /* ---------------------------------------------------------------------- */
-/* small JSON lookups in the top level of one object (metadata, logs).
-   Each returns 1 when `key` is there with the right type, else 0. */
-PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v);
-/* A number array (a scalar counts as one element); *n gets the count. */
-PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n);
-/* A string, NUL-terminated and truncated to cap-1 bytes. */
-PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap);
+/* compute backends: what the trainer and the evaluator run on (the CPU
+   model itself, or the GPU of paraformer_cuda.cu) */
+
+/* A compute backend for the trainer and the evaluator (a GPU: docs/design.md §5).
+   Function pointers over a context, so that the header never depends on
+   the backend: a program that links paraformer_cuda.cu fills one with thin
+   wrappers around pf_cuda_* (tools/paraformer.c under PF_WITH_CUDA); every
+   other program leaves pf_trainer.backend NULL and runs on the CPU.
+
+   Each call mirrors the CPU function named beside it and returns PF_OK or
+   sets the last error. The backend holds its own copy of the parameters,
+   gradients, Adam moments and activations; the model stays the place of
+   the flags of what runs and trains (active, training, train_branch,
+   lr_scale, shared_lr_scale, train_stem, train_head, head_rows_from), the
+   step counters, the dropout counter and m->loss, which the backend reads
+   and advances as the CPU functions do. Grad clipping, learning-rate
+   scales and frozen branches are the step's business (the flags and the
+   pf_optim passed), as in pf_optim_step.
+
+   The two copies are kept in step by whoever touches the host's: download
+   before the host reads parameters or moments (a checkpoint, a host-side
+   evaluation, compress), upload after it writes them (pf_model_init,
+   pf_model_changed, a resume, zeroing a new branch). The trainer does both
+   for its own reads and writes: it uploads at the start of pf_trainer_run
+   and after pf_trainer_resume, downloads in pf_trainer_save and when
+   pf_trainer_run returns, and around the zeroing of a staged branch. */
+typedef struct pf_backend {
+    void *ctx;           /* the first argument of every call */
+    int max_batch;       /* most images one forward takes (0: no limit) */
+    /* pf_forward: x [B,C,H,W]; sets m->loss (and *loss when not NULL) */
+    pf_status (*forward)(void *ctx, const pf_real *x, const int *labels, int B, float label_smoothing,
+                         float *loss);
+    pf_status (*backward)(void *ctx);                               /* pf_backward */
+    pf_status (*step)(void *ctx, const pf_optim *o, double *norm);  /* pf_optim_step; norm may be NULL */
+    pf_status (*logits)(void *ctx, pf_real *out);                   /* m->logits [B,K] of the last forward */
+    pf_status (*download)(void *ctx);   /* parameters, gradients, moments -> the model */
+    pf_status (*upload)(void *ctx);     /* the model's parameters (and moments) -> the backend */
+} pf_backend;
 
 /* ---------------------------------------------------------------------- */
-/* training: the schedules of docs/design.md §3, evaluation with the branch sweep,
-   checkpoints that carry the training state, compress and expand */
+/* evaluation with the branch sweep, compress and expand */
+
+/* Accuracy and mean loss (no smoothing) of the first m->active branches on d;
+   per_class [classes] (NaN for a class with no images) and, when sweep is
+   not NULL, sweep[k-1] = accuracy of the first k branches for k = 1..active,
+   all from one pass (a prefix gives bitwise the logits of a model cut to k
+   branches). Any of the outputs may be NULL. */
+PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+                            double *per_class, double *sweep);
+/* pf_evaluate through a backend (NULL: pf_evaluate itself). The backend
+   gives logits, not the branch outputs to re-aggregate, so the sweep runs
+   one forward per prefix k (m->active = k, restored after): up to `active`
+   forwards per batch instead of one. Batches are at most be->max_batch. */
+PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
+                               double *accuracy, double *per_class, double *sweep);
+
+/* The paper's compression: a new model of the first `keep` branches. */
+PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out);
+/* Expansion for continual learning: a new model with `add` more branches
+   (seeded initialisation as pf_model_init gives them; new_branch
+   PF_NEW_ZERO zeroes their output projections) and `classes` outputs
+   (>= the old count; the new head rows are initialised, the old ones kept). */
+PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
+                                pf_model **out);
+
+/* ---------------------------------------------------------------------- */
+/* the trainer: the schedules of docs/design.md §3, checkpoints that carry
+   the training state */
+
 
 enum { PF_SCHED_STAGED = 0, PF_SCHED_INTERLEAVED = 1, PF_SCHED_JOINT = 2 };
 #define PF_TRAIN_MAX_LIST 16 /* entries of pf_train_opts.stage_epochs */
@@ -620,42 +739,6 @@ typedef struct pf_train_info {
     double val_loss, val_acc; /* PF_EV_EVAL (NaN without a validation set) */
 } pf_train_info;
 
-/* A compute backend for the trainer and the evaluator (a GPU: docs/design.md §5).
-   Function pointers over a context, so that the header never depends on
-   the backend: a program that links paraformer_cuda.cu fills one with thin
-   wrappers around pf_cuda_* (tools/paraformer.c under PF_WITH_CUDA); every
-   other program leaves pf_trainer.backend NULL and runs on the CPU.
-
-   Each call mirrors the CPU function named beside it and returns PF_OK or
-   sets the last error. The backend holds its own copy of the parameters,
-   gradients, Adam moments and activations; the model stays the place of
-   the flags of what runs and trains (active, training, train_branch,
-   lr_scale, shared_lr_scale, train_stem, train_head, head_rows_from), the
-   step counters, the dropout counter and m->loss, which the backend reads
-   and advances as the CPU functions do. Grad clipping, learning-rate
-   scales and frozen branches are the step's business (the flags and the
-   pf_optim passed), as in pf_optim_step.
-
-   The two copies are kept in step by whoever touches the host's: download
-   before the host reads parameters or moments (a checkpoint, a host-side
-   evaluation, compress), upload after it writes them (pf_model_init,
-   pf_model_changed, a resume, zeroing a new branch). The trainer does both
-   for its own reads and writes: it uploads at the start of pf_trainer_run
-   and after pf_trainer_resume, downloads in pf_trainer_save and when
-   pf_trainer_run returns, and around the zeroing of a staged branch. */
-typedef struct pf_backend {
-    void *ctx;           /* the first argument of every call */
-    int max_batch;       /* most images one forward takes (0: no limit) */
-    /* pf_forward: x [B,C,H,W]; sets m->loss (and *loss when not NULL) */
-    pf_status (*forward)(void *ctx, const pf_real *x, const int *labels, int B, float label_smoothing,
-                         float *loss);
-    pf_status (*backward)(void *ctx);                               /* pf_backward */
-    pf_status (*step)(void *ctx, const pf_optim *o, double *norm);  /* pf_optim_step; norm may be NULL */
-    pf_status (*logits)(void *ctx, pf_real *out);                   /* m->logits [B,K] of the last forward */
-    pf_status (*download)(void *ctx);   /* parameters, gradients, moments -> the model */
-    pf_status (*upload)(void *ctx);     /* the model's parameters (and moments) -> the backend */
-} pf_backend;
-
 typedef struct pf_trainer {
     pf_model *m;                  /* not owned */
     const pf_dataset *train, *val; /* not owned; val may be NULL */
@@ -703,48 +786,6 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t);
    "train_state" metadata) atomically. */
 PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path);
 PFDEF void pf_trainer_free(pf_trainer *t);
-
-/* Accuracy and mean loss (no smoothing) of the first m->active branches on d;
-   per_class [classes] (NaN for a class with no images) and, when sweep is
-   not NULL, sweep[k-1] = accuracy of the first k branches for k = 1..active,
-   all from one pass (a prefix gives bitwise the logits of a model cut to k
-   branches). Any of the outputs may be NULL. */
-PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
-                            double *per_class, double *sweep);
-/* pf_evaluate through a backend (NULL: pf_evaluate itself). The backend
-   gives logits, not the branch outputs to re-aggregate, so the sweep runs
-   one forward per prefix k (m->active = k, restored after): up to `active`
-   forwards per batch instead of one. Batches are at most be->max_batch. */
-PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
-                               double *accuracy, double *per_class, double *sweep);
-
-/* The paper's compression: a new model of the first `keep` branches. */
-PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out);
-/* Expansion for continual learning: a new model with `add` more branches
-   (seeded initialisation as pf_model_init gives them; new_branch
-   PF_NEW_ZERO zeroes their output projections) and `classes` outputs
-   (>= the old count; the new head rows are initialised, the old ones kept). */
-PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
-                                pf_model **out);
-
-/* ---------------------------------------------------------------------- */
-/* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
-   row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
-   Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
-   portable kernel otherwise. Each element of C belongs to one thread and its
-   k-sum runs in a fixed order, so results are identical for any number of
-   threads. No allocation: packing buffers are thread-local statics. */
-PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                   float *C, int ldc, int accumulate);
-/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
-PFDEF const char *pf_gemm_kernel(void);
-/* 1: the model runs the plain reference loops instead of the fast kernels
-   (the tests compare the two). Always the reference under PF_DOUBLE. */
-PFDEF void pf_use_reference(int on);
-
-/* Threads used by parallel loops (no effect without OpenMP). */
-PFDEF void pf_set_threads(int n);
-PFDEF int pf_get_threads(void);
 
 /* ---------------------------------------------------------------------- */
 /* multi-device plan (docs/design.md §5): which device runs which branch, and the
@@ -952,7 +993,7 @@ static void *pf__calloc(size_t n, size_t size) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* errors */
+/* status and errors: the thread's last-error message */
 
 #if defined(_MSC_VER)
 #define PF__TLS __declspec(thread)
@@ -989,6 +1030,9 @@ PFDEF const char *pf_status_name(pf_status s) {
     }
     return "unknown status";
 }
+
+/* ---------------------------------------------------------------------- */
+/* threads, the clock and per-op profiling */
 
 PFDEF void pf_set_threads(int n) {
 #ifdef _OPENMP
@@ -3902,928 +3946,6 @@ fail:
 }
 
 /* ---------------------------------------------------------------------- */
-/* training: schedules, evaluation, checkpoints with state (docs/design.md §3-§4) */
-
-PFDEF const char *pf_schedule_name(int s) {
-    return s == PF_SCHED_INTERLEAVED ? "interleaved" : s == PF_SCHED_JOINT ? "joint" : "staged";
-}
-
-PFDEF pf_train_opts pf_train_opts_default(void) {
-    pf_train_opts o;
-    memset(&o, 0, sizeof o);
-    o.schedule = PF_SCHED_STAGED;
-    o.epochs = 10;
-    o.batch = 128;
-    o.optim = pf_optim_default();
-    o.optim.weight_decay = 0.05f;
-    o.lr_schedule = PF_LR_COSINE;
-    o.warmup = 1.0f;
-    o.new_branch = PF_NEW_ZERO;
-    o.old_lr = 1.0f;
-    o.patience = 3;
-    o.prefix_clip = 1.0f;
-    o.eval_batch = 256;
-    return o;
-}
-
-PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o, float *embed_std) {
-    *o = pf_train_opts_default();
-    memset(c, 0, sizeof *c);
-    if (!strcmp(name, "fmnist-small")) {
-        /* PF(2x2) at width 80 (MLP 320) with 7x7 patches (T = 17), 0.32M
-           parameters: stage 1 trains branch 1 for 15 epochs, stage 2 adds
-           branch 2 (zeroed output projections) and trains everything for
-           20 more. Shallow branches: with 4-layer branches (PF(2x4) at
-           width 64) branch 1 alone already reached what both did, and the
-           sweep stayed flat; the README says what was tried. */
-        c->image_size = 28; c->channels = 1; c->patch_size = 7;
-        c->dim = 80; c->heads = 4; c->mlp_dim = 320;
-        c->branches = 2; c->depth = 2; c->classes = 10;
-        o->schedule = PF_SCHED_STAGED;
-        o->stage_epochs[0] = 15;
-        o->stage_epochs[1] = 20;
-        o->epochs = 20;
-        o->batch = 128;
-        o->optim.lr = 3e-3f;
-        o->optim.weight_decay = 0.05f;
-        o->warmup = 0.5f;
-        o->min_lr = 0.02f;
-        o->label_smoothing = 0.1f;
-        o->freeze_old = 0; /* branch 1, stem and head keep training at the */
-        o->old_lr = 1.0f;  /* full rate: frozen, branch 2 learned nothing */
-        o->patience = 0;   /* each stage runs its epochs (stage 2 dips first) */
-        o->aug.crop_pad = 1;
-        o->aug.flip = 1;
-        *embed_std = 0.02f;
-        return PF_OK;
-    }
-    if (!strcmp(name, "paper")) {
-        pf_config_preset(c, "paper");
-        o->schedule = PF_SCHED_INTERLEAVED;
-        o->epochs = 300;
-        o->batch = 500;
-        o->optim.adam = 1;
-        o->optim.lr = 1e-4f;
-        o->optim.weight_decay = 0.0f;
-        o->lr_schedule = PF_LR_CONSTANT;
-        o->warmup = 0.0f;
-        o->prefix_clip = 1.0f;
-        o->aug.crop_pad = 4;
-        o->aug.flip = 1;
-        o->aug.randaug_n = 2;
-        o->aug.randaug_m = 14;
-        *embed_std = pf_preset_embed_std("paper");
-        return PF_OK;
-    }
-    *embed_std = pf_preset_embed_std(name);
-    if (pf_config_preset(c, name) != PF_OK)
-        return pf_fail(PF_ERR_ARG, "unknown preset '%s' (fmnist-small, paper, paraformer, vit)", name);
-    return PF_OK;
-}
-
-PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
-    const pf_optim *p = &o->optim;
-    if (o->schedule < PF_SCHED_STAGED || o->schedule > PF_SCHED_JOINT)
-        return pf_fail(PF_ERR_ARG, "schedule %d is not staged, interleaved or joint", o->schedule);
-    if (o->epochs < 1 || o->epochs > 100000) return pf_fail(PF_ERR_ARG, "epochs %d outside 1..100000", o->epochs);
-    {
-        int i, end = 0;
-        for (i = 0; i < PF_TRAIN_MAX_LIST; i++) {
-            int e = o->stage_epochs[i];
-            if (e == 0) { end = 1; continue; }
-            if (end || e < 1 || e > 100000)
-                return pf_fail(PF_ERR_ARG, "stage %d epochs %d: the list must be values in 1..100000 then zeros", i + 1, e);
-            if (o->schedule != PF_SCHED_STAGED)
-                return pf_fail(PF_ERR_ARG, "epochs per stage need the staged schedule");
-            if (!(o->warmup <= (float)e))
-                return pf_fail(PF_ERR_ARG, "warmup %g epochs must be in [0, epochs of stage %d = %d]", o->warmup, i + 1, e);
-        }
-    }
-    if (o->batch < 1 || o->batch > 65536) return pf_fail(PF_ERR_ARG, "batch %d outside 1..65536", o->batch);
-    if (o->eval_batch < 1 || o->eval_batch > 65536)
-        return pf_fail(PF_ERR_ARG, "eval batch %d outside 1..65536", o->eval_batch);
-    if (!(p->lr > 0.0f && p->lr < 10.0f)) return pf_fail(PF_ERR_ARG, "learning rate %g must be in (0, 10)", p->lr);
-    if (!(p->beta1 >= 0.0f && p->beta1 < 1.0f) || !(p->beta2 >= 0.0f && p->beta2 < 1.0f))
-        return pf_fail(PF_ERR_ARG, "Adam betas (%g, %g) must be in [0, 1)", p->beta1, p->beta2);
-    if (!(p->eps > 0.0f)) return pf_fail(PF_ERR_ARG, "Adam eps %g must be > 0", p->eps);
-    if (!(p->weight_decay >= 0.0f && p->weight_decay < 10.0f))
-        return pf_fail(PF_ERR_ARG, "weight decay %g must be in [0, 10)", p->weight_decay);
-    if (!(p->clip >= 0.0f) || !(o->prefix_clip >= 0.0f)) return pf_fail(PF_ERR_ARG, "grad clip must be >= 0");
-    if (o->lr_schedule != PF_LR_COSINE && o->lr_schedule != PF_LR_CONSTANT)
-        return pf_fail(PF_ERR_ARG, "lr schedule %d is not cosine or constant", o->lr_schedule);
-    if (!(o->warmup >= 0.0f && o->warmup <= (float)o->epochs))
-        return pf_fail(PF_ERR_ARG, "warmup %g epochs must be in [0, epochs = %d]", o->warmup, o->epochs);
-    if (!(o->min_lr >= 0.0f && o->min_lr <= 1.0f)) return pf_fail(PF_ERR_ARG, "min lr fraction %g must be in [0, 1]", o->min_lr);
-    if (!(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
-        return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1)", o->label_smoothing);
-    if (o->new_branch != PF_NEW_ZERO && o->new_branch != PF_NEW_RANDOM)
-        return pf_fail(PF_ERR_ARG, "new-branch %d is not zero or random", o->new_branch);
-    if (!(o->old_lr >= 0.0f && o->old_lr <= 100.0f)) return pf_fail(PF_ERR_ARG, "old-branch lr multiplier %g must be in [0, 100]", o->old_lr);
-    if (o->patience < 0) return pf_fail(PF_ERR_ARG, "patience %d must be >= 0", o->patience);
-    if (!(o->min_delta >= 0.0f)) return pf_fail(PF_ERR_ARG, "min-delta %g must be >= 0", o->min_delta);
-    if (o->keep_trainable && o->schedule != PF_SCHED_JOINT)
-        return pf_fail(PF_ERR_ARG, "keeping the caller's trainable branches needs the joint schedule");
-    if (o->log_every < 0) return pf_fail(PF_ERR_ARG, "log-every %d must be >= 0", o->log_every);
-    if (o->aug.crop_pad < 0 || o->aug.crop_pad > 64) return pf_fail(PF_ERR_ARG, "crop padding %d outside 0..64", o->aug.crop_pad);
-    if (o->aug.randaug_n < 0 || o->aug.randaug_n > 16 || o->aug.randaug_m < 0 || o->aug.randaug_m > 30)
-        return pf_fail(PF_ERR_ARG, "RandAugment n=%d m=%d: n must be in 0..16, m in 0..30", o->aug.randaug_n, o->aug.randaug_m);
-    return PF_OK;
-}
-
-/* ---------------------------------------------------------------------- */
-/* multi-device plan */
-
-PFDEF pf_status pf_branch_plan(int n, int d, const double *cost, int *device_of) {
-    double load[256];
-    int b;
-    if (n < 1 || d < 1 || d > n) return pf_fail(PF_ERR_ARG, "branch plan: %d devices for %d branches (need 1..branches)", d, n);
-    if (d > 256) return pf_fail(PF_ERR_ARG, "branch plan: %d devices (at most 256)", d);
-    if (!cost) {
-        for (b = 0; b < n; b++) device_of[b] = b % d;
-        return PF_OK;
-    }
-    for (b = 0; b < n; b++)
-        if (!(cost[b] >= 0.0) || !isfinite(cost[b])) return pf_fail(PF_ERR_ARG, "branch plan: cost of branch %d is %g", b, cost[b]);
-    memset(load, 0, sizeof load);
-    for (b = 0; b < n; b++) device_of[b] = -1;
-    for (;;) { /* the costliest unplaced branch onto the least-loaded device */
-        int best = -1, dev = 0, i;
-        for (i = 0; i < n; i++)
-            if (device_of[i] < 0 && (best < 0 || cost[i] > cost[best])) best = i;
-        if (best < 0) break;
-        for (i = 1; i < d; i++)
-            if (load[i] < load[dev]) dev = i;
-        device_of[best] = dev;
-        load[dev] += cost[best];
-    }
-    return PF_OK;
-}
-
-PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replicas, size_t n_params,
-                             pf_collective *out, int cap) {
-    pf_config r = *c;
-    size_t act;
-    int n = 0, i;
-    pf_collective seq[5];
-    pf_config_resolve(&r);
-    if (pf_config_validate(&r) != PF_OK) return -1;
-    if (B < 1 || devices < 1 || devices > r.branches || replicas < 1) {
-        pf_fail(PF_ERR_ARG, "collective plan: batch %d, %d devices for %d branches, %d replicas", B, devices, r.branches,
-                replicas);
-        return -1;
-    }
-    act = (size_t)B * (size_t)((r.image_size / r.patch_size) * (r.image_size / r.patch_size) + 1) * (size_t)r.dim;
-    if (devices > 1) {
-        seq[n].op = PF_COLL_BROADCAST; seq[n].root = 0; seq[n].count = act; seq[n++].what = "x0";
-        seq[n].op = PF_COLL_REDUCE; seq[n].root = 0; seq[n].count = act; seq[n++].what = "branch outputs";
-        seq[n].op = PF_COLL_BROADCAST; seq[n].root = 0; seq[n].count = act; seq[n++].what = "d aggregate";
-        seq[n].op = PF_COLL_REDUCE; seq[n].root = 0; seq[n].count = act; seq[n++].what = "d x0";
-    }
-    if (replicas > 1) { seq[n].op = PF_COLL_ALLREDUCE; seq[n].root = -1; seq[n].count = n_params; seq[n++].what = "grads"; }
-    if (n > cap) {
-        pf_fail(PF_ERR_ARG, "collective plan: %d collectives, room for %d", n, cap);
-        return -1;
-    }
-    for (i = 0; i < n; i++) out[i] = seq[i];
-    return n;
-}
-
-/* ---- evaluation ---- */
-
-/* the class with the largest logit (the first of equal ones) */
-static int pf__argmax(const pf_real *z, int K) {
-    int j, best = 0;
-    for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
-    return best;
-}
-
-/* evaluation input: a non-empty dataset whose labels are classes of m */
-static pf_status pf__eval_check(const pf_model *m, const pf_dataset *d) {
-    int i, K = m->cfg.classes;
-    if (!d || d->n < 1) return pf_fail(PF_ERR_ARG, "evaluate: the dataset is empty");
-    for (i = 0; i < d->n; i++)
-        if (d->labels[i] < 0 || d->labels[i] >= K)
-            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes", d->name, i,
-                           d->labels[i], K);
-    return PF_OK;
-}
-
-/* evaluation results from the counts: hits and images per class, hits of
-   each prefix 1..k, the summed loss, over n images */
-static void pf__eval_results(int K, int k, int n, const int *hit, const int *cnt, const int *hitk, double total,
-                             double *loss, double *accuracy, double *per_class, double *sweep) {
-    int i, h = 0;
-    for (i = 0; i < K; i++) {
-        h += hit[i];
-        if (per_class) per_class[i] = cnt[i] ? (double)hit[i] / cnt[i] : NAN;
-    }
-    if (loss) *loss = total / n;
-    if (accuracy) *accuracy = (double)h / n;
-    for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / n;
-}
-
-PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
-                            double *per_class, double *sweep) {
-    const pf_config *c = &m->cfg;
-    int K = c->classes, k = m->active, n0, saved = m->training;
-    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
-    pf_real *x = NULL;
-    double total = 0;
-    pf_status st = PF_OK;
-    if ((st = pf__eval_check(m, d)) != PF_OK) return st;
-    if (batch < 1) batch = 256;
-    if (batch > d->n) batch = d->n;
-    if (m->max_batch < batch && (st = pf_model_reserve(m, batch)) != PF_OK) return st;
-    batch = m->max_batch < batch ? m->max_batch : batch;
-    idx = PF__CALLOC(int, batch);
-    hit = PF__CALLOC(int, K);
-    cnt = PF__CALLOC(int, K);
-    hitk = PF__CALLOC(int, k);
-    x = PF__CALLOC(pf_real, (size_t)batch * c->channels * c->image_size * c->image_size);
-    if (!idx || !hit || !cnt || !hitk || !x) { st = pf_fail(PF_ERR_NOMEM, "evaluate: out of memory"); goto done; }
-    m->training = 0;
-    if ((st = pf__build_wpack(m)) != PF_OK) goto done;
-    m->wpack_on = m->wpack != NULL;
-    for (n0 = 0; n0 < d->n; n0 += batch) {
-        int B = d->n - n0 < batch ? d->n - n0 : batch, b, kk;
-        for (b = 0; b < B; b++) idx[b] = n0 + b;
-        if ((st = pf_dataset_batch(d, idx, B, c, NULL, 0, 0, x)) != PF_OK) break;
-        if ((st = pf_forward(m, x, d->labels + n0, B, 0.0f, NULL)) != PF_OK) break;
-        total += m->loss * B;
-        for (b = 0; b < B; b++) {
-            int y = d->labels[n0 + b];
-            cnt[y]++;
-            hit[y] += pf__argmax(m->logits + (size_t)b * K, K) == y;
-        }
-        /* the sweep: the branch outputs of this batch are still in the
-           activations, so each prefix only re-aggregates and runs the head
-           (with one branch the forward's logits are already prefix 1) */
-        for (kk = 1; sweep && kk <= k; kk++) {
-            if (k > 1) {
-                pf__aggregate(m, kk, B);
-                pf__head_forward(m, NULL, B, 0.0f);
-            }
-            for (b = 0; b < B; b++) hitk[kk - 1] += pf__argmax(m->logits + (size_t)b * K, K) == d->labels[n0 + b];
-        }
-    }
-    if (st == PF_OK) pf__eval_results(K, k, d->n, hit, cnt, hitk, total, loss, accuracy, per_class, sweep);
-done:
-    m->training = saved;
-    m->wpack_on = 0;
-    PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x);
-    return st;
-}
-
-PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
-                               double *accuracy, double *per_class, double *sweep) {
-    const pf_config *c = &m->cfg;
-    int K = c->classes, k = m->active, n0, saved = m->training;
-    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
-    pf_real *x = NULL, *z = NULL;
-    double total = 0;
-    pf_status st = PF_OK;
-    if (!be) return pf_evaluate(m, d, batch, loss, accuracy, per_class, sweep);
-    if ((st = pf__eval_check(m, d)) != PF_OK) return st;
-    if (batch < 1) batch = 256;
-    if (be->max_batch > 0 && batch > be->max_batch) batch = be->max_batch;
-    if (batch > d->n) batch = d->n;
-    idx = PF__CALLOC(int, batch);
-    hit = PF__CALLOC(int, K);
-    cnt = PF__CALLOC(int, K);
-    hitk = PF__CALLOC(int, k);
-    x = PF__CALLOC(pf_real, (size_t)batch * c->channels * c->image_size * c->image_size);
-    z = PF__CALLOC(pf_real, (size_t)batch * K);
-    if (!idx || !hit || !cnt || !hitk || !x || !z) { st = pf_fail(PF_ERR_NOMEM, "evaluate: out of memory"); goto done; }
-    m->training = 0;
-    for (n0 = 0; n0 < d->n; n0 += batch) {
-        int B = d->n - n0 < batch ? d->n - n0 : batch, b, kk;
-        for (b = 0; b < B; b++) idx[b] = n0 + b;
-        if ((st = pf_dataset_batch(d, idx, B, c, NULL, 0, 0, x)) != PF_OK) break;
-        if ((st = be->forward(be->ctx, x, d->labels + n0, B, 0.0f, NULL)) != PF_OK) break;
-        if ((st = be->logits(be->ctx, z)) != PF_OK) break;
-        total += m->loss * B;
-        for (b = 0; b < B; b++) {
-            int y = d->labels[n0 + b], hk = pf__argmax(z + (size_t)b * K, K) == y;
-            cnt[y]++;
-            hit[y] += hk;
-            hitk[k - 1] += hk;
-        }
-        /* the sweep: a forward of each shorter prefix */
-        for (kk = 1; sweep && kk < k && st == PF_OK; kk++) {
-            m->active = kk;
-            if ((st = be->forward(be->ctx, x, NULL, B, 0.0f, NULL)) != PF_OK) break;
-            if ((st = be->logits(be->ctx, z)) != PF_OK) break;
-            for (b = 0; b < B; b++) hitk[kk - 1] += pf__argmax(z + (size_t)b * K, K) == d->labels[n0 + b];
-        }
-        m->active = k;
-        if (st != PF_OK) break;
-    }
-    if (st == PF_OK) pf__eval_results(K, k, d->n, hit, cnt, hitk, total, loss, accuracy, per_class, sweep);
-done:
-    m->active = k;
-    m->training = saved;
-    PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x); PF_FREE(z);
-    return st;
-}
-
-/* ---- compress and expand ---- */
-
-/* copies every tensor of `src` whose name and shape exist in `dst` */
-static void pf__copy_common(pf_model *dst, const pf_model *src) {
-    int s;
-    for (s = 0; s < dst->n_specs; s++) {
-        const pf_tensor_spec *d = &dst->specs[s], *o = pf_model_find(src, d->name);
-        if (o && o->numel == d->numel && o->ndim == d->ndim)
-            memcpy(dst->params + d->offset, src->params + o->offset, d->numel * sizeof(pf_real));
-    }
-    pf_model_changed(dst);
-}
-
-PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out) {
-    pf_config c = m->cfg;
-    pf_status st;
-    *out = NULL;
-    if (keep < 1 || keep > c.branches)
-        return pf_fail(PF_ERR_ARG, "compress: keep %d branches, the model has 1..%d", keep, c.branches);
-    c.branches = keep;
-    if ((st = pf_model_create(&c, out)) != PF_OK) return st;
-    pf__copy_common(*out, m);
-    return PF_OK;
-}
-
-/* zeroes the output projections (proj, fc2: weight and bias) of branch b */
-static void pf__zero_branch_out(pf_model *m, int b) {
-    int l;
-    for (l = 0; l < m->cfg.depth; l++) {
-        pf_layer_ptrs P = pf_model_layer(m, m->params, b, l);
-        int D = m->cfg.dim, M = m->cfg.mlp_dim;
-        memset(P.proj_w, 0, (size_t)D * D * sizeof(pf_real));
-        memset(P.proj_b, 0, (size_t)D * sizeof(pf_real));
-        memset(P.fc2_w, 0, (size_t)D * M * sizeof(pf_real));
-        memset(P.fc2_b, 0, (size_t)D * sizeof(pf_real));
-    }
-    pf_model_changed(m);
-}
-
-PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
-                                pf_model **out) {
-    pf_config c = m->cfg;
-    pf_status st;
-    int b, K0 = m->cfg.classes, D = m->cfg.dim;
-    *out = NULL;
-    if (add < 0 || add > 1024) return pf_fail(PF_ERR_ARG, "expand: add %d branches (0..1024)", add);
-    if (classes == 0) classes = K0;
-    if (classes < K0) return pf_fail(PF_ERR_ARG, "expand: %d classes is fewer than the model's %d", classes, K0);
-    if (!add && classes == K0) return pf_fail(PF_ERR_ARG, "expand: nothing to add (no branches, no classes)");
-    c.branches += add;
-    c.classes = classes;
-    if ((st = pf_model_create(&c, out)) != PF_OK) return st;
-    pf_model_init(*out, seed, 0.0f); /* new tensors; the old ones are copied over */
-    pf__copy_common(*out, m);
-    { /* the head grows: old rows copied, new rows keep their initialisation */
-        const pf_tensor_spec *ow = pf_model_find(m, "head.weight"), *ob = pf_model_find(m, "head.bias");
-        const pf_tensor_spec *nw = pf_model_find(*out, "head.weight"), *nb = pf_model_find(*out, "head.bias");
-        memcpy((*out)->params + nw->offset, m->params + ow->offset, (size_t)K0 * D * sizeof(pf_real));
-        memcpy((*out)->params + nb->offset, m->params + ob->offset, (size_t)K0 * sizeof(pf_real));
-    }
-    if (new_branch == PF_NEW_ZERO)
-        for (b = m->cfg.branches; b < c.branches; b++) pf__zero_branch_out(*out, b);
-    return PF_OK;
-}
-
-/* ---- the trainer ---- */
-
-PFDEF void pf_trainer_free(pf_trainer *t) {
-    if (!t) return;
-    if (t->log) fclose((FILE *)t->log);
-    PF_FREE(t->x); PF_FREE(t->logits); PF_FREE(t->perm); PF_FREE(t->labels);
-    memset(t, 0, sizeof *t);
-}
-
-/* the epoch cap of stage `stage` (1-based) */
-static int pf__stage_cap(const pf_train_opts *o, int stage) {
-    int i, cap = o->epochs;
-    for (i = 0; i < PF_TRAIN_MAX_LIST && i < stage && o->stage_epochs[i] > 0; i++) cap = o->stage_epochs[i];
-    return cap;
-}
-
-/* which branches run and train in the current stage */
-static void pf__trainer_apply_stage(pf_trainer *t) {
-    pf_model *m = t->m;
-    int n = m->cfg.branches, b;
-    if (t->o.keep_trainable) { m->active = n; return; }
-    m->train_stem = m->train_head = 1;
-    m->head_rows_from = 0;
-    m->shared_lr_scale = 1.0f;
-    if (t->o.schedule == PF_SCHED_STAGED) {
-        /* old parts at learning rate 0 take no step: mark them frozen, so
-           the backward pass skips them (the same weights, less work) */
-        int old_still = t->o.old_lr == 0.0f;
-        m->active = t->s.stage;
-        if (t->s.stage > 1) {
-            m->shared_lr_scale = t->o.old_lr;
-            m->train_stem = m->train_head = !old_still;
-        }
-        for (b = 0; b < n; b++) {
-            int old = b < t->s.stage - 1;
-            m->train_branch[b] = !(old && (t->o.freeze_old || old_still));
-            m->lr_scale[b] = old ? t->o.old_lr : 1.0f;
-        }
-    } else {
-        m->active = n;
-        for (b = 0; b < n; b++) { m->train_branch[b] = 1; m->lr_scale[b] = 1.0f; }
-    }
-}
-
-PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
-                                const pf_train_opts *o) {
-    const pf_config *c = &m->cfg;
-    pf_status st;
-    int B = o->batch, i;
-    memset(t, 0, sizeof *t);
-    if ((st = pf_train_opts_validate(o)) != PF_OK) return st;
-    if (!train || train->n < 1) return pf_fail(PF_ERR_ARG, "trainer: the training set is empty");
-    for (i = 0; i < train->n; i++)
-        if (train->labels[i] < 0 || train->labels[i] >= c->classes)
-            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes (--classes)",
-                           train->name, i, train->labels[i], c->classes);
-    t->m = m;
-    t->train = train;
-    t->val = val && val->n > 0 ? val : NULL;
-    t->o = *o;
-    if (B > train->n) B = train->n;
-    t->o.batch = B;
-    t->n_batches = (train->n + B - 1) / B;
-    if ((st = pf_model_alloc_train(m)) != PF_OK) return st;
-    t->x = PF__CALLOC(pf_real, (size_t)B * c->channels * c->image_size * c->image_size);
-    t->logits = PF__CALLOC(pf_real, (size_t)B * c->classes);
-    t->perm = PF__CALLOC(int, train->n);
-    t->labels = PF__CALLOC(int, B);
-    if (!t->x || !t->logits || !t->perm || !t->labels) {
-        pf_trainer_free(t);
-        return pf_fail(PF_ERR_NOMEM, "trainer: out of memory");
-    }
-    t->s.stage = o->schedule == PF_SCHED_STAGED ? 1 : c->branches;
-    t->s.best_val = INFINITY;
-    m->dropout_seed = pf__mix64(o->seed ^ 0xd20b0u);
-    m->dropout_counter = 0;
-    pf__trainer_apply_stage(t);
-    return PF_OK;
-}
-
-/* the learning rate at batch `it` of a span of `total` batches */
-static double pf__lr_at(const pf_train_opts *o, int64_t it, int64_t total, int n_batches) {
-    double lr = o->optim.lr, w = (double)o->warmup * n_batches, p;
-    if (o->lr_schedule == PF_LR_CONSTANT) return lr;
-    if (w >= 1.0 && (double)it < w) return lr * ((double)it + 1.0) / w;
-    p = total > w ? ((double)it - w) / ((double)total - w) : 1.0;
-    if (p > 1.0) p = 1.0;
-    return lr * (o->min_lr + (1.0 - o->min_lr) * 0.5 * (1.0 + cos(3.141592653589793 * p)));
-}
-
-/* the seeded order of pass `pass` of epoch `epoch` */
-static void pf__trainer_order(pf_trainer *t, int epoch, int pass) {
-    uint64_t r = pf__mix64(t->o.seed ^ pf__mix64(((uint64_t)epoch << 8) + (uint64_t)pass + 0x0bdeu));
-    pf__shuffle(t->perm, t->train->n, &r);
-}
-
-static void pf__json_num(char *buf, size_t cap, size_t *len, const char *key, double v) {
-    if (*len >= cap) return;
-    if (isfinite(v)) *len += (size_t)snprintf(buf + *len, cap - *len, ",\"%s\":%.6g", key, v);
-    else *len += (size_t)snprintf(buf + *len, cap - *len, ",\"%s\":null", key);
-}
-
-PFDEF void pf_trainer_log(pf_trainer *t, const char *json) {
-    if (!t->log) return;
-    fputs(json, (FILE *)t->log);
-    fputc('\n', (FILE *)t->log);
-    fflush((FILE *)t->log);
-    t->s.log_lines++;
-}
-
-/* closes the object that line[0..len) opened and logs it */
-static void pf__trainer_log_object(pf_trainer *t, char *line, size_t cap, size_t len) {
-    if (len + 2 < cap) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
-}
-
-/* the progress record of an event: position filled in, the figures NaN
-   (each caller adds the ones it has) */
-static pf_train_info pf__trainer_info(const pf_trainer *t, int event, const char *pass) {
-    pf_train_info info;
-    memset(&info, 0, sizeof info);
-    info.event = event;
-    info.pass = pass;
-    info.stage = t->s.stage;
-    info.active = t->m->active;
-    info.epoch = t->s.epoch;
-    info.epochs = t->o.schedule == PF_SCHED_STAGED ? pf__stage_cap(&t->o, t->s.stage) : t->o.epochs;
-    info.step = t->s.step;
-    info.loss = info.acc = info.val_loss = info.val_acc = NAN;
-    return info;
-}
-
-/* one pass over the training data: `prefix` 1 takes a step per branch prefix
-   1..n for every batch (the interleaved schedule's first pass) */
-static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass, int prefix, int64_t span_pos,
-                                  int64_t span_total) {
-    pf_model *m = t->m;
-    const pf_backend *be = t->backend;
-    const pf_dataset *d = t->train;
-    int n = m->cfg.branches, bi, B = t->o.batch;
-    int log_every = t->o.log_every > 0 ? t->o.log_every : (t->n_batches * (prefix ? n : 1) + 19) / 20;
-    double sum_loss = 0, sum_acc = 0, win_loss = 0, win_acc = 0, t0 = pf_time(), t_win = t0;
-    int64_t seen = 0, win_seen = 0, win_steps = 0;
-    pf_status st;
-    pf__trainer_order(t, t->s.epoch, pass);
-    for (bi = 0; bi < t->n_batches; bi++) {
-        int b0 = bi * B, nb = d->n - b0 < B ? d->n - b0 : B, i, kk;
-        int k_lo = prefix ? 1 : m->active, k_hi = prefix ? n : m->active;
-        double lr = pf__lr_at(&t->o, span_pos + bi, span_total, t->n_batches);
-        pf_optim opt = t->o.optim;
-        opt.lr = (float)lr;
-        if (prefix) opt.clip = t->o.prefix_clip;
-        if (t->stop && *t->stop) return pf_fail(PF_ERR_INTERRUPTED, "interrupted");
-        for (i = 0; i < nb; i++) t->labels[i] = d->labels[t->perm[b0 + i]];
-        if ((st = pf_dataset_batch(d, t->perm + b0, nb, &m->cfg, &t->o.aug, t->o.seed, (uint64_t)t->s.samples, t->x)) != PF_OK)
-            return st;
-        t->s.samples += nb;
-        for (kk = k_lo; kk <= k_hi; kk++) {
-            int hits = 0, K = m->cfg.classes;
-            const pf_real *z = m->logits;
-            if (prefix) m->active = kk;
-            if (be) {
-                if ((st = be->forward(be->ctx, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
-                if ((st = be->logits(be->ctx, t->logits)) != PF_OK) return st;
-                if ((st = be->backward(be->ctx)) != PF_OK) return st;
-                if ((st = be->step(be->ctx, &opt, NULL)) != PF_OK) return st;
-                z = t->logits;
-            } else {
-                if ((st = pf_forward(m, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
-                if ((st = pf_backward(m)) != PF_OK) return st;
-                pf_optim_step(m, &opt);
-            }
-            t->s.step++;
-            for (i = 0; i < nb; i++) hits += pf__argmax(z + (size_t)i * K, K) == t->labels[i];
-            if (kk == k_hi) { /* the running figures follow the full prefix */
-                sum_loss += m->loss * nb; sum_acc += hits; seen += nb;
-                win_loss += m->loss * nb; win_acc += hits; win_seen += nb;
-            }
-            win_steps++;
-            if (win_steps >= log_every || (bi == t->n_batches - 1 && kk == k_hi)) {
-                double now = pf_time();
-                char line[512];
-                size_t len = 0;
-                len += (size_t)snprintf(line, sizeof line, "{\"event\":\"train\",\"pass\":\"%s\",\"step\":%lld,\"epoch\":%d,"
-                                        "\"stage\":%d,\"active\":%d", pass_name, (long long)t->s.step, t->s.epoch,
-                                        t->s.stage, prefix ? n : m->active);
-                pf__json_num(line, sizeof line, &len, "loss", win_seen ? win_loss / win_seen : NAN);
-                pf__json_num(line, sizeof line, &len, "acc", win_seen ? win_acc / win_seen : NAN);
-                pf__json_num(line, sizeof line, &len, "lr", lr);
-                pf__json_num(line, sizeof line, &len, "img_s", now > t_win ? (double)win_seen / (now - t_win) : 0.0);
-                pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
-                pf__trainer_log_object(t, line, sizeof line, len);
-                win_loss = win_acc = 0; win_seen = 0; win_steps = 0; t_win = now;
-            }
-        }
-        if (prefix) m->active = n;
-        if (t->progress) {
-            pf_train_info info = pf__trainer_info(t, PF_EV_STEP, pass_name);
-            double now = pf_time();
-            info.batch = bi + 1; info.batches = t->n_batches;
-            info.loss = seen ? sum_loss / seen : NAN; info.acc = seen ? sum_acc / seen : NAN;
-            info.lr = lr; info.img_s = now > t0 ? (double)seen / (now - t0) : 0.0;
-            info.time_s = t->s.time_s + (now - t->t_start);
-            t->progress(&info, t->user);
-        }
-    }
-    return PF_OK;
-}
-
-static void pf__trainer_stage_start(pf_trainer *t) {
-    char line[256];
-    pf__trainer_apply_stage(t);
-    snprintf(line, sizeof line, "{\"event\":\"stage\",\"stage\":%d,\"step\":%lld,\"active\":%d}", t->s.stage,
-             (long long)t->s.step, t->m->active);
-    pf_trainer_log(t, line);
-    if (t->progress) {
-        pf_train_info info = pf__trainer_info(t, PF_EV_STAGE, "train");
-        t->progress(&info, t->user);
-    }
-}
-
-static pf_status pf__trainer_run(pf_trainer *t) {
-    pf_model *m = t->m;
-    const pf_backend *be = t->backend;
-    int n = m->cfg.branches;
-    pf_status st;
-    if (be && be->max_batch > 0 && be->max_batch < t->o.batch)
-        return pf_fail(PF_ERR_ARG, "trainer: batch %d, but the backend takes at most %d", t->o.batch, be->max_batch);
-    /* the host's values to the backend (pf_model_init, a resume, anything
-       the caller did before), or the activations on the host */
-    if (be) st = be->upload(be->ctx);
-    else st = pf_model_reserve(m, t->o.batch > t->o.eval_batch ? t->o.batch : t->o.eval_batch);
-    if (st != PF_OK) return st;
-    t->t_start = pf_time();
-    m->training = 1;
-    if (t->s.step == 0 && t->s.epoch == 0 && t->o.schedule == PF_SCHED_STAGED && !t->o.keep_trainable)
-        pf__trainer_stage_start(t);
-    while (!t->s.done) {
-        double vl = NAN, va = NAN, now;
-        char line[512];
-        size_t len = 0;
-        int end_stage = 0;
-        const char *reason = "epochs";
-        pf__trainer_apply_stage(t);
-        m->training = 1;
-        if (t->o.schedule == PF_SCHED_STAGED) {
-            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.stage_epoch * t->n_batches,
-                                  (int64_t)pf__stage_cap(&t->o, t->s.stage) * t->n_batches);
-        } else if (t->o.schedule == PF_SCHED_JOINT) {
-            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.epoch * t->n_batches,
-                                  (int64_t)t->o.epochs * t->n_batches);
-        } else { /* interleaved: the prefix pass, then the joint pass */
-            int64_t span = (int64_t)t->o.epochs * 2 * t->n_batches;
-            st = pf__trainer_pass(t, "prefix", 0, 1, (int64_t)t->s.epoch * 2 * t->n_batches, span);
-            if (st == PF_OK)
-                st = pf__trainer_pass(t, "joint", 1, 0, ((int64_t)t->s.epoch * 2 + 1) * t->n_batches, span);
-        }
-        if (st != PF_OK) { m->training = 0; return st; }
-        t->s.epoch++;
-        t->s.stage_epoch++;
-        /* validation */
-        if (t->val && (st = pf_evaluate_on(m, be, t->val, t->o.eval_batch, &vl, &va, NULL, NULL)) != PF_OK) {
-            m->training = 0;
-            return st;
-        }
-        now = pf_time();
-        len += (size_t)snprintf(line, sizeof line, "{\"event\":\"eval\",\"split\":\"val\",\"step\":%lld,\"epoch\":%d,"
-                                "\"stage\":%d,\"active\":%d", (long long)t->s.step, t->s.epoch, t->s.stage, m->active);
-        pf__json_num(line, sizeof line, &len, "loss", vl);
-        pf__json_num(line, sizeof line, &len, "accuracy", va);
-        pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
-        pf__trainer_log_object(t, line, sizeof line, len);
-        if (t->progress) {
-            pf_train_info info = pf__trainer_info(t, PF_EV_EVAL, "train");
-            info.epoch = t->s.epoch - 1; /* the one just trained */
-            info.val_loss = vl; info.val_acc = va;
-            info.time_s = t->s.time_s + (now - t->t_start);
-            t->progress(&info, t->user);
-        }
-        /* what the schedule does next */
-        if (t->o.schedule == PF_SCHED_STAGED) {
-            if (isfinite(vl) && vl < t->s.best_val - t->o.min_delta) { t->s.best_val = vl; t->s.bad_evals = 0; }
-            else if (isfinite(vl)) t->s.bad_evals++;
-            if (t->o.patience > 0 && t->s.bad_evals >= t->o.patience) { end_stage = 1; reason = "patience"; }
-            if (t->s.stage_epoch >= pf__stage_cap(&t->o, t->s.stage)) end_stage = 1;
-        } else if (t->s.epoch >= t->o.epochs) {
-            t->s.done = 1;
-        }
-        if (end_stage) {
-            snprintf(line, sizeof line, "{\"event\":\"stage_end\",\"stage\":%d,\"step\":%lld,\"reason\":\"%s\","
-                     "\"best_val_loss\":%.6g}", t->s.stage, (long long)t->s.step, reason,
-                     isfinite(t->s.best_val) ? t->s.best_val : -1.0);
-            pf_trainer_log(t, line);
-            if (t->s.stage < n) {
-                t->s.stage++;
-                t->s.stage_epoch = 0;
-                t->s.bad_evals = 0;
-                t->s.best_val = INFINITY;
-                if (t->o.new_branch == PF_NEW_ZERO) { /* on the host: the backend's values there and back */
-                    if (be && (st = be->download(be->ctx)) != PF_OK) { m->training = 0; return st; }
-                    pf__zero_branch_out(m, t->s.stage - 1);
-                    if (be && (st = be->upload(be->ctx)) != PF_OK) { m->training = 0; return st; }
-                }
-                pf__trainer_stage_start(t);
-            } else {
-                t->s.done = 1;
-            }
-        }
-        now = pf_time();
-        t->s.time_s += now - t->t_start;
-        t->t_start = now;
-        if (t->out_path && (st = pf_trainer_save(t, t->out_path)) != PF_OK) { m->training = 0; return st; }
-        if (t->progress) {
-            pf_train_info info = pf__trainer_info(t, PF_EV_EPOCH, "train");
-            info.epoch = t->s.epoch - 1;
-            info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
-            t->progress(&info, t->user);
-        }
-    }
-    pf__trainer_apply_stage(t);
-    m->training = 0;
-    return PF_OK;
-}
-
-PFDEF pf_status pf_trainer_run(pf_trainer *t) {
-    pf_status st = pf__trainer_run(t), st2;
-    /* finished or stopped: the model holds what the backend trained */
-    if (t->backend && (st == PF_OK || st == PF_ERR_INTERRUPTED) &&
-        (st2 = t->backend->download(t->backend->ctx)) != PF_OK)
-        st = st2;
-    return st;
-}
-
-/* ---- checkpoints with training state ---- */
-
-/* the options that decide the trajectory, as JSON (saved and compared) */
-static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
-    const pf_optim *p = &o->optim;
-    char list[16 * PF_TRAIN_MAX_LIST + 32] = "";
-    int i, n;
-    if (o->stage_epochs[0] > 0) { /* only when given, so older checkpoints still resume */
-        n = snprintf(list, sizeof list, ",\"stage_epochs\":[");
-        for (i = 0; i < PF_TRAIN_MAX_LIST && o->stage_epochs[i] > 0; i++)
-            n += snprintf(list + n, sizeof list - (size_t)n, "%s%d", i ? "," : "", o->stage_epochs[i]);
-        snprintf(list + n, sizeof list - (size_t)n, "]");
-    }
-    return snprintf(buf, cap,
-                    "{\"schedule\":\"%s\",\"epochs\":%d,\"batch\":%d,\"optimizer\":\"%s\",\"lr\":%.9g,\"beta1\":%.9g,"
-                    "\"beta2\":%.9g,\"eps\":%.9g,\"weight_decay\":%.9g,\"clip\":%.9g,\"lr_schedule\":\"%s\","
-                    "\"warmup\":%.9g,\"min_lr\":%.9g,\"label_smoothing\":%.9g,\"new_branch\":\"%s\",\"freeze_old\":%d,"
-                    "\"old_lr\":%.9g,\"patience\":%d,\"min_delta\":%.9g,\"prefix_clip\":%.9g,\"keep_trainable\":%d,"
-                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d,\"seed\":%llu%s}",
-                    pf_schedule_name(o->schedule), o->epochs, o->batch, p->adam ? "adam" : "adamw", p->lr, p->beta1,
-                    p->beta2, p->eps, p->weight_decay, p->clip, o->lr_schedule == PF_LR_CONSTANT ? "constant" : "cosine",
-                    o->warmup, o->min_lr, o->label_smoothing, o->new_branch == PF_NEW_ZERO ? "zero" : "random",
-                    o->freeze_old, o->old_lr, o->patience, o->min_delta, o->prefix_clip, o->keep_trainable,
-                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed, list);
-}
-
-PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
-    pf_model *m = t->m;
-    char state[2048], opts[1536];
-    const char *keys[2] = {"train_state", "train_args"}, *vals[2];
-    pf_st_tensor extra[4];
-    int64_t *flags = NULL;
-    float *mv = NULL;
-    pf_status st;
-    int b, n = m->cfg.branches;
-    size_t i;
-    if (t->backend && (st = t->backend->download(t->backend->ctx)) != PF_OK) return st;
-    if (pf__train_opts_json(&t->o, opts, sizeof opts) >= (int)sizeof opts)
-        return pf_fail(PF_ERR_ARG, "%s: training options too long", path);
-    if (snprintf(state, sizeof state,
-                 "{\"version\":1,\"stage\":%d,\"epoch\":%d,\"stage_epoch\":%d,\"bad_evals\":%d,\"done\":%d,"
-                 "\"step\":%lld,\"samples\":%lld,\"best_val\":%.17g,\"log_lines\":%lld,"
-                 "\"dropout_counter\":%llu,\"options\":%s}",
-                 t->s.stage, t->s.epoch, t->s.stage_epoch, t->s.bad_evals, t->s.done, (long long)t->s.step,
-                 (long long)t->s.samples, isfinite(t->s.best_val) ? t->s.best_val : -1.0,
-                 (long long)t->s.log_lines, (unsigned long long)m->dropout_counter, opts) >= (int)sizeof state)
-        return pf_fail(PF_ERR_ARG, "%s: training state too long", path);
-    vals[0] = state;
-    vals[1] = t->meta_extra ? t->meta_extra : "{}";
-    /* Adam moments (float32 like the parameters), per-tensor steps, and the
-       trainable flags of each branch */
-    mv = PF__CALLOC(float, 2 * m->n_params);
-    flags = PF__CALLOC(int64_t, (size_t)n + 3);
-    if (!mv || !flags) { PF_FREE(mv); PF_FREE(flags); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
-    for (i = 0; i < m->n_params; i++) { mv[i] = (float)m->adam_m[i]; mv[m->n_params + i] = (float)m->adam_v[i]; }
-    for (b = 0; b < n; b++) flags[b] = m->train_branch[b];
-    flags[n] = m->train_stem; flags[n + 1] = m->train_head; flags[n + 2] = m->head_rows_from;
-    memset(extra, 0, sizeof extra);
-    extra[0].name = "train.adam_m"; extra[0].dtype = PF_F32; extra[0].ndim = 1; extra[0].shape[0] = (int64_t)m->n_params; extra[0].data = mv;
-    extra[1].name = "train.adam_v"; extra[1].dtype = PF_F32; extra[1].ndim = 1; extra[1].shape[0] = (int64_t)m->n_params; extra[1].data = mv + m->n_params;
-    extra[2].name = "train.steps"; extra[2].dtype = PF_I64; extra[2].ndim = 1; extra[2].shape[0] = m->n_specs; extra[2].data = m->steps;
-    extra[3].name = "train.trainable"; extra[3].dtype = PF_I64; extra[3].ndim = 1; extra[3].shape[0] = n + 3; extra[3].data = flags;
-    st = pf__model_save_with(m, path, extra, 4, keys, vals, 2);
-    PF_FREE(mv);
-    PF_FREE(flags);
-    return st;
-}
-
-PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
-    pf_model *m = t->m, *saved = NULL;
-    pf_st_file *f = NULL;
-    const char *sj;
-    const pf_st_entry *e[4];
-    static const char *const names[4] = {"train.adam_m", "train.adam_v", "train.steps", "train.trainable"};
-    char opts_now[1536], opts_then[1536], cfg_now[2048], cfg_then[2048];
-    double v;
-    float *mv = NULL;
-    int64_t *flags = NULL;
-    pf_status st;
-    int i, n = m->cfg.branches;
-    size_t j;
-    if ((st = pf_model_load(path, &saved)) != PF_OK) return st;
-    pf_config_to_json(&m->cfg, cfg_now, sizeof cfg_now);
-    pf_config_to_json(&saved->cfg, cfg_then, sizeof cfg_then);
-    if (strcmp(cfg_now, cfg_then)) {
-        pf_model_free(saved);
-        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model (%s) is not the one of this run (%s)", path, cfg_then, cfg_now);
-    }
-    if ((st = pf_st_open(path, &f)) != PF_OK) { pf_model_free(saved); return st; }
-    sj = pf_st_meta(f, "train_state");
-    if (!sj) { st = pf_fail(PF_ERR_FORMAT, "%s: no \"train_state\" in the metadata: a model without training state "
-                            "(use --init to start a new run from its weights)", path); goto done; }
-    { /* same options? */
-        pf__json j;
-        char key[64];
-        int first = 1;
-        size_t a = 0, b = 0;
-        memset(&j, 0, sizeof j);
-        j.s = sj; j.n = strlen(sj);
-        opts_then[0] = 0;
-        if (pf__jobj_begin(&j))
-            while (pf__jobj_next(&j, &first, key, sizeof key)) {
-                size_t i0;
-                pf__jws(&j);
-                i0 = j.i;
-                if (!pf__jskip(&j)) break;
-                if (!strcmp(key, "options") && j.i - i0 < sizeof opts_then) {
-                    memcpy(opts_then, sj + i0, j.i - i0);
-                    opts_then[j.i - i0] = 0;
-                }
-            }
-        pf__train_opts_json(&t->o, opts_now, sizeof opts_now);
-        if (strcmp(opts_now, opts_then)) {
-            /* name the first option that differs */
-            while (opts_now[a] && opts_now[a] == opts_then[b]) a++, b++;
-            while (a > 0 && opts_now[a - 1] != ',' && opts_now[a - 1] != '{') a--;
-            st = pf_fail(PF_ERR_ARG, "%s: the run was started with other training options (now %.60s ..., then %s); "
-                         "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
-            goto done;
-        }
-    }
-#define PF__STATE_INT(key, dst) do { if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || v < 0 || v > 9.0e15) { \
-        st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\"", path, key); goto done; } dst = v; } while (0)
-    PF__STATE_INT("stage", t->s.stage);
-    PF__STATE_INT("epoch", t->s.epoch);
-    PF__STATE_INT("stage_epoch", t->s.stage_epoch);
-    PF__STATE_INT("bad_evals", t->s.bad_evals);
-    PF__STATE_INT("done", t->s.done);
-    PF__STATE_INT("step", t->s.step);
-    PF__STATE_INT("samples", t->s.samples);
-    PF__STATE_INT("log_lines", t->s.log_lines);
-    PF__STATE_INT("dropout_counter", m->dropout_counter);
-#undef PF__STATE_INT
-    if (!pf_json_number(sj, strlen(sj), "best_val", &v)) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no best_val", path); goto done; }
-    t->s.best_val = v < 0 ? INFINITY : v;
-    if (t->s.stage < 1 || t->s.stage > n) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state stage %d outside 1..%d", path, t->s.stage, n); goto done; }
-    for (i = 0; i < 4; i++) {
-        int64_t want = i < 2 ? (int64_t)m->n_params : i == 2 ? m->n_specs : n + 3;
-        e[i] = pf_st_find(f, names[i]);
-        if (!e[i] || e[i]->ndim != 1 || e[i]->shape[0] != want || e[i]->dtype != (i < 2 ? PF_F32 : PF_I64)) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: tensor %s is missing or not %s[%lld]", path, names[i], i < 2 ? "F32" : "I64",
-                         (long long)want);
-            goto done;
-        }
-    }
-    mv = PF__CALLOC(float, m->n_params);
-    flags = PF__CALLOC(int64_t, (size_t)n + 3);
-    if (!mv || !flags) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto done; }
-    if ((st = pf_st_read_raw(f, e[0], mv)) != PF_OK) goto done;
-    for (j = 0; j < m->n_params; j++) m->adam_m[j] = mv[j];
-    if ((st = pf_st_read_raw(f, e[1], mv)) != PF_OK) goto done;
-    for (j = 0; j < m->n_params; j++) m->adam_v[j] = mv[j];
-    if ((st = pf_st_read_raw(f, e[2], m->steps)) != PF_OK) goto done;
-    if ((st = pf_st_read_raw(f, e[3], flags)) != PF_OK) goto done;
-    for (i = 0; i < n; i++) m->train_branch[i] = flags[i] != 0;
-    m->train_stem = flags[n] != 0;
-    m->train_head = flags[n + 1] != 0;
-    m->head_rows_from = (int)flags[n + 2];
-    memcpy(m->params, saved->params, m->n_params * sizeof(pf_real));
-    pf_model_changed(m);
-    pf__trainer_apply_stage(t);
-    if (t->backend) st = t->backend->upload(t->backend->ctx);
-done:
-    PF_FREE(mv);
-    PF_FREE(flags);
-    pf_st_close(f);
-    pf_model_free(saved);
-    return st;
-}
-
-PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
-    FILE *f;
-    pf_status st;
-    if (t->log) { fclose((FILE *)t->log); t->log = NULL; }
-    if (t->s.log_lines > 0) { /* keep the lines written up to the checkpoint (rewritten atomically) */
-        char tmp[1100];
-        int64_t lines = 0;
-        int ch = 0, ok = 1;
-        FILE *w;
-        if (!(f = fopen(path, "rb")))
-            return pf_fail(PF_ERR_IO, "%s: cannot open the log to continue it: %s", path, strerror(errno));
-        if (!(w = pf__open_tmp(path, tmp, sizeof tmp))) { fclose(f); return PF_ERR_IO; }
-        while (lines < t->s.log_lines && (ch = getc(f)) != EOF) {
-            if (putc(ch, w) == EOF) { ok = 0; break; }
-            lines += ch == '\n';
-        }
-        fclose(f);
-        if (ok && lines < t->s.log_lines) {
-            fclose(w);
-            remove(tmp);
-            return pf_fail(PF_ERR_IO, "%s: the log has %lld lines, fewer than the %lld it had at the checkpoint",
-                           path, (long long)lines, (long long)t->s.log_lines);
-        }
-        if ((st = pf__commit(w, tmp, path, ok)) != PF_OK) return st;
-    }
-    if (!(f = fopen(path, "ab"))) return pf_fail(PF_ERR_IO, "%s: cannot open the log: %s", path, strerror(errno));
-    t->log = f;
-    return PF_OK;
-}
-
-/* ---------------------------------------------------------------------- */
 /* .npy (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html) */
 
 #define PF__NPY_MAX_HEADER (1u << 20)
@@ -5018,7 +4140,7 @@ PFDEF pf_status pf_npy_save(const char *path, const pf_array *a) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* images */
+/* datasets: an 8-bit image to the model's input (resize, normalise) */
 
 PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c, const pf_config *cfg, float *out) {
     int S = cfg->image_size, C = cfg->channels, ch, y, x;
@@ -5059,7 +4181,8 @@ PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c,
 }
 
 /* ---------------------------------------------------------------------- */
-/* datasets */
+/* datasets: readers (bounded input streams, .gz; Fashion-MNIST, CIFAR,
+   image files and folders, .npy pairs) and the spec that picks one */
 
 /* What one dataset file may decompress to (a gzip bomb stops here). */
 #ifndef PF_DATASET_MAX_BYTES
@@ -5991,6 +5114,9 @@ enum { PF__RA_IDENTITY, PF__RA_SHEAR_X, PF__RA_SHEAR_Y, PF__RA_TRANSLATE_X, PF__
        PF__RA_BRIGHTNESS, PF__RA_COLOR, PF__RA_CONTRAST, PF__RA_SHARPNESS, PF__RA_POSTERIZE, PF__RA_SOLARIZE,
        PF__RA_AUTOCONTRAST, PF__RA_EQUALIZE, PF__RA_COUNT };
 
+/* ---------------------------------------------------------------------- */
+/* datasets: augmentation (crop with padding, flips, RandAugment) */
+
 /* torchvision's _blend: (r * a + (1 - r) * b).clamp(0, 255), truncated */
 static unsigned char pf__blend(float r, float r1, float a, float b) {
     float v = r * a + r1 * b;
@@ -6210,6 +5336,9 @@ PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, 
     return PF_OK;
 }
 
+/* ---------------------------------------------------------------------- */
+/* datasets: batches */
+
 PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
                                  uint64_t seed, uint64_t counter, pf_real *x) {
     int S = cfg->image_size, C = cfg->channels, i, nt = pf_get_threads(), use_aug;
@@ -6266,6 +5395,932 @@ PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, con
     PF_FREE(buf);
     PF_FREE(fbuf);
     return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* evaluation with the branch sweep */
+
+/* the class with the largest logit (the first of equal ones) */
+static int pf__argmax(const pf_real *z, int K) {
+    int j, best = 0;
+    for (j = 1; j < K; j++) if (z[j] > z[best]) best = j;
+    return best;
+}
+
+/* evaluation input: a non-empty dataset whose labels are classes of m */
+static pf_status pf__eval_check(const pf_model *m, const pf_dataset *d) {
+    int i, K = m->cfg.classes;
+    if (!d || d->n < 1) return pf_fail(PF_ERR_ARG, "evaluate: the dataset is empty");
+    for (i = 0; i < d->n; i++)
+        if (d->labels[i] < 0 || d->labels[i] >= K)
+            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes", d->name, i,
+                           d->labels[i], K);
+    return PF_OK;
+}
+
+/* evaluation results from the counts: hits and images per class, hits of
+   each prefix 1..k, the summed loss, over n images */
+static void pf__eval_results(int K, int k, int n, const int *hit, const int *cnt, const int *hitk, double total,
+                             double *loss, double *accuracy, double *per_class, double *sweep) {
+    int i, h = 0;
+    for (i = 0; i < K; i++) {
+        h += hit[i];
+        if (per_class) per_class[i] = cnt[i] ? (double)hit[i] / cnt[i] : NAN;
+    }
+    if (loss) *loss = total / n;
+    if (accuracy) *accuracy = (double)h / n;
+    for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / n;
+}
+
+PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+                            double *per_class, double *sweep) {
+    const pf_config *c = &m->cfg;
+    int K = c->classes, k = m->active, n0, saved = m->training;
+    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
+    pf_real *x = NULL;
+    double total = 0;
+    pf_status st = PF_OK;
+    if ((st = pf__eval_check(m, d)) != PF_OK) return st;
+    if (batch < 1) batch = 256;
+    if (batch > d->n) batch = d->n;
+    if (m->max_batch < batch && (st = pf_model_reserve(m, batch)) != PF_OK) return st;
+    batch = m->max_batch < batch ? m->max_batch : batch;
+    idx = PF__CALLOC(int, batch);
+    hit = PF__CALLOC(int, K);
+    cnt = PF__CALLOC(int, K);
+    hitk = PF__CALLOC(int, k);
+    x = PF__CALLOC(pf_real, (size_t)batch * c->channels * c->image_size * c->image_size);
+    if (!idx || !hit || !cnt || !hitk || !x) { st = pf_fail(PF_ERR_NOMEM, "evaluate: out of memory"); goto done; }
+    m->training = 0;
+    if ((st = pf__build_wpack(m)) != PF_OK) goto done;
+    m->wpack_on = m->wpack != NULL;
+    for (n0 = 0; n0 < d->n; n0 += batch) {
+        int B = d->n - n0 < batch ? d->n - n0 : batch, b, kk;
+        for (b = 0; b < B; b++) idx[b] = n0 + b;
+        if ((st = pf_dataset_batch(d, idx, B, c, NULL, 0, 0, x)) != PF_OK) break;
+        if ((st = pf_forward(m, x, d->labels + n0, B, 0.0f, NULL)) != PF_OK) break;
+        total += m->loss * B;
+        for (b = 0; b < B; b++) {
+            int y = d->labels[n0 + b];
+            cnt[y]++;
+            hit[y] += pf__argmax(m->logits + (size_t)b * K, K) == y;
+        }
+        /* the sweep: the branch outputs of this batch are still in the
+           activations, so each prefix only re-aggregates and runs the head
+           (with one branch the forward's logits are already prefix 1) */
+        for (kk = 1; sweep && kk <= k; kk++) {
+            if (k > 1) {
+                pf__aggregate(m, kk, B);
+                pf__head_forward(m, NULL, B, 0.0f);
+            }
+            for (b = 0; b < B; b++) hitk[kk - 1] += pf__argmax(m->logits + (size_t)b * K, K) == d->labels[n0 + b];
+        }
+    }
+    if (st == PF_OK) pf__eval_results(K, k, d->n, hit, cnt, hitk, total, loss, accuracy, per_class, sweep);
+done:
+    m->training = saved;
+    m->wpack_on = 0;
+    PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x);
+    return st;
+}
+
+PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
+                               double *accuracy, double *per_class, double *sweep) {
+    const pf_config *c = &m->cfg;
+    int K = c->classes, k = m->active, n0, saved = m->training;
+    int *idx = NULL, *hit = NULL, *cnt = NULL, *hitk = NULL;
+    pf_real *x = NULL, *z = NULL;
+    double total = 0;
+    pf_status st = PF_OK;
+    if (!be) return pf_evaluate(m, d, batch, loss, accuracy, per_class, sweep);
+    if ((st = pf__eval_check(m, d)) != PF_OK) return st;
+    if (batch < 1) batch = 256;
+    if (be->max_batch > 0 && batch > be->max_batch) batch = be->max_batch;
+    if (batch > d->n) batch = d->n;
+    idx = PF__CALLOC(int, batch);
+    hit = PF__CALLOC(int, K);
+    cnt = PF__CALLOC(int, K);
+    hitk = PF__CALLOC(int, k);
+    x = PF__CALLOC(pf_real, (size_t)batch * c->channels * c->image_size * c->image_size);
+    z = PF__CALLOC(pf_real, (size_t)batch * K);
+    if (!idx || !hit || !cnt || !hitk || !x || !z) { st = pf_fail(PF_ERR_NOMEM, "evaluate: out of memory"); goto done; }
+    m->training = 0;
+    for (n0 = 0; n0 < d->n; n0 += batch) {
+        int B = d->n - n0 < batch ? d->n - n0 : batch, b, kk;
+        for (b = 0; b < B; b++) idx[b] = n0 + b;
+        if ((st = pf_dataset_batch(d, idx, B, c, NULL, 0, 0, x)) != PF_OK) break;
+        if ((st = be->forward(be->ctx, x, d->labels + n0, B, 0.0f, NULL)) != PF_OK) break;
+        if ((st = be->logits(be->ctx, z)) != PF_OK) break;
+        total += m->loss * B;
+        for (b = 0; b < B; b++) {
+            int y = d->labels[n0 + b], hk = pf__argmax(z + (size_t)b * K, K) == y;
+            cnt[y]++;
+            hit[y] += hk;
+            hitk[k - 1] += hk;
+        }
+        /* the sweep: a forward of each shorter prefix */
+        for (kk = 1; sweep && kk < k && st == PF_OK; kk++) {
+            m->active = kk;
+            if ((st = be->forward(be->ctx, x, NULL, B, 0.0f, NULL)) != PF_OK) break;
+            if ((st = be->logits(be->ctx, z)) != PF_OK) break;
+            for (b = 0; b < B; b++) hitk[kk - 1] += pf__argmax(z + (size_t)b * K, K) == d->labels[n0 + b];
+        }
+        m->active = k;
+        if (st != PF_OK) break;
+    }
+    if (st == PF_OK) pf__eval_results(K, k, d->n, hit, cnt, hitk, total, loss, accuracy, per_class, sweep);
+done:
+    m->active = k;
+    m->training = saved;
+    PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x); PF_FREE(z);
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* compress and expand */
+
+/* copies every tensor of `src` whose name and shape exist in `dst` */
+static void pf__copy_common(pf_model *dst, const pf_model *src) {
+    int s;
+    for (s = 0; s < dst->n_specs; s++) {
+        const pf_tensor_spec *d = &dst->specs[s], *o = pf_model_find(src, d->name);
+        if (o && o->numel == d->numel && o->ndim == d->ndim)
+            memcpy(dst->params + d->offset, src->params + o->offset, d->numel * sizeof(pf_real));
+    }
+    pf_model_changed(dst);
+}
+
+PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out) {
+    pf_config c = m->cfg;
+    pf_status st;
+    *out = NULL;
+    if (keep < 1 || keep > c.branches)
+        return pf_fail(PF_ERR_ARG, "compress: keep %d branches, the model has 1..%d", keep, c.branches);
+    c.branches = keep;
+    if ((st = pf_model_create(&c, out)) != PF_OK) return st;
+    pf__copy_common(*out, m);
+    return PF_OK;
+}
+
+/* zeroes the output projections (proj, fc2: weight and bias) of branch b */
+static void pf__zero_branch_out(pf_model *m, int b) {
+    int l;
+    for (l = 0; l < m->cfg.depth; l++) {
+        pf_layer_ptrs P = pf_model_layer(m, m->params, b, l);
+        int D = m->cfg.dim, M = m->cfg.mlp_dim;
+        memset(P.proj_w, 0, (size_t)D * D * sizeof(pf_real));
+        memset(P.proj_b, 0, (size_t)D * sizeof(pf_real));
+        memset(P.fc2_w, 0, (size_t)D * M * sizeof(pf_real));
+        memset(P.fc2_b, 0, (size_t)D * sizeof(pf_real));
+    }
+    pf_model_changed(m);
+}
+
+PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
+                                pf_model **out) {
+    pf_config c = m->cfg;
+    pf_status st;
+    int b, K0 = m->cfg.classes, D = m->cfg.dim;
+    *out = NULL;
+    if (add < 0 || add > 1024) return pf_fail(PF_ERR_ARG, "expand: add %d branches (0..1024)", add);
+    if (classes == 0) classes = K0;
+    if (classes < K0) return pf_fail(PF_ERR_ARG, "expand: %d classes is fewer than the model's %d", classes, K0);
+    if (!add && classes == K0) return pf_fail(PF_ERR_ARG, "expand: nothing to add (no branches, no classes)");
+    c.branches += add;
+    c.classes = classes;
+    if ((st = pf_model_create(&c, out)) != PF_OK) return st;
+    pf_model_init(*out, seed, 0.0f); /* new tensors; the old ones are copied over */
+    pf__copy_common(*out, m);
+    { /* the head grows: old rows copied, new rows keep their initialisation */
+        const pf_tensor_spec *ow = pf_model_find(m, "head.weight"), *ob = pf_model_find(m, "head.bias");
+        const pf_tensor_spec *nw = pf_model_find(*out, "head.weight"), *nb = pf_model_find(*out, "head.bias");
+        memcpy((*out)->params + nw->offset, m->params + ow->offset, (size_t)K0 * D * sizeof(pf_real));
+        memcpy((*out)->params + nb->offset, m->params + ob->offset, (size_t)K0 * sizeof(pf_real));
+    }
+    if (new_branch == PF_NEW_ZERO)
+        for (b = m->cfg.branches; b < c.branches; b++) pf__zero_branch_out(*out, b);
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the trainer: options and presets */
+
+PFDEF const char *pf_schedule_name(int s) {
+    return s == PF_SCHED_INTERLEAVED ? "interleaved" : s == PF_SCHED_JOINT ? "joint" : "staged";
+}
+
+PFDEF pf_train_opts pf_train_opts_default(void) {
+    pf_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.schedule = PF_SCHED_STAGED;
+    o.epochs = 10;
+    o.batch = 128;
+    o.optim = pf_optim_default();
+    o.optim.weight_decay = 0.05f;
+    o.lr_schedule = PF_LR_COSINE;
+    o.warmup = 1.0f;
+    o.new_branch = PF_NEW_ZERO;
+    o.old_lr = 1.0f;
+    o.patience = 3;
+    o.prefix_clip = 1.0f;
+    o.eval_batch = 256;
+    return o;
+}
+
+PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o, float *embed_std) {
+    *o = pf_train_opts_default();
+    memset(c, 0, sizeof *c);
+    if (!strcmp(name, "fmnist-small")) {
+        /* PF(2x2) at width 80 (MLP 320) with 7x7 patches (T = 17), 0.32M
+           parameters: stage 1 trains branch 1 for 15 epochs, stage 2 adds
+           branch 2 (zeroed output projections) and trains everything for
+           20 more. Shallow branches: with 4-layer branches (PF(2x4) at
+           width 64) branch 1 alone already reached what both did, and the
+           sweep stayed flat; the README says what was tried. */
+        c->image_size = 28; c->channels = 1; c->patch_size = 7;
+        c->dim = 80; c->heads = 4; c->mlp_dim = 320;
+        c->branches = 2; c->depth = 2; c->classes = 10;
+        o->schedule = PF_SCHED_STAGED;
+        o->stage_epochs[0] = 15;
+        o->stage_epochs[1] = 20;
+        o->epochs = 20;
+        o->batch = 128;
+        o->optim.lr = 3e-3f;
+        o->optim.weight_decay = 0.05f;
+        o->warmup = 0.5f;
+        o->min_lr = 0.02f;
+        o->label_smoothing = 0.1f;
+        o->freeze_old = 0; /* branch 1, stem and head keep training at the */
+        o->old_lr = 1.0f;  /* full rate: frozen, branch 2 learned nothing */
+        o->patience = 0;   /* each stage runs its epochs (stage 2 dips first) */
+        o->aug.crop_pad = 1;
+        o->aug.flip = 1;
+        *embed_std = 0.02f;
+        return PF_OK;
+    }
+    if (!strcmp(name, "paper")) {
+        pf_config_preset(c, "paper");
+        o->schedule = PF_SCHED_INTERLEAVED;
+        o->epochs = 300;
+        o->batch = 500;
+        o->optim.adam = 1;
+        o->optim.lr = 1e-4f;
+        o->optim.weight_decay = 0.0f;
+        o->lr_schedule = PF_LR_CONSTANT;
+        o->warmup = 0.0f;
+        o->prefix_clip = 1.0f;
+        o->aug.crop_pad = 4;
+        o->aug.flip = 1;
+        o->aug.randaug_n = 2;
+        o->aug.randaug_m = 14;
+        *embed_std = pf_preset_embed_std("paper");
+        return PF_OK;
+    }
+    *embed_std = pf_preset_embed_std(name);
+    if (pf_config_preset(c, name) != PF_OK)
+        return pf_fail(PF_ERR_ARG, "unknown preset '%s' (fmnist-small, paper, paraformer, vit)", name);
+    return PF_OK;
+}
+
+PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
+    const pf_optim *p = &o->optim;
+    if (o->schedule < PF_SCHED_STAGED || o->schedule > PF_SCHED_JOINT)
+        return pf_fail(PF_ERR_ARG, "schedule %d is not staged, interleaved or joint", o->schedule);
+    if (o->epochs < 1 || o->epochs > 100000) return pf_fail(PF_ERR_ARG, "epochs %d outside 1..100000", o->epochs);
+    {
+        int i, end = 0;
+        for (i = 0; i < PF_TRAIN_MAX_LIST; i++) {
+            int e = o->stage_epochs[i];
+            if (e == 0) { end = 1; continue; }
+            if (end || e < 1 || e > 100000)
+                return pf_fail(PF_ERR_ARG, "stage %d epochs %d: the list must be values in 1..100000 then zeros", i + 1, e);
+            if (o->schedule != PF_SCHED_STAGED)
+                return pf_fail(PF_ERR_ARG, "epochs per stage need the staged schedule");
+            if (!(o->warmup <= (float)e))
+                return pf_fail(PF_ERR_ARG, "warmup %g epochs must be in [0, epochs of stage %d = %d]", o->warmup, i + 1, e);
+        }
+    }
+    if (o->batch < 1 || o->batch > 65536) return pf_fail(PF_ERR_ARG, "batch %d outside 1..65536", o->batch);
+    if (o->eval_batch < 1 || o->eval_batch > 65536)
+        return pf_fail(PF_ERR_ARG, "eval batch %d outside 1..65536", o->eval_batch);
+    if (!(p->lr > 0.0f && p->lr < 10.0f)) return pf_fail(PF_ERR_ARG, "learning rate %g must be in (0, 10)", p->lr);
+    if (!(p->beta1 >= 0.0f && p->beta1 < 1.0f) || !(p->beta2 >= 0.0f && p->beta2 < 1.0f))
+        return pf_fail(PF_ERR_ARG, "Adam betas (%g, %g) must be in [0, 1)", p->beta1, p->beta2);
+    if (!(p->eps > 0.0f)) return pf_fail(PF_ERR_ARG, "Adam eps %g must be > 0", p->eps);
+    if (!(p->weight_decay >= 0.0f && p->weight_decay < 10.0f))
+        return pf_fail(PF_ERR_ARG, "weight decay %g must be in [0, 10)", p->weight_decay);
+    if (!(p->clip >= 0.0f) || !(o->prefix_clip >= 0.0f)) return pf_fail(PF_ERR_ARG, "grad clip must be >= 0");
+    if (o->lr_schedule != PF_LR_COSINE && o->lr_schedule != PF_LR_CONSTANT)
+        return pf_fail(PF_ERR_ARG, "lr schedule %d is not cosine or constant", o->lr_schedule);
+    if (!(o->warmup >= 0.0f && o->warmup <= (float)o->epochs))
+        return pf_fail(PF_ERR_ARG, "warmup %g epochs must be in [0, epochs = %d]", o->warmup, o->epochs);
+    if (!(o->min_lr >= 0.0f && o->min_lr <= 1.0f)) return pf_fail(PF_ERR_ARG, "min lr fraction %g must be in [0, 1]", o->min_lr);
+    if (!(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
+        return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1)", o->label_smoothing);
+    if (o->new_branch != PF_NEW_ZERO && o->new_branch != PF_NEW_RANDOM)
+        return pf_fail(PF_ERR_ARG, "new-branch %d is not zero or random", o->new_branch);
+    if (!(o->old_lr >= 0.0f && o->old_lr <= 100.0f)) return pf_fail(PF_ERR_ARG, "old-branch lr multiplier %g must be in [0, 100]", o->old_lr);
+    if (o->patience < 0) return pf_fail(PF_ERR_ARG, "patience %d must be >= 0", o->patience);
+    if (!(o->min_delta >= 0.0f)) return pf_fail(PF_ERR_ARG, "min-delta %g must be >= 0", o->min_delta);
+    if (o->keep_trainable && o->schedule != PF_SCHED_JOINT)
+        return pf_fail(PF_ERR_ARG, "keeping the caller's trainable branches needs the joint schedule");
+    if (o->log_every < 0) return pf_fail(PF_ERR_ARG, "log-every %d must be >= 0", o->log_every);
+    if (o->aug.crop_pad < 0 || o->aug.crop_pad > 64) return pf_fail(PF_ERR_ARG, "crop padding %d outside 0..64", o->aug.crop_pad);
+    if (o->aug.randaug_n < 0 || o->aug.randaug_n > 16 || o->aug.randaug_m < 0 || o->aug.randaug_m > 30)
+        return pf_fail(PF_ERR_ARG, "RandAugment n=%d m=%d: n must be in 0..16, m in 0..30", o->aug.randaug_n, o->aug.randaug_m);
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the trainer: stages, passes, the log */
+
+PFDEF void pf_trainer_free(pf_trainer *t) {
+    if (!t) return;
+    if (t->log) fclose((FILE *)t->log);
+    PF_FREE(t->x); PF_FREE(t->logits); PF_FREE(t->perm); PF_FREE(t->labels);
+    memset(t, 0, sizeof *t);
+}
+
+/* the epoch cap of stage `stage` (1-based) */
+static int pf__stage_cap(const pf_train_opts *o, int stage) {
+    int i, cap = o->epochs;
+    for (i = 0; i < PF_TRAIN_MAX_LIST && i < stage && o->stage_epochs[i] > 0; i++) cap = o->stage_epochs[i];
+    return cap;
+}
+
+/* which branches run and train in the current stage */
+static void pf__trainer_apply_stage(pf_trainer *t) {
+    pf_model *m = t->m;
+    int n = m->cfg.branches, b;
+    if (t->o.keep_trainable) { m->active = n; return; }
+    m->train_stem = m->train_head = 1;
+    m->head_rows_from = 0;
+    m->shared_lr_scale = 1.0f;
+    if (t->o.schedule == PF_SCHED_STAGED) {
+        /* old parts at learning rate 0 take no step: mark them frozen, so
+           the backward pass skips them (the same weights, less work) */
+        int old_still = t->o.old_lr == 0.0f;
+        m->active = t->s.stage;
+        if (t->s.stage > 1) {
+            m->shared_lr_scale = t->o.old_lr;
+            m->train_stem = m->train_head = !old_still;
+        }
+        for (b = 0; b < n; b++) {
+            int old = b < t->s.stage - 1;
+            m->train_branch[b] = !(old && (t->o.freeze_old || old_still));
+            m->lr_scale[b] = old ? t->o.old_lr : 1.0f;
+        }
+    } else {
+        m->active = n;
+        for (b = 0; b < n; b++) { m->train_branch[b] = 1; m->lr_scale[b] = 1.0f; }
+    }
+}
+
+PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
+                                const pf_train_opts *o) {
+    const pf_config *c = &m->cfg;
+    pf_status st;
+    int B = o->batch, i;
+    memset(t, 0, sizeof *t);
+    if ((st = pf_train_opts_validate(o)) != PF_OK) return st;
+    if (!train || train->n < 1) return pf_fail(PF_ERR_ARG, "trainer: the training set is empty");
+    for (i = 0; i < train->n; i++)
+        if (train->labels[i] < 0 || train->labels[i] >= c->classes)
+            return pf_fail(PF_ERR_SHAPE, "%s: image %d has label %d but the model has %d classes (--classes)",
+                           train->name, i, train->labels[i], c->classes);
+    t->m = m;
+    t->train = train;
+    t->val = val && val->n > 0 ? val : NULL;
+    t->o = *o;
+    if (B > train->n) B = train->n;
+    t->o.batch = B;
+    t->n_batches = (train->n + B - 1) / B;
+    if ((st = pf_model_alloc_train(m)) != PF_OK) return st;
+    t->x = PF__CALLOC(pf_real, (size_t)B * c->channels * c->image_size * c->image_size);
+    t->logits = PF__CALLOC(pf_real, (size_t)B * c->classes);
+    t->perm = PF__CALLOC(int, train->n);
+    t->labels = PF__CALLOC(int, B);
+    if (!t->x || !t->logits || !t->perm || !t->labels) {
+        pf_trainer_free(t);
+        return pf_fail(PF_ERR_NOMEM, "trainer: out of memory");
+    }
+    t->s.stage = o->schedule == PF_SCHED_STAGED ? 1 : c->branches;
+    t->s.best_val = INFINITY;
+    m->dropout_seed = pf__mix64(o->seed ^ 0xd20b0u);
+    m->dropout_counter = 0;
+    pf__trainer_apply_stage(t);
+    return PF_OK;
+}
+
+/* the learning rate at batch `it` of a span of `total` batches */
+static double pf__lr_at(const pf_train_opts *o, int64_t it, int64_t total, int n_batches) {
+    double lr = o->optim.lr, w = (double)o->warmup * n_batches, p;
+    if (o->lr_schedule == PF_LR_CONSTANT) return lr;
+    if (w >= 1.0 && (double)it < w) return lr * ((double)it + 1.0) / w;
+    p = total > w ? ((double)it - w) / ((double)total - w) : 1.0;
+    if (p > 1.0) p = 1.0;
+    return lr * (o->min_lr + (1.0 - o->min_lr) * 0.5 * (1.0 + cos(3.141592653589793 * p)));
+}
+
+/* the seeded order of pass `pass` of epoch `epoch` */
+static void pf__trainer_order(pf_trainer *t, int epoch, int pass) {
+    uint64_t r = pf__mix64(t->o.seed ^ pf__mix64(((uint64_t)epoch << 8) + (uint64_t)pass + 0x0bdeu));
+    pf__shuffle(t->perm, t->train->n, &r);
+}
+
+static void pf__json_num(char *buf, size_t cap, size_t *len, const char *key, double v) {
+    if (*len >= cap) return;
+    if (isfinite(v)) *len += (size_t)snprintf(buf + *len, cap - *len, ",\"%s\":%.6g", key, v);
+    else *len += (size_t)snprintf(buf + *len, cap - *len, ",\"%s\":null", key);
+}
+
+PFDEF void pf_trainer_log(pf_trainer *t, const char *json) {
+    if (!t->log) return;
+    fputs(json, (FILE *)t->log);
+    fputc('\n', (FILE *)t->log);
+    fflush((FILE *)t->log);
+    t->s.log_lines++;
+}
+
+/* closes the object that line[0..len) opened and logs it */
+static void pf__trainer_log_object(pf_trainer *t, char *line, size_t cap, size_t len) {
+    if (len + 2 < cap) { line[len++] = '}'; line[len] = 0; pf_trainer_log(t, line); }
+}
+
+/* the progress record of an event: position filled in, the figures NaN
+   (each caller adds the ones it has) */
+static pf_train_info pf__trainer_info(const pf_trainer *t, int event, const char *pass) {
+    pf_train_info info;
+    memset(&info, 0, sizeof info);
+    info.event = event;
+    info.pass = pass;
+    info.stage = t->s.stage;
+    info.active = t->m->active;
+    info.epoch = t->s.epoch;
+    info.epochs = t->o.schedule == PF_SCHED_STAGED ? pf__stage_cap(&t->o, t->s.stage) : t->o.epochs;
+    info.step = t->s.step;
+    info.loss = info.acc = info.val_loss = info.val_acc = NAN;
+    return info;
+}
+
+/* one pass over the training data: `prefix` 1 takes a step per branch prefix
+   1..n for every batch (the interleaved schedule's first pass) */
+static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass, int prefix, int64_t span_pos,
+                                  int64_t span_total) {
+    pf_model *m = t->m;
+    const pf_backend *be = t->backend;
+    const pf_dataset *d = t->train;
+    int n = m->cfg.branches, bi, B = t->o.batch;
+    int log_every = t->o.log_every > 0 ? t->o.log_every : (t->n_batches * (prefix ? n : 1) + 19) / 20;
+    double sum_loss = 0, sum_acc = 0, win_loss = 0, win_acc = 0, t0 = pf_time(), t_win = t0;
+    int64_t seen = 0, win_seen = 0, win_steps = 0;
+    pf_status st;
+    pf__trainer_order(t, t->s.epoch, pass);
+    for (bi = 0; bi < t->n_batches; bi++) {
+        int b0 = bi * B, nb = d->n - b0 < B ? d->n - b0 : B, i, kk;
+        int k_lo = prefix ? 1 : m->active, k_hi = prefix ? n : m->active;
+        double lr = pf__lr_at(&t->o, span_pos + bi, span_total, t->n_batches);
+        pf_optim opt = t->o.optim;
+        opt.lr = (float)lr;
+        if (prefix) opt.clip = t->o.prefix_clip;
+        if (t->stop && *t->stop) return pf_fail(PF_ERR_INTERRUPTED, "interrupted");
+        for (i = 0; i < nb; i++) t->labels[i] = d->labels[t->perm[b0 + i]];
+        if ((st = pf_dataset_batch(d, t->perm + b0, nb, &m->cfg, &t->o.aug, t->o.seed, (uint64_t)t->s.samples, t->x)) != PF_OK)
+            return st;
+        t->s.samples += nb;
+        for (kk = k_lo; kk <= k_hi; kk++) {
+            int hits = 0, K = m->cfg.classes;
+            const pf_real *z = m->logits;
+            if (prefix) m->active = kk;
+            if (be) {
+                if ((st = be->forward(be->ctx, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
+                if ((st = be->logits(be->ctx, t->logits)) != PF_OK) return st;
+                if ((st = be->backward(be->ctx)) != PF_OK) return st;
+                if ((st = be->step(be->ctx, &opt, NULL)) != PF_OK) return st;
+                z = t->logits;
+            } else {
+                if ((st = pf_forward(m, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
+                if ((st = pf_backward(m)) != PF_OK) return st;
+                pf_optim_step(m, &opt);
+            }
+            t->s.step++;
+            for (i = 0; i < nb; i++) hits += pf__argmax(z + (size_t)i * K, K) == t->labels[i];
+            if (kk == k_hi) { /* the running figures follow the full prefix */
+                sum_loss += m->loss * nb; sum_acc += hits; seen += nb;
+                win_loss += m->loss * nb; win_acc += hits; win_seen += nb;
+            }
+            win_steps++;
+            if (win_steps >= log_every || (bi == t->n_batches - 1 && kk == k_hi)) {
+                double now = pf_time();
+                char line[512];
+                size_t len = 0;
+                len += (size_t)snprintf(line, sizeof line, "{\"event\":\"train\",\"pass\":\"%s\",\"step\":%lld,\"epoch\":%d,"
+                                        "\"stage\":%d,\"active\":%d", pass_name, (long long)t->s.step, t->s.epoch,
+                                        t->s.stage, prefix ? n : m->active);
+                pf__json_num(line, sizeof line, &len, "loss", win_seen ? win_loss / win_seen : NAN);
+                pf__json_num(line, sizeof line, &len, "acc", win_seen ? win_acc / win_seen : NAN);
+                pf__json_num(line, sizeof line, &len, "lr", lr);
+                pf__json_num(line, sizeof line, &len, "img_s", now > t_win ? (double)win_seen / (now - t_win) : 0.0);
+                pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
+                pf__trainer_log_object(t, line, sizeof line, len);
+                win_loss = win_acc = 0; win_seen = 0; win_steps = 0; t_win = now;
+            }
+        }
+        if (prefix) m->active = n;
+        if (t->progress) {
+            pf_train_info info = pf__trainer_info(t, PF_EV_STEP, pass_name);
+            double now = pf_time();
+            info.batch = bi + 1; info.batches = t->n_batches;
+            info.loss = seen ? sum_loss / seen : NAN; info.acc = seen ? sum_acc / seen : NAN;
+            info.lr = lr; info.img_s = now > t0 ? (double)seen / (now - t0) : 0.0;
+            info.time_s = t->s.time_s + (now - t->t_start);
+            t->progress(&info, t->user);
+        }
+    }
+    return PF_OK;
+}
+
+static void pf__trainer_stage_start(pf_trainer *t) {
+    char line[256];
+    pf__trainer_apply_stage(t);
+    snprintf(line, sizeof line, "{\"event\":\"stage\",\"stage\":%d,\"step\":%lld,\"active\":%d}", t->s.stage,
+             (long long)t->s.step, t->m->active);
+    pf_trainer_log(t, line);
+    if (t->progress) {
+        pf_train_info info = pf__trainer_info(t, PF_EV_STAGE, "train");
+        t->progress(&info, t->user);
+    }
+}
+
+static pf_status pf__trainer_run(pf_trainer *t) {
+    pf_model *m = t->m;
+    const pf_backend *be = t->backend;
+    int n = m->cfg.branches;
+    pf_status st;
+    if (be && be->max_batch > 0 && be->max_batch < t->o.batch)
+        return pf_fail(PF_ERR_ARG, "trainer: batch %d, but the backend takes at most %d", t->o.batch, be->max_batch);
+    /* the host's values to the backend (pf_model_init, a resume, anything
+       the caller did before), or the activations on the host */
+    if (be) st = be->upload(be->ctx);
+    else st = pf_model_reserve(m, t->o.batch > t->o.eval_batch ? t->o.batch : t->o.eval_batch);
+    if (st != PF_OK) return st;
+    t->t_start = pf_time();
+    m->training = 1;
+    if (t->s.step == 0 && t->s.epoch == 0 && t->o.schedule == PF_SCHED_STAGED && !t->o.keep_trainable)
+        pf__trainer_stage_start(t);
+    while (!t->s.done) {
+        double vl = NAN, va = NAN, now;
+        char line[512];
+        size_t len = 0;
+        int end_stage = 0;
+        const char *reason = "epochs";
+        pf__trainer_apply_stage(t);
+        m->training = 1;
+        if (t->o.schedule == PF_SCHED_STAGED) {
+            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.stage_epoch * t->n_batches,
+                                  (int64_t)pf__stage_cap(&t->o, t->s.stage) * t->n_batches);
+        } else if (t->o.schedule == PF_SCHED_JOINT) {
+            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.epoch * t->n_batches,
+                                  (int64_t)t->o.epochs * t->n_batches);
+        } else { /* interleaved: the prefix pass, then the joint pass */
+            int64_t span = (int64_t)t->o.epochs * 2 * t->n_batches;
+            st = pf__trainer_pass(t, "prefix", 0, 1, (int64_t)t->s.epoch * 2 * t->n_batches, span);
+            if (st == PF_OK)
+                st = pf__trainer_pass(t, "joint", 1, 0, ((int64_t)t->s.epoch * 2 + 1) * t->n_batches, span);
+        }
+        if (st != PF_OK) { m->training = 0; return st; }
+        t->s.epoch++;
+        t->s.stage_epoch++;
+        /* validation */
+        if (t->val && (st = pf_evaluate_on(m, be, t->val, t->o.eval_batch, &vl, &va, NULL, NULL)) != PF_OK) {
+            m->training = 0;
+            return st;
+        }
+        now = pf_time();
+        len += (size_t)snprintf(line, sizeof line, "{\"event\":\"eval\",\"split\":\"val\",\"step\":%lld,\"epoch\":%d,"
+                                "\"stage\":%d,\"active\":%d", (long long)t->s.step, t->s.epoch, t->s.stage, m->active);
+        pf__json_num(line, sizeof line, &len, "loss", vl);
+        pf__json_num(line, sizeof line, &len, "accuracy", va);
+        pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
+        pf__trainer_log_object(t, line, sizeof line, len);
+        if (t->progress) {
+            pf_train_info info = pf__trainer_info(t, PF_EV_EVAL, "train");
+            info.epoch = t->s.epoch - 1; /* the one just trained */
+            info.val_loss = vl; info.val_acc = va;
+            info.time_s = t->s.time_s + (now - t->t_start);
+            t->progress(&info, t->user);
+        }
+        /* what the schedule does next */
+        if (t->o.schedule == PF_SCHED_STAGED) {
+            if (isfinite(vl) && vl < t->s.best_val - t->o.min_delta) { t->s.best_val = vl; t->s.bad_evals = 0; }
+            else if (isfinite(vl)) t->s.bad_evals++;
+            if (t->o.patience > 0 && t->s.bad_evals >= t->o.patience) { end_stage = 1; reason = "patience"; }
+            if (t->s.stage_epoch >= pf__stage_cap(&t->o, t->s.stage)) end_stage = 1;
+        } else if (t->s.epoch >= t->o.epochs) {
+            t->s.done = 1;
+        }
+        if (end_stage) {
+            snprintf(line, sizeof line, "{\"event\":\"stage_end\",\"stage\":%d,\"step\":%lld,\"reason\":\"%s\","
+                     "\"best_val_loss\":%.6g}", t->s.stage, (long long)t->s.step, reason,
+                     isfinite(t->s.best_val) ? t->s.best_val : -1.0);
+            pf_trainer_log(t, line);
+            if (t->s.stage < n) {
+                t->s.stage++;
+                t->s.stage_epoch = 0;
+                t->s.bad_evals = 0;
+                t->s.best_val = INFINITY;
+                if (t->o.new_branch == PF_NEW_ZERO) { /* on the host: the backend's values there and back */
+                    if (be && (st = be->download(be->ctx)) != PF_OK) { m->training = 0; return st; }
+                    pf__zero_branch_out(m, t->s.stage - 1);
+                    if (be && (st = be->upload(be->ctx)) != PF_OK) { m->training = 0; return st; }
+                }
+                pf__trainer_stage_start(t);
+            } else {
+                t->s.done = 1;
+            }
+        }
+        now = pf_time();
+        t->s.time_s += now - t->t_start;
+        t->t_start = now;
+        if (t->out_path && (st = pf_trainer_save(t, t->out_path)) != PF_OK) { m->training = 0; return st; }
+        if (t->progress) {
+            pf_train_info info = pf__trainer_info(t, PF_EV_EPOCH, "train");
+            info.epoch = t->s.epoch - 1;
+            info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
+            t->progress(&info, t->user);
+        }
+    }
+    pf__trainer_apply_stage(t);
+    m->training = 0;
+    return PF_OK;
+}
+
+PFDEF pf_status pf_trainer_run(pf_trainer *t) {
+    pf_status st = pf__trainer_run(t), st2;
+    /* finished or stopped: the model holds what the backend trained */
+    if (t->backend && (st == PF_OK || st == PF_ERR_INTERRUPTED) &&
+        (st2 = t->backend->download(t->backend->ctx)) != PF_OK)
+        st = st2;
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the trainer: checkpoints with training state */
+
+/* the options that decide the trajectory, as JSON (saved and compared) */
+static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
+    const pf_optim *p = &o->optim;
+    char list[16 * PF_TRAIN_MAX_LIST + 32] = "";
+    int i, n;
+    if (o->stage_epochs[0] > 0) { /* only when given, so older checkpoints still resume */
+        n = snprintf(list, sizeof list, ",\"stage_epochs\":[");
+        for (i = 0; i < PF_TRAIN_MAX_LIST && o->stage_epochs[i] > 0; i++)
+            n += snprintf(list + n, sizeof list - (size_t)n, "%s%d", i ? "," : "", o->stage_epochs[i]);
+        snprintf(list + n, sizeof list - (size_t)n, "]");
+    }
+    return snprintf(buf, cap,
+                    "{\"schedule\":\"%s\",\"epochs\":%d,\"batch\":%d,\"optimizer\":\"%s\",\"lr\":%.9g,\"beta1\":%.9g,"
+                    "\"beta2\":%.9g,\"eps\":%.9g,\"weight_decay\":%.9g,\"clip\":%.9g,\"lr_schedule\":\"%s\","
+                    "\"warmup\":%.9g,\"min_lr\":%.9g,\"label_smoothing\":%.9g,\"new_branch\":\"%s\",\"freeze_old\":%d,"
+                    "\"old_lr\":%.9g,\"patience\":%d,\"min_delta\":%.9g,\"prefix_clip\":%.9g,\"keep_trainable\":%d,"
+                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d,\"seed\":%llu%s}",
+                    pf_schedule_name(o->schedule), o->epochs, o->batch, p->adam ? "adam" : "adamw", p->lr, p->beta1,
+                    p->beta2, p->eps, p->weight_decay, p->clip, o->lr_schedule == PF_LR_CONSTANT ? "constant" : "cosine",
+                    o->warmup, o->min_lr, o->label_smoothing, o->new_branch == PF_NEW_ZERO ? "zero" : "random",
+                    o->freeze_old, o->old_lr, o->patience, o->min_delta, o->prefix_clip, o->keep_trainable,
+                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed, list);
+}
+
+PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
+    pf_model *m = t->m;
+    char state[2048], opts[1536];
+    const char *keys[2] = {"train_state", "train_args"}, *vals[2];
+    pf_st_tensor extra[4];
+    int64_t *flags = NULL;
+    float *mv = NULL;
+    pf_status st;
+    int b, n = m->cfg.branches;
+    size_t i;
+    if (t->backend && (st = t->backend->download(t->backend->ctx)) != PF_OK) return st;
+    if (pf__train_opts_json(&t->o, opts, sizeof opts) >= (int)sizeof opts)
+        return pf_fail(PF_ERR_ARG, "%s: training options too long", path);
+    if (snprintf(state, sizeof state,
+                 "{\"version\":1,\"stage\":%d,\"epoch\":%d,\"stage_epoch\":%d,\"bad_evals\":%d,\"done\":%d,"
+                 "\"step\":%lld,\"samples\":%lld,\"best_val\":%.17g,\"log_lines\":%lld,"
+                 "\"dropout_counter\":%llu,\"options\":%s}",
+                 t->s.stage, t->s.epoch, t->s.stage_epoch, t->s.bad_evals, t->s.done, (long long)t->s.step,
+                 (long long)t->s.samples, isfinite(t->s.best_val) ? t->s.best_val : -1.0,
+                 (long long)t->s.log_lines, (unsigned long long)m->dropout_counter, opts) >= (int)sizeof state)
+        return pf_fail(PF_ERR_ARG, "%s: training state too long", path);
+    vals[0] = state;
+    vals[1] = t->meta_extra ? t->meta_extra : "{}";
+    /* Adam moments (float32 like the parameters), per-tensor steps, and the
+       trainable flags of each branch */
+    mv = PF__CALLOC(float, 2 * m->n_params);
+    flags = PF__CALLOC(int64_t, (size_t)n + 3);
+    if (!mv || !flags) { PF_FREE(mv); PF_FREE(flags); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
+    for (i = 0; i < m->n_params; i++) { mv[i] = (float)m->adam_m[i]; mv[m->n_params + i] = (float)m->adam_v[i]; }
+    for (b = 0; b < n; b++) flags[b] = m->train_branch[b];
+    flags[n] = m->train_stem; flags[n + 1] = m->train_head; flags[n + 2] = m->head_rows_from;
+    memset(extra, 0, sizeof extra);
+    extra[0].name = "train.adam_m"; extra[0].dtype = PF_F32; extra[0].ndim = 1; extra[0].shape[0] = (int64_t)m->n_params; extra[0].data = mv;
+    extra[1].name = "train.adam_v"; extra[1].dtype = PF_F32; extra[1].ndim = 1; extra[1].shape[0] = (int64_t)m->n_params; extra[1].data = mv + m->n_params;
+    extra[2].name = "train.steps"; extra[2].dtype = PF_I64; extra[2].ndim = 1; extra[2].shape[0] = m->n_specs; extra[2].data = m->steps;
+    extra[3].name = "train.trainable"; extra[3].dtype = PF_I64; extra[3].ndim = 1; extra[3].shape[0] = n + 3; extra[3].data = flags;
+    st = pf__model_save_with(m, path, extra, 4, keys, vals, 2);
+    PF_FREE(mv);
+    PF_FREE(flags);
+    return st;
+}
+
+PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
+    pf_model *m = t->m, *saved = NULL;
+    pf_st_file *f = NULL;
+    const char *sj;
+    const pf_st_entry *e[4];
+    static const char *const names[4] = {"train.adam_m", "train.adam_v", "train.steps", "train.trainable"};
+    char opts_now[1536], opts_then[1536], cfg_now[2048], cfg_then[2048];
+    double v;
+    float *mv = NULL;
+    int64_t *flags = NULL;
+    pf_status st;
+    int i, n = m->cfg.branches;
+    size_t j;
+    if ((st = pf_model_load(path, &saved)) != PF_OK) return st;
+    pf_config_to_json(&m->cfg, cfg_now, sizeof cfg_now);
+    pf_config_to_json(&saved->cfg, cfg_then, sizeof cfg_then);
+    if (strcmp(cfg_now, cfg_then)) {
+        pf_model_free(saved);
+        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model (%s) is not the one of this run (%s)", path, cfg_then, cfg_now);
+    }
+    if ((st = pf_st_open(path, &f)) != PF_OK) { pf_model_free(saved); return st; }
+    sj = pf_st_meta(f, "train_state");
+    if (!sj) { st = pf_fail(PF_ERR_FORMAT, "%s: no \"train_state\" in the metadata: a model without training state "
+                            "(use --init to start a new run from its weights)", path); goto done; }
+    { /* same options? */
+        pf__json j;
+        char key[64];
+        int first = 1;
+        size_t a = 0, b = 0;
+        memset(&j, 0, sizeof j);
+        j.s = sj; j.n = strlen(sj);
+        opts_then[0] = 0;
+        if (pf__jobj_begin(&j))
+            while (pf__jobj_next(&j, &first, key, sizeof key)) {
+                size_t i0;
+                pf__jws(&j);
+                i0 = j.i;
+                if (!pf__jskip(&j)) break;
+                if (!strcmp(key, "options") && j.i - i0 < sizeof opts_then) {
+                    memcpy(opts_then, sj + i0, j.i - i0);
+                    opts_then[j.i - i0] = 0;
+                }
+            }
+        pf__train_opts_json(&t->o, opts_now, sizeof opts_now);
+        if (strcmp(opts_now, opts_then)) {
+            /* name the first option that differs */
+            while (opts_now[a] && opts_now[a] == opts_then[b]) a++, b++;
+            while (a > 0 && opts_now[a - 1] != ',' && opts_now[a - 1] != '{') a--;
+            st = pf_fail(PF_ERR_ARG, "%s: the run was started with other training options (now %.60s ..., then %s); "
+                         "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
+            goto done;
+        }
+    }
+#define PF__STATE_INT(key, dst) do { if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || v < 0 || v > 9.0e15) { \
+        st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\"", path, key); goto done; } dst = v; } while (0)
+    PF__STATE_INT("stage", t->s.stage);
+    PF__STATE_INT("epoch", t->s.epoch);
+    PF__STATE_INT("stage_epoch", t->s.stage_epoch);
+    PF__STATE_INT("bad_evals", t->s.bad_evals);
+    PF__STATE_INT("done", t->s.done);
+    PF__STATE_INT("step", t->s.step);
+    PF__STATE_INT("samples", t->s.samples);
+    PF__STATE_INT("log_lines", t->s.log_lines);
+    PF__STATE_INT("dropout_counter", m->dropout_counter);
+#undef PF__STATE_INT
+    if (!pf_json_number(sj, strlen(sj), "best_val", &v)) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no best_val", path); goto done; }
+    t->s.best_val = v < 0 ? INFINITY : v;
+    if (t->s.stage < 1 || t->s.stage > n) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state stage %d outside 1..%d", path, t->s.stage, n); goto done; }
+    for (i = 0; i < 4; i++) {
+        int64_t want = i < 2 ? (int64_t)m->n_params : i == 2 ? m->n_specs : n + 3;
+        e[i] = pf_st_find(f, names[i]);
+        if (!e[i] || e[i]->ndim != 1 || e[i]->shape[0] != want || e[i]->dtype != (i < 2 ? PF_F32 : PF_I64)) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensor %s is missing or not %s[%lld]", path, names[i], i < 2 ? "F32" : "I64",
+                         (long long)want);
+            goto done;
+        }
+    }
+    mv = PF__CALLOC(float, m->n_params);
+    flags = PF__CALLOC(int64_t, (size_t)n + 3);
+    if (!mv || !flags) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto done; }
+    if ((st = pf_st_read_raw(f, e[0], mv)) != PF_OK) goto done;
+    for (j = 0; j < m->n_params; j++) m->adam_m[j] = mv[j];
+    if ((st = pf_st_read_raw(f, e[1], mv)) != PF_OK) goto done;
+    for (j = 0; j < m->n_params; j++) m->adam_v[j] = mv[j];
+    if ((st = pf_st_read_raw(f, e[2], m->steps)) != PF_OK) goto done;
+    if ((st = pf_st_read_raw(f, e[3], flags)) != PF_OK) goto done;
+    for (i = 0; i < n; i++) m->train_branch[i] = flags[i] != 0;
+    m->train_stem = flags[n] != 0;
+    m->train_head = flags[n + 1] != 0;
+    m->head_rows_from = (int)flags[n + 2];
+    memcpy(m->params, saved->params, m->n_params * sizeof(pf_real));
+    pf_model_changed(m);
+    pf__trainer_apply_stage(t);
+    if (t->backend) st = t->backend->upload(t->backend->ctx);
+done:
+    PF_FREE(mv);
+    PF_FREE(flags);
+    pf_st_close(f);
+    pf_model_free(saved);
+    return st;
+}
+
+PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
+    FILE *f;
+    pf_status st;
+    if (t->log) { fclose((FILE *)t->log); t->log = NULL; }
+    if (t->s.log_lines > 0) { /* keep the lines written up to the checkpoint (rewritten atomically) */
+        char tmp[1100];
+        int64_t lines = 0;
+        int ch = 0, ok = 1;
+        FILE *w;
+        if (!(f = fopen(path, "rb")))
+            return pf_fail(PF_ERR_IO, "%s: cannot open the log to continue it: %s", path, strerror(errno));
+        if (!(w = pf__open_tmp(path, tmp, sizeof tmp))) { fclose(f); return PF_ERR_IO; }
+        while (lines < t->s.log_lines && (ch = getc(f)) != EOF) {
+            if (putc(ch, w) == EOF) { ok = 0; break; }
+            lines += ch == '\n';
+        }
+        fclose(f);
+        if (ok && lines < t->s.log_lines) {
+            fclose(w);
+            remove(tmp);
+            return pf_fail(PF_ERR_IO, "%s: the log has %lld lines, fewer than the %lld it had at the checkpoint",
+                           path, (long long)lines, (long long)t->s.log_lines);
+        }
+        if ((st = pf__commit(w, tmp, path, ok)) != PF_OK) return st;
+    }
+    if (!(f = fopen(path, "ab"))) return pf_fail(PF_ERR_IO, "%s: cannot open the log: %s", path, strerror(errno));
+    t->log = f;
+    return PF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* multi-device plan: branches to devices, the collectives of a step */
+
+PFDEF pf_status pf_branch_plan(int n, int d, const double *cost, int *device_of) {
+    double load[256];
+    int b;
+    if (n < 1 || d < 1 || d > n) return pf_fail(PF_ERR_ARG, "branch plan: %d devices for %d branches (need 1..branches)", d, n);
+    if (d > 256) return pf_fail(PF_ERR_ARG, "branch plan: %d devices (at most 256)", d);
+    if (!cost) {
+        for (b = 0; b < n; b++) device_of[b] = b % d;
+        return PF_OK;
+    }
+    for (b = 0; b < n; b++)
+        if (!(cost[b] >= 0.0) || !isfinite(cost[b])) return pf_fail(PF_ERR_ARG, "branch plan: cost of branch %d is %g", b, cost[b]);
+    memset(load, 0, sizeof load);
+    for (b = 0; b < n; b++) device_of[b] = -1;
+    for (;;) { /* the costliest unplaced branch onto the least-loaded device */
+        int best = -1, dev = 0, i;
+        for (i = 0; i < n; i++)
+            if (device_of[i] < 0 && (best < 0 || cost[i] > cost[best])) best = i;
+        if (best < 0) break;
+        for (i = 1; i < d; i++)
+            if (load[i] < load[dev]) dev = i;
+        device_of[best] = dev;
+        load[dev] += cost[best];
+    }
+    return PF_OK;
+}
+
+PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replicas, size_t n_params,
+                             pf_collective *out, int cap) {
+    pf_config r = *c;
+    size_t act;
+    int n = 0, i;
+    pf_collective seq[5];
+    pf_config_resolve(&r);
+    if (pf_config_validate(&r) != PF_OK) return -1;
+    if (B < 1 || devices < 1 || devices > r.branches || replicas < 1) {
+        pf_fail(PF_ERR_ARG, "collective plan: batch %d, %d devices for %d branches, %d replicas", B, devices, r.branches,
+                replicas);
+        return -1;
+    }
+    act = (size_t)B * (size_t)((r.image_size / r.patch_size) * (r.image_size / r.patch_size) + 1) * (size_t)r.dim;
+    if (devices > 1) {
+        seq[n].op = PF_COLL_BROADCAST; seq[n].root = 0; seq[n].count = act; seq[n++].what = "x0";
+        seq[n].op = PF_COLL_REDUCE; seq[n].root = 0; seq[n].count = act; seq[n++].what = "branch outputs";
+        seq[n].op = PF_COLL_BROADCAST; seq[n].root = 0; seq[n].count = act; seq[n++].what = "d aggregate";
+        seq[n].op = PF_COLL_REDUCE; seq[n].root = 0; seq[n].count = act; seq[n++].what = "d x0";
+    }
+    if (replicas > 1) { seq[n].op = PF_COLL_ALLREDUCE; seq[n].root = -1; seq[n].count = n_params; seq[n++].what = "grads"; }
+    if (n > cap) {
+        pf_fail(PF_ERR_ARG, "collective plan: %d collectives, room for %d", n, cap);
+        return -1;
+    }
+    for (i = 0; i < n; i++) out[i] = seq[i];
+    return n;
 }
 
 #endif /* PARAFORMER_IMPLEMENTATION_DONE */
