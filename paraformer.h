@@ -80,10 +80,10 @@
                                              random numbers
    small JSON lookups                        a small JSON reader
    configuration                             configuration
-   parameters (the spec table, the model)    the parameter spec table
-   GEMM, threads                             GEMM; vector math; ops (forward/
-                                             backward pairs); the model:
-                                             forward; the model: backward
+   GEMM, threads                             GEMM; vector math
+   parameters (the spec table, the model)    the parameter spec table; ops
+                                             (forward/backward pairs); the
+                                             model: forward; backward
    optimizer                                 optimizer: AdamW / Adam
    files: safetensors and .npy               file helpers; safetensors; .npy
    datasets                                  datasets: an 8-bit image to the
@@ -218,6 +218,25 @@ PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c);
 PFDEF const char *pf_residual_name(int r);
 PFDEF const char *pf_aggregate_name(int a);
 PFDEF const char *pf_pool_name(int p);
+
+/* ---------------------------------------------------------------------- */
+/* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
+   row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
+   Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
+   portable kernel otherwise. Each element of C belongs to one thread and its
+   k-sum runs in a fixed order, so results are identical for any number of
+   threads. No allocation: packing buffers are thread-local statics. */
+PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                   float *C, int ldc, int accumulate);
+/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
+PFDEF const char *pf_gemm_kernel(void);
+/* 1: the model runs the plain reference loops instead of the fast kernels
+   (the tests compare the two). Always the reference under PF_DOUBLE. */
+PFDEF void pf_use_reference(int on);
+
+/* Threads used by parallel loops (no effect without OpenMP). */
+PFDEF void pf_set_threads(int n);
+PFDEF int pf_get_threads(void);
 
 /* ---------------------------------------------------------------------- */
 /* parameters: one spec table drives layout, I/O, init, decay and tests */
@@ -365,25 +384,6 @@ PFDEF void pf_model_changed(pf_model *m);
    max_batch, logits written to out [N,K]. Inference mode (no dropout); the
    Linear weights are packed once and reused across calls. */
 PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out);
-
-/* ---------------------------------------------------------------------- */
-/* GEMM (float): C[M,N] = (accumulate ? C : 0) + op(A)[M,K] op(B)[K,N], all
-   row-major with leading dimensions lda/ldb/ldc; op(X) = X^T when ta/tb.
-   Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
-   portable kernel otherwise. Each element of C belongs to one thread and its
-   k-sum runs in a fixed order, so results are identical for any number of
-   threads. No allocation: packing buffers are thread-local statics. */
-PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                   float *C, int ldc, int accumulate);
-/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
-PFDEF const char *pf_gemm_kernel(void);
-/* 1: the model runs the plain reference loops instead of the fast kernels
-   (the tests compare the two). Always the reference under PF_DOUBLE. */
-PFDEF void pf_use_reference(int on);
-
-/* Threads used by parallel loops (no effect without OpenMP). */
-PFDEF void pf_set_threads(int n);
-PFDEF int pf_get_threads(void);
 
 /* ---------------------------------------------------------------------- */
 /* optimizer */
@@ -1532,306 +1532,6 @@ PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c) 
 }
 
 /* ---------------------------------------------------------------------- */
-/* the parameter spec table: stem, branch 0..n-1 (each the same layout), head */
-
-static void pf__spec(pf_model *m, int *k, size_t *off, const char *name, int ndim, int d0, int d1, int d2,
-                     int kind, int part, int branch, int layer, int fan_in) {
-    pf_tensor_spec *s = &m->specs[*k];
-    int i;
-    memset(s, 0, sizeof *s);
-    snprintf(s->name, sizeof s->name, "%s", name);
-    s->ndim = ndim;
-    s->shape[0] = d0; s->shape[1] = d1; s->shape[2] = d2;
-    s->numel = 1;
-    for (i = 0; i < ndim; i++) s->numel *= (size_t)s->shape[i];
-    s->offset = *off;
-    s->kind = kind;
-    s->decay = kind == PF_KIND_WEIGHT;
-    s->part = part;
-    s->branch = branch;
-    s->layer = layer;
-    s->fan_in = fan_in;
-    *off += s->numel;
-    (*k)++;
-}
-
-static void pf__build_specs(pf_model *m) {
-    const pf_config *c = &m->cfg;
-    int D = c->dim, M = c->mlp_dim, k = 0, b, l;
-    size_t off = 0;
-    char nm[64];
-    pf__spec(m, &k, &off, "embed.proj.weight", 2, D, m->patch_dim, 0, PF_KIND_WEIGHT, PF_PART_STEM, -1, -1, m->patch_dim);
-    pf__spec(m, &k, &off, "embed.proj.bias", 1, D, 0, 0, PF_KIND_BIAS, PF_PART_STEM, -1, -1, m->patch_dim);
-    pf__spec(m, &k, &off, "embed.cls", 3, 1, 1, D, PF_KIND_EMBED, PF_PART_STEM, -1, -1, 0);
-    pf__spec(m, &k, &off, "embed.pos", 3, 1, m->T, D, PF_KIND_EMBED, PF_PART_STEM, -1, -1, 0);
-    m->stem_size = off;
-    for (b = 0; b < c->branches; b++) {
-        for (l = 0; l < c->depth; l++) {
-#define PF__BSPEC(suffix, ndim, d0, d1, kind, fan) \
-            snprintf(nm, sizeof nm, "branches.%d.%d." suffix, b, l); \
-            pf__spec(m, &k, &off, nm, ndim, d0, d1, 0, kind, PF_PART_BRANCH, b, l, fan)
-            PF__BSPEC("ln1.weight", 1, D, 0, PF_KIND_LN_WEIGHT, 0);
-            PF__BSPEC("ln1.bias", 1, D, 0, PF_KIND_LN_BIAS, 0);
-            PF__BSPEC("qkv.weight", 2, 3 * D, D, PF_KIND_WEIGHT, D);
-            if (!c->no_qkv_bias) { PF__BSPEC("qkv.bias", 1, 3 * D, 0, PF_KIND_BIAS, D); }
-            PF__BSPEC("proj.weight", 2, D, D, PF_KIND_WEIGHT, D);
-            PF__BSPEC("proj.bias", 1, D, 0, PF_KIND_BIAS, D);
-            PF__BSPEC("ln2.weight", 1, D, 0, PF_KIND_LN_WEIGHT, 0);
-            PF__BSPEC("ln2.bias", 1, D, 0, PF_KIND_LN_BIAS, 0);
-            PF__BSPEC("fc1.weight", 2, M, D, PF_KIND_WEIGHT, D);
-            PF__BSPEC("fc1.bias", 1, M, 0, PF_KIND_BIAS, D);
-            PF__BSPEC("fc2.weight", 2, D, M, PF_KIND_WEIGHT, M);
-            PF__BSPEC("fc2.bias", 1, D, 0, PF_KIND_BIAS, M);
-#undef PF__BSPEC
-        }
-        if (b == 0) m->branch_size = off - m->stem_size;
-    }
-    pf__spec(m, &k, &off, "ln.weight", 1, D, 0, 0, PF_KIND_LN_WEIGHT, PF_PART_HEAD, -1, -1, 0);
-    pf__spec(m, &k, &off, "ln.bias", 1, D, 0, 0, PF_KIND_LN_BIAS, PF_PART_HEAD, -1, -1, 0);
-    pf__spec(m, &k, &off, "head.weight", 2, c->classes, D, 0, PF_KIND_WEIGHT, PF_PART_HEAD, -1, -1, D);
-    pf__spec(m, &k, &off, "head.bias", 1, c->classes, 0, 0, PF_KIND_BIAS, PF_PART_HEAD, -1, -1, D);
-    m->head_size = off - m->stem_size - (size_t)c->branches * m->branch_size;
-    m->n_params = off;
-    m->n_specs = k;
-}
-
-static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params);
-
-PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out) {
-    return pf__model_new(cfg, out, 1);
-}
-
-/* alloc_params 0: specs only (pf_model_load checks a file before it
-   allocates the parameters) */
-static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params) {
-    pf_model *m;
-    pf_config c = *cfg;
-    pf_status st;
-    double total;
-    int per_layer;
-    *out = NULL;
-    if ((st = pf_config_validate(&c)) != PF_OK) return st;
-    /* refuse models whose parameter count would not fit comfortably */
-    total = (double)c.dim * c.channels * c.patch_size * c.patch_size + (double)pf_config_tokens(&c) * c.dim +
-            (double)c.branches * c.depth * (4.0 * c.dim * c.dim + 2.0 * c.dim * c.mlp_dim) + (double)c.classes * c.dim;
-    if (total > 4e9) return pf_fail(PF_ERR_CONFIG, "config: %.3g parameters is too many", total);
-    m = PF__CALLOC(pf_model, 1);
-    if (!m) return pf_fail(PF_ERR_NOMEM, "out of memory creating the model");
-    m->cfg = c;
-    m->n_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
-    m->T = m->n_patches + 1;
-    m->patch_dim = c.channels * c.patch_size * c.patch_size;
-    per_layer = c.no_qkv_bias ? 11 : 12;
-    m->branch_spec_count = per_layer * c.depth;
-    m->specs = PF__CALLOC(pf_tensor_spec, 8 + (size_t)c.branches * m->branch_spec_count);
-    m->train_branch = PF__CALLOC(unsigned char, c.branches);
-    m->lr_scale = PF__CALLOC(float, c.branches);
-    if (!m->specs || !m->train_branch || !m->lr_scale) { pf_model_free(m); return pf_fail(PF_ERR_NOMEM, "out of memory creating the model"); }
-    pf__build_specs(m);
-    m->params = alloc_params ? PF__CALLOC(pf_real, m->n_params) : NULL;
-    if (alloc_params && !m->params) {
-        pf_model_free(m);
-        return pf_fail(PF_ERR_NOMEM, "out of memory: %zu parameters", (size_t)total);
-    }
-    memset(m->train_branch, 1, (size_t)c.branches);
-    for (per_layer = 0; per_layer < c.branches; per_layer++) m->lr_scale[per_layer] = 1.0f;
-    m->shared_lr_scale = 1.0f;
-    m->train_stem = m->train_head = 1;
-    m->active = c.branches;
-    *out = m;
-    return PF_OK;
-}
-
-PFDEF void pf_model_free(pf_model *m) {
-    if (!m) return;
-    PF_FREE(m->specs); PF_FREE(m->train_branch); PF_FREE(m->lr_scale); PF_FREE(m->params); PF_FREE(m->grads);
-    PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
-    PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
-    PF_FREE(m->wpack); PF_FREE(m->wpack_off);
-    PF_FREE(m);
-}
-
-PFDEF const pf_tensor_spec *pf_model_find(const pf_model *m, const char *name) {
-    int i;
-    for (i = 0; i < m->n_specs; i++)
-        if (!strcmp(m->specs[i].name, name)) return &m->specs[i];
-    return NULL;
-}
-
-PFDEF size_t pf_model_part_size(const pf_model *m, int part) {
-    return part == PF_PART_STEM ? m->stem_size : part == PF_PART_BRANCH ? m->branch_size : m->head_size;
-}
-
-PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l) {
-    /* every layer of every branch has the same internal layout */
-    const pf_config *c = &m->cfg;
-    size_t D = (size_t)c->dim, M = (size_t)c->mlp_dim;
-    size_t layer_size = m->branch_size / (size_t)c->depth;
-    pf_real *p = buf + m->stem_size + (size_t)b * m->branch_size + (size_t)l * layer_size;
-    pf_layer_ptrs L;
-    L.ln1_w = p; p += D;
-    L.ln1_b = p; p += D;
-    L.qkv_w = p; p += 3 * D * D;
-    if (c->no_qkv_bias) L.qkv_b = NULL; else { L.qkv_b = p; p += 3 * D; }
-    L.proj_w = p; p += D * D;
-    L.proj_b = p; p += D;
-    L.ln2_w = p; p += D;
-    L.ln2_b = p; p += D;
-    L.fc1_w = p; p += M * D;
-    L.fc1_b = p; p += M;
-    L.fc2_w = p; p += D * M;
-    L.fc2_b = p;
-    return L;
-}
-
-/* stem and head pointers into a buffer */
-#define PF__STEM_W(m, buf) ((buf))
-#define PF__STEM_B(m, buf) ((buf) + (size_t)(m)->cfg.dim * (m)->patch_dim)
-#define PF__STEM_CLS(m, buf) (PF__STEM_B(m, buf) + (m)->cfg.dim)
-#define PF__STEM_POS(m, buf) (PF__STEM_CLS(m, buf) + (m)->cfg.dim)
-#define PF__HEAD(m, buf) ((buf) + (m)->stem_size + (size_t)(m)->cfg.branches * (m)->branch_size)
-
-PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
-    int i;
-    double estd = embed_std > 0.0f ? (double)embed_std : 0.02;
-    for (i = 0; i < m->n_specs; i++) {
-        const pf_tensor_spec *s = &m->specs[i];
-        pf_real *p = m->params + s->offset;
-        uint64_t st = pf__hash_str(seed, s->name);
-        double bound = s->fan_in > 0 ? 1.0 / sqrt((double)s->fan_in) : 0.0;
-        size_t j;
-        for (j = 0; j < s->numel; j++) {
-            switch (s->kind) {
-            case PF_KIND_WEIGHT: case PF_KIND_BIAS: p[j] = (pf_real)((2.0 * pf__uniform(&st) - 1.0) * bound); break;
-            case PF_KIND_LN_WEIGHT: p[j] = 1; break;
-            case PF_KIND_LN_BIAS: p[j] = 0; break;
-            default: p[j] = (pf_real)(estd * pf__normal(&st)); break;
-            }
-        }
-    }
-    m->dropout_seed = pf__mix64(seed ^ 0x5eedd20b0u);
-    m->params_gen++;
-}
-
-PFDEF void pf_model_changed(pf_model *m) { m->params_gen++; }
-
-
-
-PFDEF pf_status pf_model_alloc_train(pf_model *m) {
-    if (m->grads) return PF_OK;
-    m->grads = PF__CALLOC(pf_real, m->n_params);
-    m->adam_m = PF__CALLOC(pf_real, m->n_params);
-    m->adam_v = PF__CALLOC(pf_real, m->n_params);
-    m->steps = PF__CALLOC(int64_t, m->n_specs);
-    if (!m->grads || !m->adam_m || !m->adam_v || !m->steps) {
-        PF_FREE(m->grads); PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
-        m->grads = m->adam_m = m->adam_v = NULL; m->steps = NULL;
-        return pf_fail(PF_ERR_NOMEM, "out of memory for gradients and optimizer state (%zu parameters)", m->n_params);
-    }
-    return PF_OK;
-}
-
-PFDEF pf_status pf_model_set_active(pf_model *m, int k) {
-    if (k < 1 || k > m->cfg.branches)
-        return pf_fail(PF_ERR_ARG, "active branches %d must be in 1..%d", k, m->cfg.branches);
-    m->active = k;
-    return PF_OK;
-}
-
-/* Scratch for backward (shared by all branches, used one branch at a time). */
-typedef struct pf__scratch {
-    pf_real *dx0;    /* [B,T,D] gradient into X0 */
-    pf_real *dagg;   /* [B,T,D] gradient of the aggregate */
-    pf_real *dcur;   /* [B,T,D] gradient of the current layer output */
-    pf_real *dres;   /* [B,T,D] */
-    pf_real *du;     /* [B,T,D] */
-    pf_real *datty;  /* [B,T,D] */
-    pf_real *dqkv;   /* [B,T,3D] */
-    pf_real *dh;     /* [B,T,M] */
-    pf_real *datt;   /* [B,h,T,T] */
-    pf_real *dpatch; /* [B,np,D] */
-    pf_real *dpool;  /* [B,D] */
-    pf_real *duf;    /* [B,D] */
-    pf_real *dlogits;/* [B,K] */
-} pf__scratch;
-
-static pf__scratch pf__get_scratch(const pf_model *m) {
-    pf__scratch s;
-    size_t B = (size_t)m->max_batch, T = (size_t)m->T, D = (size_t)m->cfg.dim, M = (size_t)m->cfg.mlp_dim;
-    size_t H = (size_t)m->cfg.heads, NP = (size_t)m->n_patches;
-    pf_real *p = (pf_real *)m->scratch_mem;
-    s.dx0 = p; p += B * T * D;
-    s.dagg = p; p += B * T * D;
-    s.dcur = p; p += B * T * D;
-    s.dres = p; p += B * T * D;
-    s.du = p; p += B * T * D;
-    s.datty = p; p += B * T * D;
-    s.dqkv = p; p += 3 * B * T * D;
-    s.dh = p; p += B * T * M;
-    s.datt = p; p += B * H * T * T;
-    s.dpatch = p; p += B * NP * D;
-    s.dpool = p; p += B * D;
-    s.duf = p; p += B * D;
-    s.dlogits = p;
-    return s;
-}
-
-PFDEF pf_status pf_model_reserve(pf_model *m, int B) {
-    const pf_config *c = &m->cfg;
-    size_t Bz, T = (size_t)m->T, D = (size_t)c->dim, M = (size_t)c->mlp_dim, H = (size_t)c->heads;
-    size_t K = (size_t)c->classes, NP = (size_t)m->n_patches, PD = (size_t)m->patch_dim;
-    size_t nl = (size_t)c->branches * (size_t)c->depth, per_layer, stem, scratch, i;
-    double total;
-    pf_real *p;
-    if (B < 1) return pf_fail(PF_ERR_ARG, "batch size %d must be >= 1", B);
-    if (B <= m->max_batch) return PF_OK;
-    Bz = (size_t)B;
-    per_layer = Bz * T * (4 + 8 * D + 2 * M) + Bz * H * T * T;
-    stem = Bz * NP * PD + 2 * Bz * T * D + 2 * Bz * D + 2 * Bz + 2 * Bz * K;
-    scratch = Bz * T * D * 9 + Bz * T * M + Bz * H * T * T + Bz * NP * D + 2 * Bz * D + Bz * K;
-    total = ((double)per_layer * (double)nl + (double)stem + (double)scratch) * sizeof(pf_real);
-    if (total > 1.5e11) return pf_fail(PF_ERR_NOMEM, "activations for batch %d would need %.1f GB", B, total / 1e9);
-    PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
-    m->acts_mem = m->scratch_mem = NULL; m->acts = NULL; m->max_batch = 0;
-    m->acts_mem = pf__calloc(per_layer * nl + stem, sizeof(pf_real));
-    m->scratch_mem = pf__calloc(scratch, sizeof(pf_real));
-    m->acts = PF__CALLOC(pf_layer_acts, nl);
-    if (!m->acts_mem || !m->scratch_mem || !m->acts) {
-        PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
-        m->acts_mem = m->scratch_mem = NULL; m->acts = NULL;
-        return pf_fail(PF_ERR_NOMEM, "out of memory: activations for batch %d need %.1f GB", B, total / 1e9);
-    }
-    p = (pf_real *)m->acts_mem;
-    m->patches = p; p += Bz * NP * PD;
-    m->x0 = p; p += Bz * T * D;
-    m->agg = p; p += Bz * T * D;
-    m->pooled = p; p += Bz * D;
-    m->lnf_mean = p; p += Bz;
-    m->lnf_rstd = p; p += Bz;
-    m->uf = p; p += Bz * D;
-    m->logits = p; p += Bz * K;
-    m->probs = p; p += Bz * K;
-    for (i = 0; i < nl; i++) {
-        pf_layer_acts *a = &m->acts[i];
-        a->ln1_mean = p; p += Bz * T;
-        a->ln1_rstd = p; p += Bz * T;
-        a->u1 = p; p += Bz * T * D;
-        a->qkv = p; p += Bz * T * 3 * D;
-        a->att = p; p += Bz * H * T * T;
-        a->atty = p; p += Bz * T * D;
-        a->x1 = p; p += Bz * T * D;
-        a->ln2_mean = p; p += Bz * T;
-        a->ln2_rstd = p; p += Bz * T;
-        a->u2 = p; p += Bz * T * D;
-        a->h = p; p += Bz * T * M;
-        a->g = p; p += Bz * T * M;
-        a->x2 = p; p += Bz * T * D;
-    }
-    m->max_batch = B;
-    return PF_OK;
-}
-
-/* ---------------------------------------------------------------------- */
 /* GEMM: packed, cache-blocked, with micro-kernels for AVX-512 and AVX2
    chosen at run time and a portable one for everything else.
 
@@ -2483,6 +2183,306 @@ static void pf__fc2_gelu_backward(float *dh, float *dW, float *db, const float *
 #else
 #define PF__FUSE_GELU(drop) 0
 #endif
+
+/* ---------------------------------------------------------------------- */
+/* the parameter spec table: stem, branch 0..n-1 (each the same layout), head */
+
+static void pf__spec(pf_model *m, int *k, size_t *off, const char *name, int ndim, int d0, int d1, int d2,
+                     int kind, int part, int branch, int layer, int fan_in) {
+    pf_tensor_spec *s = &m->specs[*k];
+    int i;
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = ndim;
+    s->shape[0] = d0; s->shape[1] = d1; s->shape[2] = d2;
+    s->numel = 1;
+    for (i = 0; i < ndim; i++) s->numel *= (size_t)s->shape[i];
+    s->offset = *off;
+    s->kind = kind;
+    s->decay = kind == PF_KIND_WEIGHT;
+    s->part = part;
+    s->branch = branch;
+    s->layer = layer;
+    s->fan_in = fan_in;
+    *off += s->numel;
+    (*k)++;
+}
+
+static void pf__build_specs(pf_model *m) {
+    const pf_config *c = &m->cfg;
+    int D = c->dim, M = c->mlp_dim, k = 0, b, l;
+    size_t off = 0;
+    char nm[64];
+    pf__spec(m, &k, &off, "embed.proj.weight", 2, D, m->patch_dim, 0, PF_KIND_WEIGHT, PF_PART_STEM, -1, -1, m->patch_dim);
+    pf__spec(m, &k, &off, "embed.proj.bias", 1, D, 0, 0, PF_KIND_BIAS, PF_PART_STEM, -1, -1, m->patch_dim);
+    pf__spec(m, &k, &off, "embed.cls", 3, 1, 1, D, PF_KIND_EMBED, PF_PART_STEM, -1, -1, 0);
+    pf__spec(m, &k, &off, "embed.pos", 3, 1, m->T, D, PF_KIND_EMBED, PF_PART_STEM, -1, -1, 0);
+    m->stem_size = off;
+    for (b = 0; b < c->branches; b++) {
+        for (l = 0; l < c->depth; l++) {
+#define PF__BSPEC(suffix, ndim, d0, d1, kind, fan) \
+            snprintf(nm, sizeof nm, "branches.%d.%d." suffix, b, l); \
+            pf__spec(m, &k, &off, nm, ndim, d0, d1, 0, kind, PF_PART_BRANCH, b, l, fan)
+            PF__BSPEC("ln1.weight", 1, D, 0, PF_KIND_LN_WEIGHT, 0);
+            PF__BSPEC("ln1.bias", 1, D, 0, PF_KIND_LN_BIAS, 0);
+            PF__BSPEC("qkv.weight", 2, 3 * D, D, PF_KIND_WEIGHT, D);
+            if (!c->no_qkv_bias) { PF__BSPEC("qkv.bias", 1, 3 * D, 0, PF_KIND_BIAS, D); }
+            PF__BSPEC("proj.weight", 2, D, D, PF_KIND_WEIGHT, D);
+            PF__BSPEC("proj.bias", 1, D, 0, PF_KIND_BIAS, D);
+            PF__BSPEC("ln2.weight", 1, D, 0, PF_KIND_LN_WEIGHT, 0);
+            PF__BSPEC("ln2.bias", 1, D, 0, PF_KIND_LN_BIAS, 0);
+            PF__BSPEC("fc1.weight", 2, M, D, PF_KIND_WEIGHT, D);
+            PF__BSPEC("fc1.bias", 1, M, 0, PF_KIND_BIAS, D);
+            PF__BSPEC("fc2.weight", 2, D, M, PF_KIND_WEIGHT, M);
+            PF__BSPEC("fc2.bias", 1, D, 0, PF_KIND_BIAS, M);
+#undef PF__BSPEC
+        }
+        if (b == 0) m->branch_size = off - m->stem_size;
+    }
+    pf__spec(m, &k, &off, "ln.weight", 1, D, 0, 0, PF_KIND_LN_WEIGHT, PF_PART_HEAD, -1, -1, 0);
+    pf__spec(m, &k, &off, "ln.bias", 1, D, 0, 0, PF_KIND_LN_BIAS, PF_PART_HEAD, -1, -1, 0);
+    pf__spec(m, &k, &off, "head.weight", 2, c->classes, D, 0, PF_KIND_WEIGHT, PF_PART_HEAD, -1, -1, D);
+    pf__spec(m, &k, &off, "head.bias", 1, c->classes, 0, 0, PF_KIND_BIAS, PF_PART_HEAD, -1, -1, D);
+    m->head_size = off - m->stem_size - (size_t)c->branches * m->branch_size;
+    m->n_params = off;
+    m->n_specs = k;
+}
+
+static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params);
+
+PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out) {
+    return pf__model_new(cfg, out, 1);
+}
+
+/* alloc_params 0: specs only (pf_model_load checks a file before it
+   allocates the parameters) */
+static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params) {
+    pf_model *m;
+    pf_config c = *cfg;
+    pf_status st;
+    double total;
+    int per_layer;
+    *out = NULL;
+    if ((st = pf_config_validate(&c)) != PF_OK) return st;
+    /* refuse models whose parameter count would not fit comfortably */
+    total = (double)c.dim * c.channels * c.patch_size * c.patch_size + (double)pf_config_tokens(&c) * c.dim +
+            (double)c.branches * c.depth * (4.0 * c.dim * c.dim + 2.0 * c.dim * c.mlp_dim) + (double)c.classes * c.dim;
+    if (total > 4e9) return pf_fail(PF_ERR_CONFIG, "config: %.3g parameters is too many", total);
+    m = PF__CALLOC(pf_model, 1);
+    if (!m) return pf_fail(PF_ERR_NOMEM, "out of memory creating the model");
+    m->cfg = c;
+    m->n_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+    m->T = m->n_patches + 1;
+    m->patch_dim = c.channels * c.patch_size * c.patch_size;
+    per_layer = c.no_qkv_bias ? 11 : 12;
+    m->branch_spec_count = per_layer * c.depth;
+    m->specs = PF__CALLOC(pf_tensor_spec, 8 + (size_t)c.branches * m->branch_spec_count);
+    m->train_branch = PF__CALLOC(unsigned char, c.branches);
+    m->lr_scale = PF__CALLOC(float, c.branches);
+    if (!m->specs || !m->train_branch || !m->lr_scale) { pf_model_free(m); return pf_fail(PF_ERR_NOMEM, "out of memory creating the model"); }
+    pf__build_specs(m);
+    m->params = alloc_params ? PF__CALLOC(pf_real, m->n_params) : NULL;
+    if (alloc_params && !m->params) {
+        pf_model_free(m);
+        return pf_fail(PF_ERR_NOMEM, "out of memory: %zu parameters", (size_t)total);
+    }
+    memset(m->train_branch, 1, (size_t)c.branches);
+    for (per_layer = 0; per_layer < c.branches; per_layer++) m->lr_scale[per_layer] = 1.0f;
+    m->shared_lr_scale = 1.0f;
+    m->train_stem = m->train_head = 1;
+    m->active = c.branches;
+    *out = m;
+    return PF_OK;
+}
+
+PFDEF void pf_model_free(pf_model *m) {
+    if (!m) return;
+    PF_FREE(m->specs); PF_FREE(m->train_branch); PF_FREE(m->lr_scale); PF_FREE(m->params); PF_FREE(m->grads);
+    PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
+    PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+    PF_FREE(m->wpack); PF_FREE(m->wpack_off);
+    PF_FREE(m);
+}
+
+PFDEF const pf_tensor_spec *pf_model_find(const pf_model *m, const char *name) {
+    int i;
+    for (i = 0; i < m->n_specs; i++)
+        if (!strcmp(m->specs[i].name, name)) return &m->specs[i];
+    return NULL;
+}
+
+PFDEF size_t pf_model_part_size(const pf_model *m, int part) {
+    return part == PF_PART_STEM ? m->stem_size : part == PF_PART_BRANCH ? m->branch_size : m->head_size;
+}
+
+PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l) {
+    /* every layer of every branch has the same internal layout */
+    const pf_config *c = &m->cfg;
+    size_t D = (size_t)c->dim, M = (size_t)c->mlp_dim;
+    size_t layer_size = m->branch_size / (size_t)c->depth;
+    pf_real *p = buf + m->stem_size + (size_t)b * m->branch_size + (size_t)l * layer_size;
+    pf_layer_ptrs L;
+    L.ln1_w = p; p += D;
+    L.ln1_b = p; p += D;
+    L.qkv_w = p; p += 3 * D * D;
+    if (c->no_qkv_bias) L.qkv_b = NULL; else { L.qkv_b = p; p += 3 * D; }
+    L.proj_w = p; p += D * D;
+    L.proj_b = p; p += D;
+    L.ln2_w = p; p += D;
+    L.ln2_b = p; p += D;
+    L.fc1_w = p; p += M * D;
+    L.fc1_b = p; p += M;
+    L.fc2_w = p; p += D * M;
+    L.fc2_b = p;
+    return L;
+}
+
+/* stem and head pointers into a buffer */
+#define PF__STEM_W(m, buf) ((buf))
+#define PF__STEM_B(m, buf) ((buf) + (size_t)(m)->cfg.dim * (m)->patch_dim)
+#define PF__STEM_CLS(m, buf) (PF__STEM_B(m, buf) + (m)->cfg.dim)
+#define PF__STEM_POS(m, buf) (PF__STEM_CLS(m, buf) + (m)->cfg.dim)
+#define PF__HEAD(m, buf) ((buf) + (m)->stem_size + (size_t)(m)->cfg.branches * (m)->branch_size)
+
+PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
+    int i;
+    double estd = embed_std > 0.0f ? (double)embed_std : 0.02;
+    for (i = 0; i < m->n_specs; i++) {
+        const pf_tensor_spec *s = &m->specs[i];
+        pf_real *p = m->params + s->offset;
+        uint64_t st = pf__hash_str(seed, s->name);
+        double bound = s->fan_in > 0 ? 1.0 / sqrt((double)s->fan_in) : 0.0;
+        size_t j;
+        for (j = 0; j < s->numel; j++) {
+            switch (s->kind) {
+            case PF_KIND_WEIGHT: case PF_KIND_BIAS: p[j] = (pf_real)((2.0 * pf__uniform(&st) - 1.0) * bound); break;
+            case PF_KIND_LN_WEIGHT: p[j] = 1; break;
+            case PF_KIND_LN_BIAS: p[j] = 0; break;
+            default: p[j] = (pf_real)(estd * pf__normal(&st)); break;
+            }
+        }
+    }
+    m->dropout_seed = pf__mix64(seed ^ 0x5eedd20b0u);
+    m->params_gen++;
+}
+
+PFDEF void pf_model_changed(pf_model *m) { m->params_gen++; }
+
+
+
+PFDEF pf_status pf_model_alloc_train(pf_model *m) {
+    if (m->grads) return PF_OK;
+    m->grads = PF__CALLOC(pf_real, m->n_params);
+    m->adam_m = PF__CALLOC(pf_real, m->n_params);
+    m->adam_v = PF__CALLOC(pf_real, m->n_params);
+    m->steps = PF__CALLOC(int64_t, m->n_specs);
+    if (!m->grads || !m->adam_m || !m->adam_v || !m->steps) {
+        PF_FREE(m->grads); PF_FREE(m->adam_m); PF_FREE(m->adam_v); PF_FREE(m->steps);
+        m->grads = m->adam_m = m->adam_v = NULL; m->steps = NULL;
+        return pf_fail(PF_ERR_NOMEM, "out of memory for gradients and optimizer state (%zu parameters)", m->n_params);
+    }
+    return PF_OK;
+}
+
+PFDEF pf_status pf_model_set_active(pf_model *m, int k) {
+    if (k < 1 || k > m->cfg.branches)
+        return pf_fail(PF_ERR_ARG, "active branches %d must be in 1..%d", k, m->cfg.branches);
+    m->active = k;
+    return PF_OK;
+}
+
+/* Scratch for backward (shared by all branches, used one branch at a time). */
+typedef struct pf__scratch {
+    pf_real *dx0;    /* [B,T,D] gradient into X0 */
+    pf_real *dagg;   /* [B,T,D] gradient of the aggregate */
+    pf_real *dcur;   /* [B,T,D] gradient of the current layer output */
+    pf_real *dres;   /* [B,T,D] */
+    pf_real *du;     /* [B,T,D] */
+    pf_real *datty;  /* [B,T,D] */
+    pf_real *dqkv;   /* [B,T,3D] */
+    pf_real *dh;     /* [B,T,M] */
+    pf_real *datt;   /* [B,h,T,T] */
+    pf_real *dpatch; /* [B,np,D] */
+    pf_real *dpool;  /* [B,D] */
+    pf_real *duf;    /* [B,D] */
+    pf_real *dlogits;/* [B,K] */
+} pf__scratch;
+
+static pf__scratch pf__get_scratch(const pf_model *m) {
+    pf__scratch s;
+    size_t B = (size_t)m->max_batch, T = (size_t)m->T, D = (size_t)m->cfg.dim, M = (size_t)m->cfg.mlp_dim;
+    size_t H = (size_t)m->cfg.heads, NP = (size_t)m->n_patches;
+    pf_real *p = (pf_real *)m->scratch_mem;
+    s.dx0 = p; p += B * T * D;
+    s.dagg = p; p += B * T * D;
+    s.dcur = p; p += B * T * D;
+    s.dres = p; p += B * T * D;
+    s.du = p; p += B * T * D;
+    s.datty = p; p += B * T * D;
+    s.dqkv = p; p += 3 * B * T * D;
+    s.dh = p; p += B * T * M;
+    s.datt = p; p += B * H * T * T;
+    s.dpatch = p; p += B * NP * D;
+    s.dpool = p; p += B * D;
+    s.duf = p; p += B * D;
+    s.dlogits = p;
+    return s;
+}
+
+PFDEF pf_status pf_model_reserve(pf_model *m, int B) {
+    const pf_config *c = &m->cfg;
+    size_t Bz, T = (size_t)m->T, D = (size_t)c->dim, M = (size_t)c->mlp_dim, H = (size_t)c->heads;
+    size_t K = (size_t)c->classes, NP = (size_t)m->n_patches, PD = (size_t)m->patch_dim;
+    size_t nl = (size_t)c->branches * (size_t)c->depth, per_layer, stem, scratch, i;
+    double total;
+    pf_real *p;
+    if (B < 1) return pf_fail(PF_ERR_ARG, "batch size %d must be >= 1", B);
+    if (B <= m->max_batch) return PF_OK;
+    Bz = (size_t)B;
+    per_layer = Bz * T * (4 + 8 * D + 2 * M) + Bz * H * T * T;
+    stem = Bz * NP * PD + 2 * Bz * T * D + 2 * Bz * D + 2 * Bz + 2 * Bz * K;
+    scratch = Bz * T * D * 9 + Bz * T * M + Bz * H * T * T + Bz * NP * D + 2 * Bz * D + Bz * K;
+    total = ((double)per_layer * (double)nl + (double)stem + (double)scratch) * sizeof(pf_real);
+    if (total > 1.5e11) return pf_fail(PF_ERR_NOMEM, "activations for batch %d would need %.1f GB", B, total / 1e9);
+    PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+    m->acts_mem = m->scratch_mem = NULL; m->acts = NULL; m->max_batch = 0;
+    m->acts_mem = pf__calloc(per_layer * nl + stem, sizeof(pf_real));
+    m->scratch_mem = pf__calloc(scratch, sizeof(pf_real));
+    m->acts = PF__CALLOC(pf_layer_acts, nl);
+    if (!m->acts_mem || !m->scratch_mem || !m->acts) {
+        PF_FREE(m->acts_mem); PF_FREE(m->scratch_mem); PF_FREE(m->acts);
+        m->acts_mem = m->scratch_mem = NULL; m->acts = NULL;
+        return pf_fail(PF_ERR_NOMEM, "out of memory: activations for batch %d need %.1f GB", B, total / 1e9);
+    }
+    p = (pf_real *)m->acts_mem;
+    m->patches = p; p += Bz * NP * PD;
+    m->x0 = p; p += Bz * T * D;
+    m->agg = p; p += Bz * T * D;
+    m->pooled = p; p += Bz * D;
+    m->lnf_mean = p; p += Bz;
+    m->lnf_rstd = p; p += Bz;
+    m->uf = p; p += Bz * D;
+    m->logits = p; p += Bz * K;
+    m->probs = p; p += Bz * K;
+    for (i = 0; i < nl; i++) {
+        pf_layer_acts *a = &m->acts[i];
+        a->ln1_mean = p; p += Bz * T;
+        a->ln1_rstd = p; p += Bz * T;
+        a->u1 = p; p += Bz * T * D;
+        a->qkv = p; p += Bz * T * 3 * D;
+        a->att = p; p += Bz * H * T * T;
+        a->atty = p; p += Bz * T * D;
+        a->x1 = p; p += Bz * T * D;
+        a->ln2_mean = p; p += Bz * T;
+        a->ln2_rstd = p; p += Bz * T;
+        a->u2 = p; p += Bz * T * D;
+        a->h = p; p += Bz * T * M;
+        a->g = p; p += Bz * T * M;
+        a->x2 = p; p += Bz * T * D;
+    }
+    m->max_batch = B;
+    return PF_OK;
+}
 
 /* ---------------------------------------------------------------------- */
 /* ops: <op>_forward / <op>_backward pairs. Argument order: outputs, saved
