@@ -1003,7 +1003,7 @@ static int cmd_bench(int argc, char **argv) {
     enum { O_ZOO, O_DATASET, O_ARCH, O_BATCH = O_ARCH + A_N, O_INFER_BATCH, O_THREADS, O_WARM, O_REPS,
            O_PROFILE, O_SEED, O_PEAK, O_JSON, O_ROW, O_ROW_HEADER, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
-        {"--zoo", "NAME", "off", "vitN = 1 branch x N layers, pfLxB = B branches x L layers (torch_anchor's names)"},
+        {"--zoo", "NAME", "off", "vitN = 1 branch x N layers, pfBxL = B branches x L layers (pf4x3: PF(4x3))"},
         {"--dataset", "cifar|fmnist", "cifar", "input shape: 32x32x3 | 28x28x1, 10 classes"},
         ARCH_OPTDEFS,
         {"--batch", "B", "128", "training batch (activations reserved for B)"},
@@ -1085,7 +1085,7 @@ static int cmd_bench(int argc, char **argv) {
     if (dv.cuda && cli_get(&c, O_PEAK)) usage_error(&c, "--peak measures the CPU: not with --device cuda");
     threads = pf_get_threads();
     if (cfg.branches == 1) snprintf(name, sizeof name, "vit%d", cfg.depth);
-    else snprintf(name, sizeof name, "pf%dx%d", cfg.depth, cfg.branches);
+    else snprintf(name, sizeof name, "pf%dx%d", cfg.branches, cfg.depth);
 
     // model, optimizer state, activations for `batch`
     if (pf_model_create(&cfg, &m) != PF_OK) die(1, "bench: %s", pf_last_error());
