@@ -6,7 +6,10 @@
 #                      sample), print the branch sweep, write the plot
 #   make test          build and run every test; no PyTorch, no GPU needed
 #   make test SAN=1    the same with AddressSanitizer + UBSan, in build-san/
-#   make test-torch    live PyTorch interop check (optional, needs PyTorch)
+#   make test-torch    live PyTorch interop check against tools/torch_ref.py
+#                      (optional; needs PyTorch and NumPy in PYTHON, default
+#                      /usr/bin/python3: apt-get install python3-torch
+#                      libopenblas0-pthread on Debian)
 #   make bench         speed of the three standard configurations (2 threads)
 #   make bench-compare the same side by side with PyTorch and OpenBLAS
 #                      (tools/bench_compare.py; needs python3-torch, libopenblas-dev)
@@ -308,8 +311,12 @@ test: $(TESTS_C) $(TEST_EXE) $(TEST_EMU) $(EXAMPLES)
 run: $(EXE)
 	@PARAFORMER_EXE=$(EXE) tools/run_fmnist.sh
 
-# Optional: live interop against PyTorch (not part of `make test`).
+# Optional: live interop against PyTorch (not part of `make test`): the
+# program against the reference model tools/torch_ref.py. Without PyTorch
+# the script says what to install and fails.
+TORCH_HINT := Debian: apt-get install python3-torch libopenblas0-pthread
 test-torch: $(EXE)
+	@command -v $(firstword $(PYTHON)) >/dev/null 2>&1 || { echo "error: $(firstword $(PYTHON)) not found: make test-torch needs Python 3 with PyTorch and NumPy ($(TORCH_HINT); or PYTHON=...)" >&2; exit 1; }
 	$(PYTHON) tools/torch_interop.py $(EXE)
 
 # ---------------------------------------------------------------------------
@@ -382,7 +389,7 @@ help:
 	@echo "  make run          train on Fashion-MNIST (PARAFORMER_DATA or data/fmnist-sample), sweep, plot"
 	@echo "  make test         build and run every test (no PyTorch or GPU needed)"
 	@echo "  make test SAN=1   the same under AddressSanitizer + UBSan, in build-san/"
-	@echo "  make test-torch   $(PYTHON) tools/torch_interop.py $(EXE) (needs PyTorch)"
+	@echo "  make test-torch   $(PYTHON) tools/torch_interop.py $(EXE) (needs PyTorch: $(TORCH_HINT))"
 	@echo "  make bench        $(EXE) bench on vit12, pf4x3, pf2x3 at $(BENCH_THREADS) threads (BENCH_ARGS=...)"
 	@echo "  make bench-compare  $(PYTHON) tools/bench_compare.py (ours vs PyTorch vs OpenBLAS; COMPARE_ARGS=--quick)"
 	@echo "  make bench-tools  build $(EXE) and $(GEMM_BENCH) (needs libopenblas-dev)"

@@ -428,14 +428,14 @@ else
     expect_fail "bench --peak --device cuda" "--peak measures the CPU" "$EMU" bench --peak --device cuda
     if [ -x /usr/bin/python3 ]; then
         expect_ok "tools/gpu_bench.py --no-torch on the emulated backend" /usr/bin/python3 tools/gpu_bench.py \
-            --exe "$EMU" --no-torch --models vit1,pf1x2 --batch 2 --infer-batch 2 --warm 0 --reps 1 --json "$T/gb.json"
+            --exe "$EMU" --no-torch --models vit1,pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 --json "$T/gb.json"
         has "gpu_bench.py prints a table per model, fp32 and bf16, resident and from the host" "$T/out" \
-            "pf1x2 (batch 2, inference batch 2)" "| ParaFormer-C bf16 |" "| ParaFormer-C fp32, images from the host |"
-        if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ours"]["pf1x2/bf16"]["precision"] == "bf16" and d["ours"]["vit1/fp32"]["train_img_s"] > 0' "$T/gb.json"; then
+            "pf2x1 (batch 2, inference batch 2)" "| ParaFormer-C bf16 |" "| ParaFormer-C fp32, images from the host |"
+        if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ours"]["pf2x1/bf16"]["precision"] == "bf16" and d["ours"]["vit1/fp32"]["train_img_s"] > 0' "$T/gb.json"; then
             ok "gpu_bench.py --json: every run of ours under model/precision"
         else bad "gpu_bench.py --json: $(head -c 300 "$T/gb.json")"; fi
         expect_ok "tools/latency_model.py --run on the emulated backend" /usr/bin/python3 tools/latency_model.py --run \
-            --exe "$EMU" --model pf1x2 --gpus 1,2 --batch 2 --warm 0 --reps 1
+            --exe "$EMU" --model pf2x1 --gpus 1,2 --batch 2 --warm 0 --reps 1
         has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \
             "| 2 | 2 | 1 |"
     fi

@@ -1,7 +1,7 @@
 /* test_interop.c - PyTorch <-> C, without PyTorch: committed fixtures
    written by tools/make_fixtures.py (see tests/fixtures/README.md).
 
-   1. torch_model.safetensors (written by PyTorch from torch_anchor.Net)
+   1. torch_model.safetensors (written by PyTorch from tools/torch_ref.py's Net)
       predicts torch_logits.npy here, through the library and through
       `build/paraformer predict`, for float32 NCHW and uint8 NHWC input.
    2. `build/paraformer init` with the fixture's flags writes a file

@@ -9,10 +9,12 @@ In one invocation, on this machine, it runs (docs/design.md §6):
   * build/gemm_bench: the FP32 FMA peak at each thread count, and pf_gemm
     against OpenBLAS cblas_sgemm on the GEMM shapes of the models;
   * build/paraformer bench --zoo X --threads T --json for the standard
-    configurations vit12, pf3x4 (32x32x3, width 192) and pf3x2 (28x28x1,
-    width 128, 4 heads), at 2 and at 1 thread;
-  * ../shared/anchors/torch_anchor.py --device cpu --threads T on the same
-    models (PyTorch from Debian's python3-torch, run with /usr/bin/python3).
+    configurations vit12 (ViT 1x12), pf4x3 (PF(4x3): 4 branches of 3 layers;
+    both 32x32x3, width 192) and pf2x3 (PF(2x3), 28x28x1, width 128, 4 heads),
+    at 2 and at 1 thread;
+  * tools/torch_ref.py --device cpu --threads T, the PyTorch reference model,
+    on the same models (PyTorch from Debian's python3-torch, run with
+    /usr/bin/python3; --python names another).
 Each measurement is repeated --rounds times, ours and PyTorch alternating
 (which of the two goes first alternates too); the tables show the medians
 over rounds (the FMA peak: the best round, it is a ceiling).
@@ -41,16 +43,18 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
-# name -> (our flags, torch_anchor flags); the standard configurations of docs/design.md §6
+# name -> (our flags, torch_ref.py flags); the standard configurations of docs/design.md §6.
+# Names as everywhere here: pfBxL = B branches of L layers, vitN = 1 branch of N layers.
 MODELS = {
     "vit12": (["--zoo", "vit12"], ["--models", "vit12"]),
-    "pf3x4": (["--zoo", "pf3x4"], ["--models", "pf3x4"]),
-    "pf3x2": (["--zoo", "pf3x2", "--dim", "128", "--heads", "4", "--dataset", "fmnist"],
-              ["--models", "pf3x2", "--dim", "128", "--heads", "4", "--dataset", "fmnist"]),
+    "pf4x3": (["--zoo", "pf4x3"], ["--models", "pf4x3"]),
+    "pf2x3": (["--zoo", "pf2x3", "--dim", "128", "--heads", "4", "--dataset", "fmnist"],
+              ["--models", "pf2x3", "--dim", "128", "--heads", "4", "--dataset", "fmnist"]),
 }
-DESC = {"vit12": "ViT 1x12, D192, 32x32x3", "pf3x4": "PF 4x3, D192, 32x32x3", "pf3x2": "PF 2x3, D128 h4, 28x28x1"}
+DESC = {"vit12": "ViT 1x12, D192, 32x32x3", "pf4x3": "PF 4x3, D192, 32x32x3", "pf2x3": "PF 2x3, D128 h4, 28x28x1"}
 
 
 def blas_env(threads=None, passive=False):
@@ -146,7 +150,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="repeats of every measurement (default 3)")
     p.add_argument("--threads", default="2,1", help="thread counts (default 2,1)")
-    p.add_argument("--models", default="vit12,pf3x4,pf3x2", help="of " + ",".join(MODELS))
+    p.add_argument("--models", default="vit12,pf4x3,pf2x3", help="of " + ",".join(MODELS))
     p.add_argument("--batch", type=int, default=128, help="training batch, both sides (default 128)")
     p.add_argument("--infer-batch", type=int, default=0, help="inference batch, both sides (default = batch)")
     p.add_argument("--warm", type=int, default=2, help="warm-up repeats, both sides (default 2)")
@@ -156,8 +160,8 @@ def main():
     p.add_argument("--json", metavar="OUT", help="save every run and the tables as JSON")
     p.add_argument("--exe", default="build/paraformer", help="our program (default build/paraformer)")
     p.add_argument("--gemm-bench", default="build/gemm_bench", help="(default build/gemm_bench)")
-    p.add_argument("--anchor", default=os.path.join("..", "shared", "anchors", "torch_anchor.py"),
-                   help="torch_anchor.py, relative to the repository root (default ../shared/anchors/torch_anchor.py)")
+    p.add_argument("--torch-ref", default=os.path.relpath(os.path.join(HERE, "torch_ref.py"), ROOT),
+                   help="the PyTorch side, relative to the repository root (default %(default)s)")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python with PyTorch (default /usr/bin/python3, Debian's)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-gemm", action="store_true", help="skip gemm_bench (the peak then comes from ours)")
@@ -175,7 +179,7 @@ def main():
         print(msg, file=sys.stderr, flush=True)
 
     # paths as given, relative to the repository root (the commands run there)
-    exe, gemm, anchor = a.exe, a.gemm_bench, a.anchor
+    exe, gemm, ref = a.exe, a.gemm_bench, a.torch_ref
     if a.json:
         a.json = os.path.abspath(a.json)
     os.chdir(ROOT)
@@ -184,12 +188,13 @@ def main():
     if not a.no_gemm and not os.access(gemm, os.X_OK):
         log(f"note: {a.gemm_bench} not found (needs libopenblas-dev; `make bench-tools`): no GEMM comparison")
         a.no_gemm = True
-    if not a.no_torch and not os.path.exists(anchor):
-        log(f"note: {anchor} not found: no PyTorch comparison")
+    if not a.no_torch and not os.path.exists(ref):
+        log(f"note: {ref} not found: no PyTorch comparison")
         a.no_torch = True
     if not a.no_torch and subprocess.run([a.python, "-c", "import torch"], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL).returncode != 0:
-        log(f"note: {a.python} cannot import torch (apt-get install python3-torch): no PyTorch comparison")
+        log(f"note: {a.python} cannot import torch (Debian: apt-get install python3-torch "
+            f"libopenblas0-pthread): no PyTorch comparison")
         a.no_torch = True
 
     R = Runner(log)
@@ -212,16 +217,16 @@ def main():
             o = last_json(pr.stdout, "shapes")
             if o is not None:
                 gemm_runs.append(o)
-            else:
-                R.failures.append(f"gemm_bench printed no JSON: {pr.stdout[-300:]!r}")
                 if o.get("failed"):
                     R.failures.append(f"gemm_bench: {o['failed']} checks failed (results differ)")
+            else:
+                R.failures.append(f"gemm_bench printed no JSON: {pr.stdout[-300:]!r}")
         for t in threads:
             for m in models:
                 ours_cmd = [exe, "bench"] + MODELS[m][0] + common + [
                     "--infer-batch", str(a.infer_batch), "--threads", str(t), "--json"] + (
                     ["--peak"] if a.no_gemm else [])
-                torch_cmd = [a.python, anchor, "--device", "cpu", "--threads", str(t)] + MODELS[m][1] + common + [
+                torch_cmd = [a.python, ref, "--device", "cpu", "--threads", str(t)] + MODELS[m][1] + common + [
                     "--infer-batch", str(a.infer_batch)]
                 order = ["ours", "torch"] if (rnd + threads.index(t) + models.index(m)) % 2 == 0 else ["torch", "ours"]
                 for who in order:
@@ -239,7 +244,7 @@ def main():
                         if o is not None:
                             torch_[(m, t)].append(o)
                         else:
-                            R.failures.append(f"{m} at {t} threads: torch_anchor.py printed no result")
+                            R.failures.append(f"{m} at {t} threads: {ref} printed no result")
 
     # ---- tables
     # the FMA peak per thread count: gemm_bench's, else our bench's --peak; the best round

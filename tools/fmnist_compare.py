@@ -5,6 +5,9 @@ Fashion-MNIST, each run's test accuracy, training time and branch sweep.
 
     tools/fmnist_compare.py [--data DIR] [--runs a,b] [--parallel 2] [--out DIR]
 
+--data: the folder with the four Fashion-MNIST IDX files (raw or .gz);
+default $PARAFORMER_DATA/fashion-mnist.
+
 Runs `build/paraformer train` for each configuration below (plain Python, no
 third-party modules), reads each log's `sweep` and `end` events, prints a
 Markdown table and writes one overlaid plot (paraformer plot). With
@@ -65,7 +68,8 @@ def last_event(path, name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("PARAFORMER_DATA", "../shared/data") + "/fashion-mnist",
+    env = os.environ.get("PARAFORMER_DATA")
+    ap.add_argument("--data", default=os.path.join(env, "fashion-mnist") if env else None,
                     help="folder with the Fashion-MNIST IDX files (default: $PARAFORMER_DATA/fashion-mnist)")
     ap.add_argument("--runs", default="pf-joint,vit-joint,pf-interleaved,pf-staged", help="which runs (default: all): " + ", ".join(RUNS))
     ap.add_argument("--parallel", type=int, default=1, help="runs side by side, one thread each (default 1)")
@@ -73,6 +77,8 @@ def main():
     ap.add_argument("--exe", default="build/paraformer")
     ap.add_argument("--seed", default="1")
     a = ap.parse_args()
+    if not a.data:
+        ap.error("give --data DIR (the folder with the four Fashion-MNIST IDX files) or set PARAFORMER_DATA")
     names = [n for n in a.runs.split(",") if n]
     for n in names:
         if n not in RUNS:

@@ -2,16 +2,17 @@
 """gpu_bench.py - the GPU backend against PyTorch, in one run on one GPU.
 
     make cuda
-    python3 tools/gpu_bench.py [--anchor ../shared/anchors/torch_anchor.py] [--json out.json]
+    python3 tools/gpu_bench.py [--models vit12,pf4x3] [--no-compile] [--json out.json]
 
 In one invocation, on this machine's GPU 0 (docs/design.md §6):
   * build/cuda/paraformer bench --device cuda [--bf16] --zoo M --json for the
     standard configurations (32x32x3, patch 4, width 192, 3 heads, MLP 768;
-    vit12 and pf3x4 by default), fp32 and bf16, batch 256, inference batch
-    1024, batch-1 latency;
-  * the PyTorch anchor (torch_anchor.py --device cuda --compile: fp32 and bf16
-    eager, bf16 torch.compile; its defaults take about two minutes) on the
-    same models, batch sizes and repeat counts.
+    vit12 = ViT 1x12 and pf4x3 = PF(4x3), 4 branches of 3 layers, by
+    default), fp32 and bf16, batch 256, inference batch 1024, batch-1 latency;
+  * the PyTorch reference model (tools/torch_ref.py --device cuda --compile:
+    fp32 and bf16 eager, bf16 torch.compile, and the branches on CUDA
+    streams; its defaults take about two minutes) on the same models, batch
+    sizes and repeat counts.
 It prints one table per model and the ratios the GPU speed issue asks for:
 training images/s against PyTorch's best (any precision, eager or compile),
 inference images/s against torch.compile bf16, batch-1 latency, and
@@ -27,7 +28,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 
 def run_json_lines(cmd):
@@ -48,8 +50,9 @@ def run_json_lines(cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--exe", default=os.path.join(ROOT, "build/cuda/paraformer"))
-    ap.add_argument("--anchor", default=os.path.join(ROOT, "../shared/anchors/torch_anchor.py"))
-    ap.add_argument("--models", default="vit12,pf3x4")
+    ap.add_argument("--torch-ref", default=os.path.join(HERE, "torch_ref.py"),
+                    help="the PyTorch side (default: torch_ref.py beside this script)")
+    ap.add_argument("--models", default="vit12,pf4x3", help="pfBxL / vitN names (default %(default)s)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--infer-batch", type=int, default=1024)
     ap.add_argument("--warm", type=int, default=5)
@@ -69,7 +72,7 @@ def main():
     torch = {}
     gpu = torch_version = None
     if not a.no_torch:
-        cmd = [sys.executable, a.anchor, "--device", "cuda", "--models", a.models] + common + \
+        cmd = [sys.executable, a.torch_ref, "--device", "cuda", "--models", a.models] + common + \
               ([] if a.no_compile else ["--compile"])
         for r in run_json_lines(cmd):
             if "gpu" in r:
@@ -121,10 +124,10 @@ def main():
               % (ratios["train_bf16_vs_torch_best"], best_train,
                  "%.2fx" % ratios["infer_vs_torch_compile_bf16"] if compiled else "(no compile)",
                  ours_b1, ratios["latency_b1_vs_torch_best"], best_b1))
-    if "vit12" in models and "pf3x4" in models:
-        r = min(ours[("pf3x4", p)]["latency_b1_ms"] for p in ("fp32", "bf16")) / \
+    if "vit12" in models and "pf4x3" in models:
+        r = min(ours[("pf4x3", p)]["latency_b1_ms"] for p in ("fp32", "bf16")) / \
             min(ours[("vit12", p)]["latency_b1_ms"] for p in ("fp32", "bf16"))
-        out["ratios"]["pf3x4_vs_vit12_latency_b1"] = r
+        out["ratios"]["pf4x3_vs_vit12_latency_b1"] = r
         print()
         print("ParaFormer 4x3 batch-1 latency / ViT 1x12's (ours): %.2f" % r)
     if a.json:

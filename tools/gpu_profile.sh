@@ -6,7 +6,7 @@
 # (pfc_layers_forward#2 is the second kernel lambda in pfc_layers_forward).
 #
 #   tools/gpu_profile.sh [MODEL [BATCH [OUT_DIR]]]   (default vit12 256 $OUT or runs/gpu_profile)
-#   PROFILE_ARGS="--bf16" tools/gpu_profile.sh pf3x4
+#   PROFILE_ARGS="--bf16" tools/gpu_profile.sh pf4x3    (MODEL: pfBxL / vitN, as bench --zoo)
 #   tools/gpu_profile.sh --summary ncu.csv           (only the summary of a saved CSV)
 #
 # Needs build/cuda/paraformer (make cuda) and ncu on PATH. ncu serialises the

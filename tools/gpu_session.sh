@@ -6,10 +6,10 @@
 #
 # 1. tools/gpu_check.sh: build (make cuda), make test-cuda, compute-sanitizer,
 #    the program on the GPU against the CPU, kill-and-resume identity
-# 2. tools/gpu_bench.py: ours beside ../shared/anchors/torch_anchor.py (or
-#    $ANCHOR; the checkout's .anchor/torch_anchor.py when ../shared does not
-#    travel) --device cuda --compile, same call, with the ratios
-#    (--quick: PyTorch eager only, about a minute less)
+# 2. tools/gpu_bench.py: ours beside the PyTorch reference model
+#    tools/torch_ref.py --device cuda --compile, same call, with the ratios
+#    (--quick: PyTorch eager only, about a minute less; ours only when
+#    python3 cannot import torch)
 # 3. bf16 bench with PF_CUDA_GRAPHS=0 (what the graphs buy),
 #    PF_CUDA_TC_ATTENTION=0 (what the tensor cores buy the bf16 attention)
 #    PF_CUDA_FUSED_ATTENTION=0 (what the shared-memory attention buys)
@@ -37,8 +37,6 @@ exec > >(tee "$OUT_DIR/session.txt") 2>&1
 S=$(date +%s)
 t() { echo "[$(( $(date +%s) - S )) s] $*"; }
 left() { [ $(( $(date +%s) - S )) -lt "${BUDGET_S:-480}" ] || { t "skipped ($*): past BUDGET_S"; return 1; }; }
-ANCHOR=${ANCHOR:-../shared/anchors/torch_anchor.py}
-[ -f "$ANCHOR" ] || ANCHOR=.anchor/torch_anchor.py
 
 t "gpu_check"
 tools/gpu_check.sh "$WORK/check" >/dev/null 2>&1
@@ -55,16 +53,16 @@ fix=$(grep -m1 -oE '^note - with PF_CUDA_[A-Z_]+=[0-9]+: 0 failures, exit 0;' "$
       sed -E 's/^note - with ([^:]+):.*/\1/')
 [ -n "$fix" ] && { export "${fix?}"; t "test_cuda passes only with $fix: the benches run with it"; }
 
-t "gpu_bench ($ANCHOR${QUICK:+, eager only})"
-if [ -f "$ANCHOR" ]; then
-    python3 tools/gpu_bench.py --anchor "$ANCHOR" $QUICK --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
+t "gpu_bench (tools/torch_ref.py${QUICK:+, eager only})"
+if python3 -c 'import torch' 2>/dev/null; then
+    python3 tools/gpu_bench.py $QUICK --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
 else
-    echo "no PyTorch anchor at $ANCHOR: ours only"
+    echo "python3 cannot import torch: ours only"
     python3 tools/gpu_bench.py --no-torch --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
 fi
 
 left switches && t "switches (bench, ours)" &&
-for m in vit12 pf3x4; do
+for m in vit12 pf4x3; do
     for v in "PF_CUDA_GRAPHS=0 --bf16" "PF_CUDA_TC_ATTENTION=0 --bf16" "PF_CUDA_FUSED_ATTENTION=0 --bf16" "PF_CUDA_ROW_FUSED=0 --bf16" "PF_CUDA_ROW_FUSED=1 --bf16"; do
         env ${v% *} timeout 120 build/cuda/paraformer bench --zoo $m --device cuda ${v#* } --batch 256 \
             --infer-batch 1024 --warm 5 --reps 20 --json >"$WORK/sw.json" 2>&1

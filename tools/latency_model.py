@@ -7,15 +7,15 @@ the same layers stacked as a ViT, built from single-GPU bench times.
     python3 tools/latency_model.py --from times.json          # the model from saved times
 
 Measured on one GPU with `paraformer bench --device cuda --json` (--run does
-it; --exe names the program): for ParaFormer pfLxB (B branches of L layers)
-  t(pfLxk)  the model with k of its branches, for k = ceil(B/n), n = 1, 2, 4, 8
+it; --exe names the program): for ParaFormer pfBxL (B branches of L layers)
+  t(pfkxL)  the model with k of its branches, for k = ceil(B/n), n = 1, 2, 4, 8
   t(vitD)   the ViT of the same D = L*B layers, and vit1, vit2
 each as batch-1 latency and as one inference call of --batch images.
 
 The model (per GPU count n; S = batch x tokens x width x bytes per value is
 the activation a collective moves):
   stem + head          E = 2 t(vit1) - t(vit2)         (t(vitL) = E + L l)
-  branch per GPU       t_bp(n) = t(pfLxk) + bcast(S, n) + reduce(S, n)
+  branch per GPU       t_bp(n) = t(pfkxL) + bcast(S, n) + reduce(S, n)
                        (GPU 0 embeds and broadcasts X0; each GPU runs its
                        k = ceil(B/n) branches as one batch; ncclReduce sums
                        the branch outputs on GPU 0, which runs the head)
@@ -39,16 +39,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_pf(name):
-    if not name.startswith("pf") or "x" not in name:
-        sys.exit("latency_model: --model must be pfLxB (e.g. pf3x4), not %r" % name)
-    L, B = name[2:].split("x")
-    return int(L), int(B)
+    """'pfBxL' (B branches of L layers, as everywhere here) -> (L, B)."""
+    try:
+        B, L = (int(v) for v in name[2:].split("x"))
+        if not name.startswith("pf") or B < 1 or L < 1:
+            raise ValueError
+    except ValueError:
+        sys.exit("latency_model: --model must be pfBxL, B branches of L layers (e.g. pf4x3), not %r" % name)
+    return L, B
 
 
 def needed(L, B, gpus):
     names = ["vit1", "vit2", "vit%d" % (L * B)]
     for n in gpus:
-        names.append("pf%dx%d" % (L, math.ceil(B / n)))
+        names.append("pf%dx%d" % (math.ceil(B / n), L))
     return sorted(set(names), key=names.index)
 
 
@@ -81,7 +85,7 @@ def model(times, L, B, gpus, alpha_us, beta_gbs):
             k = math.ceil(B / n)
             ring = 1e3 * ((n - 1) * alpha_us * 1e-6 + (S / (beta_gbs * 1e9) if n > 1 else 0.0))
             p2p = 1e3 * (alpha_us * 1e-6 + S / (beta_gbs * 1e9))
-            t_bp = times["pf%dx%d" % (L, k)][key] + 2 * ring
+            t_bp = times["pf%dx%d" % (k, L)][key] + 2 * ring
             t_pp = times["vit%d" % D][key] + (n - 1) * p2p
             rows.append({"batch": batch, "gpus": n, "branches_per_gpu": k, "message_bytes": S, "stem_head_ms": E,
                          "branch_per_gpu_ms": t_bp, "pipeline_ms": t_pp,
@@ -91,7 +95,7 @@ def model(times, L, B, gpus, alpha_us, beta_gbs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="pf3x4", help="ParaFormer pfLxB (default pf3x4: 4 branches of 3 layers)")
+    ap.add_argument("--model", default="pf4x3", help="ParaFormer pfBxL (default pf4x3: 4 branches of 3 layers)")
     ap.add_argument("--gpus", default="1,2,4,8")
     ap.add_argument("--run", action="store_true", help="measure the times on this machine's GPU 0 first")
     ap.add_argument("--from", dest="src", help="times saved by an earlier --run --json")

@@ -1,167 +1,66 @@
 #!/usr/bin/python3
 """Write the committed PyTorch reference fixtures in tests/fixtures/.
 
-    /usr/bin/python3 tools/make_fixtures.py [--anchor PATH] [--only model|interop]
+    /usr/bin/python3 tools/make_fixtures.py [--only model|interop] [--out DIR]
 
-Needs PyTorch and NumPy (Debian's python3-torch: run it with /usr/bin/python3;
-`make test` itself never needs PyTorch). The reference model is `Net` from
-../shared/anchors/torch_anchor.py (override with --anchor), loaded by path.
+Needs PyTorch and NumPy (Debian: apt-get install python3-torch
+libopenblas0-pthread, and run it with /usr/bin/python3; `make test` itself
+never needs PyTorch). The reference model is `Net` of tools/torch_ref.py
+(the folder of this script). --out DIR writes the files there instead of
+tests/fixtures/ (to compare a regeneration with the committed files).
 
-  model   : tests/fixtures/ref_<case>.safetensors, float64: the initial
-            parameters, an input batch x and labels y, logits, loss, every
-            gradient (grad.<name>), the losses of 5 optimizer steps and the
-            parameters after them (final.<name>).
+  model   : ref_<case>.safetensors, float64: the initial parameters, an input
+            batch x and labels y, logits, loss, every gradient (grad.<name>),
+            the losses of 5 optimizer steps and the parameters after them
+            (final.<name>).
   interop : torch_model.safetensors (an F32 state_dict written here) with
             torch_input.npy / torch_logits.npy and torch_input_u8.npy /
             torch_logits_u8.npy; and, when build/paraformer exists, a model
             written by `paraformer init` (c_init.safetensors) loaded into Net
             with strict=True, with c_init_input.npy / c_init_logits.npy.
 
-No `safetensors` package is used: files are written and read by hand (8-byte
-little-endian header length, space-padded JSON header, raw little-endian data).
+Files are written by torch_ref.write_safetensors (plain Python, not the
+`safetensors` package: the bytes depend only on the tensors). Output is
+deterministic: fixed seeds, one thread, and OPENBLAS_CORETYPE=Prescott (set
+here, before torch loads), OpenBLAS's generic x86-64 kernels, so that the
+float64 results do not depend on the CPU's vector unit. With Debian 12's
+python3-torch 1.13 and OpenBLAS 0.3.21 this regenerates the committed files
+bit for bit; another PyTorch or BLAS may change the last bits of the
+float64 results (about 1e-15 relative in logits and gradients, 1e-11 in
+the parameters after the optimizer steps).
 tools/torch_interop.py imports the helpers below.
 """
-import argparse, importlib.util, json, os, struct, subprocess, sys
+import argparse, json, os, subprocess, sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_ANCHOR = os.path.join(ROOT, "..", "shared", "anchors", "torch_anchor.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-
-
-def need_torch():
-    """Import torch, re-running this script under /usr/bin/python3 when the
-    interpreter on PATH lacks it."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        alt = "/usr/bin/python3"
-        if os.path.exists(alt) and os.path.realpath(sys.executable) != os.path.realpath(alt) \
-                and not os.environ.get("PF_REEXEC"):
-            os.environ["PF_REEXEC"] = "1"
-            os.execv(alt, [alt] + sys.argv)
-        sys.exit("error: PyTorch is not importable from %s; run this with /usr/bin/python3 "
-                 "(Debian python3-torch) or a Python that has torch and numpy" % sys.executable)
-
-
-# ---------------------------------------------------------------------------
-# safetensors by hand
-
-_DT = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "I64": ("<i8", 8),
-       "I32": ("<i4", 4), "U8": ("|u1", 1), "I8": ("|i1", 1)}
-
-
-def write_safetensors(path, tensors, metadata, dtype="F64"):
-    """tensors: list of (name, array-like) in file order; metadata: dict str->str.
-    Every tensor is stored as `dtype`. Written to a temporary file, then renamed."""
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no tools/__pycache__ in the checkout
+# OpenBLAS's generic kernels (read when the library loads, so before torch):
+# the same float64 bits on any x86-64 CPU
+os.environ["OPENBLAS_CORETYPE"] = "Prescott"
+try:
+    import torch_ref as tr  # re-runs this script under /usr/bin/python3 when this Python lacks torch
+    import torch
+    import torch.nn.functional as F
+except ImportError as e:
+    sys.exit("error: %s" % e)
+try:
     import numpy as np
-    npdt = _DT[dtype][0]
-    header, blobs, off = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}, [], 0
-    seen = set()
-    for name, t in tensors:
-        if name in seen:
-            raise ValueError("duplicate tensor name %r" % name)
-        seen.add(name)
-        if hasattr(t, "detach"):
-            t = t.detach().cpu().numpy()
-        a = np.ascontiguousarray(np.asarray(t), dtype=npdt)
-        b = a.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((-(8 + len(h))) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+except ImportError:
+    sys.exit("error: NumPy is not importable from %s: apt-get install python3-numpy (Debian), "
+             "or pip install numpy" % sys.executable)
 
-
-def read_safetensors(path):
-    """Returns (dict name -> numpy array, in file order, metadata dict).
-    Validates the header strictly and fails with a message naming the file."""
-    import numpy as np
-    with open(path, "rb") as f:
-        buf = f.read()
-
-    def bad(msg):
-        raise ValueError("%s: %s" % (path, msg))
-
-    if len(buf) < 8:
-        bad("shorter than the 8-byte header length")
-    n = struct.unpack("<Q", buf[:8])[0]
-    if n > len(buf) - 8:
-        bad("header length %d exceeds the file size %d" % (n, len(buf)))
-    try:
-        header = json.loads(buf[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        bad("header is not JSON (%s)" % e)
-    if not isinstance(header, dict):
-        bad("header is not a JSON object")
-    meta = header.pop("__metadata__", {}) or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        bad("__metadata__ must map strings to strings")
-    data = memoryview(buf)[8 + n:]
-    out, spans = {}, []
-    for name, e in header.items():
-        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
-            bad("tensor %r: entry must have exactly dtype, shape, data_offsets" % name)
-        if e["dtype"] not in _DT:
-            bad("tensor %r: unsupported dtype %r" % (name, e["dtype"]))
-        npdt, size = _DT[e["dtype"]]
-        shape = e["shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            bad("tensor %r: bad shape %r" % (name, shape))
-        b, end = e["data_offsets"]
-        count = 1
-        for d in shape:
-            count *= d
-        if not (0 <= b <= end <= len(data)):
-            bad("tensor %r: data_offsets %r outside the %d data bytes" % (name, [b, end], len(data)))
-        if end - b != count * size:
-            bad("tensor %r: %d bytes for shape %r %s" % (name, end - b, shape, e["dtype"]))
-        spans.append((b, end, name))
-        out[name] = np.frombuffer(data[b:end], dtype=npdt).reshape(shape).copy()
-    spans.sort()
-    pos = 0
-    for b, end, name in spans:
-        if b != pos:
-            bad("tensor %r: data not contiguous (starts at %d, expected %d)" % (name, b, pos))
-        pos = end
-    if pos != len(data):
-        bad("%d trailing bytes after the last tensor" % (len(data) - pos))
-    return out, meta
+CONFIG_KEYS = tr.CONFIG_KEYS
 
 
 # ---------------------------------------------------------------------------
 # the reference model
 
-def load_anchor(path):
-    path = os.path.abspath(path)
-    if not os.path.exists(path):
-        sys.exit("error: anchor %s not found (give --anchor PATH to torch_anchor.py)" % path)
-    spec = importlib.util.spec_from_file_location("torch_anchor", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CONFIG_KEYS = ("image_size", "channels", "patch_size", "dim", "heads", "mlp_dim",
-               "branches", "depth", "classes", "residual", "aggregate", "qkv_bias", "pool")
-
-
-def build_net(anchor, cfg):
+def build_net(cfg):
     """Net from a paraformer config dict (the checkpoint's __metadata__ config)."""
-    residual = cfg.get("residual", "prenorm")
-    if residual not in ("prenorm", "normed"):
-        raise ValueError("config residual %r is not prenorm|normed" % residual)
-    return anchor.Net(cfg["image_size"], cfg["channels"], cfg["patch_size"], cfg["dim"], cfg["heads"], 1,
-                      cfg["branches"], cfg["depth"], cfg["classes"],
-                      variant="paper" if residual == "normed" else "standard",
-                      aggregate=cfg.get("aggregate", "delta"), pool=cfg.get("pool", "cls"),
-                      qkv_bias=bool(cfg.get("qkv_bias", residual == "prenorm")), mlp_dim=cfg["mlp_dim"])
+    return tr.Net(cfg)
 
 
 def f32round(t):
@@ -171,7 +70,6 @@ def f32round(t):
 def randomize(net, cls_pos_std=0.5):
     """Make every parameter float32-representable (net becomes float64), move
     LayerNorm affine away from 1/0 and enlarge cls/pos so every path matters."""
-    import torch
     net.double()
     with torch.no_grad():
         for p in net.parameters():
@@ -185,57 +83,27 @@ def randomize(net, cls_pos_std=0.5):
     return net
 
 
-def load_into_net(anchor, path, expect_dtype=None):
+def load_into_net(path, expect_dtype=None):
     """Load a paraformer safetensors checkpoint into a float64 Net by name with
-    strict=True; shapes must match exactly. Returns (net, cfg, meta)."""
-    import torch
-    tensors, meta = read_safetensors(path)
-    if meta.get("format") != "paraformer":
-        raise ValueError("%s: __metadata__ format is %r, expected 'paraformer'" % (path, meta.get("format")))
-    if "config" not in meta:
-        raise ValueError("%s: no config in __metadata__" % path)
-    cfg = json.loads(meta["config"])
-    missing = [k for k in CONFIG_KEYS if k not in cfg and k not in ("residual", "aggregate", "qkv_bias", "pool")]
-    if missing:
-        raise ValueError("%s: config lacks %s" % (path, ", ".join(missing)))
-    net = build_net(anchor, cfg).double()
-    model = {k: v for k, v in tensors.items() if not k.startswith("train.")}
-    ref = net.state_dict()
-    errs = []
-    for k in ref:
-        if k not in model:
-            errs.append("missing tensor %s %s" % (k, list(ref[k].shape)))
-        elif tuple(model[k].shape) != tuple(ref[k].shape):
-            errs.append("tensor %s has shape %s, Net expects %s" % (k, list(model[k].shape), list(ref[k].shape)))
-    for k in model:
-        if k not in ref:
-            errs.append("unexpected tensor %s %s" % (k, list(model[k].shape)))
+    strict=True; shapes must match exactly, and with expect_dtype every model
+    tensor must be stored as that dtype. Returns (net, cfg, meta)."""
+    net, cfg, meta = tr.load(path, dtype=torch.float64)
     if expect_dtype:
-        hdr = _header(path)
-        for k in model:
-            if hdr[k]["dtype"] != expect_dtype:
-                errs.append("tensor %s is %s, expected %s" % (k, hdr[k]["dtype"], expect_dtype))
-    if errs:
-        raise ValueError("%s does not load into Net:\n  %s" % (path, "\n  ".join(errs)))
-    net.load_state_dict({k: torch.from_numpy(v.astype("float64")) for k, v in model.items()}, strict=True)
+        hdr = tr.read_header(path)
+        errs = ["tensor %s is %s, expected %s" % (k, e["dtype"], expect_dtype) for k, e in hdr.items()
+                if k != "__metadata__" and not k.startswith("train.") and e["dtype"] != expect_dtype]
+        if errs:
+            raise ValueError("%s:\n  %s" % (path, "\n  ".join(errs)))
     return net, cfg, meta
 
 
-def _header(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        return json.loads(f.read(n))
-
-
 def logits64(net, x):
-    import torch
     with torch.no_grad():
         return net.double()(torch.as_tensor(x).double()).numpy()
 
 
 def u8_to_input(u8, mean, std):
     """uint8 [N,H,W,C] -> normalised float64 [N,C,H,W] as `predict` does."""
-    import numpy as np
     v = u8.astype(np.float64) / 255.0
     v = v.transpose(0, 3, 1, 2)
     return (v - np.asarray(mean, np.float64)[None, :, None, None]) / np.asarray(std, np.float64)[None, :, None, None]
@@ -261,7 +129,7 @@ DECAYED = ("proj.weight", "qkv.weight", "fc1.weight", "fc2.weight", "head.weight
 
 
 def make_optimizer(net, optim, wd):
-    import inspect, torch
+    import inspect
     decay = [p for n, p in net.named_parameters() if n.endswith(DECAYED)]
     rest = [p for n, p in net.named_parameters() if not n.endswith(DECAYED)]
     cls = torch.optim.AdamW if optim == "adamw" else torch.optim.Adam
@@ -271,14 +139,18 @@ def make_optimizer(net, optim, wd):
     return cls([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}], **kw)
 
 
-def model_case(anchor, seed, case):
-    import torch
-    import torch.nn.functional as F
+def show(path):
+    """A written file's name for the log: relative to the repository when inside it."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
+
+
+def model_case(out_dir, seed, case):
     name, residual, aggregate, qkv_bias, pool, active, optim, ls, clip, wd, over = case
     cfg = dict(TINY, **over)
     cfg.update(residual=residual, aggregate=aggregate, qkv_bias=qkv_bias, pool=pool)
     torch.manual_seed(seed)
-    net = randomize(build_net(anchor, cfg))
+    net = randomize(build_net(cfg))
     net.active = active
     x = f32round(torch.randn(BATCH, cfg["channels"], cfg["image_size"], cfg["image_size"], dtype=torch.float64))
     y = torch.randint(0, cfg["classes"], (BATCH,))
@@ -308,24 +180,24 @@ def model_case(anchor, seed, case):
                 weight_decay=wd, clip=clip, label_smoothing=ls, steps=STEPS)
     meta = {"format": "paraformer", "format_version": "1",
             "config": json.dumps({k: cfg[k] for k in CONFIG_KEYS}), "test": json.dumps(test)}
-    path = os.path.join(FIXTURES, "ref_%s.safetensors" % name)
-    write_safetensors(path, tensors, meta, "F64")
+    path = os.path.join(out_dir, "ref_%s.safetensors" % name)
+    tr.write_safetensors(path, tensors, meta, "F64")
 
     # read back and compare every tensor bit for bit
-    back, bmeta = read_safetensors(path)
+    back, bmeta = tr.read_safetensors(path)
     assert bmeta == meta, "metadata round trip"
     assert list(back) == [n for n, _ in tensors], "tensor order round trip"
     for n, t in tensors:
-        a = t.detach().numpy() if hasattr(t, "detach") else t
-        assert back[n].dtype.str == "<f8" and back[n].shape == a.shape and (back[n] == a).all(), n
+        t = t.detach()
+        assert back[n].dtype == torch.float64 and back[n].shape == t.shape and torch.equal(back[n], t.double()), n
     print("  %-36s loss %.6f -> %.6f  %2d grads  %7d bytes" % (
-        os.path.relpath(path, ROOT), loss.item(), losses[-1], len(grads), os.path.getsize(path)))
+        show(path), loss.item(), losses[-1], len(grads), os.path.getsize(path)))
 
 
-def part_model(anchor):
+def part_model(out_dir):
     print("model fixtures:")
     for i, case in enumerate(CASES):
-        model_case(anchor, 1000 + i, case)
+        model_case(out_dir, 1000 + i, case)
 
 
 # ---------------------------------------------------------------------------
@@ -339,73 +211,71 @@ C_INIT_ARGS = ["--image-size", "16", "--channels", "1", "--patch", "4", "--dim",
                "--aggregate", "delta", "--qkv-bias", "on", "--pool", "cls", "--seed", "11"]
 
 
-def write_torch_model(anchor, cfg, path, mean=None, std=None):
+def write_torch_model(cfg, path, mean=None, std=None):
     """Random Net (LayerNorm perturbed, cls/pos enlarged) saved as F32 safetensors
     with paraformer metadata; returns the float64 net holding the F32 values."""
-    net = randomize(build_net(anchor, cfg))
+    net = randomize(build_net(cfg))
     c = {k: cfg[k] for k in CONFIG_KEYS}
     if mean is not None:
         c.update(mean=mean, std=std)
     meta = {"format": "paraformer", "format_version": "1", "config": json.dumps(c)}
-    write_safetensors(path, list(net.state_dict().items()), meta, "F32")
+    tr.write_safetensors(path, list(net.state_dict().items()), meta, "F32")
     return net
 
 
-def part_interop(anchor):
-    import numpy as np, torch
+def part_interop(out_dir, exe):
     print("interop fixtures:")
     torch.manual_seed(2024)
-    path = os.path.join(FIXTURES, "torch_model.safetensors")
-    write_torch_model(anchor, TORCH_CFG, path, MEAN, STD)
-    net, cfg, _ = load_into_net(anchor, path, expect_dtype="F32")   # round trip through the file
+    path = os.path.join(out_dir, "torch_model.safetensors")
+    write_torch_model(TORCH_CFG, path, MEAN, STD)
+    net, cfg, _ = load_into_net(path, expect_dtype="F32")   # round trip through the file
     x = torch.randn(5, 3, 16, 16).numpy()
     u8 = torch.randint(0, 256, (5, 16, 16, 3), dtype=torch.uint8).numpy()
     out = {"torch_input.npy": x.astype(np.float32), "torch_logits.npy": logits64(net, x.astype(np.float64)),
            "torch_input_u8.npy": u8, "torch_logits_u8.npy": logits64(net, u8_to_input(u8, MEAN, STD))}
     for n, a in out.items():
-        np.save(os.path.join(FIXTURES, n), a)
+        np.save(os.path.join(out_dir, n), a)
     for n in ["torch_model.safetensors"] + list(out):
-        print("  %-36s %7d bytes" % ("tests/fixtures/" + n, os.path.getsize(os.path.join(FIXTURES, n))))
+        print("  %-36s %7d bytes" % (show(os.path.join(out_dir, n)), os.path.getsize(os.path.join(out_dir, n))))
 
-    exe = os.path.join(ROOT, "build", "paraformer")
     if not os.access(exe, os.X_OK):
-        print("  NOTE: build/paraformer not found; skipped c_init.safetensors (build it, then rerun "
-              "`/usr/bin/python3 tools/make_fixtures.py --only interop`)")
+        print("  NOTE: %s not found; skipped c_init.safetensors (`make build/paraformer`, then rerun "
+              "`/usr/bin/python3 tools/make_fixtures.py --only interop`)" % show(exe))
         return
-    cpath = os.path.join(FIXTURES, "c_init.safetensors")
+    cpath = os.path.join(out_dir, "c_init.safetensors")
     cmd = [exe, "init", "--out", cpath] + C_INIT_ARGS
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if r.returncode != 0:
         sys.exit("error: `%s` exited %d:\n%s" % (" ".join(cmd), r.returncode, r.stdout))
     try:
-        net, cfg, _ = load_into_net(anchor, cpath, expect_dtype="F32")
+        net, cfg, _ = load_into_net(cpath, expect_dtype="F32")
     except ValueError as e:
         sys.exit("error: the model written by `paraformer init` does not load into PyTorch's Net:\n%s" % e)
     torch.manual_seed(11)
     xi = torch.randn(4, cfg["channels"], cfg["image_size"], cfg["image_size"]).numpy().astype(np.float32)
-    np.save(os.path.join(FIXTURES, "c_init_input.npy"), xi)
-    np.save(os.path.join(FIXTURES, "c_init_logits.npy"), logits64(net, xi.astype(np.float64)))
+    np.save(os.path.join(out_dir, "c_init_input.npy"), xi)
+    np.save(os.path.join(out_dir, "c_init_logits.npy"), logits64(net, xi.astype(np.float64)))
     for n in ("c_init.safetensors", "c_init_input.npy", "c_init_logits.npy"):
-        print("  %-36s %7d bytes" % ("tests/fixtures/" + n, os.path.getsize(os.path.join(FIXTURES, n))))
+        print("  %-36s %7d bytes" % (show(os.path.join(out_dir, n)), os.path.getsize(os.path.join(out_dir, n))))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--anchor", default=DEFAULT_ANCHOR, help="path to torch_anchor.py (default %(default)s)")
     p.add_argument("--only", choices=["model", "interop"], help="write only one part")
+    p.add_argument("--out", default=FIXTURES, help="output folder (default tests/fixtures)")
+    p.add_argument("--exe", default=os.path.join(ROOT, "build", "paraformer"),
+                   help="the program that writes c_init.safetensors (default build/paraformer)")
     a = p.parse_args()
-    need_torch()
-    import torch
     torch.set_num_threads(1)
-    anchor = load_anchor(a.anchor)
-    os.makedirs(FIXTURES, exist_ok=True)
-    print("torch %s, anchor %s" % (torch.__version__, os.path.normpath(os.path.abspath(a.anchor))))
+    out_dir = os.path.abspath(a.out)
+    os.makedirs(out_dir, exist_ok=True)
+    print("torch %s, reference %s, writing to %s" % (torch.__version__, show(os.path.abspath(tr.__file__)), show(out_dir)))
     if a.only in (None, "model"):
-        part_model(anchor)
+        part_model(out_dir)
     if a.only in (None, "interop"):
-        part_interop(anchor)
-    total = sum(os.path.getsize(os.path.join(FIXTURES, f)) for f in os.listdir(FIXTURES))
-    print("tests/fixtures: %d bytes in all" % total)
+        part_interop(out_dir, os.path.abspath(a.exe))
+    total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+    print("%s: %d bytes in all" % (show(out_dir), total))
 
 
 if __name__ == "__main__":

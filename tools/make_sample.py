@@ -10,7 +10,7 @@ headers fixed) through `gzip -9 -n` (no file name, mtime 0, so the output is
 reproducible; Python's zlib when there is no gzip program, which gives other
 bytes for the same data) and prints their MD5s. Plain python3, no numpy.
 
-    tools/make_sample.py --src ../shared/data/fashion-mnist --out data/fmnist-sample
+    tools/make_sample.py --src "$PARAFORMER_DATA/fashion-mnist" --out data/fmnist-sample
 """
 import argparse
 import gzip
