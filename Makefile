@@ -160,7 +160,7 @@ ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_FILE) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
 	echo '$(FLAGS_NOW)' > $(FLAGS_FILE); })
 endif
-HDR          = paraformer.h tests/pf_test.h tests/pf_alloc_guard.h $(FLAGS_FILE)
+HDR          = paraformer.h tests/pf_test.h tests/pf_alloc_guard.h tests/io_util.h $(FLAGS_FILE)
 $(FLAGS_FILE):   # only needed after `make clean` in the same command
 	@mkdir -p $(@D) && echo '$(FLAGS_NOW)' > $@
 
@@ -183,7 +183,7 @@ $(BUILD)/examples/%: examples/%.c $(HDR) | $(BUILD)
 $(BUILD):
 	@mkdir -p $@
 
-$(EXE): tools/paraformer.c tools/bench_common.h $(HDR) | $(BUILD)
+$(EXE): tools/paraformer.c tools/bench_common.h tools/plot.h $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # ---------------------------------------------------------------------------
@@ -210,8 +210,12 @@ $(BUILD)/test_gemm: tests/test_gemm.c $(HDR) | $(BUILD)
 $(BUILD)/test_interop: tests/test_interop.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
-# test_io: hostile and truncated files through the library's readers.
-$(BUILD)/test_io: tests/test_io.c $(HDR) | $(BUILD)
+# test_safetensors, test_npy: hostile and truncated files through the
+# library's readers (pf_st_open, pf_model_load; pf_npy_load), round trips
+# through its writers.
+$(BUILD)/test_safetensors: tests/test_safetensors.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+$(BUILD)/test_npy: tests/test_npy.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
 # test_data: the dataset readers (every format, written here), specs,
@@ -265,7 +269,7 @@ $(BUILD)/test_header_mixed: $(HDR_SRCS) | $(BUILD)
 # tests/test_cuda.c linked with it: the backend's parity tests on any machine.
 $(BUILD)/paraformer_cuda_emu.o: paraformer_cuda.cu $(HDR) | $(BUILD)
 	$(CXX) $(ALL_CXXFLAGS) -x c++ -DPF_CUDA_EMULATE -c -o $@ $<
-$(BUILD)/paraformer_emu: tools/paraformer.c tools/bench_common.h $(BUILD)/paraformer_cuda_emu.o $(HDR) | $(BUILD)
+$(BUILD)/paraformer_emu: tools/paraformer.c tools/bench_common.h tools/plot.h $(BUILD)/paraformer_cuda_emu.o $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -DPF_WITH_CUDA -c -o $@.o $<
 	$(CXX) -o $@ $@.o $(BUILD)/paraformer_cuda_emu.o $(ALL_LDFLAGS) $(LDLIBS)
 $(BUILD)/test_cuda_emu: tests/test_cuda.c $(BUILD)/paraformer_cuda_emu.o $(HDR) | $(BUILD)
@@ -276,7 +280,8 @@ $(BUILD)/test_cuda_emu: tests/test_cuda.c $(BUILD)/paraformer_cuda_emu.o $(HDR) 
 have = $(wildcard $(1))
 TESTS_C := \
   $(if $(call have,tests/test_header.c),$(addprefix $(BUILD)/,$(HDR_BINS))) \
-  $(if $(call have,tests/test_io.c),$(BUILD)/test_io) \
+  $(if $(call have,tests/test_safetensors.c),$(BUILD)/test_safetensors) \
+  $(if $(call have,tests/test_npy.c),$(BUILD)/test_npy) \
   $(if $(call have,tests/test_data.c),$(BUILD)/test_data) \
   $(if $(call have,tests/test_train.c),$(BUILD)/test_train) \
   $(if $(call have,tests/test_plan.c),$(BUILD)/test_plan) \
@@ -294,8 +299,9 @@ TESTS_RUN := $(TESTS_C) $(if $(TEST_EXE),tests/test_cli.sh)
 ifeq ($(TEST_EXE),)
 TESTS_RUN := $(filter-out %/test_interop,$(TESTS_RUN))
 endif
-MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_tu2.c tests/test_io.c \
-             tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_data.c tests/test_train.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
+MISSING := $(foreach f,tools/paraformer.c tests/test_header.c tests/test_header_tu2.c tests/test_safetensors.c \
+             tests/test_npy.c tests/test_ops.c tests/test_model.c tests/test_interop.c tests/test_data.c \
+             tests/test_train.c tests/test_cli.sh,$(if $(call have,$(f)),,$(f)))
 
 # `make test`: build everything first, then run. tests/run_all.sh prints each
 # program's output, a summary, and as its very last line the summed
@@ -344,7 +350,7 @@ $(CUDA_BUILD)/paraformer_cuda_generic.o: paraformer_cuda.cu $(HDR) | cuda-check
 $(CUDA_BUILD)/test_cuda: tests/test_cuda.c $(CUDA_BUILD)/paraformer_cuda.o $(HDR)
 	$(CC) $(ALL_CFLAGS) -c -o $@.o $<
 	$(CXX) -o $@ $@.o $(CUDA_BUILD)/paraformer_cuda.o $(ALL_LDFLAGS) $(CUDA_LIBS) $(LDLIBS)
-$(CUDA_BUILD)/paraformer: tools/paraformer.c tools/bench_common.h $(CUDA_BUILD)/paraformer_cuda.o $(HDR)
+$(CUDA_BUILD)/paraformer: tools/paraformer.c tools/bench_common.h tools/plot.h $(CUDA_BUILD)/paraformer_cuda.o $(HDR)
 	$(CC) $(ALL_CFLAGS) $(STBFLAGS) -DPF_WITH_CUDA -c -o $@.o $<
 	$(CXX) -o $@ $@.o $(CUDA_BUILD)/paraformer_cuda.o $(ALL_LDFLAGS) $(CUDA_LIBS) $(LDLIBS)
 

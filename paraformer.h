@@ -75,7 +75,7 @@
    bottom-up: each part uses only the parts above it. Search for a title.
 
    API                                       IMPLEMENTATION
-   status and errors                         status and errors; threads, the
+   status and errors; random numbers         status and errors; threads, the
                                              clock and per-op profiling;
                                              random numbers
    small JSON lookups                        a small JSON reader
@@ -107,6 +107,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* FILE, for pf_atomic */
 
 #ifdef PF_STATIC
 #if defined(__GNUC__)
@@ -165,6 +166,24 @@ PFDEF pf_status pf_fail(pf_status s, const char *fmt, ...)
     ;
 
 /* ---------------------------------------------------------------------- */
+/* random numbers: the splitmix64 stream the library draws its own numbers
+   from (docs/design.md §3.8), public so that a program's seeded inputs are
+   as reproducible as the library's and need no second generator. */
+
+typedef struct pf_rng {
+    uint64_t state; /* the whole state: a copy replays the stream */
+} pf_rng;
+/* A stream whose state starts at `seed`. */
+PFDEF pf_rng pf_rng_seed(uint64_t seed);
+/* The next 64 random bits. */
+PFDEF uint64_t pf_rng_next(pf_rng *r);
+/* Uniform in [0, 1), 53 bits of one draw. */
+PFDEF double pf_rng_uniform(pf_rng *r);
+/* Standard normal (Box-Muller: two draws per value), as the cls/pos
+   initialisation draws it. */
+PFDEF double pf_rng_normal(pf_rng *r);
+
+/* ---------------------------------------------------------------------- */
 /* small JSON lookups in the top level of one object (metadata, logs).
    Each returns 1 when `key` is there with the right type, else 0. */
 PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v);
@@ -172,6 +191,11 @@ PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *
 PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n);
 /* A string, NUL-terminated and truncated to cap-1 bytes. */
 PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap);
+/* PF_OK when json[0..len) is one well-formed JSON value (an object when
+   `object` is set) with nothing but white space after it. Else
+   PF_ERR_FORMAT, and the last error says why in a few words ("text after
+   the object"): a line of a log cut short by a crash is not an event. */
+PFDEF pf_status pf_json_check(const char *json, size_t len, int object);
 
 /* ---------------------------------------------------------------------- */
 /* configuration: architecture only (what a checkpoint stores). Zero means
@@ -385,6 +409,39 @@ PFDEF void pf_model_changed(pf_model *m);
    Linear weights are packed once and reused across calls. */
 PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out);
 
+/* Dropout masks, the same on the CPU and the GPU (docs/design.md §3.8). The
+   mask of element i at a site is a pure function of (seed, counter, site, i):
+   nothing is stored, any thread count and either device drop the same
+   elements. Inline here so that paraformer_cuda.cu compiles the same code
+   for its kernels. */
+#if defined(__CUDACC__)
+#define PF_HOST_DEVICE __host__ __device__
+#else
+#define PF_HOST_DEVICE
+#endif
+/* splitmix64's finaliser: every random stream and hash of the library */
+PF_HOST_DEVICE static inline uint64_t pf_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+/* The site of a dropout: 0 after the embedding; for layer l of branch b,
+   k = 0 after the attention projection, 1 after GELU, 2 after fc2. */
+PF_HOST_DEVICE static inline int pf_dropout_site(int depth, int b, int l, int k) {
+    return 1 + 3 * (b * depth + l) + k;
+}
+/* The key of a site in the forward with m->dropout_seed and
+   m->dropout_counter (the counter advances once per training forward). */
+PF_HOST_DEVICE static inline uint64_t pf_dropout_key(uint64_t seed, uint64_t counter, int site) {
+    return pf_mix64(seed ^ pf_mix64(counter * 0x100000001b3ULL + (uint64_t)site));
+}
+/* 1 when element i of the site with this key is kept at drop rate p (the
+   kept ones are scaled by 1/(1-p)). */
+PF_HOST_DEVICE static inline int pf_dropout_kept(uint64_t key, size_t i, float p) {
+    uint64_t r = pf_mix64(key ^ pf_mix64((uint64_t)i + 0x632be59bd9b4e019ULL));
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0) >= (double)p;
+}
+
 /* ---------------------------------------------------------------------- */
 /* optimizer */
 
@@ -409,8 +466,47 @@ PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm);
    was done, else 0. */
 PFDEF double pf_optim_step(pf_model *m, const pf_optim *o);
 
+/* The rules of one optimizer step that the CPU and the GPU backend both
+   apply (paraformer_cuda.cu calls these rather than restating them). */
+/* 1 when tensor s takes gradients now: the stem and head when they train,
+   branches below m->active that train (the head's bias-free tensors stop
+   when only rows from head_rows_from train). */
+PFDEF int pf_param_trainable(const pf_model *m, const pf_tensor_spec *s);
+/* The first element of a trainable tensor that trains: 0, or for the head
+   the first of the rows from head_rows_from (new classes only). */
+PFDEF size_t pf_param_train_from(const pf_model *m, const pf_tensor_spec *s);
+/* What AdamW does to tensor t (m->specs[t]) this step. */
+typedef struct pf_adam_step {
+    size_t from;        /* elements [from, numel) update */
+    float lr;           /* o->lr times the tensor's multiplier */
+    double step_size;   /* lr / (1 - beta1^step) */
+    double bc2_sqrt;    /* sqrt(1 - beta2^step) */
+} pf_adam_step;
+/* 0 when tensor t takes no step at all (not trainable, or a zero learning
+   rate: PyTorch's parameter without a gradient); else 1, with *a filled in
+   and the tensor's step counter m->steps[t] advanced. */
+PFDEF int pf_adam_step_of(pf_model *m, const pf_optim *o, int t, pf_adam_step *a);
+
 /* ---------------------------------------------------------------------- */
 /* files: safetensors (checkpoints) and .npy (arrays) */
+
+/* An atomic file write (docs/design.md §4.7), so that a crash or a failed
+   write never leaves a half-written file under PATH: pf_atomic_open
+   creates PATH.tmp, the caller writes to a->f, and pf_atomic_commit
+   flushes, fsyncs, closes and renames it onto PATH. When a write to a->f
+   failed, or the commit itself fails, the temporary is removed and PATH is
+   left as it was; pf_atomic_abort does the same after the caller's own
+   errors. Checkpoints and .npy files are written this way. */
+typedef struct pf_atomic {
+    FILE *f;          /* the temporary, open for writing ("wb") */
+    char path[4096];  /* the destination */
+    char tmp[4100];   /* path + ".tmp" */
+} pf_atomic;
+PFDEF pf_status pf_atomic_open(pf_atomic *a, const char *path);
+PFDEF pf_status pf_atomic_commit(pf_atomic *a);
+PFDEF void pf_atomic_abort(pf_atomic *a);
+/* 1 when path ends with ext (".npy"), ignoring ASCII case; else 0. */
+PFDEF int pf_path_has_ext(const char *path, const char *ext);
 
 typedef enum pf_dtype {
     PF_F32 = 0, PF_F64, PF_F16, PF_BF16, PF_U8, PF_I8, PF_I32, PF_I64, PF_DTYPE_COUNT
@@ -536,9 +632,18 @@ typedef struct pf_dataset {
    have a name per class, else the standard ones. A folder's images must all
    have the size of the first one (else an error names the odd file) and
    are converted to its channel count; hidden entries are skipped. npy
-   labels must be in 0..99999 and classes = max label + 1. The '@' of a
-   split is the last one in the spec, unless a '/' or ',' follows it. */
+   labels must be in 0..99999 and classes = max label + 1. The split is
+   found by pf_dataset_spec_split. */
 PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out);
+/* The split of a spec, by the one rule pf_dataset_load reads it with: the
+   '@' of a split is the last one before the first '#', unless a '/' or ','
+   follows it (then it belongs to a path). *split gets PF_SPLIT_TRAIN or
+   PF_SPLIT_TEST for "@train" / "@test", or default_split when the spec
+   names none. spec[0..*at) is the spec without its split and options, and
+   spec + *rest its options ("#..." or ""), so that the same source's test
+   split is spec[0..at) "@test" spec+rest. at and rest may be NULL.
+   PF_ERR_ARG for another word after the '@'. */
+PFDEF pf_status pf_dataset_spec_split(const char *spec, int default_split, int *split, size_t *at, size_t *rest);
 PFDEF void pf_dataset_free(pf_dataset *d);
 /* The images idx[0..n) of d as a new dataset (copies; names kept). */
 PFDEF pf_status pf_dataset_subset(const pf_dataset *d, const int *idx, int n, pf_dataset *out);
@@ -548,6 +653,13 @@ PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed
                                  pf_dataset *val);
 /* Per-channel mean and (biased) std of the pixels on the [0,1] scale. */
 PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std);
+/* Fits a config to a dataset, so that a model needs no flags the data
+   already answers: the parts of `what` (PF_FIT_*) are taken from d. The
+   image size only from square images (others keep c's); the
+   normalisation is d's per-channel mean and std (pf_dataset_stats). The
+   other fields are left as they are; validate the result as usual. */
+enum { PF_FIT_IMAGE_SIZE = 1, PF_FIT_CHANNELS = 2, PF_FIT_CLASSES = 4, PF_FIT_NORM = 8, PF_FIT_ALL = 15 };
+PFDEF pf_status pf_config_fit(pf_config *c, const pf_dataset *d, int what);
 
 /* Training augmentation (all off when zero). */
 typedef struct pf_augment {
@@ -757,6 +869,14 @@ typedef struct pf_trainer {
     const pf_backend *backend;    /* NULL: the CPU; else forward, backward,
                                      step and evaluations run there (not
                                      owned; set after pf_trainer_init) */
+    /* what the log's "start" event records beyond the trainer's own
+       figures, so that a log says where its numbers came from (not owned;
+       NULL: preset "", device and backend "cpu" without a backend and
+       "unknown" with one, precision "fp32") */
+    const char *log_preset;       /* the recipe or model preset */
+    const char *log_device;       /* "cpu", "cuda:0,1", ... */
+    const char *log_backend;      /* "cpu", "cuda", "emulated" */
+    const char *log_precision;    /* "fp32", "bf16" */
     /* private */
     void *log;                    /* FILE* of the JSON-lines log */
     pf_real *x, *logits;          /* a batch; its logits from the backend */
@@ -780,8 +900,16 @@ PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path);
 PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path);
 /* Appends one line to the log (a JSON object string). */
 PFDEF void pf_trainer_log(pf_trainer *t, const char *json);
-/* Trains until the schedule is done (or *stop). */
+/* Trains until the schedule is done (or *stop). A fresh run (no step taken
+   yet) first logs the "start" event. */
 PFDEF pf_status pf_trainer_run(pf_trainer *t);
+/* The end of a finished run: the accuracy and loss (no smoothing) of the
+   model on `test` through the trainer's backend, with the branch sweep,
+   logged as the "sweep" and "end" events, so that the log holds the whole
+   run (docs/design.md §4.5). loss, accuracy and sweep (m->active values)
+   receive the results; each may be NULL. */
+PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double *loss, double *accuracy,
+                                  double *sweep);
 /* Writes the model with its training state ("train.*" tensors and the
    "train_state" metadata) atomically. */
 PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path);
@@ -861,10 +989,31 @@ typedef struct pf_cuda_opts {
        WORLD_SIZE, LOCAL_RANK (device) and PF_NCCL_ID_FILE. */
     int rank, world_size;
     char id_file[512];
+    char nccl_id[2 * 128 + 1]; /* or the id itself, hex (PF_NCCL_ID) */
+    /* Switches to measure what each GPU feature buys and to test the paths
+       it replaces: PF_CUDA_AUTO (0, the default) lets the backend choose,
+       PF_CUDA_OFF turns the feature off, PF_CUDA_ON forces it where it is
+       possible but not automatic. */
+    int graphs;          /* CUDA graphs on one device (inference, step) */
+    int fused_attention; /* attention in shared memory (off: a thread per
+                            row, global memory) */
+    int tc_attention;    /* bf16 attention on tensor cores */
+    int row_fused;       /* bf16: all of a layer but attention in one launch
+                            (auto: inference with few blocks; on: any batch,
+                            training too) */
+    int att_tiles;       /* > 0: query tiles per attention block (0: chosen) */
+    int row_tiles;       /* 1..4: row tiles per fused-rows block (0: the most
+                            that fit) */
 } pf_cuda_opts;
+enum { PF_CUDA_AUTO = 0, PF_CUDA_ON = 1, PF_CUDA_OFF = -1 };
 
 PFEXTDEF pf_cuda_opts pf_cuda_opts_default(void);
-/* Reads RANK / WORLD_SIZE / LOCAL_RANK / PF_NCCL_ID_FILE into o. */
+/* Fills o from the environment, the only place the backend reads it:
+   RANK, WORLD_SIZE, LOCAL_RANK, PF_NCCL_ID_FILE and PF_NCCL_ID (several
+   processes), and the switches PF_CUDA_GRAPHS, PF_CUDA_FUSED_ATTENTION,
+   PF_CUDA_TC_ATTENTION, PF_CUDA_ROW_FUSED ("0" off, "1" on) and
+   PF_CUDA_ATT_TILES, PF_CUDA_ROW_TILES (counts). Variables not set leave
+   their fields as they are; a malformed value is an error naming it. */
 PFEXTDEF pf_status pf_cuda_opts_from_env(pf_cuda_opts *o);
 /* Parses "cuda", "cuda:1" or "cuda:0,1,2" into o->devices. */
 PFEXTDEF pf_status pf_cuda_parse_devices(const char *spec, pf_cuda_opts *o);
@@ -901,6 +1050,9 @@ PFEXTDEF pf_status pf_cuda_backward(pf_cuda *g);
 PFEXTDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm);
 /* pf_predict on the GPU (inference mode, chunks of max_batch). */
 PFEXTDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out);
+/* The context as the compute backend of the trainer and the evaluator
+   (pf_trainer_init, pf_evaluate_on): fills *be, which refers to g. */
+PFEXTDEF pf_status pf_cuda_as_backend(pf_cuda *g, pf_backend *be);
 /* The device of branch b (index into opts.devices), for reports. */
 PFEXTDEF int pf_cuda_branch_device(const pf_cuda *g, int b);
 /* Kernels and GEMMs this context has run, on all its devices (a CUDA
@@ -1084,14 +1236,10 @@ static double pf__lap(pf_model *m, int bwd, int op, double t0, double flops) {
     } while (0)
 
 /* ---------------------------------------------------------------------- */
-/* random numbers: splitmix64 streams (seeded per tensor by name) */
+/* random numbers: splitmix64 streams (seeded per tensor by name; the
+   finaliser pf_mix64 is inline in the API, shared with the GPU backend) */
 
-static uint64_t pf__mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static uint64_t pf__next(uint64_t *s) { *s += 0x9e3779b97f4a7c15ULL; return pf__mix64(*s); }
+static uint64_t pf__next(uint64_t *s) { *s += 0x9e3779b97f4a7c15ULL; return pf_mix64(*s); }
 /* perm = a Fisher-Yates shuffle of 0..n-1 drawn from the stream s */
 static void pf__shuffle(int *perm, int n, uint64_t *s) {
     int i;
@@ -1108,10 +1256,19 @@ static double pf__normal(uint64_t *s) { /* Box-Muller, one value per call */
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
+/* The public stream wraps the private one, so both draw the same numbers. */
+PFDEF pf_rng pf_rng_seed(uint64_t seed) {
+    pf_rng r;
+    r.state = seed;
+    return r;
+}
+PFDEF uint64_t pf_rng_next(pf_rng *r) { PF_ASSERT(r); return pf__next(&r->state); }
+PFDEF double pf_rng_uniform(pf_rng *r) { PF_ASSERT(r); return pf__uniform(&r->state); }
+PFDEF double pf_rng_normal(pf_rng *r) { PF_ASSERT(r); return pf__normal(&r->state); }
 static uint64_t pf__hash_str(uint64_t h, const char *s) { /* FNV-1a then mix */
     h ^= 0xcbf29ce484222325ULL;
     while (*s) { h ^= (unsigned char)*s++; h *= 0x100000001b3ULL; }
-    return pf__mix64(h);
+    return pf_mix64(h);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1308,6 +1465,17 @@ PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double 
 PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap) {
     pf__json j;
     return pf__jfind(&j, json, len, key) && pf__jpeek(&j) == '"' && pf__jstring(&j, out, cap, NULL);
+}
+PFDEF pf_status pf_json_check(const char *json, size_t len, int object) {
+    pf__json j;
+    if (!json) return pf_fail(PF_ERR_ARG, "no JSON text");
+    memset(&j, 0, sizeof j);
+    j.s = json;
+    j.n = len;
+    if (object && pf__jpeek(&j) != '{') return pf_fail(PF_ERR_FORMAT, "it does not start with {");
+    if (!pf__jskip(&j)) return pf_fail(PF_ERR_FORMAT, "%s", j.err ? j.err : "bad JSON");
+    if (pf__jpeek(&j) != -1) return pf_fail(PF_ERR_FORMAT, "text after the %s", object ? "object" : "value");
+    return PF_OK;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2362,7 +2530,7 @@ PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
             }
         }
     }
-    m->dropout_seed = pf__mix64(seed ^ 0x5eedd20b0u);
+    m->dropout_seed = pf_mix64(seed ^ 0x5eedd20b0u);
     m->params_gen++;
 }
 
@@ -2773,20 +2941,16 @@ static void pf__attention_backward(pf_real *dqkv, pf_real *datt, const pf_real *
     }
 }
 
-/* Inverted dropout with masks from a counter-based hash: the mask of element
-   i at a site is a pure function of (seed, counter, site, i), so nothing is
-   stored and every thread count gives the same masks. */
-static pf_real pf__keep(uint64_t key, size_t i, float p) {
-    uint64_t r = pf__mix64(key ^ pf__mix64((uint64_t)i + 0x632be59bd9b4e019ULL));
-    return (double)(r >> 11) * (1.0 / 9007199254740992.0) >= (double)p ? (pf_real)(1.0 / (1.0 - (double)p)) : (pf_real)0;
-}
+/* Inverted dropout with the masks of pf_dropout_kept (declared with the
+   model: the GPU backend uses the same functions). */
 static uint64_t pf__site_key(const pf_model *m, int site) {
-    return pf__mix64(m->dropout_seed ^ pf__mix64(m->dropout_counter * 0x100000001b3ULL + (uint64_t)site));
+    return pf_dropout_key(m->dropout_seed, m->dropout_counter, site);
 }
 static void pf__dropout(pf_real *x, size_t n, uint64_t key, float p) {
+    const pf_real scale = (pf_real)(1.0 / (1.0 - (double)p));
     size_t i;
     PF__OMP(parallel for schedule(static))
-    for (i = 0; i < n; i++) x[i] *= pf__keep(key, i, p);
+    for (i = 0; i < n; i++) x[i] *= pf_dropout_kept(key, i, p) ? scale : (pf_real)0;
 }
 
 /* The next GEMM on this thread uses the cached packed copy of weight W
@@ -2850,9 +3014,6 @@ static pf_status pf__build_wpack(pf_model *m) {
 /* ---------------------------------------------------------------------- */
 /* the model: forward */
 
-/* dropout sites: 0 = embedding, then three per layer */
-#define PF__SITE(m, b, l, k) (1 + 3 * ((b) * (m)->cfg.depth + (l)) + (k))
-
 /* patches [B,np,C*P*P] from images [B,C,H,W], flattened in (c, py, px) order */
 static void pf__patchify(pf_real *patches, const pf_real *x, int B, int C, int S, int P) {
     int G = S / P, n;
@@ -2887,7 +3048,7 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     PF__PROF(m, fwd, PF_OP_PROJ, 2 * nd * D, pf__linear_forward(a->x1, a->atty, P.proj_w, P.proj_b, N, D, D));
     res = c->residual == PF_PRENORM ? xin : a->u1;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
-        if (drop) pf__dropout(a->x1, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+        if (drop) pf__dropout(a->x1, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 0)), c->dropout);
         PF__OMP(parallel for schedule(static))
         for (i = 0; i < ND; i++) a->x1[i] += res[i];
     });
@@ -2905,14 +3066,14 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
         PF__PROF(m, fwd, PF_OP_FC1, 2 * nm * D, pf__linear_forward(a->h, a->u2, P.fc1_w, P.fc1_b, N, D, M));
         PF__PROF(m, fwd, PF_OP_GELU, nm, {
             pf__gelu_forward(a->g, a->h, (size_t)N * M);
-            if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+            if (drop) pf__dropout(a->g, (size_t)N * M, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 1)), c->dropout);
         });
     }
     pf__use_wpack(m, P.fc2_w);
     PF__PROF(m, fwd, PF_OP_FC2, 2 * nm * D, pf__linear_forward(a->x2, a->g, P.fc2_w, P.fc2_b, N, M, D));
     res = c->residual == PF_PRENORM ? a->x1 : a->u2;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
-        if (drop) pf__dropout(a->x2, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+        if (drop) pf__dropout(a->x2, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 2)), c->dropout);
         PF__OMP(parallel for schedule(static))
         for (i = 0; i < ND; i++) a->x2[i] += res[i];
     });
@@ -3048,7 +3209,7 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     /* MLP sub-layer */
     PF__PROF(m, bwd, PF_OP_RESIDUAL, nd, {
         memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
-        if (drop) pf__dropout(s->dres, ND, pf__site_key(m, PF__SITE(m, b, l, 2)), c->dropout);
+        if (drop) pf__dropout(s->dres, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 2)), c->dropout);
     });
 #ifdef PF__VEC512
     if (PF__FUSE_GELU(drop)) { /* profiled as fc2 */
@@ -3059,7 +3220,7 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     {
         PF__PROF(m, bwd, PF_OP_FC2, 4 * nm * D, pf__linear_backward(s->dh, G.fc2_w, G.fc2_b, s->dres, a->g, P.fc2_w, N, M, D));
         PF__PROF(m, bwd, PF_OP_GELU, nm, {
-            if (drop) pf__dropout(s->dh, NM, pf__site_key(m, PF__SITE(m, b, l, 1)), c->dropout);
+            if (drop) pf__dropout(s->dh, NM, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 1)), c->dropout);
             pf__gelu_backward(s->dh, s->dh, a->h, NM);
         });
     }
@@ -3079,7 +3240,7 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     if (drop) {
         PF__PROF(m, bwd, PF_OP_RESIDUAL, nd, {
             memcpy(s->du, s->dres, ND * sizeof(pf_real));
-            pf__dropout(s->du, ND, pf__site_key(m, PF__SITE(m, b, l, 0)), c->dropout);
+            pf__dropout(s->du, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 0)), c->dropout);
         });
         dproj = s->du;
     }
@@ -3226,15 +3387,13 @@ PFDEF pf_optim pf_optim_default(void) {
 }
 
 /* Does this tensor have a gradient and take optimizer steps? */
-static int pf__trainable(const pf_model *m, const pf_tensor_spec *s) {
+PFDEF int pf_param_trainable(const pf_model *m, const pf_tensor_spec *s) {
     if (s->part == PF_PART_STEM) return m->train_stem;
     if (s->part == PF_PART_HEAD)
         return m->train_head && (m->head_rows_from <= 0 || s->kind == PF_KIND_WEIGHT || s->kind == PF_KIND_BIAS);
     return s->branch < m->active && m->train_branch[s->branch];
 }
-/* The elements [*lo, numel) of a trainable tensor that train: all, except the
-   head rows below head_rows_from. */
-static size_t pf__train_from(const pf_model *m, const pf_tensor_spec *s) {
+PFDEF size_t pf_param_train_from(const pf_model *m, const pf_tensor_spec *s) {
     size_t from;
     if (s->part != PF_PART_HEAD || m->head_rows_from <= 0) return 0;
     from = (size_t)(m->head_rows_from < m->cfg.classes ? m->head_rows_from : m->cfg.classes);
@@ -3250,8 +3409,8 @@ PFDEF double pf_grad_norm(const pf_model *m) {
         const pf_real *g = m->grads + s->offset;
         double sum = 0;
         size_t i;
-        if (!pf__trainable(m, s)) continue;
-        for (i = pf__train_from(m, s); i < s->numel; i++) sum += (double)g[i] * (double)g[i];
+        if (!pf_param_trainable(m, s)) continue;
+        for (i = pf_param_train_from(m, s); i < s->numel; i++) sum += (double)g[i] * (double)g[i];
         total += sum;
     }
     return sqrt(total);
@@ -3265,11 +3424,24 @@ PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm) {
             const pf_tensor_spec *s = &m->specs[t];
             pf_real *g = m->grads + s->offset;
             size_t i;
-            if (!pf__trainable(m, s)) continue;
-            for (i = pf__train_from(m, s); i < s->numel; i++) g[i] = (pf_real)(g[i] * (pf_real)coef);
+            if (!pf_param_trainable(m, s)) continue;
+            for (i = pf_param_train_from(m, s); i < s->numel; i++) g[i] = (pf_real)(g[i] * (pf_real)coef);
         }
     }
     return norm;
+}
+
+PFDEF int pf_adam_step_of(pf_model *m, const pf_optim *o, int t, pf_adam_step *a) {
+    const pf_tensor_spec *s = &m->specs[t];
+    int64_t step;
+    a->lr = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
+    if (!pf_param_trainable(m, s) || a->lr == 0.0f) return 0; /* no gradient: no step at all */
+    step = ++m->steps[t];
+    a->from = pf_param_train_from(m, s);
+    /* bias corrections in double, as torch computes them in Python */
+    a->step_size = (double)a->lr / (1.0 - pow((double)o->beta1, (double)step));
+    a->bc2_sqrt = sqrt(1.0 - pow((double)o->beta2, (double)step));
+    return 1;
 }
 
 PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
@@ -3281,18 +3453,14 @@ PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
         const pf_tensor_spec *s = &m->specs[t];
         pf_real *p = m->params + s->offset, *g = m->grads + s->offset;
         pf_real *mm = m->adam_m + s->offset, *vv = m->adam_v + s->offset;
-        float lr_f = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
-        pf_real lr = (pf_real)lr_f, b1 = (pf_real)o->beta1, b2 = (pf_real)o->beta2, eps = (pf_real)o->eps;
-        pf_real wd = s->decay ? (pf_real)o->weight_decay : 0, step_size, bc2_sqrt;
-        int64_t step;
+        pf_real b1 = (pf_real)o->beta1, b2 = (pf_real)o->beta2, eps = (pf_real)o->eps;
+        pf_real wd = s->decay ? (pf_real)o->weight_decay : 0, lr, step_size, bc2_sqrt;
+        pf_adam_step a;
         size_t i;
-        if (!pf__trainable(m, s) || lr_f == 0.0f) continue; /* no gradient: no step at all */
-        step = ++m->steps[t];
-        /* bias corrections in double, as torch computes them in Python */
-        step_size = (pf_real)((double)lr_f / (1.0 - pow((double)o->beta1, (double)step)));
-        bc2_sqrt = (pf_real)sqrt(1.0 - pow((double)o->beta2, (double)step));
+        if (!pf_adam_step_of(m, o, t, &a)) continue;
+        lr = (pf_real)a.lr, step_size = (pf_real)a.step_size, bc2_sqrt = (pf_real)a.bc2_sqrt;
         PF__OMP(parallel for schedule(static))
-        for (i = pf__train_from(m, s); i < s->numel; i++) {
+        for (i = a.from; i < s->numel; i++) {
             pf_real gi = g[i];
             if (o->adam) gi = gi + p[i] * wd;        /* Adam: L2 term in the gradient */
             else p[i] = p[i] * (1 - lr * wd);        /* AdamW: decoupled decay */
@@ -3399,6 +3567,46 @@ static pf_status pf__commit(FILE *f, const char *tmp, const char *path, int ok) 
     }
     return PF_OK;
 }
+/* The public writer keeps the temporary's name with the file, where the
+   private pair passes it around; the work is theirs. */
+PFDEF pf_status pf_atomic_open(pf_atomic *a, const char *path) {
+    size_t n;
+    if (!a || !path || !*path) return pf_fail(PF_ERR_ARG, "atomic write: no file to write");
+    a->f = NULL;
+    a->tmp[0] = 0;
+    if ((n = strlen(path)) >= sizeof a->path) return pf_fail(PF_ERR_ARG, "%.200s...: path too long", path);
+    memcpy(a->path, path, n + 1);
+    a->f = pf__open_tmp(path, a->tmp, sizeof a->tmp);
+    return a->f ? PF_OK : PF_ERR_IO;
+}
+PFDEF pf_status pf_atomic_commit(pf_atomic *a) {
+    pf_status st;
+    if (!a || !a->f) return pf_fail(PF_ERR_ARG, "atomic write: no file open");
+    st = pf__commit(a->f, a->tmp, a->path, !ferror(a->f));
+    a->f = NULL;
+    return st;
+}
+PFDEF void pf_atomic_abort(pf_atomic *a) {
+    if (!a || !a->f) return;
+    fclose(a->f);
+    remove(a->tmp);
+    a->f = NULL;
+}
+
+PFDEF int pf_path_has_ext(const char *path, const char *ext) {
+    size_t n, k, i;
+    if (!path || !ext) return 0;
+    n = strlen(path);
+    k = strlen(ext);
+    if (k > n) return 0;
+    for (i = 0; i < k; i++) {
+        int a = (unsigned char)path[n - k + i], b = (unsigned char)ext[i];
+        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
+        if (b >= 'A' && b <= 'Z') b += 'a' - 'A';
+        if (a != b) return 0;
+    }
+    return 1;
+}
 
 /* ---------------------------------------------------------------------- */
 /* safetensors: u64 header length, JSON header, raw little-endian data
@@ -3501,19 +3709,144 @@ static int pf__cmp_begin(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end < y->end ? -1 : x->end > y->end);
 }
 
+/* A JSON syntax error in the header, at the byte where it was found. */
+static pf_status pf__st_bad_json(const pf_st_file *f, const pf__json *j) {
+    return pf_fail(PF_ERR_FORMAT, "%s: bad JSON header: %s at byte %zu", f->path, j->err ? j->err : "syntax error", 8 + j->i);
+}
+
+/* The __metadata__ object (j at its value): string values only. */
+static pf_status pf__st_meta_parse(pf_st_file *f, pf__json *j) {
+    int first = 1, cap = 0;
+    char key[256];
+    if (!pf__jobj_begin(j)) return pf__st_bad_json(f, j);
+    while (pf__jobj_next(j, &first, key, sizeof key)) {
+        char *v;
+        if (pf__jpeek(j) != '"')
+            return pf_fail(PF_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", f->path, key);
+        if (f->n_meta == cap) {
+            int nc = cap ? 2 * cap : 8;
+            char **nk = (char **)PF_REALLOC(f->meta_keys, (size_t)nc * sizeof(char *)), **nv;
+            if (!nk) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path);
+            f->meta_keys = nk;
+            if (!(nv = (char **)PF_REALLOC(f->meta_vals, (size_t)nc * sizeof(char *))))
+                return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path);
+            f->meta_vals = nv;
+            cap = nc;
+        }
+        if (!(v = pf__jstring_dup(j))) return pf__st_bad_json(f, j);
+        f->meta_vals[f->n_meta] = v;
+        f->meta_keys[f->n_meta] = pf__strndup(key, strlen(key));
+        if (!f->meta_keys[f->n_meta]) { PF_FREE(v); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path); }
+        f->n_meta++;
+    }
+    return j->err ? pf__st_bad_json(f, j) : PF_OK;
+}
+
+/* The JSON header: the metadata and one entry per tensor. */
+static pf_status pf__st_header_parse(pf_st_file *f, pf__json *j) {
+    int first = 1, cap = 0;
+    char key[256], why[160];
+    pf_status st;
+    if (pf__jpeek(j) != '{') return pf_fail(PF_ERR_FORMAT, "%s: header does not start with '{': not a safetensors file", f->path);
+    pf__jobj_begin(j);
+    while (pf__jobj_next(j, &first, key, sizeof key)) {
+        if (!strcmp(key, "__metadata__")) {
+            if ((st = pf__st_meta_parse(f, j)) != PF_OK) return st;
+            continue;
+        }
+        if (f->n == cap) {
+            int nc = cap ? 2 * cap : 64;
+            pf_st_entry *ne = (pf_st_entry *)PF_REALLOC(f->entries, (size_t)nc * sizeof(pf_st_entry));
+            if (!ne) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path);
+            f->entries = ne;
+            cap = nc;
+        }
+        memset(&f->entries[f->n], 0, sizeof(pf_st_entry));
+        why[0] = 0;
+        if (!pf__st_entry(j, &f->entries[f->n], why, sizeof why))
+            return why[0] ? pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': %s", f->path, key, why) : pf__st_bad_json(f, j);
+        f->entries[f->n].name = pf__strndup(key, strlen(key));
+        if (!f->entries[f->n].name) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path);
+        f->n++;
+    }
+    if (j->err) return pf__st_bad_json(f, j);
+    pf__jws(j);
+    if (j->i != j->n) return pf_fail(PF_ERR_FORMAT, "%s: trailing bytes after the JSON header at offset %zu", f->path, 8 + j->i);
+    return PF_OK;
+}
+
+/* Each entry's size from its dtype and shape, within the data section. */
+static pf_status pf__st_check_entries(const pf_st_file *f) {
+    int i, d;
+    for (i = 0; i < f->n; i++) {
+        const pf_st_entry *e = &f->entries[i];
+        uint64_t bytes = pf_dtype_size(e->dtype);
+        for (d = 0; d < e->ndim; d++) {
+            if (e->shape[d] && bytes > ((uint64_t)1 << 62) / (uint64_t)e->shape[d])
+                return pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': shape is too large", f->path, e->name);
+            bytes *= (uint64_t)e->shape[d];
+        }
+        if (e->begin > e->end)
+            return pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] are reversed", f->path, e->name,
+                           (unsigned long long)e->begin, (unsigned long long)e->end);
+        if (e->end > f->data_len)
+            return pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': data_offsets end %llu is past the end of the data (%llu bytes): truncated file?",
+                           f->path, e->name, (unsigned long long)e->end, (unsigned long long)f->data_len);
+        if (e->end - e->begin != bytes)
+            return pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': %s shape needs %llu bytes but data_offsets span %llu", f->path,
+                           e->name, pf_dtype_name(e->dtype), (unsigned long long)bytes,
+                           (unsigned long long)(e->end - e->begin));
+    }
+    return PF_OK;
+}
+
+/* The sorted name index (a name twice is refused), and the tensors tile the
+   data section exactly: no overlap, hole or tail that could hide data. */
+static pf_status pf__st_index(pf_st_file *f) {
+    pf_st_entry **sorted;
+    pf_status st = PF_OK;
+    uint64_t at = 0;
+    int i;
+    f->by_name = (int *)PF_MALLOC((size_t)(f->n ? f->n : 1) * sizeof(int));
+    if (!f->by_name) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path);
+    for (i = 0; i < f->n; i++) f->by_name[i] = i;
+    pf__sort_base = f->entries;
+    qsort(f->by_name, (size_t)f->n, sizeof(int), pf__cmp_name_idx);
+    for (i = 1; i < f->n; i++)
+        if (!strcmp(f->entries[f->by_name[i]].name, f->entries[f->by_name[i - 1]].name))
+            return pf_fail(PF_ERR_FORMAT, "%s: tensor '%s' appears twice", f->path, f->entries[f->by_name[i]].name);
+    if (f->n == 0)
+        return f->data_len ? pf_fail(PF_ERR_FORMAT, "%s: %llu data bytes but no tensors", f->path, (unsigned long long)f->data_len)
+                           : PF_OK;
+    sorted = (pf_st_entry **)PF_MALLOC((size_t)f->n * sizeof(pf_st_entry *));
+    if (!sorted) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", f->path);
+    for (i = 0; i < f->n; i++) sorted[i] = &f->entries[i];
+    qsort(sorted, (size_t)f->n, sizeof *sorted, pf__cmp_begin);
+    for (i = 0; i < f->n && st == PF_OK; i++) {
+        if (sorted[i]->begin < at)
+            st = pf_fail(PF_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", f->path,
+                         sorted[i - 1]->name, sorted[i]->name);
+        else if (sorted[i]->begin > at)
+            st = pf_fail(PF_ERR_FORMAT, "%s: data bytes %llu..%llu belong to no tensor (before '%s')", f->path,
+                         (unsigned long long)at, (unsigned long long)sorted[i]->begin, sorted[i]->name);
+        at = sorted[i]->end;
+    }
+    if (st == PF_OK && at != f->data_len)
+        st = pf_fail(PF_ERR_FORMAT, "%s: %llu bytes after the last tensor's data", f->path, (unsigned long long)(f->data_len - at));
+    PF_FREE(sorted);
+    return st;
+}
+
 PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
     FILE *fp;
     pf_st_file *f = NULL;
     unsigned char lenb[8];
-    char *hdr = NULL, key[256], why[160];
+    char *hdr = NULL;
     long long size;
     uint64_t hl;
     pf__json j;
-    int first = 1, cap = 0, mcap = 0, i;
-    pf_status st = PF_ERR_FORMAT;
-    pf_st_entry **sorted = NULL;
+    pf_status st;
     *out = NULL;
-    why[0] = 0;
     fp = fopen(path, "rb");
     if (!fp) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size = pf__file_size(fp);
@@ -3540,143 +3873,20 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
     f->header_len = hl;
     f->data_start = 8 + hl;
     f->data_len = (uint64_t)size - 8 - hl;
-    if (fread(hdr, 1, (size_t)hl, fp) != (size_t)hl) { st = pf_fail(PF_ERR_IO, "%s: cannot read the header", path); goto fail; }
-    hdr[hl] = 0;
-    memset(&j, 0, sizeof j);
-    j.s = hdr; j.n = (size_t)hl;
-    if (pf__jpeek(&j) != '{') { st = pf_fail(PF_ERR_FORMAT, "%s: header does not start with '{': not a safetensors file", path); goto fail; }
-    pf__jobj_begin(&j);
-    while (pf__jobj_next(&j, &first, key, sizeof key)) {
-        if (!strcmp(key, "__metadata__")) {
-            int mfirst = 1;
-            char mkey[256];
-            if (!pf__jobj_begin(&j)) goto bad_json;
-            while (pf__jobj_next(&j, &mfirst, mkey, sizeof mkey)) {
-                char *v;
-                if (pf__jpeek(&j) != '"') {
-                    st = pf_fail(PF_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", path, mkey);
-                    goto fail;
-                }
-                if (f->n_meta == mcap) {
-                    int nc = mcap ? 2 * mcap : 8;
-                    char **nk = (char **)PF_REALLOC(f->meta_keys, (size_t)nc * sizeof(char *));
-                    char **nv;
-                    if (!nk) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-                    f->meta_keys = nk;
-                    nv = (char **)PF_REALLOC(f->meta_vals, (size_t)nc * sizeof(char *));
-                    if (!nv) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-                    f->meta_vals = nv;
-                    mcap = nc;
-                }
-                if (!(v = pf__jstring_dup(&j))) goto bad_json;
-                f->meta_vals[f->n_meta] = v;
-                f->meta_keys[f->n_meta] = pf__strndup(mkey, strlen(mkey));
-                if (!f->meta_keys[f->n_meta]) { PF_FREE(v); st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-                f->n_meta++;
-            }
-            if (j.err) goto bad_json;
-            continue;
-        }
-        if (f->n == cap) {
-            int nc = cap ? 2 * cap : 64;
-            pf_st_entry *ne = (pf_st_entry *)PF_REALLOC(f->entries, (size_t)nc * sizeof(pf_st_entry));
-            if (!ne) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-            f->entries = ne;
-            cap = nc;
-        }
-        memset(&f->entries[f->n], 0, sizeof(pf_st_entry));
-        if (!pf__st_entry(&j, &f->entries[f->n], why, sizeof why)) {
-            if (why[0]) { st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': %s", path, key, why); goto fail; }
-            goto bad_json;
-        }
-        f->entries[f->n].name = pf__strndup(key, strlen(key));
-        if (!f->entries[f->n].name) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-        f->n++;
-    }
-    if (j.err) goto bad_json;
-    pf__jws(&j);
-    if (j.i != j.n) { st = pf_fail(PF_ERR_FORMAT, "%s: trailing bytes after the JSON header at offset %zu", path, 8 + j.i); goto fail; }
-    /* validate every entry against the data section */
-    for (i = 0; i < f->n; i++) {
-        pf_st_entry *e = &f->entries[i];
-        uint64_t bytes = pf_dtype_size(e->dtype);
-        int d;
-        for (d = 0; d < e->ndim; d++) {
-            if (e->shape[d] && bytes > ((uint64_t)1 << 62) / (uint64_t)e->shape[d]) {
-                st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': shape is too large", path, e->name);
-                goto fail;
-            }
-            bytes *= (uint64_t)e->shape[d];
-        }
-        if (e->begin > e->end) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, e->name,
-                         (unsigned long long)e->begin, (unsigned long long)e->end);
-            goto fail;
-        }
-        if (e->end > f->data_len) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': data_offsets end %llu is past the end of the data (%llu bytes): truncated file?",
-                         path, e->name, (unsigned long long)e->end, (unsigned long long)f->data_len);
-            goto fail;
-        }
-        if (e->end - e->begin != bytes) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s': %s shape needs %llu bytes but data_offsets span %llu", path,
-                         e->name, pf_dtype_name(e->dtype), (unsigned long long)bytes,
-                         (unsigned long long)(e->end - e->begin));
-            goto fail;
-        }
-    }
-    /* name index (sorted; duplicates are adjacent) */
-    f->by_name = (int *)PF_MALLOC((size_t)(f->n ? f->n : 1) * sizeof(int));
-    if (!f->by_name) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-    for (i = 0; i < f->n; i++) f->by_name[i] = i;
-    pf__sort_base = f->entries;
-    qsort(f->by_name, (size_t)f->n, sizeof(int), pf__cmp_name_idx);
-    for (i = 1; i < f->n; i++)
-        if (!strcmp(f->entries[f->by_name[i]].name, f->entries[f->by_name[i - 1]].name)) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: tensor '%s' appears twice", path, f->entries[f->by_name[i]].name);
-            goto fail;
-        }
-    if (f->n == 0 && f->data_len) {
-        st = pf_fail(PF_ERR_FORMAT, "%s: %llu data bytes but no tensors", path, (unsigned long long)f->data_len);
-        goto fail;
-    }
-    if (f->n > 0) { /* the tensors tile the data section exactly: no overlap, hole or tail */
-        uint64_t at = 0;
-        sorted = (pf_st_entry **)PF_MALLOC((size_t)f->n * sizeof(pf_st_entry *));
-        if (!sorted) { st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-        for (i = 0; i < f->n; i++) sorted[i] = &f->entries[i];
-        qsort(sorted, (size_t)f->n, sizeof *sorted, pf__cmp_begin);
-        for (i = 0; i < f->n; i++) {
-            if (sorted[i]->begin < at) {
-                st = pf_fail(PF_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", path,
-                             sorted[i - 1]->name, sorted[i]->name);
-                goto fail;
-            }
-            if (sorted[i]->begin > at) {
-                st = pf_fail(PF_ERR_FORMAT, "%s: data bytes %llu..%llu belong to no tensor (before '%s')", path,
-                             (unsigned long long)at, (unsigned long long)sorted[i]->begin, sorted[i]->name);
-                goto fail;
-            }
-            at = sorted[i]->end;
-        }
-        if (at != f->data_len) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: %llu bytes after the last tensor's data", path,
-                         (unsigned long long)(f->data_len - at));
-            goto fail;
-        }
-        PF_FREE(sorted);
-        sorted = NULL;
+    if (fread(hdr, 1, (size_t)hl, fp) != (size_t)hl) {
+        st = pf_fail(PF_ERR_IO, "%s: cannot read the header", path);
+    } else {
+        hdr[hl] = 0;
+        memset(&j, 0, sizeof j);
+        j.s = hdr; j.n = (size_t)hl;
+        st = pf__st_header_parse(f, &j);
+        if (st == PF_OK) st = pf__st_check_entries(f);
+        if (st == PF_OK) st = pf__st_index(f);
     }
     PF_FREE(hdr);
+    if (st != PF_OK) { pf_st_close(f); return st; }
     *out = f;
     return PF_OK;
-bad_json:
-    st = pf_fail(PF_ERR_FORMAT, "%s: bad JSON header: %s at byte %zu", path, j.err ? j.err : "syntax error", 8 + j.i);
-fail:
-    PF_FREE(sorted);
-    PF_FREE(hdr);
-    pf_st_close(f);
-    return st;
 }
 
 PFDEF const pf_st_entry *pf_st_find(const pf_st_file *f, const char *name) {
@@ -4235,17 +4445,6 @@ static pf_status pf__set_names(pf_dataset *d, const char *const *names, int k) {
     return PF_OK;
 }
 
-static int pf__ends_with_ci(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix), i;
-    if (k > n) return 0;
-    for (i = 0; i < k; i++) {
-        int a = (unsigned char)s[n - k + i], b = (unsigned char)suffix[i];
-        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
-        if (a != b) return 0;
-    }
-    return 1;
-}
-
 /* path = dir/name; 0 (and an error) when it does not fit */
 static int pf__join(char *path, size_t cap, const char *dir, const char *name) {
     size_t n = strlen(dir);
@@ -4293,7 +4492,7 @@ static pf_status pf__in_open(pf__in *in, const char *path) {
     memset(in, 0, sizeof *in);
     in->path = path;
     in->left = -1;
-    if (pf__ends_with_ci(path, ".gz")) {
+    if (pf_path_has_ext(path, ".gz")) {
 #ifdef PF_HAVE_ZLIB
         unsigned char mg[2] = {0, 0};
         size_t got;
@@ -4720,8 +4919,8 @@ static pf_status pf__list_dir(const char *dir, int dirs, char ***out, int *n_out
         sub = opendir(path);
         if (sub) closedir(sub);
         keep = dirs ? sub != NULL
-                    : !sub && (pf__ends_with_ci(e->d_name, ".png") || pf__ends_with_ci(e->d_name, ".jpg") ||
-                               pf__ends_with_ci(e->d_name, ".jpeg") || pf__ends_with_ci(e->d_name, ".bmp"));
+                    : !sub && (pf_path_has_ext(e->d_name, ".png") || pf_path_has_ext(e->d_name, ".jpg") ||
+                               pf_path_has_ext(e->d_name, ".jpeg") || pf_path_has_ext(e->d_name, ".bmp"));
         if (!keep) continue;
         if (n == cap) {
             if (cap >= (1 << 26)) { closedir(dp); pf__free_list(v, n); return pf_fail(PF_ERR_ARG, "%s: too many entries", dir); }
@@ -4905,42 +5104,43 @@ static pf_status pf__parse_classes(const char *list, const char *spec, unsigned 
     return PF_OK;
 }
 
-PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out) {
-    static const char *kinds = "fmnist[:DIR], cifar10[:DIR], cifar100[:DIR], folder:DIR, npy:X.npy,Y.npy";
-    char buf[1024], dir[1100], *opts, *at, *arg = NULL, *kind, *o, *next;
-    const char *classes = NULL, *env;
-    long limit = -1;
-    int split = default_split, has_split = 0, k, i, n;
+#define PF__SPEC_KINDS "fmnist[:DIR], cifar10[:DIR], cifar100[:DIR], folder:DIR, npy:X.npy,Y.npy"
+
+/* One rule for the split, so that the loader and a program deriving the
+   test set of a training spec never read one spec two ways. */
+PFDEF pf_status pf_dataset_spec_split(const char *spec, int default_split, int *split, size_t *at, size_t *rest) {
+    size_t end, a, i;
+    if (!spec || !split) return pf_fail(PF_ERR_ARG, "dataset spec split: no spec or no place for the split");
+    *split = default_split;
+    end = strcspn(spec, "#");
+    for (a = end, i = end; i > 0; i--)
+        if (spec[i - 1] == '@') { a = i - 1; break; }
+    if (a < end && (memchr(spec + a, '/', end - a) || memchr(spec + a, ',', end - a))) a = end; /* a path's '@' */
+    if (at) *at = a;
+    if (rest) *rest = end;
+    if (a == end) return PF_OK;
+    if (end - a == 6 && !strncmp(spec + a, "@train", 6)) *split = PF_SPLIT_TRAIN;
+    else if (end - a == 5 && !strncmp(spec + a, "@test", 5)) *split = PF_SPLIT_TEST;
+    else return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown split '%.*s' (valid: @train, @test)", spec,
+                        (int)(end - a), spec + a);
+    return PF_OK;
+}
+
+/* The '#' options, each checked before any file is read, so that a typo
+   fails at once and not after a large dataset has loaded. opts: the text
+   after the first '#' (NULL: none), cut in place; *classes points into it. */
+static pf_status pf__spec_options(char *opts, const char *spec, const char **classes, long *limit) {
+    char *o, *next;
     pf_status st;
-    pf_dataset d;
-    memset(out, 0, sizeof *out);
-    memset(&d, 0, sizeof d);
-    if (!spec || !*spec) return pf_fail(PF_ERR_ARG, "empty dataset spec (expected %s)", kinds);
-    if (strlen(spec) >= sizeof buf) return pf_fail(PF_ERR_ARG, "dataset spec '%.64s...' is too long", spec);
-    if (default_split != PF_SPLIT_TRAIN && default_split != PF_SPLIT_TEST)
-        return pf_fail(PF_ERR_ARG, "dataset spec '%s': default split %d is neither PF_SPLIT_TRAIN nor PF_SPLIT_TEST", spec,
-                       default_split);
-    memcpy(buf, spec, strlen(spec) + 1);
-    if ((opts = strchr(buf, '#')) != NULL) *opts++ = 0;
-    /* @split: after the last '@', unless that is part of a path */
-    if ((at = strrchr(buf, '@')) != NULL && !strchr(at, '/') && !strchr(at, ',')) {
-        *at++ = 0;
-        if (!strcmp(at, "train")) split = PF_SPLIT_TRAIN;
-        else if (!strcmp(at, "test")) split = PF_SPLIT_TEST;
-        else return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown split '@%s' (valid: @train, @test)", spec, at);
-        has_split = 1;
-    }
-    kind = buf;
-    if ((arg = strchr(buf, ':')) != NULL) *arg++ = 0;
     for (o = opts; o; o = next) {
         if ((next = strchr(o, '#')) != NULL) *next++ = 0;
         if (!strncmp(o, "classes=", 8)) {
-            classes = o + 8;
-            if ((st = pf__parse_classes(classes, spec, NULL, 0)) != PF_OK) return st;
+            *classes = o + 8;
+            if ((st = pf__parse_classes(*classes, spec, NULL, 0)) != PF_OK) return st;
         } else if (!strncmp(o, "limit=", 6)) {
             const char *e;
-            limit = pf__num(o + 6, &e);
-            if (limit < 1 || *e)
+            *limit = pf__num(o + 6, &e);
+            if (*limit < 1 || *e)
                 return pf_fail(PF_ERR_ARG, "dataset spec '%s': #limit=%s is not a positive whole number (at most 9 digits)",
                                spec, o + 6);
         } else {
@@ -4948,30 +5148,87 @@ PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset 
                            "#limit=N)", spec, o);
         }
     }
-    k = !strcmp(kind, "fmnist") ? 0 : !strcmp(kind, "cifar10") ? 1 : !strcmp(kind, "cifar100") ? 2
-      : !strcmp(kind, "folder") ? 3 : !strcmp(kind, "npy") ? 4 : -1;
-    if (k < 0) return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown kind '%s' (valid: %s)", spec, kind, kinds);
-    if (arg && !*arg) return pf_fail(PF_ERR_ARG, "dataset spec '%s': empty path after '%s:'", spec, kind);
-    if (k <= 2 && !arg) {
-        static const char *sub[3] = {"fashion-mnist", "cifar-10-batches-bin", "cifar-100-binary"};
+    return PF_OK;
+}
+
+/* KIND[:ARG] (cut in place) -> *k, the reader (0 fmnist, 1 cifar10,
+   2 cifar100, 3 folder, 4 npy), and *arg. A bare fmnist/cifar name reads
+   the conventional folder under $PARAFORMER_DATA (built in dir), so that
+   specs and scripts stay the same on every machine. */
+static pf_status pf__spec_source(const char *spec, char *kind, char **arg, char *dir, size_t cap, int *k) {
+    static const char *sub[3] = {"fashion-mnist", "cifar-10-batches-bin", "cifar-100-binary"};
+    const char *env;
+    char *a = strchr(kind, ':');
+    if (a) *a++ = 0;
+    *k = !strcmp(kind, "fmnist") ? 0 : !strcmp(kind, "cifar10") ? 1 : !strcmp(kind, "cifar100") ? 2
+       : !strcmp(kind, "folder") ? 3 : !strcmp(kind, "npy") ? 4 : -1;
+    if (*k < 0)
+        return pf_fail(PF_ERR_ARG, "dataset spec '%s': unknown kind '%s' (valid: %s)", spec, kind, PF__SPEC_KINDS);
+    if (a && !*a) return pf_fail(PF_ERR_ARG, "dataset spec '%s': empty path after '%s:'", spec, kind);
+    if (*k <= 2 && !a) {
         env = getenv("PARAFORMER_DATA");
         if (!env || !*env)
             return pf_fail(PF_ERR_ARG, "dataset spec '%s': no folder given and $PARAFORMER_DATA is not set; write "
-                           "%s:DIR or set PARAFORMER_DATA to the folder that holds %s/", spec, kind, sub[k]);
-        if (!pf__join(dir, sizeof dir, env, sub[k])) return PF_ERR_ARG;
-        arg = dir;
+                           "%s:DIR or set PARAFORMER_DATA to the folder that holds %s/", spec, kind, sub[*k]);
+        if (!pf__join(dir, cap, env, sub[*k])) return PF_ERR_ARG;
+        a = dir;
     }
-    if (k >= 3 && !arg)
-        return pf_fail(PF_ERR_ARG, "dataset spec '%s': %s needs %s", spec, kind, k == 3 ? "a folder: folder:DIR"
+    if (*k >= 3 && !a)
+        return pf_fail(PF_ERR_ARG, "dataset spec '%s': %s needs %s", spec, kind, *k == 3 ? "a folder: folder:DIR"
                        : "two files: npy:X.npy,Y.npy");
+    *arg = a;
+    return PF_OK;
+}
+
+/* #classes=LIST: the images of those classes, in order. Labels keep their
+   values, so that a model can later grow into the classes left out. */
+static pf_status pf__dataset_keep_classes(pf_dataset *d, const char *list, const char *spec) {
+    unsigned char *keep = PF__CALLOC(unsigned char, d->classes);
+    size_t per = (size_t)d->h * d->w * d->c;
+    int i, n;
+    pf_status st;
+    if (!keep) return pf_fail(PF_ERR_NOMEM, "%s: out of memory", d->name);
+    if ((st = pf__parse_classes(list, spec, keep, d->classes)) == PF_OK) {
+        for (i = n = 0; i < d->n; i++)
+            if (keep[d->labels[i]]) {
+                if (n != i) memcpy(d->images + (size_t)n * per, d->images + (size_t)i * per, per);
+                d->labels[n++] = d->labels[i];
+            }
+        if (!n) st = pf_fail(PF_ERR_ARG, "dataset spec '%s': no image has a class of #classes=%s", spec, list);
+        d->n = n;
+    }
+    PF_FREE(keep);
+    return st;
+}
+
+PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset *out) {
+    char buf[1024], dir[1100], *arg = NULL;
+    const char *classes = NULL;
+    long limit = -1;
+    size_t at, rest;
+    int split, k;
+    pf_status st;
+    pf_dataset d;
+    if (!out) return pf_fail(PF_ERR_ARG, "dataset spec '%s': no dataset to load into", spec ? spec : "");
+    memset(out, 0, sizeof *out);
+    memset(&d, 0, sizeof d);
+    if (!spec || !*spec) return pf_fail(PF_ERR_ARG, "empty dataset spec (expected %s)", PF__SPEC_KINDS);
+    if (strlen(spec) >= sizeof buf) return pf_fail(PF_ERR_ARG, "dataset spec '%.64s...' is too long", spec);
+    if (default_split != PF_SPLIT_TRAIN && default_split != PF_SPLIT_TEST)
+        return pf_fail(PF_ERR_ARG, "dataset spec '%s': default split %d is neither PF_SPLIT_TRAIN nor PF_SPLIT_TEST", spec,
+                       default_split);
+    if ((st = pf_dataset_spec_split(spec, default_split, &split, &at, &rest)) != PF_OK) return st;
+    memcpy(buf, spec, strlen(spec) + 1);
+    buf[at] = 0; /* at <= rest: buf is KIND[:ARG] */
+    if ((st = pf__spec_options(spec[rest] ? buf + rest + 1 : NULL, spec, &classes, &limit)) != PF_OK) return st;
+    if ((st = pf__spec_source(spec, buf, &arg, dir, sizeof dir, &k)) != PF_OK) return st;
     /* the name: the spec, with the split made explicit where there is one */
-    {
+    if (k <= 2) {
         size_t len = 0;
-        const char *hash = strchr(spec, '#');
-        size_t head = hash ? (size_t)(hash - spec) : strlen(spec);
-        pf__appendf(d.name, sizeof d.name, &len, "%.*s", (int)head, spec);
-        if (k <= 2 && !has_split) pf__appendf(d.name, sizeof d.name, &len, "@%s", split == PF_SPLIT_TEST ? "test" : "train");
-        pf__appendf(d.name, sizeof d.name, &len, "%s", spec + head);
+        pf__appendf(d.name, sizeof d.name, &len, "%.*s@%s%s", (int)at, spec, split == PF_SPLIT_TEST ? "test" : "train",
+                    spec + rest);
+    } else {
+        snprintf(d.name, sizeof d.name, "%s", spec);
     }
     if (k == 0) st = pf__load_fmnist(arg, split, &d);
     else if (k <= 2) st = pf__load_cifar(arg, split, k == 2, &d);
@@ -4985,21 +5242,7 @@ PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset 
             st = pf__load_npy(arg, comma + 1, &d);
         }
     }
-    if (st == PF_OK && classes) {
-        unsigned char *keep = PF__CALLOC(unsigned char, d.classes);
-        size_t per = (size_t)d.h * d.w * d.c;
-        if (!keep) st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", d.name);
-        else if ((st = pf__parse_classes(classes, spec, keep, d.classes)) == PF_OK) {
-            for (i = n = 0; i < d.n; i++)
-                if (keep[d.labels[i]]) {
-                    if (n != i) memcpy(d.images + (size_t)n * per, d.images + (size_t)i * per, per);
-                    d.labels[n++] = d.labels[i];
-                }
-            if (!n) st = pf_fail(PF_ERR_ARG, "dataset spec '%s': no image has a class of #classes=%s", spec, classes);
-            d.n = n;
-        }
-        PF_FREE(keep);
-    }
+    if (st == PF_OK && classes) st = pf__dataset_keep_classes(&d, classes, spec);
     if (st == PF_OK && limit > 0 && limit < d.n) d.n = (int)limit;
     if (st != PF_OK) { pf_dataset_free(&d); return st; }
     *out = d;
@@ -5039,7 +5282,7 @@ PFDEF pf_status pf_dataset_subset(const pf_dataset *d, const int *idx, int n, pf
 PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed, pf_dataset *train, pf_dataset *val) {
     int *perm, *tr, *va, i, nv, nt;
     unsigned char *in_val;
-    uint64_t s = pf__mix64(seed ^ 0x73706c6974ULL); /* "split" */
+    uint64_t s = pf_mix64(seed ^ 0x73706c6974ULL); /* "split" */
     pf_status st;
     memset(train, 0, sizeof *train);
     memset(val, 0, sizeof *val);
@@ -5097,6 +5340,18 @@ PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std) {
     }
 }
 
+PFDEF pf_status pf_config_fit(pf_config *c, const pf_dataset *d, int what) {
+    if (!c || !d) return pf_fail(PF_ERR_ARG, "config fit: no config or no dataset");
+    if (what & ~PF_FIT_ALL) return pf_fail(PF_ERR_ARG, "config fit: unknown parts 0x%x", (unsigned)what);
+    /* the model's input is square: a non-square source keeps the size
+       asked for and is resized to it */
+    if ((what & PF_FIT_IMAGE_SIZE) && d->h == d->w) c->image_size = d->h;
+    if (what & PF_FIT_CHANNELS) c->channels = d->c;
+    if (what & PF_FIT_CLASSES) c->classes = d->classes;
+    if (what & PF_FIT_NORM) pf_dataset_stats(d, c->mean, c->std);
+    return PF_OK;
+}
+
 /* ---- augmentation, on 8-bit HWC images at the source resolution ----
    RandAugment follows torchvision.transforms.RandAugment (v0.13+,
    num_magnitude_bins 31, nearest interpolation, fill 0) on a uint8 tensor:
@@ -5150,26 +5405,108 @@ static void pf__affine(const unsigned char *src, unsigned char *dst, int h, int 
         }
 }
 
+/* The sampling matrix of a geometric op (torchvision's F.affine and
+   F.rotate conventions; the shears with center [0, 0]). */
+static void pf__ra_matrix(int op, double mag, int h, int w, double *M) {
+    double a = mag * 3.14159265358979323846 / 180.0;
+    M[0] = 1, M[1] = 0, M[2] = 0, M[3] = 0, M[4] = 1, M[5] = 0;
+    switch (op) {
+    case PF__RA_SHEAR_X: M[1] = mag; M[2] = mag * 0.5 * h; break;       /* shear=[atan(mag) deg, 0] */
+    case PF__RA_SHEAR_Y: M[3] = mag; M[5] = mag * 0.5 * w; break;
+    case PF__RA_TRANSLATE_X: M[2] = -(double)(long)mag; break;         /* translate=[int(mag), 0] */
+    case PF__RA_TRANSLATE_Y: M[5] = -(double)(long)mag; break;
+    case PF__RA_ROTATE: M[0] = cos(a); M[1] = -sin(a); M[3] = sin(a); M[4] = cos(a); break; /* counter-clockwise */
+    }
+}
+
+/* adjust_contrast: blend with the mean of the gray image */
+static void pf__ra_contrast(unsigned char *img, size_t n, int c, int cc, float r, float r1) {
+    double s = 0;
+    float m;
+    size_t i;
+    int k;
+    for (i = 0; i < n; i++) s += cc == 3 ? pf__gray(img + i * c) : img[i * c];
+    m = (float)(s / (double)n);
+    for (i = 0; i < n; i++)
+        for (k = 0; k < cc; k++) img[i * c + k] = pf__blend(r, r1, img[i * c + k], m);
+}
+
+/* adjust_sharpness: blend with the 3x3 smoothed image ([1 1 1; 1 5 1; 1 1 1]/13,
+   the border pixels kept) */
+static void pf__ra_sharpness(unsigned char *img, unsigned char *tmp, int h, int w, int c, float r, float r1) {
+    const float w1 = 1.0f / 13.0f, w5 = 5.0f / 13.0f;
+    size_t i, n = (size_t)h * w;
+    int x, y, dx, dy, k;
+    if (h <= 2 || w <= 2) return;
+    memcpy(tmp, img, n * c);
+    for (y = 1; y < h - 1; y++)
+        for (x = 1; x < w - 1; x++)
+            for (k = 0; k < c; k++) {
+                float s = 0.0f;
+                for (dy = -1; dy <= 1; dy++)
+                    for (dx = -1; dx <= 1; dx++)
+                        s += (dx || dy ? w1 : w5) * (float)img[((size_t)(y + dy) * w + x + dx) * c + k];
+                s = (float)nearbyint(s);
+                tmp[((size_t)y * w + x) * c + k] = s >= 255.0f ? 255 : (unsigned char)s;
+            }
+    for (i = 0; i < n * c; i++) img[i] = pf__blend(r, r1, img[i], tmp[i]);
+}
+
+/* autocontrast: per channel, stretch [min, max] to [0, 255] */
+static void pf__ra_autocontrast(unsigned char *img, size_t n, int c) {
+    size_t i;
+    int k;
+    for (k = 0; k < c; k++) {
+        unsigned char lo = 255, hi = 0;
+        float mn, scale;
+        for (i = 0; i < n; i++) {
+            unsigned char v = img[i * c + k];
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+        }
+        mn = lo == hi ? 0.0f : (float)lo;
+        scale = 255.0f / ((lo == hi ? 255.0f : (float)hi) - mn);
+        for (i = 0; i < n; i++) {
+            float v = ((float)img[i * c + k] - mn) * scale;
+            img[i * c + k] = !(v > 0.0f) ? 0 : v >= 255.0f ? 255 : (unsigned char)v;
+        }
+    }
+}
+
+/* equalize: per channel histogram equalisation (torchvision's _scale_channel) */
+static void pf__ra_equalize(unsigned char *img, size_t n, int c) {
+    size_t i;
+    int k;
+    for (k = 0; k < c; k++) {
+        size_t hist[256], lut[256], step = 0, cum = 0, last = 0;
+        int v;
+        memset(hist, 0, sizeof hist);
+        for (i = 0; i < n; i++) hist[img[i * c + k]]++;
+        for (v = 0; v < 256; v++)
+            if (hist[v]) { step += last; last = hist[v]; } /* all nonzero bins but the last */
+        step /= 255;
+        if (!step) continue;
+        for (v = 0; v < 256; v++) {
+            size_t l = v ? (cum + step / 2) / step : 0;
+            lut[v] = l > 255 ? 255 : l;
+            cum += hist[v];
+        }
+        for (i = 0; i < n; i++) img[i * c + k] = (unsigned char)lut[img[i * c + k]];
+    }
+}
+
 /* one RandAugment op in place on img; tmp holds h*w*c bytes */
 static void pf__ra_op(int op, double mag, unsigned char *img, unsigned char *tmp, int h, int w, int c) {
     size_t n = (size_t)h * w, i;
     int k, cc = c >= 3 ? 3 : 1; /* colour channels (the rest is alpha) */
-    double M[6] = {1, 0, 0, 0, 1, 0};
+    double M[6];
     float r = (float)(1.0 + mag), r1 = (float)(1.0 - (1.0 + mag));
     switch (op) {
-    case PF__RA_SHEAR_X: /* F.affine(shear=[atan(mag) deg, 0], center=[0,0]) */
-        M[1] = mag; M[2] = mag * 0.5 * h; break;
-    case PF__RA_SHEAR_Y:
-        M[3] = mag; M[5] = mag * 0.5 * w; break;
-    case PF__RA_TRANSLATE_X: /* F.affine(translate=[int(mag), 0]) */
-        M[2] = -(double)(long)mag; break;
-    case PF__RA_TRANSLATE_Y:
-        M[5] = -(double)(long)mag; break;
-    case PF__RA_ROTATE: { /* F.rotate(angle=mag): counter-clockwise */
-        double a = mag * 3.14159265358979323846 / 180.0;
-        M[0] = cos(a); M[1] = -sin(a); M[3] = sin(a); M[4] = cos(a);
-        break;
-    }
+    case PF__RA_SHEAR_X: case PF__RA_SHEAR_Y: case PF__RA_TRANSLATE_X: case PF__RA_TRANSLATE_Y: case PF__RA_ROTATE:
+        pf__ra_matrix(op, mag, h, w, M);
+        pf__affine(img, tmp, h, w, c, M);
+        memcpy(img, tmp, n * c);
+        return;
     case PF__RA_BRIGHTNESS: /* blend with black */
         for (i = 0; i < n * c; i++) img[i] = pf__blend(r, r1, img[i], 0.0f);
         return;
@@ -5181,88 +5518,26 @@ static void pf__ra_op(int op, double mag, unsigned char *img, unsigned char *tmp
             for (k = 0; k < 3; k++) p[k] = pf__blend(r, r1, p[k], g);
         }
         return;
-    case PF__RA_CONTRAST: { /* blend with the mean of the gray image */
-        double s = 0;
-        float m;
-        for (i = 0; i < n; i++) s += cc == 3 ? pf__gray(img + i * c) : img[i * c];
-        m = (float)(s / (double)n);
-        for (i = 0; i < n; i++)
-            for (k = 0; k < cc; k++) img[i * c + k] = pf__blend(r, r1, img[i * c + k], m);
-        return;
-    }
-    case PF__RA_SHARPNESS: { /* blend with the 3x3 smoothed image ([1 1 1; 1 5 1; 1 1 1]/13, edges kept) */
-        int x, y, dx, dy;
-        const float w1 = 1.0f / 13.0f, w5 = 5.0f / 13.0f;
-        if (h <= 2 || w <= 2) return;
-        memcpy(tmp, img, n * c);
-        for (y = 1; y < h - 1; y++)
-            for (x = 1; x < w - 1; x++)
-                for (k = 0; k < c; k++) {
-                    float s = 0.0f;
-                    for (dy = -1; dy <= 1; dy++)
-                        for (dx = -1; dx <= 1; dx++)
-                            s += (dx || dy ? w1 : w5) * (float)img[((size_t)(y + dy) * w + x + dx) * c + k];
-                    s = (float)nearbyint(s);
-                    tmp[((size_t)y * w + x) * c + k] = s >= 255.0f ? 255 : (unsigned char)s;
-                }
-        for (i = 0; i < n * c; i++) img[i] = pf__blend(r, r1, img[i], tmp[i]);
-        return;
-    }
+    case PF__RA_CONTRAST: pf__ra_contrast(img, n, c, cc, r, r1); return;
+    case PF__RA_SHARPNESS: pf__ra_sharpness(img, tmp, h, w, c, r, r1); return;
     case PF__RA_POSTERIZE: { /* keep the top `bits` bits */
         unsigned char mask = (unsigned char)(0xFF << (8 - (int)mag));
         for (i = 0; i < n * c; i++) img[i] &= mask;
         return;
     }
-    case PF__RA_SOLARIZE: { /* invert the pixels >= threshold */
-        float t = (float)mag;
+    case PF__RA_SOLARIZE: /* invert the pixels >= threshold */
         for (i = 0; i < n * c; i++)
-            if ((float)img[i] >= t) img[i] = (unsigned char)(255 - img[i]);
+            if ((float)img[i] >= (float)mag) img[i] = (unsigned char)(255 - img[i]);
         return;
-    }
-    case PF__RA_AUTOCONTRAST: /* per channel: stretch [min, max] to [0, 255] */
-        for (k = 0; k < c; k++) {
-            unsigned char lo = 255, hi = 0;
-            float mn, scale;
-            for (i = 0; i < n; i++) {
-                unsigned char v = img[i * c + k];
-                if (v < lo) lo = v;
-                if (v > hi) hi = v;
-            }
-            mn = lo == hi ? 0.0f : (float)lo;
-            scale = 255.0f / ((lo == hi ? 255.0f : (float)hi) - mn);
-            for (i = 0; i < n; i++) {
-                float v = ((float)img[i * c + k] - mn) * scale;
-                img[i * c + k] = !(v > 0.0f) ? 0 : v >= 255.0f ? 255 : (unsigned char)v;
-            }
-        }
-        return;
-    case PF__RA_EQUALIZE: /* per channel histogram equalisation (torchvision's _scale_channel) */
-        for (k = 0; k < c; k++) {
-            size_t hist[256], lut[256], step = 0, cum = 0, last = 0;
-            int v;
-            memset(hist, 0, sizeof hist);
-            for (i = 0; i < n; i++) hist[img[i * c + k]]++;
-            for (v = 0; v < 256; v++)
-                if (hist[v]) { step += last; last = hist[v]; } /* all nonzero bins but the last */
-            step /= 255;
-            if (!step) continue;
-            for (v = 0; v < 256; v++) {
-                size_t l = v ? (cum + step / 2) / step : 0;
-                lut[v] = l > 255 ? 255 : l;
-                cum += hist[v];
-            }
-            for (i = 0; i < n; i++) img[i * c + k] = (unsigned char)lut[img[i * c + k]];
-        }
-        return;
+    case PF__RA_AUTOCONTRAST: pf__ra_autocontrast(img, n, c); return;
+    case PF__RA_EQUALIZE: pf__ra_equalize(img, n, c); return;
     default: return; /* identity */
     }
-    pf__affine(img, tmp, h, w, c, M);
-    memcpy(img, tmp, n * c);
 }
 
 /* the stream of image `counter` under `seed` */
 static uint64_t pf__aug_stream(uint64_t seed, uint64_t counter) {
-    return pf__mix64(pf__mix64(seed ^ 0x6175676d656e74ULL) ^ counter); /* "augment" */
+    return pf_mix64(pf_mix64(seed ^ 0x6175676d656e74ULL) ^ counter); /* "augment" */
 }
 
 static int pf__below(uint64_t *s, int n) { return (int)(pf__next(s) % (uint64_t)n); }
@@ -5806,7 +6081,7 @@ PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *tr
     }
     t->s.stage = o->schedule == PF_SCHED_STAGED ? 1 : c->branches;
     t->s.best_val = INFINITY;
-    m->dropout_seed = pf__mix64(o->seed ^ 0xd20b0u);
+    m->dropout_seed = pf_mix64(o->seed ^ 0xd20b0u);
     m->dropout_counter = 0;
     pf__trainer_apply_stage(t);
     return PF_OK;
@@ -5824,7 +6099,7 @@ static double pf__lr_at(const pf_train_opts *o, int64_t it, int64_t total, int n
 
 /* the seeded order of pass `pass` of epoch `epoch` */
 static void pf__trainer_order(pf_trainer *t, int epoch, int pass) {
-    uint64_t r = pf__mix64(t->o.seed ^ pf__mix64(((uint64_t)epoch << 8) + (uint64_t)pass + 0x0bdeu));
+    uint64_t r = pf_mix64(t->o.seed ^ pf_mix64(((uint64_t)epoch << 8) + (uint64_t)pass + 0x0bdeu));
     pf__shuffle(t->perm, t->train->n, &r);
 }
 
@@ -5952,10 +6227,146 @@ static void pf__trainer_stage_start(pf_trainer *t) {
     }
 }
 
+/* The "start" event: what a reader of the log needs before the numbers
+   (the model, the data sizes, where it ran), written once by a fresh run.
+   The caller's names are cut as the program always cut them (40 and 100
+   bytes), so that logs stay comparable across versions. */
+static void pf__trainer_log_start(pf_trainer *t) {
+    const pf_model *m = t->m;
+    const char *where = t->backend ? "unknown" : "cpu";
+    char cfg[2048], preset[41], device[101], line[4096];
+    size_t len = 0;
+    if (!t->log) return;
+    if (pf_config_to_json(&m->cfg, cfg, sizeof cfg) < 0) snprintf(cfg, sizeof cfg, "null");
+    snprintf(preset, sizeof preset, "%s", t->log_preset ? t->log_preset : "");
+    snprintf(device, sizeof device, "%s", t->log_device ? t->log_device : where);
+    pf__appendf(line, sizeof line, &len, "{\"event\":\"start\",\"schedule\":\"%s\",\"branches\":%d,\"depth\":%d,"
+                "\"params\":%zu,\"train\":%d,\"val\":%d,\"preset\":", pf_schedule_name(t->o.schedule), m->cfg.branches,
+                m->cfg.depth, m->n_params, t->train->n, t->val ? t->val->n : 0);
+    pf__json_str(line, sizeof line, &len, preset);
+    pf__appendf(line, sizeof line, &len, ",\"device\":");
+    pf__json_str(line, sizeof line, &len, device);
+    pf__appendf(line, sizeof line, &len, ",\"backend\":");
+    pf__json_str(line, sizeof line, &len, t->log_backend ? t->log_backend : where);
+    pf__appendf(line, sizeof line, &len, ",\"precision\":");
+    pf__json_str(line, sizeof line, &len, t->log_precision ? t->log_precision : "fp32");
+    pf__appendf(line, sizeof line, &len, ",\"config\":%s}", cfg);
+    if (len < sizeof line) pf_trainer_log(t, line);
+}
+
+/* The passes of one epoch. The span is what the cosine decays over: the
+   stage (staged, so that every new branch gets a full schedule), the run
+   (joint), or the run's two passes per epoch (interleaved). */
+static pf_status pf__trainer_passes(pf_trainer *t) {
+    int64_t nb = t->n_batches, span;
+    pf_status st;
+    if (t->o.schedule == PF_SCHED_STAGED)
+        return pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.stage_epoch * nb,
+                                (int64_t)pf__stage_cap(&t->o, t->s.stage) * nb);
+    if (t->o.schedule == PF_SCHED_JOINT)
+        return pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.epoch * nb, (int64_t)t->o.epochs * nb);
+    span = (int64_t)t->o.epochs * 2 * nb;
+    st = pf__trainer_pass(t, "prefix", 0, 1, (int64_t)t->s.epoch * 2 * nb, span);
+    if (st == PF_OK) st = pf__trainer_pass(t, "joint", 1, 0, ((int64_t)t->s.epoch * 2 + 1) * nb, span);
+    return st;
+}
+
+/* Validation after an epoch (NaN without a validation set, so that the
+   log and the progress callback see every epoch either way). */
+static pf_status pf__trainer_validate(pf_trainer *t, double *vl, double *va) {
+    pf_model *m = t->m;
+    char line[512];
+    size_t len = 0;
+    double now;
+    pf_status st;
+    *vl = *va = NAN;
+    if (t->val && (st = pf_evaluate_on(m, t->backend, t->val, t->o.eval_batch, vl, va, NULL, NULL)) != PF_OK) return st;
+    now = pf_time();
+    len += (size_t)snprintf(line, sizeof line, "{\"event\":\"eval\",\"split\":\"val\",\"step\":%lld,\"epoch\":%d,"
+                            "\"stage\":%d,\"active\":%d", (long long)t->s.step, t->s.epoch, t->s.stage, m->active);
+    pf__json_num(line, sizeof line, &len, "loss", *vl);
+    pf__json_num(line, sizeof line, &len, "accuracy", *va);
+    pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
+    pf__trainer_log_object(t, line, sizeof line, len);
+    if (t->progress) {
+        pf_train_info info = pf__trainer_info(t, PF_EV_EVAL, "train");
+        info.epoch = t->s.epoch - 1; /* the one just trained */
+        info.val_loss = *vl; info.val_acc = *va;
+        info.time_s = t->s.time_s + (now - t->t_start);
+        t->progress(&info, t->user);
+    }
+    return PF_OK;
+}
+
+/* What the schedule does after an epoch with validation loss vl. Staged:
+   end the stage on patience or its cap, then start the next one, whose
+   branch is zeroed on the host (the backend's values there and back). */
+static pf_status pf__trainer_decide(pf_trainer *t, double vl) {
+    pf_model *m = t->m;
+    const pf_backend *be = t->backend;
+    const char *reason = "epochs";
+    char line[256];
+    int end_stage = 0;
+    pf_status st;
+    if (t->o.schedule != PF_SCHED_STAGED) {
+        if (t->s.epoch >= t->o.epochs) t->s.done = 1;
+        return PF_OK;
+    }
+    if (isfinite(vl) && vl < t->s.best_val - t->o.min_delta) { t->s.best_val = vl; t->s.bad_evals = 0; }
+    else if (isfinite(vl)) t->s.bad_evals++;
+    if (t->o.patience > 0 && t->s.bad_evals >= t->o.patience) { end_stage = 1; reason = "patience"; }
+    if (t->s.stage_epoch >= pf__stage_cap(&t->o, t->s.stage)) end_stage = 1;
+    if (!end_stage) return PF_OK;
+    snprintf(line, sizeof line, "{\"event\":\"stage_end\",\"stage\":%d,\"step\":%lld,\"reason\":\"%s\","
+             "\"best_val_loss\":%.6g}", t->s.stage, (long long)t->s.step, reason,
+             isfinite(t->s.best_val) ? t->s.best_val : -1.0);
+    pf_trainer_log(t, line);
+    if (t->s.stage >= m->cfg.branches) {
+        t->s.done = 1;
+        return PF_OK;
+    }
+    t->s.stage++;
+    t->s.stage_epoch = 0;
+    t->s.bad_evals = 0;
+    t->s.best_val = INFINITY;
+    if (t->o.new_branch == PF_NEW_ZERO) {
+        if (be && (st = be->download(be->ctx)) != PF_OK) return st;
+        pf__zero_branch_out(m, t->s.stage - 1);
+        if (be && (st = be->upload(be->ctx)) != PF_OK) return st;
+    }
+    pf__trainer_stage_start(t);
+    return PF_OK;
+}
+
+/* One epoch. The checkpoint is written only here, after the schedule's
+   decision, so that a resume always starts at an epoch boundary with the
+   next stage already set up. */
+static pf_status pf__trainer_epoch(pf_trainer *t) {
+    double vl, va, now;
+    pf_status st;
+    pf__trainer_apply_stage(t);
+    t->m->training = 1;
+    if ((st = pf__trainer_passes(t)) != PF_OK) return st;
+    t->s.epoch++;
+    t->s.stage_epoch++;
+    if ((st = pf__trainer_validate(t, &vl, &va)) != PF_OK) return st;
+    if ((st = pf__trainer_decide(t, vl)) != PF_OK) return st;
+    now = pf_time();
+    t->s.time_s += now - t->t_start;
+    t->t_start = now;
+    if (t->out_path && (st = pf_trainer_save(t, t->out_path)) != PF_OK) return st;
+    if (t->progress) {
+        pf_train_info info = pf__trainer_info(t, PF_EV_EPOCH, "train");
+        info.epoch = t->s.epoch - 1;
+        info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
+        t->progress(&info, t->user);
+    }
+    return PF_OK;
+}
+
 static pf_status pf__trainer_run(pf_trainer *t) {
     pf_model *m = t->m;
     const pf_backend *be = t->backend;
-    int n = m->cfg.branches;
     pf_status st;
     if (be && be->max_batch > 0 && be->max_batch < t->o.batch)
         return pf_fail(PF_ERR_ARG, "trainer: batch %d, but the backend takes at most %d", t->o.batch, be->max_batch);
@@ -5966,90 +6377,15 @@ static pf_status pf__trainer_run(pf_trainer *t) {
     if (st != PF_OK) return st;
     t->t_start = pf_time();
     m->training = 1;
-    if (t->s.step == 0 && t->s.epoch == 0 && t->o.schedule == PF_SCHED_STAGED && !t->o.keep_trainable)
-        pf__trainer_stage_start(t);
-    while (!t->s.done) {
-        double vl = NAN, va = NAN, now;
-        char line[512];
-        size_t len = 0;
-        int end_stage = 0;
-        const char *reason = "epochs";
-        pf__trainer_apply_stage(t);
-        m->training = 1;
-        if (t->o.schedule == PF_SCHED_STAGED) {
-            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.stage_epoch * t->n_batches,
-                                  (int64_t)pf__stage_cap(&t->o, t->s.stage) * t->n_batches);
-        } else if (t->o.schedule == PF_SCHED_JOINT) {
-            st = pf__trainer_pass(t, "train", 0, 0, (int64_t)t->s.epoch * t->n_batches,
-                                  (int64_t)t->o.epochs * t->n_batches);
-        } else { /* interleaved: the prefix pass, then the joint pass */
-            int64_t span = (int64_t)t->o.epochs * 2 * t->n_batches;
-            st = pf__trainer_pass(t, "prefix", 0, 1, (int64_t)t->s.epoch * 2 * t->n_batches, span);
-            if (st == PF_OK)
-                st = pf__trainer_pass(t, "joint", 1, 0, ((int64_t)t->s.epoch * 2 + 1) * t->n_batches, span);
-        }
-        if (st != PF_OK) { m->training = 0; return st; }
-        t->s.epoch++;
-        t->s.stage_epoch++;
-        /* validation */
-        if (t->val && (st = pf_evaluate_on(m, be, t->val, t->o.eval_batch, &vl, &va, NULL, NULL)) != PF_OK) {
+    if (t->s.step == 0 && t->s.epoch == 0) { /* fresh; a resume starts at an epoch's end */
+        pf__trainer_log_start(t);
+        if (t->o.schedule == PF_SCHED_STAGED && !t->o.keep_trainable) pf__trainer_stage_start(t);
+    }
+    while (!t->s.done)
+        if ((st = pf__trainer_epoch(t)) != PF_OK) {
             m->training = 0;
             return st;
         }
-        now = pf_time();
-        len += (size_t)snprintf(line, sizeof line, "{\"event\":\"eval\",\"split\":\"val\",\"step\":%lld,\"epoch\":%d,"
-                                "\"stage\":%d,\"active\":%d", (long long)t->s.step, t->s.epoch, t->s.stage, m->active);
-        pf__json_num(line, sizeof line, &len, "loss", vl);
-        pf__json_num(line, sizeof line, &len, "accuracy", va);
-        pf__json_num(line, sizeof line, &len, "time_s", t->s.time_s + (now - t->t_start));
-        pf__trainer_log_object(t, line, sizeof line, len);
-        if (t->progress) {
-            pf_train_info info = pf__trainer_info(t, PF_EV_EVAL, "train");
-            info.epoch = t->s.epoch - 1; /* the one just trained */
-            info.val_loss = vl; info.val_acc = va;
-            info.time_s = t->s.time_s + (now - t->t_start);
-            t->progress(&info, t->user);
-        }
-        /* what the schedule does next */
-        if (t->o.schedule == PF_SCHED_STAGED) {
-            if (isfinite(vl) && vl < t->s.best_val - t->o.min_delta) { t->s.best_val = vl; t->s.bad_evals = 0; }
-            else if (isfinite(vl)) t->s.bad_evals++;
-            if (t->o.patience > 0 && t->s.bad_evals >= t->o.patience) { end_stage = 1; reason = "patience"; }
-            if (t->s.stage_epoch >= pf__stage_cap(&t->o, t->s.stage)) end_stage = 1;
-        } else if (t->s.epoch >= t->o.epochs) {
-            t->s.done = 1;
-        }
-        if (end_stage) {
-            snprintf(line, sizeof line, "{\"event\":\"stage_end\",\"stage\":%d,\"step\":%lld,\"reason\":\"%s\","
-                     "\"best_val_loss\":%.6g}", t->s.stage, (long long)t->s.step, reason,
-                     isfinite(t->s.best_val) ? t->s.best_val : -1.0);
-            pf_trainer_log(t, line);
-            if (t->s.stage < n) {
-                t->s.stage++;
-                t->s.stage_epoch = 0;
-                t->s.bad_evals = 0;
-                t->s.best_val = INFINITY;
-                if (t->o.new_branch == PF_NEW_ZERO) { /* on the host: the backend's values there and back */
-                    if (be && (st = be->download(be->ctx)) != PF_OK) { m->training = 0; return st; }
-                    pf__zero_branch_out(m, t->s.stage - 1);
-                    if (be && (st = be->upload(be->ctx)) != PF_OK) { m->training = 0; return st; }
-                }
-                pf__trainer_stage_start(t);
-            } else {
-                t->s.done = 1;
-            }
-        }
-        now = pf_time();
-        t->s.time_s += now - t->t_start;
-        t->t_start = now;
-        if (t->out_path && (st = pf_trainer_save(t, t->out_path)) != PF_OK) { m->training = 0; return st; }
-        if (t->progress) {
-            pf_train_info info = pf__trainer_info(t, PF_EV_EPOCH, "train");
-            info.epoch = t->s.epoch - 1;
-            info.val_loss = vl; info.val_acc = va; info.time_s = t->s.time_s;
-            t->progress(&info, t->user);
-        }
-    }
     pf__trainer_apply_stage(t);
     m->training = 0;
     return PF_OK;
@@ -6061,6 +6397,45 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
     if (t->backend && (st == PF_OK || st == PF_ERR_INTERRUPTED) &&
         (st2 = t->backend->download(t->backend->ctx)) != PF_OK)
         st = st2;
+    return st;
+}
+
+PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double *loss, double *accuracy,
+                                  double *sweep) {
+    double l = NAN, a = NAN, *sw;
+    size_t cap, len = 0;
+    char *line;
+    int k, n;
+    pf_status st;
+    if (!t || !t->m || !test) return pf_fail(PF_ERR_ARG, "trainer report: no trainer or no test set");
+    n = t->m->active;
+    cap = 256 + 24 * (size_t)n; /* one sweep value: at most ",-1.23457e-308" */
+    sw = PF__CALLOC(double, n);
+    line = PF__CALLOC(char, cap);
+    if (!sw || !line) { PF_FREE(sw); PF_FREE(line); return pf_fail(PF_ERR_NOMEM, "trainer report: out of memory"); }
+    st = pf_evaluate_on(t->m, t->backend, test, t->o.eval_batch, &l, &a, NULL, sw);
+    if (st == PF_OK) {
+        pf__appendf(line, cap, &len, "{\"event\":\"sweep\",\"split\":\"test\",\"step\":%lld", (long long)t->s.step);
+        pf__json_num(line, cap, &len, "accuracy", a);
+        pf__json_num(line, cap, &len, "loss", l);
+        pf__appendf(line, cap, &len, ",\"sweep\":[");
+        for (k = 0; k < n; k++) {
+            if (isfinite(sw[k])) pf__appendf(line, cap, &len, "%s%.6g", k ? "," : "", sw[k]);
+            else pf__appendf(line, cap, &len, "%snull", k ? "," : "");
+        }
+        pf__appendf(line, cap, &len, "]}");
+        pf_trainer_log(t, line);
+        len = 0;
+        pf__appendf(line, cap, &len, "{\"event\":\"end\",\"step\":%lld,\"time_s\":%.1f", (long long)t->s.step,
+                    t->s.time_s);
+        pf__json_num(line, cap, &len, "test_accuracy", a);
+        pf__trainer_log_object(t, line, cap, len);
+        if (loss) *loss = l;
+        if (accuracy) *accuracy = a;
+        if (sweep) memcpy(sweep, sw, (size_t)n * sizeof *sw);
+    }
+    PF_FREE(sw);
+    PF_FREE(line);
     return st;
 }
 
@@ -6133,61 +6508,47 @@ PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
     return st;
 }
 
-PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
-    pf_model *m = t->m, *saved = NULL;
-    pf_st_file *f = NULL;
-    const char *sj;
-    const pf_st_entry *e[4];
-    static const char *const names[4] = {"train.adam_m", "train.adam_v", "train.steps", "train.trainable"};
-    char opts_now[1536], opts_then[1536], cfg_now[2048], cfg_then[2048];
-    double v;
-    float *mv = NULL;
-    int64_t *flags = NULL;
-    pf_status st;
-    int i, n = m->cfg.branches;
-    size_t j;
-    if ((st = pf_model_load(path, &saved)) != PF_OK) return st;
-    pf_config_to_json(&m->cfg, cfg_now, sizeof cfg_now);
-    pf_config_to_json(&saved->cfg, cfg_then, sizeof cfg_then);
-    if (strcmp(cfg_now, cfg_then)) {
-        pf_model_free(saved);
-        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model (%s) is not the one of this run (%s)", path, cfg_then, cfg_now);
-    }
-    if ((st = pf_st_open(path, &f)) != PF_OK) { pf_model_free(saved); return st; }
-    sj = pf_st_meta(f, "train_state");
-    if (!sj) { st = pf_fail(PF_ERR_FORMAT, "%s: no \"train_state\" in the metadata: a model without training state "
-                            "(use --init to start a new run from its weights)", path); goto done; }
-    { /* same options? */
-        pf__json j;
-        char key[64];
-        int first = 1;
-        size_t a = 0, b = 0;
-        memset(&j, 0, sizeof j);
-        j.s = sj; j.n = strlen(sj);
-        opts_then[0] = 0;
-        if (pf__jobj_begin(&j))
-            while (pf__jobj_next(&j, &first, key, sizeof key)) {
-                size_t i0;
-                pf__jws(&j);
-                i0 = j.i;
-                if (!pf__jskip(&j)) break;
-                if (!strcmp(key, "options") && j.i - i0 < sizeof opts_then) {
-                    memcpy(opts_then, sj + i0, j.i - i0);
-                    opts_then[j.i - i0] = 0;
-                }
+/* The saved options must be this run's: the data order, the learning rate
+   and the stages are functions of them, so a resume under others would not
+   be the run it claims to continue. The error names the first that differs. */
+static pf_status pf__resume_check_opts(const pf_trainer *t, const char *path, const char *sj) {
+    char opts_now[1536], opts_then[1536], key[64];
+    pf__json j;
+    int first = 1;
+    size_t a = 0, b = 0;
+    memset(&j, 0, sizeof j);
+    j.s = sj; j.n = strlen(sj);
+    opts_then[0] = 0;
+    if (pf__jobj_begin(&j))
+        while (pf__jobj_next(&j, &first, key, sizeof key)) {
+            size_t i0;
+            pf__jws(&j);
+            i0 = j.i;
+            if (!pf__jskip(&j)) break;
+            if (!strcmp(key, "options") && j.i - i0 < sizeof opts_then) {
+                memcpy(opts_then, sj + i0, j.i - i0);
+                opts_then[j.i - i0] = 0;
             }
-        pf__train_opts_json(&t->o, opts_now, sizeof opts_now);
-        if (strcmp(opts_now, opts_then)) {
-            /* name the first option that differs */
-            while (opts_now[a] && opts_now[a] == opts_then[b]) a++, b++;
-            while (a > 0 && opts_now[a - 1] != ',' && opts_now[a - 1] != '{') a--;
-            st = pf_fail(PF_ERR_ARG, "%s: the run was started with other training options (now %.60s ..., then %s); "
-                         "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
-            goto done;
         }
-    }
-#define PF__STATE_INT(key, dst) do { if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || v < 0 || v > 9.0e15) { \
-        st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\"", path, key); goto done; } dst = v; } while (0)
+    pf__train_opts_json(&t->o, opts_now, sizeof opts_now);
+    if (!strcmp(opts_now, opts_then)) return PF_OK;
+    while (opts_now[a] && opts_now[a] == opts_then[b]) a++, b++;
+    while (a > 0 && opts_now[a - 1] != ',' && opts_now[a - 1] != '{') a--;
+    return pf_fail(PF_ERR_ARG, "%s: the run was started with other training options (now %.60s ..., then %s); "
+                   "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
+}
+
+/* The run's counters from train_state. Each must be a whole number in
+   range before it is trusted: a hand-edited or damaged state fails here,
+   not as an out-of-range stage or a negative step count later. */
+static pf_status pf__resume_state(pf_trainer *t, const char *path, const char *sj) {
+    double v;
+    int n = t->m->cfg.branches;
+#define PF__STATE_INT(key, dst) do { \
+        if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || v < 0 || v > 9.0e15) \
+            return pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\"", path, key); \
+        dst = v; \
+    } while (0)
     PF__STATE_INT("stage", t->s.stage);
     PF__STATE_INT("epoch", t->s.epoch);
     PF__STATE_INT("stage_epoch", t->s.stage_epoch);
@@ -6196,19 +6557,32 @@ PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
     PF__STATE_INT("step", t->s.step);
     PF__STATE_INT("samples", t->s.samples);
     PF__STATE_INT("log_lines", t->s.log_lines);
-    PF__STATE_INT("dropout_counter", m->dropout_counter);
+    PF__STATE_INT("dropout_counter", t->m->dropout_counter);
 #undef PF__STATE_INT
-    if (!pf_json_number(sj, strlen(sj), "best_val", &v)) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state has no best_val", path); goto done; }
+    if (!pf_json_number(sj, strlen(sj), "best_val", &v)) return pf_fail(PF_ERR_FORMAT, "%s: train_state has no best_val", path);
     t->s.best_val = v < 0 ? INFINITY : v;
-    if (t->s.stage < 1 || t->s.stage > n) { st = pf_fail(PF_ERR_FORMAT, "%s: train_state stage %d outside 1..%d", path, t->s.stage, n); goto done; }
+    if (t->s.stage < 1 || t->s.stage > n)
+        return pf_fail(PF_ERR_FORMAT, "%s: train_state stage %d outside 1..%d", path, t->s.stage, n);
+    return PF_OK;
+}
+
+/* The train.* tensors into the model: Adam moments, step counters and the
+   trainable flags, each checked for dtype and shape before it is read. */
+static pf_status pf__resume_tensors(pf_trainer *t, pf_st_file *f, const char *path) {
+    static const char *const names[4] = {"train.adam_m", "train.adam_v", "train.steps", "train.trainable"};
+    pf_model *m = t->m;
+    const pf_st_entry *e[4];
+    float *mv = NULL;
+    int64_t *flags = NULL;
+    pf_status st;
+    int i, n = m->cfg.branches;
+    size_t j;
     for (i = 0; i < 4; i++) {
         int64_t want = i < 2 ? (int64_t)m->n_params : i == 2 ? m->n_specs : n + 3;
         e[i] = pf_st_find(f, names[i]);
-        if (!e[i] || e[i]->ndim != 1 || e[i]->shape[0] != want || e[i]->dtype != (i < 2 ? PF_F32 : PF_I64)) {
-            st = pf_fail(PF_ERR_FORMAT, "%s: tensor %s is missing or not %s[%lld]", path, names[i], i < 2 ? "F32" : "I64",
-                         (long long)want);
-            goto done;
-        }
+        if (!e[i] || e[i]->ndim != 1 || e[i]->shape[0] != want || e[i]->dtype != (i < 2 ? PF_F32 : PF_I64))
+            return pf_fail(PF_ERR_FORMAT, "%s: tensor %s is missing or not %s[%lld]", path, names[i],
+                           i < 2 ? "F32" : "I64", (long long)want);
     }
     mv = PF__CALLOC(float, m->n_params);
     flags = PF__CALLOC(int64_t, (size_t)n + 3);
@@ -6223,13 +6597,38 @@ PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
     m->train_stem = flags[n] != 0;
     m->train_head = flags[n + 1] != 0;
     m->head_rows_from = (int)flags[n + 2];
-    memcpy(m->params, saved->params, m->n_params * sizeof(pf_real));
-    pf_model_changed(m);
-    pf__trainer_apply_stage(t);
-    if (t->backend) st = t->backend->upload(t->backend->ctx);
 done:
     PF_FREE(mv);
     PF_FREE(flags);
+    return st;
+}
+
+PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
+    pf_model *m = t->m, *saved = NULL;
+    pf_st_file *f = NULL;
+    const char *sj;
+    char cfg_now[2048], cfg_then[2048];
+    pf_status st;
+    if ((st = pf_model_load(path, &saved)) != PF_OK) return st;
+    pf_config_to_json(&m->cfg, cfg_now, sizeof cfg_now);
+    pf_config_to_json(&saved->cfg, cfg_then, sizeof cfg_then);
+    if (strcmp(cfg_now, cfg_then)) {
+        pf_model_free(saved);
+        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model (%s) is not the one of this run (%s)", path, cfg_then, cfg_now);
+    }
+    if ((st = pf_st_open(path, &f)) != PF_OK) { pf_model_free(saved); return st; }
+    if (!(sj = pf_st_meta(f, "train_state")))
+        st = pf_fail(PF_ERR_FORMAT, "%s: no \"train_state\" in the metadata: a model without training state "
+                     "(use --init to start a new run from its weights)", path);
+    if (st == PF_OK) st = pf__resume_check_opts(t, path, sj);
+    if (st == PF_OK) st = pf__resume_state(t, path, sj);
+    if (st == PF_OK) st = pf__resume_tensors(t, f, path);
+    if (st == PF_OK) {
+        memcpy(m->params, saved->params, m->n_params * sizeof(pf_real));
+        pf_model_changed(m);
+        pf__trainer_apply_stage(t);
+        if (t->backend) st = t->backend->upload(t->backend->ctx);
+    }
     pf_st_close(f);
     pf_model_free(saved);
     return st;

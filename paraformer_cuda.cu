@@ -160,14 +160,14 @@ struct pf_cuda {
     float ls;
     int fwd_active;
     int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
-    int tc_att;               /* bf16: that attention on tensor cores (pfc_attention_fwd_tc; PF_CUDA_TC_ATTENTION=0: off) */
-    int att_tiles;            /* query tiles per forward attention block: 0 automatic (PF_CUDA_ATT_TILES) */
+    int tc_att;               /* bf16: that attention on tensor cores (pfc_attention_fwd_tc; opts.tc_attention) */
+    int att_tiles;            /* query tiles per forward attention block: 0 automatic (opts.att_tiles) */
     int row_fused;            /* bf16: a layer's rows in one launch (pfc_rows_fused) for inference when the blocks do
-                                 not fill the GPU (-1), always (1: PF_CUDA_ROW_FUSED=1), never (0: =0, or it cannot run) */
-    int row_tiles;            /* their row tiles per block: 0 automatic (PF_CUDA_ROW_TILES=N: N, when it fits; tests) */
+                                 not fill the GPU (-1), always (1: opts.row_fused on), never (0: off, or it cannot run) */
+    int row_tiles;            /* their row tiles per block: 0 automatic (opts.row_tiles: N when it fits; tests) */
     int input_B;              /* images on the devices (xin) from the last forward given x */
     int loss_pending;         /* m->loss not yet summed (pfc_finish_loss) */
-    int use_graphs;           /* one device: steps as CUDA graphs (PF_CUDA_GRAPHS=0: off) */
+    int use_graphs;           /* one device: steps as CUDA graphs (opts.graphs) */
     pfc_graph fwd_graphs[PFC_GRAPHS_FWD], bwd_graphs[PFC_GRAPHS_BWD], step_graphs[PFC_GRAPHS_STEP];
     double host_norm;         /* several devices: the last clip norm */
     pf_collective trace[16];  /* collectives of the last forward + backward */
@@ -357,18 +357,11 @@ PFC_HD static inline float pfc_mul_rn(float a, float b) {
 #endif
 }
 
-/* dropout masks: the CPU's hash, so both sides drop the same elements */
-PFC_HD static inline uint64_t pfc_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-PFC_HD static inline uint64_t pfc_site_key(uint64_t seed, uint64_t counter, int site) {
-    return pfc_mix64(seed ^ pfc_mix64(counter * 0x100000001b3ULL + (uint64_t)site));
-}
+/* dropout: the header's masks (pf_dropout_kept, pf_dropout_key,
+   pf_dropout_site), so both sides drop the same elements; the factor an
+   element of the site with this key is multiplied by */
 PFC_HD static inline float pfc_keep(uint64_t key, size_t i, float p) {
-    uint64_t r = pfc_mix64(key ^ pfc_mix64((uint64_t)i + 0x632be59bd9b4e019ULL));
-    return (double)(r >> 11) * (1.0 / 9007199254740992.0) >= (double)p ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
+    return pf_dropout_kept(key, i, p) ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
 }
 
 /* bf16 mode: the bf16 twin of a GEMM operand, at the same offset: the
@@ -1035,7 +1028,7 @@ __device__ static inline void pfc_mma_rows(int rt, float *C, int ldc, const pfc_
 #define PFC_ATT_MANY 1024   /* this many pairs fill a GPU: one block per pair, k and v loaded once */
 static int pfc_att_tiles(const pf_cuda *g, int T, size_t pairs) {
     int n = pairs >= PFC_ATT_MANY ? 1 : (T + PFC_ATT_QROWS - 1) / PFC_ATT_QROWS;
-    if (g->att_tiles) n = g->att_tiles < T ? g->att_tiles : T; /* PF_CUDA_ATT_TILES (tests) */
+    if (g->att_tiles) n = g->att_tiles < T ? g->att_tiles : T; /* opts.att_tiles (tests) */
     return n;
 }
 static size_t pfc_att_smem(int T, int hd, int backward, int tiles) {
@@ -1576,9 +1569,40 @@ static int pfc_env_int(const char *name, int *out) {
     return 1;
 }
 
+/* an on/off switch: "0" off, "1" on; 0 when unset, -1 when malformed */
+static int pfc_env_switch(const char *name, int *out) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    if (strcmp(s, "0") && strcmp(s, "1")) return -1;
+    *out = s[0] == '1' ? PF_CUDA_ON : PF_CUDA_OFF;
+    return 1;
+}
+
+static pf_status pfc_switches_from_env(pf_cuda_opts *o) {
+    static const char *const sw[] = {"PF_CUDA_GRAPHS", "PF_CUDA_FUSED_ATTENTION", "PF_CUDA_TC_ATTENTION",
+                                     "PF_CUDA_ROW_FUSED"};
+    static const char *const num[] = {"PF_CUDA_ATT_TILES", "PF_CUDA_ROW_TILES"};
+    int *swf[] = {&o->graphs, &o->fused_attention, &o->tc_attention, &o->row_fused};
+    int *numf[] = {&o->att_tiles, &o->row_tiles};
+    const char *id = getenv("PF_NCCL_ID");
+    int i;
+    for (i = 0; i < 4; i++)
+        if (pfc_env_switch(sw[i], swf[i]) < 0) return pf_fail(PF_ERR_ARG, "%s must be 0 (off) or 1 (on)", sw[i]);
+    for (i = 0; i < 2; i++)
+        if (pfc_env_int(num[i], numf[i]) < 0) return pf_fail(PF_ERR_ARG, "%s must be a non-negative integer", num[i]);
+    if (id && *id) {
+        if (strlen(id) >= sizeof o->nccl_id) return pf_fail(PF_ERR_ARG, "PF_NCCL_ID is too long");
+        strcpy(o->nccl_id, id);
+    }
+    return PF_OK;
+}
+
 PFDEF pf_status pf_cuda_opts_from_env(pf_cuda_opts *o) {
     int rank = 0, world = 1, local = 0, r1, r2, r3;
     const char *f = getenv("PF_NCCL_ID_FILE");
+    pf_status st;
+    if (!o) return pf_fail(PF_ERR_ARG, "pf_cuda_opts_from_env: o is NULL");
+    if ((st = pfc_switches_from_env(o)) != PF_OK) return st;
     r1 = pfc_env_int("RANK", &rank);
     r2 = pfc_env_int("WORLD_SIZE", &world);
     r3 = pfc_env_int("LOCAL_RANK", &local);
@@ -1827,7 +1851,7 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
 /* the NCCL unique id: rank 0 makes it and writes it (hex) to the id file;
    the others wait for the file (or read PF_NCCL_ID) */
 static pf_status pfc_nccl_id(const pf_cuda_opts *o, ncclUniqueId *id) {
-    const char *env = getenv("PF_NCCL_ID");
+    const char *env = o->nccl_id;
     char hex[2 * NCCL_UNIQUE_ID_BYTES + 2];
     size_t i;
     if (env && *env) {
@@ -1878,12 +1902,105 @@ static pf_status pfc_nccl_id(const pf_cuda_opts *o, ncclUniqueId *id) {
 }
 #endif
 
+#ifndef PF_CUDA_EMULATE
+/* The communicators: one over all devices of all processes, split by
+   replica (the branch collectives) and by position (the replicas' gradient
+   all-reduce) */
+static pf_status pfc_comms_init(pf_cuda *g, int world_dev) {
+    const pf_cuda_opts *o = &g->o;
+    pf_status st;
+    int i;
+    ncclComm_t world[PFC_MAX_DEV];
+    ncclResult_t r = ncclSuccess;
+    memset(world, 0, sizeof world);
+    if (o->world_size == 1) {
+        r = ncclCommInitAll(world, g->ndev, o->devices);
+    } else {
+        ncclUniqueId id;
+        if ((st = pfc_nccl_id(o, &id)) != PF_OK) return st;
+        ncclGroupStart();
+        for (i = 0; i < g->ndev && r == ncclSuccess; i++) {
+            cudaSetDevice(g->dev[i].id);
+            r = ncclCommInitRank(&world[i], world_dev, id, o->rank * o->n_devices + i);
+        }
+        if (ncclGroupEnd() != ncclSuccess && r == ncclSuccess) r = ncclSystemError;
+    }
+    if (r == ncclSuccess) {
+        ncclGroupStart();
+        for (i = 0; i < g->ndev && r == ncclSuccess; i++)
+            r = ncclCommSplit(world[i], g->dev[i].replica, g->dev[i].pos, &g->dev[i].group_comm, NULL);
+        ncclGroupEnd();
+        ncclGroupStart();
+        for (i = 0; i < g->ndev && r == ncclSuccess; i++)
+            r = ncclCommSplit(world[i], g->dev[i].pos, g->dev[i].replica, &g->dev[i].pos_comm, NULL);
+        ncclGroupEnd();
+    }
+    for (i = 0; i < g->ndev; i++) if (world[i]) ncclCommDestroy(world[i]);
+    if (r != ncclSuccess) return pf_fail(PF_ERR_IO, "NCCL setup over %d devices failed: %s", world_dev, ncclGetErrorString(r));
+    return PF_OK;
+}
+#endif
+
+/* Device i of the context: its place in the replicas and the plan, its
+   stream and cuBLAS handle, and the attention kernels it can run (the
+   context's choice narrows to what every device can) */
+static pf_status pfc_dev_open(pf_cuda *g, int i, int total) {
+    const pf_model *m = g->m;
+    const pf_config *c = &m->cfg;
+    const pf_cuda_opts *o = &g->o;
+    pfc_dev *d = &g->dev[i];
+    int gd = o->rank * o->n_devices + i, b;
+    d->id = o->devices[i];
+    d->replica = gd / total;
+    d->pos = gd % total;
+    d->lrep = d->replica - (o->rank * o->n_devices) / total;
+    d->nb = 0;
+    for (b = 0; b < c->branches; b++)
+        if (g->device_of[b] == d->pos) d->gb[d->nb++] = b;
+    d->n_local = pfc_head_start(m, d->nb) + m->head_size;
+    d->smem_max = PFC_EMU_SMEM;
+    d->sms = 132; /* (an H100's; the real count below) */
+#ifndef PF_CUDA_EMULATE
+    if (cudaSetDevice(d->id) != cudaSuccess || cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking) != cudaSuccess) {
+        cudaError_t e = cudaGetLastError();
+        return pf_fail(PF_ERR_IO, "CUDA device %d cannot be used: %s", d->id, cudaGetErrorString(e));
+    }
+    if (cublasCreate(&d->blas) != CUBLAS_STATUS_SUCCESS) return pf_fail(PF_ERR_IO, "GPU %d: cublasCreate failed", d->id);
+    cublasSetStream(d->blas, d->stream);
+    {
+        int smem = 0;
+        if (cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, d->id) == cudaSuccess)
+            d->smem_max = (size_t)smem;
+        if (cudaDeviceGetAttribute(&smem, cudaDevAttrMultiProcessorCount, d->id) == cudaSuccess) d->sms = smem;
+    }
+    /* fp32 means fp32: no TF32 (CUBLAS_COMPUTE_32F everywhere) and, in
+       the fp32 path, no reduced-precision shortcuts either */
+    cublasSetMathMode(d->blas, o->bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
+#endif
+    /* attention in shared memory when its backward block fits (else the
+       thread-per-row kernels); in bf16 on tensor cores when the device
+       and the code built for it take bf16 wmma (8.0 on) and its block fits */
+    if (pfc_att_smem(m->T, c->dim / c->heads, 1, 1) > d->smem_max) g->fused_att = 0;
+    {
+        int major = 8, ptx = 80;
+#ifndef PF_CUDA_EMULATE
+        cudaFuncAttributes fa;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d->id) != cudaSuccess) major = 0;
+        ptx = cudaFuncGetAttributes(&fa, pfc_probe_kernel) == cudaSuccess ? fa.ptxVersion : 0;
+#endif
+        if (major < 8 || ptx < 80 || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
+            g->tc_att = 0;
+    }
+    return PF_OK;
+}
+
 PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **out) {
     pf_cuda *g;
-    const pf_config *c = &m->cfg;
+    const pf_config *c = m ? &m->cfg : NULL;
     pf_cuda_opts o = opts ? *opts : pf_cuda_opts_default();
     int i, b, total, have, world_dev;
     pf_status st;
+    if (!m || !out) return pf_fail(PF_ERR_ARG, "pf_cuda_create: %s is NULL", !m ? "the model" : "out");
     *out = NULL;
     if (o.n_devices < 1 || o.n_devices > PFC_MAX_DEV) return pf_fail(PF_ERR_ARG, "pf_cuda: %d devices (1..%d)", o.n_devices, PFC_MAX_DEV);
     if (o.world_size < 1) o.world_size = 1;
@@ -1925,72 +2042,18 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     }
     g->host_loss = (double *)calloc((size_t)g->max_batch, sizeof(double));
     if (!g->host_loss) { pf_cuda_free(g); return pf_fail(PF_ERR_NOMEM, "out of host memory"); }
-    {
-        const char *e = getenv("PF_CUDA_GRAPHS");
-        g->use_graphs = !(e && !strcmp(e, "0"));
-    }
-    { /* the attention kernels: narrowed per device below */
-        const char *e = getenv("PF_CUDA_FUSED_ATTENTION"), *t = getenv("PF_CUDA_ATT_TILES"), *tc = getenv("PF_CUDA_TC_ATTENTION");
-        g->fused_att = !(e && !strcmp(e, "0"));
-        g->tc_att = o.bf16 && g->fused_att && !(tc && !strcmp(tc, "0"));
-        g->att_tiles = t ? atoi(t) : 0;
-        if (g->att_tiles < 0) g->att_tiles = 0;
-    }
-    for (i = 0; i < g->ndev; i++) {
-        pfc_dev *d = &g->dev[i];
-        int gd = o.rank * o.n_devices + i;
-        d->id = o.devices[i];
-        d->replica = gd / total;
-        d->pos = gd % total;
-        d->lrep = d->replica - (o.rank * o.n_devices) / total;
-        d->nb = 0;
-        for (b = 0; b < c->branches; b++)
-            if (g->device_of[b] == d->pos) d->gb[d->nb++] = b;
-        d->n_local = pfc_head_start(m, d->nb) + m->head_size;
-        d->smem_max = PFC_EMU_SMEM;
-        d->sms = 132; /* (an H100's; the real count below) */
-#ifndef PF_CUDA_EMULATE
-        if (cudaSetDevice(d->id) != cudaSuccess || cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking) != cudaSuccess) {
-            cudaError_t e = cudaGetLastError();
-            pf_cuda_free(g);
-            return pf_fail(PF_ERR_IO, "CUDA device %d cannot be used: %s", o.devices[i], cudaGetErrorString(e));
-        }
-        if (cublasCreate(&d->blas) != CUBLAS_STATUS_SUCCESS) { pf_cuda_free(g); return pf_fail(PF_ERR_IO, "GPU %d: cublasCreate failed", o.devices[i]); }
-        cublasSetStream(d->blas, d->stream);
-        {
-            int smem = 0;
-            if (cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, d->id) == cudaSuccess)
-                d->smem_max = (size_t)smem;
-            if (cudaDeviceGetAttribute(&smem, cudaDevAttrMultiProcessorCount, d->id) == cudaSuccess) d->sms = smem;
-        }
-        /* fp32 means fp32: no TF32 (CUBLAS_COMPUTE_32F everywhere) and, in
-           the fp32 path, no reduced-precision shortcuts either */
-        cublasSetMathMode(d->blas, o.bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH);
-#endif
-        /* attention in shared memory when its backward block fits (else the
-           thread-per-row kernels); in bf16 on tensor cores when the device
-           and the code built for it take bf16 wmma (8.0 on) and its block fits */
-        if (pfc_att_smem(m->T, c->dim / c->heads, 1, 1) > d->smem_max) g->fused_att = 0;
-        {
-            int major = 8, ptx = 80;
-#ifndef PF_CUDA_EMULATE
-            cudaFuncAttributes fa;
-            if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d->id) != cudaSuccess) major = 0;
-            ptx = cudaFuncGetAttributes(&fa, pfc_probe_kernel) == cudaSuccess ? fa.ptxVersion : 0;
-#endif
-            if (major < 8 || ptx < 80 || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
-                g->tc_att = 0;
-        }
-    }
-    { /* the fused rows (bf16), where every device can run them */
-        const char *e = getenv("PF_CUDA_ROW_FUSED");
-        const char *t = getenv("PF_CUDA_ROW_TILES");
-        g->row_fused = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : -1;
-        g->row_tiles = t ? atoi(t) : 0;
-        if (g->row_tiles < 0 || g->row_tiles > PFC_MAX_RT) g->row_tiles = 0;
-        for (i = 0; i < g->ndev; i++)
-            if (!pfc_rf_possible(g, g->dev[i].smem_max)) g->row_fused = 0;
-    }
+    g->use_graphs = o.graphs != PF_CUDA_OFF;
+    /* the attention kernels: narrowed per device below */
+    g->fused_att = o.fused_attention != PF_CUDA_OFF;
+    g->tc_att = o.bf16 && g->fused_att && o.tc_attention != PF_CUDA_OFF;
+    g->att_tiles = o.att_tiles > 0 ? o.att_tiles : 0;
+    for (i = 0; i < g->ndev; i++)
+        if ((st = pfc_dev_open(g, i, total)) != PF_OK) { pf_cuda_free(g); return st; }
+    /* the fused rows (bf16), where every device can run them */
+    g->row_fused = o.row_fused == PF_CUDA_OFF ? 0 : o.row_fused == PF_CUDA_ON ? 1 : -1;
+    g->row_tiles = o.row_tiles > 0 && o.row_tiles <= PFC_MAX_RT ? o.row_tiles : 0;
+    for (i = 0; i < g->ndev; i++)
+        if (!pfc_rf_possible(g, g->dev[i].smem_max)) g->row_fused = 0;
     /* (allocated once every device had its say: the buffers depend on the attention kernels) */
     for (i = 0; i < g->ndev; i++)
         if ((st = pfc_set_device(&g->dev[i])) != PF_OK || (st = pfc_alloc_dev(g, &g->dev[i])) != PF_OK) {
@@ -2002,35 +2065,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
                            o.devices[i], o.max_batch, why);
         }
 #ifndef PF_CUDA_EMULATE
-    if (world_dev > 1 || o.collectives) { /* communicators: all devices, then split by replica and by position */
-        ncclComm_t world[PFC_MAX_DEV];
-        ncclResult_t r = ncclSuccess;
-        memset(world, 0, sizeof world);
-        if (o.world_size == 1) {
-            r = ncclCommInitAll(world, g->ndev, o.devices);
-        } else {
-            ncclUniqueId id;
-            if ((st = pfc_nccl_id(&o, &id)) != PF_OK) { pf_cuda_free(g); return st; }
-            ncclGroupStart();
-            for (i = 0; i < g->ndev && r == ncclSuccess; i++) {
-                cudaSetDevice(g->dev[i].id);
-                r = ncclCommInitRank(&world[i], world_dev, id, o.rank * o.n_devices + i);
-            }
-            if (ncclGroupEnd() != ncclSuccess && r == ncclSuccess) r = ncclSystemError;
-        }
-        if (r == ncclSuccess) {
-            ncclGroupStart();
-            for (i = 0; i < g->ndev && r == ncclSuccess; i++)
-                r = ncclCommSplit(world[i], g->dev[i].replica, g->dev[i].pos, &g->dev[i].group_comm, NULL);
-            ncclGroupEnd();
-            ncclGroupStart();
-            for (i = 0; i < g->ndev && r == ncclSuccess; i++)
-                r = ncclCommSplit(world[i], g->dev[i].pos, g->dev[i].replica, &g->dev[i].pos_comm, NULL);
-            ncclGroupEnd();
-        }
-        for (i = 0; i < g->ndev; i++) if (world[i]) ncclCommDestroy(world[i]);
-        if (r != ncclSuccess) { pf_cuda_free(g); return pf_fail(PF_ERR_IO, "NCCL setup over %d devices failed: %s", world_dev, ncclGetErrorString(r)); }
-    }
+    if ((world_dev > 1 || o.collectives) && (st = pfc_comms_init(g, world_dev)) != PF_OK) { pf_cuda_free(g); return st; }
 #endif
     if ((st = pf_cuda_upload(g)) != PF_OK) { pf_cuda_free(g); return st; }
     *out = g;
@@ -2109,7 +2144,7 @@ static int pfc_active_local(const pfc_dev *d, int k) {
 
 /* ---------------------------------------------------------------------- */
 /* bf16: the row-wise part of a layer in one launch (g->row_fused;
-   PF_CUDA_ROW_FUSED=0 off, 1 at any batch and in training too).
+   opts.row_fused off, or on at any batch and in training too).
 
    Everything in a layer but attention works on each token row alone: the
    projection with its residual, LN2, fc1, GELU, fc2 with its residual, and
@@ -2124,7 +2159,7 @@ static int pfc_active_local(const pfc_dev *d, int k) {
    outputs rounded to bf16 before the bias, fp32 residual stream and
    LayerNorm statistics; only the order of the sums differs. Used, with
    rt = 1, for inference when those blocks do not fill the GPU (small
-   batches); forced on (PF_CUDA_ROW_FUSED=1), with the most rows that fit,
+   batches); forced on (opts.row_fused on), with the most rows that fit,
    at any batch and for a training forward too (which then also stores what
    the backward reads). Needs sizes that are multiples of 16, 32-byte
    aligned weights and no dropout. */
@@ -2351,7 +2386,7 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
 /* row tiles per block of the fused rows for na branches of N rows: 0 when
    they do not run (dropout, off; unforced: a training forward, or a batch
    that fills the GPU); 1 for small batches; forced: the most that fit
-   (with PF_CUDA_ROW_TILES=N: N, or the most that fit below it) */
+   (with opts.row_tiles N: N, or the most that fit below it) */
 static int pfc_rf_tiles(const pf_cuda *g, const pfc_dev *d, int na, size_t N, int keep, int drop) {
     const pf_config *c = &g->m->cfg;
     int rt;
@@ -2423,7 +2458,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                                   BS, 1, PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = (gob ? pfc_from_bf16(gob[i]) : x1[i]) + bias[br * BS + e % D];
-                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 0), (size_t)img0 * T * D + e, p);
+                if (drop) v *= pfc_keep(pf_dropout_key(seed, *ctr, pf_dropout_site(depth, gbp[br], l, 0)), (size_t)img0 * T * D + e, p);
                 x1[i] = v + (prenorm ? xin[br * xstride + e] : u1[i]);
             });
         }
@@ -2438,7 +2473,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
                 size_t br = i / (N * M), e = i % (N * M);
                 float x = (hhb ? pfc_from_bf16(hhb[i]) : hh[i]) + bias[br * BS + e % M], v;
                 v = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
-                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+                if (drop) v *= pfc_keep(pf_dropout_key(seed, *ctr, pf_dropout_site(depth, gbp[br], l, 1)), (size_t)img0 * T * M + e, p);
                 if (!ggb) gg[i] = v;
                 if (ggb) ggb[i] = pfc_to_bf16(v);
             });
@@ -2450,7 +2485,7 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
             auto epi = PFC_LAMBDA(size_t i) {
                 size_t br = i / (N * D), e = i % (N * D);
                 float v = (gob ? pfc_from_bf16(gob[i]) : x2[i]) + bias[br * BS + e % D];
-                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 2), (size_t)img0 * T * D + e, p);
+                if (drop) v *= pfc_keep(pf_dropout_key(seed, *ctr, pf_dropout_site(depth, gbp[br], l, 2)), (size_t)img0 * T * D + e, p);
                 x2[i] = v + (prenorm ? x1[i] : u2[i]);
             };
             if (l + 1 < depth) {
@@ -2490,7 +2525,7 @@ static pf_status pfc_embed_forward(pf_cuda *g, pfc_dev *d, int B, int img0) {
     pfc_for(d, (size_t)B * T * D, PFC_LAMBDA(size_t i) {
         size_t b = i / ((size_t)T * D), td = i % ((size_t)T * D), t = td / D, e = td % D;
         float v = t == 0 ? cls[e] + pos[td] : (etmp[(b * NP + t - 1) * D + e] + bias[e]) + pos[td];
-        if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 0), (size_t)img0 * T * D + i, p);
+        if (drop) v *= pfc_keep(pf_dropout_key(seed, *ctr, 0), (size_t)img0 * T * D + i, p);
         x0[i] = v;
     });
     return PF_OK;
@@ -2724,7 +2759,7 @@ static uint64_t pfc_dropout_key(const pf_model *m) {
     uint32_t p1, p2;
     memcpy(&p1, &m->cfg.dropout, 4);
     memcpy(&p2, &m->cfg.emb_dropout, 4);
-    return m->training ? ((uint64_t)p1 << 32 | p2) ^ pfc_mix64(m->dropout_seed) : 0;
+    return m->training ? ((uint64_t)p1 << 32 | p2) ^ pf_mix64(m->dropout_seed) : 0;
 }
 
 /* m->loss of the last forward with labels: its per-image losses to the host,
@@ -2851,6 +2886,30 @@ PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out) {
     return st;
 }
 
+/* pf_backend over a context: the trainer's and the evaluator's hooks */
+static pf_status pfc_be_forward(void *g, const pf_real *x, const int *labels, int B, float ls, float *loss) {
+    return pf_cuda_forward((pf_cuda *)g, x, labels, B, ls, loss);
+}
+static pf_status pfc_be_backward(void *g) { return pf_cuda_backward((pf_cuda *)g); }
+static pf_status pfc_be_step(void *g, const pf_optim *o, double *norm) { return pf_cuda_step((pf_cuda *)g, o, norm); }
+static pf_status pfc_be_logits(void *g, pf_real *out) { return pf_cuda_logits((pf_cuda *)g, out); }
+static pf_status pfc_be_download(void *g) { return pf_cuda_download((pf_cuda *)g); }
+static pf_status pfc_be_upload(void *g) { return pf_cuda_upload((pf_cuda *)g); }
+
+PFDEF pf_status pf_cuda_as_backend(pf_cuda *g, pf_backend *be) {
+    if (!g || !be) return pf_fail(PF_ERR_ARG, "pf_cuda_as_backend: %s is NULL", !g ? "the context" : "be");
+    memset(be, 0, sizeof *be);
+    be->ctx = g;
+    be->max_batch = g->max_batch;
+    be->forward = pfc_be_forward;
+    be->backward = pfc_be_backward;
+    be->step = pfc_be_step;
+    be->logits = pfc_be_logits;
+    be->download = pfc_be_download;
+    be->upload = pfc_be_upload;
+    return PF_OK;
+}
+
 /* ---------------------------------------------------------------------- */
 /* backward */
 
@@ -2865,7 +2924,7 @@ static void pfc_dropout_grad(const pf_model *m, pfc_dev *d, float *out, uint16_t
     const size_t off = (size_t)img0 * m->T * m->cfg.dim; /* the site's elements are counted from image 0 */
     pfc_for(d, n, PFC_LAMBDA(size_t i) {
         size_t br = i / n_per, e = i % n_per;
-        out[i] = in[i] * pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + k), off + e, p);
+        out[i] = in[i] * pfc_keep(pf_dropout_key(seed, *ctr, pf_dropout_site(depth, gbp[br], l, k)), off + e, p);
         if (outb) outb[i] = pfc_to_bf16(out[i]);
     });
 }
@@ -2909,7 +2968,7 @@ static pf_status pfc_layers_backward(pf_cuda *g, pfc_dev *d, int na, int B, int 
                 float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
                 float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
                 pfc_f2 s;
-                if (drop) v *= pfc_keep(pfc_site_key(seed, *ctr, 1 + 3 * (gbp[br] * depth + l) + 1), (size_t)img0 * T * M + e, p);
+                if (drop) v *= pfc_keep(pf_dropout_key(seed, *ctr, pf_dropout_site(depth, gbp[br], l, 1)), (size_t)img0 * T * M + e, p);
                 v *= cdf + x * pdf;
                 if (dhb) dhb[i] = pfc_to_bf16(v);
                 else dh[i] = v;
@@ -3039,7 +3098,7 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
         const uint64_t seed = m->dropout_seed, *ctr = d->ctr;
         if (d->pos != 0) continue;
         if ((st = pfc_set_device(d)) != PF_OK) return st;
-        if (drop) pfc_for(d, ND, PFC_LAMBDA(size_t e) { dx0[e] *= pfc_keep(pfc_site_key(seed, *ctr, 0), (size_t)img0 * TD + e, p); });
+        if (drop) pfc_for(d, ND, PFC_LAMBDA(size_t e) { dx0[e] *= pfc_keep(pf_dropout_key(seed, *ctr, 0), (size_t)img0 * TD + e, p); });
         pfc_for(d, TD, PFC_LAMBDA(size_t j) {
             float s = 0;
             int bb;
@@ -3094,18 +3153,6 @@ static long long pfc_spec_local(const pf_cuda *g, const pfc_dev *d, const pf_ten
                                (s->offset - m->stem_size - (size_t)s->branch * m->branch_size));
     return -1;
 }
-static int pfc_trainable(const pf_model *m, const pf_tensor_spec *s) {
-    if (s->part == PF_PART_STEM) return m->train_stem;
-    if (s->part == PF_PART_HEAD)
-        return m->train_head && (m->head_rows_from <= 0 || s->kind == PF_KIND_WEIGHT || s->kind == PF_KIND_BIAS);
-    return s->branch < m->active && m->train_branch[s->branch];
-}
-static size_t pfc_train_from(const pf_model *m, const pf_tensor_spec *s) {
-    size_t from;
-    if (s->part != PF_PART_HEAD || m->head_rows_from <= 0) return 0;
-    from = (size_t)(m->head_rows_from < m->cfg.classes ? m->head_rows_from : m->cfg.classes);
-    return s->kind == PF_KIND_WEIGHT ? from * (size_t)m->cfg.dim : from;
-}
 
 /* The optimizer step, in three parts:
    1. tables (host): per device, the chunks of at most 4096 trainable
@@ -3147,8 +3194,8 @@ static pf_status pfc_step_tables(pf_cuda *g, const pf_optim *o, pfc_step_args *a
         for (t = 0; t < m->n_specs; t++) {
             const pf_tensor_spec *s = &m->specs[t];
             long long off = pfc_spec_local(g, d, s);
-            size_t from = pfc_train_from(m, s), n = s->numel - from, at;
-            if (off < 0 || !pfc_trainable(m, s)) continue;
+            size_t from = pf_param_train_from(m, s), n = s->numel - from, at;
+            if (off < 0 || !pf_param_trainable(m, s)) continue;
             for (at = 0; at < n; at += 4096) {
                 ch[nch].off = (size_t)off + from + at;
                 ch[nch].n = n - at < 4096 ? n - at : 4096;
@@ -3159,22 +3206,19 @@ static pf_status pfc_step_tables(pf_cuda *g, const pf_optim *o, pfc_step_args *a
     }
     for (t = 0; t < m->n_specs; t++) {
         const pf_tensor_spec *s = &m->specs[t];
-        float lr_f = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
-        size_t from = pfc_train_from(m, s);
-        int64_t step;
-        if (!pfc_trainable(m, s) || lr_f == 0.0f) continue;
-        step = ++m->steps[t];
+        pf_adam_step as;
+        if (!pf_adam_step_of(m, o, t, &as)) continue;
         for (i = 0; i < g->ndev; i++) {
             pfc_dev *d = &g->dev[i];
             long long off = pfc_spec_local(g, d, s);
             pfc_seg *sg = &d->host_segs[a->nseg[i]];
             if (off < 0) continue;
-            sg->off = (size_t)off + from;
-            sg->n = s->numel - from;
+            sg->off = (size_t)off + as.from;
+            sg->n = s->numel - as.from;
             sg->start = a->total[i];
-            sg->step_size = (float)((double)lr_f / (1.0 - pow((double)o->beta1, (double)step)));
-            sg->bc2_sqrt = (float)sqrt(1.0 - pow((double)o->beta2, (double)step));
-            sg->lr = lr_f;
+            sg->step_size = (float)as.step_size;
+            sg->bc2_sqrt = (float)as.bc2_sqrt;
+            sg->lr = as.lr;
             sg->wd = s->decay ? o->weight_decay : 0.0f;
             a->total[i] += sg->n;
             a->nseg[i]++;

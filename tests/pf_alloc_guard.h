@@ -1,6 +1,6 @@
 /* pf_alloc_guard.h - the library's allocations, counted and capped, for the
-   tests of hostile files (test_io, test_data). Include before paraformer.h:
-   it defines PF_MALLOC/PF_REALLOC/PF_FREE. A request above
+   tests of hostile files (test_safetensors, test_npy, test_data). Include
+   before paraformer.h: it defines PF_MALLOC/PF_REALLOC/PF_FREE. A request above
    PF_GUARD_LIMIT fails (NULL) as if memory had run out, so a file that
    makes the library ask for too much is caught; pf_guard_biggest holds the
    largest request since the test last reset it, pf_guard_live the

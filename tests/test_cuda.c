@@ -31,18 +31,6 @@
 #define TOL 1e-4
 #define BATCH 6
 
-/* max|a - b| / max|b| (0 when both are 0) */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]), r = fabs((double)b[i]);
-        if (d > num || d != d) num = d != d ? INFINITY : d;
-        if (r > den) den = r;
-    }
-    return den > 0 ? num / den : num;
-}
-
 typedef struct variant {
     const char *name;
     int residual, aggregate, pool, no_qkv_bias;
@@ -58,11 +46,8 @@ static const variant VARIANTS[] = {
 };
 
 static pf_model *make_model_depth(const variant *v, int branches, int depth, uint64_t seed) {
-    pf_config c;
+    pf_config c = shape_config(8, 3, 4, 16, 2, 32, branches, depth, 5); /* T = 5 */
     pf_model *m;
-    memset(&c, 0, sizeof c);
-    c.image_size = 8; c.channels = 3; c.patch_size = 4; /* T = 5 */
-    c.dim = 16; c.heads = 2; c.mlp_dim = 32; c.branches = branches; c.depth = depth; c.classes = 5;
     c.residual = v->residual; c.aggregate = v->aggregate; c.pool = v->pool; c.no_qkv_bias = v->no_qkv_bias;
     c.dropout = v->dropout; c.emb_dropout = v->dropout;
     if (pf_model_create(&c, &m) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(1); }
@@ -84,10 +69,20 @@ static void make_batch(const pf_model *m, int B, uint64_t seed, float *x, int *l
     for (i = 0; i < (size_t)B; i++) labels[i] = (int)((i * 3 + seed) % (size_t)m->cfg.classes);
 }
 
+/* the feature switches (pf_cuda_opts.graphs ... row_tiles) the next
+   make_ctx uses: those of the environment (PF_CUDA_GRAPHS=0 ... turn a
+   feature off for the whole run, as tools/gpu_check.sh does to find which
+   one fails), which a test overrides to reach the paths a feature
+   replaces, then restores with sw_reset */
+static pf_cuda_opts sw, sw_env;
+static void sw_reset(void) { sw = sw_env; }
+
 static pf_cuda *make_ctx(pf_model *m, int ndev, int replicas, int collectives, int bf16) {
     pf_cuda_opts o = pf_cuda_opts_default();
     pf_cuda *g = NULL;
     int i;
+    o.graphs = sw.graphs, o.fused_attention = sw.fused_attention, o.tc_attention = sw.tc_attention;
+    o.row_fused = sw.row_fused, o.att_tiles = sw.att_tiles, o.row_tiles = sw.row_tiles;
     o.n_devices = ndev;
     for (i = 0; i < ndev; i++) o.devices[i] = i;
     o.replicas = replicas;
@@ -101,45 +96,52 @@ static pf_cuda *make_ctx(pf_model *m, int ndev, int replicas, int collectives, i
     return g;
 }
 
-/* worst relative error over the gradients of every trainable tensor */
-static double grads_err(const pf_model *a, const pf_model *b, char *worst, size_t cap) {
+/* the error of tensor s of model a against model b; below 0: left out */
+typedef double (*tensor_err)(const pf_model *a, const pf_model *b, const pf_tensor_spec *s, void *ctx);
+
+/* the worst error over the tensors (NaN the worst of all), the name of its tensor in worst */
+static double worst_tensor(const pf_model *a, const pf_model *b, tensor_err err, void *ctx, char *worst, size_t cap) {
     double w = 0;
     int t;
     worst[0] = 0;
     for (t = 0; t < a->n_specs; t++) {
-        const pf_tensor_spec *s = &a->specs[t];
-        double e;
-        if (s->part == PF_PART_BRANCH && s->branch >= a->active) continue;
-        e = rel_err(a->grads + s->offset, b->grads + s->offset, s->numel);
-        if (e > w || e != e) { w = e != e ? INFINITY : e; snprintf(worst, cap, "%s", s->name); }
+        double e = err(a, b, &a->specs[t], ctx);
+        if (e > w || e != e) { w = e != e ? INFINITY : e; snprintf(worst, cap, "%s", a->specs[t].name); }
     }
     return w;
 }
+
+/* the gradients of every trainable tensor */
+static double grad_err(const pf_model *a, const pf_model *b, const pf_tensor_spec *s, void *ctx) {
+    (void)ctx;
+    if (s->part == PF_PART_BRANCH && s->branch >= a->active) return -1;
+    return rel_err(a->grads + s->offset, b->grads + s->offset, s->numel);
+}
+static double grads_err(const pf_model *a, const pf_model *b, char *worst, size_t cap) {
+    return worst_tensor(a, b, grad_err, NULL, worst, cap);
+}
+
 /* Parameters and first moments, tensor by tensor. The key part of the qkv
    bias is left out: its exact gradient is zero (adding a constant to every
    key of a query shifts all its scores alike, and softmax ignores that), so
    both sides hold rounding noise of ~1e-9 there, which Adam's m / sqrt(v)
    turns into full-size steps of either sign. */
-static double params_err(const pf_model *a, const pf_model *b, char *worst, size_t cap) {
-    double w = 0;
-    int t;
-    worst[0] = 0;
-    for (t = 0; t < a->n_specs; t++) {
-        const pf_tensor_spec *s = &a->specs[t];
-        size_t n = s->numel, D = (size_t)a->cfg.dim;
-        int kbias = strstr(s->name, "qkv.bias") != NULL;
-        double e = rel_err(a->params + s->offset, b->params + s->offset, kbias ? D : n);
-        double em = rel_err(a->adam_m + s->offset, b->adam_m + s->offset, kbias ? D : n);
-        if (kbias) { /* the q rows above, the v rows here */
-            double e2 = rel_err(a->params + s->offset + 2 * D, b->params + s->offset + 2 * D, D);
-            double em2 = rel_err(a->adam_m + s->offset + 2 * D, b->adam_m + s->offset + 2 * D, D);
-            if (e2 > e) e = e2;
-            if (em2 > em) em = em2;
-        }
-        if (em > e) e = em;
-        if (e > w || e != e) { w = e != e ? INFINITY : e; snprintf(worst, cap, "%s", s->name); }
+static double param_err(const pf_model *a, const pf_model *b, const pf_tensor_spec *s, void *ctx) {
+    size_t n = s->numel, D = (size_t)a->cfg.dim;
+    int kbias = strstr(s->name, "qkv.bias") != NULL;
+    double e = rel_err(a->params + s->offset, b->params + s->offset, kbias ? D : n);
+    double em = rel_err(a->adam_m + s->offset, b->adam_m + s->offset, kbias ? D : n);
+    (void)ctx;
+    if (kbias) { /* the q rows above, the v rows here */
+        double e2 = rel_err(a->params + s->offset + 2 * D, b->params + s->offset + 2 * D, D);
+        double em2 = rel_err(a->adam_m + s->offset + 2 * D, b->adam_m + s->offset + 2 * D, D);
+        if (e2 > e) e = e2;
+        if (em2 > em) em = em2;
     }
-    return w;
+    return em > e ? em : e;
+}
+static double params_err(const pf_model *a, const pf_model *b, char *worst, size_t cap) {
+    return worst_tensor(a, b, param_err, NULL, worst, cap);
 }
 
 /* After several AdamW steps from the same start: the first moments of every
@@ -151,30 +153,30 @@ static double params_err(const pf_model *a, const pf_model *b, char *worst, size
    every key) or a weight whose gradient cancels to ~1e-8 of a 1e-3 tensor,
    moves by an amount set by the rounding of its sum on either side. *skipped
    counts those elements. */
+typedef struct { const float *g0; size_t skipped; } steps_ctx;
+static double step_err(const pf_model *a, const pf_model *b, const pf_tensor_spec *s, void *ctx) {
+    steps_ctx *sc = (steps_ctx *)ctx;
+    const float *pa = a->params + s->offset, *pb = b->params + s->offset, *g = sc->g0 + s->offset;
+    double gmax = 0, e, em = rel_err(a->adam_m + s->offset, b->adam_m + s->offset, s->numel);
+    rel_acc r = {0, 0};
+    size_t i;
+    for (i = 0; i < s->numel; i++) if (fabs(g[i]) > gmax) gmax = fabs(g[i]);
+    for (i = 0; i < s->numel; i++) {
+        int noise = fabs(g[i]) < 1e-4 * gmax;
+        sc->skipped += noise;
+        rel_add(&r, noise ? pb[i] : pa[i], pb[i]); /* a skipped element adds only its scale */
+    }
+    e = rel_value(&r);
+    return em > e ? em : e;
+}
 static double params_err_steps(const pf_model *a, const pf_model *b, const float *g0, size_t *skipped, char *worst,
                                size_t cap) {
-    double w = 0;
-    int t;
-    worst[0] = 0;
-    *skipped = 0;
-    for (t = 0; t < a->n_specs; t++) {
-        const pf_tensor_spec *s = &a->specs[t];
-        const float *pa = a->params + s->offset, *pb = b->params + s->offset, *g = g0 + s->offset;
-        double gmax = 0, num = 0, den = 0, e;
-        size_t i;
-        for (i = 0; i < s->numel; i++) if (fabs(g[i]) > gmax) gmax = fabs(g[i]);
-        for (i = 0; i < s->numel; i++) {
-            if (fabs(pb[i]) > den) den = fabs(pb[i]);
-            if (fabs(g[i]) < 1e-4 * gmax) { (*skipped)++; continue; }
-            if (fabs((double)pa[i] - pb[i]) > num) num = fabs((double)pa[i] - pb[i]);
-        }
-        e = den > 0 ? num / den : num;
-        {
-            double em = rel_err(a->adam_m + s->offset, b->adam_m + s->offset, s->numel);
-            if (em > e) e = em;
-        }
-        if (e > w || e != e) { w = e != e ? INFINITY : e; snprintf(worst, cap, "%s", s->name); }
-    }
+    steps_ctx sc;
+    double w;
+    sc.g0 = g0;
+    sc.skipped = 0;
+    w = worst_tensor(a, b, step_err, &sc, worst, cap);
+    *skipped = sc.skipped;
     return w;
 }
 
@@ -306,9 +308,7 @@ static void test_predict_determinism(void) {
 static int cpu_reference(pf_config *cf, int image, int channels, int patch, int dim, int heads, int mlp, int depth,
                          int classes, uint64_t seed, int batch, float *x, int *y, pf_model **c, pf_model **m,
                          const char *what) {
-    memset(cf, 0, sizeof *cf);
-    cf->image_size = image, cf->channels = channels, cf->patch_size = patch, cf->dim = dim, cf->heads = heads;
-    cf->mlp_dim = mlp, cf->branches = 2, cf->depth = depth, cf->classes = classes;
+    *cf = shape_config(image, channels, patch, dim, heads, mlp, 2, depth, classes);
     cf->residual = PF_PRENORM, cf->aggregate = PF_AGG_DELTA, cf->pool = PF_POOL_CLS;
     *c = *m = NULL;
     if (pf_model_create(cf, c) != PF_OK || pf_model_create(cf, m) != PF_OK || pf_model_alloc_train(*c) != PF_OK ||
@@ -327,29 +327,40 @@ static int cpu_reference(pf_config *cf, int image, int channels, int patch, int 
     return 1;
 }
 
+/* A forward (labels y) and backward of n images through g, whose host twin
+   is m, against the CPU's c (cpu_reference): checks that it runs, that the
+   logits agree within tl and every gradient within tg, on lines that begin
+   with `what`. Frees g. */
+static void vs_cpu(pf_cuda *g, pf_model *m, const pf_model *c, const float *x, const int *y, int n, double tl,
+                   double tg, const char *what) {
+    size_t nl = (size_t)n * (size_t)c->cfg.classes;
+    float *lg = (float *)malloc(nl * sizeof(float));
+    char worst[64];
+    double e;
+    check(lg && pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
+          pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "%s: runs", what);
+    e = lg ? rel_err(lg, c->logits, nl) : INFINITY;
+    check(e <= tl, "%s: logits agree (rel %.2e)", what, e);
+    e = grads_err(m, c, worst, sizeof worst);
+    check(e <= tg, "%s: every gradient agrees (worst %.2e, %s)", what, e, worst);
+    free(lg);
+    pf_cuda_free(g);
+}
+
 /* A width (768) whose LayerNorm-backward rows do not fit the fused column
    sums' shared memory: the column-sum passes afterwards, fp32 and bf16 */
 static void test_wide(void) {
     pf_config cf;
     pf_model *c, *m;
-    float x[3 * 192], lg[3 * 5];
+    float x[3 * 192];
     int y[3], bf;
-    char worst[64];
     if (!cpu_reference(&cf, 8, 3, 4, 768, 12, 64, 2, 5, 7, 3, x, y, &c, &m, "wide")) return; /* T = 5 */
     for (bf = 0; bf < 2; bf++) {
-        const double tl = bf ? 2e-2 : TOL, tg = bf ? 5e-2 : TOL;
         pf_cuda *g;
-        double e;
         memcpy(m->params, c->params, c->n_params * sizeof(float));
         g = make_ctx(m, 1, 1, 0, bf);
         if (!g) { check(0, "wide: context"); continue; }
-        check(pf_cuda_forward(g, x, y, 3, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
-              pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "width 768, %s: runs", bf ? "bf16" : "fp32");
-        e = rel_err(lg, c->logits, 3 * 5);
-        check(e <= tl, "width 768, %s: logits agree (rel %.2e)", bf ? "bf16" : "fp32", e);
-        e = grads_err(m, c, worst, sizeof worst);
-        check(e <= tg, "width 768, %s: every gradient agrees (worst %.2e, %s)", bf ? "bf16" : "fp32", e, worst);
-        pf_cuda_free(g);
+        vs_cpu(g, m, c, x, y, 3, bf ? 2e-2 : TOL, bf ? 5e-2 : TOL, bf ? "width 768, bf16" : "width 768, fp32");
     }
     pf_model_free(c);
     pf_model_free(m);
@@ -372,22 +383,16 @@ static void test_shape(void) {
                                            "shared-memory attention, a forward with labels in inference mode",
                                            "shared-memory attention, one query tile (as for large batches)"};
         const char *how = how_[pass];
+        char what[128];
         pf_cuda *g;
-        double e;
-        if (pass == 1) setenv("PF_CUDA_FUSED_ATTENTION", "0", 1);
-        if (pass == 3) setenv("PF_CUDA_ATT_TILES", "1", 1);
+        if (pass == 1) sw.fused_attention = PF_CUDA_OFF;
+        if (pass == 3) sw.att_tiles = 1;
         g = make_ctx(m, 1, 1, 0, 0);
-        unsetenv("PF_CUDA_FUSED_ATTENTION");
-        unsetenv("PF_CUDA_ATT_TILES");
+        sw_reset();
         m->training = pass != 2; /* no dropout here: the same values; a backward must still find what it needs */
         if (!g) { check(0, "shape: context (%s)", how); continue; }
-        check(pf_cuda_forward(g, x, y, 4, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
-              pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "T=65, head width 64, %s: runs", how);
-        e = rel_err(lg, c->logits, 4 * 10);
-        check(e <= TOL, "T=65, head width 64, %s: logits agree (rel %.2e)", how, e);
-        e = grads_err(m, c, worst, sizeof worst);
-        check(e <= TOL, "T=65, head width 64, %s: every gradient agrees (worst %.2e, %s)", how, e, worst);
-        pf_cuda_free(g);
+        snprintf(what, sizeof what, "T=65, head width 64, %s", how);
+        vs_cpu(g, m, c, x, y, 4, TOL, TOL, what);
     }
     /* bf16: attention on tensor cores (3 query tiles, one tile) against the
        CPU at the bf16 tolerances (test_bf16_mode), and against the same bf16
@@ -412,15 +417,13 @@ static void test_shape(void) {
                 memcpy(r->params, c->params, c->n_params * sizeof(float));
                 r->training = 1;
                 t = r;
-                setenv("PF_CUDA_TC_ATTENTION", "0", 1);
+                sw.tc_attention = PF_CUDA_OFF;
             }
-            if (pass == 2) setenv("PF_CUDA_ATT_TILES", "1", 1);
-            if (pass == 3) setenv("PF_CUDA_FUSED_ATTENTION", "0", 1);
+            if (pass == 2) sw.att_tiles = 1;
+            if (pass == 3) sw.fused_attention = PF_CUDA_OFF;
             m->training = 1;
             g = make_ctx(t, 1, 1, 0, 1);
-            unsetenv("PF_CUDA_TC_ATTENTION");
-            unsetenv("PF_CUDA_FUSED_ATTENTION");
-            unsetenv("PF_CUDA_ATT_TILES");
+            sw_reset();
             if (!g) { check(0, "shape: context (%s)", how); continue; }
             check(pf_cuda_forward(g, x, y, 4, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, pass ? lg : lr) == PF_OK &&
                   pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK, "T=65, head width 64, %s: runs", how);
@@ -606,7 +609,7 @@ static void test_resume(void) {
    2^-9 * sqrt(K) of its typical term, and the layers compound it. We accept
    2 % on the logits and 5 % on each gradient tensor relative to its largest
    element (the fp32 path is held to 1e-4). */
-static const char *bf16_tag = ""; /* ", fused rows" while PF_CUDA_ROW_FUSED=1 */
+static const char *bf16_tag = ""; /* ", fused rows" while sw.row_fused is on */
 static void test_bf16_mode(int vi) {
     const variant *v = &VARIANTS[vi];
     char mode[96];
@@ -679,9 +682,9 @@ static void test_bf16_inference(void) {
         pf_cuda *g;
         float x[BATCH * 192], a[BATCH * 5], b[BATCH * 5];
         int y[BATCH];
-        setenv("PF_CUDA_ROW_FUSED", "0", 1); /* (small inference batches have their own kernel: test_rows_fused) */
+        sw.row_fused = PF_CUDA_OFF; /* (small inference batches have their own kernel: test_rows_fused) */
         g = make_ctx(m, 1, 1, 0, 1);
-        unsetenv("PF_CUDA_ROW_FUSED");
+        sw_reset();
         if (!g) { check(0, "bf16 inference (%s): context", v->name); pf_model_free(m); continue; }
         m->training = 0;
         make_batch(m, BATCH, 8, x, y);
@@ -694,19 +697,18 @@ static void test_bf16_inference(void) {
     }
 }
 
-/* a bf16 context with PF_CUDA_ROW_FUSED set to rf and PF_CUDA_ROW_TILES
-   to tiles (NULL: unset), one forward of n images: logits. Inference mode
+/* a bf16 context with opts.row_fused set to rf ("0" off, "1" on) and
+   opts.row_tiles to tiles (NULL: automatic), one forward of n images: logits. Inference mode
    (labels y may be NULL); with train, a training forward with labels y and
    its backward, the gradients downloaded into m */
 static int run_rows(pf_model *m, const char *rf, const char *tiles, int train, const float *x, const int *y, int n,
                     float *lg) {
     pf_cuda *g;
     int ok;
-    if (rf) setenv("PF_CUDA_ROW_FUSED", rf, 1);
-    if (tiles) setenv("PF_CUDA_ROW_TILES", tiles, 1);
+    if (rf) sw.row_fused = rf[0] == '1' ? PF_CUDA_ON : PF_CUDA_OFF;
+    if (tiles) sw.row_tiles = atoi(tiles);
     g = make_ctx(m, 1, 1, 0, 1);
-    unsetenv("PF_CUDA_ROW_FUSED");
-    unsetenv("PF_CUDA_ROW_TILES");
+    sw_reset();
     if (!g) return 0;
     m->training = train;
     ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
@@ -814,13 +816,13 @@ static void test_bf16(void) {
     test_bf16_mode(4);
     test_bf16_inference();
     test_rows_fused();
-    /* training through the fused rows (PF_CUDA_ROW_FUSED=1: automatic only for inference) */
-    setenv("PF_CUDA_ROW_FUSED", "1", 1);
+    /* training through the fused rows (on: automatic only for inference) */
+    sw.row_fused = PF_CUDA_ON;
     bf16_tag = ", fused rows";
     test_bf16_mode(0);
     test_bf16_mode(1);
     bf16_tag = "";
-    unsetenv("PF_CUDA_ROW_FUSED");
+    sw_reset();
 }
 
 /* "Never one launch per branch": the kernels and GEMMs of a training step
@@ -897,21 +899,46 @@ static void test_bad_input(void) {
     check(pf_cuda_create(m, &o, &g) == PF_ERR_NOMEM && g == NULL && strstr(pf_last_error(), "model too large for GPU") &&
           strstr(pf_last_error(), "--batch"), "a batch too large for the device refused: %s", pf_last_error());
     pf_model_free(m);
+    /* the switches come from the environment only through pf_cuda_opts_from_env */
+    o = pf_cuda_opts_default();
+    setenv("PF_CUDA_GRAPHS", "0", 1);
+    setenv("PF_CUDA_ROW_FUSED", "1", 1);
+    setenv("PF_CUDA_ROW_TILES", "3", 1);
+    check(pf_cuda_opts_from_env(&o) == PF_OK && o.graphs == PF_CUDA_OFF && o.row_fused == PF_CUDA_ON &&
+          o.row_tiles == 3 && o.fused_attention == PF_CUDA_AUTO && o.tc_attention == PF_CUDA_AUTO && o.att_tiles == 0,
+          "pf_cuda_opts_from_env: PF_CUDA_GRAPHS=0, PF_CUDA_ROW_FUSED=1, PF_CUDA_ROW_TILES=3 read, the rest automatic");
+    setenv("PF_CUDA_FUSED_ATTENTION", "yes", 1);
+    check(pf_cuda_opts_from_env(&o) == PF_ERR_ARG && strstr(pf_last_error(), "PF_CUDA_FUSED_ATTENTION"),
+          "pf_cuda_opts_from_env: a malformed switch refused: %s", pf_last_error());
+    unsetenv("PF_CUDA_FUSED_ATTENTION");
+    setenv("PF_CUDA_ATT_TILES", "-2", 1);
+    check(pf_cuda_opts_from_env(&o) == PF_ERR_ARG && strstr(pf_last_error(), "PF_CUDA_ATT_TILES"),
+          "pf_cuda_opts_from_env: a negative tile count refused: %s", pf_last_error());
+    unsetenv("PF_CUDA_ATT_TILES");
+    unsetenv("PF_CUDA_GRAPHS");
+    unsetenv("PF_CUDA_ROW_FUSED");
+    unsetenv("PF_CUDA_ROW_TILES");
 }
 
 int main(void) {
     size_t v;
     printf("backend: %s, %d device(s)\n", pf_cuda_backend(), pf_cuda_device_count());
+    sw_env = pf_cuda_opts_default();
+    if (pf_cuda_opts_from_env(&sw_env) != PF_OK) {
+        printf("error: %s\n", pf_last_error());
+        return 2;
+    }
+    sw_reset();
     if (pf_cuda_device_count() < 1) {
         pf_model *m = make_model(&VARIANTS[0], 3, 1);
         pf_cuda *g = NULL;
         check(pf_cuda_create(m, NULL, &g) != PF_OK && strstr(pf_last_error(), "no CUDA device") != NULL,
               "no GPU: a clear error (%s)", pf_last_error());
         pf_model_free(m);
-        printf("%d passed, %d failed\n", passed, failed);
+        if (test_summary()) return 1;
         /* nothing was compared: say so, and do not pass */
         printf("SKIPPED: no GPU visible, so no CPU/GPU parity was checked (exit 77)\n");
-        return failed ? 1 : 77;
+        return 77;
     }
     for (v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) test_parity(&VARIANTS[v]);
     test_predict_determinism();
@@ -922,6 +949,5 @@ int main(void) {
     test_bf16();
     test_launches();
     test_bad_input();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return test_summary();
 }

@@ -30,8 +30,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pf_test.h"
-
 #include "pf_alloc_guard.h" /* PF_MALLOC & co., counted and capped */
 #define PF_DATASET_MAX_BYTES ((uint64_t)8 << 20)
 
@@ -46,62 +44,16 @@
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
 
+#define PF_TEST_FILES
+#include "pf_test.h"
+
 /* ---------------------------------------------------------------------- */
-/* the temporary directory and the files in it */
+/* files in the temporary directory (tmp_path, write_file: pf_test.h) */
 
-static char g_dir[256];
-static char *g_made[512];
-static int g_nmade;
-
-static char *g_paths[1024];
-static int g_npaths;
-
-static const char *P(const char *fmt, ...) { /* a path in the temporary directory (valid until the end) */
-    char rel[300], *p;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rel, sizeof rel, fmt, ap);
-    va_end(ap);
-    p = (char *)malloc(strlen(g_dir) + strlen(rel) + 2);
-    sprintf(p, "%s/%s", g_dir, rel);
-    if (g_npaths < 1024) g_paths[g_npaths++] = p;
-    return p;
-}
-static void remember(const char *path) {
-    int i;
-    for (i = 0; i < g_nmade; i++)
-        if (!strcmp(g_made[i], path)) return;
-    if (g_nmade < 512) {
-        g_made[g_nmade] = (char *)malloc(strlen(path) + 1);
-        strcpy(g_made[g_nmade++], path);
-    }
-}
 static const char *mkd(const char *path) {
     mkdir(path, 0755);
-    remember(path);
     return path;
 }
-static void put(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || (n && fwrite(data, 1, n, f) != n)) { fprintf(stderr, "cannot write %s\n", path); exit(2); }
-    fclose(f);
-    remember(path);
-}
-
-/* a growing byte buffer */
-typedef struct { unsigned char *p; size_t n, cap; } buf_t;
-static void b_add(buf_t *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = (unsigned char *)realloc(b->p, b->cap);
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void b_u8(buf_t *b, unsigned v) { unsigned char c = (unsigned char)v; b_add(b, &c, 1); }
-static void b_be32(buf_t *b, uint32_t v) { b_u8(b, v >> 24); b_u8(b, (v >> 16) & 255); b_u8(b, (v >> 8) & 255); b_u8(b, v & 255); }
-static void b_le32(buf_t *b, uint32_t v) { b_u8(b, v & 255); b_u8(b, (v >> 8) & 255); b_u8(b, (v >> 16) & 255); b_u8(b, v >> 24); }
-static void b_le16(buf_t *b, unsigned v) { b_u8(b, v & 255); b_u8(b, (v >> 8) & 255); }
 
 static uint32_t crc32_of(const unsigned char *d, size_t n, uint32_t crc) {
     static uint32_t t[256];
@@ -116,14 +68,14 @@ static uint32_t crc32_of(const unsigned char *d, size_t n, uint32_t crc) {
 }
 
 /* deflate stored blocks of d (RFC 1951 3.2.4) */
-static void b_stored(buf_t *b, const unsigned char *d, size_t n) {
+static void b_stored(tbuf *b, const unsigned char *d, size_t n) {
     size_t at = 0;
     do {
         size_t k = n - at > 65535 ? 65535 : n - at;
-        b_u8(b, at + k == n ? 1 : 0);
-        b_le16(b, (unsigned)k);
-        b_le16(b, (unsigned)(~k & 0xFFFF));
-        b_add(b, d + at, k);
+        tb_byte(b, at + k == n ? 1 : 0, 1);
+        tb_le(b, (unsigned)k, 2);
+        tb_le(b, (unsigned)(~k & 0xFFFF), 2);
+        tb_add(b, d + at, k);
         at += k;
     } while (at < n);
 }
@@ -131,20 +83,20 @@ static void b_stored(buf_t *b, const unsigned char *d, size_t n) {
 /* a gzip file (RFC 1952) of d with stored blocks; cut bytes dropped at the end */
 static void put_gz(const char *path, const unsigned char *d, size_t n, size_t cut) {
     static const unsigned char hdr[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
-    buf_t b = {0, 0, 0};
-    b_add(&b, hdr, 10);
+    tbuf b = {0, 0, 0};
+    tb_add(&b, hdr, 10);
     b_stored(&b, d, n);
-    b_le32(&b, crc32_of(d, n, 0));
-    b_le32(&b, (uint32_t)n);
-    put(path, b.p, b.n - cut);
+    tb_le(&b, crc32_of(d, n, 0), 4);
+    tb_le(&b, (uint32_t)n, 4);
+    write_file(path, b.p, b.n - cut);
     free(b.p);
 }
 
 /* a file, raw or gzip'd by name */
-static void put_maybe_gz(const char *path, const buf_t *b) {
+static void put_maybe_gz(const char *path, const tbuf *b) {
     size_t n = strlen(path);
     if (n > 3 && !strcmp(path + n - 3, ".gz")) put_gz(path, b->p, b->n, 0);
-    else put(path, b->p, b->n);
+    else write_file(path, b->p, b->n);
 }
 
 static int err_has(const char *s) { return strstr(pf_last_error(), s) != NULL; }
@@ -171,20 +123,21 @@ static void load_fail(const char *spec, const char *label, const char *what) {
 
 static unsigned char pix(int i, int k) { return (unsigned char)((i * 37 + k * 11 + (k * k) % 7) & 255); }
 
-static void idx_images(buf_t *b, uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols, int extra) {
+static void idx_images(tbuf *b, uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols, int extra) {
     size_t i;
-    b_be32(b, magic); b_be32(b, n); b_be32(b, rows); b_be32(b, cols);
-    for (i = 0; i < (size_t)n * rows * cols + (size_t)(extra > 0 ? extra : 0); i++) b_u8(b, pix((int)(i / (rows * cols)), (int)(i % (rows * cols))));
+    tb_be(b, magic, 4); tb_be(b, n, 4); tb_be(b, rows, 4); tb_be(b, cols, 4);
+    for (i = 0; i < (size_t)n * rows * cols + (size_t)(extra > 0 ? extra : 0); i++)
+        tb_byte(b, pix((int)(i / (rows * cols)), (int)(i % (rows * cols))), 1);
     if (extra < 0) b->n -= (size_t)-extra;
 }
-static void idx_labels(buf_t *b, uint32_t magic, uint32_t n, int bad_at) {
+static void idx_labels(tbuf *b, uint32_t magic, uint32_t n, int bad_at) {
     uint32_t i;
-    b_be32(b, magic); b_be32(b, n);
-    for (i = 0; i < n; i++) b_u8(b, (int)i == bad_at ? 10 : (i * 7 + 3) % 10);
+    tb_be(b, magic, 4); tb_be(b, n, 4);
+    for (i = 0; i < n; i++) tb_byte(b, (int)i == bad_at ? 10 : (i * 7 + 3) % 10, 1);
 }
 /* the four Fashion-MNIST files (train n1, test n2, rows x cols) in dir */
 static void write_fmnist(const char *dir, int n1, int n2, int rows, int cols, const char *ext) {
-    buf_t b = {0, 0, 0};
+    tbuf b = {0, 0, 0};
     char p[600];
     idx_images(&b, 0x803, (uint32_t)n1, (uint32_t)rows, (uint32_t)cols, 0);
     snprintf(p, sizeof p, "%s/train-images-idx3-ubyte%s", dir, ext); put_maybe_gz(p, &b); b.n = 0;
@@ -200,18 +153,18 @@ static void write_fmnist(const char *dir, int n1, int n2, int rows, int cols, co
 /* CIFAR record r of file f: label(s) then R, G, B planes */
 static int cifar_label(int f, int r, int classes) { return (f * 13 + r * 7 + 1) % classes; }
 static unsigned char cifar_pix(int f, int r, int ch, int p) { return (unsigned char)((f * 71 + r * 29 + ch * 101 + p * 3) & 255); }
-static void cifar_file(buf_t *b, int f, int nrec, int hundred) {
+static void cifar_file(tbuf *b, int f, int nrec, int hundred) {
     int r, ch, p;
     for (r = 0; r < nrec; r++) {
-        if (hundred) b_u8(b, (unsigned)cifar_label(f, r, 100) / 5);
-        b_u8(b, (unsigned)cifar_label(f, r, hundred ? 100 : 10));
+        if (hundred) tb_byte(b, (unsigned)cifar_label(f, r, 100) / 5, 1);
+        tb_byte(b, (unsigned)cifar_label(f, r, hundred ? 100 : 10), 1);
         for (ch = 0; ch < 3; ch++)
-            for (p = 0; p < 1024; p++) b_u8(b, cifar_pix(f, r, ch, p));
+            for (p = 0; p < 1024; p++) tb_byte(b, cifar_pix(f, r, ch, p), 1);
     }
 }
 /* data_batch_1..5 (nrec each, file index 0..4) and test_batch (file 5) */
 static void write_cifar10(const char *dir, int nrec, const char *ext) {
-    buf_t b = {0, 0, 0};
+    tbuf b = {0, 0, 0};
     char p[600];
     int f;
     for (f = 0; f < 6; f++) {
@@ -224,7 +177,7 @@ static void write_cifar10(const char *dir, int nrec, const char *ext) {
     free(b.p);
 }
 static void write_cifar100(const char *dir, int nrec, const char *ext) {
-    buf_t b = {0, 0, 0};
+    tbuf b = {0, 0, 0};
     char p[600];
     cifar_file(&b, 0, nrec, 1);
     snprintf(p, sizeof p, "%s/train.bin%s", dir, ext); put_maybe_gz(p, &b); b.n = 0;
@@ -250,43 +203,48 @@ static int cifar_matches(const pf_dataset *d, int f0, int nf, int nrec, int hund
 
 /* a 24-bit BMP (bottom-up rows padded to 4 bytes) of rgb [h,w,3] */
 static void put_bmp(const char *path, const unsigned char *rgb, int h, int w) {
-    buf_t b = {0, 0, 0};
+    tbuf b = {0, 0, 0};
     int row = (w * 3 + 3) / 4 * 4, y, x;
-    b_u8(&b, 'B'); b_u8(&b, 'M'); b_le32(&b, (uint32_t)(54 + row * h)); b_le32(&b, 0); b_le32(&b, 54);
-    b_le32(&b, 40); b_le32(&b, (uint32_t)w); b_le32(&b, (uint32_t)h); b_le16(&b, 1); b_le16(&b, 24);
-    b_le32(&b, 0); b_le32(&b, (uint32_t)(row * h)); b_le32(&b, 2835); b_le32(&b, 2835); b_le32(&b, 0); b_le32(&b, 0);
+    tb_byte(&b, 'B', 1); tb_byte(&b, 'M', 1); tb_le(&b, (uint32_t)(54 + row * h), 4); tb_le(&b, 0, 4); tb_le(&b, 54, 4);
+    tb_le(&b, 40, 4); tb_le(&b, (uint32_t)w, 4); tb_le(&b, (uint32_t)h, 4); tb_le(&b, 1, 2); tb_le(&b, 24, 2);
+    tb_le(&b, 0, 4); tb_le(&b, (uint32_t)(row * h), 4); tb_le(&b, 2835, 4); tb_le(&b, 2835, 4);
+    tb_le(&b, 0, 4); tb_le(&b, 0, 4);
     for (y = h - 1; y >= 0; y--) {
-        for (x = 0; x < w; x++) { const unsigned char *p = rgb + ((size_t)y * w + x) * 3; b_u8(&b, p[2]); b_u8(&b, p[1]); b_u8(&b, p[0]); }
-        for (x = w * 3; x < row; x++) b_u8(&b, 0);
+        for (x = 0; x < w; x++) { /* BGR */
+            const unsigned char *p = rgb + ((size_t)y * w + x) * 3;
+            tb_byte(&b, p[2], 1); tb_byte(&b, p[1], 1); tb_byte(&b, p[0], 1);
+        }
+        for (x = w * 3; x < row; x++) tb_byte(&b, 0, 1);
     }
-    put(path, b.p, b.n);
+    write_file(path, b.p, b.n);
     free(b.p);
 }
-static void png_chunk(buf_t *b, const char *type, const unsigned char *d, size_t n) {
+static void png_chunk(tbuf *b, const char *type, const unsigned char *d, size_t n) {
     size_t at = b->n;
-    b_be32(b, (uint32_t)n);
-    b_add(b, type, 4);
-    b_add(b, d, n);
-    b_be32(b, crc32_of(b->p + at + 4, n + 4, 0));
+    tb_be(b, (uint32_t)n, 4);
+    tb_add(b, type, 4);
+    tb_add(b, d, n);
+    tb_be(b, crc32_of(b->p + at + 4, n + 4, 0), 4);
 }
 /* a PNG (8-bit gray or RGB, no filter, stored zlib blocks) of px [h,w,c] */
 static void put_png(const char *path, const unsigned char *px, int h, int w, int c) {
-    buf_t b = {0, 0, 0}, raw = {0, 0, 0}, z = {0, 0, 0}, ih = {0, 0, 0};
+    tbuf b = {0, 0, 0}, raw = {0, 0, 0}, z = {0, 0, 0}, ih = {0, 0, 0};
     uint32_t a = 1, s = 0;
     size_t i;
     int y;
     static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-    b_add(&b, sig, 8);
-    b_be32(&ih, (uint32_t)w); b_be32(&ih, (uint32_t)h); b_u8(&ih, 8); b_u8(&ih, c == 3 ? 2 : 0); b_u8(&ih, 0); b_u8(&ih, 0); b_u8(&ih, 0);
+    tb_add(&b, sig, 8);
+    tb_be(&ih, (uint32_t)w, 4); tb_be(&ih, (uint32_t)h, 4); tb_byte(&ih, 8, 1); tb_byte(&ih, c == 3 ? 2 : 0, 1);
+    tb_byte(&ih, 0, 3); /* deflate, no filter, no interlace */
     png_chunk(&b, "IHDR", ih.p, ih.n);
-    for (y = 0; y < h; y++) { b_u8(&raw, 0); b_add(&raw, px + (size_t)y * w * c, (size_t)w * c); }
-    b_u8(&z, 0x78); b_u8(&z, 0x01);
+    for (y = 0; y < h; y++) { tb_byte(&raw, 0, 1); tb_add(&raw, px + (size_t)y * w * c, (size_t)w * c); }
+    tb_byte(&z, 0x78, 1); tb_byte(&z, 0x01, 1);
     b_stored(&z, raw.p, raw.n);
     for (i = 0; i < raw.n; i++) { a = (a + raw.p[i]) % 65521; s = (s + a) % 65521; }
-    b_be32(&z, s << 16 | a);
+    tb_be(&z, s << 16 | a, 4);
     png_chunk(&b, "IDAT", z.p, z.n);
     png_chunk(&b, "IEND", NULL, 0);
-    put(path, b.p, b.n);
+    write_file(path, b.p, b.n);
     free(b.p); free(raw.p); free(z.p); free(ih.p);
 }
 
@@ -299,7 +257,6 @@ static void put_npy(const char *path, pf_dtype t, int ndim, const int64_t *shape
     for (i = 0; i < ndim; i++) a.shape[i] = shape[i];
     a.data = (void *)data;
     if (pf_npy_save(path, &a) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(2); }
-    remember(path);
 }
 
 /* an in-memory dataset: image i has pixels pix(i, k), label i % classes */
@@ -317,166 +274,169 @@ static void make_ds(pf_dataset *d, int n, int h, int w, int c, int classes) {
 /* ---------------------------------------------------------------------- */
 /* the readers: what was written comes back */
 
-static void test_fmnist(void) {
-    const char *raw = mkd(P("fm_raw")), *gz = mkd(P("fm_gz"));
-    pf_dataset d;
-    pf_status st;
-    char spec[700];
-    int i, ok;
-    write_fmnist(raw, 5, 3, 3, 4, "");
-    write_fmnist(gz, 5, 3, 3, 4, ".gz");
-    snprintf(spec, sizeof spec, "fmnist:%s", raw);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
-    ok = st == PF_OK && d.n == 5 && d.h == 3 && d.w == 4 && d.c == 1 && d.classes == 10;
-    for (i = 0; ok && i < 5 * 12; i++) ok = d.images[i] == pix(i / 12, i % 12);
-    for (i = 0; ok && i < 5; i++) ok = d.labels[i] == (i * 7 + 3) % 10;
-    check(ok, "fmnist raw IDX: 5 images 3x4x1, pixels and labels as written (%s)", st ? pf_last_error() : d.name);
-    check(st == PF_OK && d.class_names && !strcmp(d.class_names[0], "T-shirt/top") && !strcmp(d.class_names[9], "Ankle boot"),
-          "fmnist class names T-shirt/top .. Ankle boot");
-    check(st == PF_OK && strstr(d.name, "@train") != NULL, "the name says the split: %s", d.name);
-    pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "fmnist:%s@test", raw);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
-    ok = st == PF_OK && d.n == 3 && d.h == 3 && d.w == 4;
-    for (i = 0; ok && i < 3 * 12; i++) ok = d.images[i] == pix(i / 12, i % 12);
-    check(ok, "fmnist @test reads t10k-*: 3 images");
-    pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "fmnist:%s", raw);
-    st = pf_dataset_load(spec, PF_SPLIT_TEST, &d);
-    check(st == PF_OK && d.n == 3, "fmnist default split PF_SPLIT_TEST reads t10k-*");
-    pf_dataset_free(&d);
+static int class_name_is(const pf_dataset *d, int k, const char *name) {
+    return d->class_names && !strcmp(d->class_names[k], name);
+}
 
-    snprintf(spec, sizeof spec, "fmnist:%s", gz);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+/* does d hold the n Fashion-MNIST images of 3x4 written by write_fmnist? */
+static int fmnist_matches(const pf_dataset *d, int n) {
+    int i, ok = d->n == n && d->h == 3 && d->w == 4 && d->c == 1;
+    for (i = 0; ok && i < n * 12; i++) ok = d->images[i] == pix(i / 12, i % 12);
+    for (i = 0; ok && i < n; i++) ok = d->labels[i] == (i * 7 + 3) % 10;
+    return ok;
+}
+
+/* Loads a spec of .gz files: 1 with zlib (check *d, then pf_dataset_free
+   it); without zlib 0, after a check that the load failed saying so. */
+static int load_gz(const char *spec, pf_dataset *d, pf_status *st, const char *label) {
+    *st = pf_dataset_load(spec, PF_SPLIT_TRAIN, d);
 #ifdef PF_HAVE_ZLIB
-    ok = st == PF_OK && d.n == 5 && d.h == 3 && d.w == 4 && d.c == 1;
-    for (i = 0; ok && i < 5 * 12; i++) ok = d.images[i] == pix(i / 12, i % 12);
-    for (i = 0; ok && i < 5; i++) ok = d.labels[i] == (i * 7 + 3) % 10;
-    check(ok, "fmnist .gz IDX: the same pixels and labels (%s)", st ? pf_last_error() : "ok");
-    pf_dataset_free(&d);
+    (void)label;
+    return 1;
 #else
-    expect_fail(st, "fmnist .gz without zlib", "PF_HAVE_ZLIB");
+    expect_fail(*st, label, "PF_HAVE_ZLIB");
+    if (*st == PF_OK) pf_dataset_free(d);
+    return 0;
 #endif
 }
 
-static void test_cifar(void) {
-    const char *raw = mkd(P("c10_raw")), *gz = mkd(P("c10_gz")), *r100 = mkd(P("c100_raw")), *g100 = mkd(P("c100_gz"));
+static void test_fmnist(void) {
+    const char *raw = mkd(tmp_path("fm_raw")), *gz = mkd(tmp_path("fm_gz"));
     pf_dataset d;
     pf_status st;
-    char spec[700];
+    write_fmnist(raw, 5, 3, 3, 4, "");
+    write_fmnist(gz, 5, 3, 3, 4, ".gz");
+    st = pf_dataset_load(tmp_str("fmnist:%s", raw), PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && fmnist_matches(&d, 5) && d.classes == 10, "fmnist raw IDX: 5 images 3x4x1, pixels and labels as written (%s)", st ? pf_last_error() : d.name);
+    check(st == PF_OK && class_name_is(&d, 0, "T-shirt/top") && class_name_is(&d, 9, "Ankle boot"),
+          "fmnist class names T-shirt/top .. Ankle boot");
+    check(st == PF_OK && strstr(d.name, "@train") != NULL, "the name says the split: %s", d.name);
+    pf_dataset_free(&d);
+    st = pf_dataset_load(tmp_str("fmnist:%s@test", raw), PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && fmnist_matches(&d, 3), "fmnist @test reads t10k-*: 3 images");
+    pf_dataset_free(&d);
+    st = pf_dataset_load(tmp_str("fmnist:%s", raw), PF_SPLIT_TEST, &d);
+    check(st == PF_OK && d.n == 3, "fmnist default split PF_SPLIT_TEST reads t10k-*");
+    pf_dataset_free(&d);
+
+    if (load_gz(tmp_str("fmnist:%s", gz), &d, &st, "fmnist .gz without zlib")) {
+        check(st == PF_OK && fmnist_matches(&d, 5), "fmnist .gz IDX: the same pixels and labels (%s)",
+              st ? pf_last_error() : "ok");
+        pf_dataset_free(&d);
+    }
+}
+
+static void test_cifar(void) {
+    const char *raw = mkd(tmp_path("c10_raw")), *gz = mkd(tmp_path("c10_gz"));
+    const char *r100 = mkd(tmp_path("c100_raw")), *g100 = mkd(tmp_path("c100_gz"));
+    pf_dataset d;
+    pf_status st;
     write_cifar10(raw, 2, "");
     write_cifar10(gz, 2, ".gz");
     write_cifar100(r100, 4, "");
     write_cifar100(g100, 4, ".gz");
 
-    snprintf(spec, sizeof spec, "cifar10:%s", raw);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    st = pf_dataset_load(tmp_str("cifar10:%s", raw), PF_SPLIT_TRAIN, &d);
     check(st == PF_OK && d.n == 10 && d.classes == 10 && cifar_matches(&d, 0, 5, 2, 0),
           "cifar10 raw: data_batch_1..5 in order, 10 images, CHW planes -> HWC, labels (%s)", st ? pf_last_error() : "ok");
-    check(st == PF_OK && d.class_names && !strcmp(d.class_names[0], "airplane") && !strcmp(d.class_names[9], "truck"),
+    check(st == PF_OK && class_name_is(&d, 0, "airplane") && class_name_is(&d, 9, "truck"),
           "cifar10 without batches.meta.txt: the standard names");
     pf_dataset_free(&d);
-    put(P("c10_raw/batches.meta.txt"), "a0\nb1\r\nc2\n\nd3\ne4\nf5\ng6\nh7\ni8\nj9 \n", 33);
-    snprintf(spec, sizeof spec, "cifar10:%s@test", raw);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    write_file(tmp_path("c10_raw/batches.meta.txt"), "a0\nb1\r\nc2\n\nd3\ne4\nf5\ng6\nh7\ni8\nj9 \n", 33);
+    st = pf_dataset_load(tmp_str("cifar10:%s@test", raw), PF_SPLIT_TRAIN, &d);
     check(st == PF_OK && d.n == 3 && cifar_matches(&d, 5, 1, 3, 0), "cifar10 @test: test_batch.bin, 3 images");
-    check(st == PF_OK && d.class_names && !strcmp(d.class_names[1], "b1") && !strcmp(d.class_names[3], "d3") &&
-          !strcmp(d.class_names[9], "j9"), "cifar10 names from batches.meta.txt (blank lines skipped, ends trimmed)");
+    check(st == PF_OK && class_name_is(&d, 1, "b1") && class_name_is(&d, 3, "d3") &&
+          class_name_is(&d, 9, "j9"), "cifar10 names from batches.meta.txt (blank lines skipped, ends trimmed)");
     pf_dataset_free(&d);
 
-    snprintf(spec, sizeof spec, "cifar10:%s", gz);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
-#ifdef PF_HAVE_ZLIB
-    check(st == PF_OK && d.n == 10 && cifar_matches(&d, 0, 5, 2, 0), "cifar10 .gz: the same images and labels (%s)",
-          st ? pf_last_error() : "ok");
-    pf_dataset_free(&d);
-#else
-    expect_fail(st, "cifar10 .gz without zlib", "PF_HAVE_ZLIB");
-#endif
+    if (load_gz(tmp_str("cifar10:%s", gz), &d, &st, "cifar10 .gz without zlib")) {
+        check(st == PF_OK && d.n == 10 && cifar_matches(&d, 0, 5, 2, 0), "cifar10 .gz: the same images and labels (%s)",
+              st ? pf_last_error() : "ok");
+        pf_dataset_free(&d);
+    }
 
-    snprintf(spec, sizeof spec, "cifar100:%s", r100);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    st = pf_dataset_load(tmp_str("cifar100:%s", r100), PF_SPLIT_TRAIN, &d);
     check(st == PF_OK && d.n == 4 && d.classes == 100 && cifar_matches(&d, 0, 1, 4, 1),
           "cifar100 raw: train.bin, fine labels, HWC pixels (%s)", st ? pf_last_error() : "ok");
-    check(st == PF_OK && d.class_names && !strcmp(d.class_names[0], "apple") && !strcmp(d.class_names[99], "worm"),
+    check(st == PF_OK && class_name_is(&d, 0, "apple") && class_name_is(&d, 99, "worm"),
           "cifar100 without fine_label_names.txt: the standard fine names");
     pf_dataset_free(&d);
     {
-        buf_t b = {0, 0, 0};
+        tbuf b = {0, 0, 0};
         int i;
         char line[32];
-        for (i = 0; i < 100; i++) { snprintf(line, sizeof line, "fine%d\n", i); b_add(&b, line, strlen(line)); }
-        put(P("c100_raw/fine_label_names.txt"), b.p, b.n);
+        for (i = 0; i < 100; i++) { snprintf(line, sizeof line, "fine%d\n", i); tb_add(&b, line, strlen(line)); }
+        write_file(tmp_path("c100_raw/fine_label_names.txt"), b.p, b.n);
         free(b.p);
     }
-    snprintf(spec, sizeof spec, "cifar100:%s@test", r100);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
-    check(st == PF_OK && d.n == 6 && cifar_matches(&d, 5, 1, 6, 1) && d.class_names && !strcmp(d.class_names[42], "fine42"),
+    st = pf_dataset_load(tmp_str("cifar100:%s@test", r100), PF_SPLIT_TRAIN, &d);
+    check(st == PF_OK && d.n == 6 && cifar_matches(&d, 5, 1, 6, 1) && class_name_is(&d, 42, "fine42"),
           "cifar100 @test: test.bin, names from fine_label_names.txt");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "cifar100:%s", g100);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
-#ifdef PF_HAVE_ZLIB
-    check(st == PF_OK && d.n == 4 && cifar_matches(&d, 0, 1, 4, 1), "cifar100 .gz: the same (%s)", st ? pf_last_error() : "ok");
-    pf_dataset_free(&d);
-#else
-    expect_fail(st, "cifar100 .gz without zlib", "PF_HAVE_ZLIB");
-#endif
+    if (load_gz(tmp_str("cifar100:%s", g100), &d, &st, "cifar100 .gz without zlib")) {
+        check(st == PF_OK && d.n == 4 && cifar_matches(&d, 0, 1, 4, 1), "cifar100 .gz: the same (%s)",
+              st ? pf_last_error() : "ok");
+        pf_dataset_free(&d);
+    }
 }
 
 static void test_folder(void) {
-    const char *root = mkd(P("folder")), *empty = mkd(P("folder_empty")), *odd = mkd(P("folder_odd"));
+    const char *root = mkd(tmp_path("folder")), *empty = mkd(tmp_path("folder_empty")), *odd = mkd(tmp_path("folder_odd"));
     unsigned char a[5 * 6 * 3], b[5 * 6 * 3], g[5 * 6];
     pf_dataset d;
     pf_status st;
-    char spec[700];
+    const char *spec;
     int i, ok;
     for (i = 0; i < 5 * 6 * 3; i++) { a[i] = (unsigned char)(i * 7 + 1); b[i] = (unsigned char)(255 - i * 3); }
     for (i = 0; i < 5 * 6; i++) g[i] = (unsigned char)(i * 8);
-    mkd(P("folder/b_shoes"));
-    mkd(P("folder/a_bags"));
-    mkd(P("folder/c_empty_is_not_ok"));
-    put_bmp(P("folder/a_bags/2.bmp"), b, 5, 6);
-    put_bmp(P("folder/a_bags/1.BMP"), a, 5, 6);
-    put_png(P("folder/b_shoes/x.png"), g, 5, 6, 1);
-    put(P("folder/b_shoes/notes.txt"), "not an image", 12);
-    snprintf(spec, sizeof spec, "folder:%s", root);
+    mkd(tmp_path("folder/b_shoes"));
+    mkd(tmp_path("folder/a_bags"));
+    mkd(tmp_path("folder/c_empty_is_not_ok"));
+    put_bmp(tmp_path("folder/a_bags/2.bmp"), b, 5, 6);
+    put_bmp(tmp_path("folder/a_bags/1.BMP"), a, 5, 6);
+    put_png(tmp_path("folder/b_shoes/x.png"), g, 5, 6, 1);
+    write_file(tmp_path("folder/b_shoes/notes.txt"), "not an image", 12);
+    spec = tmp_str("folder:%s", root);
     st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
 #ifdef PF_HAVE_STB
-    expect_fail(st, "folder with a class folder without images", P("folder/c_empty_is_not_ok"));
-    rmdir(P("folder/c_empty_is_not_ok"));
+    expect_fail(st, "folder with a class folder without images", tmp_path("folder/c_empty_is_not_ok"));
+    rmdir(tmp_path("folder/c_empty_is_not_ok"));
     st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
-    ok = st == PF_OK && d.n == 3 && d.h == 5 && d.w == 6 && d.c == 3 && d.classes == 2 && d.class_names &&
-         !strcmp(d.class_names[0], "a_bags") && !strcmp(d.class_names[1], "b_shoes") &&
-         d.labels[0] == 0 && d.labels[1] == 0 && d.labels[2] == 1;
+    ok = st == PF_OK && d.n == 3 && d.h == 5 && d.w == 6 && d.c == 3 && d.classes == 2 &&
+         class_name_is(&d, 0, "a_bags") && class_name_is(&d, 1, "b_shoes") && d.labels[0] == 0 && d.labels[1] == 0 &&
+         d.labels[2] == 1;
     check(ok, "folder: classes = subfolders sorted, images sorted, .txt skipped, 1.BMP (any case) read (%s)",
           st ? pf_last_error() : "ok");
     for (i = 0; ok && i < 90; i++) ok = d.images[i] == a[i] && d.images[90 + i] == b[i] && d.images[180 + i] == g[i / 3];
     check(ok, "folder: BMP pixels exact (HWC), a gray PNG converted to the first image's 3 channels");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "folder:%s", empty);
-    load_fail(spec, "empty folder", empty);
-    mkd(P("folder_odd/k"));
-    put_bmp(P("folder_odd/k/a.bmp"), a, 5, 6);
-    put_bmp(P("folder_odd/k/b.bmp"), a, 6, 5);
-    snprintf(spec, sizeof spec, "folder:%s", odd);
-    load_fail(spec, "folder with images of two sizes (names the odd one)", P("folder_odd/k/b.bmp"));
-    put(P("folder_odd/k/c.png"), "garbage", 7);
+    load_fail(tmp_str("folder:%s", empty), "empty folder", empty);
+    mkd(tmp_path("folder_odd/k"));
+    put_bmp(tmp_path("folder_odd/k/a.bmp"), a, 5, 6);
+    put_bmp(tmp_path("folder_odd/k/b.bmp"), a, 6, 5);
+    load_fail(tmp_str("folder:%s", odd), "folder with images of two sizes (names the odd one)",
+              tmp_path("folder_odd/k/b.bmp"));
+    write_file(tmp_path("folder_odd/k/c.png"), "garbage", 7);
     {
         unsigned char *px = NULL;
         int h, w, c;
-        st = pf_image_load(P("folder_odd/k/a.bmp"), &px, &h, &w, &c);
+        st = pf_image_load(tmp_path("folder_odd/k/a.bmp"), &px, &h, &w, &c);
         check(st == PF_OK && h == 5 && w == 6 && c == 3 && !memcmp(px, a, 90), "pf_image_load: BMP 6x5 RGB exact");
         pf_image_free(px);
         pf_guard_biggest = 0;
-        st = pf_image_load(P("folder_odd/k/c.png"), &px, &h, &w, &c);
-        expect_fail(st, "pf_image_load of garbage named .png", P("folder_odd/k/c.png"));
+        st = pf_image_load(tmp_path("folder_odd/k/c.png"), &px, &h, &w, &c);
+        expect_fail(st, "pf_image_load of garbage named .png", tmp_path("folder_odd/k/c.png"));
     }
 #else
     (void)a; (void)b; (void)g; (void)i; (void)ok; (void)empty; (void)odd;
     expect_fail(st, "folder without stb_image", "PF_HAVE_STB");
     if (st == PF_OK) pf_dataset_free(&d);
 #endif
+}
+
+/* the spec npy:X,Y of two files in the temporary directory */
+static const char *npy_spec(const char *x, const char *y) {
+    return tmp_str("npy:%s,%s", tmp_path("%s", x), tmp_path("%s", y));
 }
 
 static void test_npy(void) {
@@ -487,48 +447,37 @@ static void test_npy(void) {
     float f[4 * 12];
     pf_dataset d;
     pf_status st;
-    char spec[1400];
     int i, ok;
     for (i = 0; i < 48; i++) { x[i] = (unsigned char)(i * 5); f[i] = 0; }
-    put_npy(P("x4.npy"), PF_U8, 4, sx4, x);
-    put_npy(P("x3.npy"), PF_U8, 3, sx3, x);
-    put_npy(P("y64.npy"), PF_I64, 1, sy, y64);
-    put_npy(P("y32.npy"), PF_I32, 1, sy, y32);
-    put_npy(P("y8.npy"), PF_U8, 1, sy, y8);
-    put_npy(P("yneg.npy"), PF_I32, 1, sy, yneg);
-    put_npy(P("y3.npy"), PF_I64, 1, sy3, y64);
-    put_npy(P("xf.npy"), PF_F32, 4, sx4, f);
-    put_npy(P("x2d.npy"), PF_U8, 2, s2, x);
-    put_npy(P("yf.npy"), PF_F32, 1, sy, f);
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("y64.npy"));
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    put_npy(tmp_path("x4.npy"), PF_U8, 4, sx4, x);
+    put_npy(tmp_path("x3.npy"), PF_U8, 3, sx3, x);
+    put_npy(tmp_path("y64.npy"), PF_I64, 1, sy, y64);
+    put_npy(tmp_path("y32.npy"), PF_I32, 1, sy, y32);
+    put_npy(tmp_path("y8.npy"), PF_U8, 1, sy, y8);
+    put_npy(tmp_path("yneg.npy"), PF_I32, 1, sy, yneg);
+    put_npy(tmp_path("y3.npy"), PF_I64, 1, sy3, y64);
+    put_npy(tmp_path("xf.npy"), PF_F32, 4, sx4, f);
+    put_npy(tmp_path("x2d.npy"), PF_U8, 2, s2, x);
+    put_npy(tmp_path("yf.npy"), PF_F32, 1, sy, f);
+    st = pf_dataset_load(npy_spec("x4.npy", "y64.npy"), PF_SPLIT_TRAIN, &d);
     ok = st == PF_OK && d.n == 4 && d.h == 2 && d.w == 3 && d.c == 2 && d.classes == 8 && !memcmp(d.images, x, 48);
     for (i = 0; ok && i < 4; i++) ok = d.labels[i] == y64[i];
     check(ok, "npy: uint8 [4,2,3,2] + int64 labels, classes = max + 1 = 8 (%s)", st ? pf_last_error() : "ok");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x3.npy"), P("y32.npy"));
-    st = pf_dataset_load(spec, PF_SPLIT_TEST, &d);
+    st = pf_dataset_load(npy_spec("x3.npy", "y32.npy"), PF_SPLIT_TEST, &d);
     check(st == PF_OK && d.n == 4 && d.h == 2 && d.w == 6 && d.c == 1 && d.classes == 3 && d.labels[3] == 2 &&
           !memcmp(d.images, x, 48), "npy: uint8 [4,2,6] (one channel) + int32 labels");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x3.npy"), P("y8.npy"));
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    st = pf_dataset_load(npy_spec("x3.npy", "y8.npy"), PF_SPLIT_TRAIN, &d);
     check(st == PF_OK && d.classes == 10 && d.labels[0] == 9, "npy: uint8 labels");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("xf.npy"), P("y64.npy"));
-    load_fail(spec, "npy images of dtype float32", P("xf.npy"));
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x2d.npy"), P("y64.npy"));
-    load_fail(spec, "npy images of rank 2", P("x2d.npy"));
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("y3.npy"));
-    load_fail(spec, "npy: 3 labels for 4 images", P("y3.npy"));
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("yf.npy"));
-    load_fail(spec, "npy labels of dtype float32", P("yf.npy"));
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("yneg.npy"));
-    load_fail(spec, "npy label -1", P("yneg.npy"));
-    snprintf(spec, sizeof spec, "npy:%s", P("x4.npy"));
-    load_fail(spec, "npy with one file", "npy:");
-    snprintf(spec, sizeof spec, "npy:%s,%s", P("x4.npy"), P("missing.npy"));
-    load_fail(spec, "npy labels file missing", P("missing.npy"));
+    load_fail(npy_spec("xf.npy", "y64.npy"), "npy images of dtype float32", tmp_path("xf.npy"));
+    load_fail(npy_spec("x2d.npy", "y64.npy"), "npy images of rank 2", tmp_path("x2d.npy"));
+    load_fail(npy_spec("x4.npy", "y3.npy"), "npy: 3 labels for 4 images", tmp_path("y3.npy"));
+    load_fail(npy_spec("x4.npy", "yf.npy"), "npy labels of dtype float32", tmp_path("yf.npy"));
+    load_fail(npy_spec("x4.npy", "yneg.npy"), "npy label -1", tmp_path("yneg.npy"));
+    load_fail(tmp_str("npy:%s", tmp_path("x4.npy")), "npy with one file", "npy:");
+    load_fail(npy_spec("x4.npy", "missing.npy"), "npy labels file missing", tmp_path("missing.npy"));
 }
 
 static void test_sample(void) {
@@ -557,40 +506,40 @@ static void test_sample(void) {
 /* bad files */
 
 static void test_bad_files(void) {
-    const char *dir = mkd(P("bad"));
-    buf_t b = {0, 0, 0}, l = {0, 0, 0};
-    char spec[700];
-    const char *im = P("bad/train-images-idx3-ubyte"), *lb = P("bad/train-labels-idx1-ubyte");
-    snprintf(spec, sizeof spec, "fmnist:%s", dir);
+    const char *dir = mkd(tmp_path("bad"));
+    tbuf b = {0, 0, 0}, l = {0, 0, 0};
+    const char *spec;
+    const char *im = tmp_path("bad/train-images-idx3-ubyte"), *lb = tmp_path("bad/train-labels-idx1-ubyte");
+    spec = tmp_str("fmnist:%s", dir);
     idx_labels(&l, 0x801, 4, -1);
-    put(lb, l.p, l.n);
+    write_file(lb, l.p, l.n);
 
     load_fail(spec, "fmnist: images file missing", "train-images-idx3-ubyte");
-    idx_images(&b, 0x804, 4, 2, 2, 0); put(im, b.p, b.n); b.n = 0;
+    idx_images(&b, 0x804, 4, 2, 2, 0); write_file(im, b.p, b.n); b.n = 0;
     load_fail(spec, "fmnist: images with the wrong magic 0x804", im);
-    idx_images(&b, 0x803, 4, 2, 2, -1); put(im, b.p, b.n); b.n = 0;
+    idx_images(&b, 0x803, 4, 2, 2, -1); write_file(im, b.p, b.n); b.n = 0;
     load_fail(spec, "fmnist: images truncated by one byte", im);
-    idx_images(&b, 0x803, 4, 2, 2, 1); put(im, b.p, b.n); b.n = 0;
+    idx_images(&b, 0x803, 4, 2, 2, 1); write_file(im, b.p, b.n); b.n = 0;
     load_fail(spec, "fmnist: one trailing byte after the images", im);
-    put(im, "\0\0\x08\x03\0\0", 6);
+    write_file(im, "\0\0\x08\x03\0\0", 6);
     load_fail(spec, "fmnist: images header cut short", im);
-    idx_images(&b, 0x803, 5, 2, 2, 0); put(im, b.p, b.n); b.n = 0;
+    idx_images(&b, 0x803, 5, 2, 2, 0); write_file(im, b.p, b.n); b.n = 0;
     load_fail(spec, "fmnist: 4 labels for 5 images", lb);
-    b_be32(&b, 0x803); b_be32(&b, 0x7fffffff); b_be32(&b, 28); b_be32(&b, 28); b_add(&b, "data", 4);
-    put(im, b.p, b.n); b.n = 0;
-    l.n = 0; b_be32(&l, 0x801); b_be32(&l, 0x7fffffff); b_add(&l, "\1\2\3\4", 4); put(lb, l.p, l.n);
+    tb_be(&b, 0x803, 4); tb_be(&b, 0x7fffffff, 4); tb_be(&b, 28, 4); tb_be(&b, 28, 4); tb_add(&b, "data", 4);
+    write_file(im, b.p, b.n); b.n = 0;
+    l.n = 0; tb_be(&l, 0x801, 4); tb_be(&l, 0x7fffffff, 4); tb_add(&l, "\1\2\3\4", 4); write_file(lb, l.p, l.n);
     load_fail(spec, "fmnist: header claims 2^31-1 images (no allocation for them)", "bad/train-");
-    idx_images(&b, 0x803, 4, 0, 2, 0); put(im, b.p, b.n); b.n = 0;
-    l.n = 0; idx_labels(&l, 0x801, 4, -1); put(lb, l.p, l.n);
+    idx_images(&b, 0x803, 4, 0, 2, 0); write_file(im, b.p, b.n); b.n = 0;
+    l.n = 0; idx_labels(&l, 0x801, 4, -1); write_file(lb, l.p, l.n);
     load_fail(spec, "fmnist: images of 0 rows", im);
-    idx_images(&b, 0x803, 4, 2, 2, 0); put(im, b.p, b.n); b.n = 0;
-    l.n = 0; idx_labels(&l, 0x803, 4, -1); put(lb, l.p, l.n);
+    idx_images(&b, 0x803, 4, 2, 2, 0); write_file(im, b.p, b.n); b.n = 0;
+    l.n = 0; idx_labels(&l, 0x803, 4, -1); write_file(lb, l.p, l.n);
     load_fail(spec, "fmnist: labels with the images' magic", lb);
-    l.n = 0; idx_labels(&l, 0x801, 4, -1); l.n--; put(lb, l.p, l.n);
+    l.n = 0; idx_labels(&l, 0x801, 4, -1); l.n--; write_file(lb, l.p, l.n);
     load_fail(spec, "fmnist: labels truncated", lb);
-    l.n = 0; idx_labels(&l, 0x801, 4, 2); put(lb, l.p, l.n);
+    l.n = 0; idx_labels(&l, 0x801, 4, 2); write_file(lb, l.p, l.n);
     load_fail(spec, "fmnist: label 10", lb);
-    l.n = 0; idx_labels(&l, 0x801, 4, -1); put(lb, l.p, l.n);
+    l.n = 0; idx_labels(&l, 0x801, 4, -1); write_file(lb, l.p, l.n);
     {
         pf_dataset d;
         pf_status st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
@@ -600,70 +549,69 @@ static void test_bad_files(void) {
 
     /* gzip */
     remove(im);
-    snprintf(spec, sizeof spec, "fmnist:%s", dir);
+    spec = tmp_str("fmnist:%s", dir);
     idx_images(&b, 0x803, 4, 2, 2, 0);
 #ifdef PF_HAVE_ZLIB
-    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 4);
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 4);
     load_fail(spec, "gzip with its trailer cut (truncated gzip)", "train-images-idx3-ubyte.gz");
-    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 20);
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 20);
     load_fail(spec, "gzip cut inside the data", "train-images-idx3-ubyte.gz");
-    put(P("bad/train-images-idx3-ubyte.gz"), "hello, not gzip at all", 22);
+    write_file(tmp_path("bad/train-images-idx3-ubyte.gz"), "hello, not gzip at all", 22);
     load_fail(spec, "a .gz that is not gzip", "train-images-idx3-ubyte.gz");
-    put(P("bad/train-images-idx3-ubyte.gz"), "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff\xff\xff\xff\xff\xff", 18);
+    write_file(tmp_path("bad/train-images-idx3-ubyte.gz"), "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff\xff\xff\xff\xff\xff", 18);
     load_fail(spec, "gzip header then garbage deflate data", "train-images-idx3-ubyte.gz");
     b.n = 0; idx_images(&b, 0x803, 4, 28, 28, 0); b.p[6] = 0x27; b.p[7] = 0x10; /* count 10000 */
-    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
-    l.n = 0; idx_labels(&l, 0x801, 10000, -1); put(lb, l.p, l.n);
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
+    l.n = 0; idx_labels(&l, 0x801, 10000, -1); write_file(lb, l.p, l.n);
     load_fail(spec, "gzip'd images: header says 10000, data holds 4", "train-images-idx3-ubyte.gz");
     check(pf_guard_biggest < ((size_t)4 << 20), "... and the biggest allocation was %zu bytes (grows with the data)", pf_guard_biggest);
     {
-        const char *c10 = mkd(P("bomb"));
+        const char *c10 = mkd(tmp_path("bomb"));
         size_t n = ((size_t)8 << 20) / 3073 * 3073 + 3073 * 3;
         unsigned char *z = (unsigned char *)calloc(n, 1);
-        put_gz(P("bomb/test_batch.bin.gz"), z, n, 0);
+        put_gz(tmp_path("bomb/test_batch.bin.gz"), z, n, 0);
         free(z);
-        snprintf(spec, sizeof spec, "cifar10:%s@test", c10);
+        spec = tmp_str("cifar10:%s@test", c10);
         load_fail(spec, "gzip decompressing to more than PF_DATASET_MAX_BYTES (a bomb)", "test_batch.bin.gz");
-        remove(P("bomb/test_batch.bin.gz"));
+        remove(tmp_path("bomb/test_batch.bin.gz"));
     }
 #else
-    put_gz(P("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
     load_fail(spec, "a .gz without zlib", "PF_HAVE_ZLIB");
 #endif
-    remove(P("bad/train-images-idx3-ubyte.gz"));
+    remove(tmp_path("bad/train-images-idx3-ubyte.gz"));
 
     /* CIFAR */
     {
-        const char *c = mkd(P("c10_bad"));
+        const char *c = mkd(tmp_path("c10_bad"));
         write_cifar10(c, 2, "");
-        snprintf(spec, sizeof spec, "cifar10:%s", c);
-        b.n = 0; cifar_file(&b, 0, 2, 0); b_add(&b, "12345", 5);
-        put(P("c10_bad/data_batch_2.bin"), b.p, b.n);
+        spec = tmp_str("cifar10:%s", c);
+        b.n = 0; cifar_file(&b, 0, 2, 0); tb_add(&b, "12345", 5);
+        write_file(tmp_path("c10_bad/data_batch_2.bin"), b.p, b.n);
         load_fail(spec, "cifar10: a batch of 2 records + 5 bytes", "data_batch_2.bin");
 #ifdef PF_HAVE_ZLIB
-        remove(P("c10_bad/data_batch_2.bin"));
-        put_gz(P("c10_bad/data_batch_2.bin.gz"), b.p, b.n, 0);
+        remove(tmp_path("c10_bad/data_batch_2.bin"));
+        put_gz(tmp_path("c10_bad/data_batch_2.bin.gz"), b.p, b.n, 0);
         load_fail(spec, "cifar10: a .gz batch of 2 records + 5 bytes", "data_batch_2.bin.gz");
-        remove(P("c10_bad/data_batch_2.bin.gz"));
+        remove(tmp_path("c10_bad/data_batch_2.bin.gz"));
 #endif
-        put(P("c10_bad/data_batch_2.bin"), "", 0);
+        write_file(tmp_path("c10_bad/data_batch_2.bin"), "", 0);
         load_fail(spec, "cifar10: an empty batch file", "data_batch_2.bin");
         b.n = 0; cifar_file(&b, 0, 2, 0); b.p[3073] = 10;
-        put(P("c10_bad/data_batch_2.bin"), b.p, b.n);
+        write_file(tmp_path("c10_bad/data_batch_2.bin"), b.p, b.n);
         load_fail(spec, "cifar10: label 10", "data_batch_2.bin");
-        remove(P("c10_bad/data_batch_2.bin"));
+        remove(tmp_path("c10_bad/data_batch_2.bin"));
         load_fail(spec, "cifar10: data_batch_2 missing", "data_batch_2.bin");
         {
-            const char *c1 = mkd(P("c100_bad"));
+            const char *c1 = mkd(tmp_path("c100_bad"));
             b.n = 0; cifar_file(&b, 0, 2, 1); b.p[3074 + 1] = 100;
-            put(P("c100_bad/train.bin"), b.p, b.n);
-            snprintf(spec, sizeof spec, "cifar100:%s", c1);
+            write_file(tmp_path("c100_bad/train.bin"), b.p, b.n);
+            spec = tmp_str("cifar100:%s", c1);
             load_fail(spec, "cifar100: fine label 100", "train.bin");
             b.n -= 1;
-            put(P("c100_bad/train.bin"), b.p, b.n);
+            write_file(tmp_path("c100_bad/train.bin"), b.p, b.n);
             load_fail(spec, "cifar100: not a whole number of 3074-byte records", "train.bin");
-            snprintf(spec, sizeof spec, "cifar100:%s@test", c1);
-            load_fail(spec, "cifar100: test.bin missing", "test.bin");
+            load_fail(tmp_str("cifar100:%s@test", c1), "cifar100: test.bin missing", "test.bin");
         }
     }
     free(b.p);
@@ -674,10 +622,10 @@ static void test_bad_files(void) {
 /* specs */
 
 static void test_specs(void) {
-    const char *root = mkd(P("env")), *fm = mkd(P("env/fashion-mnist"));
+    const char *root = mkd(tmp_path("env")), *fm = mkd(tmp_path("env/fashion-mnist"));
     pf_dataset d;
     pf_status st;
-    char spec[700];
+    const char *spec;
     int i, ok, seen[10] = {0};
     write_fmnist(fm, 40, 12, 2, 2, "");
     unsetenv("PARAFORMER_DATA");
@@ -708,11 +656,9 @@ static void test_specs(void) {
     load_fail("fmnist:x#limit=5x", "#limit=5x", "#limit=5x");
     load_fail("fmnist:x#shuffle", "unknown option #shuffle", "#shuffle");
     check(err_has("#classes") && err_has("#limit"), "... the message lists the options");
-    snprintf(spec, sizeof spec, "fmnist:%s#classes=12", fm);
-    load_fail(spec, "#classes=12 for 10 classes", "class 12");
+    load_fail(tmp_str("fmnist:%s#classes=12", fm), "#classes=12 for 10 classes", "class 12");
 
-    snprintf(spec, sizeof spec, "fmnist:%s#classes=1,3-4", fm);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    st = pf_dataset_load(tmp_str("fmnist:%s#classes=1,3-4", fm), PF_SPLIT_TRAIN, &d);
     ok = st == PF_OK && d.classes == 10 && d.n > 0;
     for (i = 0; ok && i < d.n; i++) {
         ok = d.labels[i] == 1 || d.labels[i] == 3 || d.labels[i] == 4;
@@ -732,19 +678,17 @@ static void test_specs(void) {
     check(st == PF_OK && !strcmp(d.name + strlen(d.name) - strlen("@train#classes=1,3-4"), "@train#classes=1,3-4"),
           "the name puts the split before the options: %s", d.name);
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "fmnist:%s@train#classes=1,3-4#limit=5", fm);
+    spec = tmp_str("fmnist:%s@train#classes=1,3-4#limit=5", fm);
     st = pf_dataset_load(spec, PF_SPLIT_TEST, &d);
     ok = st == PF_OK && d.n == 5;
     for (i = 0; ok && i < d.n; i++) ok = d.labels[i] == 1 || d.labels[i] == 3 || d.labels[i] == 4;
     check(ok, "#classes then #limit=5: the first 5 of those");
     check(st == PF_OK && !strcmp(d.name, spec), "an explicit split keeps the spec as the name");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "fmnist:%s#limit=3", fm);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    st = pf_dataset_load(tmp_str("fmnist:%s#limit=3", fm), PF_SPLIT_TRAIN, &d);
     check(st == PF_OK && d.n == 3 && d.images[4] == pix(1, 0) && d.labels[2] == 7, "#limit=3: the first 3 images");
     pf_dataset_free(&d);
-    snprintf(spec, sizeof spec, "fmnist:%s#limit=1000", fm);
-    st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+    st = pf_dataset_load(tmp_str("fmnist:%s#limit=1000", fm), PF_SPLIT_TRAIN, &d);
     check(st == PF_OK && d.n == 40, "#limit above n keeps all");
     pf_dataset_free(&d);
 }
@@ -985,25 +929,81 @@ static void test_randaug_ops(void) {
 }
 
 /* ---------------------------------------------------------------------- */
+/* the public helpers programs use instead of the library's private ones:
+   the spec's split, fitting a config, the JSON check, the random stream,
+   extensions, atomic writes */
 
-static void cleanup(void) {
-    int i;
-    for (i = g_nmade - 1; i >= 0; i--) {
-        remove(g_made[i]);
-        free(g_made[i]);
-    }
-    if (rmdir(g_dir) != 0) printf("# could not remove %s: %s\n", g_dir, strerror(errno));
+static void test_public_helpers(void) {
+    static unsigned char px[2 * 4 * 4] = {0};
+    static int labels[2] = {0, 2};
+    pf_dataset d;
+    pf_config c;
+    pf_atomic a;
+    pf_rng r;
+    uint64_t s = 42;
+    size_t at = 0, rest = 0, n;
+    int split = -1, same = 1, i;
+    unsigned char *back;
+    const char *out = tmp_path("atomic.txt"), *tmp = tmp_path("atomic.txt.tmp");
+    check(pf_dataset_spec_split("fmnist:D@test#limit=5", PF_SPLIT_TRAIN, &split, &at, &rest) == PF_OK &&
+          split == PF_SPLIT_TEST && at == 8 && rest == 13, "spec split: fmnist:D@test#limit=5 is @test at 8, options at 13");
+    check(pf_dataset_spec_split("fmnist:/a@b/c", PF_SPLIT_TEST, &split, &at, &rest) == PF_OK && split == PF_SPLIT_TEST &&
+          at == 13 && rest == 13, "spec split: the '@' of a path is no split (the default stays)");
+    check(pf_dataset_spec_split("cifar10@x@train", PF_SPLIT_TEST, &split, NULL, NULL) == PF_OK && split == PF_SPLIT_TRAIN,
+          "spec split: the last '@' is the split");
+    check(pf_dataset_spec_split("fmnist@bogus", PF_SPLIT_TRAIN, &split, NULL, NULL) == PF_ERR_ARG &&
+          strstr(pf_last_error(), "@bogus"), "spec split: an unknown split is refused, named (%s)", pf_last_error());
+    check(pf_dataset_spec_split(NULL, PF_SPLIT_TRAIN, &split, NULL, NULL) == PF_ERR_ARG, "spec split: NULL is refused");
+
+    memset(&d, 0, sizeof d);
+    d.n = 2, d.h = 4, d.w = 4, d.c = 1, d.classes = 3, d.images = px, d.labels = labels;
+    for (i = 0; i < 16; i++) px[i] = 255;
+    memset(&c, 0, sizeof c);
+    pf_config_preset(&c, "paraformer");
+    check(pf_config_fit(&c, &d, PF_FIT_ALL) == PF_OK && c.image_size == 4 && c.channels == 1 && c.classes == 3 &&
+          fabsf(c.mean[0] - 0.5f) < 1e-6f && fabsf(c.std[0] - 0.5f) < 1e-6f,
+          "config fit: size 4, 1 channel, 3 classes, mean and std 0.5 from the data");
+    d.w = 2, c.image_size = 32;
+    check(pf_config_fit(&c, &d, PF_FIT_IMAGE_SIZE) == PF_OK && c.image_size == 32,
+          "config fit: a non-square source keeps the asked image size");
+    check(pf_config_fit(&c, &d, 64) == PF_ERR_ARG && pf_config_fit(NULL, &d, 1) == PF_ERR_ARG,
+          "config fit: unknown parts and NULL are refused");
+
+    check(pf_json_check(" {\"a\": [1, {}]} ", 15, 1) == PF_OK, "JSON check: an object with white space around");
+    check(pf_json_check("{\"a\":1} x", 9, 1) == PF_ERR_FORMAT && !strcmp(pf_last_error(), "text after the object"),
+          "JSON check: text after the object (%s)", pf_last_error());
+    check(pf_json_check("{\"a\":", 5, 1) == PF_ERR_FORMAT, "JSON check: a cut line (%s)", pf_last_error());
+    check(pf_json_check("[1]", 3, 1) == PF_ERR_FORMAT && pf_json_check("[1]", 3, 0) == PF_OK,
+          "JSON check: an array is a value but not an object");
+
+    r = pf_rng_seed(42);
+    for (i = 0; i < 100; i++) same &= pf_rng_next(&r) == pf__next(&s);
+    for (i = 0; i < 100; i++) same &= pf_rng_normal(&r) == pf__normal(&s) && pf_rng_uniform(&r) == pf__uniform(&s);
+    check(same, "the public random stream draws the library's numbers");
+
+    check(pf_path_has_ext("A.NPY", ".npy") && pf_path_has_ext("x.Jpeg", ".JPEG") && !pf_path_has_ext("npy", ".npy") &&
+          !pf_path_has_ext(NULL, ".npy"), "path extensions ignore ASCII case");
+
+    check(pf_atomic_open(&a, out) == PF_OK && fputs("one", a.f) >= 0 && pf_atomic_commit(&a) == PF_OK,
+          "atomic write: open, write, commit");
+    back = read_file(out, &n);
+    check(back && n == 3 && !memcmp(back, "one", 3) && access(tmp, F_OK) != 0, "atomic write: the file, no temporary");
+    free(back);
+    check(pf_atomic_open(&a, out) == PF_OK && fputs("two", a.f) >= 0, "atomic write: a second write begins");
+    pf_atomic_abort(&a);
+    back = read_file(out, &n);
+    check(back && n == 3 && !memcmp(back, "one", 3) && access(tmp, F_OK) != 0,
+          "atomic write: abort leaves the old file and no temporary");
+    free(back);
+    check(pf_atomic_open(&a, tmp_path("no/such/dir/x")) == PF_ERR_IO && pf_atomic_commit(&a) == PF_ERR_ARG,
+          "atomic write: a missing folder fails at open, and there is nothing to commit");
 }
 
+/* ---------------------------------------------------------------------- */
+
 int main(void) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/pf_data.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "test_data: mkdtemp %s: %s\n", g_dir, strerror(errno));
-        printf("0 passed, 1 failed\n");
-        return 1;
-    }
-    printf("# files in %s; zlib %s, stb_image %s, %d threads\n", g_dir,
+    if (!tmp_init("data")) return test_summary();
+    printf("# zlib %s, stb_image %s, %d threads\n",
 #ifdef PF_HAVE_ZLIB
            "yes",
 #else
@@ -1025,10 +1025,8 @@ int main(void) {
     test_split_stats();
     test_batch();
     test_randaug_ops();
+    test_public_helpers();
     check(pf_guard_live == 0, "no allocation through PF_MALLOC is still live (%ld)", pf_guard_live);
-    if (failed == 0 && !getenv("PF_KEEP_TMP")) cleanup();
-    else printf("# kept %s\n", g_dir);
-    while (g_npaths > 0) free(g_paths[--g_npaths]);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    tmp_done();
+    return test_summary();
 }

@@ -19,6 +19,7 @@
 
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
+#include "pf_test.h" /* the harness is held to the same flags */
 
 #ifdef PF_HEADER_TU2
 #ifdef __cplusplus
@@ -28,13 +29,9 @@ extern "C"
     pf_test_tu2(char *msg, size_t cap); /* tests/test_header_tu2.c */
 #endif
 
-static int n_pass, n_fail;
-
-static void check(int ok, const char *what, const char *detail) {
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s - %s%s%s\n", ok ? "ok  " : "FAIL", what, detail && detail[0] ? ": " : "",
-           detail ? detail : "");
+/* `what: detail` (`what` alone for an empty detail) */
+static void check_d(int ok, const char *what, const char *detail) {
+    check(ok, "%s%s%s", what, detail && detail[0] ? ": " : "", detail ? detail : "");
 }
 
 static int all_finite(const pf_real *a, size_t n) {
@@ -42,20 +39,6 @@ static int all_finite(const pf_real *a, size_t n) {
     for (i = 0; i < n; i++)
         if (!(a[i] == a[i]) || a[i] - a[i] != 0) return 0; /* NaN or inf */
     return 1;
-}
-
-/* A tiny model: 8x8x3 image, patch 4 (T = 5), dim 8, 2 heads, 2 branches x 1. */
-static void tiny_config(pf_config *c) {
-    memset(c, 0, sizeof *c);
-    c->image_size = 8;
-    c->channels = 3;
-    c->patch_size = 4;
-    c->dim = 8;
-    c->heads = 2;
-    c->mlp_dim = 16;
-    c->branches = 2;
-    c->depth = 1;
-    c->classes = 3;
 }
 
 int main(void) {
@@ -79,7 +62,7 @@ int main(void) {
 #ifdef PF_STATIC
     printf("# PF_STATIC\n");
 #endif
-    check(strcmp(PF_VERSION, "") != 0, "PF_VERSION defined", PF_VERSION);
+    check_d(strcmp(PF_VERSION, "") != 0, "PF_VERSION defined", PF_VERSION);
 
     /* presets and config validation */
     for (i = 0; i < 3; i++) {
@@ -87,20 +70,20 @@ int main(void) {
         st = pf_config_preset(&c, presets[i]);
         if (st == PF_OK) st = pf_config_validate(&c);
         snprintf(buf, sizeof buf, "%s -> %s", presets[i], pf_status_name(st));
-        check(st == PF_OK, "preset validates", buf);
+        check_d(st == PF_OK, "preset validates", buf);
     }
     {
         pf_config c;
         st = pf_config_preset(&c, "no-such-preset");
-        check(st == PF_ERR_ARG && pf_last_error()[0] != 0, "unknown preset refused", pf_last_error());
+        check_d(st == PF_ERR_ARG && pf_last_error()[0] != 0, "unknown preset refused", pf_last_error());
     }
-    tiny_config(&bad);
+    bad = tiny_config();
     bad.heads = 3; /* 8 % 3 != 0 */
     st = pf_config_validate(&bad);
-    check(st != PF_OK && pf_last_error()[0] != 0, "heads not dividing dim refused", pf_last_error());
+    check_d(st != PF_OK && pf_last_error()[0] != 0, "heads not dividing dim refused", pf_last_error());
 
     /* config JSON round trip */
-    tiny_config(&cfg);
+    cfg = tiny_config();
     cfg.residual = PF_NORMED;
     cfg.aggregate = PF_AGG_SUM;
     cfg.pool = PF_POOL_MEAN;
@@ -110,31 +93,31 @@ int main(void) {
     memset(&back, 0, sizeof back);
     st = n > 0 ? pf_config_from_json(json, (size_t)n, &back) : PF_ERR_ARG;
     if (st == PF_OK) pf_config_resolve(&back);
-    check(st == PF_OK && back.dim == cfg.dim && back.heads == cfg.heads && back.residual == PF_NORMED &&
+    check_d(st == PF_OK && back.dim == cfg.dim && back.heads == cfg.heads && back.residual == PF_NORMED &&
               back.aggregate == PF_AGG_SUM && back.pool == PF_POOL_MEAN && back.no_qkv_bias == 1 &&
               back.branches == 2 && back.image_size == 8,
           "config JSON round trip", n > 0 ? json : pf_last_error());
 
     /* a tiny model: forward, backward, one optimizer step, forward again */
-    tiny_config(&cfg);
+    cfg = tiny_config();
     st = pf_model_create(&cfg, &m);
-    check(st == PF_OK && m != NULL, "pf_model_create", st == PF_OK ? "" : pf_last_error());
+    check_d(st == PF_OK && m != NULL, "pf_model_create", st == PF_OK ? "" : pf_last_error());
     if (st != PF_OK || !m) goto done;
     snprintf(buf, sizeof buf, "T=%d, %lu parameters", m->T, (unsigned long)m->n_params);
-    check(m->T == 5 && m->n_params > 0, "model shape", buf);
+    check_d(m->T == 5 && m->n_params > 0, "model shape", buf);
     pf_model_init(m, 42, 0.0f);
-    check(all_finite(m->params, m->n_params), "initialised parameters finite", "");
+    check_d(all_finite(m->params, m->n_params), "initialised parameters finite", "");
     st = pf_model_reserve(m, B);
     if (st == PF_OK) st = pf_model_alloc_train(m);
-    check(st == PF_OK, "reserve activations and training state", st == PF_OK ? "" : pf_last_error());
+    check_d(st == PF_OK, "reserve activations and training state", st == PF_OK ? "" : pf_last_error());
     if (st != PF_OK) goto done;
     for (i = 0; i < B * IN; i++) x[i] = (pf_real)sin(0.37 * i) * (pf_real)1.5;
     st = pf_forward(m, x, labels, B, 0.0f, &loss);
     snprintf(buf, sizeof buf, "loss %.6f", loss);
-    check(st == PF_OK && all_finite(m->logits, (size_t)B * 3) && loss > 0 && loss == loss && loss < 100,
+    check_d(st == PF_OK && all_finite(m->logits, (size_t)B * 3) && loss > 0 && loss == loss && loss < 100,
           "forward: finite logits and loss", st == PF_OK ? buf : pf_last_error());
     st = pf_backward(m);
-    check(st == PF_OK && all_finite(m->grads, m->n_params), "backward: finite gradients",
+    check_d(st == PF_OK && all_finite(m->grads, m->n_params), "backward: finite gradients",
           st == PF_OK ? "" : pf_last_error());
     {
         pf_optim opt = pf_optim_default();
@@ -142,7 +125,7 @@ int main(void) {
         pf_optim_step(m, &opt);
         st = pf_forward(m, x, labels, B, 0.0f, &loss2);
         snprintf(buf, sizeof buf, "loss %.6f -> %.6f", loss, loss2);
-        check(st == PF_OK && all_finite(m->params, m->n_params) && loss2 == loss2 && loss2 < loss,
+        check_d(st == PF_OK && all_finite(m->params, m->n_params) && loss2 == loss2 && loss2 < loss,
               "AdamW step lowers the loss on the same batch", buf);
     }
     /* pf_predict on float input, more images than the reserved batch */
@@ -151,19 +134,18 @@ int main(void) {
     {
         int ok = st == PF_OK;
         for (i = 0; i < 9; i++) ok = ok && out[i] == out[i] && out[i] - out[i] == 0;
-        check(ok, "pf_predict (N=3 > max_batch=2): finite logits", st == PF_OK ? "" : pf_last_error());
+        check_d(ok, "pf_predict (N=3 > max_batch=2): finite logits", st == PF_OK ? "" : pf_last_error());
     }
 
 #ifdef PF_HEADER_TU2
     {
         char msg[256] = "";
         int bad_tu2 = pf_test_tu2(msg, sizeof msg);
-        check(bad_tu2 == 0, "second translation unit uses the API", msg);
+        check_d(bad_tu2 == 0, "second translation unit uses the API", msg);
     }
 #endif
 
 done:
     pf_model_free(m);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return test_summary();
 }

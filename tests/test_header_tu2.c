@@ -13,6 +13,7 @@
 #define PARAFORMER_IMPLEMENTATION
 #endif
 #include "../paraformer.h"
+#include "pf_test.h"
 
 #ifdef __cplusplus
 extern "C"
@@ -28,16 +29,7 @@ int pf_test_tu2(char *msg, size_t cap) {
     int i, bad = 0;
     pf_status st;
 
-    memset(&c, 0, sizeof c);
-    c.image_size = 4;
-    c.channels = 1;
-    c.patch_size = 2;
-    c.dim = 4;
-    c.heads = 1;
-    c.mlp_dim = 8;
-    c.branches = 1;
-    c.depth = 1;
-    c.classes = 2;
+    c = shape_config(4, 1, 2, 4, 1, 8, 1, 1, 2);
     st = pf_model_create(&c, &m);
     if (st != PF_OK) {
         snprintf(msg, cap, "pf_model_create: %s", pf_last_error());

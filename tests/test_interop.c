@@ -9,7 +9,9 @@
       (strict) when the fixture was made; its logits in PyTorch
       (c_init_logits.npy) match ours.
    Tolerance 1e-4 relative (max|ours - ref| / max|ref|); the references are
-   PyTorch's float64 logits from the F32 weights. Run from the repo root. */
+   PyTorch's float64 logits from the F32 weights. Run from the repo root;
+   the program's outputs go to a temporary directory (kept on failure). */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
 
@@ -18,25 +20,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PF_TEST_FILES
+#include "pf_test.h"
+
 #define TOL 1e-4
 #define FIX "tests/fixtures/"
-#define TMP "build/tmp_interop"
 
-#include "pf_test.h"
 static const char *EXE = "build/paraformer"; /* or $PARAFORMER_EXE */
-
 
 /* rel err of float32 logits vs a float64 reference array */
 static double compare(const float *ours, const pf_array *ref) {
-    const double *r = (const double *)ref->data;
-    size_t n = pf_array_numel(ref), i;
-    double md = 0, mr = 0;
-    for (i = 0; i < n; i++) {
-        double d = fabs((double)ours[i] - r[i]);
-        if (!(d <= md)) md = d; /* NaN propagates */
-        if (fabs(r[i]) > mr) mr = fabs(r[i]);
-    }
-    return md / mr;
+    return rel_err_ref(ours, (const double *)ref->data, pf_array_numel(ref));
 }
 
 static int load(const char *path, pf_array *a, pf_dtype want) {
@@ -47,12 +41,13 @@ static int load(const char *path, pf_array *a, pf_dtype want) {
 
 /* predicts through the program and compares its .npy output */
 static void cli_predict(const char *model, const char *input, const char *ref_path, const char *what) {
-    char cmd[1024];
+    char cmd[2048];
+    const char *out_path = tmp_path("out.npy"), *log = tmp_path("log.txt");
     pf_array out, ref;
-    snprintf(cmd, sizeof cmd, "%s predict --model %s --input %s --output " TMP "/out.npy > " TMP "/log.txt 2>&1",
-             EXE, model, input);
-    if (system(cmd) != 0) { check(0, "%s: `%s` failed (see " TMP "/log.txt)", what, cmd); return; }
-    if (!load(TMP "/out.npy", &out, PF_F32)) return;
+    snprintf(cmd, sizeof cmd, "%s predict --model '%s' --input '%s' --output '%s' > '%s' 2>&1", EXE, model, input,
+             out_path, log);
+    if (system(cmd) != 0) { check(0, "%s: `%s` failed (see %s)", what, cmd, log); return; }
+    if (!load(out_path, &out, PF_F32)) return;
     if (!load(ref_path, &ref, PF_F64)) { pf_array_free(&out); return; }
     if (pf_array_numel(&out) != pf_array_numel(&ref) || out.ndim != 2 || out.shape[0] != ref.shape[0]) {
         check(0, "%s: output shape differs from the reference", what);
@@ -64,27 +59,15 @@ static void cli_predict(const char *model, const char *input, const char *ref_pa
     pf_array_free(&ref);
 }
 
-static int same_bytes(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int ca, cb, same = fa && fb;
-    while (same) {
-        ca = fgetc(fa);
-        cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 int main(void) {
     pf_model *m;
     pf_array x, ref;
     float *logits;
+    char cmd[2048];
+    const char *c_init, *log;
     if (getenv("PARAFORMER_EXE")) EXE = getenv("PARAFORMER_EXE");
     printf("# test_interop (tolerance %.0e relative, program %s)\n", TOL, EXE);
-    if (system("mkdir -p " TMP) != 0) { printf("cannot create " TMP "\n0 passed, 1 failed\n"); return 1; }
+    if (!tmp_init("interop")) return test_summary();
 
     /* 1. a model written by PyTorch, through the library */
     if (pf_model_load(FIX "torch_model.safetensors", &m) != PF_OK) {
@@ -116,18 +99,19 @@ int main(void) {
                 "torch -> `paraformer predict` uint8 NHWC (scaled, normalised with the model's mean/std)");
 
     /* 2. `paraformer init` is deterministic and PyTorch loaded its output */
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s init --out " TMP "/c_init.safetensors --image-size 16 --channels 1 --patch 4 "
+    c_init = tmp_path("c_init.safetensors");
+    log = tmp_path("log.txt");
+    snprintf(cmd, sizeof cmd, "%s init --out '%s' --image-size 16 --channels 1 --patch 4 "
              "--dim 16 --heads 4 --mlp-dim 48 --branches 2 --depth 2 --classes 6 --residual prenorm "
-             "--aggregate delta --qkv-bias on --pool cls --seed 11 > " TMP "/log.txt 2>&1", EXE);
+             "--aggregate delta --qkv-bias on --pool cls --seed 11 > '%s' 2>&1", EXE, c_init, log);
     if (system(cmd) != 0) {
-        check(0, "paraformer init failed (see " TMP "/log.txt)");
+        check(0, "paraformer init failed (see %s)", log);
     } else {
-        check(same_bytes(TMP "/c_init.safetensors", FIX "c_init.safetensors"),
+        check(same_file(c_init, FIX "c_init.safetensors"),
               "`paraformer init --seed 11` is byte-identical to the file PyTorch loaded (strict, by name)");
-        cli_predict(TMP "/c_init.safetensors", FIX "c_init_input.npy", FIX "c_init_logits.npy",
+        cli_predict(c_init, FIX "c_init_input.npy", FIX "c_init_logits.npy",
                     "C init -> PyTorch logits match `paraformer predict`");
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    tmp_done();
+    return test_summary();
 }

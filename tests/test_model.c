@@ -41,17 +41,6 @@ static const char *kind_name[K_COUNT] = {"logits", "loss", "grad Linear weight",
 static double worst[K_COUNT];
 static char worst_at[K_COUNT][192];
 
-static double rel_err(const pf_real *ours, const double *ref, size_t n) {
-    double md = 0, mr = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        double d = fabs((double)ours[i] - ref[i]);
-        if (d > md || d != d) md = d != d ? INFINITY : d;
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return mr > 0 ? md / mr : md;
-}
-
 static void note(int kind, double e, const char *where) {
     if (e > worst[kind]) { worst[kind] = e; snprintf(worst_at[kind], sizeof worst_at[kind], "%s", where); }
 }
@@ -66,12 +55,41 @@ static double *read_all(pf_st_file *f, const char *name, size_t *n) {
     return d;
 }
 
+/* the reference PREFIX.<tensor name> of a spec (its name in refname), as read_all */
+static double *read_ref(pf_st_file *f, const char *prefix, const pf_tensor_spec *sp, char *refname, size_t cap,
+                        size_t *n) {
+    snprintf(refname, cap, "%s.%s", prefix, sp->name);
+    return read_all(f, refname, n);
+}
+
 static double jnum(const char *json, const char *key) {
     char pat[64];
     const char *p;
     snprintf(pat, sizeof pat, "\"%s\":", key);
     p = strstr(json, pat);
     return p ? strtod(p + strlen(pat), NULL) : 0.0;
+}
+
+/* one tensor (ours, at the spec's offset) of case `name` against its
+   reference `refname`: notes the worst error of `kind`, raises *emax, and
+   fails a check above TOL (*bad = 1). Returns the error. */
+static double against_ref(const char *name, const char *refname, const pf_tensor_spec *sp, const pf_real *ours,
+                          const double *ref, int kind, double *emax, int *bad) {
+    char where[192];
+    double e = rel_err_ref(ours + sp->offset, ref, sp->numel);
+    snprintf(where, sizeof where, "%s %s", name, sp->name);
+    note(kind, e, where);
+    if (e > *emax) *emax = e;
+    if (e > TOL) { *bad = 1; check(0, "%s: %s rel err %.2e", name, refname, e); }
+    return e;
+}
+
+/* a loss against its reference, noted */
+static double loss_err(const char *name, float loss, double ref) {
+    pf_real l = (pf_real)loss;
+    double e = rel_err_ref(&l, &ref, 1);
+    note(K_LOSS, e, name);
+    return e;
 }
 
 static int kind_of(const pf_tensor_spec *s) {
@@ -84,7 +102,7 @@ static int kind_of(const pf_tensor_spec *s) {
 }
 
 static void run_case(const char *name) {
-    char path[256], where[160];
+    char path[256], rname[96]; /* rname: the reference tensor compared (grad.X, final.X) */
     pf_st_file *f;
     pf_model *m = NULL;
     pf_config cfg;
@@ -139,16 +157,12 @@ static void run_case(const char *name) {
     /* forward: logits and loss */
     pf_forward(m, xin, labels, B, (float)jnum(tj, "label_smoothing"), &loss);
     ref = read_all(f, "logits", &n);
-    e = rel_err(m->logits, ref, n);
+    e = rel_err_ref(m->logits, ref, n);
     note(K_LOGITS, e, name);
     check(e <= TOL, "%s: logits rel err %.2e", name, e);
     free(ref);
     ref = read_all(f, "loss", &n);
-    {
-        pf_real l = (pf_real)loss;
-        e = rel_err(&l, ref, 1);
-    }
-    note(K_LOSS, e, name);
+    e = loss_err(name, loss, ref[0]);
     check(e <= TOL, "%s: loss %.8f vs %.8f rel err %.2e", name, (double)loss, ref[0], e);
     free(ref);
     /* every gradient by name; inactive branches have none */
@@ -157,18 +171,14 @@ static void run_case(const char *name) {
     bad = 0;
     for (s = 0; s < m->n_specs; s++) {
         const pf_tensor_spec *sp = &m->specs[s];
-        char gname[96];
-        snprintf(gname, sizeof gname, "grad.%s", sp->name);
-        ref = read_all(f, gname, &n);
+        ref = read_ref(f, "grad", sp, rname, sizeof rname, &n);
         if (sp->part == PF_PART_BRANCH && sp->branch >= active) {
-            if (ref) { bad = 1; check(0, "%s: %s should not exist", name, gname); }
+            if (ref) { bad = 1; check(0, "%s: %s should not exist", name, rname); }
             free(ref);
             continue;
         }
-        if (!ref || n != sp->numel) { bad = 1; check(0, "%s: %s missing", name, gname); free(ref); continue; }
-        e = rel_err(m->grads + sp->offset, ref, n);
-        snprintf(where, sizeof where, "%s %s", name, sp->name);
-        note(kind_of(sp), e, where);
+        if (!ref || n != sp->numel) { bad = 1; check(0, "%s: %s missing", name, rname); free(ref); continue; }
+        against_ref(name, rname, sp, m->grads, ref, kind_of(sp), &emax, &bad);
         if (strstr(sp->name, "qkv.bias")) {
             size_t D = (size_t)cfg.dim;
             double gk = 0, gall = 0;
@@ -177,10 +187,8 @@ static void run_case(const char *name) {
                 if (g > gall) gall = g;
                 if (i >= D && i < 2 * D && g > gk) gk = g;
             }
-            if (gk > 1e-6 * gall) { bad = 1; check(0, "%s: key bias gradient %.2e is not ~0", gname, gk); }
+            if (gk > 1e-6 * gall) { bad = 1; check(0, "%s: key bias gradient %.2e is not ~0", rname, gk); }
         }
-        if (e > emax) emax = e;
-        if (e > TOL) { bad = 1; check(0, "%s: %s rel err %.2e", name, gname, e); }
         free(ref);
     }
     check(!bad, "%s: every gradient by name, worst rel err %.2e", name, emax);
@@ -189,12 +197,7 @@ static void run_case(const char *name) {
     bad = 0;
     for (step = 0; step < steps; step++) {
         pf_forward(m, xin, labels, B, (float)jnum(tj, "label_smoothing"), &loss);
-        {
-            pf_real l = (pf_real)loss;
-            e = rel_err(&l, ref + step, 1);
-        }
-        note(K_LOSS, e, name);
-        if (e > TOL) bad = 1;
+        if (loss_err(name, loss, ref[step]) > TOL) bad = 1;
         pf_backward(m);
         pf_optim_step(m, &o);
     }
@@ -204,9 +207,7 @@ static void run_case(const char *name) {
     bad = 0;
     for (s = 0; s < m->n_specs; s++) {
         const pf_tensor_spec *sp = &m->specs[s];
-        char fname[96];
-        snprintf(fname, sizeof fname, "final.%s", sp->name);
-        ref = read_all(f, fname, &n);
+        ref = read_ref(f, "final", sp, rname, sizeof rname, &n);
         if (!ref || n != sp->numel) { bad = 1; free(ref); continue; }
 #ifndef PF_DOUBLE
         if (strstr(sp->name, "qkv.bias")) { /* zero the key part (see the top) */
@@ -214,11 +215,7 @@ static void run_case(const char *name) {
             for (i = D; i < 2 * D; i++) ref[i] = (double)m->params[sp->offset + i];
         }
 #endif
-        e = rel_err(m->params + sp->offset, ref, n);
-        snprintf(where, sizeof where, "%s %s", name, sp->name);
-        note(K_FINAL, e, where);
-        if (e > emax) emax = e;
-        if (e > TOL) { bad = 1; check(0, "%s: %s rel err %.2e", name, fname, e); }
+        e = against_ref(name, rname, sp, m->params, ref, K_FINAL, &emax, &bad);
         if (sp->part == PF_PART_BRANCH && sp->branch >= active && e != 0.0) {
             bad = 1;
             check(0, "%s: inactive %s changed", name, sp->name);
@@ -243,9 +240,8 @@ static pf_real *train_copy(int threads, size_t *n) {
     int labels[8], i, step;
     float loss;
     pf_set_threads(threads);
-    memset(&c, 0, sizeof c);
-    c.image_size = 16; c.patch_size = 4; c.dim = 32; c.heads = 4; c.mlp_dim = 64;
-    c.branches = 3; c.depth = 2; c.classes = 7; c.dropout = 0.1f; c.emb_dropout = 0.1f;
+    c = shape_config(16, 0, 4, 32, 4, 64, 3, 2, 7);
+    c.dropout = 0.1f; c.emb_dropout = 0.1f;
     if (pf_model_create(&c, &m) != PF_OK) return NULL;
     pf_model_init(m, 7, 0);
     if (pf_model_reserve(m, 8) || pf_model_alloc_train(m)) { pf_model_free(m); return NULL; }
@@ -289,6 +285,5 @@ int main(void) {
     test_threads();
     printf("# worst relative error against PyTorch (float64) per tensor kind:\n");
     for (k = 0; k < K_COUNT; k++) printf("#   %-22s %.2e  (%s)\n", kind_name[k], worst[k], worst_at[k]);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

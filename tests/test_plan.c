@@ -45,9 +45,7 @@ static void test_collectives(void) {
     pf_collective seq[8];
     size_t act = (size_t)32 * 17 * 64;
     int n;
-    memset(&c, 0, sizeof c);
-    c.image_size = 28; c.channels = 1; c.patch_size = 7;
-    c.dim = 64; c.heads = 4; c.mlp_dim = 128; c.branches = 4; c.depth = 2; c.classes = 10;
+    c = shape_config(28, 1, 7, 64, 4, 128, 4, 2, 10);
     n = pf_collective_plan(&c, 32, 1, 1, 1000, seq, 8);
     check(n == 0, "one device, one replica: no collectives (the plain path)");
     n = pf_collective_plan(&c, 32, 2, 1, 1000, seq, 8);
@@ -72,6 +70,5 @@ int main(void) {
     test_round_robin();
     test_cost_model();
     test_collectives();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return test_summary();
 }

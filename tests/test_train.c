@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
+#define PF_TEST_FILES
 #include "pf_test.h"
 
 #include <math.h>
@@ -16,16 +17,9 @@
 
 #define SAMPLE "fmnist:data/fmnist-sample"
 
-static char dir[256];
-
-static void path_in(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", dir, name); }
-
-static pf_config tiny_config(int classes) {
-    pf_config c;
-    memset(&c, 0, sizeof c);
-    c.image_size = 28; c.channels = 1; c.patch_size = 7;
-    c.dim = 16; c.heads = 2; c.mlp_dim = 32;
-    c.branches = 3; c.depth = 1; c.classes = classes;
+/* the model trained here: 28x28x1 in patches of 7, width 16, 3 branches x 1 layer */
+static pf_config train_config(int classes) {
+    pf_config c = shape_config(28, 1, 7, 16, 2, 32, 3, 1, classes);
     c.mean[0] = 0.286f; c.std[0] = 0.353f;
     return c;
 }
@@ -80,7 +74,7 @@ static void on_progress(const pf_train_info *p, void *user) {
 
 static pf_status run(const pf_dataset *tr, const pf_dataset *va, const pf_train_opts *o, const char *ckpt,
                      const char *log, int resume, int64_t stop_at, int threads, int64_t *steps) {
-    pf_config c = tiny_config(10);
+    pf_config c = train_config(10);
     pf_model *m;
     pf_trainer t;
     pf_status st;
@@ -103,30 +97,14 @@ done:
     return st;
 }
 
-static int same_file(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int ca, cb, same = fa && fb;
-    while (same) {
-        ca = getc(fa);
-        cb = getc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static void test_staged(const pf_dataset *tr, const pf_dataset *va) {
-    char ckpt[300], log[300];
+    const char *ckpt = tmp_path("staged.safetensors"), *log = tmp_path("staged.jsonl");
     logline L[400];
     int n, i, s, stages_seen = 0, order_ok = 1, all_fall = 1, nondecr = 1;
     double prev_active = 0;
     pf_train_opts o = tiny_opts(PF_SCHED_STAGED);
     int64_t steps = 0;
     o.log_every = 2;
-    path_in(ckpt, sizeof ckpt, "staged.safetensors");
-    path_in(log, sizeof log, "staged.jsonl");
     check(run(tr, va, &o, ckpt, log, 0, 0, 2, &steps) == PF_OK, "staged: runs");
     check(steps == 3 * 2 * 12, "staged: 3 stages x 2 epochs x 12 batches = 72 steps (got %lld)", (long long)steps);
     n = read_log(log, L, 400);
@@ -157,15 +135,13 @@ static void test_staged(const pf_dataset *tr, const pf_dataset *va) {
 
 /* epochs per stage: caps 1, 2, then 2 again for stage 3 */
 static void test_stage_epochs(const pf_dataset *tr, const pf_dataset *va) {
-    char ckpt[300], log[300];
+    const char *ckpt = tmp_path("stage_epochs.safetensors"), *log = tmp_path("stage_epochs.jsonl");
     logline L[400];
     pf_train_opts o = tiny_opts(PF_SCHED_STAGED);
     int64_t steps = 0;
     double ends[4];
     int n, i, k = 0;
     o.stage_epochs[0] = 1; o.stage_epochs[1] = 2;
-    path_in(ckpt, sizeof ckpt, "stage_epochs.safetensors");
-    path_in(log, sizeof log, "stage_epochs.jsonl");
     check(run(tr, va, &o, ckpt, log, 0, 0, 2, &steps) == PF_OK, "stage epochs 1,2: runs");
     check(steps == (1 + 2 + 2) * 12, "stage epochs 1,2: (1 + 2 + 2) x 12 = 60 steps (got %lld)", (long long)steps);
     n = read_log(log, L, 400);
@@ -181,7 +157,7 @@ static void test_stage_epochs(const pf_dataset *tr, const pf_dataset *va) {
 
 /* zeroed output projections: a new branch contributes exactly nothing */
 static void test_zero_branch(void) {
-    pf_config c = tiny_config(10);
+    pf_config c = train_config(10);
     pf_model *m, *m2;
     float *x, *l1, *l2;
     int i, same = 1, n = 4;
@@ -216,7 +192,7 @@ static void test_zero_branch(void) {
    backward bitwise, and the frozen branches' gradient memory is not touched
    (the staged schedule freezes old parts at --old-lr 0 this way). */
 static void test_frozen_skip(void) {
-    pf_config c = tiny_config(10);
+    pf_config c = train_config(10);
     pf_model *m;
     pf_real *x, *full;
     int labels[4] = {1, 3, 5, 7}, i, t, n = 4, same = 1, untouched = 1, some = 0;
@@ -256,11 +232,10 @@ static void test_frozen_skip(void) {
 }
 
 static void test_sweep_and_compress(const pf_dataset *te) {
-    char ckpt[300];
+    const char *ckpt = tmp_path("staged.safetensors");
     pf_model *m, *mk;
     double sweep[3], acc, loss;
     int k, ok = 1;
-    path_in(ckpt, sizeof ckpt, "staged.safetensors");
     if (pf_model_load(ckpt, &m) != PF_OK) { check(0, "load the staged model: %s", pf_last_error()); return; }
     check(pf_evaluate(m, te, 64, &loss, &acc, NULL, sweep) == PF_OK, "evaluate with the sweep");
     check(sweep[2] == acc, "sweep at k = n equals the plain accuracy (%.4f, %.4f)", sweep[2], acc);
@@ -284,15 +259,12 @@ static void test_sweep_and_compress(const pf_dataset *te) {
 }
 
 static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at) {
-    char full[300], part[300], lfull[300], lpart[300];
+    const char *full = tmp_path("full.safetensors"), *part = tmp_path("part.safetensors");
+    const char *lfull = tmp_path("full.jsonl"), *lpart = tmp_path("part.jsonl");
     pf_train_opts o = tiny_opts(schedule);
     int64_t s1 = 0, s2 = 0, s3 = 0;
     pf_status st;
     const char *name = pf_schedule_name(schedule);
-    path_in(full, sizeof full, "full.safetensors");
-    path_in(part, sizeof part, "part.safetensors");
-    path_in(lfull, sizeof lfull, "full.jsonl");
-    path_in(lpart, sizeof lpart, "part.jsonl");
     remove(lfull);
     remove(lpart);
     check(run(tr, va, &o, full, lfull, 0, 0, 2, &s1) == PF_OK, "%s: uninterrupted run", name);
@@ -308,7 +280,8 @@ static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule
         logline a[400], b[400];
         int na = read_log(lfull, a, 400), nb = read_log(lpart, b, 400), i, same = na == nb;
         for (i = 0; same && i < na; i++)
-            same = !strcmp(a[i].event, b[i].event) && a[i].step == b[i].step &&
+            same = !strcmp(a[i].event, b[i].event) &&
+                   (a[i].step == b[i].step || (isnan(a[i].step) && isnan(b[i].step))) && /* "start": no step */
                    (a[i].loss == b[i].loss || (isnan(a[i].loss) && isnan(b[i].loss)));
         check(same && na > 0, "%s: the resumed log reads as the uninterrupted one (%d and %d lines)", name, na, nb);
     }
@@ -317,9 +290,8 @@ static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule
 static void test_interleaved_steps(const pf_dataset *tr, const pf_dataset *va) {
     pf_train_opts o = tiny_opts(PF_SCHED_INTERLEAVED);
     int64_t steps = 0;
-    char ckpt[300];
+    const char *ckpt = tmp_path("inter.safetensors");
     o.epochs = 1;
-    path_in(ckpt, sizeof ckpt, "inter.safetensors");
     check(run(tr, va, &o, ckpt, NULL, 0, 0, 2, &steps) == PF_OK, "interleaved runs");
     check(steps == 12 * (3 + 1), "interleaved: each batch one step per prefix 1..3, then a joint pass: %lld steps",
           (long long)steps);
@@ -336,7 +308,7 @@ static void test_interleaved_steps(const pf_dataset *tr, const pf_dataset *va) {
    image (0.554 -> 0.000): they are never told "no" on an old-class image. */
 static void test_expand_incremental(void) {
     pf_dataset old_tr, old_te, new_tr, all_te;
-    pf_config c = tiny_config(5);
+    pf_config c = train_config(5);
     pf_model *m, *m2;
     pf_trainer t;
     pf_train_opts o = tiny_opts(PF_SCHED_JOINT);
@@ -450,13 +422,12 @@ static void test_validation(void) {
 }
 
 static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
-    char ckpt[300], plain[300];
+    const char *ckpt = tmp_path("full.safetensors"); /* the joint run of test_resume */
+    const char *plain = tmp_path("plain.safetensors");
     pf_train_opts o = tiny_opts(PF_SCHED_JOINT);
-    pf_config c = tiny_config(10);
+    pf_config c = train_config(10);
     pf_model *m;
     pf_trainer t;
-    path_in(ckpt, sizeof ckpt, "full.safetensors"); /* the joint run of test_resume */
-    path_in(plain, sizeof plain, "plain.safetensors");
     pf_model_create(&c, &m);
     pf_model_init(m, 3, 0.0f);
     pf_model_save(m, plain);
@@ -470,14 +441,56 @@ static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
     pf_model_free(m);
 }
 
+/* the library writes the whole log: "start" first (a fresh run), then
+   pf_trainer_report's "sweep" and "end", which hold the test figures */
+static void test_report_log(const pf_dataset *tr, const pf_dataset *te) {
+    const char *log = tmp_path("report.jsonl");
+    pf_train_opts o = tiny_opts(PF_SCHED_JOINT);
+    pf_config c = train_config(10);
+    pf_model *m;
+    pf_trainer t;
+    double loss = NAN, acc = NAN, ref = NAN, sweep[3] = {NAN, NAN, NAN};
+    char line[4096], first[4096] = "", prev[4096] = "", last[4096] = "";
+    int lines = 0, valid = 1;
+    FILE *f;
+    o.epochs = 1;
+    pf_model_create(&c, &m);
+    pf_model_init(m, 3, 0.0f);
+    pf_trainer_init(&t, m, tr, NULL, &o);
+    t.log_preset = "tiny";
+    check(pf_trainer_open_log(&t, log) == PF_OK && pf_trainer_run(&t) == PF_OK, "report: a one-epoch joint run");
+    check(pf_trainer_report(&t, te, &loss, &acc, sweep) == PF_OK, "report: the test set evaluates");
+    pf_evaluate(m, te, 256, NULL, &ref, NULL, NULL);
+    check(acc == ref && sweep[2] == acc && loss > 0, "report: the accuracy of pf_evaluate, the sweep's last (%g)", acc);
+    check(pf_trainer_report(&t, NULL, NULL, NULL, NULL) == PF_ERR_ARG, "report: no test set is refused");
+    pf_trainer_free(&t);
+    pf_model_free(m);
+    if ((f = fopen(log, "rb")) != NULL) {
+        while (fgets(line, sizeof line, f)) {
+            valid &= pf_json_check(line, strlen(line), 1) == PF_OK;
+            if (!lines++) memcpy(first, line, sizeof line);
+            memcpy(prev, last, sizeof last);
+            memcpy(last, line, sizeof line);
+        }
+        fclose(f);
+    }
+    check(valid && lines > 3, "report: every log line is one JSON object (%d lines)", lines);
+    check(strstr(first, "{\"event\":\"start\",\"schedule\":\"joint\",\"branches\":3,\"depth\":1,") &&
+          strstr(first, "\"train\":600,\"val\":0,\"preset\":\"tiny\",\"device\":\"cpu\",\"backend\":\"cpu\","
+                        "\"precision\":\"fp32\",\"config\":{"),
+          "report: the log starts with the start event: %.200s", first);
+    check(!strncmp(prev, "{\"event\":\"sweep\",\"split\":\"test\",", 32) && !strncmp(last, "{\"event\":\"end\",", 15),
+          "report: the log ends with the sweep and end events");
+}
+
 int main(void) {
     pf_dataset all, tr, va, te;
-    snprintf(dir, sizeof dir, "/tmp/pf_test_train_XXXXXX");
-    if (!mkdtemp(dir)) { printf("cannot make a temporary directory\n0 passed, 1 failed\n"); return 1; }
+    if (!tmp_init("train")) return test_summary();
     if (pf_dataset_load(SAMPLE "#limit=660", PF_SPLIT_TRAIN, &all) != PF_OK ||
         pf_dataset_load(SAMPLE "#limit=500", PF_SPLIT_TEST, &te) != PF_OK) {
-        printf("FAIL - the sample data loads: %s\n0 passed, 1 failed\n", pf_last_error());
-        return 1;
+        check(0, "the sample data loads: %s", pf_last_error());
+        tmp_done();
+        return test_summary();
     }
     pf_dataset_split(&all, 60.0 / 660, 1, &tr, &va);
     check(tr.n == 600 && va.n == 60, "600 training and 60 validation images");
@@ -493,12 +506,8 @@ int main(void) {
     test_resume(&tr, &va, PF_SCHED_JOINT, 13);
     test_resume_refusals(&tr, &va);
     test_expand_incremental();
+    test_report_log(&tr, &te);
     pf_dataset_free(&all); pf_dataset_free(&tr); pf_dataset_free(&va); pf_dataset_free(&te);
-    { /* clean up the temporary directory */
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    tmp_done();
+    return test_summary();
 }

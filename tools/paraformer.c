@@ -444,6 +444,79 @@ static size_t prefix_params(const pf_model *m, int k) {
            (size_t)k * pf_model_part_size(m, PF_PART_BRANCH);
 }
 
+// What `info` shows: the model as loaded and the file as it is (its tensors
+// include any training state, which the model leaves out).
+typedef struct info_view {
+    const char *path;
+    const pf_model *m;
+    const pf_st_file *st;
+    const size_t *branch; // parameters per branch
+    long long bytes;
+    const char *fv;       // format_version, when a whole number (else NULL)
+    int tensors;          // --tensors
+} info_view;
+
+static void info_print_json(const info_view *v) {
+    const pf_model *m = v->m;
+    const pf_st_file *st = v->st;
+    char json[4096], sh[160];
+    int b, i;
+    if (pf_config_to_json(&m->cfg, json, sizeof json) < 0) snprintf(json, sizeof json, "null");
+    printf("{\"file\": ");
+    json_str(stdout, v->path);
+    printf(", \"file_bytes\": %lld, \"format_version\": %s, \"config\": %s, \"tokens\": %d,\n", v->bytes,
+           v->fv ? v->fv : "null", json, m->T);
+    printf(" \"parameters\": {\"stem\": %zu, \"branches\": [", pf_model_part_size(m, PF_PART_STEM));
+    for (b = 0; b < m->cfg.branches; b++) printf("%s%zu", b ? ", " : "", v->branch[b]);
+    printf("], \"head\": %zu, \"total\": %zu},\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
+    printf(" \"prefix_params\": [");
+    for (b = 1; b <= m->cfg.branches; b++) printf("%s%zu", b > 1 ? ", " : "", prefix_params(m, b));
+    printf("],\n");
+    printf(" \"n_tensors\": %d, \"train_state\": %s", st->n, pf_st_meta(st, "train_state") ? "true" : "false");
+    if (v->tensors) {
+        printf(",\n \"tensors\": [");
+        for (i = 0; i < st->n; i++) {
+            printf("%s\n  {\"name\": ", i ? "," : "");
+            json_str(stdout, st->entries[i].name);
+            printf(", \"dtype\": \"%s\", \"shape\": %s}", pf_dtype_name(st->entries[i].dtype),
+                   shape_str(st->entries[i].shape, st->entries[i].ndim, sh, sizeof sh));
+        }
+        printf("]");
+    }
+    printf("}\n");
+}
+
+static void info_print_text(const info_view *v) {
+    const pf_model *m = v->m;
+    const pf_config *g = &m->cfg;
+    const pf_st_file *st = v->st;
+    char sh[160];
+    int b, i;
+    printf("file          %s (%lld bytes, format_version %s)\n", v->path, v->bytes, v->fv ? v->fv : "?");
+    printf("image_size    %d\nchannels      %d\npatch_size    %d\ndim           %d\nheads         %d\n"
+           "mlp_dim       %d\nbranches      %d\ndepth         %d\nclasses       %d\n",
+           g->image_size, g->channels, g->patch_size, g->dim, g->heads, g->mlp_dim, g->branches, g->depth, g->classes);
+    printf("residual      %s\naggregate     %s\nqkv_bias      %s\npool          %s\n",
+           pf_residual_name(g->residual), pf_aggregate_name(g->aggregate), g->no_qkv_bias ? "off" : "on",
+           pf_pool_name(g->pool));
+    printf("dropout       %g\nemb_dropout   %g\nmean          ", g->dropout, g->emb_dropout);
+    print_floats(stdout, g->mean, g->channels);
+    printf("\nstd           ");
+    print_floats(stdout, g->std, g->channels);
+    printf("\ntokens        %d\n", m->T);
+    printf("parameters    stem %zu", pf_model_part_size(m, PF_PART_STEM));
+    for (b = 0; b < g->branches; b++) printf(", branch %d %zu", b, v->branch[b]);
+    printf(", head %zu, total %zu\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
+    for (b = 1; b < g->branches; b++) /* the paper's compression: the first b branches */
+        printf("%s keep %d of %d branches: %zu parameters, %.2fx smaller\n", b == 1 ? "compression " : "            ",
+               b, g->branches, prefix_params(m, b), (double)m->n_params / (double)prefix_params(m, b));
+    printf("tensors       %d in the file%s\n", st->n, pf_st_meta(st, "train_state") ? " (with training state)" : "");
+    if (v->tensors)
+        for (i = 0; i < st->n; i++)
+            printf("  %-40s %-4s %s\n", st->entries[i].name, pf_dtype_name(st->entries[i].dtype),
+                   shape_str(st->entries[i].shape, st->entries[i].ndim, sh, sizeof sh));
+}
+
 static int cmd_info(int argc, char **argv) {
     enum { O_MODEL, O_JSON, O_TENSORS, O_N };
     static const optdef o[O_N] = {
@@ -452,15 +525,11 @@ static int cmd_info(int argc, char **argv) {
         {"--tensors", NULL, "off", "also list the file's tensors with dtype and shape"},
     };
     cli c = {"info", o, O_N, 0, NULL, NULL};
-    const char *path;
+    info_view v;
     pf_model *m = NULL;
     pf_st_file *st = NULL;
-    const pf_config *g;
-    size_t *branch = NULL;
-    char json[4096], sh[160];
-    int json_out, tensors, b, i;
-    long long bytes;
-    const char *fv;
+    size_t *branch;
+    int b, i;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer info --model FILE [--json] [--tensors]\n\n"
                "Shows a checkpoint's configuration, parameter counts per part and file size.\n\n");
@@ -468,74 +537,25 @@ static int cmd_info(int argc, char **argv) {
         return 0;
     }
     cli_parse(&c, argc, argv);
-    path = cli_need(&c, O_MODEL);
-    json_out = cli_get(&c, O_JSON) != NULL;
-    tensors = cli_get(&c, O_TENSORS) != NULL;
-    if (pf_model_load(path, &m) != PF_OK) die_file(path);
-    if (pf_st_open(path, &st) != PF_OK) die_file(path);
-    g = &m->cfg;
-    bytes = file_size(path);
-    fv = pf_st_meta(st, "format_version");
-    if (!fv || !*fv || strspn(fv, "0123456789") != strlen(fv)) fv = NULL; // printed as a JSON number
-    branch = (size_t *)xmalloc((size_t)g->branches * sizeof(size_t));
-    for (b = 0; b < g->branches; b++) branch[b] = 0;
+    memset(&v, 0, sizeof v);
+    v.path = cli_need(&c, O_MODEL);
+    v.tensors = cli_get(&c, O_TENSORS) != NULL;
+    if (pf_model_load(v.path, &m) != PF_OK) die_file(v.path);
+    if (pf_st_open(v.path, &st) != PF_OK) die_file(v.path);
+    v.m = m;
+    v.st = st;
+    v.bytes = file_size(v.path);
+    v.fv = pf_st_meta(st, "format_version");
+    if (!v.fv || !*v.fv || strspn(v.fv, "0123456789") != strlen(v.fv)) v.fv = NULL; // printed as a JSON number
+    branch = (size_t *)xmalloc((size_t)m->cfg.branches * sizeof(size_t));
+    for (b = 0; b < m->cfg.branches; b++) branch[b] = 0;
     for (i = 0; i < m->n_specs; i++) {
         const pf_tensor_spec *s = &m->specs[i];
-        if (s->part == PF_PART_BRANCH && s->branch >= 0 && s->branch < g->branches)
-            branch[s->branch] += s->numel;
+        if (s->part == PF_PART_BRANCH && s->branch >= 0 && s->branch < m->cfg.branches) branch[s->branch] += s->numel;
     }
-    if (json_out) {
-        if (pf_config_to_json(g, json, sizeof json) < 0) snprintf(json, sizeof json, "null");
-        printf("{\"file\": ");
-        json_str(stdout, path);
-        printf(", \"file_bytes\": %lld, \"format_version\": %s, \"config\": %s, \"tokens\": %d,\n", bytes,
-               fv ? fv : "null", json, m->T);
-        printf(" \"parameters\": {\"stem\": %zu, \"branches\": [", pf_model_part_size(m, PF_PART_STEM));
-        for (b = 0; b < g->branches; b++) printf("%s%zu", b ? ", " : "", branch[b]);
-        printf("], \"head\": %zu, \"total\": %zu},\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
-        printf(" \"prefix_params\": [");
-        for (b = 1; b <= g->branches; b++) printf("%s%zu", b > 1 ? ", " : "", prefix_params(m, b));
-        printf("],\n");
-        printf(" \"n_tensors\": %d, \"train_state\": %s", st->n,
-               pf_st_meta(st, "train_state") ? "true" : "false");
-        if (tensors) {
-            printf(",\n \"tensors\": [");
-            for (i = 0; i < st->n; i++) {
-                printf("%s\n  {\"name\": ", i ? "," : "");
-                json_str(stdout, st->entries[i].name);
-                printf(", \"dtype\": \"%s\", \"shape\": %s}", pf_dtype_name(st->entries[i].dtype),
-                       shape_str(st->entries[i].shape, st->entries[i].ndim, sh, sizeof sh));
-            }
-            printf("]");
-        }
-        printf("}\n");
-    } else {
-        printf("file          %s (%lld bytes, format_version %s)\n", path, bytes, fv ? fv : "?");
-        printf("image_size    %d\nchannels      %d\npatch_size    %d\ndim           %d\nheads         %d\n"
-               "mlp_dim       %d\nbranches      %d\ndepth         %d\nclasses       %d\n",
-               g->image_size, g->channels, g->patch_size, g->dim, g->heads, g->mlp_dim, g->branches,
-               g->depth, g->classes);
-        printf("residual      %s\naggregate     %s\nqkv_bias      %s\npool          %s\n",
-               pf_residual_name(g->residual), pf_aggregate_name(g->aggregate), g->no_qkv_bias ? "off" : "on",
-               pf_pool_name(g->pool));
-        printf("dropout       %g\nemb_dropout   %g\nmean          ", g->dropout, g->emb_dropout);
-        print_floats(stdout, g->mean, g->channels);
-        printf("\nstd           ");
-        print_floats(stdout, g->std, g->channels);
-        printf("\ntokens        %d\n", m->T);
-        printf("parameters    stem %zu", pf_model_part_size(m, PF_PART_STEM));
-        for (b = 0; b < g->branches; b++) printf(", branch %d %zu", b, branch[b]);
-        printf(", head %zu, total %zu\n", pf_model_part_size(m, PF_PART_HEAD), m->n_params);
-        for (b = 1; b < g->branches; b++) /* the paper's compression: the first b branches */
-            printf("%s keep %d of %d branches: %zu parameters, %.2fx smaller\n", b == 1 ? "compression " : "            ",
-                   b, g->branches, prefix_params(m, b), (double)m->n_params / (double)prefix_params(m, b));
-        printf("tensors       %d in the file%s\n", st->n,
-               pf_st_meta(st, "train_state") ? " (with training state)" : "");
-        if (tensors)
-            for (i = 0; i < st->n; i++)
-                printf("  %-40s %-4s %s\n", st->entries[i].name, pf_dtype_name(st->entries[i].dtype),
-                       shape_str(st->entries[i].shape, st->entries[i].ndim, sh, sizeof sh));
-    }
+    v.branch = branch;
+    if (cli_get(&c, O_JSON)) info_print_json(&v);
+    else info_print_text(&v);
     free(branch);
     pf_st_close(st);
     pf_model_free(m);
@@ -696,33 +716,14 @@ static const char *device_backend(const device *dv) {
     return "cpu";
 }
 
-#ifdef PF_WITH_CUDA
-// pf_backend over a pf_cuda (the trainer's and the evaluator's hook)
-static pf_status be_forward(void *g, const pf_real *x, const int *labels, int B, float ls, float *loss) {
-    return pf_cuda_forward((pf_cuda *)g, x, labels, B, ls, loss);
-}
-static pf_status be_backward(void *g) { return pf_cuda_backward((pf_cuda *)g); }
-static pf_status be_step(void *g, const pf_optim *o, double *norm) { return pf_cuda_step((pf_cuda *)g, o, norm); }
-static pf_status be_logits(void *g, pf_real *out) { return pf_cuda_logits((pf_cuda *)g, out); }
-static pf_status be_download(void *g) { return pf_cuda_download((pf_cuda *)g); }
-static pf_status be_upload(void *g) { return pf_cuda_upload((pf_cuda *)g); }
-#endif
-
 // Binds the device to m (which it uploads) for batches up to max_batch.
 // Returns the backend for the trainer/evaluator: NULL on the CPU.
 static const pf_backend *device_open(device *dv, pf_model *m, int max_batch) {
     if (!dv->cuda) return NULL;
 #ifdef PF_WITH_CUDA
     dv->opts.max_batch = max_batch;
-    if (pf_cuda_create(m, &dv->opts, &dv->g) != PF_OK) die(1, "--device %s: %s", dv->spec, pf_last_error());
-    dv->be.ctx = dv->g;
-    dv->be.max_batch = max_batch;
-    dv->be.forward = be_forward;
-    dv->be.backward = be_backward;
-    dv->be.step = be_step;
-    dv->be.logits = be_logits;
-    dv->be.download = be_download;
-    dv->be.upload = be_upload;
+    if (pf_cuda_create(m, &dv->opts, &dv->g) != PF_OK || pf_cuda_as_backend(dv->g, &dv->be) != PF_OK)
+        die(1, "--device %s: %s", dv->spec, pf_last_error());
     return &dv->be;
 #else
     (void)m; (void)max_batch;
@@ -757,6 +758,105 @@ static void top_k(const float *v, int K, int k, int *idx) {
                 t = idx[i], idx[i] = idx[j], idx[j] = t;
 }
 
+static int is_image_name(const char *s) {
+    return pf_path_has_ext(s, ".png") || pf_path_has_ext(s, ".jpg") || pf_path_has_ext(s, ".jpeg") ||
+           pf_path_has_ext(s, ".bmp");
+}
+
+// Every --input value, split at commas, into *files (pointing into *names;
+// both malloc'd). Returns the count; *is_npy counts the .npy ones.
+static int predict_inputs(const cli *c, int k_input, const char ***files, char **names, int *is_npy) {
+    size_t len = 0;
+    int i, n = 0;
+    for (i = 0; i < c->n; i++)
+        if (c->which[i] == k_input) len += strlen(c->vals[i]) + 1;
+    *names = (char *)xmalloc(len);
+    *files = (const char **)xmalloc(len * sizeof(char *));
+    *is_npy = 0;
+    len = 0;
+    for (i = 0; i < c->n; i++) {
+        char *s;
+        if (c->which[i] != k_input) continue;
+        s = strcpy(*names + len, c->vals[i]);
+        len += strlen(s) + 1;
+        for (;;) {
+            char *comma = strchr(s, ',');
+            if (comma) *comma = '\0';
+            if (!*s) usage_error(c, "--input: empty file name in '%s'", c->vals[i]);
+            if (pf_path_has_ext(s, ".npy")) ++*is_npy;
+            else if (!is_image_name(s)) usage_error(c, "--input: '%s' is not .npy, .png, .jpg, .jpeg or .bmp", s);
+            (*files)[n++] = s;
+            if (!comma) break;
+            s = comma + 1;
+        }
+    }
+    if (*is_npy && n > 1) usage_error(c, "--input: a .npy input must be the only input");
+    return n;
+}
+
+// logits -> softmax probabilities, row by row, in double for the sums
+static void softmax_rows(float *y, int N, int K) {
+    int i, j;
+    for (i = 0; i < N; i++) {
+        float *r = y + (size_t)i * K;
+        double mx = r[0], s = 0.0;
+        for (j = 1; j < K; j++) mx = r[j] > mx ? r[j] : mx;
+        for (j = 0; j < K; j++) s += exp((double)r[j] - mx);
+        for (j = 0; j < K; j++) r[j] = (float)(exp((double)r[j] - mx) / s);
+    }
+}
+
+// The scores y [N,K] as CSV with top-k columns ("-": stdout), or as .npy;
+// a file is written to a temporary one and renamed into place.
+static void predict_write(const char *output, int csv, int probs, const float *y, int N, int K, int top) {
+    int *idx = (int *)xmalloc((size_t)K * sizeof(int)), i, j;
+    if (csv) {
+        int to_file = strcmp(output, "-") != 0;
+        pf_atomic out;
+        FILE *f = stdout;
+        if (to_file) {
+            if (pf_atomic_open(&out, output) != PF_OK) die_file(output);
+            f = out.f;
+        }
+        for (j = 0; j < K; j++) fprintf(f, "%s%s_%d", j ? "," : "", probs ? "prob" : "logit", j);
+        for (j = 0; j < top; j++) fprintf(f, ",top_%d", j + 1);
+        fprintf(f, "\n");
+        for (i = 0; i < N; i++) {
+            const float *r = y + (size_t)i * K;
+            for (j = 0; j < K; j++) fprintf(f, "%s%.9g", j ? "," : "", r[j]);
+            if (top) top_k(r, K, top, idx);
+            for (j = 0; j < top; j++) fprintf(f, ",%d", idx[j]);
+            fprintf(f, "\n");
+        }
+        if (to_file ? pf_atomic_commit(&out) != PF_OK : ferror(f) | fflush(f)) die(1, "%s: write failed (%s)", output,
+                                                                                    to_file ? pf_last_error() : strerror(errno));
+    } else {
+        pf_array a;
+        memset(&a, 0, sizeof a);
+        a.dtype = PF_F32;
+        a.ndim = 2;
+        a.shape[0] = N;
+        a.shape[1] = K;
+        a.data = (void *)y;
+        a.nbytes = (size_t)N * K * sizeof(float);
+        if (pf_npy_save(output, &a) != PF_OK) die_file(output);
+    }
+    free(idx);
+}
+
+// "name: c1 (s1) c2 (s2) ..." per input (the row number for a .npy)
+static void predict_print_top(const float *y, int N, int K, int top, const char *const *files, int is_npy) {
+    int *idx = (int *)xmalloc((size_t)K * sizeof(int)), i, j;
+    for (i = 0; i < N; i++) {
+        top_k(y + (size_t)i * K, K, top, idx);
+        printf("%s", is_npy ? "" : files[i]);
+        if (is_npy) printf("%d", i);
+        for (j = 0; j < top; j++) printf("%s%d (%.4g)", j ? " " : ": ", idx[j], y[(size_t)i * K + idx[j]]);
+        printf("\n");
+    }
+    free(idx);
+}
+
 static int cmd_predict(int argc, char **argv) {
     enum { O_MODEL, O_INPUT, O_OUTPUT, O_BRANCHES, O_THREADS, O_BATCH, O_PROBS, O_TOP, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
@@ -773,13 +873,10 @@ static int cmd_predict(int argc, char **argv) {
     cli c = {"predict", o, O_N, 0, NULL, NULL};
     const char *model, *output, **files = NULL;
     device dv;
-    char dev_buf[256];
+    char dev_buf[256], *names = NULL; // names: the --input values split at commas (files point into it)
     pf_model *m = NULL;
     float *x = NULL, *y = NULL;
-    int N = 0, K, n_files = 0, is_npy = 0, probs, top = 0, active = 0, batch = 64, csv, i, j;
-    int *idx = NULL;
-    char *names = NULL; // --input values split at commas (files point into it)
-    size_t names_len = 0;
+    int N = 0, K, n_files, is_npy, probs, top = 0, active = 0, batch = 64, csv;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer predict --model FILE --input X [--input X2 ...] --output Y [options]\n\n"
                "Writes class scores (logits, or probabilities with --probs) for the inputs:\n"
@@ -795,8 +892,8 @@ static int cmd_predict(int argc, char **argv) {
     model = cli_need(&c, O_MODEL);
     output = cli_need(&c, O_OUTPUT);
     cli_need(&c, O_INPUT);
-    csv = !strcmp(output, "-") || pf__ends_with_ci(output, ".csv");
-    if (!csv && !pf__ends_with_ci(output, ".npy"))
+    csv = !strcmp(output, "-") || pf_path_has_ext(output, ".csv");
+    if (!csv && !pf_path_has_ext(output, ".npy"))
         usage_error(&c, "--output: '%s' is neither .npy nor .csv (or - for CSV on stdout)", output);
     probs = cli_get(&c, O_PROBS) != NULL;
     if (cli_get(&c, O_BRANCHES)) active = (int)parse_int(&c, O_BRANCHES, 1, INT_MAX);
@@ -804,31 +901,7 @@ static int cmd_predict(int argc, char **argv) {
     if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 1 << 20);
     if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 4096));
     parse_device(&c, O_DEVICE, O_BF16, &dv);
-    // every --input, split at commas
-    for (i = 0; i < c.n; i++)
-        if (c.which[i] == O_INPUT) names_len += strlen(c.vals[i]) + 1;
-    names = (char *)xmalloc(names_len);
-    files = (const char **)xmalloc(names_len * sizeof(char *));
-    names_len = 0;
-    for (i = 0; i < c.n; i++) {
-        char *s;
-        if (c.which[i] != O_INPUT) continue;
-        s = strcpy(names + names_len, c.vals[i]);
-        names_len += strlen(s) + 1;
-        for (;;) {
-            char *comma = strchr(s, ',');
-            if (comma) *comma = '\0';
-            if (!*s) usage_error(&c, "--input: empty file name in '%s'", c.vals[i]);
-            if (pf__ends_with_ci(s, ".npy")) is_npy++;
-            else if (!pf__ends_with_ci(s, ".png") && !pf__ends_with_ci(s, ".jpg") && !pf__ends_with_ci(s, ".jpeg") &&
-                     !pf__ends_with_ci(s, ".bmp"))
-                usage_error(&c, "--input: '%s' is not .npy, .png, .jpg, .jpeg or .bmp", s);
-            files[n_files++] = s;
-            if (!comma) break;
-            s = comma + 1;
-        }
-    }
-    if (is_npy && n_files > 1) usage_error(&c, "--input: a .npy input must be the only input");
+    n_files = predict_inputs(&c, O_INPUT, &files, &names, &is_npy);
 
     if (pf_model_load(model, &m) != PF_OK) die_file(model);
     K = m->cfg.classes;
@@ -846,56 +919,15 @@ static int cmd_predict(int argc, char **argv) {
         else if (pf_model_reserve(m, batch < N ? batch : N) != PF_OK) die(1, "%s", pf_last_error());
         if (device_predict(&dv, m, x, N, y) != PF_OK) die(1, "%s: %s", model, pf_last_error());
     }
-    if (probs) // softmax per row
-        for (i = 0; i < N; i++) {
-            float *r = y + (size_t)i * K;
-            double mx = r[0], s = 0.0;
-            for (j = 1; j < K; j++) mx = r[j] > mx ? r[j] : mx;
-            for (j = 0; j < K; j++) s += exp((double)r[j] - mx);
-            for (j = 0; j < K; j++) r[j] = (float)(exp((double)r[j] - mx) / s);
-        }
-    idx = (int *)xmalloc((size_t)K * sizeof(int));
-    if (csv) {
-        FILE *f = strcmp(output, "-") ? fopen(output, "w") : stdout;
-        if (!f) die(1, "%s: cannot open for writing (%s)", output, strerror(errno));
-        for (j = 0; j < K; j++) fprintf(f, "%s%s_%d", j ? "," : "", probs ? "prob" : "logit", j);
-        for (j = 0; j < top; j++) fprintf(f, ",top_%d", j + 1);
-        fprintf(f, "\n");
-        for (i = 0; i < N; i++) {
-            const float *r = y + (size_t)i * K;
-            for (j = 0; j < K; j++) fprintf(f, "%s%.9g", j ? "," : "", r[j]);
-            if (top) top_k(r, K, top, idx);
-            for (j = 0; j < top; j++) fprintf(f, ",%d", idx[j]);
-            fprintf(f, "\n");
-        }
-        if (ferror(f) | (f == stdout ? fflush(f) : fclose(f))) die(1, "%s: write failed", output);
-    } else {
-        pf_array a;
-        memset(&a, 0, sizeof a);
-        a.dtype = PF_F32;
-        a.ndim = 2;
-        a.shape[0] = N;
-        a.shape[1] = K;
-        a.data = y;
-        a.nbytes = (size_t)N * K * sizeof(float);
-        if (pf_npy_save(output, &a) != PF_OK) die_file(output);
-    }
+    if (probs) softmax_rows(y, N, K);
+    predict_write(output, csv, probs, y, N, K, top);
     if (strcmp(output, "-")) {
-        if (top)
-            for (i = 0; i < N; i++) {
-                top_k(y + (size_t)i * K, K, top, idx);
-                printf("%s", is_npy ? "" : files[i]);
-                if (is_npy) printf("%d", i);
-                for (j = 0; j < top; j++)
-                    printf("%s%d (%.4g)", j ? " " : ": ", idx[j], y[(size_t)i * K + idx[j]]);
-                printf("\n");
-            }
+        if (top) predict_print_top(y, N, K, top, files, is_npy);
         printf("wrote %s: %s [%d,%d] from %d input%s, %d of %d branches%s%s\n", output,
                probs ? "probabilities" : "logits", N, K, N, N == 1 ? "" : "s", m->active, m->cfg.branches,
                dv.cuda ? ", on " : "", dv.cuda ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
     }
     device_close(&dv);
-    free(idx);
     free(y);
     free(x);
     free(files);
@@ -999,40 +1031,232 @@ static const char *const BENCH_ROW_HEADER =
     "| model  | threads | batch | train img/s | infer img/s | b1 latency ms | train GFLOP/s | % of peak | params    |\n"
     "|--------|--------:|------:|------------:|------------:|--------------:|--------------:|----------:|----------:|\n";
 
-static int cmd_bench(int argc, char **argv) {
-    enum { O_ZOO, O_DATASET, O_ARCH, O_BATCH = O_ARCH + A_N, O_INFER_BATCH, O_THREADS, O_WARM, O_REPS,
-           O_PROFILE, O_SEED, O_PEAK, O_JSON, O_ROW, O_ROW_HEADER, O_DEVICE, O_BF16, O_N };
-    static const optdef o[O_N] = {
-        {"--zoo", "NAME", "off", "vitN = 1 branch x N layers, pfBxL = B branches x L layers (pf4x3: PF(4x3))"},
-        {"--dataset", "cifar|fmnist", "cifar", "input shape: 32x32x3 | 28x28x1, 10 classes"},
-        ARCH_OPTDEFS,
-        {"--batch", "B", "128", "training batch (activations reserved for B)"},
-        {"--infer-batch", "N", "batch", "images per timed inference call (pf_predict, chunks of --batch)"},
-        {"--threads", "N", "all (OpenMP default)", "threads"},
-        {"--warm", "W", "2", "untimed warm-up repeats before each measurement"},
-        {"--reps", "R", "5", "timed repeats (medians reported; batch-1 latency: 3R)"},
-        {"--profile-steps", "P", "2", "extra training steps timed per op (m->profile)"},
-        {"--seed", "S", "0", "seed of the random input and labels"},
-        {"--peak", NULL, "off", "also measure the FP32 FMA peak and report the share of it"},
-        {"--json", NULL, "off", "print one JSON object"},
-        {"--row", NULL, "off", "print one markdown table row (see --row-header)"},
-        {"--row-header", NULL, "off", "print the header of the --row table and exit"},
-        DEVICE_OPTDEFS,
-    };
-    cli c = {"bench", o, O_N, 0, NULL, NULL};
+enum { BE_ZOO, BE_DATASET, BE_ARCH, BE_BATCH = BE_ARCH + A_N, BE_INFER_BATCH, BE_THREADS, BE_WARM, BE_REPS,
+       BE_PROFILE, BE_SEED, BE_PEAK, BE_JSON, BE_ROW, BE_ROW_HEADER, BE_DEVICE, BE_BF16, BE_N };
+static const optdef BENCH_OPTS[BE_N] = {
+    {"--zoo", "NAME", "off", "vitN = 1 branch x N layers, pfBxL = B branches x L layers (pf4x3: PF(4x3))"},
+    {"--dataset", "cifar|fmnist", "cifar", "input shape: 32x32x3 | 28x28x1, 10 classes"},
+    ARCH_OPTDEFS,
+    {"--batch", "B", "128", "training batch (activations reserved for B)"},
+    {"--infer-batch", "N", "batch", "images per timed inference call (pf_predict, chunks of --batch)"},
+    {"--threads", "N", "all (OpenMP default)", "threads"},
+    {"--warm", "W", "2", "untimed warm-up repeats before each measurement"},
+    {"--reps", "R", "5", "timed repeats (medians reported; batch-1 latency: 3R)"},
+    {"--profile-steps", "P", "2", "extra training steps timed per op (m->profile)"},
+    {"--seed", "S", "0", "seed of the random input and labels"},
+    {"--peak", NULL, "off", "also measure the FP32 FMA peak and report the share of it"},
+    {"--json", NULL, "off", "print one JSON object"},
+    {"--row", NULL, "off", "print one markdown table row (see --row-header)"},
+    {"--row-header", NULL, "off", "print the header of the --row table and exit"},
+    DEVICE_OPTDEFS,
+};
+
+// What `bench` runs (the flags) and what it measured (seconds, medians),
+// between the flags, the measurement and the three report formats.
+typedef struct bench_job {
+    cli c;
     pf_config cfg;
-    pf_model *m = NULL;
-    pf_profile prof;
-    bench_data d;
+    char name[64];          // vitN or pfBxL
+    int batch, infer_batch, warm, reps, psteps, threads, json, row, peak_on;
+    uint64_t seed;
     device dv;
-    char name[64], dev_buf[160];
-    const char *preset, *zoo;
+    pf_model *m;
+    pf_profile prof;        // psteps profiled steps (the CPU only)
+    double t_train, t_train_host, t_infer, t_infer_host, t_b1, t_prof;
+    double flops, op_s, peak, gflops; // per step; peak 0: not measured
+} bench_job;
+
+// the flags (parsed); the model's shape: the preset, --zoo, --dataset, then
+// the architecture flags (usage errors exit 2)
+static void bench_flags(bench_job *j) {
+    const cli *c = &j->c;
+    const char *zoo;
+    arch_preset(c, BE_ARCH, &j->cfg);
+    if ((zoo = cli_get(c, BE_ZOO)) && !parse_zoo(zoo, &j->cfg.branches, &j->cfg.depth))
+        usage_error(c, "--zoo: '%s' is not vitN or pfBxL (B branches of L layers: vit12, pf4x3, pf2x3)", zoo);
+    if (cli_get(c, BE_DATASET)) {
+        static const char *const DATASETS[] = {"cifar", "fmnist"};
+        int fmnist = parse_choice(c, BE_DATASET, DATASETS, 2);
+        j->cfg.image_size = fmnist ? 28 : 32;
+        j->cfg.channels = fmnist ? 1 : 3;
+        j->cfg.classes = 10;
+    }
+    arch_flags(c, BE_ARCH, &j->cfg);
+    j->batch = cli_get(c, BE_BATCH) ? (int)parse_int(c, BE_BATCH, 1, 1 << 16) : 128;
+    j->infer_batch = cli_get(c, BE_INFER_BATCH) ? (int)parse_int(c, BE_INFER_BATCH, 1, 1 << 20) : j->batch;
+    if (cli_get(c, BE_THREADS)) pf_set_threads((int)parse_int(c, BE_THREADS, 1, 4096));
+    j->warm = cli_get(c, BE_WARM) ? (int)parse_int(c, BE_WARM, 0, 100000) : 2;
+    j->reps = cli_get(c, BE_REPS) ? (int)parse_int(c, BE_REPS, 1, 100000) : 5;
+    j->psteps = cli_get(c, BE_PROFILE) ? (int)parse_int(c, BE_PROFILE, 1, 100000) : 2;
+    if (cli_get(c, BE_SEED)) j->seed = parse_u64(c, BE_SEED);
+    j->json = cli_get(c, BE_JSON) != NULL;
+    j->row = cli_get(c, BE_ROW) != NULL;
+    if (j->json && j->row) usage_error(c, "--json and --row exclude each other");
+    parse_device(c, BE_DEVICE, BE_BF16, &j->dv);
+    j->peak_on = cli_get(c, BE_PEAK) != NULL;
+    if (j->dv.cuda && j->peak_on) usage_error(c, "--peak measures the CPU: not with --device cuda");
+    j->threads = pf_get_threads();
+    if (j->cfg.branches == 1) snprintf(j->name, sizeof j->name, "vit%d", j->cfg.depth);
+    else snprintf(j->name, sizeof j->name, "pf%dx%d", j->cfg.branches, j->cfg.depth);
+}
+
+// The timings: the model on seeded random input (the library's stream, so
+// that every run and every build times the same numbers), training steps,
+// a per-op profile of a few more, inference and batch-1 latency.
+static void bench_measure(bench_job *j) {
+    const pf_config *cfg = &j->cfg;
+    int n_in = j->batch > j->infer_batch ? j->batch : j->infer_batch, i, op;
+    size_t per = (size_t)cfg->channels * cfg->image_size * cfg->image_size, k;
+    pf_rng rng = pf_rng_seed(j->seed);
+    bench_data d;
     float *x, *logits;
     int *labels;
-    int batch = 128, infer_batch, warm = 2, reps = 5, psteps = 2, threads, json, row, fmnist = 0, n_in, i, op;
-    uint64_t seed = 0, rng;
-    size_t per, k;
-    double *t, t_train, t_train_host, t_infer, t_infer_host, t_b1, t_prof, flops = 0.0, op_s = 0.0, peak = 0.0, gflops;
+    double *t;
+    if (pf_model_create(cfg, &j->m) != PF_OK) die(1, "bench: %s", pf_last_error());
+    pf_model_init(j->m, 0, 0.0f);
+    if (pf_model_alloc_train(j->m) != PF_OK || (!j->dv.cuda && pf_model_reserve(j->m, j->batch) != PF_OK))
+        die(1, "bench: %s", pf_last_error());
+    if ((size_t)n_in > SIZE_MAX / sizeof(float) / per) die(1, "bench: batch too large");
+    x = (float *)xmalloc((size_t)n_in * per * sizeof(float));
+    labels = (int *)xmalloc((size_t)j->batch * sizeof(int));
+    logits = (float *)xmalloc((size_t)n_in * cfg->classes * sizeof(float));
+    t = (double *)xmalloc((size_t)(3 * j->reps + j->psteps) * sizeof(double));
+    for (k = 0; k < (size_t)n_in * per; k++) x[k] = (float)pf_rng_normal(&rng);
+    for (i = 0; i < j->batch; i++) labels[i] = (int)(pf_rng_next(&rng) % (uint64_t)cfg->classes);
+    d.m = j->m, d.x = x, d.labels = labels, d.B = j->batch, d.opt = pf_optim_default(), d.resident = 0;
+    d.dv = &j->dv, d.logits = logits;
+    d.be = device_open(&j->dv, j->m, n_in);
+
+    // training steps (on a device: first with the images copied from the
+    // host in each step, as the trainer does; then with them left on the
+    // device, as PyTorch's benchmark does: the main figure)
+    j->m->training = 1;
+    j->t_train = j->t_train_host = bench_median(&d, BENCH_TRAIN, j->batch, j->warm, j->reps, t);
+    if (j->dv.cuda) {
+        d.resident = 1;
+        j->t_train = bench_median(&d, BENCH_TRAIN, j->batch, j->warm, j->reps, t);
+    }
+    // per-op profile of further steps (the CPU's ops only)
+    memset(&j->prof, 0, sizeof j->prof);
+    j->m->profile = j->dv.cuda ? NULL : &j->prof;
+    j->t_prof = pf_time();
+    for (i = 0; i < (j->dv.cuda ? 0 : j->psteps); i++) train_step(&d);
+    j->t_prof = j->dv.cuda ? 0.0 : (pf_time() - j->t_prof) / j->psteps;
+    j->m->profile = NULL;
+    for (op = 0; op < PF_OP_COUNT; op++) {
+        j->flops += (j->prof.fwd_flops[op] + j->prof.bwd_flops[op]) / j->psteps;
+        j->op_s += (j->prof.fwd_s[op] + j->prof.bwd_s[op]) / j->psteps;
+    }
+    j->gflops = j->flops / j->t_train / 1e9;
+    // inference: a large batch, then batch-1 latency
+    j->m->training = 0;
+    j->t_infer = j->t_infer_host = bench_median(&d, BENCH_PREDICT, j->infer_batch, j->warm, j->reps, t);
+    if (j->dv.cuda) // the last call's images, left on the device
+        j->t_infer = bench_median(&d, BENCH_PREDICT_RESIDENT, j->infer_batch, j->warm, j->reps, t);
+    j->t_b1 = bench_median(&d, BENCH_PREDICT, 1, j->warm, 3 * j->reps, t);
+    if (j->peak_on) j->peak = fma_peak_gflops(j->threads);
+    free(t);
+    free(logits);
+    free(labels);
+    free(x);
+}
+
+// GFLOP/s of one op's forward or backward in the profiled steps (fs, bs:
+// its seconds per step)
+static double op_gflops(const bench_job *j, int op, int bwd, double sec) {
+    return sec > 0 ? (bwd ? j->prof.bwd_flops[op] : j->prof.fwd_flops[op]) / j->psteps / sec / 1e9 : 0.0;
+}
+
+static void bench_print_json(const bench_job *j) {
+    const pf_config *cfg = &j->cfg;
+    int op;
+    printf("{\"model\": \"%s\", \"params\": %zu, \"threads\": %d, \"batch\": %d, \"infer_batch\": %d,\n", j->name,
+           j->m->n_params, j->threads, j->batch, j->infer_batch);
+    printf(" \"dataset\": \"%s\", \"image_size\": %d, \"channels\": %d, \"patch\": %d, \"dim\": %d, "
+           "\"heads\": %d, \"mlp_dim\": %d, \"branches\": %d, \"depth\": %d, \"classes\": %d, \"tokens\": %d,\n",
+           cfg->image_size == 28 && cfg->channels == 1 ? "fmnist" : cfg->image_size == 32 && cfg->channels == 3
+           ? "cifar" : "custom", cfg->image_size, cfg->channels, cfg->patch_size, cfg->dim, cfg->heads, cfg->mlp_dim,
+           cfg->branches, cfg->depth, cfg->classes, j->m->T);
+    printf(" \"warm\": %d, \"reps\": %d, \"profile_steps\": %d, \"gemm_kernel\": \"%s\",\n", j->warm, j->reps,
+           j->dv.cuda ? 0 : j->psteps, j->dv.cuda ? "cublas" : pf_gemm_kernel());
+    printf(" \"device\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\",\n", j->dv.spec, device_backend(&j->dv),
+           j->dv.bf16 ? "bf16" : "fp32");
+    printf(" \"train_img_s\": %.2f, \"train_step_ms\": %.3f, \"infer_img_s\": %.2f, \"infer_batch_ms\": %.3f, "
+           "\"latency_b1_ms\": %.3f,\n", j->batch / j->t_train, 1e3 * j->t_train, j->infer_batch / j->t_infer,
+           1e3 * j->t_infer, 1e3 * j->t_b1);
+    if (j->dv.cuda) {
+        printf(" \"train_host_img_s\": %.2f, \"infer_host_img_s\": %.2f,\n", j->batch / j->t_train_host,
+               j->infer_batch / j->t_infer_host);
+        printf(" \"ops\": {}}\n");
+        return;
+    }
+    printf(" \"train_gflop_per_step\": %.4f, \"train_gflops\": %.2f, \"profiled_step_ms\": %.3f, "
+           "\"unprofiled_ms\": %.3f,\n", j->flops / 1e9, j->gflops, 1e3 * j->t_prof, 1e3 * (j->t_prof - j->op_s));
+    if (j->peak > 0) printf(" \"peak_gflops\": %.2f, \"peak_frac\": %.4f, \"peak_isa\": \"%s\",\n", j->peak,
+                            j->gflops / j->peak, fma_peak_isa());
+    printf(" \"ops\": {");
+    for (op = 0; op < PF_OP_COUNT; op++) {
+        double fs = j->prof.fwd_s[op] / j->psteps, bs = j->prof.bwd_s[op] / j->psteps;
+        printf("%s\n  \"%s\": {\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"fwd_gflops\": %.2f, \"bwd_gflops\": %.2f, "
+               "\"gflop_per_step\": %.4f, \"share\": %.4f}", op ? "," : "", pf_op_name(op), 1e3 * fs, 1e3 * bs,
+               op_gflops(j, op, 0, fs), op_gflops(j, op, 1, bs),
+               (j->prof.fwd_flops[op] + j->prof.bwd_flops[op]) / j->psteps / 1e9, j->t_prof > 0 ? (fs + bs) / j->t_prof : 0.0);
+    }
+    printf("}}\n");
+}
+
+static void bench_print_row(const bench_job *j) {
+    char pk[32] = "-";
+    if (j->peak > 0) snprintf(pk, sizeof pk, "%.1f%%", 100.0 * j->gflops / j->peak);
+    printf("| %-6s | %7d | %5d | %11.1f | %11.1f | %13.2f | %13.1f | %9s | %9zu |\n", j->name, j->threads, j->batch,
+           j->batch / j->t_train, j->infer_batch / j->t_infer, 1e3 * j->t_b1, j->gflops, pk, j->m->n_params);
+}
+
+static void bench_print_text(const bench_job *j) {
+    const pf_config *cfg = &j->cfg;
+    char dev_buf[160];
+    int op;
+    printf("model     %s: PF(%dx%d), dim %d, heads %d, mlp %d, %dx%dx%d input, patch %d, %d classes, "
+           "%zu parameters\n", j->name, cfg->branches, cfg->depth, cfg->dim, cfg->heads, cfg->mlp_dim, cfg->image_size,
+           cfg->image_size, cfg->channels, cfg->patch_size, cfg->classes, j->m->n_params);
+    if (j->dv.cuda)
+        printf("setup     %s, batch %d, inference batch %d, warm-up %d, medians of %d\n",
+               device_label(&j->dv, dev_buf, sizeof dev_buf), j->batch, j->infer_batch, j->warm, j->reps);
+    else
+        printf("setup     %d thread%s, batch %d, inference batch %d, warm-up %d, medians of %d, gemm kernel %s\n",
+               j->threads, j->threads == 1 ? "" : "s", j->batch, j->infer_batch, j->warm, j->reps, pf_gemm_kernel());
+    printf("train     %9.2f img/s   step %.1f ms", j->batch / j->t_train, 1e3 * j->t_train);
+    if (!j->dv.cuda) printf(", %.2f GFLOP, %.1f GFLOP/s", j->flops / 1e9, j->gflops);
+    if (j->peak > 0) printf(" = %.1f%% of the %.0f GFLOP/s FMA peak (%s)", 100.0 * j->gflops / j->peak, j->peak,
+                            fma_peak_isa());
+    printf("\ninfer     %9.2f img/s   %d images in %.1f ms\n", j->infer_batch / j->t_infer, j->infer_batch,
+           1e3 * j->t_infer);
+    printf("latency   %9.3f ms      batch 1, median of %d\n", 1e3 * j->t_b1, 3 * j->reps);
+    if (j->dv.cuda) {
+        printf("          (train and infer with the images on the device; copied from the host each call:\n"
+               "          train %.2f img/s, infer %.2f img/s; latency includes the copies)\n",
+               j->batch / j->t_train_host, j->infer_batch / j->t_infer_host);
+        return;
+    }
+    printf("\nper op, one training step (mean of %d profiled steps of %.1f ms):\n", j->psteps, 1e3 * j->t_prof);
+    printf("  %-10s %9s %9s %11s %11s %9s %7s\n", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "GFLOP", "share");
+    for (op = 0; op < PF_OP_COUNT; op++) {
+        double fs = j->prof.fwd_s[op] / j->psteps, bs = j->prof.bwd_s[op] / j->psteps;
+        printf("  %-10s %9.2f %9.2f %11.1f %11.1f %9.3f %6.1f%%\n", pf_op_name(op), 1e3 * fs, 1e3 * bs,
+               op_gflops(j, op, 0, fs), op_gflops(j, op, 1, bs),
+               (j->prof.fwd_flops[op] + j->prof.bwd_flops[op]) / j->psteps / 1e9,
+               j->t_prof > 0 ? 100.0 * (fs + bs) / j->t_prof : 0.0);
+    }
+    printf("  %-10s %19.2f %33s %6.1f%%\n", "(other)", 1e3 * (j->t_prof - j->op_s), "",
+           j->t_prof > 0 ? 100.0 * (j->t_prof - j->op_s) / j->t_prof : 0.0);
+}
+
+static int cmd_bench(int argc, char **argv) {
+    bench_job j;
+    memset(&j, 0, sizeof j);
+    j.c.cmd = "bench";
+    j.c.o = BENCH_OPTS;
+    j.c.n_opts = BE_N;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer bench [--zoo NAME] [--dataset cifar|fmnist] [architecture flags as init]\n"
                "                        [--batch B] [--threads N] [--json]\n\n"
@@ -1050,177 +1274,23 @@ static int cmd_bench(int argc, char **argv) {
                "the images left on the device (as PyTorch's benchmark keeps them), and again\n"
                "copied from the host in each call as the trainer does (train_host_img_s,\n"
                "infer_host_img_s); the batch-1 latency includes the copies both ways.\n\n");
-        print_options(&c);
+        print_options(&j.c);
         return 0;
     }
-    cli_parse(&c, argc, argv);
-    if (cli_get(&c, O_ROW_HEADER)) {
+    cli_parse(&j.c, argc, argv);
+    if (cli_get(&j.c, BE_ROW_HEADER)) { // for scripts that build a table of rows: no model, no timing
         fputs(BENCH_ROW_HEADER, stdout);
-        cli_free(&c);
+        cli_free(&j.c);
         return 0;
     }
-    preset = arch_preset(&c, O_ARCH, &cfg);
-    (void)preset;
-    if ((zoo = cli_get(&c, O_ZOO)) && !parse_zoo(zoo, &cfg.branches, &cfg.depth))
-        usage_error(&c, "--zoo: '%s' is not vitN or pfBxL (B branches of L layers: vit12, pf4x3, pf2x3)", zoo);
-    if (cli_get(&c, O_DATASET)) {
-        static const char *const DATASETS[] = {"cifar", "fmnist"};
-        fmnist = parse_choice(&c, O_DATASET, DATASETS, 2);
-        cfg.image_size = fmnist ? 28 : 32;
-        cfg.channels = fmnist ? 1 : 3;
-        cfg.classes = 10;
-    }
-    arch_flags(&c, O_ARCH, &cfg);
-    if (cli_get(&c, O_BATCH)) batch = (int)parse_int(&c, O_BATCH, 1, 1 << 16);
-    infer_batch = cli_get(&c, O_INFER_BATCH) ? (int)parse_int(&c, O_INFER_BATCH, 1, 1 << 20) : batch;
-    if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 4096));
-    if (cli_get(&c, O_WARM)) warm = (int)parse_int(&c, O_WARM, 0, 100000);
-    if (cli_get(&c, O_REPS)) reps = (int)parse_int(&c, O_REPS, 1, 100000);
-    if (cli_get(&c, O_PROFILE)) psteps = (int)parse_int(&c, O_PROFILE, 1, 100000);
-    if (cli_get(&c, O_SEED)) seed = parse_u64(&c, O_SEED);
-    json = cli_get(&c, O_JSON) != NULL;
-    row = cli_get(&c, O_ROW) != NULL;
-    if (json && row) usage_error(&c, "--json and --row exclude each other");
-    parse_device(&c, O_DEVICE, O_BF16, &dv);
-    if (dv.cuda && cli_get(&c, O_PEAK)) usage_error(&c, "--peak measures the CPU: not with --device cuda");
-    threads = pf_get_threads();
-    if (cfg.branches == 1) snprintf(name, sizeof name, "vit%d", cfg.depth);
-    else snprintf(name, sizeof name, "pf%dx%d", cfg.branches, cfg.depth);
-
-    // model, optimizer state, activations for `batch`
-    if (pf_model_create(&cfg, &m) != PF_OK) die(1, "bench: %s", pf_last_error());
-    pf_model_init(m, 0, 0.0f);
-    if (pf_model_alloc_train(m) != PF_OK || (!dv.cuda && pf_model_reserve(m, batch) != PF_OK))
-        die(1, "bench: %s", pf_last_error());
-    // random input (enough for the larger of the two batches) and labels
-    n_in = batch > infer_batch ? batch : infer_batch;
-    per = (size_t)cfg.channels * cfg.image_size * cfg.image_size;
-    if ((size_t)n_in > SIZE_MAX / sizeof(float) / per) die(1, "bench: batch too large");
-    x = (float *)xmalloc((size_t)n_in * per * sizeof(float));
-    labels = (int *)xmalloc((size_t)batch * sizeof(int));
-    logits = (float *)xmalloc((size_t)n_in * cfg.classes * sizeof(float));
-    t = (double *)xmalloc((size_t)(3 * reps + psteps) * sizeof(double));
-    rng = seed;
-    for (k = 0; k < (size_t)n_in * per; k++)
-        x[k] = (float)pf__normal(&rng); /* the library's seeded splitmix64 + Box-Muller */
-    for (i = 0; i < batch; i++) labels[i] = (int)(pf__next(&rng) % (uint64_t)cfg.classes);
-    d.m = m, d.x = x, d.labels = labels, d.B = batch, d.opt = pf_optim_default(), d.resident = 0;
-    d.dv = &dv, d.logits = logits;
-    d.be = device_open(&dv, m, batch > infer_batch ? batch : infer_batch);
-
-    // training steps (on a device: first with the images copied from the
-    // host in each step, as the trainer does; then with them left on the
-    // device, as PyTorch's benchmark does: the main figure)
-    m->training = 1;
-    t_train = t_train_host = bench_median(&d, BENCH_TRAIN, batch, warm, reps, t);
-    if (dv.cuda) {
-        d.resident = 1;
-        t_train = bench_median(&d, BENCH_TRAIN, batch, warm, reps, t);
-    }
-    // per-op profile of further steps (the CPU's ops only)
-    memset(&prof, 0, sizeof prof);
-    m->profile = dv.cuda ? NULL : &prof;
-    t_prof = pf_time();
-    for (i = 0; i < (dv.cuda ? 0 : psteps); i++) train_step(&d);
-    t_prof = dv.cuda ? 0.0 : (pf_time() - t_prof) / psteps;
-    m->profile = NULL;
-    for (op = 0; op < PF_OP_COUNT; op++) {
-        flops += (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps;
-        op_s += (prof.fwd_s[op] + prof.bwd_s[op]) / psteps;
-    }
-    gflops = flops / t_train / 1e9;
-    // inference: a large batch, then batch-1 latency
-    m->training = 0;
-    t_infer = t_infer_host = bench_median(&d, BENCH_PREDICT, infer_batch, warm, reps, t);
-    if (dv.cuda) t_infer = bench_median(&d, BENCH_PREDICT_RESIDENT, infer_batch, warm, reps, t); // the last call's images
-    t_b1 = bench_median(&d, BENCH_PREDICT, 1, warm, 3 * reps, t);
-    if (cli_get(&c, O_PEAK)) peak = fma_peak_gflops(threads);
-
-    if (json) {
-        printf("{\"model\": \"%s\", \"params\": %zu, \"threads\": %d, \"batch\": %d, \"infer_batch\": %d,\n", name,
-               m->n_params, threads, batch, infer_batch);
-        printf(" \"dataset\": \"%s\", \"image_size\": %d, \"channels\": %d, \"patch\": %d, \"dim\": %d, "
-               "\"heads\": %d, \"mlp_dim\": %d, \"branches\": %d, \"depth\": %d, \"classes\": %d, \"tokens\": %d,\n",
-               cfg.image_size == 28 && cfg.channels == 1 ? "fmnist" : cfg.image_size == 32 && cfg.channels == 3
-               ? "cifar" : "custom", cfg.image_size, cfg.channels, cfg.patch_size, cfg.dim, cfg.heads, cfg.mlp_dim,
-               cfg.branches, cfg.depth, cfg.classes, m->T);
-        printf(" \"warm\": %d, \"reps\": %d, \"profile_steps\": %d, \"gemm_kernel\": \"%s\",\n", warm, reps,
-               dv.cuda ? 0 : psteps, dv.cuda ? "cublas" : pf_gemm_kernel());
-        printf(" \"device\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\",\n", dv.spec, device_backend(&dv),
-               dv.bf16 ? "bf16" : "fp32");
-        printf(" \"train_img_s\": %.2f, \"train_step_ms\": %.3f, \"infer_img_s\": %.2f, \"infer_batch_ms\": %.3f, "
-               "\"latency_b1_ms\": %.3f,\n", batch / t_train, 1e3 * t_train, infer_batch / t_infer, 1e3 * t_infer,
-               1e3 * t_b1);
-        if (dv.cuda) {
-            printf(" \"train_host_img_s\": %.2f, \"infer_host_img_s\": %.2f,\n", batch / t_train_host,
-                   infer_batch / t_infer_host);
-            printf(" \"ops\": {}}\n");
-            goto done;
-        }
-        printf(" \"train_gflop_per_step\": %.4f, \"train_gflops\": %.2f, \"profiled_step_ms\": %.3f, "
-               "\"unprofiled_ms\": %.3f,\n", flops / 1e9, gflops, 1e3 * t_prof, 1e3 * (t_prof - op_s));
-        if (peak > 0) printf(" \"peak_gflops\": %.2f, \"peak_frac\": %.4f, \"peak_isa\": \"%s\",\n", peak,
-                             gflops / peak, fma_peak_isa());
-        printf(" \"ops\": {");
-        for (op = 0; op < PF_OP_COUNT; op++) {
-            double fs = prof.fwd_s[op] / psteps, bs = prof.bwd_s[op] / psteps;
-            printf("%s\n  \"%s\": {\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"fwd_gflops\": %.2f, \"bwd_gflops\": %.2f, "
-                   "\"gflop_per_step\": %.4f, \"share\": %.4f}", op ? "," : "", pf_op_name(op), 1e3 * fs, 1e3 * bs,
-                   fs > 0 ? prof.fwd_flops[op] / psteps / fs / 1e9 : 0.0,
-                   bs > 0 ? prof.bwd_flops[op] / psteps / bs / 1e9 : 0.0,
-                   (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps / 1e9, t_prof > 0 ? (fs + bs) / t_prof : 0.0);
-        }
-        printf("}}\n");
-    } else if (row) {
-        char pk[32] = "-";
-        if (peak > 0) snprintf(pk, sizeof pk, "%.1f%%", 100.0 * gflops / peak);
-        printf("| %-6s | %7d | %5d | %11.1f | %11.1f | %13.2f | %13.1f | %9s | %9zu |\n", name, threads, batch,
-               batch / t_train, infer_batch / t_infer, 1e3 * t_b1, gflops, pk, m->n_params);
-    } else {
-        printf("model     %s: PF(%dx%d), dim %d, heads %d, mlp %d, %dx%dx%d input, patch %d, %d classes, "
-               "%zu parameters\n", name, cfg.branches, cfg.depth, cfg.dim, cfg.heads, cfg.mlp_dim, cfg.image_size,
-               cfg.image_size, cfg.channels, cfg.patch_size, cfg.classes, m->n_params);
-        if (dv.cuda)
-            printf("setup     %s, batch %d, inference batch %d, warm-up %d, medians of %d\n",
-                   device_label(&dv, dev_buf, sizeof dev_buf), batch, infer_batch, warm, reps);
-        else
-            printf("setup     %d thread%s, batch %d, inference batch %d, warm-up %d, medians of %d, gemm kernel %s\n",
-                   threads, threads == 1 ? "" : "s", batch, infer_batch, warm, reps, pf_gemm_kernel());
-        printf("train     %9.2f img/s   step %.1f ms", batch / t_train, 1e3 * t_train);
-        if (!dv.cuda) printf(", %.2f GFLOP, %.1f GFLOP/s", flops / 1e9, gflops);
-        if (peak > 0) printf(" = %.1f%% of the %.0f GFLOP/s FMA peak (%s)", 100.0 * gflops / peak, peak,
-                             fma_peak_isa());
-        printf("\ninfer     %9.2f img/s   %d images in %.1f ms\n", infer_batch / t_infer, infer_batch,
-               1e3 * t_infer);
-        printf("latency   %9.3f ms      batch 1, median of %d\n", 1e3 * t_b1, 3 * reps);
-        if (dv.cuda) {
-            printf("          (train and infer with the images on the device; copied from the host each call:\n"
-                   "          train %.2f img/s, infer %.2f img/s; latency includes the copies)\n",
-                   batch / t_train_host, infer_batch / t_infer_host);
-            goto done;
-        }
-        printf("\nper op, one training step (mean of %d profiled steps of %.1f ms):\n", psteps, 1e3 * t_prof);
-        printf("  %-10s %9s %9s %11s %11s %9s %7s\n", "op", "fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "GFLOP",
-               "share");
-        for (op = 0; op < PF_OP_COUNT; op++) {
-            double fs = prof.fwd_s[op] / psteps, bs = prof.bwd_s[op] / psteps;
-            printf("  %-10s %9.2f %9.2f %11.1f %11.1f %9.3f %6.1f%%\n", pf_op_name(op), 1e3 * fs, 1e3 * bs,
-                   fs > 0 ? prof.fwd_flops[op] / psteps / fs / 1e9 : 0.0,
-                   bs > 0 ? prof.bwd_flops[op] / psteps / bs / 1e9 : 0.0,
-                   (prof.fwd_flops[op] + prof.bwd_flops[op]) / psteps / 1e9,
-                   t_prof > 0 ? 100.0 * (fs + bs) / t_prof : 0.0);
-        }
-        printf("  %-10s %19.2f %33s %6.1f%%\n", "(other)", 1e3 * (t_prof - op_s), "",
-               t_prof > 0 ? 100.0 * (t_prof - op_s) / t_prof : 0.0);
-    }
-done:
-    device_close(&dv);
-    free(t);
-    free(logits);
-    free(labels);
-    free(x);
-    pf_model_free(m);
-    cli_free(&c);
+    bench_flags(&j);
+    bench_measure(&j);
+    if (j.json) bench_print_json(&j);
+    else if (j.row) bench_print_row(&j);
+    else bench_print_text(&j);
+    device_close(&j.dv);
+    pf_model_free(j.m);
+    cli_free(&j.c);
     return 0;
 }
 
@@ -1253,22 +1323,6 @@ static void parse_branch_list(const cli *c, int k, int n, unsigned char *flags) 
         p = end + 1;
     }
     usage_error(c, "%s: '%s' is not a list like 3,5-6", c->o[k].name, s);
-}
-
-// The default evaluation split of a training spec: the same source @test
-// (NULL for kinds with one split). The result is malloc'd.
-static char *test_spec_of(const char *spec) {
-    char *t, *at, *hash;
-    size_t n = strlen(spec), pre;
-    if (strncmp(spec, "fmnist", 6) && strncmp(spec, "cifar10", 7) && strncmp(spec, "cifar100", 8)) return NULL;
-    t = (char *)xmalloc(n + 8);
-    hash = strchr(spec, '#');
-    at = strchr(spec, '@');
-    if (at && hash && at > hash) at = NULL;
-    pre = at ? (size_t)(at - spec) : hash ? (size_t)(hash - spec) : n; // an @train is replaced
-    memcpy(t, spec, pre);
-    snprintf(t + pre, n + 8 - pre, "@test%s", hash ? hash : "");
-    return t;
 }
 
 static void load_data(const char *spec, int split, pf_dataset *d) {
@@ -1319,67 +1373,343 @@ static void print_sweep(const double *sweep, int n, const pf_model *m) {
     }
 }
 
-static int cmd_train(int argc, char **argv) {
-    enum { O_DATA, O_TEST, O_VAL, O_ARCH, O_INIT = O_ARCH + A_N, O_RESUME, O_TRAIN_BRANCHES, O_TRAIN_HEAD,
-           O_SCHEDULE, O_EPOCHS, O_BATCH, O_LR, O_OPTIMIZER, O_WD, O_LR_SCHED, O_WARMUP, O_MIN_LR, O_CLIP,
-           O_SMOOTH, O_NEW_BRANCH, O_FREEZE_OLD, O_OLD_LR, O_PATIENCE, O_MIN_DELTA, O_PREFIX_CLIP, O_CROP,
-           O_FLIP, O_RANDAUG, O_THREADS, O_DEVICE, O_BF16, O_SEED, O_OUT, O_LOG, O_LOG_EVERY, O_EVAL_BATCH, O_QUIET,
-           O_N };
-    static const optdef o[O_N] = {
-        {"--data", "SPEC", "required", "training data: fmnist[:DIR] cifar10[:DIR] cifar100[:DIR] folder:DIR npy:X,Y "
-                                       "[@train|@test] [#classes=LIST] [#limit=N]"},
-        {"--test", "SPEC", "the @test split of --data", "data for the final evaluation and branch sweep ('none': skip)"},
-        {"--val", "F|SPEC", "0.1", "validation: a seeded fraction of --data, or a dataset spec"},
-        ARCH_OPTDEFS,
-        {"--init", "FILE", "none", "start from these weights (architecture from the file)"},
-        {"--resume", "FILE", "none", "continue the run saved in FILE (normally --out) bit-identically"},
-        {"--train-branches", "LIST", "all", "train only these branches (1-based, e.g. 5-6), others and the stem frozen; "
-                                             "joint schedule"},
-        {"--train-head", "all|off|K", "all (off with --train-branches)", "train the head, freeze it, or train only its "
-                                                                         "rows K.. (classes an expand added)"},
-        {"--schedule", "staged|interleaved|joint", "staged", "progressive stages, the authors' loop, or all at once"},
-        {"--epochs", "N[,N2,...]", "10", "staged: cap per stage (a list: stage 1, 2, ..., the last repeats); otherwise the total"},
-        {"--batch", "N", "128", "images per step"},
-        {"--lr", "F", "1e-3", "peak learning rate"},
-        {"--optimizer", "adamw|adam", "adamw", "decoupled weight decay, or L2 in the gradient"},
-        {"--wd", "F", "0.05", "weight decay (Linear weights only)"},
-        {"--lr-schedule", "cosine|constant", "cosine", "warmup + cosine (per stage when staged), or constant"},
-        {"--warmup", "EPOCHS", "1", "linear warmup length (fractions allowed)"},
-        {"--min-lr", "F", "0", "cosine floor as a fraction of --lr"},
-        {"--clip", "F", "0 (off)", "clip the global grad norm"},
-        {"--label-smoothing", "F", "0", "label smoothing of the cross-entropy"},
-        {"--new-branch", "zero|random", "zero", "staged: a new branch starts with zeroed output projections, or random"},
-        {"--freeze-old", "on|off", "off", "staged: earlier branches stop training"},
-        {"--old-lr", "F", "1", "staged: learning-rate multiplier of earlier branches, stem and head (from stage 2)"},
-        {"--patience", "N", "3", "staged: evaluations without improvement that end a stage (0: epochs only)"},
-        {"--min-delta", "F", "0", "staged: validation-loss improvement that counts"},
-        {"--prefix-clip", "F", "1", "interleaved: grad-norm clip of the prefix steps"},
-        {"--crop", "PAD", "0 (off)", "random crop with this zero padding"},
-        {"--flip", "on|off", "off", "random horizontal flip"},
-        {"--randaug", "N,M", "off", "RandAugment with N ops at magnitude M (0..30)"},
-        {"--threads", "N", "all cores", "threads"},
-        DEVICE_OPTDEFS,
-        {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
-        {"--out", "FILE", "required", "checkpoint with training state, rewritten at every epoch end"},
-        {"--log", "FILE", "none", "JSON-lines log, one object per event (paraformer plot reads it)"},
-        {"--log-every", "N", "~20 per epoch", "steps per train log line"},
-        {"--eval-batch", "N", "256", "batch of evaluations"},
-        {"--quiet", NULL, "off", "only the final results"},
-    };
-    cli c = {"train", o, O_N, 0, NULL, NULL};
-    pf_dataset all, train, val, test;
-    pf_config cfg;
+// The options of `train`, at file scope: the flags, model, run and report
+// steps below all read them (TR_* are their indices).
+enum { TR_DATA, TR_TEST, TR_VAL, TR_ARCH, TR_INIT = TR_ARCH + A_N, TR_RESUME, TR_TRAIN_BRANCHES, TR_TRAIN_HEAD,
+       TR_SCHEDULE, TR_EPOCHS, TR_BATCH, TR_LR, TR_OPTIMIZER, TR_WD, TR_LR_SCHED, TR_WARMUP, TR_MIN_LR, TR_CLIP,
+       TR_SMOOTH, TR_NEW_BRANCH, TR_FREEZE_OLD, TR_OLD_LR, TR_PATIENCE, TR_MIN_DELTA, TR_PREFIX_CLIP, TR_CROP,
+       TR_FLIP, TR_RANDAUG, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_LOG, TR_LOG_EVERY, TR_EVAL_BATCH,
+       TR_QUIET, TR_N };
+static const optdef TRAIN_OPTS[TR_N] = {
+    {"--data", "SPEC", "required", "training data: fmnist[:DIR] cifar10[:DIR] cifar100[:DIR] folder:DIR npy:X,Y "
+                                   "[@train|@test] [#classes=LIST] [#limit=N]"},
+    {"--test", "SPEC", "the @test split of --data", "data for the final evaluation and branch sweep ('none': skip)"},
+    {"--val", "F|SPEC", "0.1", "validation: a seeded fraction of --data, or a dataset spec"},
+    ARCH_OPTDEFS,
+    {"--init", "FILE", "none", "start from these weights (architecture from the file)"},
+    {"--resume", "FILE", "none", "continue the run saved in FILE (normally --out) bit-identically"},
+    {"--train-branches", "LIST", "all", "train only these branches (1-based, e.g. 5-6), others and the stem frozen; "
+                                         "joint schedule"},
+    {"--train-head", "all|off|K", "all (off with --train-branches)", "train the head, freeze it, or train only its "
+                                                                     "rows K.. (classes an expand added)"},
+    {"--schedule", "staged|interleaved|joint", "staged", "progressive stages, the authors' loop, or all at once"},
+    {"--epochs", "N[,N2,...]", "10", "staged: cap per stage (a list: stage 1, 2, ..., the last repeats); otherwise the total"},
+    {"--batch", "N", "128", "images per step"},
+    {"--lr", "F", "1e-3", "peak learning rate"},
+    {"--optimizer", "adamw|adam", "adamw", "decoupled weight decay, or L2 in the gradient"},
+    {"--wd", "F", "0.05", "weight decay (Linear weights only)"},
+    {"--lr-schedule", "cosine|constant", "cosine", "warmup + cosine (per stage when staged), or constant"},
+    {"--warmup", "EPOCHS", "1", "linear warmup length (fractions allowed)"},
+    {"--min-lr", "F", "0", "cosine floor as a fraction of --lr"},
+    {"--clip", "F", "0 (off)", "clip the global grad norm"},
+    {"--label-smoothing", "F", "0", "label smoothing of the cross-entropy"},
+    {"--new-branch", "zero|random", "zero", "staged: a new branch starts with zeroed output projections, or random"},
+    {"--freeze-old", "on|off", "off", "staged: earlier branches stop training"},
+    {"--old-lr", "F", "1", "staged: learning-rate multiplier of earlier branches, stem and head (from stage 2)"},
+    {"--patience", "N", "3", "staged: evaluations without improvement that end a stage (0: epochs only)"},
+    {"--min-delta", "F", "0", "staged: validation-loss improvement that counts"},
+    {"--prefix-clip", "F", "1", "interleaved: grad-norm clip of the prefix steps"},
+    {"--crop", "PAD", "0 (off)", "random crop with this zero padding"},
+    {"--flip", "on|off", "off", "random horizontal flip"},
+    {"--randaug", "N,M", "off", "RandAugment with N ops at magnitude M (0..30)"},
+    {"--threads", "N", "all cores", "threads"},
+    DEVICE_OPTDEFS,
+    {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
+    {"--out", "FILE", "required", "checkpoint with training state, rewritten at every epoch end"},
+    {"--log", "FILE", "none", "JSON-lines log, one object per event (paraformer plot reads it)"},
+    {"--log-every", "N", "~20 per epoch", "steps per train log line"},
+    {"--eval-batch", "N", "256", "batch of evaluations"},
+    {"--quiet", NULL, "off", "only the final results"},
+};
+
+// What `train` carries from one step to the next: the flags, then the data
+// and the model they select, then the trainer that runs them.
+typedef struct train_job {
+    cli c;
+    const char *preset, *resume, *init, *out;
+    const char *val_spec;   // --val as a dataset spec; NULL: val_frac of --data
+    double val_frac;
+    pf_config cfg;          // the preset's, before the data and the flags
     pf_train_opts opts;
-    pf_model *m = NULL;
-    pf_trainer t;
-    progress_ctx ctx;
+    float embed_std;
     device dv;
-    const char *preset = "paraformer", *resume, *init, *out, *test_s, *val_s;
-    char *test_owned = NULL, args[1024], dev_buf[256];
-    float embed_std = 0.02f;
-    double val_frac = 0.1, loss = NAN, acc = NAN, *sweep = NULL;
-    int i, have_test = 0, arch_given = 0;
+    pf_dataset train, val, test;
+    int have_test;
+    pf_model *m;
+    pf_trainer t;
+    progress_ctx progress;
+    char args[1024];        // train_args metadata
+} train_job;
+
+// The training options over the preset's (usage errors exit 2).
+static void train_opts_flags(const cli *c, pf_train_opts *opts) {
+    if (cli_get(c, TR_SCHEDULE)) {
+        static const char *const S[] = {"staged", "interleaved", "joint"};
+        opts->schedule = parse_choice(c, TR_SCHEDULE, S, 3);
+    }
+    if (cli_get(c, TR_EPOCHS)) {
+        float e[PF_TRAIN_MAX_LIST];
+        int n = parse_floats(c, TR_EPOCHS, e, PF_TRAIN_MAX_LIST), i;
+        for (i = 0; i < n; i++)
+            if (e[i] != (float)(int)e[i] || e[i] < 1 || e[i] > 100000)
+                usage_error(c, "--epochs: '%s': each value must be an integer in 1..100000", cli_get(c, TR_EPOCHS));
+        memset(opts->stage_epochs, 0, sizeof opts->stage_epochs);
+        opts->epochs = (int)e[n - 1];
+        if (n > 1) {
+            if (opts->schedule != PF_SCHED_STAGED) usage_error(c, "--epochs: a list of stage caps needs --schedule staged");
+            for (i = 0; i < n; i++) opts->stage_epochs[i] = (int)e[i];
+        }
+    }
+    if (cli_get(c, TR_BATCH)) opts->batch = (int)parse_int(c, TR_BATCH, 1, 65536);
+    if (cli_get(c, TR_LR)) opts->optim.lr = parse_float(c, TR_LR, 1e-9, 9.99);
+    if (cli_get(c, TR_OPTIMIZER)) {
+        static const char *const S[] = {"adamw", "adam"};
+        opts->optim.adam = parse_choice(c, TR_OPTIMIZER, S, 2);
+    }
+    if (cli_get(c, TR_WD)) opts->optim.weight_decay = parse_float(c, TR_WD, 0, 9.99);
+    if (cli_get(c, TR_LR_SCHED)) {
+        static const char *const S[] = {"cosine", "constant"};
+        opts->lr_schedule = parse_choice(c, TR_LR_SCHED, S, 2);
+    }
+    if (cli_get(c, TR_WARMUP)) opts->warmup = parse_float(c, TR_WARMUP, 0, 100000);
+    if (cli_get(c, TR_MIN_LR)) opts->min_lr = parse_float(c, TR_MIN_LR, 0, 1);
+    if (cli_get(c, TR_CLIP)) opts->optim.clip = parse_float(c, TR_CLIP, 0, 1e9);
+    if (cli_get(c, TR_SMOOTH)) opts->label_smoothing = parse_float(c, TR_SMOOTH, 0, 0.999);
+    if (cli_get(c, TR_NEW_BRANCH)) {
+        static const char *const S[] = {"zero", "random"};
+        opts->new_branch = parse_choice(c, TR_NEW_BRANCH, S, 2);
+    }
+    if (cli_get(c, TR_FREEZE_OLD)) opts->freeze_old = parse_choice(c, TR_FREEZE_OLD, ONOFF, 8) % 2;
+    if (cli_get(c, TR_OLD_LR)) opts->old_lr = parse_float(c, TR_OLD_LR, 0, 100);
+    if (cli_get(c, TR_PATIENCE)) opts->patience = (int)parse_int(c, TR_PATIENCE, 0, 100000);
+    if (cli_get(c, TR_MIN_DELTA)) opts->min_delta = parse_float(c, TR_MIN_DELTA, 0, 1e9);
+    if (cli_get(c, TR_PREFIX_CLIP)) opts->prefix_clip = parse_float(c, TR_PREFIX_CLIP, 0, 1e9);
+    if (cli_get(c, TR_CROP)) opts->aug.crop_pad = (int)parse_int(c, TR_CROP, 0, 64);
+    if (cli_get(c, TR_FLIP)) opts->aug.flip = parse_choice(c, TR_FLIP, ONOFF, 8) % 2;
+    if (cli_get(c, TR_RANDAUG)) {
+        float v[2];
+        if (parse_floats(c, TR_RANDAUG, v, 2) != 2 || v[0] != (int)v[0] || v[1] != (int)v[1])
+            usage_error(c, "--randaug: give N,M as two integers, e.g. 2,14");
+        opts->aug.randaug_n = (int)v[0];
+        opts->aug.randaug_m = (int)v[1];
+    }
+    if (cli_get(c, TR_SEED)) opts->seed = parse_u64(c, TR_SEED);
+    if (cli_get(c, TR_LOG_EVERY)) opts->log_every = (int)parse_int(c, TR_LOG_EVERY, 1, INT_MAX);
+    if (cli_get(c, TR_EVAL_BATCH)) opts->eval_batch = (int)parse_int(c, TR_EVAL_BATCH, 1, 65536);
+}
+
+// Step 1: the flags, checked before any data is read (all but those that
+// need the model), so that a typo fails at once, not after a long load.
+static void train_flags(train_job *j, int argc, char **argv) {
+    cli *c = &j->c;
+    const char *val;
+    int i, arch_given = 0;
+    cli_parse(c, argc, argv);
+    j->out = cli_need(c, TR_OUT);
+    j->resume = cli_get(c, TR_RESUME);
+    j->init = cli_get(c, TR_INIT);
+    j->preset = cli_get(c, TR_ARCH + A_PRESET) ? cli_get(c, TR_ARCH + A_PRESET) : "paraformer";
+    for (i = TR_ARCH + 1; i < TR_ARCH + A_N; i++) arch_given |= cli_get(c, i) != NULL;
+    if (j->resume && j->init) usage_error(c, "--resume and --init exclude each other");
+    if (j->init && arch_given) usage_error(c, "architecture flags do not apply with --init (the model comes from the file)");
+    if (j->resume) {
+        pf_st_file *f;
+        if (pf_st_open(j->resume, &f) != PF_OK) die_file(j->resume);
+        if (!pf_st_meta(f, "train_state"))
+            die(1, "%s: no \"train_state\" in the metadata: a model without training state (use --init to start a new "
+                "run from its weights)", j->resume);
+        pf_st_close(f);
+    }
+    if (pf_train_preset(j->preset, &j->cfg, &j->opts, &j->embed_std) != PF_OK)
+        usage_error(c, "--preset: unknown preset '%s' (fmnist-small, paper, paraformer, vit)", j->preset);
+    train_opts_flags(c, &j->opts);
+    if (cli_get(c, TR_THREADS)) pf_set_threads((int)parse_int(c, TR_THREADS, 1, 1024));
+    parse_device(c, TR_DEVICE, TR_BF16, &j->dv);
+    if (cli_get(c, TR_TRAIN_BRANCHES)) {
+        if (j->opts.schedule != PF_SCHED_JOINT && cli_get(c, TR_SCHEDULE))
+            usage_error(c, "--train-branches trains some branches jointly: use --schedule joint (the default then)");
+        j->opts.schedule = PF_SCHED_JOINT;
+        j->opts.keep_trainable = 1;
+    }
+    if (pf_train_opts_validate(&j->opts) != PF_OK) usage_error(c, "%s", pf_last_error());
+    j->val_frac = 0.1;
+    if ((val = cli_get(c, TR_VAL)) != NULL) {
+        char *end;
+        double v = strtod(val, &end);
+        if (end == val || *end) j->val_spec = val;
+        else if (!(v >= 0 && v < 1)) usage_error(c, "--val: a fraction must be in [0, 1)");
+        else j->val_frac = v;
+    }
+    // from here on a signal stops the trainer at its next step (the run is
+    // then continued with --resume), before it would kill a half-read input
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+}
+
+// The default test set of a training spec: the @test split of the same
+// source (NULL for kinds with one split). The result is malloc'd.
+static char *test_spec_of(const char *spec) {
+    size_t at, rest, n = strlen(spec);
+    int split;
+    char *t;
+    if (strncmp(spec, "fmnist", 6) && strncmp(spec, "cifar10", 7) && strncmp(spec, "cifar100", 8)) return NULL;
+    if (pf_dataset_spec_split(spec, PF_SPLIT_TRAIN, &split, &at, &rest) != PF_OK) die(1, "%s", pf_last_error());
+    t = (char *)xmalloc(n + 8);
+    snprintf(t, n + 8, "%.*s@test%s", (int)at, spec, spec + rest); // an @train is replaced
+    return t;
+}
+
+// Step 2: the training, validation and test sets.
+static void train_data(train_job *j) {
+    const char *data = cli_need(&j->c, TR_DATA), *test = cli_get(&j->c, TR_TEST);
+    char *test_owned = NULL;
+    pf_dataset all;
+    load_data(data, PF_SPLIT_TRAIN, &all);
+    if (j->val_spec) {
+        j->train = all;
+        load_data(j->val_spec, PF_SPLIT_TEST, &j->val);
+    } else if (j->val_frac > 0) {
+        if (pf_dataset_split(&all, j->val_frac, j->opts.seed, &j->train, &j->val) != PF_OK) die(1, "%s", pf_last_error());
+        pf_dataset_free(&all);
+    } else {
+        j->train = all;
+    }
+    if (!test) test = test_owned = test_spec_of(data);
+    if (test && strcmp(test, "none")) {
+        load_data(test, PF_SPLIT_TEST, &j->test);
+        j->have_test = 1;
+    }
+    free(test_owned);
+}
+
+// The model of a new run: the preset, fitted to the data where the flags
+// leave it open (not the paper preset's fixed 224 input and normalisation),
+// then the flags.
+static pf_model *train_new_model(train_job *j) {
+    const cli *c = &j->c;
+    int paper = !strcmp(j->preset, "paper"), fit = 0;
+    pf_model *m = NULL;
+    if (!cli_get(c, TR_ARCH + A_IMAGE) && !paper) fit |= PF_FIT_IMAGE_SIZE;
+    if (!cli_get(c, TR_ARCH + A_CHANNELS)) fit |= PF_FIT_CHANNELS;
+    if (!cli_get(c, TR_ARCH + A_CLASSES)) fit |= PF_FIT_CLASSES;
+    if (pf_config_fit(&j->cfg, &j->train, fit) != PF_OK) die(1, "%s", pf_last_error());
+    arch_flags(c, TR_ARCH, &j->cfg);
+    // the statistics after the flags: they need not be computed when given
+    if (!cli_get(c, TR_ARCH + A_MEAN) && !cli_get(c, TR_ARCH + A_STD) && !paper &&
+        pf_config_fit(&j->cfg, &j->train, PF_FIT_NORM) != PF_OK)
+        die(1, "%s", pf_last_error());
+    if (pf_model_create(&j->cfg, &m) != PF_OK) die(2, "train: %s", pf_last_error());
+    pf_model_init(m, j->opts.seed, j->embed_std);
+    return m;
+}
+
+// --train-branches / --train-head: what trains when fine-tuning an expand
+static void train_branch_flags(train_job *j) {
+    const cli *c = &j->c;
+    pf_model *m = j->m;
+    const char *h = cli_get(c, TR_TRAIN_HEAD);
+    if (!cli_get(c, TR_TRAIN_BRANCHES)) {
+        if (h) usage_error(c, "--train-head goes with --train-branches");
+        return;
+    }
+    parse_branch_list(c, TR_TRAIN_BRANCHES, m->cfg.branches, m->train_branch);
+    m->train_stem = 0;
+    m->train_head = 0;
+    if (h && !strcmp(h, "all")) m->train_head = 1;
+    else if (h && strcmp(h, "off")) {
+        m->train_head = 1;
+        m->head_rows_from = (int)parse_int(c, TR_TRAIN_HEAD, 0, m->cfg.classes - 1);
+    }
+}
+
+// Step 3: the model (with --resume built as the first run built it: the
+// trainer then checks that the checkpoint's config is this one and loads its
+// weights), the trainer, its log and its device.
+static void train_model(train_job *j) {
+    const cli *c = &j->c;
+    pf_trainer *t = &j->t;
+    int i;
+    if (j->init) {
+        if (pf_model_load(j->init, &j->m) != PF_OK) die_file(j->init);
+    } else {
+        j->m = train_new_model(j);
+    }
+    if (j->train.c != j->m->cfg.channels && !(j->train.c == 3 && j->m->cfg.channels == 1) &&
+        !(j->train.c == 1 && j->m->cfg.channels == 3))
+        die(1, "%s has %d channels, the model %d", j->train.name, j->train.c, j->m->cfg.channels);
+    if (pf_trainer_init(t, j->m, &j->train, j->val.n ? &j->val : NULL, &j->opts) != PF_OK) die(1, "%s", pf_last_error());
+    train_branch_flags(j);
+    snprintf(j->args, sizeof j->args, "{\"data\":\"%.300s\",\"preset\":\"%.40s\"}", cli_need(c, TR_DATA), j->preset);
+    for (i = 0; j->args[i]; i++) if (j->args[i] == '\\' || (unsigned char)j->args[i] < 0x20) j->args[i] = '_';
+    t->meta_extra = j->args;
+    if (j->resume && pf_trainer_resume(t, j->resume) != PF_OK) die(1, "%s", pf_last_error());
+    if (j->resume && strcmp(j->out, j->resume))
+        fprintf(stderr, "note: resuming from %s, saving to %s\n", j->resume, j->out);
+    if (cli_get(c, TR_LOG) && pf_trainer_open_log(t, cli_get(c, TR_LOG)) != PF_OK) die(1, "%s", pf_last_error());
+    t->log_preset = j->preset;
+    t->log_device = j->dv.spec;
+    t->log_backend = device_backend(&j->dv);
+    t->log_precision = j->dv.bf16 ? "bf16" : "fp32";
+    // the device last: it uploads the model as init or --resume left it
+    t->backend = device_open(&j->dv, j->m, t->o.batch > t->o.eval_batch ? t->o.batch : t->o.eval_batch);
+    t->out_path = j->out;
+}
+
+// Step 4: the run, with progress on stdout; Ctrl-C or SIGTERM stop it at the
+// next step, and the last epoch's checkpoint is where --resume continues.
+static pf_status train_run(train_job *j) {
+    pf_trainer *t = &j->t;
+    const pf_model *m = j->m;
+    char dev_buf[256];
     pf_status st;
+    t->stop = &g_stop;
+    j->progress.tty = isatty(1);
+    j->progress.quiet = cli_get(&j->c, TR_QUIET) != NULL;
+    t->progress = on_progress;
+    t->user = &j->progress;
+    if (!j->progress.quiet && !j->dv.cuda)
+        printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, %d threads\n",
+               j->train.name, j->train.n, j->val.n, pf_schedule_name(t->o.schedule), m->cfg.branches, m->cfg.depth,
+               m->n_params, pf_get_threads());
+    else if (!j->progress.quiet)
+        printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, on %s\n",
+               j->train.name, j->train.n, j->val.n, pf_schedule_name(t->o.schedule), m->cfg.branches, m->cfg.depth,
+               m->n_params, device_label(&j->dv, dev_buf, sizeof dev_buf));
+    if (j->resume && t->s.done && !j->progress.quiet) printf("the run in %s has finished; evaluating it\n", j->resume);
+    st = pf_trainer_run(t);
+    if (st == PF_ERR_INTERRUPTED) {
+        if (j->progress.tty) printf("\n");
+        fprintf(stderr, "interrupted at epoch %d (step %lld). %s holds the last finished epoch; continue with the same "
+                "command and --resume %s\n", t->s.epoch + 1, (long long)t->s.step, j->out, j->out);
+    } else if (st != PF_OK) {
+        die(1, "%s", pf_last_error());
+    }
+    return st;
+}
+
+// Step 5: a finished run's test accuracy and branch sweep (the library logs
+// them as the run's last events).
+static void train_report(train_job *j) {
+    double loss = NAN, acc = NAN, *sweep;
+    if (!j->have_test) {
+        printf("done; model in %s\n", j->out);
+        return;
+    }
+    sweep = (double *)xmalloc((size_t)j->m->cfg.branches * sizeof(double));
+    if (pf_trainer_report(&j->t, &j->test, &loss, &acc, sweep) != PF_OK) die(1, "%s", pf_last_error());
+    print_sweep(sweep, j->m->active, j->m);
+    printf("test accuracy %.2f%% (%d images, %s), loss %.4f; model in %s\n", 100 * acc, j->test.n, j->test.name, loss,
+           j->out);
+    free(sweep);
+}
+
+static int cmd_train(int argc, char **argv) {
+    train_job j;
+    pf_status st;
+    memset(&j, 0, sizeof j);
+    j.c.cmd = "train";
+    j.c.o = TRAIN_OPTS;
+    j.c.n_opts = TR_N;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer train --data SPEC --out M.safetensors [options]\n\n"
                "Trains a ParaFormer progressively (docs/design.md §3). The checkpoint at --out carries the training state and\n"
@@ -1388,228 +1718,21 @@ static int cmd_train(int argc, char **argv) {
                "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), paper (the\n"
                "authors' setup). Flags override the preset. Without --image-size/--channels/--classes/--mean/--std\n"
                "the model takes them from the data (mean/std: per-channel statistics of the training split).\n\n");
-        print_options(&c);
+        print_options(&j.c);
         return 0;
     }
-    cli_parse(&c, argc, argv);
-    out = cli_need(&c, O_OUT);
-    resume = cli_get(&c, O_RESUME);
-    init = cli_get(&c, O_INIT);
-    for (i = O_ARCH + 1; i < O_ARCH + A_N; i++) arch_given |= cli_get(&c, i) != NULL;
-    if (cli_get(&c, O_ARCH + A_PRESET)) preset = cli_get(&c, O_ARCH + A_PRESET);
-    if (resume && init) usage_error(&c, "--resume and --init exclude each other");
-    if (init && arch_given) usage_error(&c, "architecture flags do not apply with --init (the model comes from the file)");
-    if (resume) { /* fail fast, before reading any data */
-        pf_st_file *f;
-        if (pf_st_open(resume, &f) != PF_OK) die_file(resume);
-        if (!pf_st_meta(f, "train_state"))
-            die(1, "%s: no \"train_state\" in the metadata: a model without training state (use --init to start a new "
-                "run from its weights)", resume);
-        pf_st_close(f);
-    }
-    if (pf_train_preset(preset, &cfg, &opts, &embed_std) != PF_OK)
-        usage_error(&c, "--preset: unknown preset '%s' (fmnist-small, paper, paraformer, vit)", preset);
-    // training options over the preset's
-    if (cli_get(&c, O_SCHEDULE)) {
-        static const char *const S[] = {"staged", "interleaved", "joint"};
-        opts.schedule = parse_choice(&c, O_SCHEDULE, S, 3);
-    }
-    if (cli_get(&c, O_EPOCHS)) {
-        float e[PF_TRAIN_MAX_LIST];
-        int n = parse_floats(&c, O_EPOCHS, e, PF_TRAIN_MAX_LIST), i;
-        for (i = 0; i < n; i++)
-            if (e[i] != (float)(int)e[i] || e[i] < 1 || e[i] > 100000)
-                usage_error(&c, "--epochs: '%s': each value must be an integer in 1..100000", cli_get(&c, O_EPOCHS));
-        memset(opts.stage_epochs, 0, sizeof opts.stage_epochs);
-        opts.epochs = (int)e[n - 1];
-        if (n > 1) {
-            if (opts.schedule != PF_SCHED_STAGED) usage_error(&c, "--epochs: a list of stage caps needs --schedule staged");
-            for (i = 0; i < n; i++) opts.stage_epochs[i] = (int)e[i];
-        }
-    }
-    if (cli_get(&c, O_BATCH)) opts.batch = (int)parse_int(&c, O_BATCH, 1, 65536);
-    if (cli_get(&c, O_LR)) opts.optim.lr = parse_float(&c, O_LR, 1e-9, 9.99);
-    if (cli_get(&c, O_OPTIMIZER)) {
-        static const char *const S[] = {"adamw", "adam"};
-        opts.optim.adam = parse_choice(&c, O_OPTIMIZER, S, 2);
-    }
-    if (cli_get(&c, O_WD)) opts.optim.weight_decay = parse_float(&c, O_WD, 0, 9.99);
-    if (cli_get(&c, O_LR_SCHED)) {
-        static const char *const S[] = {"cosine", "constant"};
-        opts.lr_schedule = parse_choice(&c, O_LR_SCHED, S, 2);
-    }
-    if (cli_get(&c, O_WARMUP)) opts.warmup = parse_float(&c, O_WARMUP, 0, 100000);
-    if (cli_get(&c, O_MIN_LR)) opts.min_lr = parse_float(&c, O_MIN_LR, 0, 1);
-    if (cli_get(&c, O_CLIP)) opts.optim.clip = parse_float(&c, O_CLIP, 0, 1e9);
-    if (cli_get(&c, O_SMOOTH)) opts.label_smoothing = parse_float(&c, O_SMOOTH, 0, 0.999);
-    if (cli_get(&c, O_NEW_BRANCH)) {
-        static const char *const S[] = {"zero", "random"};
-        opts.new_branch = parse_choice(&c, O_NEW_BRANCH, S, 2);
-    }
-    if (cli_get(&c, O_FREEZE_OLD)) opts.freeze_old = parse_choice(&c, O_FREEZE_OLD, ONOFF, 8) % 2;
-    if (cli_get(&c, O_OLD_LR)) opts.old_lr = parse_float(&c, O_OLD_LR, 0, 100);
-    if (cli_get(&c, O_PATIENCE)) opts.patience = (int)parse_int(&c, O_PATIENCE, 0, 100000);
-    if (cli_get(&c, O_MIN_DELTA)) opts.min_delta = parse_float(&c, O_MIN_DELTA, 0, 1e9);
-    if (cli_get(&c, O_PREFIX_CLIP)) opts.prefix_clip = parse_float(&c, O_PREFIX_CLIP, 0, 1e9);
-    if (cli_get(&c, O_CROP)) opts.aug.crop_pad = (int)parse_int(&c, O_CROP, 0, 64);
-    if (cli_get(&c, O_FLIP)) opts.aug.flip = parse_choice(&c, O_FLIP, ONOFF, 8) % 2;
-    if (cli_get(&c, O_RANDAUG)) {
-        float v[2];
-        if (parse_floats(&c, O_RANDAUG, v, 2) != 2 || v[0] != (int)v[0] || v[1] != (int)v[1])
-            usage_error(&c, "--randaug: give N,M as two integers, e.g. 2,14");
-        opts.aug.randaug_n = (int)v[0];
-        opts.aug.randaug_m = (int)v[1];
-    }
-    if (cli_get(&c, O_SEED)) opts.seed = parse_u64(&c, O_SEED);
-    if (cli_get(&c, O_LOG_EVERY)) opts.log_every = (int)parse_int(&c, O_LOG_EVERY, 1, INT_MAX);
-    if (cli_get(&c, O_EVAL_BATCH)) opts.eval_batch = (int)parse_int(&c, O_EVAL_BATCH, 1, 65536);
-    if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 1024));
-    parse_device(&c, O_DEVICE, O_BF16, &dv);
-    if (cli_get(&c, O_TRAIN_BRANCHES)) {
-        if (opts.schedule != PF_SCHED_JOINT && cli_get(&c, O_SCHEDULE))
-            usage_error(&c, "--train-branches trains some branches jointly: use --schedule joint (the default then)");
-        opts.schedule = PF_SCHED_JOINT;
-        opts.keep_trainable = 1;
-    }
-    if (pf_train_opts_validate(&opts) != PF_OK) usage_error(&c, "%s", pf_last_error());
-    val_s = cli_get(&c, O_VAL);
-    if (val_s) {
-        char *end;
-        double v = strtod(val_s, &end);
-        if (end != val_s && !*end) {
-            if (!(v >= 0 && v < 1)) usage_error(&c, "--val: a fraction must be in [0, 1)");
-            val_frac = v;
-            val_s = NULL;
-        }
-    }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-
-    // data
-    load_data(cli_need(&c, O_DATA), PF_SPLIT_TRAIN, &all);
-    if (val_s) {
-        train = all;
-        load_data(val_s, PF_SPLIT_TEST, &val);
-    } else if (val_frac > 0) {
-        if (pf_dataset_split(&all, val_frac, opts.seed, &train, &val) != PF_OK) die(1, "%s", pf_last_error());
-        pf_dataset_free(&all);
-    } else {
-        train = all;
-        memset(&val, 0, sizeof val);
-    }
-    test_s = cli_get(&c, O_TEST);
-    if (!test_s) test_s = test_owned = test_spec_of(cli_need(&c, O_DATA));
-    if (test_s && strcmp(test_s, "none")) {
-        load_data(test_s, PF_SPLIT_TEST, &test);
-        have_test = 1;
-    }
-
-    // model (with --resume built as the first run built it: the trainer then
-    // checks that the checkpoint's config is this one and loads its weights)
-    if (init) {
-        if (pf_model_load(init, &m) != PF_OK) die_file(init);
-    } else {
-        // the data decides what the flags and the preset leave open
-        if (!cli_get(&c, O_ARCH + A_IMAGE) && strcmp(preset, "paper") && train.h == train.w) cfg.image_size = train.h;
-        if (!cli_get(&c, O_ARCH + A_CHANNELS)) cfg.channels = train.c;
-        if (!cli_get(&c, O_ARCH + A_CLASSES)) cfg.classes = train.classes;
-        arch_flags(&c, O_ARCH, &cfg);
-        if (!cli_get(&c, O_ARCH + A_MEAN) && !cli_get(&c, O_ARCH + A_STD) && strcmp(preset, "paper"))
-            pf_dataset_stats(&train, cfg.mean, cfg.std);
-        if (pf_model_create(&cfg, &m) != PF_OK) die(2, "train: %s", pf_last_error());
-        pf_model_init(m, opts.seed, embed_std);
-    }
-    if (train.c != m->cfg.channels && !(train.c == 3 && m->cfg.channels == 1) && !(train.c == 1 && m->cfg.channels == 3))
-        die(1, "%s has %d channels, the model %d", train.name, train.c, m->cfg.channels);
-    if (pf_trainer_init(&t, m, &train, val.n ? &val : NULL, &opts) != PF_OK) die(1, "%s", pf_last_error());
-    if (cli_get(&c, O_TRAIN_BRANCHES)) {
-        const char *h = cli_get(&c, O_TRAIN_HEAD);
-        parse_branch_list(&c, O_TRAIN_BRANCHES, m->cfg.branches, m->train_branch);
-        m->train_stem = 0;
-        m->train_head = 0;
-        if (h && !strcmp(h, "all")) m->train_head = 1;
-        else if (h && strcmp(h, "off")) {
-            m->train_head = 1;
-            m->head_rows_from = (int)parse_int(&c, O_TRAIN_HEAD, 0, m->cfg.classes - 1);
-        }
-    } else if (cli_get(&c, O_TRAIN_HEAD)) {
-        usage_error(&c, "--train-head goes with --train-branches");
-    }
-    snprintf(args, sizeof args, "{\"data\":\"%.300s\",\"preset\":\"%.40s\"}", cli_need(&c, O_DATA), preset);
-    for (i = 0; args[i]; i++) if (args[i] == '\\' || (unsigned char)args[i] < 0x20) args[i] = '_';
-    t.meta_extra = args;
-    if (resume && pf_trainer_resume(&t, resume) != PF_OK) die(1, "%s", pf_last_error());
-    if (resume && strcmp(out, resume))
-        fprintf(stderr, "note: resuming from %s, saving to %s\n", resume, out);
-    if (cli_get(&c, O_LOG)) {
-        if (pf_trainer_open_log(&t, cli_get(&c, O_LOG)) != PF_OK) die(1, "%s", pf_last_error());
-        if (!resume) {
-            char cj[2048], line[3072];
-            pf_config_to_json(&m->cfg, cj, sizeof cj);
-            snprintf(line, sizeof line, "{\"event\":\"start\",\"schedule\":\"%s\",\"branches\":%d,\"depth\":%d,"
-                     "\"params\":%zu,\"train\":%d,\"val\":%d,\"preset\":\"%.40s\",\"device\":\"%.100s\","
-                     "\"backend\":\"%s\",\"precision\":\"%s\",\"config\":%s}",
-                     pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth, m->n_params, train.n, val.n,
-                     preset, dv.spec, device_backend(&dv), dv.bf16 ? "bf16" : "fp32", cj);
-            pf_trainer_log(&t, line);
-        }
-    }
-    // the device last: it uploads the model as init or --resume left it
-    t.backend = device_open(&dv, m, t.o.batch > t.o.eval_batch ? t.o.batch : t.o.eval_batch);
-    t.out_path = out;
-    t.stop = &g_stop;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.tty = isatty(1);
-    ctx.quiet = cli_get(&c, O_QUIET) != NULL;
-    t.progress = on_progress;
-    t.user = &ctx;
-    if (!ctx.quiet && !dv.cuda)
-        printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, %d threads\n",
-               train.name, train.n, val.n, pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth,
-               m->n_params, pf_get_threads());
-    else if (!ctx.quiet)
-        printf("train: %s, %d train / %d val images, %s, %d x %d branches x layers, %zu parameters, on %s\n",
-               train.name, train.n, val.n, pf_schedule_name(opts.schedule), m->cfg.branches, m->cfg.depth,
-               m->n_params, device_label(&dv, dev_buf, sizeof dev_buf));
-    if (resume && t.s.done && !ctx.quiet) printf("the run in %s has finished; evaluating it\n", resume);
-    st = pf_trainer_run(&t);
-    if (st == PF_ERR_INTERRUPTED) {
-        if (ctx.tty) printf("\n");
-        fprintf(stderr, "interrupted at epoch %d (step %lld). %s holds the last finished epoch; continue with the same "
-                "command and --resume %s\n", t.s.epoch + 1, (long long)t.s.step, out, out);
-    } else if (st != PF_OK) {
-        die(1, "%s", pf_last_error());
-    }
-    if (st == PF_OK && have_test) {
-        char line[4096];
-        size_t len;
-        int k;
-        sweep = (double *)xmalloc((size_t)m->cfg.branches * sizeof(double));
-        if (pf_evaluate_on(m, t.backend, &test, opts.eval_batch, &loss, &acc, NULL, sweep) != PF_OK)
-            die(1, "%s", pf_last_error());
-        len = (size_t)snprintf(line, sizeof line, "{\"event\":\"sweep\",\"split\":\"test\",\"step\":%lld,\"accuracy\":%.6g,"
-                               "\"loss\":%.6g,\"sweep\":[", (long long)t.s.step, acc, loss);
-        for (k = 0; k < m->active && len < sizeof line; k++)
-            len += (size_t)snprintf(line + len, sizeof line - len, "%s%.6g", k ? "," : "", sweep[k]);
-        if (len < sizeof line) snprintf(line + len, sizeof line - len, "]}");
-        pf_trainer_log(&t, line);
-        snprintf(line, sizeof line, "{\"event\":\"end\",\"step\":%lld,\"time_s\":%.1f,\"test_accuracy\":%.6g}",
-                 (long long)t.s.step, t.s.time_s, acc);
-        pf_trainer_log(&t, line);
-        print_sweep(sweep, m->active, m);
-        printf("test accuracy %.2f%% (%d images, %s), loss %.4f; model in %s\n", 100 * acc, test.n, test.name, loss, out);
-    } else if (st == PF_OK) {
-        printf("done; model in %s\n", out);
-    }
-    free(sweep);
-    free(test_owned);
-    pf_trainer_free(&t);
-    device_close(&dv);
-    pf_model_free(m);
-    pf_dataset_free(&train);
-    pf_dataset_free(&val);
-    if (have_test) pf_dataset_free(&test);
-    cli_free(&c);
+    train_flags(&j, argc, argv);
+    train_data(&j);
+    train_model(&j);
+    st = train_run(&j);
+    if (st == PF_OK) train_report(&j);
+    pf_trainer_free(&j.t);
+    device_close(&j.dv);
+    pf_model_free(j.m);
+    pf_dataset_free(&j.train);
+    pf_dataset_free(&j.val);
+    if (j.have_test) pf_dataset_free(&j.test);
+    cli_free(&j.c);
     return st == PF_ERR_INTERRUPTED ? 130 : 0;
 }
 
@@ -1761,741 +1884,9 @@ static int cmd_expand(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
-// plot
-//
-// Training logs (JSON lines written by `paraformer train`) -> one self-contained
-// SVG: loss and accuracy against the step with the stage starts marked, and
-// accuracy against the number of branches from the last sweep. Each line is
-// checked with the library's JSON reader and read with pf_json_number/
-// numbers/string; unknown events and keys are ignored. A resume event drops
-// what the log holds beyond the step it resumes from (it is logged again).
+// plot: the log reading and the SVG are in plot.h
 
-#define PLOT_MAX_LINE (1 << 20)  // bytes in one log line
-#define PLOT_MAX_LINES 10000000L // lines in one log
-#define PLOT_MAX_POINTS 2000     // points per drawn series (beyond: bins averaged)
-#define PLOT_MAX_RUNS 32         // --log files
-#define PLOT_MAX_SWEEP 64        // branch prefixes in a sweep
-#define PLOT_MAX_WARN 5          // invalid-line warnings per log (then a count)
-
-typedef struct series {
-    double *x, *y;
-    size_t n, cap;
-    size_t bin; // logged points averaged into each drawn one (1: none)
-} series;
-
-typedef struct stage_mark {
-    double step;
-    int stage, active; // active 0: not logged
-} stage_mark;
-
-typedef struct plot_run {
-    const char *path;
-    char label[128], schedule[32], data[128], split[32];
-    double branches, depth, params, test_acc; // NAN when not logged
-    series loss, acc, vloss, vacc;            // train loss, train acc (%), val loss, val acc (%)
-    stage_mark *marks;
-    int n_marks, cap_marks;
-    double sweep[PLOT_MAX_SWEEP], sweep_step; // percent (NAN: not finite)
-    int n_sweep;
-} plot_run;
-
-static void *xrealloc_n(void *p, size_t *cap, size_t need, size_t elem) {
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    if (c > SIZE_MAX / elem) die(1, "out of memory");
-    if (c != *cap) {
-        p = realloc(p, c * elem);
-        if (!p) die(1, "out of memory (%zu bytes)", c * elem);
-        *cap = c;
-    }
-    return p;
-}
-
-static void series_add(series *s, double x, double y) {
-    size_t cap;
-    if (!(fabs(x) < 1e15 && fabs(y) < 1e12)) return; // NaN, inf, absurd
-    if (s->n == s->cap) {
-        cap = s->cap;
-        s->x = (double *)xrealloc_n(s->x, &cap, s->n + 1, sizeof(double));
-        cap = s->cap;
-        s->y = (double *)xrealloc_n(s->y, &cap, s->n + 1, sizeof(double));
-        s->cap = cap;
-    }
-    s->x[s->n] = x;
-    s->y[s->n++] = y;
-}
-
-static void series_drop_after(series *s, double step) {
-    size_t i, k = 0;
-    for (i = 0; i < s->n; i++)
-        if (s->x[i] <= step) s->x[k] = s->x[i], s->y[k++] = s->y[i];
-    s->n = k;
-}
-
-static int cmp_xy(const void *a, const void *b) {
-    const double *p = (const double *)a, *q = (const double *)b;
-    return p[0] < q[0] ? -1 : p[0] > q[0] ? 1 : p[1] < q[1] ? -1 : p[1] > q[1];
-}
-
-// sorted by step, then consecutive bins averaged down to PLOT_MAX_POINTS
-static void series_finish(series *s) {
-    size_t i, k, b, n = 0;
-    int sorted = 1;
-    for (i = 1; i < s->n; i++)
-        if (s->x[i] < s->x[i - 1]) sorted = 0;
-    if (!sorted) {
-        double *xy = (double *)xmalloc(2 * s->n * sizeof(double));
-        for (i = 0; i < s->n; i++) xy[2 * i] = s->x[i], xy[2 * i + 1] = s->y[i];
-        qsort(xy, s->n, 2 * sizeof(double), cmp_xy);
-        for (i = 0; i < s->n; i++) s->x[i] = xy[2 * i], s->y[i] = xy[2 * i + 1];
-        free(xy);
-    }
-    s->bin = (s->n + PLOT_MAX_POINTS - 1) / PLOT_MAX_POINTS;
-    if (s->bin <= 1) {
-        s->bin = 1;
-        return;
-    }
-    for (i = 0; i < s->n; i += b) {
-        double sx = 0.0, sy = 0.0;
-        b = s->n - i < s->bin ? s->n - i : s->bin;
-        for (k = i; k < i + b; k++) sx += s->x[k], sy += s->y[k];
-        s->x[n] = sx / (double)b, s->y[n++] = sy / (double)b;
-    }
-    s->n = n;
-}
-
-static void series_free(series *s) {
-    free(s->x);
-    free(s->y);
-}
-
-// a finite number under `key`
-static int log_num(const char *s, size_t n, const char *key, double *v) {
-    return pf_json_number(s, n, key, v) && isfinite(*v);
-}
-
-// NULL when s[0..n) is one JSON object (the library's reader), else why not
-static const char *json_object_error(const char *s, size_t n) {
-    pf__json j;
-    memset(&j, 0, sizeof j);
-    j.s = s, j.n = n;
-    if (pf__jpeek(&j) != '{') return "it does not start with {";
-    if (!pf__jskip(&j)) return j.err ? j.err : "bad JSON";
-    if (pf__jpeek(&j) != -1) return "text after the object";
-    return NULL;
-}
-
-// One event into r; 0 when the line is no log event (no "event" string).
-static int plot_event(plot_run *r, const char *s, size_t n) {
-    char ev[32], str[128];
-    double step = NAN, v, vals[PLOT_MAX_SWEEP];
-    int k, i, has_step;
-    if (!pf_json_string(s, n, "event", ev, sizeof ev)) return 0;
-    has_step = log_num(s, n, "step", &step);
-    if (!strcmp(ev, "start")) {
-        if (pf_json_string(s, n, "name", str, sizeof str) && *str) snprintf(r->label, sizeof r->label, "%s", str);
-        pf_json_string(s, n, "schedule", r->schedule, sizeof r->schedule); // the line is valid: all or nothing
-        pf_json_string(s, n, "data", r->data, sizeof r->data);
-        if (log_num(s, n, "branches", &v)) r->branches = v;
-        if (log_num(s, n, "depth", &v)) r->depth = v;
-        if (log_num(s, n, "params", &v)) r->params = v;
-    } else if (!strcmp(ev, "resume") && has_step) { // what follows replaces what was logged after `step`
-        series_drop_after(&r->loss, step);
-        series_drop_after(&r->acc, step);
-        series_drop_after(&r->vloss, step);
-        series_drop_after(&r->vacc, step);
-        for (i = k = 0; i < r->n_marks; i++)
-            if (r->marks[i].step <= step) r->marks[k++] = r->marks[i];
-        r->n_marks = k;
-        if (r->n_sweep && r->sweep_step > step) r->n_sweep = 0;
-        r->test_acc = NAN;
-    } else if (!strcmp(ev, "train") && has_step) {
-        if (log_num(s, n, "loss", &v)) series_add(&r->loss, step, v);
-        if (log_num(s, n, "acc", &v)) series_add(&r->acc, step, 100.0 * v);
-    } else if (!strcmp(ev, "eval") && has_step) {
-        if (pf_json_string(s, n, "split", str, sizeof str) && strcmp(str, "val")) return 1;
-        if (log_num(s, n, "loss", &v)) series_add(&r->vloss, step, v);
-        if (log_num(s, n, "accuracy", &v)) series_add(&r->vacc, step, 100.0 * v);
-    } else if (!strcmp(ev, "stage") && has_step) {
-        stage_mark m;
-        m.step = step;
-        m.stage = log_num(s, n, "stage", &v) && v >= 0 && v < 1e6 ? (int)v : 0;
-        m.active = log_num(s, n, "active", &v) && v >= 1 && v < 1e6 ? (int)v : 0;
-        for (i = 0; i < r->n_marks; i++) // logged again after a resume
-            if (r->marks[i].step == m.step && r->marks[i].stage == m.stage) return 1;
-        if (r->n_marks == r->cap_marks) {
-            size_t cap = (size_t)r->cap_marks;
-            r->marks = (stage_mark *)xrealloc_n(r->marks, &cap, (size_t)r->n_marks + 1, sizeof(stage_mark));
-            if (cap > INT_MAX) die(1, "%s: too many stage events", r->path);
-            r->cap_marks = (int)cap;
-        }
-        r->marks[r->n_marks++] = m;
-    } else if (!strcmp(ev, "sweep")) {
-        if (pf_json_numbers(s, n, "sweep", vals, PLOT_MAX_SWEEP, &k) && k > 0) {
-            for (i = 0; i < k; i++) r->sweep[i] = isfinite(vals[i]) ? 100.0 * vals[i] : NAN;
-            r->n_sweep = k;
-            r->sweep_step = has_step ? step : NAN;
-            if (!pf_json_string(s, n, "split", r->split, sizeof r->split)) r->split[0] = '\0';
-        }
-    } else if (!strcmp(ev, "end")) {
-        if (log_num(s, n, "test_accuracy", &v)) r->test_acc = 100.0 * v;
-    }
-    return 1;
-}
-
-// reads one log into r; dies (naming the file) on what cannot be a log
-static void plot_read(plot_run *r, const char *path, char *buf) {
-    FILE *f = fopen(path, "rb");
-    const char *base = strrchr(path, '/'), *err;
-    long lineno = 0, used = 0, bad = 0;
-    size_t n;
-    int ch, eof = 0;
-    memset(r, 0, sizeof *r);
-    r->path = path;
-    r->branches = r->depth = r->params = r->test_acc = r->sweep_step = NAN;
-    base = base ? base + 1 : path;
-    snprintf(r->label, sizeof r->label, "%s", base);
-    if (pf__ends_with_ci(r->label, ".jsonl")) r->label[strlen(r->label) - 6] = '\0';
-    if (!f) die(1, "%s: cannot open: %s", path, strerror(errno));
-    while (!eof) {
-        for (n = 0;;) { // one line, without its newline
-            if ((ch = getc(f)) == EOF) {
-                eof = 1;
-                break;
-            }
-            if (ch == '\n') break;
-            if (n == PLOT_MAX_LINE)
-                die(1, "%s:%ld: line longer than %d bytes (is this a training log?)", path, lineno + 1, PLOT_MAX_LINE);
-            buf[n++] = (char)ch;
-        }
-        if (eof && ferror(f)) die(1, "%s: read error: %s", path, strerror(errno));
-        if (eof && n == 0) break;
-        buf[n] = '\0';
-        if (++lineno > PLOT_MAX_LINES) die(1, "%s: more than %ld lines", path, PLOT_MAX_LINES);
-        if (strspn(buf, " \t\r") >= n) continue; // blank (strspn stops at a NUL)
-        if ((err = json_object_error(buf, n)) != NULL) {
-            if (++bad <= PLOT_MAX_WARN)
-                fprintf(stderr, "warning: %s:%ld: skipped, not a JSON object (%s)\n", path, lineno, err);
-            continue;
-        }
-        used += plot_event(r, buf, n);
-    }
-    fclose(f);
-    if (bad > PLOT_MAX_WARN)
-        fprintf(stderr, "warning: %s: %ld more lines skipped, not JSON objects\n", path, bad - PLOT_MAX_WARN);
-    if (lineno == 0) die(1, "%s: empty log", path);
-    if (!used)
-        die(1, "%s: no log events in its %ld line%s (expected one JSON object with an \"event\" per line)", path,
-            lineno, lineno == 1 ? "" : "s");
-    series_finish(&r->loss);
-    series_finish(&r->acc);
-    series_finish(&r->vloss);
-    series_finish(&r->vacc);
-}
-
-static void plot_run_free(plot_run *r) {
-    series_free(&r->loss);
-    series_free(&r->acc);
-    series_free(&r->vloss);
-    series_free(&r->vacc);
-    free(r->marks);
-}
-
-// --- SVG helpers -------------------------------------------------------------
-
-// UTF-8 length of the sequence at s (1..4), 0 when invalid (or not XML 1.0)
-static int utf8_len(const unsigned char *s) {
-    unsigned cp;
-    int n, i;
-    if (s[0] < 0x80) return 1;
-    if ((s[0] & 0xE0) == 0xC0) n = 2, cp = s[0] & 0x1Fu;
-    else if ((s[0] & 0xF0) == 0xE0) n = 3, cp = s[0] & 0x0Fu;
-    else if ((s[0] & 0xF8) == 0xF0) n = 4, cp = s[0] & 0x07u;
-    else return 0;
-    for (i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3Fu);
-    }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp < 0xE000) || cp == 0xFFFE || cp == 0xFFFF)
-        return 0;
-    return n;
-}
-
-// characters (code points) in s, invalid bytes counted as one each
-static size_t text_chars(const char *s) {
-    size_t k = 0;
-    int n;
-    while (*s) {
-        n = utf8_len((const unsigned char *)s);
-        s += n ? n : 1, k++;
-    }
-    return k;
-}
-
-// s as XML text or attribute value, at most max characters (then "…");
-// control characters become spaces, invalid UTF-8 '?'
-static void svg_esc(FILE *f, const char *s, size_t max) {
-    size_t k = 0;
-    int n;
-    for (; *s; k++) {
-        unsigned char c = (unsigned char)*s;
-        if (k == max) {
-            fputs("\xE2\x80\xA6", f);
-            return;
-        }
-        n = utf8_len((const unsigned char *)s);
-        if (!n) fputc('?', f), n = 1;
-        else if (n > 1) fwrite(s, 1, (size_t)n, f);
-        else if (c == '&') fputs("&amp;", f);
-        else if (c == '<') fputs("&lt;", f);
-        else if (c == '>') fputs("&gt;", f);
-        else if (c == '"') fputs("&quot;", f);
-        else if (c == '\'') fputs("&#39;", f);
-        else fputc(c < 0x20 ? ' ' : c, f);
-        s += n;
-    }
-}
-
-// rough width of text in a sans-serif font of size px
-static double text_w(const char *s, double px) { return 0.58 * px * (double)text_chars(s); }
-
-static void svg_text(FILE *f, double x, double y, double size, const char *anchor, const char *fill,
-                     const char *extra, const char *s, size_t max) {
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%g\"%s%s%s fill=\"%s\"%s%s>", x, y, size,
-            anchor ? " text-anchor=\"" : "", anchor ? anchor : "", anchor ? "\"" : "", fill, extra ? " " : "",
-            extra ? extra : "");
-    svg_esc(f, s, max);
-    fputs("</text>\n", f);
-}
-
-static const char *const PLOT_COLOURS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-                                           "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
-#define PLOT_N_COLOURS ((int)(sizeof PLOT_COLOURS / sizeof PLOT_COLOURS[0]))
-static const char *run_colour(int r) { return PLOT_COLOURS[r % PLOT_N_COLOURS]; }
-
-// --- axes --------------------------------------------------------------------
-
-typedef struct axis {
-    double lo, hi;    // drawn range
-    double t0, step;  // ticks t0, t0+step, ... <= hi
-    double scale;     // tick labels divided by this (1, 1e3 "k", 1e6 "M")
-    const char *unit; // after each tick label ("%" or "")
-} axis;
-
-// ticks at 1, 2 or 5 x 10^k covering [lo, hi], about `target` of them
-static axis nice_axis(double lo, double hi, int target) {
-    axis a;
-    double raw, mag, f, top;
-    if (!(hi - lo > 1e-12 * (fabs(lo) + fabs(hi)))) {
-        double pad = lo != 0.0 ? 0.1 * fabs(lo) : 1.0;
-        lo -= pad, hi += pad;
-    }
-    raw = (hi - lo) / target;
-    mag = pow(10.0, floor(log10(raw)));
-    f = raw / mag;
-    a.step = (f < 1.5 ? 1.0 : f < 3.5 ? 2.0 : f < 7.5 ? 5.0 : 10.0) * mag;
-    a.lo = a.t0 = floor(lo / a.step + 1e-9) * a.step;
-    a.hi = ceil(hi / a.step - 1e-9) * a.step;
-    top = fabs(a.lo) > fabs(a.hi) ? fabs(a.lo) : fabs(a.hi);
-    a.scale = top >= 1e7 && a.step >= 1e5 ? 1e6 : top >= 1e4 && a.step >= 100 ? 1e3 : 1.0;
-    a.unit = "";
-    return a;
-}
-
-static const char *tick_label(const axis *a, double v, char *buf, size_t cap) {
-    double st = a->step / a->scale;
-    int dec = st >= 1.0 ? 0 : (int)ceil(-log10(st) - 1e-9);
-    if (fabs(v) < 1e-9 * a->step) v = 0.0; // no "-0"
-    if (v == 0.0 && a->scale != 1.0) dec = 0; // "0", not "0k" or "0.0k"
-    if (a->scale == 1e6 && fabs(v) >= 1e10) { // beyond what a log holds: 1e+14
-        snprintf(buf, cap, "%.3g%s", v, a->unit);
-        return buf;
-    }
-    snprintf(buf, cap, "%.*f%s%s", dec, v / a->scale,
-             v == 0.0 ? "" : a->scale == 1e6 ? "M" : a->scale == 1e3 ? "k" : "", a->unit);
-    return buf;
-}
-
-typedef struct frame {
-    double x, y, w, h; // plot area (pixels)
-    axis ax, ay;
-} frame;
-
-static double fx(const frame *p, double v) { return p->x + (v - p->ax.lo) / (p->ax.hi - p->ax.lo) * p->w; }
-static double fy(const frame *p, double v) { return p->y + p->h - (v - p->ay.lo) / (p->ay.hi - p->ay.lo) * p->h; }
-
-// grid, ticks, tick labels, axis lines and labels; a clip path `clip` for the data
-static void draw_frame(FILE *f, const frame *p, const char *xlabel, const char *ylabel, const char *clip) {
-    char b[64];
-    double v;
-    int i;
-    fprintf(f, "<clipPath id=\"%s\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/></clipPath>\n", clip,
-            p->x - 4, p->y - 4, p->w + 8, p->h + 8);
-    fprintf(f, "<g stroke=\"#e4e4e4\" stroke-width=\"1\">\n");
-    for (i = 0; i < 1000 && (v = p->ay.t0 + i * p->ay.step) <= p->ay.hi + 1e-9 * p->ay.step; i++)
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", p->x, fy(p, v), p->x + p->w, fy(p, v));
-    for (i = 0; i < 1000 && (v = p->ax.t0 + i * p->ax.step) <= p->ax.hi + 1e-9 * p->ax.step; i++)
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", fx(p, v), p->y, fx(p, v), p->y + p->h);
-    fprintf(f, "</g>\n<g font-size=\"11\" fill=\"#555\">\n");
-    for (i = 0; i < 1000 && (v = p->ay.t0 + i * p->ay.step) <= p->ay.hi + 1e-9 * p->ay.step; i++)
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", p->x - 6, fy(p, v) + 4,
-                tick_label(&p->ay, v, b, sizeof b));
-    for (i = 0; i < 1000 && (v = p->ax.t0 + i * p->ax.step) <= p->ax.hi + 1e-9 * p->ax.step; i++)
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", fx(p, v), p->y + p->h + 16,
-                tick_label(&p->ax, v, b, sizeof b));
-    fprintf(f, "</g>\n<path d=\"M%.1f %.1fV%.1fH%.1f\" fill=\"none\" stroke=\"#888\" stroke-width=\"1\"/>\n", p->x,
-            p->y, p->y + p->h, p->x + p->w);
-    svg_text(f, p->x + p->w / 2, p->y + p->h + 34, 12, "middle", "#333", NULL, xlabel, 200);
-    fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\" "
-               "fill=\"#333\">", p->x - 48, p->y + p->h / 2);
-    svg_esc(f, ylabel, 200);
-    fputs("</text>\n", f);
-}
-
-// a series as a line (dots: also a circle at each point; one point: a circle)
-static void draw_series(FILE *f, const frame *p, const series *s, const char *colour, double width,
-                        double opacity, int dots, const char *clip) {
-    size_t i;
-    if (!s->n) return;
-    fprintf(f, "<g clip-path=\"url(#%s)\">\n", clip);
-    if (s->n > 1) {
-        fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"%g\" stroke-opacity=\"%g\" "
-                   "stroke-linejoin=\"round\" d=\"", colour, width, opacity);
-        for (i = 0; i < s->n; i++)
-            fprintf(f, "%s%.1f %.1f%s", i ? "L" : "M", fx(p, s->x[i]), fy(p, s->y[i]), i % 12 == 11 ? "\n" : "");
-        fputs("\"/>\n", f);
-    }
-    if (s->n == 1 || (dots && s->n <= 300))
-        for (i = 0; i < s->n; i++)
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%g\" fill=\"%s\"/>\n", fx(p, s->x[i]), fy(p, s->y[i]),
-                    dots ? 3.0 : 2.5, colour);
-    fputs("</g>\n", f);
-}
-
-typedef struct mark_label {
-    double x, x0, w; // the line, the label's left edge and width (pixels)
-    int row;         // of the strip above the plot
-    const char *colour;
-    char text[48];
-} mark_label;
-
-static int cmp_label(const void *a, const void *b) {
-    double u = ((const mark_label *)a)->x, v = ((const mark_label *)b)->x;
-    return u < v ? -1 : u > v;
-}
-
-#define PLOT_MARK_ROWS 4
-
-// The stage-start labels of all runs for frame p (only x is used), placed in
-// rows so that they do not overlap; *rows gets the rows used. Free the result.
-static mark_label *layout_marks(const frame *p, const plot_run *runs, int nr, int *n_out, int *rows) {
-    mark_label *lab;
-    double row_end[PLOT_MARK_ROWS];
-    int r, i, k, n = 0, total = 0;
-    *rows = 0;
-    for (r = 0; r < nr; r++) total += runs[r].n_marks;
-    lab = (mark_label *)xmalloc((size_t)(total ? total : 1) * sizeof *lab);
-    for (r = 0; r < nr; r++)
-        for (i = 0; i < runs[r].n_marks; i++) {
-            const stage_mark *m = &runs[r].marks[i];
-            mark_label *l = &lab[n++];
-            l->x = fx(p, m->step);
-            l->colour = nr == 1 ? "#555" : run_colour(r);
-            if (m->active) snprintf(l->text, sizeof l->text, "stage %d (%d branch%s)", m->stage, m->active,
-                                    m->active == 1 ? "" : "es");
-            else snprintf(l->text, sizeof l->text, "stage %d", m->stage);
-        }
-    qsort(lab, (size_t)n, sizeof *lab, cmp_label);
-    for (k = 0; k < PLOT_MARK_ROWS; k++) row_end[k] = -1e30;
-    for (i = 0; i < n; i++) {
-        lab[i].w = text_w(lab[i].text, 11) + 4;
-        lab[i].x0 = lab[i].x + 3;
-        if (lab[i].x0 + lab[i].w > p->x + p->w) lab[i].x0 = lab[i].x - 3 - lab[i].w; // left of its line
-        for (k = 0; k < PLOT_MARK_ROWS && row_end[k] >= lab[i].x0; k++) {}
-        if (k == PLOT_MARK_ROWS) { // every row taken there: the one that frees first
-            int j;
-            for (k = 0, j = 1; j < PLOT_MARK_ROWS; j++)
-                if (row_end[j] < row_end[k]) k = j;
-        }
-        lab[i].row = k;
-        row_end[k] = lab[i].x0 + lab[i].w + 6;
-        if (k + 1 > *rows) *rows = k + 1;
-    }
-    *n_out = n;
-    return lab;
-}
-
-// dashed lines at the stage starts from the label strip (`rows` rows of 15
-// pixels above the plot) down to the x axis, labelled in the strip
-static void draw_marks(FILE *f, const frame *p, const plot_run *runs, int nr, int rows) {
-    int n, used, i;
-    mark_label *lab = layout_marks(p, runs, nr, &n, &used);
-    double top = p->y - 15.0 * rows - 2;
-    (void)used;
-    if (n) fprintf(f, "<g stroke-width=\"1.2\" stroke-dasharray=\"5 4\">\n");
-    for (i = 0; i < n; i++)
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", lab[i].x,
-                top + 15.0 * lab[i].row + 2, lab[i].x, p->y + p->h, lab[i].colour);
-    if (n) fprintf(f, "</g>\n");
-    for (i = 0; i < n; i++)
-        svg_text(f, lab[i].x0 + 2, top + 15.0 * lab[i].row + 12, 11, NULL, lab[i].colour, NULL, lab[i].text, 48);
-    free(lab);
-}
-
-typedef struct legend_item {
-    const char *colour;
-    int style; // 0 line, 1 line with a dot, 2 dot, 3 dashed line
-    char text[80];
-} legend_item;
-
-// items right-aligned ending at x_right, baseline y
-static void draw_legend(FILE *f, const legend_item *it, int n, double x_right, double y) {
-    double x = x_right;
-    int i;
-    for (i = 0; i < n; i++) x -= 26 + text_w(it[i].text, 12) + 16;
-    for (i = 0; i < n; i++) {
-        if (it[i].style != 2)
-            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"%s\"%s/>\n",
-                    x, y - 4, x + 20, y - 4, it[i].colour, it[i].style == 1 ? "2.2" : "1.6",
-                    it[i].style == 3 ? " stroke-dasharray=\"5 4\"" : "");
-        if (it[i].style == 1 || it[i].style == 2)
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", x + 10, y - 4, it[i].colour);
-        svg_text(f, x + 26, y, 12, NULL, "#333", NULL, it[i].text, 80);
-        x += 26 + text_w(it[i].text, 12) + 16;
-    }
-}
-
-// --- the panels ----------------------------------------------------------------
-
-static void series_range(const series *s, double *lo, double *hi) {
-    size_t i;
-    for (i = 0; i < s->n; i++) {
-        if (s->y[i] < *lo) *lo = s->y[i];
-        if (s->y[i] > *hi) *hi = s->y[i];
-    }
-}
-
-// panel 1 or 2: loss (acc 0) or accuracy (acc 1) against the step
-// (y: top of the panel; rows: of stage labels between its title and the plot)
-static void plot_step_panel(FILE *f, const plot_run *runs, int nr, int acc, double x, double y, double w, double h,
-                            const axis *ax, int rows) {
-    const char *clip = acc ? "clip_acc" : "clip_loss";
-    double lo = INFINITY, hi = -INFINITY, pad;
-    frame p;
-    legend_item it[3];
-    size_t bin = 1;
-    int r, n_it = 0, have_val = 0, have_train = 0;
-    for (r = 0; r < nr; r++) {
-        const series *t = acc ? &runs[r].acc : &runs[r].loss, *v = acc ? &runs[r].vacc : &runs[r].vloss;
-        series_range(t, &lo, &hi);
-        series_range(v, &lo, &hi);
-        have_train |= t->n > 0, have_val |= v->n > 0;
-        if (t->bin > bin) bin = t->bin;
-    }
-    if (lo > hi) lo = 0.0, hi = acc ? 100.0 : 1.0;
-    pad = 0.04 * (hi - lo);
-    p.x = x, p.y = y + 30 + 15.0 * rows, p.w = w, p.h = h;
-    p.ax = *ax;
-    p.ay = nice_axis(lo - pad, hi + pad, 5);
-    if (acc) p.ay.unit = "%";
-    if (p.ay.lo < 0.0 && lo >= 0.0) p.ay.lo = p.ay.t0 = 0.0; // no axis below 0 (or above 100%) without data there
-    if (acc && p.ay.hi > 100.0 && hi <= 100.0) p.ay.hi = 100.0;
-    svg_text(f, x, y + 14, 15, NULL, "#222", "font-weight=\"bold\"", acc ? "Accuracy" : "Loss", 40);
-    if (have_train) {
-        it[n_it].colour = nr == 1 ? PLOT_COLOURS[0] : "#555";
-        it[n_it].style = 0;
-        if (bin > 1) snprintf(it[n_it].text, sizeof it[n_it].text, "train (means of %zu logged values)", bin);
-        else snprintf(it[n_it].text, sizeof it[n_it].text, "train");
-        n_it++;
-    }
-    if (have_val) {
-        it[n_it].colour = nr == 1 ? PLOT_COLOURS[1] : "#555";
-        it[n_it].style = 1;
-        snprintf(it[n_it].text, sizeof it[n_it].text, "validation");
-        n_it++;
-    }
-    draw_legend(f, it, n_it, x + w, y + 14);
-    draw_frame(f, &p, "step (optimizer steps)", acc ? "accuracy (%)" : "cross-entropy loss", clip);
-    draw_marks(f, &p, runs, nr, rows);
-    for (r = 0; r < nr; r++) {
-        const char *ct = nr == 1 ? PLOT_COLOURS[0] : run_colour(r), *cv = nr == 1 ? PLOT_COLOURS[1] : run_colour(r);
-        draw_series(f, &p, acc ? &runs[r].acc : &runs[r].loss, ct, 1.4, nr == 1 ? 0.9 : 0.6, 0, clip);
-        draw_series(f, &p, acc ? &runs[r].vacc : &runs[r].vloss, cv, 2.2, 1.0, 1, clip);
-    }
-    if (!have_train && !have_val)
-        svg_text(f, p.x + p.w / 2, p.y + p.h / 2, 13, "middle", "#888", NULL,
-                 acc ? "no accuracy logged yet" : "no loss logged yet", 60);
-}
-
-// panel 3: accuracy against the number of branches (each run's last sweep)
-static void plot_sweep_panel(FILE *f, const plot_run *runs, int nr, double x, double y, double w, double h) {
-    double lo = INFINITY, hi = -INFINITY, pad;
-    char b[160], note[160];
-    frame p;
-    int r, i, nmax = 0, missing = 0;
-    const char *split = NULL;
-    for (r = 0; r < nr; r++) {
-        if (!runs[r].n_sweep) {
-            missing++;
-            continue;
-        }
-        if (runs[r].n_sweep > nmax) nmax = runs[r].n_sweep;
-        for (i = 0; i < runs[r].n_sweep; i++)
-            if (isfinite(runs[r].sweep[i])) {
-                if (runs[r].sweep[i] < lo) lo = runs[r].sweep[i];
-                if (runs[r].sweep[i] > hi) hi = runs[r].sweep[i];
-            }
-        if (!split) split = runs[r].split;
-        else if (strcmp(split, runs[r].split)) split = "";
-    }
-    if (split && *split) snprintf(b, sizeof b, "Accuracy vs branches used (last sweep, %s split)", split);
-    else snprintf(b, sizeof b, "Accuracy vs branches used (last sweep)");
-    svg_text(f, x, y + 14, 15, NULL, "#222", "font-weight=\"bold\"", b, 160);
-    if (lo > hi) { // no sweep with a finite value
-        svg_text(f, x, y + 36, 13, NULL, "#888", NULL,
-                 "no sweep yet: the accuracy of each number of branches appears after a sweep event",
-                 (size_t)(w / (0.58 * 13)));
-        return;
-    }
-    pad = 0.15 * (hi - lo) > 0.5 ? 0.15 * (hi - lo) : 0.5;
-    p.x = x, p.y = y + 30, p.w = w, p.h = h;
-    p.ay = nice_axis(lo - pad, hi + 1.5 * pad, 5);
-    p.ay.unit = "%";
-    if (p.ay.lo < 0.0 && lo >= 0.0) p.ay.lo = p.ay.t0 = 0.0;
-    if (p.ay.hi > 100.0 && hi <= 100.0) p.ay.hi = 100.0;
-    p.ax.lo = 0.5, p.ax.hi = nmax + 0.5, p.ax.t0 = 1.0, p.ax.scale = 1.0, p.ax.unit = "";
-    p.ax.step = nmax <= 20 ? 1.0 : nice_axis(1.0, nmax, 10).step;
-    note[0] = '\0';
-    if (p.ay.lo > 0.0) snprintf(note, sizeof note, "y axis starts at %s, not 0", tick_label(&p.ay, p.ay.lo, b, 64));
-    if (missing) {
-        size_t len = strlen(note);
-        snprintf(note + len, sizeof note - len, "%s%d run%s without a sweep yet", len ? "; " : "", missing,
-                 missing == 1 ? "" : "s");
-    }
-    if (*note) svg_text(f, x + w, y + 14, 12, "end", "#777", "font-style=\"italic\"", note, 160);
-    draw_frame(f, &p, "branches used (the first k of the model's branches)", "accuracy (%)", "clip_sweep");
-    for (r = 0; r < nr; r++) {
-        const plot_run *u = &runs[r];
-        const char *col = nr == 1 ? PLOT_COLOURS[0] : run_colour(r);
-        int first = 1;
-        if (!u->n_sweep) continue;
-        fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\" d=\"", col);
-        for (i = 0; i < u->n_sweep; i++)
-            if (isfinite(u->sweep[i])) {
-                fprintf(f, "%s%.1f %.1f", first ? "M" : "L", fx(&p, i + 1.0), fy(&p, u->sweep[i]));
-                first = 0;
-            }
-        fputs("\"/>\n", f);
-        for (i = 0; i < u->n_sweep; i++)
-            if (isfinite(u->sweep[i]))
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", fx(&p, i + 1.0),
-                        fy(&p, u->sweep[i]), col);
-    }
-    // the values beside the points (left of them, where the lines leave to
-    // the right; right of the last k); at each k the labels are taken from
-    // the top down and pushed down until they are 14 px apart
-    for (i = 0; i < nmax; i++) {
-        int order[PLOT_MAX_RUNS], n = 0, j, q, last_k = i == nmax - 1;
-        double last = -1e9;
-        for (r = 0; r < nr; r++)
-            if (i < runs[r].n_sweep && isfinite(runs[r].sweep[i])) order[n++] = r;
-        for (j = 1; j < n; j++) // insertion sort by value, highest first
-            for (q = j; q > 0 && runs[order[q]].sweep[i] > runs[order[q - 1]].sweep[i]; q--) {
-                int t = order[q];
-                order[q] = order[q - 1], order[q - 1] = t;
-            }
-        for (j = 0; j < n; j++) {
-            const plot_run *u = &runs[order[j]];
-            double ly = fy(&p, u->sweep[i]) + 4;
-            if (ly < last + 14) ly = last + 14;
-            last = ly;
-            snprintf(b, sizeof b, "%.1f%%", u->sweep[i]);
-            svg_text(f, fx(&p, i + 1.0) + (last_k ? 8 : -8), ly, 12, last_k ? "start" : "end",
-                     nr == 1 ? PLOT_COLOURS[0] : run_colour(order[j]),
-                     "font-weight=\"bold\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\"", b, 16);
-        }
-    }
-}
-
-// "300k", "1.2M"
-static const char *count_str(double v, char *buf, size_t cap) {
-    if (v >= 1e6) snprintf(buf, cap, "%.3gM", v / 1e6);
-    else if (v >= 1e3) snprintf(buf, cap, "%.3gk", v / 1e3);
-    else snprintf(buf, cap, "%.0f", v);
-    return buf;
-}
-
-static void plot_svg(FILE *f, const plot_run *runs, int nr, const char *title, int W) {
-    const double ml = 72, mr = 36, pw = W - ml - mr, ph = floor(0.27 * W), sh = floor(0.22 * W);
-    const double top = 44 + 20.0 * nr + 10;
-    double step_max = 0.0, H, y1, y2, y3;
-    int r, i, any_sweep = 0, rows, n_lab, show_label;
-    char b[128], t[128];
-    frame px;
-    mark_label *lab;
-    for (r = 0; r < nr; r++) {
-        const series *s[4] = {&runs[r].loss, &runs[r].acc, &runs[r].vloss, &runs[r].vacc};
-        for (i = 0; i < 4; i++)
-            if (s[i]->n && s[i]->x[s[i]->n - 1] > step_max) step_max = s[i]->x[s[i]->n - 1];
-        for (i = 0; i < runs[r].n_marks; i++)
-            if (runs[r].marks[i].step > step_max) step_max = runs[r].marks[i].step;
-        any_sweep |= runs[r].n_sweep > 0;
-    }
-    // the step axis of panels 1 and 2, and the rows their stage labels need
-    memset(&px, 0, sizeof px);
-    px.x = ml, px.w = pw;
-    px.ax = nice_axis(0.0, step_max > 10.0 ? step_max : 10.0, 8); // steps are whole numbers
-    lab = layout_marks(&px, runs, nr, &n_lab, &rows);
-    free(lab);
-    y1 = top;
-    y2 = y1 + 30 + 15.0 * rows + ph + 50;
-    y3 = y2 + 30 + 15.0 * rows + ph + 50;
-    H = y3 + (any_sweep ? 30 + sh + 46 : 50);
-    show_label = nr > 1 || (title && strcmp(title, runs[0].label));
-    if (!title) {
-        if (nr == 1) title = runs[0].label;
-        else snprintf(t, sizeof t, "%d training runs", nr), title = t;
-    }
-    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%.0f\" viewBox=\"0 0 %d %.0f\" "
-               "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n", W, H, W, H);
-    fputs("<title>", f);
-    svg_esc(f, title, 200);
-    fputs("</title>\n", f);
-    fprintf(f, "<rect width=\"%d\" height=\"%.0f\" fill=\"#fff\"/>\n", W, H);
-    svg_text(f, ml, 30, 20, NULL, "#111", "font-weight=\"bold\"", title, 90);
-    // one line per run: colour, label, what its start and end events said
-    for (r = 0; r < nr; r++) {
-        const plot_run *u = &runs[r];
-        double y = 44 + 20.0 * r + 10, x = ml;
-        char d[400];
-        size_t len = 0;
-        d[0] = '\0';
-#define ADD(...) (len += (size_t)snprintf(d + len, len < sizeof d ? sizeof d - len : 0, __VA_ARGS__))
-        if (*u->schedule) ADD("%s schedule", u->schedule);
-        if (isfinite(u->branches)) ADD("%s%.0f branch%s", len ? ", " : "", u->branches, u->branches == 1 ? "" : "es");
-        if (isfinite(u->depth)) ADD(" \xC3\x97 depth %.0f", u->depth); // U+00D7 multiplication sign
-        if (isfinite(u->params)) ADD("%s%s parameters", len ? ", " : "", count_str(u->params, b, sizeof b));
-        if (isfinite(u->test_acc)) ADD("%stest accuracy %.2f%%", len ? ", " : "", u->test_acc);
-        if (*u->data) ADD("%s%s", len ? ", " : "", u->data);
-#undef ADD
-        if (nr > 1) {
-            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"4\"/>\n", x,
-                    y - 4, x + 20, y - 4, run_colour(r));
-            x += 28;
-        }
-        if (show_label) {
-            svg_text(f, x, y, 13, NULL, "#222", "font-weight=\"bold\"", u->label, 60);
-            x += text_w(u->label, 13) + 12;
-        }
-        if (*d && x < W - mr - 40) svg_text(f, x, y, 13, NULL, "#555", NULL, d, (size_t)((W - mr - x) / (0.58 * 13)));
-    }
-    plot_step_panel(f, runs, nr, 0, ml, y1, pw, ph, &px.ax, rows);
-    plot_step_panel(f, runs, nr, 1, ml, y2, pw, ph, &px.ax, rows);
-    plot_sweep_panel(f, runs, nr, ml, y3, pw, sh);
-    fputs("</svg>\n", f);
-}
+#include "plot.h"
 
 static int cmd_plot(int argc, char **argv) {
     enum { O_LOG, O_OUT, O_TITLE, O_WIDTH, O_N };
@@ -2507,9 +1898,8 @@ static int cmd_plot(int argc, char **argv) {
     };
     cli c = {"plot", o, O_N, 0, NULL, NULL};
     const char *out, *title;
-    char *buf, tmp[4096];
     plot_run *runs;
-    FILE *f;
+    pf_atomic svg;
     int i, nr = 0, width = 1000;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer plot --log L.jsonl [--log L2.jsonl ...] --out F.svg [--title T] [--width W]\n\n"
@@ -2535,13 +1925,11 @@ static int cmd_plot(int argc, char **argv) {
         if (++nr > PLOT_MAX_RUNS) usage_error(&c, "more than %d --log files", PLOT_MAX_RUNS);
     }
     runs = (plot_run *)xmalloc((size_t)nr * sizeof *runs);
-    buf = (char *)xmalloc(PLOT_MAX_LINE + 1);
     for (i = nr = 0; i < c.n; i++)
-        if (c.which[i] == O_LOG) plot_read(&runs[nr++], c.vals[i], buf);
-    free(buf);
-    if (!(f = pf__open_tmp(out, tmp, sizeof tmp))) die_file(out);
-    plot_svg(f, runs, nr, title, width);
-    if (pf__commit(f, tmp, out, !ferror(f)) != PF_OK) die_file(out);
+        if (c.which[i] == O_LOG) plot_read(&runs[nr++], c.vals[i]);
+    if (pf_atomic_open(&svg, out) != PF_OK) die_file(out);
+    plot_svg(svg.f, runs, nr, title, width);
+    if (pf_atomic_commit(&svg) != PF_OK) die_file(out);
     printf("wrote %s: %d run%s\n", out, nr, nr == 1 ? "" : "s");
     for (i = 0; i < nr; i++) plot_run_free(&runs[i]);
     free(runs);

@@ -1,151 +1,36 @@
-/* test_io.c - hostile, truncated and malformed files through the readers of
-   paraformer.h, and round trips through its writers.
+/* test_safetensors.c - hostile, truncated and malformed safetensors files
+   through the readers of paraformer.h (pf_st_open, pf_model_load), and round
+   trips through its writers (pf_st_write, pf_model_save).
 
-   Every bad file is generated here (in a fresh directory next to this
-   program, removed at the end unless something failed) and fed to the
-   library API: pf_st_open, pf_model_load, pf_npy_load. A bad file passes
-   when the call
-     - returns a status other than PF_OK,
-     - leaves a non-empty pf_last_error() that contains the file's path,
-     - never asks for more than 64 MiB in one allocation (the library's
-       PF_MALLOC/PF_REALLOC are routed through a guard here: a reader must
-       check sizes against the file before it allocates), and
-     - does not crash (run it under `make test SAN=1`: AddressSanitizer and
-       UndefinedBehaviorSanitizer turn any overflow or UB into a failure).
-   At the end no allocation made through PF_MALLOC may still be live.
+   Every bad file is generated here, in a fresh temporary directory (removed
+   at the end unless something failed or PF_KEEP_TMP=1), and must be refused
+   by the rules of tests/io_util.h: not PF_OK, a pf_last_error() that names
+   the file, no single allocation above 64 MiB (the library's PF_MALLOC and
+   PF_REALLOC go through tests/pf_alloc_guard.h here: a reader must check
+   sizes against the file before it allocates), no crash (run it under `make
+   test SAN=1`). At the end no allocation made through PF_MALLOC may still be
+   live.
 
    Good files must round-trip exactly: pf_model_save -> pf_model_load,
-   hand-written F32/F64/F16/BF16 checkpoints, pf_npy_save -> pf_npy_load for
-   f32/u8/i64, hand-written .npy v1/v2, and the committed fixtures. F16 and
-   BF16 are checked against hand-encoded bit patterns of known values.
-
-   Prints `ok   - ...` / `FAIL - ...` per check, then `N passed, M failed`;
-   exit status 1 on any failure. Run from the repository root (it reads
-   tests/fixtures). PF_KEEP_TMP=1 keeps the generated files. */
+   hand-written F32/F64/F16/BF16 checkpoints and the committed PyTorch
+   fixture; F16 and BF16 are checked against hand-encoded bit patterns of
+   known values. Run from the repository root (it reads tests/fixtures). */
 #define _POSIX_C_SOURCE 200809L
-#include <dirent.h>
-#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "pf_alloc_guard.h" /* PF_MALLOC & co., counted and capped */
 
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
 
-/* ---------------------------------------------------------------------- */
-/* checks */
+#define PF_TEST_FILES
+#include "pf_test.h"
 
-static int n_pass, n_fail;
-
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s - ", ok ? "ok  " : "FAIL");
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
-
-static void clear_error(void) { pf_fail(PF_OK, "%s", ""); }
-
-/* ---------------------------------------------------------------------- */
-/* files */
-
-static char g_dir[512];        /* the temporary directory */
-static char *g_files[4096];    /* what we created there, for cleanup */
-static int g_nfiles;
-
-/* `path` = g_dir/name (static rotating buffers so a call can use two). */
-static const char *tpath(const char *name) {
-    static char bufs[4][700];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, 700, "%s/%s", g_dir, name);
-    return p;
-}
-
-static void remember(const char *path) {
-    int i;
-    for (i = 0; i < g_nfiles; i++)
-        if (!strcmp(g_files[i], path)) return;
-    if (g_nfiles < (int)(sizeof g_files / sizeof g_files[0])) {
-        g_files[g_nfiles] = (char *)malloc(strlen(path) + 1);
-        if (g_files[g_nfiles]) strcpy(g_files[g_nfiles++], path);
-    }
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || (n && fwrite(data, 1, n, f) != n) || fclose(f) != 0) {
-        fprintf(stderr, "test_io: cannot write %s: %s\n", path, strerror(errno));
-        exit(2);
-    }
-    remember(path);
-}
-
-static unsigned char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *p = NULL;
-    long len;
-    *n = 0;
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        p = (unsigned char *)malloc((size_t)len + 1);
-        if (p && fread(p, 1, (size_t)len, f) == (size_t)len) *n = (size_t)len;
-        else {
-            free(p);
-            p = NULL;
-        }
-    }
-    fclose(f);
-    return p;
-}
-
-/* A growable byte buffer. */
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} tbuf;
-
-static void tb_add(tbuf *b, const void *data, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        unsigned char *p = (unsigned char *)realloc(b->p, cap);
-        if (!p) {
-            fprintf(stderr, "test_io: out of memory\n");
-            exit(2);
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, data, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void tb_str(tbuf *b, const char *s) { tb_add(b, s, strlen(s)); }
-static void tb_byte(tbuf *b, int c, size_t count) {
-    unsigned char ch = (unsigned char)c;
-    while (count--) tb_add(b, &ch, 1);
-}
-static void tb_le(tbuf *b, uint64_t v, int bytes) {
-    int i;
-    for (i = 0; i < bytes; i++) tb_byte(b, (int)((v >> (8 * i)) & 0xff), 1);
-}
-static void tb_free(tbuf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
+#include "io_util.h"
 
 /* safetensors bytes: 8-byte little-endian header length, header, data. */
 static tbuf st_bytes_len(uint64_t hlen, const char *json, size_t json_len, const void *data, size_t dlen) {
@@ -159,116 +44,35 @@ static tbuf st_bytes(const char *json, const void *data, size_t dlen) {
     return st_bytes_len(strlen(json), json, strlen(json), data, dlen);
 }
 
-/* .npy bytes: magic, version, header length (2 bytes for v1, 4 for v2/v3),
-   the dict padded with spaces and a newline to a multiple of 64, data. */
-static tbuf npy_bytes(int major, const char *dict, const void *data, size_t dlen) {
-    tbuf b = {NULL, 0, 0};
-    size_t pre = major == 1 ? 10 : 12, hl = strlen(dict) + 1;
-    hl += (64 - (pre + hl) % 64) % 64;
-    tb_add(&b, "\x93NUMPY", 6);
-    tb_byte(&b, major, 1);
-    tb_byte(&b, 0, 1);
-    tb_le(&b, hl, major == 1 ? 2 : 4);
-    tb_str(&b, dict);
-    tb_byte(&b, ' ', hl - strlen(dict) - 1);
-    tb_byte(&b, '\n', 1);
-    tb_add(&b, data, dlen);
-    return b;
-}
-
 /* ---------------------------------------------------------------------- */
-/* expectations for bad files */
+/* the two readers, and malformed files through both */
 
-/* Judges a refusal; `why` gets the reason (for the check line). */
-static int judge(pf_status st, const char *path, char *why, size_t cap) {
-    const char *e = pf_last_error();
-    if (st == PF_OK) {
-        snprintf(why, cap, "accepted");
-        return 0;
-    }
-    if (!e[0]) {
-        snprintf(why, cap, "%s with an empty error message", pf_status_name(st));
-        return 0;
-    }
-    if (!strstr(e, path)) {
-        snprintf(why, cap, "message does not name the file: %s", e);
-        return 0;
-    }
-    if (pf_guard_biggest > PF_GUARD_LIMIT) {
-        snprintf(why, cap, "asked for %lu bytes in one allocation (limit %lu MiB): %s", (unsigned long)pf_guard_biggest,
-                 (unsigned long)(PF_GUARD_LIMIT >> 20), e);
-        return 0;
-    }
-    snprintf(why, cap, "%s: %s", pf_status_name(st), e);
-    return 1;
-}
-
-static int st_open_refuses(const char *path, char *why, size_t cap) {
+static pf_status read_st(const char *path, char *note, size_t cap) {
     pf_st_file *f = NULL;
-    pf_status st;
-    clear_error();
-    pf_guard_biggest = 0;
-    st = pf_st_open(path, &f);
+    pf_status st = pf_st_open(path, &f);
     if (st == PF_OK) {
-        snprintf(why, cap, "pf_st_open accepted it (%d tensors)", f ? f->n : -1);
+        snprintf(note, cap, "pf_st_open accepted it (%d tensors)", f ? f->n : -1);
         pf_st_close(f);
-        return 0;
-    }
-    if (f) {
-        snprintf(why, cap, "pf_st_open failed but set *out");
-        return 0;
-    }
-    return judge(st, path, why, cap);
+    } else if (f)
+        snprintf(note, cap, "pf_st_open failed but set *out");
+    return st;
 }
-
-static int model_load_refuses(const char *path, char *why, size_t cap) {
+static pf_status read_model(const char *path, char *note, size_t cap) {
     pf_model *m = NULL;
-    pf_status st;
-    clear_error();
-    pf_guard_biggest = 0;
-    st = pf_model_load(path, &m);
+    pf_status st = pf_model_load(path, &m);
     if (st == PF_OK) {
-        snprintf(why, cap, "pf_model_load accepted it (%lu parameters)", m ? (unsigned long)m->n_params : 0ul);
+        snprintf(note, cap, "pf_model_load accepted it (%lu parameters)", m ? (unsigned long)m->n_params : 0ul);
         pf_model_free(m);
-        return 0;
-    }
-    if (m) {
-        snprintf(why, cap, "pf_model_load failed but set *out");
-        return 0;
-    }
-    return judge(st, path, why, cap);
+    } else if (m)
+        snprintf(note, cap, "pf_model_load failed but set *out");
+    return st;
 }
-
-static int npy_refuses(const char *path, char *why, size_t cap) {
-    pf_array a;
-    pf_status st;
-    memset(&a, 0, sizeof a);
-    clear_error();
-    pf_guard_biggest = 0;
-    st = pf_npy_load(path, &a);
-    if (st == PF_OK) {
-        snprintf(why, cap, "pf_npy_load accepted it (%s, %d dims, %lu bytes)", pf_dtype_name(a.dtype), a.ndim,
-                 (unsigned long)a.nbytes);
-        pf_array_free(&a);
-        return 0;
-    }
-    if (a.data) {
-        snprintf(why, cap, "pf_npy_load failed but left out->data set");
-        return 0;
-    }
-    return judge(st, path, why, cap);
-}
+static const io_reader READERS[2] = {read_st, read_model};
+static const char *const TAGS[2] = {"st_open", "model_load"};
 
 /* A malformed safetensors file: pf_st_open and pf_model_load both refuse. */
 static void bad_st(const char *label, const char *name, const void *bytes, size_t n) {
-    const char *path = tpath(name);
-    char why[1024];
-    int ok;
-    write_file(path, bytes, n);
-    ok = st_open_refuses(path, why, sizeof why);
-    check(ok, "st_open    %-44s %s", label, why);
-    ok = model_load_refuses(path, why, sizeof why);
-    check(ok, "model_load %-44s %s", label, why);
+    refused_by(READERS, TAGS, 2, label, name, bytes, n);
 }
 static void bad_st_buf(const char *label, const char *name, tbuf b) {
     bad_st(label, name, b.p, b.n);
@@ -285,49 +89,12 @@ static void bad_model_file(const char *label, const char *path) {
     check(ok, "st_open    %-44s accepted (well-formed safetensors)%s%s", label, ok ? "" : ": ",
           ok ? "" : pf_last_error());
     pf_st_close(f);
-    ok = model_load_refuses(path, why, sizeof why);
+    ok = refuses(read_model, path, why, sizeof why);
     check(ok, "model_load %-44s %s", label, why);
 }
-static void bad_npy(const char *label, const char *name, const void *bytes, size_t n) {
-    const char *path = tpath(name);
-    char why[1024];
-    int ok;
-    write_file(path, bytes, n);
-    ok = npy_refuses(path, why, sizeof why);
-    check(ok, "npy_load   %-44s %s", label, why);
-}
-static void bad_npy_buf(const char *label, const char *name, tbuf b) {
-    bad_npy(label, name, b.p, b.n);
-    tb_free(&b);
-}
 
 /* ---------------------------------------------------------------------- */
-/* a seeded generator for the random files (xorshift64*) */
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void) {
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return g_rng * 0x2545F4914F6CDD1Dull;
-}
-static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
-
-/* ---------------------------------------------------------------------- */
-/* the tiny model used by the checkpoint tests */
-
-static void tiny_config(pf_config *c) {
-    memset(c, 0, sizeof *c);
-    c->image_size = 8;
-    c->channels = 1;
-    c->patch_size = 4; /* T = 5 */
-    c->dim = 8;
-    c->heads = 2;
-    c->mlp_dim = 16;
-    c->branches = 2;
-    c->depth = 1;
-    c->classes = 3;
-}
+/* checkpoints written by hand (of the tiny model: tiny_config, 1 channel) */
 
 /* How write_model() departs from a faithful checkpoint. */
 typedef struct {
@@ -420,7 +187,6 @@ static pf_status write_model(const char *path, const pf_model *m, const variant 
     n_meta = v->n_meta < 0 ? 0 : v->no_config ? 2 : 3;
     st = pf_st_write(path, t, n, keys, vals, n_meta);
     for (i = 0; i < n; i++) free(bufs[i]);
-    remember(path);
     return st;
 }
 
@@ -439,21 +205,28 @@ static int configs_equal(const pf_config *a, const pf_config *b) {
 static const char *BASE_JSON =
     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
     "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}";
-static float g_base_data[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+
+/* writes the safetensors file NAME of json and data, and opens it into *f
+   (NULL when it does not open); its path in *path unless path is NULL */
+static pf_status st_write_open(const char *name, const char *json, const void *data, size_t dlen, pf_st_file **f,
+                               const char **path) {
+    tbuf b = st_bytes(json, data, dlen);
+    const char *p = tmp_path("%s", name);
+    write_file(p, b.p, b.n);
+    tb_free(&b);
+    if (path) *path = p;
+    *f = NULL;
+    return pf_st_open(p, f);
+}
 
 static void test_st_good(void) {
-    pf_st_file *f = NULL;
+    pf_st_file *f;
     const char *path;
     pf_status st;
-    tbuf b;
     float got[10];
 
     /* the base file the malformed ones are made from */
-    b = st_bytes(BASE_JSON, g_base_data, sizeof g_base_data);
-    path = tpath("good_base.safetensors");
-    write_file(path, b.p, b.n);
-    tb_free(&b);
-    st = pf_st_open(path, &f);
+    st = st_write_open("good_base.safetensors", BASE_JSON, g_base_data, sizeof g_base_data, &f, &path);
     check(st == PF_OK && f && f->n == 2, "st_open    base file (2 F32 tensors) opens%s%s", st ? ": " : "",
           st ? pf_last_error() : "");
     if (st == PF_OK) {
@@ -466,45 +239,33 @@ static void test_st_good(void) {
         check(ok, "st_read    base file: values of a (raw) and b (f32)");
     }
     pf_st_close(f);
-    f = NULL;
 
     /* metadata, and a header padded with trailing spaces (allowed by the format) */
     {
         const char *json = "{\"__metadata__\":{\"format\":\"pt\",\"k\":\"v \\\"q\\\"\"},"
                            "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}       ";
-        b = st_bytes(json, g_base_data, 16);
-        path = tpath("good_meta.safetensors");
-        write_file(path, b.p, b.n);
-        tb_free(&b);
-        st = pf_st_open(path, &f);
+        st = st_write_open("good_meta.safetensors", json, g_base_data, 16, &f, &path);
         check(st == PF_OK && pf_st_meta(f, "k") && !strcmp(pf_st_meta(f, "k"), "v \"q\"") &&
                   pf_st_meta(f, "format") && !strcmp(pf_st_meta(f, "format"), "pt") && !pf_st_meta(f, "x") &&
                   f->n == 1,
               "st_open    __metadata__ (escaped quotes) and space padding%s%s", st ? ": " : "",
               st ? pf_last_error() : "");
         pf_st_close(f);
-        f = NULL;
     }
 
     /* 8 dims is PF_MAX_DIMS: allowed */
-    b = st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}", g_base_data, 24);
-    path = tpath("good_8dims.safetensors");
-    write_file(path, b.p, b.n);
-    tb_free(&b);
-    st = pf_st_open(path, &f);
+    st = st_write_open("good_8dims.safetensors",
+                       "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}",
+                       g_base_data, 24, &f, &path);
     check(st == PF_OK && f->n == 1 && f->entries[0].ndim == 8, "st_open    8 dims (PF_MAX_DIMS) accepted%s%s",
           st ? ": " : "", st ? pf_last_error() : "");
     pf_st_close(f);
-    f = NULL;
 
     /* a 0-rank (scalar) and an empty tensor: both allowed by the format */
-    b = st_bytes("{\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
-                 "\"z\":{\"dtype\":\"F32\",\"shape\":[2,0],\"data_offsets\":[4,4]}}",
-                 g_base_data + 3, 4);
-    path = tpath("good_scalar_empty.safetensors");
-    write_file(path, b.p, b.n);
-    tb_free(&b);
-    st = pf_st_open(path, &f);
+    st = st_write_open("good_scalar_empty.safetensors",
+                       "{\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
+                       "\"z\":{\"dtype\":\"F32\",\"shape\":[2,0],\"data_offsets\":[4,4]}}",
+                       g_base_data + 3, 4, &f, &path);
     if (st == PF_OK) {
         const pf_st_entry *es = pf_st_find(f, "s"), *ez = pf_st_find(f, "z");
         got[0] = -1;
@@ -514,18 +275,12 @@ static void test_st_good(void) {
     } else
         check(0, "st_open    scalar shape [] and empty shape [2,0] (allowed by the format): %s", pf_last_error());
     pf_st_close(f);
-    f = NULL;
 
     /* no tensors at all: a valid safetensors file (pf_model_load refuses it below) */
-    b = st_bytes("{}", NULL, 0);
-    path = tpath("good_empty.safetensors");
-    write_file(path, b.p, b.n);
-    tb_free(&b);
-    st = pf_st_open(path, &f);
+    st = st_write_open("good_empty.safetensors", "{}", NULL, 0, &f, &path);
     check(st == PF_OK && f->n == 0, "st_open    {} (no tensors) accepted%s%s", st ? ": " : "",
           st ? pf_last_error() : "");
     pf_st_close(f);
-    f = NULL;
     bad_model_file("{} (no tensors, no config)", path);
 }
 
@@ -542,9 +297,8 @@ static void test_st_half(void) {
                        "\"u\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[44,48]},"
                        "\"d\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[48,64]},"
                        "\"l\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[64,72]}}";
-    tbuf data = {NULL, 0, 0}, b;
-    const char *path = tpath("good_half.safetensors");
-    pf_st_file *f = NULL;
+    tbuf data = {NULL, 0, 0};
+    pf_st_file *f;
     pf_status st;
     int i, which;
     double dd[2] = {0.1, -3.5};
@@ -568,12 +322,8 @@ static void test_st_half(void) {
         tb_le(&data, u, 8);
     }
     tb_le(&data, (uint64_t)-1234567890123ll, 8);
-    b = st_bytes(json, data.p, data.n);
-    write_file(path, b.p, b.n);
-    tb_free(&b);
+    st = st_write_open("good_half.safetensors", json, data.p, data.n, &f, NULL);
     tb_free(&data);
-
-    st = pf_st_open(path, &f);
     check(st == PF_OK, "st_open    F16/BF16/I32/U8/F64/I64 file opens%s%s", st ? ": " : "", st ? pf_last_error() : "");
     if (st != PF_OK) return;
     for (which = 0; which < 4; which++) { /* F16 f32, F16 f64, BF16 f32, BF16 f64 */
@@ -786,79 +536,35 @@ static void test_st_truncated(const char *model_path) {
     free(full);
 }
 
+/* random bytes after a valid 8-byte header length */
+static void st_preamble(unsigned char *buf, size_t len, int brace) {
+    size_t k;
+    if (len < 8) return;
+    for (k = 0; k < 8; k++) buf[k] = (unsigned char)(((len - 8) >> (8 * k)) & 0xff);
+    if (brace && len > 9) buf[8] = '{';
+}
+
 /* Random bytes, random bytes after a valid length, and byte flips in the
    header of a valid checkpoint. */
 static void test_st_random(const char *model_path) {
-    int i, fails = 0, refused_all = 1;
     size_t n_full, hl, k;
     unsigned char *full = read_file(model_path, &n_full);
-    unsigned char *buf = (unsigned char *)malloc(8192 + (full ? n_full : 0));
-    char why[1024];
-    int accepted = 0, refused = 0;
-
-    g_rng = 12345;
-    for (i = 0; i < 160; i++) {
-        const char *path;
-        size_t len = rnd_below(i < 80 ? 64 : 4096);
-        char name[64];
-        for (k = 0; k < len; k++) buf[k] = (unsigned char)rnd();
-        if (i >= 120 && len >= 8) { /* a valid length, random header */
-            for (k = 0; k < 8; k++) buf[k] = (unsigned char)(((len - 8) >> (8 * k)) & 0xff);
-            if (i >= 140 && len > 9) buf[8] = '{';
-        }
-        snprintf(name, sizeof name, "st_random_%03d.safetensors", i);
-        path = tpath(name);
-        write_file(path, buf, len);
-        if (!st_open_refuses(path, why, sizeof why)) {
-            fails++, refused_all = 0;
-            check(0, "st_open    random file %s (%lu bytes): %s", name, (unsigned long)len, why);
-        }
-        if (!model_load_refuses(path, why, sizeof why)) {
-            fails++, refused_all = 0;
-            check(0, "model_load random file %s (%lu bytes): %s", name, (unsigned long)len, why);
-        }
-    }
-    check(refused_all, "st_open+model_load: 160 random files (seed 12345, 0..4 KiB; 40 with a valid length) refused");
+    int bad = random_files(12345, "st_random", "safetensors", st_preamble, READERS, TAGS, 2);
+    check(bad == 0, "st_open+model_load: 160 random files (seed 12345, 0..4 KiB; 40 with a valid length) refused");
 
     /* byte flips inside the header of a valid checkpoint: these may stay valid,
        so only "no crash, and every refusal names the file" is required */
     if (full && n_full > 16) {
+        int accepted = 0, refused = 0;
         for (hl = 0, k = 0; k < 8; k++) hl |= (size_t)full[k] << (8 * k);
-        fails = 0;
-        for (i = 0; i < 200 && hl > 0 && 8 + hl <= n_full; i++) {
-            const char *path;
-            char name[64];
-            int flips = 1 + (int)rnd_below(4), t;
-            pf_model *m = NULL;
-            pf_status st;
-            memcpy(buf, full, n_full);
-            for (t = 0; t < flips; t++) {
-                size_t at = 8 + rnd_below(hl);
-                static const char pool[] = "{}[]\":,0123456789-.eE \\x\x01\xff";
-                buf[at] = rnd_below(2) ? (unsigned char)pool[rnd_below(sizeof pool - 1)] : (unsigned char)rnd();
-            }
-            snprintf(name, sizeof name, "st_flip_%03d.safetensors", i);
-            path = tpath(name);
-            write_file(path, buf, n_full);
-            clear_error();
-            pf_guard_biggest = 0;
-            st = pf_model_load(path, &m);
-            if (st == PF_OK) {
-                accepted++;
-                pf_model_free(m);
-                continue;
-            }
-            refused++;
-            if (!judge(st, path, why, sizeof why)) {
-                fails++;
-                check(0, "model_load byte flips %s: %s", name, why);
-            }
-        }
-        check(fails == 0, "model_load: 200 checkpoints with 1-4 bytes of the header changed: no crash, "
-                          "every refusal names the file (%d refused, %d still valid)",
+        bad = 0;
+        if (hl > 0 && 8 + hl <= n_full)
+            bad = flip_files(full, n_full, 8, hl, "{}[]\":,0123456789-.eE \\x\x01\xff", "st_flip", "safetensors",
+                             read_model, "model_load", &refused, &accepted);
+        check(bad == 0, "model_load: 200 checkpoints with 1-4 bytes of the header changed: no crash, "
+                        "every refusal names the file (%d refused, %d still valid)",
               refused, accepted);
     }
-    free(buf);
     free(full);
 }
 
@@ -875,7 +581,8 @@ static void test_models(char *model_path, size_t cap) {
     size_t i;
     int ok;
 
-    tiny_config(&cfg);
+    cfg = tiny_config();
+    cfg.channels = 1;
     cfg.mean[0] = 0.25f;
     cfg.std[0] = 0.5f;
     if (pf_model_create(&cfg, &m) != PF_OK) {
@@ -885,10 +592,9 @@ static void test_models(char *model_path, size_t cap) {
     pf_model_init(m, 7, 0.0f);
 
     /* pf_model_save -> pf_model_load */
-    path = tpath("model_saved.safetensors");
+    path = tmp_path("model_saved.safetensors");
     snprintf(model_path, cap, "%s", path);
     st = pf_model_save(m, path);
-    remember(path);
     check(st == PF_OK, "model_save tiny model (%lu parameters)%s%s", (unsigned long)m->n_params, st ? ": " : "",
           st ? pf_last_error() : "");
     st = pf_model_load(path, &back);
@@ -916,7 +622,7 @@ static void test_models(char *model_path, size_t cap) {
     /* written by hand through pf_st_write: F32 (checks write_model itself), F64 */
     memset(&v, 0, sizeof v);
     v.dtype = PF_F32;
-    path = tpath("model_handmade_f32.safetensors");
+    path = tmp_path("model_handmade_f32.safetensors");
     st = write_model(path, m, &v);
     if (st == PF_OK) st = pf_model_load(path, &back);
     check(st == PF_OK && params_equal(m, back), "model_load hand-written F32 checkpoint%s%s", st ? ": " : "",
@@ -924,7 +630,7 @@ static void test_models(char *model_path, size_t cap) {
     pf_model_free(back);
     back = NULL;
     v.dtype = PF_F64;
-    path = tpath("model_handmade_f64.safetensors");
+    path = tmp_path("model_handmade_f64.safetensors");
     st = write_model(path, m, &v);
     if (st == PF_OK) st = pf_model_load(path, &back);
     check(st == PF_OK && params_equal(m, back), "model_load F64 checkpoint (exact)%s%s", st ? ": " : "",
@@ -939,7 +645,7 @@ static void test_models(char *model_path, size_t cap) {
             for (i = 0; i < q->n_params; i++) q->params[i] = (pf_real)((int)(i % 17) - 8) * (pf_real)0.125;
             for (t = 0; t < 2; t++) {
                 v.dtype = dts[t];
-                path = tpath(t ? "model_bf16.safetensors" : "model_f16.safetensors");
+                path = tmp_path(t ? "model_bf16.safetensors" : "model_f16.safetensors");
                 st = write_model(path, q, &v);
                 if (st == PF_OK) st = pf_model_load(path, &back);
                 check(st == PF_OK && params_equal(q, back), "model_load %s checkpoint (values k/8, exact)%s%s",
@@ -953,7 +659,7 @@ static void test_models(char *model_path, size_t cap) {
     v.dtype = PF_F32;
     /* training state (train.*) is ignored by the model loader */
     v.extra = "train.adam_m.head.weight";
-    path = tpath("model_train_state.safetensors");
+    path = tmp_path("model_train_state.safetensors");
     st = write_model(path, m, &v);
     if (st == PF_OK) st = pf_model_load(path, &back);
     check(st == PF_OK && params_equal(m, back), "model_load ignores train.* tensors%s%s", st ? ": " : "",
@@ -965,7 +671,7 @@ static void test_models(char *model_path, size_t cap) {
     v.config = "{\"image_size\":8,\"channels\":1,\"patch_size\":4,\"dim\":8,\"heads\":2,\"mlp_dim\":16,"
                "\"branches\":2,\"depth\":1,\"classes\":3,\"residual\":\"prenorm\",\"aggregate\":\"delta\","
                "\"qkv_bias\":true,\"pool\":\"cls\"}";
-    path = tpath("model_minimal_config.safetensors");
+    path = tmp_path("model_minimal_config.safetensors");
     st = write_model(path, m, &v);
     if (st == PF_OK) st = pf_model_load(path, &back);
     ok = st == PF_OK && params_equal(m, back) && back->cfg.mean[0] == 0.0f && back->cfg.dropout == 0.0f &&
@@ -1009,7 +715,7 @@ static void test_models(char *model_path, size_t cap) {
             default: v.no_config = 1; break;
             }
             snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
-            path = tpath(name);
+            path = tmp_path("%s", name);
             st = write_model(path, m, &v);
             if (st != PF_OK) {
                 check(0, "pf_st_write %s: %s", name, pf_last_error());
@@ -1062,7 +768,7 @@ static void test_models(char *model_path, size_t cap) {
             v.dtype = PF_F32;
             v.config = buf;
             snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
-            path = tpath(name);
+            path = tmp_path("%s", name);
             st = write_model(path, m, &v);
             if (st != PF_OK) {
                 check(0, "pf_st_write %s: %s", name, pf_last_error());
@@ -1087,12 +793,12 @@ static void test_models(char *model_path, size_t cap) {
     /* files that are not there, directories, unwritable destinations */
     {
         char why[1024];
-        const char *missing = tpath("no_such_file.safetensors");
-        const char *nodir = tpath("no_such_dir/model.safetensors");
-        check(st_open_refuses(missing, why, sizeof why), "st_open    missing file: %s", why);
-        check(model_load_refuses(missing, why, sizeof why), "model_load missing file: %s", why);
-        check(st_open_refuses(g_dir, why, sizeof why), "st_open    a directory: %s", why);
-        check(model_load_refuses(g_dir, why, sizeof why), "model_load a directory: %s", why);
+        const char *missing = tmp_path("no_such_file.safetensors");
+        const char *nodir = tmp_path("no_such_dir/model.safetensors");
+        check(refuses(read_st, missing, why, sizeof why), "st_open    missing file: %s", why);
+        check(refuses(read_model, missing, why, sizeof why), "model_load missing file: %s", why);
+        check(refuses(read_st, tmp_dir, why, sizeof why), "st_open    a directory: %s", why);
+        check(refuses(read_model, tmp_dir, why, sizeof why), "model_load a directory: %s", why);
         clear_error();
         st = pf_model_save(m, nodir);
         ok = st != PF_OK && strstr(pf_last_error(), nodir) != NULL;
@@ -1102,369 +808,10 @@ static void test_models(char *model_path, size_t cap) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* .npy */
 
-/* Every file name in dir, to see that writers leave no temporary behind. */
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    if (!d) return -1;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
-static void test_npy_good(void) {
-    float f[6] = {1.5f, -2.0f, 0.25f, 3.0f, -0.0f, 1e-30f};
-    unsigned char u[15];
-    int64_t l[4] = {0, -5, (int64_t)1 << 40, INT64_MIN};
-    struct {
-        pf_dtype dtype;
-        int ndim;
-        int64_t shape[3];
-        void *data;
-        size_t nbytes;
-        const char *name;
-    } rt[3];
-    char sub[700];
-    int i, k, before;
-    pf_status st;
-
-    for (i = 0; i < 15; i++) u[i] = (unsigned char)(i * 17);
-    rt[0].dtype = PF_F32, rt[0].ndim = 3, rt[0].shape[0] = 1, rt[0].shape[1] = 2, rt[0].shape[2] = 3;
-    rt[0].data = f, rt[0].nbytes = sizeof f, rt[0].name = "f32 [1,2,3]";
-    rt[1].dtype = PF_U8, rt[1].ndim = 2, rt[1].shape[0] = 3, rt[1].shape[1] = 5;
-    rt[1].data = u, rt[1].nbytes = sizeof u, rt[1].name = "u8 [3,5]";
-    rt[2].dtype = PF_I64, rt[2].ndim = 1, rt[2].shape[0] = 4;
-    rt[2].data = l, rt[2].nbytes = sizeof l, rt[2].name = "i64 [4]";
-
-    snprintf(sub, sizeof sub, "%s/npy_save", g_dir);
-    mkdir(sub, 0755);
-    before = count_entries(sub);
-    for (k = 0; k < 3; k++) {
-        pf_array a, b;
-        char path[800];
-        unsigned char *raw;
-        size_t n, hl;
-        int ok;
-        memset(&a, 0, sizeof a);
-        memset(&b, 0, sizeof b);
-        a.dtype = rt[k].dtype;
-        a.ndim = rt[k].ndim;
-        for (i = 0; i < a.ndim; i++) a.shape[i] = rt[k].shape[i];
-        a.data = rt[k].data;
-        a.nbytes = rt[k].nbytes;
-        snprintf(path, sizeof path, "%s/rt_%d.npy", sub, k);
-        st = pf_npy_save(path, &a);
-        remember(path);
-        if (st == PF_OK) st = pf_npy_load(path, &b);
-        ok = st == PF_OK && b.dtype == a.dtype && b.ndim == a.ndim && b.nbytes == a.nbytes &&
-             !memcmp(b.data, a.data, a.nbytes) && pf_array_numel(&b) == a.nbytes / pf_dtype_size(a.dtype);
-        for (i = 0; ok && i < a.ndim; i++) ok = b.shape[i] == a.shape[i];
-        check(ok, "npy        save -> load %s: same dtype, shape and bytes%s%s", rt[k].name, st ? ": " : "",
-              st ? pf_last_error() : "");
-        if (st == PF_OK) pf_array_free(&b);
-        /* what numpy needs: magic, v1.0, header padded to 64 bytes ending in '\n' */
-        raw = read_file(path, &n);
-        hl = raw && n > 10 ? (size_t)raw[8] | (size_t)raw[9] << 8 : 0;
-        ok = raw && n > 10 && !memcmp(raw, "\x93NUMPY\x01\x00", 8) && (10 + hl) % 64 == 0 && 10 + hl <= n &&
-             raw[10 + hl - 1] == '\n' && n - 10 - hl == a.nbytes;
-        check(ok, "npy        saved %s is a v1.0 file numpy reads (64-byte aligned header, newline)", rt[k].name);
-        free(raw);
-    }
-    check(count_entries(sub) == before + 3, "npy        save leaves no temporary file behind (%d files)",
-          count_entries(sub) - before);
-
-    /* written by hand: v1, v2, keys in another order, 1-d with trailing comma */
-    {
-        static const struct {
-            int major;
-            const char *dict, *label;
-            pf_dtype dtype;
-            int ndim;
-            int64_t d0, d1;
-        } hand[] = {
-            {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", "v1.0 <f4 (2, 3)", PF_F32, 2, 2, 3},
-            {2, "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", "v2.0 <f4 (6,)", PF_F32, 1, 6, 0},
-            {1, "{'shape': (3, 2), 'descr': '<f4', 'fortran_order': False}", "v1.0 keys reordered", PF_F32, 2, 3, 2},
-            {1, "{'descr': '|u1', 'fortran_order': False, 'shape': (24,), }", "v1.0 |u1 (24,)", PF_U8, 1, 24, 0},
-            {1, "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", "v1.0 <i4 (2, 3)", PF_I32, 2, 2, 3},
-            {1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", "v1.0 <f8 (3,)", PF_F64, 1, 3, 0},
-            {1, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", "v1.0 <i8 (3,)", PF_I64, 1, 3, 0},
-        };
-        for (k = 0; k < (int)(sizeof hand / sizeof hand[0]); k++) {
-            char name[64];
-            const char *path;
-            pf_array b;
-            tbuf t = npy_bytes(hand[k].major, hand[k].dict, g_base_data, 24);
-            int ok;
-            snprintf(name, sizeof name, "npy_hand_%d.npy", k);
-            path = tpath(name);
-            write_file(path, t.p, t.n);
-            tb_free(&t);
-            memset(&b, 0, sizeof b);
-            st = pf_npy_load(path, &b);
-            ok = st == PF_OK && b.dtype == hand[k].dtype && b.ndim == hand[k].ndim && b.shape[0] == hand[k].d0 &&
-                 (b.ndim < 2 || b.shape[1] == hand[k].d1) && b.nbytes == 24 && !memcmp(b.data, g_base_data, 24);
-            check(ok, "npy        hand-written %s%s%s", hand[k].label, st ? ": " : "", st ? pf_last_error() : "");
-            if (st == PF_OK) pf_array_free(&b);
-        }
-    }
-
-    /* a scalar, shape (), and an empty array, shape (0, 3): valid numpy files */
-    {
-        pf_array b;
-        tbuf t = npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", g_base_data + 5, 4);
-        const char *path = tpath("npy_scalar.npy");
-        int ok;
-        write_file(path, t.p, t.n);
-        tb_free(&t);
-        memset(&b, 0, sizeof b);
-        st = pf_npy_load(path, &b);
-        ok = st == PF_OK && b.ndim == 0 && pf_array_numel(&b) == 1 && b.nbytes == 4 && ((float *)b.data)[0] == 5.0f;
-        check(ok, "npy        hand-written scalar, shape ()%s%s", st ? ": " : "", st ? pf_last_error() : "");
-        if (st == PF_OK) pf_array_free(&b);
-        t = npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }", NULL, 0);
-        path = tpath("npy_empty_array.npy");
-        write_file(path, t.p, t.n);
-        tb_free(&t);
-        memset(&b, 0, sizeof b);
-        st = pf_npy_load(path, &b);
-        ok = st == PF_OK && b.ndim == 2 && b.shape[0] == 0 && b.shape[1] == 3 && pf_array_numel(&b) == 0;
-        check(ok, "npy        hand-written empty array, shape (0, 3)%s%s", st ? ": " : "", st ? pf_last_error() : "");
-        if (st == PF_OK) pf_array_free(&b);
-    }
-
-    /* the committed fixtures, written by numpy */
-    {
-        static const struct {
-            const char *path;
-            pf_dtype dtype;
-            int ndim;
-            int64_t s[4];
-        } fx[] = {
-            {"tests/fixtures/torch_input.npy", PF_F32, 4, {5, 3, 16, 16}},
-            {"tests/fixtures/torch_input_u8.npy", PF_U8, 4, {5, 16, 16, 3}},
-            {"tests/fixtures/torch_logits.npy", PF_F64, 2, {5, 7, 0, 0}},
-        };
-        for (k = 0; k < 3; k++) {
-            pf_array b;
-            int ok;
-            memset(&b, 0, sizeof b);
-            st = pf_npy_load(fx[k].path, &b);
-            ok = st == PF_OK && b.dtype == fx[k].dtype && b.ndim == fx[k].ndim;
-            for (i = 0; ok && i < fx[k].ndim; i++) ok = b.shape[i] == fx[k].s[i];
-            check(ok, "npy        fixture %s (%s)%s%s", fx[k].path, pf_dtype_name(fx[k].dtype), st ? ": " : "",
-                  st ? pf_last_error() : "");
-            if (st == PF_OK) pf_array_free(&b);
-        }
-    }
-
-    /* writing into a missing directory fails and names the path */
-    {
-        pf_array a;
-        const char *nodir = tpath("no_such_dir/x.npy");
-        memset(&a, 0, sizeof a);
-        a.dtype = PF_F32;
-        a.ndim = 1;
-        a.shape[0] = 6;
-        a.data = f;
-        a.nbytes = sizeof f;
-        clear_error();
-        st = pf_npy_save(nodir, &a);
-        check(st != PF_OK && strstr(pf_last_error(), nodir) != NULL, "npy        save into a missing directory: %s: %s",
-              pf_status_name(st), pf_last_error());
-    }
-}
-
-static void test_npy_bad(void) {
-    static const char *F4 = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
-    unsigned char data[64] = {0};
-    tbuf b;
-    size_t i;
-    char why[1024];
-
-    bad_npy("empty file", "npy_empty.npy", "", 0);
-    bad_npy("5 bytes", "npy_5bytes.npy", "\x93NUMP", 5);
-    bad_npy("magic and version only", "npy_magic_only.npy", "\x93NUMPY\x01\x00", 8);
-    bad_npy("magic, version, half a length", "npy_half_len.npy", "\x93NUMPY\x01\x00\x40", 9);
-    b = npy_bytes(1, F4, data, 24);
-    b.p[5] = 'Z';
-    bad_npy_buf("wrong magic \\x93NUMPZ", "npy_bad_magic.npy", b);
-    bad_npy("a zip file (.npz)", "npy_zip.npy", "PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
-    b = npy_bytes(1, F4, data, 24);
-    b.p[6] = 4;
-    bad_npy_buf("version 4.0", "npy_version4.npy", b);
-    b = npy_bytes(1, F4, data, 24);
-    b.n = 10 + 30;
-    bad_npy_buf("truncated inside the header", "npy_trunc_header.npy", b);
-    b = npy_bytes(1, F4, data, 24);
-    b.p[8] = 0xe8, b.p[9] = 0x03; /* header length 1000 */
-    bad_npy_buf("header length past the end", "npy_hlen_past_end.npy", b);
-    b = npy_bytes(2, F4, data, 24);
-    b.p[8] = 0xff, b.p[9] = 0xff, b.p[10] = 0xff, b.p[11] = 0x7f; /* v2: 2 GiB header claimed */
-    bad_npy_buf("v2 header length 2^31-1, small file", "npy_hlen_2e31.npy", b);
-    b = npy_bytes(1, F4, data, 24);
-    b.p[8] = 0, b.p[9] = 0;
-    bad_npy_buf("header length 0", "npy_hlen0.npy", b);
-    {
-        static const struct {
-            const char *label, *name, *dict;
-            size_t dlen;
-        } cases[] = {
-            {"descr '>f4' (big endian)", "npy_big_endian", "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
-             24},
-            {"descr '<c8' (complex)", "npy_complex", "{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }", 24},
-            {"descr '<U4' (unicode)", "npy_unicode", "{'descr': '<U4', 'fortran_order': False, 'shape': (2,), }", 32},
-            {"descr '|O' (objects)", "npy_object", "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }", 24},
-            {"descr structured [('a','<f4')]", "npy_structured",
-             "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (6,), }", 24},
-            {"descr 'float32' (no byte order)", "npy_descr_word",
-             "{'descr': 'float32', 'fortran_order': False, 'shape': (6,), }", 24},
-            {"fortran_order True", "npy_fortran", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24},
-            {"data too short (23 of 24 B)", "npy_short", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-             23},
-            {"data too long (28 of 24 B)", "npy_long", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 28},
-            {"shape (2**62, 2**62), no data", "npy_shape_overflow",
-             "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }", 0},
-            {"shape (2**62,) <f4: bytes wrap to 0", "npy_bytes_wrap",
-             "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }", 0},
-            {"shape (2**40,) with 24 B", "npy_shape_large",
-             "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776,), }", 24},
-            {"shape dim 10**20", "npy_shape_1e20",
-             "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000000000000,), }", 24},
-            {"shape (-1, 6)", "npy_shape_negative", "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -6), }",
-             24},
-            {"shape with 9 dims", "npy_shape_9dims",
-             "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 1, 1, 1, 1, 2, 3), }", 24},
-            {"shape (2.5,)", "npy_shape_float", "{'descr': '<f4', 'fortran_order': False, 'shape': (2.5,), }", 24},
-            {"shape not a tuple", "npy_shape_int", "{'descr': '<f4', 'fortran_order': False, 'shape': 6, }", 24},
-            {"missing shape", "npy_no_shape", "{'descr': '<f4', 'fortran_order': False, }", 24},
-            {"missing descr", "npy_no_descr", "{'fortran_order': False, 'shape': (2, 3), }", 24},
-            {"header is a list", "npy_list", "[1, 2, 3]", 24},
-            {"header is empty", "npy_header_blank", "", 24},
-            {"unterminated dict", "npy_unterminated", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)", 24},
-            {"unterminated string", "npy_unterminated_str", "{'descr: '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-             24},
-            {"unterminated tuple", "npy_unterminated_tuple", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3",
-             24},
-        };
-        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            char name[128];
-            snprintf(name, sizeof name, "%s.npy", cases[i].name);
-            bad_npy_buf(cases[i].label, name, npy_bytes(1, cases[i].dict, data, cases[i].dlen));
-        }
-    }
-    {   /* a NUL byte in the header, before a valid-looking rest */
-        tbuf t = {NULL, 0, 0};
-        static const char d[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\0, 'x': ";
-        size_t hl = 118; /* 10 + 118 = 128 */
-        tb_add(&t, "\x93NUMPY\x01\x00", 8);
-        tb_le(&t, hl, 2);
-        tb_add(&t, d, sizeof d - 1);
-        tb_byte(&t, ' ', hl - (sizeof d - 1) - 1);
-        tb_byte(&t, '\n', 1);
-        tb_add(&t, data, 24);
-        bad_npy_buf("NUL byte inside the header", "npy_header_nul.npy", t);
-    }
-    {   /* 10000 nested '(' in the shape */
-        tbuf d = {NULL, 0, 0};
-        tb_str(&d, "{'descr': '<f4', 'fortran_order': False, 'shape': ");
-        tb_byte(&d, '(', 10000);
-        tb_str(&d, "6");
-        tb_byte(&d, ')', 10000);
-        tb_str(&d, ", }");
-        bad_npy_buf("10000 nested '(' in the shape (v2)", "npy_deep.npy", npy_bytes(2, (const char *)d.p, data, 24));
-        tb_free(&d);
-    }
-
-    /* random bytes, random bytes after a valid preamble, byte flips */
-    {
-        unsigned char buf[4096 + 64];
-        int k, bad = 0, accepted = 0, refused = 0;
-        g_rng = 777;
-        for (k = 0; k < 160; k++) {
-            size_t len = rnd_below(k < 80 ? 64 : 4096), j;
-            char name[64];
-            const char *path;
-            for (j = 0; j < len; j++) buf[j] = (unsigned char)rnd();
-            if (k >= 120 && len >= 10) { /* magic, v1.0, the true header length, random header */
-                memcpy(buf, "\x93NUMPY\x01\x00", 8);
-                buf[8] = (unsigned char)((len - 10) & 0xff);
-                buf[9] = (unsigned char)((len - 10) >> 8);
-                if (k >= 140 && len > 12) buf[10] = '{';
-            }
-            snprintf(name, sizeof name, "npy_random_%03d.npy", k);
-            path = tpath(name);
-            write_file(path, buf, len);
-            if (!npy_refuses(path, why, sizeof why)) {
-                bad++;
-                check(0, "npy_load   random file %s (%lu bytes): %s", name, (unsigned long)len, why);
-            }
-        }
-        check(bad == 0, "npy_load: 160 random files (seed 777, 0..4 KiB; 40 with a valid preamble) refused");
-        bad = 0;
-        for (k = 0; k < 200; k++) {
-            tbuf t = npy_bytes(1, F4, data, 24);
-            int flips = 1 + (int)rnd_below(4), j;
-            char name[64];
-            const char *path;
-            pf_array a;
-            pf_status st;
-            for (j = 0; j < flips; j++) {
-                static const char pool[] = "{}()[]',:0123456789-<>|fiuc TrueFalse\x01\xff";
-                size_t at = rnd_below(t.n - 24);
-                t.p[at] = rnd_below(2) ? (unsigned char)pool[rnd_below(sizeof pool - 1)] : (unsigned char)rnd();
-            }
-            snprintf(name, sizeof name, "npy_flip_%03d.npy", k);
-            path = tpath(name);
-            write_file(path, t.p, t.n);
-            tb_free(&t);
-            memset(&a, 0, sizeof a);
-            clear_error();
-            pf_guard_biggest = 0;
-            st = pf_npy_load(path, &a);
-            if (st == PF_OK) {
-                accepted++;
-                pf_array_free(&a);
-                continue;
-            }
-            refused++;
-            if (!judge(st, path, why, sizeof why)) {
-                bad++;
-                check(0, "npy_load   byte flips %s: %s", name, why);
-            }
-        }
-        check(bad == 0, "npy_load: 200 files with 1-4 bytes of the preamble/header changed: no crash, every refusal "
-                        "names the file (%d refused, %d still valid)",
-              refused, accepted);
-    }
-    {
-        const char *missing = tpath("no_such_file.npy");
-        check(npy_refuses(missing, why, sizeof why), "npy_load   missing file: %s", why);
-        check(npy_refuses(g_dir, why, sizeof why), "npy_load   a directory: %s", why);
-    }
-}
-
-/* ---------------------------------------------------------------------- */
-
-int main(int argc, char **argv) {
-    char model_path[700] = "";
-    const char *self = argc > 0 ? argv[0] : "test_io";
-    const char *slash = strrchr(self, '/');
-    int i, keep = getenv("PF_KEEP_TMP") && getenv("PF_KEEP_TMP")[0] == '1';
-
-    /* a fresh directory next to the program: build/tmp_io_XXXXXX */
-    snprintf(g_dir, sizeof g_dir, "%.*stmp_io_XXXXXX", slash ? (int)(slash - self + 1) : 0, self);
-    if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "test_io: mkdtemp %s: %s\n", g_dir, strerror(errno));
-        printf("0 passed, 1 failed\n");
-        return 1;
-    }
-    printf("# files in %s\n", g_dir);
-
+int main(void) {
+    char model_path[1024] = "";
+    if (!tmp_init("safetensors")) return test_summary();
     test_st_good();
     test_st_half();
     test_models(model_path, sizeof model_path);
@@ -1473,20 +820,7 @@ int main(int argc, char **argv) {
         test_st_truncated(model_path);
         test_st_random(model_path);
     }
-    test_npy_good();
-    test_npy_bad();
     check(pf_guard_live == 0, "every allocation made through PF_MALLOC was freed (%ld live)", pf_guard_live);
-
-    if (n_fail || keep) {
-        printf("# kept %s\n", g_dir);
-    } else {
-        char sub[800];
-        for (i = 0; i < g_nfiles; i++) remove(g_files[i]);
-        snprintf(sub, sizeof sub, "%s/npy_save", g_dir);
-        rmdir(sub);
-        if (rmdir(g_dir) != 0) printf("# could not remove %s: %s\n", g_dir, strerror(errno));
-    }
-    for (i = 0; i < g_nfiles; i++) free(g_files[i]);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    tmp_done();
+    return test_summary();
 }
