@@ -1417,7 +1417,7 @@ static int pf__jobj_next(pf__json *j, int *first, char *key, size_t cap) {
         if (c != ',') { j->err = "expected , or }"; return 0; }
         j->i++;
     }
-    if (!pf__jstring(j, key, cap, NULL)) return 0;
+    if (!pf__jstring(j, key, cap, NULL)) { key[0] = 0; return 0; } /* no half-read name in a message */
     if (!pf__jexpect(j, ':')) { j->err = "expected :"; return 0; }
     return 1;
 }
@@ -1636,6 +1636,7 @@ PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c) 
     static const char *required[] = {"image_size", "channels", "patch_size", "dim", "heads", "mlp_dim",
                                      "branches", "depth", "classes", "residual", "aggregate", "qkv_bias", "pool"};
     pf__json j; char key[64]; int first = 1, i, seen = 0;
+    key[0] = 0; /* the message names the key being read, none before the first */
     memset(c, 0, sizeof *c);
     memset(&j, 0, sizeof j);
     j.s = json; j.n = len;
@@ -4034,7 +4035,7 @@ PFDEF pf_status pf_model_save(const pf_model *m, const char *path) {
 /* the model and n_extra more tensors and metadata entries (training state) */
 static pf_status pf__model_save_with(const pf_model *m, const char *path, const pf_st_tensor *extra, int n_extra,
                                      const char *const *xkeys, const char *const *xvals, int n_xmeta) {
-    char cfg[2048];
+    char cfg[2048], version[16];
     const char *keys[8] = {"format", "format_version", "config"}, *vals[8];
     pf_st_tensor *t;
     float *buf;
@@ -4043,7 +4044,8 @@ static pf_status pf__model_save_with(const pf_model *m, const char *path, const 
     pf_status st;
     if (pf_config_to_json(&m->cfg, cfg, sizeof cfg) < 0) return pf_fail(PF_ERR_ARG, "%s: config too long", path);
     if (n_xmeta > 5) return pf_fail(PF_ERR_ARG, "%s: too many metadata entries", path);
-    vals[0] = "paraformer"; vals[1] = "1"; vals[2] = cfg;
+    snprintf(version, sizeof version, "%d", PF_FORMAT_VERSION);
+    vals[0] = "paraformer"; vals[1] = version; vals[2] = cfg;
     for (s = 0; s < n_xmeta; s++) { keys[3 + s] = xkeys[s]; vals[3 + s] = xvals[s]; }
     t = PF__CALLOC(pf_st_tensor, (size_t)m->n_specs + (size_t)n_extra);
     buf = PF__CALLOC(float, m->n_params);
