@@ -661,7 +661,11 @@ PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std);
 enum { PF_FIT_IMAGE_SIZE = 1, PF_FIT_CHANNELS = 2, PF_FIT_CLASSES = 4, PF_FIT_NORM = 8, PF_FIT_ALL = 15 };
 PFDEF pf_status pf_config_fit(pf_config *c, const pf_dataset *d, int what);
 
-/* Training augmentation (all off when zero). */
+/* Training augmentation (all off when zero). The limits hold wherever an
+   augmentation is used: pf_dataset_batch, pf_augment_image and the trainer. */
+#define PF_AUG_MAX_PAD 64   /* crop_pad */
+#define PF_AUG_MAX_OPS 16   /* randaug_n */
+#define PF_AUG_MAX_MAG 30   /* randaug_m (torchvision's 31 bins) */
 typedef struct pf_augment {
     int crop_pad;   /* > 0: random crop of the original size from the image
                        zero-padded by this many pixels on each side */
@@ -5591,12 +5595,14 @@ static void pf__augment(const pf_augment *aug, const unsigned char *src, int h, 
 
 static pf_status pf__check_aug(const pf_augment *aug) {
     if (!aug) return PF_OK;
-    if (aug->crop_pad < 0 || aug->crop_pad > PF__MAX_SIDE)
-        return pf_fail(PF_ERR_ARG, "augmentation: crop padding %d is out of range (0..%d)", aug->crop_pad, PF__MAX_SIDE);
-    if (aug->randaug_n < 0 || aug->randaug_n > 64)
-        return pf_fail(PF_ERR_ARG, "augmentation: RandAugment op count %d is out of range (0..64)", aug->randaug_n);
-    if (aug->randaug_m < 0 || aug->randaug_m > 30)
-        return pf_fail(PF_ERR_ARG, "augmentation: RandAugment magnitude %d is out of range (0..30)", aug->randaug_m);
+    if (aug->crop_pad < 0 || aug->crop_pad > PF_AUG_MAX_PAD)
+        return pf_fail(PF_ERR_ARG, "augmentation: crop padding %d is out of range (0..%d)", aug->crop_pad, PF_AUG_MAX_PAD);
+    if (aug->randaug_n < 0 || aug->randaug_n > PF_AUG_MAX_OPS)
+        return pf_fail(PF_ERR_ARG, "augmentation: RandAugment op count %d is out of range (0..%d)", aug->randaug_n,
+                       PF_AUG_MAX_OPS);
+    if (aug->randaug_m < 0 || aug->randaug_m > PF_AUG_MAX_MAG)
+        return pf_fail(PF_ERR_ARG, "augmentation: RandAugment magnitude %d is out of range (0..%d)", aug->randaug_m,
+                       PF_AUG_MAX_MAG);
     return PF_OK;
 }
 
@@ -6002,10 +6008,7 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
     if (o->keep_trainable && o->schedule != PF_SCHED_JOINT)
         return pf_fail(PF_ERR_ARG, "keeping the caller's trainable branches needs the joint schedule");
     if (o->log_every < 0) return pf_fail(PF_ERR_ARG, "log-every %d must be >= 0", o->log_every);
-    if (o->aug.crop_pad < 0 || o->aug.crop_pad > 64) return pf_fail(PF_ERR_ARG, "crop padding %d outside 0..64", o->aug.crop_pad);
-    if (o->aug.randaug_n < 0 || o->aug.randaug_n > 16 || o->aug.randaug_m < 0 || o->aug.randaug_m > 30)
-        return pf_fail(PF_ERR_ARG, "RandAugment n=%d m=%d: n must be in 0..16, m in 0..30", o->aug.randaug_n, o->aug.randaug_m);
-    return PF_OK;
+    return pf__check_aug(&o->aug);
 }
 
 /* ---------------------------------------------------------------------- */

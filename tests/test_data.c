@@ -803,6 +803,20 @@ static void test_batch(void) {
     memset(&aug, 0, sizeof aug);
     aug.randaug_m = 31;
     expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "RandAugment magnitude 31", "magnitude");
+    memset(&aug, 0, sizeof aug);
+    aug.randaug_n = PF_AUG_MAX_OPS + 1;
+    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "RandAugment with 17 ops", "op count");
+    memset(&aug, 0, sizeof aug);
+    aug.crop_pad = PF_AUG_MAX_PAD + 1;
+    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "crop padding 65", "crop padding");
+    {   /* the trainer's options obey the same limits (one rule) */
+        pf_train_opts to = pf_train_opts_default();
+        to.aug.crop_pad = PF_AUG_MAX_PAD + 1;
+        expect_fail(pf_train_opts_validate(&to), "train options: crop padding 65", "crop padding");
+        to.aug.crop_pad = PF_AUG_MAX_PAD;
+        check(pf_train_opts_validate(&to) == PF_OK, "train options: crop padding 64 accepted");
+    }
+    memset(&aug, 0, sizeof aug);
     idx[2] = 20;
     expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, NULL, 1, 0, x), "batch index 20 of 20", "20");
     pf_dataset_free(&d);

@@ -1411,7 +1411,7 @@ static const optdef TRAIN_OPTS[TR_N] = {
     {"--prefix-clip", "F", "1", "interleaved: grad-norm clip of the prefix steps"},
     {"--crop", "PAD", "0 (off)", "random crop with this zero padding"},
     {"--flip", "on|off", "off", "random horizontal flip"},
-    {"--randaug", "N,M", "off", "RandAugment with N ops at magnitude M (0..30)"},
+    {"--randaug", "N,M", "off", "RandAugment with N (0..16) ops at magnitude M (0..30)"},
     {"--threads", "N", "all cores", "threads"},
     DEVICE_OPTDEFS,
     {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
@@ -1484,7 +1484,7 @@ static void train_opts_flags(const cli *c, pf_train_opts *opts) {
     if (cli_get(c, TR_PATIENCE)) opts->patience = (int)parse_int(c, TR_PATIENCE, 0, 100000);
     if (cli_get(c, TR_MIN_DELTA)) opts->min_delta = parse_float(c, TR_MIN_DELTA, 0, 1e9);
     if (cli_get(c, TR_PREFIX_CLIP)) opts->prefix_clip = parse_float(c, TR_PREFIX_CLIP, 0, 1e9);
-    if (cli_get(c, TR_CROP)) opts->aug.crop_pad = (int)parse_int(c, TR_CROP, 0, 64);
+    if (cli_get(c, TR_CROP)) opts->aug.crop_pad = (int)parse_int(c, TR_CROP, 0, PF_AUG_MAX_PAD);
     if (cli_get(c, TR_FLIP)) opts->aug.flip = parse_choice(c, TR_FLIP, ONOFF, 8) % 2;
     if (cli_get(c, TR_RANDAUG)) {
         float v[2];
