@@ -1384,7 +1384,7 @@ static const optdef TRAIN_OPTS[TR_N] = {
     {"--data", "SPEC", "required", "training data: fmnist[:DIR] cifar10[:DIR] cifar100[:DIR] folder:DIR npy:X,Y "
                                    "[@train|@test] [#classes=LIST] [#limit=N]"},
     {"--test", "SPEC", "the @test split of --data", "data for the final evaluation and branch sweep ('none': skip)"},
-    {"--val", "F|SPEC", "0.1", "validation: a seeded fraction of --data, or a dataset spec"},
+    {"--val", "F|SPEC", "0.1", "validation: a seeded fraction of --data, or a dataset spec (its @test split unless it names @train)"},
     ARCH_OPTDEFS,
     {"--init", "FILE", "none", "start from these weights (architecture from the file)"},
     {"--resume", "FILE", "none", "continue the run saved in FILE (normally --out) bit-identically"},
