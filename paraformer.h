@@ -24,8 +24,9 @@
        PF_TRY(pf_model_create(&cfg, &m));
        pf_model_init(m, 42, 0.0f);                  // seeded, PyTorch-like
        PF_TRY(pf_model_reserve(m, 64));             // activations for B <= 64
-       pf_forward(m, x, labels, 64, 0.0f, &loss);   // x: [B,C,H,W] normalised
-       pf_backward(m);                              // m->grads
+       PF_TRY(pf_model_alloc_train(m));             // gradients, Adam moments
+       PF_TRY(pf_forward(m, x, labels, 64, 0.0f, &loss)); // x: [B,C,H,W] normalised
+       PF_TRY(pf_backward(m));                      // m->grads
        pf_optim opt = pf_optim_default();  pf_optim_step(m, &opt);
        pf_model_save(m, "model.safetensors");       // PyTorch reads it
 
@@ -107,7 +108,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h> /* FILE, for pf_atomic */
+#include <stdio.h>  /* FILE, for pf_atomic; fprintf, for PF_TRY */
+#include <stdlib.h> /* exit, for PF_TRY */
 
 #ifdef PF_STATIC
 #if defined(__GNUC__)
@@ -5919,7 +5921,7 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
            branch 2 (zeroed output projections) and trains everything for
            20 more. Shallow branches: with 4-layer branches (PF(2x4) at
            width 64) branch 1 alone already reached what both did, and the
-           sweep stayed flat; the README says what was tried. */
+           sweep stayed flat; docs/results.md says what was tried. */
         c->image_size = 28; c->channels = 1; c->patch_size = 7;
         c->dim = 80; c->heads = 4; c->mlp_dim = 320;
         c->branches = 2; c->depth = 2; c->classes = 10;
@@ -6639,28 +6641,50 @@ PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
     return st;
 }
 
+/* The line number (from 0) of the last "start" event in the log f, 0 when
+   there is none; f is left at its beginning. A log given to several runs
+   holds them one after the other, each from its "start" line. */
+static int64_t pf__log_run_start(FILE *f) {
+    static const char start[] = "{\"event\":\"start\"";
+    const size_t len = sizeof start - 1;
+    int64_t line = 0, last = 0;
+    size_t at = 0; /* bytes of this line that matched `start`; len + 1: no match */
+    int ch;
+    while ((ch = getc(f)) != EOF) {
+        if (ch == '\n') { line++; at = 0; continue; }
+        if (at >= len) continue;
+        if (ch != start[at]) at = len + 1;
+        else if (++at == len) last = line;
+    }
+    rewind(f);
+    return last;
+}
+
 PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
     FILE *f;
     pf_status st;
     if (t->log) { fclose((FILE *)t->log); t->log = NULL; }
     if (t->s.log_lines > 0) { /* keep the lines written up to the checkpoint (rewritten atomically) */
         char tmp[1100];
-        int64_t lines = 0;
+        int64_t lines = 0, keep;
         int ch = 0, ok = 1;
         FILE *w;
         if (!(f = fopen(path, "rb")))
             return pf_fail(PF_ERR_IO, "%s: cannot open the log to continue it: %s", path, strerror(errno));
+        /* the run's lines count from its own "start": earlier runs that used
+           the same log stay as they are */
+        keep = pf__log_run_start(f) + t->s.log_lines;
         if (!(w = pf__open_tmp(path, tmp, sizeof tmp))) { fclose(f); return PF_ERR_IO; }
-        while (lines < t->s.log_lines && (ch = getc(f)) != EOF) {
+        while (lines < keep && (ch = getc(f)) != EOF) {
             if (putc(ch, w) == EOF) { ok = 0; break; }
             lines += ch == '\n';
         }
         fclose(f);
-        if (ok && lines < t->s.log_lines) {
+        if (ok && lines < keep) {
             fclose(w);
             remove(tmp);
-            return pf_fail(PF_ERR_IO, "%s: the log has %lld lines, fewer than the %lld it had at the checkpoint",
-                           path, (long long)lines, (long long)t->s.log_lines);
+            return pf_fail(PF_ERR_IO, "%s: the run's part of the log has %lld lines, fewer than the %lld it had at the checkpoint",
+                           path, (long long)(lines - (keep - t->s.log_lines)), (long long)t->s.log_lines);
         }
         if ((st = pf__commit(w, tmp, path, ok)) != PF_OK) return st;
     }

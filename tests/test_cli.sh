@@ -235,6 +235,13 @@ has "plot warns about the NaN line" "$T/err" "$T/joint.jsonl:3"
 well_formed "overlay SVG is well-formed (names with <, &, quotes)" "$T/two.svg"
 has "overlay legend names both runs" "$T/two.svg" ">pf3x2 staged<" ">joint &lt;3x2&gt; &amp; &quot;co&quot;<"
 has "overlay notes the run without a sweep" "$T/two.svg" "1 run without a sweep yet"
+# the same --log used by two runs: the second replaces the first in the plot
+cat "$T/joint.jsonl" "$LOG" >"$T/rerun.jsonl"
+expect_ok "plot a log holding two runs" "$EXE" plot --log "$T/rerun.jsonl" --out "$T/rerun.svg"
+has "plot says the log holds two runs and draws the last" "$T/err" "holds 2 runs" "plotting the last"
+has "the rerun's plot is the last run's (its stages and sweep)" "$T/rerun.svg" ">pf3x2 staged<" "stage 3 (3 branches)" ">88.7%<"
+if grep -q "joint &lt;3x2&gt;" "$T/rerun.svg"; then bad "the rerun's plot still names the first run"
+else ok "the rerun's plot names only the last run"; fi
 printf '{"event":"train","step":0,"loss":2.3,"acc":0.1}\n' >"$T/one.jsonl"
 expect_ok "plot a log of one point" "$EXE" plot --log "$T/one.jsonl" --out "$T/one.svg" --width 400
 well_formed "one-point SVG is well-formed" "$T/one.svg"
@@ -329,7 +336,10 @@ expect_ok "train --init the expanded model, only the new branch" "$EXE" train --
 if only_branch4_changed "$T/e.safetensors" "$T/e_tuned.safetensors"; then ok "--train-branches 4 --train-head 10: only branch 4 and head rows 10.. changed"
 else bad "--train-branches changed more (or less) than branch 4 and the new head rows"; fi
 
-# SIGTERM in the middle, then --resume: the same bytes as the uninterrupted run
+# SIGTERM in the middle, then --resume: the same bytes as the uninterrupted run.
+# The log already holds an earlier run (the same --log used again): the
+# resume cuts back only the interrupted run's own lines.
+cp "$T/full.jsonl" "$T/part.jsonl"
 "$EXE" train --data "$D" --test none "${TINY[@]}" --out "$T/part.safetensors" --log "$T/part.jsonl" >/dev/null 2>"$T/err" &
 pid=$!
 for _ in $(seq 1 3000); do [ -f "$T/part.safetensors" ] && break; sleep 0.01; done
@@ -345,8 +355,16 @@ expect_ok "the same run uninterrupted" "$EXE" train --data "$D" --test none "${T
     --out "$T/whole.safetensors" --log "$T/whole.jsonl"
 if cmp -s "$T/part.safetensors" "$T/whole.safetensors"; then ok "resumed checkpoint is byte-identical to the uninterrupted one"
 else bad "resumed and uninterrupted checkpoints differ"; fi
-if [ "$(grep -c . "$T/part.jsonl")" = "$(grep -c . "$T/whole.jsonl")" ]; then ok "the resumed log has as many lines as the uninterrupted one"
-else bad "logs: $(grep -c . "$T/part.jsonl") vs $(grep -c . "$T/whole.jsonl") lines"; fi
+if [ "$(grep -c . "$T/part.jsonl")" = "$(( $(grep -c . "$T/full.jsonl") + $(grep -c . "$T/whole.jsonl") ))" ]; then
+    ok "the resumed log holds the earlier run and as many lines of its own as the uninterrupted one"
+else bad "logs: $(grep -c . "$T/part.jsonl") lines vs $(grep -c . "$T/full.jsonl") earlier + $(grep -c . "$T/whole.jsonl")"; fi
+if cmp -s <(head -n "$(grep -c . "$T/full.jsonl")" "$T/part.jsonl") "$T/full.jsonl"; then
+    ok "the earlier run's lines are kept as they were"
+else bad "the resume changed the earlier run's lines of the log"; fi
+if diff <(tail -n "$(grep -c . "$T/whole.jsonl")" "$T/part.jsonl" | sed -E 's/"(time|time_s|img_s)":[^,}]*//g') \
+        <(sed -E 's/"(time|time_s|img_s)":[^,}]*//g' "$T/whole.jsonl") >/dev/null; then
+    ok "the resumed run's lines are the uninterrupted run's but for timings"
+else bad "the resumed run's log lines differ from the uninterrupted run's beyond timings"; fi
 expect_fail "resume with another model width" "not the one of this run" "$EXE" train --data "$D" --test none "${TINY[@]}" --dim 8 \
     --out "$T/part.safetensors" --resume "$T/part.safetensors"
 expect_fail "resume with another learning rate" "lr" "$EXE" train --data "$D" --test none "${TINY[@]}" --lr 0.5 \

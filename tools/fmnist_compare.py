@@ -14,7 +14,7 @@ Markdown table and writes one overlaid plot (paraformer plot). With
 --parallel 2 two runs go side by side with one thread each (the times are
 then 1-thread times on a shared machine); the default runs them one after
 the other on all cores. A benchmark, not a test: it takes about an hour.
-The pf24-* runs (not run by default) are the previous preset's PF(2x4).
+The pf2x4-* runs (not run by default) are the previous preset's PF(2x4).
 """
 import argparse
 import json
@@ -29,10 +29,10 @@ import time
 # counted in branch-epochs: staged 15 x 1 + 20 x 2 = 55, joint 35 x 2 = 70,
 # the ViT's 4 layers = 2 branch-equivalents (35 -> 70), interleaved 1 + 2
 # (prefix pass) + 2 (joint pass) = 5 per epoch (15 -> 75).
-# The pf24-* runs are the previous preset's architecture, PF(2x4) at width 64
+# The pf2x4-* runs are the previous preset's architecture, PF(2x4) at width 64
 # (MLP 128), with the same schedules (the frozen variant at most 25 x 1 +
 # 25 x 2 = 75 branch-epochs; the ViT has 8 layers).
-PF24 = ["--depth", "4", "--dim", "64", "--heads", "4", "--mlp-dim", "128"]
+PF2X4 = ["--depth", "4", "--dim", "64", "--heads", "4", "--mlp-dim", "128"]
 RUNS = {
     "pf-staged": ("ParaFormer PF(2x2) w80, staged (the fmnist-small preset)", []),
     "pf-interleaved": ("ParaFormer PF(2x2) w80, interleaved (the authors' loop)",
@@ -41,15 +41,15 @@ RUNS = {
                  ["--schedule", "joint", "--epochs", "35"]),
     "vit-joint": ("ViT 1x4 w80, same width and parameters, joint",
                   ["--branches", "1", "--depth", "4", "--schedule", "joint", "--epochs", "35"]),
-    "pf24-staged": ("ParaFormer PF(2x4) w64, staged", PF24),
-    "pf24-staged-frozen": ("ParaFormer PF(2x4) w64, staged, branch 1, stem and head frozen in stage 2",
-                           PF24 + ["--epochs", "25", "--freeze-old", "on", "--old-lr", "0", "--patience", "4"]),
-    "pf24-interleaved": ("ParaFormer PF(2x4) w64, interleaved (the authors' loop)",
-                         PF24 + ["--schedule", "interleaved", "--epochs", "15"]),
-    "pf24-joint": ("ParaFormer PF(2x4) w64, joint (both branches from the start)",
-                   PF24 + ["--schedule", "joint", "--epochs", "35"]),
-    "vit18-joint": ("ViT 1x8 w64, same width and parameters as PF(2x4), joint",
-                    PF24 + ["--branches", "1", "--depth", "8", "--schedule", "joint", "--epochs", "35"]),
+    "pf2x4-staged": ("ParaFormer PF(2x4) w64, staged", PF2X4),
+    "pf2x4-staged-frozen": ("ParaFormer PF(2x4) w64, staged, branch 1, stem and head frozen in stage 2",
+                           PF2X4 + ["--epochs", "25", "--freeze-old", "on", "--old-lr", "0", "--patience", "4"]),
+    "pf2x4-interleaved": ("ParaFormer PF(2x4) w64, interleaved (the authors' loop)",
+                         PF2X4 + ["--schedule", "interleaved", "--epochs", "15"]),
+    "pf2x4-joint": ("ParaFormer PF(2x4) w64, joint (both branches from the start)",
+                   PF2X4 + ["--schedule", "joint", "--epochs", "35"]),
+    "vit8-joint": ("ViT 1x8 w64, same width and parameters as PF(2x4), joint",
+                    PF2X4 + ["--branches", "1", "--depth", "8", "--schedule", "joint", "--epochs", "35"]),
 }
 
 

@@ -1954,7 +1954,7 @@ static void usage(FILE *f) {
                "  bench     training and inference speed, per-op GFLOP/s (random input)\n"
                "  plot      training logs (JSON lines) as an SVG: loss, accuracy, accuracy per branch count\n"
                "  help      this list; `paraformer help <command>` for a command's options\n\n"
-               "predict, eval and train take --device cpu|cuda[:N,...] (cuda: a build with the GPU backend,\n"
+               "predict, eval, train and bench take --device cpu|cuda[:N,...] (cuda: a build with the GPU backend,\n"
                "make cuda). --version prints the version (and the GPU backend, if linked).\n", PF_VERSION);
 }
 

@@ -41,6 +41,7 @@ typedef struct plot_run {
     int n_marks, cap_marks;
     double sweep[PLOT_MAX_SWEEP], sweep_step; // percent (NAN: not finite)
     int n_sweep;
+    int starts; // "start" events: a log rerun with the same --log holds several runs
 } plot_run;
 
 static void *xrealloc_n(void *p, size_t *cap, size_t need, size_t elem) {
@@ -126,6 +127,11 @@ static int plot_event(plot_run *r, const char *s, size_t n) {
     if (!pf_json_string(s, n, "event", ev, sizeof ev)) return 0;
     has_step = log_num(s, n, "step", &step);
     if (!strcmp(ev, "start")) {
+        if (r->starts++) { // a later run appended to the same file: it replaces what came before
+            r->loss.n = r->acc.n = r->vloss.n = r->vacc.n = 0;
+            r->n_marks = r->n_sweep = 0;
+            r->test_acc = NAN;
+        }
         if (pf_json_string(s, n, "name", str, sizeof str) && *str) snprintf(r->label, sizeof r->label, "%s", str);
         pf_json_string(s, n, "schedule", r->schedule, sizeof r->schedule); // the line is valid: all or nothing
         pf_json_string(s, n, "data", r->data, sizeof r->data);
@@ -223,6 +229,8 @@ static void plot_read(plot_run *r, const char *path) {
     if (!used)
         die(1, "%s: no log events in its %ld line%s (expected one JSON object with an \"event\" per line)", path,
             lineno, lineno == 1 ? "" : "s");
+    if (r->starts > 1)
+        fprintf(stderr, "note: %s holds %d runs (the same --log used again): plotting the last\n", path, r->starts);
     series_finish(&r->loss);
     series_finish(&r->acc);
     series_finish(&r->vloss);
