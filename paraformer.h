@@ -4085,7 +4085,7 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
     if (!cj) {
         pf_st_close(f);
         return pf_fail(PF_ERR_FORMAT, "%s: no config in __metadata__: heads and residual form cannot be inferred from "
-                       "shapes; a ParaFormer checkpoint needs \"config\" (docs/design.md §4)", path);
+                       "shapes; a ParaFormer checkpoint needs \"config\" (docs/design.md §4.1)", path);
     }
     if ((st = pf_config_from_json(cj, strlen(cj), &cfg)) != PF_OK) {
         char msg[768];

@@ -505,64 +505,67 @@ static void test_sample(void) {
 /* ---------------------------------------------------------------------- */
 /* bad files */
 
-static void test_bad_files(void) {
-    const char *dir = mkd(tmp_path("bad"));
-    tbuf b = {0, 0, 0}, l = {0, 0, 0};
-    const char *spec;
-    const char *im = tmp_path("bad/train-images-idx3-ubyte"), *lb = tmp_path("bad/train-labels-idx1-ubyte");
-    spec = tmp_str("fmnist:%s", dir);
-    idx_labels(&l, 0x801, 4, -1);
-    write_file(lb, l.p, l.n);
+/* IDX files that disagree with their headers or with each other; the
+   labels file starts valid, each case breaks one thing, and the files
+   are repaired at the end */
+static void bad_fmnist(const char *dir, const char *im, const char *lb, tbuf *b, tbuf *l) {
+    const char *spec = tmp_str("fmnist:%s", dir);
+    idx_labels(l, 0x801, 4, -1);
+    write_file(lb, l->p, l->n);
 
     load_fail(spec, "fmnist: images file missing", "train-images-idx3-ubyte");
-    idx_images(&b, 0x804, 4, 2, 2, 0); write_file(im, b.p, b.n); b.n = 0;
+    idx_images(b, 0x804, 4, 2, 2, 0); write_file(im, b->p, b->n); b->n = 0;
     load_fail(spec, "fmnist: images with the wrong magic 0x804", im);
-    idx_images(&b, 0x803, 4, 2, 2, -1); write_file(im, b.p, b.n); b.n = 0;
+    idx_images(b, 0x803, 4, 2, 2, -1); write_file(im, b->p, b->n); b->n = 0;
     load_fail(spec, "fmnist: images truncated by one byte", im);
-    idx_images(&b, 0x803, 4, 2, 2, 1); write_file(im, b.p, b.n); b.n = 0;
+    idx_images(b, 0x803, 4, 2, 2, 1); write_file(im, b->p, b->n); b->n = 0;
     load_fail(spec, "fmnist: one trailing byte after the images", im);
     write_file(im, "\0\0\x08\x03\0\0", 6);
     load_fail(spec, "fmnist: images header cut short", im);
-    idx_images(&b, 0x803, 5, 2, 2, 0); write_file(im, b.p, b.n); b.n = 0;
+    idx_images(b, 0x803, 5, 2, 2, 0); write_file(im, b->p, b->n); b->n = 0;
     load_fail(spec, "fmnist: 4 labels for 5 images", lb);
-    tb_be(&b, 0x803, 4); tb_be(&b, 0x7fffffff, 4); tb_be(&b, 28, 4); tb_be(&b, 28, 4); tb_add(&b, "data", 4);
-    write_file(im, b.p, b.n); b.n = 0;
-    l.n = 0; tb_be(&l, 0x801, 4); tb_be(&l, 0x7fffffff, 4); tb_add(&l, "\1\2\3\4", 4); write_file(lb, l.p, l.n);
+    tb_be(b, 0x803, 4); tb_be(b, 0x7fffffff, 4); tb_be(b, 28, 4); tb_be(b, 28, 4); tb_add(b, "data", 4);
+    write_file(im, b->p, b->n); b->n = 0;
+    l->n = 0; tb_be(l, 0x801, 4); tb_be(l, 0x7fffffff, 4); tb_add(l, "\1\2\3\4", 4); write_file(lb, l->p, l->n);
     load_fail(spec, "fmnist: header claims 2^31-1 images (no allocation for them)", "bad/train-");
-    idx_images(&b, 0x803, 4, 0, 2, 0); write_file(im, b.p, b.n); b.n = 0;
-    l.n = 0; idx_labels(&l, 0x801, 4, -1); write_file(lb, l.p, l.n);
+    idx_images(b, 0x803, 4, 0, 2, 0); write_file(im, b->p, b->n); b->n = 0;
+    l->n = 0; idx_labels(l, 0x801, 4, -1); write_file(lb, l->p, l->n);
     load_fail(spec, "fmnist: images of 0 rows", im);
-    idx_images(&b, 0x803, 4, 2, 2, 0); write_file(im, b.p, b.n); b.n = 0;
-    l.n = 0; idx_labels(&l, 0x803, 4, -1); write_file(lb, l.p, l.n);
+    idx_images(b, 0x803, 4, 2, 2, 0); write_file(im, b->p, b->n); b->n = 0;
+    l->n = 0; idx_labels(l, 0x803, 4, -1); write_file(lb, l->p, l->n);
     load_fail(spec, "fmnist: labels with the images' magic", lb);
-    l.n = 0; idx_labels(&l, 0x801, 4, -1); l.n--; write_file(lb, l.p, l.n);
+    l->n = 0; idx_labels(l, 0x801, 4, -1); l->n--; write_file(lb, l->p, l->n);
     load_fail(spec, "fmnist: labels truncated", lb);
-    l.n = 0; idx_labels(&l, 0x801, 4, 2); write_file(lb, l.p, l.n);
+    l->n = 0; idx_labels(l, 0x801, 4, 2); write_file(lb, l->p, l->n);
     load_fail(spec, "fmnist: label 10", lb);
-    l.n = 0; idx_labels(&l, 0x801, 4, -1); write_file(lb, l.p, l.n);
+    l->n = 0; idx_labels(l, 0x801, 4, -1); write_file(lb, l->p, l->n);
     {
         pf_dataset d;
         pf_status st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
         check(st == PF_OK && d.n == 4, "fmnist: the repaired files load (%s)", st ? pf_last_error() : "ok");
         pf_dataset_free(&d);
     }
+}
 
-    /* gzip */
+/* gzip: cut, not gzip at all, lying about its size, a bomb */
+static void bad_gzip(const char *dir, const char *im, const char *lb, tbuf *b, tbuf *l) {
+    const char *spec;
+
     remove(im);
     spec = tmp_str("fmnist:%s", dir);
-    idx_images(&b, 0x803, 4, 2, 2, 0);
+    idx_images(b, 0x803, 4, 2, 2, 0);
 #ifdef PF_HAVE_ZLIB
-    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 4);
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b->p, b->n, 4);
     load_fail(spec, "gzip with its trailer cut (truncated gzip)", "train-images-idx3-ubyte.gz");
-    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 20);
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b->p, b->n, 20);
     load_fail(spec, "gzip cut inside the data", "train-images-idx3-ubyte.gz");
     write_file(tmp_path("bad/train-images-idx3-ubyte.gz"), "hello, not gzip at all", 22);
     load_fail(spec, "a .gz that is not gzip", "train-images-idx3-ubyte.gz");
     write_file(tmp_path("bad/train-images-idx3-ubyte.gz"), "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff\xff\xff\xff\xff\xff", 18);
     load_fail(spec, "gzip header then garbage deflate data", "train-images-idx3-ubyte.gz");
-    b.n = 0; idx_images(&b, 0x803, 4, 28, 28, 0); b.p[6] = 0x27; b.p[7] = 0x10; /* count 10000 */
-    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
-    l.n = 0; idx_labels(&l, 0x801, 10000, -1); write_file(lb, l.p, l.n);
+    b->n = 0; idx_images(b, 0x803, 4, 28, 28, 0); b->p[6] = 0x27; b->p[7] = 0x10; /* count 10000 */
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b->p, b->n, 0);
+    l->n = 0; idx_labels(l, 0x801, 10000, -1); write_file(lb, l->p, l->n);
     load_fail(spec, "gzip'd images: header says 10000, data holds 4", "train-images-idx3-ubyte.gz");
     check(pf_guard_biggest < ((size_t)4 << 20), "... and the biggest allocation was %zu bytes (grows with the data)", pf_guard_biggest);
     {
@@ -576,44 +579,56 @@ static void test_bad_files(void) {
         remove(tmp_path("bomb/test_batch.bin.gz"));
     }
 #else
-    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b.p, b.n, 0);
+    (void)lb; (void)l;
+    put_gz(tmp_path("bad/train-images-idx3-ubyte.gz"), b->p, b->n, 0);
     load_fail(spec, "a .gz without zlib", "PF_HAVE_ZLIB");
 #endif
     remove(tmp_path("bad/train-images-idx3-ubyte.gz"));
+}
 
-    /* CIFAR */
-    {
-        const char *c = mkd(tmp_path("c10_bad"));
-        write_cifar10(c, 2, "");
-        spec = tmp_str("cifar10:%s", c);
-        b.n = 0; cifar_file(&b, 0, 2, 0); tb_add(&b, "12345", 5);
-        write_file(tmp_path("c10_bad/data_batch_2.bin"), b.p, b.n);
-        load_fail(spec, "cifar10: a batch of 2 records + 5 bytes", "data_batch_2.bin");
+/* CIFAR batches that are not whole records, labels out of range, missing batches */
+static void bad_cifar(tbuf *b) {
+    const char *spec;
+    const char *c = mkd(tmp_path("c10_bad"));
+    write_cifar10(c, 2, "");
+    spec = tmp_str("cifar10:%s", c);
+    b->n = 0; cifar_file(b, 0, 2, 0); tb_add(b, "12345", 5);
+    write_file(tmp_path("c10_bad/data_batch_2.bin"), b->p, b->n);
+    load_fail(spec, "cifar10: a batch of 2 records + 5 bytes", "data_batch_2.bin");
 #ifdef PF_HAVE_ZLIB
-        remove(tmp_path("c10_bad/data_batch_2.bin"));
-        put_gz(tmp_path("c10_bad/data_batch_2.bin.gz"), b.p, b.n, 0);
-        load_fail(spec, "cifar10: a .gz batch of 2 records + 5 bytes", "data_batch_2.bin.gz");
-        remove(tmp_path("c10_bad/data_batch_2.bin.gz"));
+    remove(tmp_path("c10_bad/data_batch_2.bin"));
+    put_gz(tmp_path("c10_bad/data_batch_2.bin.gz"), b->p, b->n, 0);
+    load_fail(spec, "cifar10: a .gz batch of 2 records + 5 bytes", "data_batch_2.bin.gz");
+    remove(tmp_path("c10_bad/data_batch_2.bin.gz"));
 #endif
-        write_file(tmp_path("c10_bad/data_batch_2.bin"), "", 0);
-        load_fail(spec, "cifar10: an empty batch file", "data_batch_2.bin");
-        b.n = 0; cifar_file(&b, 0, 2, 0); b.p[3073] = 10;
-        write_file(tmp_path("c10_bad/data_batch_2.bin"), b.p, b.n);
-        load_fail(spec, "cifar10: label 10", "data_batch_2.bin");
-        remove(tmp_path("c10_bad/data_batch_2.bin"));
-        load_fail(spec, "cifar10: data_batch_2 missing", "data_batch_2.bin");
-        {
-            const char *c1 = mkd(tmp_path("c100_bad"));
-            b.n = 0; cifar_file(&b, 0, 2, 1); b.p[3074 + 1] = 100;
-            write_file(tmp_path("c100_bad/train.bin"), b.p, b.n);
-            spec = tmp_str("cifar100:%s", c1);
-            load_fail(spec, "cifar100: fine label 100", "train.bin");
-            b.n -= 1;
-            write_file(tmp_path("c100_bad/train.bin"), b.p, b.n);
-            load_fail(spec, "cifar100: not a whole number of 3074-byte records", "train.bin");
-            load_fail(tmp_str("cifar100:%s@test", c1), "cifar100: test.bin missing", "test.bin");
-        }
+    write_file(tmp_path("c10_bad/data_batch_2.bin"), "", 0);
+    load_fail(spec, "cifar10: an empty batch file", "data_batch_2.bin");
+    b->n = 0; cifar_file(b, 0, 2, 0); b->p[3073] = 10;
+    write_file(tmp_path("c10_bad/data_batch_2.bin"), b->p, b->n);
+    load_fail(spec, "cifar10: label 10", "data_batch_2.bin");
+    remove(tmp_path("c10_bad/data_batch_2.bin"));
+    load_fail(spec, "cifar10: data_batch_2 missing", "data_batch_2.bin");
+    {
+        const char *c1 = mkd(tmp_path("c100_bad"));
+        b->n = 0; cifar_file(b, 0, 2, 1); b->p[3074 + 1] = 100;
+        write_file(tmp_path("c100_bad/train.bin"), b->p, b->n);
+        spec = tmp_str("cifar100:%s", c1);
+        load_fail(spec, "cifar100: fine label 100", "train.bin");
+        b->n -= 1;
+        write_file(tmp_path("c100_bad/train.bin"), b->p, b->n);
+        load_fail(spec, "cifar100: not a whole number of 3074-byte records", "train.bin");
+        load_fail(tmp_str("cifar100:%s@test", c1), "cifar100: test.bin missing", "test.bin");
     }
+}
+
+static void test_bad_files(void) {
+    const char *dir = mkd(tmp_path("bad"));
+    tbuf b = {0, 0, 0}, l = {0, 0, 0};
+    const char *im = tmp_path("bad/train-images-idx3-ubyte"), *lb = tmp_path("bad/train-labels-idx1-ubyte");
+
+    bad_fmnist(dir, im, lb, &b, &l);
+    bad_gzip(dir, im, lb, &b, &l);
+    bad_cifar(&b);
     free(b.p);
     free(l.p);
 }
@@ -748,67 +763,108 @@ static void test_split_stats(void) {
 /* ---------------------------------------------------------------------- */
 /* augmentation and batches */
 
-static void test_batch(void) {
+/* one dataset, config and set of buffers, shared by the batch checks */
+typedef struct {
     pf_dataset d;
     pf_config cfg;
-    pf_augment aug;
-    int idx[16], i, k, ok, flips = 0, plain = 0, shifted = 0;
+    int idx[16];
     size_t per;
     pf_real *x, *x2;
     float *ref;
-    unsigned char src[6 * 5 * 3], out[6 * 5 * 3], out2[6 * 5 * 3];
+} batch_env;
 
-    /* without augmentation: pf_image_to_input exactly (resize 28 -> 32, gray -> RGB, mean/std) */
-    make_ds(&d, 20, 28, 28, 1, 10);
-    memset(&cfg, 0, sizeof cfg);
-    pf_config_resolve(&cfg);
-    cfg.image_size = 32; cfg.channels = 3;
-    cfg.mean[0] = 0.4f; cfg.mean[1] = 0.5f; cfg.mean[2] = 0.3f;
-    cfg.std[0] = 0.2f; cfg.std[1] = 0.25f; cfg.std[2] = 0.3f;
-    per = 3 * 32 * 32;
-    for (i = 0; i < 16; i++) idx[i] = (i * 7) % 20;
-    x = (pf_real *)malloc(16 * per * sizeof(pf_real));
-    x2 = (pf_real *)malloc(16 * per * sizeof(pf_real));
-    ref = (float *)malloc(per * sizeof(float));
-    ok = pf_dataset_batch(&d, idx, 16, &cfg, NULL, 1, 0, x) == PF_OK;
+/* 20 gray 28x28 images, batched as 32x32 RGB: resize, gray -> RGB and
+   mean/std all take part */
+static void batch_env_init(batch_env *e) {
+    int i;
+    make_ds(&e->d, 20, 28, 28, 1, 10);
+    memset(&e->cfg, 0, sizeof e->cfg);
+    pf_config_resolve(&e->cfg);
+    e->cfg.image_size = 32; e->cfg.channels = 3;
+    e->cfg.mean[0] = 0.4f; e->cfg.mean[1] = 0.5f; e->cfg.mean[2] = 0.3f;
+    e->cfg.std[0] = 0.2f; e->cfg.std[1] = 0.25f; e->cfg.std[2] = 0.3f;
+    e->per = 3 * 32 * 32;
+    for (i = 0; i < 16; i++) e->idx[i] = (i * 7) % 20;
+    e->x = (pf_real *)malloc(16 * e->per * sizeof(pf_real));
+    e->x2 = (pf_real *)malloc(16 * e->per * sizeof(pf_real));
+    e->ref = (float *)malloc(e->per * sizeof(float));
+}
+
+static void batch_env_free(batch_env *e) {
+    pf_dataset_free(&e->d);
+    free(e->x); free(e->x2); free(e->ref);
+}
+
+/* without augmentation: pf_image_to_input exactly (resize 28 -> 32, gray -> RGB, mean/std) */
+static void batch_no_aug(batch_env *e) {
+    const pf_dataset *d = &e->d;
+    const pf_config *cfg = &e->cfg;
+    const int *idx = e->idx;
+    size_t per = e->per;
+    pf_real *x = e->x, *x2 = e->x2;
+    float *ref = e->ref;
+    pf_augment aug;
+    int i, k, ok;
+
+    ok = pf_dataset_batch(d, idx, 16, cfg, NULL, 1, 0, x) == PF_OK;
     for (i = 0; ok && i < 16; i++) {
-        pf_image_to_input(d.images + (size_t)idx[i] * 784, 28, 28, 1, &cfg, ref);
+        pf_image_to_input(d->images + (size_t)idx[i] * 784, 28, 28, 1, cfg, ref);
         for (k = 0; ok && k < (int)per; k++) ok = x[(size_t)i * per + k] == (pf_real)ref[k];
     }
     check(ok, "batch without augmentation == pf_image_to_input of each image, bit for bit");
     memset(&aug, 0, sizeof aug);
-    check(pf_dataset_batch(&d, idx, 16, &cfg, &aug, 1, 0, x2) == PF_OK && !memcmp(x, x2, 16 * per * sizeof(pf_real)),
+    check(pf_dataset_batch(d, idx, 16, cfg, &aug, 1, 0, x2) == PF_OK && !memcmp(x, x2, 16 * per * sizeof(pf_real)),
           "an all-zero pf_augment is no augmentation");
+}
 
-    /* determinism of the full augmentation */
+/* determinism of the full augmentation */
+static void batch_determinism(batch_env *e) {
+    const pf_dataset *d = &e->d;
+    const pf_config *cfg = &e->cfg;
+    const int *idx = e->idx;
+    size_t per = e->per;
+    pf_real *x = e->x, *x2 = e->x2;
+    float *ref = e->ref;
+    pf_augment aug;
+    unsigned char a8[784];
+    int k, ok;
+
+    memset(&aug, 0, sizeof aug);
     aug.crop_pad = 4; aug.flip = 1; aug.randaug_n = 2; aug.randaug_m = 9;
     pf_set_threads(1);
-    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 7, 100, x);
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x);
     pf_set_threads(2);
-    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 7, 100, x2);
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x2);
     check(!memcmp(x, x2, 16 * per * sizeof(pf_real)), "augmented batch: identical for 1 and 2 threads");
-    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 7, 100, x2);
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x2);
     check(!memcmp(x, x2, 16 * per * sizeof(pf_real)), "augmented batch: rebuilt from the same (seed, counter), identical");
-    pf_dataset_batch(&d, idx + 3, 13, &cfg, &aug, 7, 103, x2);
+    pf_dataset_batch(d, idx + 3, 13, cfg, &aug, 7, 103, x2);
     check(!memcmp(x + 3 * per, x2, 13 * per * sizeof(pf_real)), "image i depends on (seed, counter + i) only: a resumed batch matches");
-    pf_dataset_batch(&d, idx, 16, &cfg, &aug, 8, 100, x2);
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 8, 100, x2);
     check(memcmp(x, x2, 16 * per * sizeof(pf_real)) != 0, "another seed, another augmentation");
-    {
-        unsigned char a8[784];
-        pf_augment_image(d.images + (size_t)idx[5] * 784, 28, 28, 1, &aug, 7, 105, a8);
-        pf_image_to_input(a8, 28, 28, 1, &cfg, ref);
-        for (ok = 1, k = 0; ok && k < (int)per; k++) ok = x[5 * per + k] == (pf_real)ref[k];
-        check(ok, "pf_augment_image(seed, counter + i) then pf_image_to_input == batch image i");
-    }
+    pf_augment_image(d->images + (size_t)idx[5] * 784, 28, 28, 1, &aug, 7, 105, a8);
+    pf_image_to_input(a8, 28, 28, 1, cfg, ref);
+    for (ok = 1, k = 0; ok && k < (int)per; k++) ok = x[5 * per + k] == (pf_real)ref[k];
+    check(ok, "pf_augment_image(seed, counter + i) then pf_image_to_input == batch image i");
+}
+
+/* augmentation settings out of range, and an index past the dataset */
+static void batch_limits(batch_env *e) {
+    const pf_dataset *d = &e->d;
+    const pf_config *cfg = &e->cfg;
+    int *idx = e->idx;
+    pf_real *x = e->x;
+    pf_augment aug;
+
     memset(&aug, 0, sizeof aug);
     aug.randaug_m = 31;
-    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "RandAugment magnitude 31", "magnitude");
+    expect_fail(pf_dataset_batch(d, idx, 4, cfg, &aug, 1, 0, x), "RandAugment magnitude 31", "magnitude");
     memset(&aug, 0, sizeof aug);
     aug.randaug_n = PF_AUG_MAX_OPS + 1;
-    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "RandAugment with 17 ops", "op count");
+    expect_fail(pf_dataset_batch(d, idx, 4, cfg, &aug, 1, 0, x), "RandAugment with 17 ops", "op count");
     memset(&aug, 0, sizeof aug);
     aug.crop_pad = PF_AUG_MAX_PAD + 1;
-    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, &aug, 1, 0, x), "crop padding 65", "crop padding");
+    expect_fail(pf_dataset_batch(d, idx, 4, cfg, &aug, 1, 0, x), "crop padding 65", "crop padding");
     {   /* the trainer's options obey the same limits (one rule) */
         pf_train_opts to = pf_train_opts_default();
         to.aug.crop_pad = PF_AUG_MAX_PAD + 1;
@@ -816,14 +872,16 @@ static void test_batch(void) {
         to.aug.crop_pad = PF_AUG_MAX_PAD;
         check(pf_train_opts_validate(&to) == PF_OK, "train options: crop padding 64 accepted");
     }
-    memset(&aug, 0, sizeof aug);
     idx[2] = 20;
-    expect_fail(pf_dataset_batch(&d, idx, 4, &cfg, NULL, 1, 0, x), "batch index 20 of 20", "20");
-    pf_dataset_free(&d);
-    free(x); free(x2); free(ref);
+    expect_fail(pf_dataset_batch(d, idx, 4, cfg, NULL, 1, 0, x), "batch index 20 of 20", "20");
+}
 
-    /* flip and crop on a 6x5 RGB image with no zero pixel */
-    for (i = 0; i < 90; i++) src[i] = (unsigned char)(1 + (i * 53) % 250);
+/* flip on a 6x5 RGB image with no zero pixel */
+static void aug_flip(const unsigned char *src) {
+    unsigned char out[6 * 5 * 3];
+    pf_augment aug;
+    int k, flips = 0, plain = 0;
+
     memset(&aug, 0, sizeof aug);
     aug.flip = 1;
     for (k = 0; k < 32; k++) {
@@ -840,30 +898,46 @@ static void test_batch(void) {
     }
     check(plain + flips == 32 && plain > 4 && flips > 4, "flip: each output is the image or its mirror (%d / %d of 32)",
           plain, flips);
+}
+
+/* is out the 6x5 RGB src shifted by (dy, dx), zero-filled? */
+static int is_shifted(const unsigned char *out, const unsigned char *src, int dy, int dx) {
+    int y, xx, c, match = 1;
+    for (y = 0; y < 6; y++)
+        for (xx = 0; xx < 5; xx++)
+            for (c = 0; c < 3; c++) {
+                int sy = y + dy, sx = xx + dx;
+                int v = sy >= 0 && sy < 6 && sx >= 0 && sx < 5 ? src[(sy * 5 + sx) * 3 + c] : 0;
+                match &= out[(y * 5 + xx) * 3 + c] == v;
+            }
+    return match;
+}
+
+/* crop on the same image: zero is not one of its pixels, so the padding shows */
+static void aug_crop(const unsigned char *src) {
+    unsigned char out[6 * 5 * 3];
+    pf_augment aug;
+    int k, ok = 1, shifted = 0;
+
     memset(&aug, 0, sizeof aug);
     aug.crop_pad = 2;
-    ok = 1;
     for (k = 0; k < 32; k++) {
-        int dy, dx, found = 0, y, xx, c;
+        int dy, dx, found = 0;
         pf_augment_image(src, 6, 5, 3, &aug, 3, (uint64_t)k, out);
         for (dy = -2; dy <= 2 && !found; dy++)
-            for (dx = -2; dx <= 2 && !found; dx++) {
-                int match = 1;
-                for (y = 0; y < 6; y++)
-                    for (xx = 0; xx < 5; xx++)
-                        for (c = 0; c < 3; c++) {
-                            int sy = y + dy, sx = xx + dx;
-                            int v = sy >= 0 && sy < 6 && sx >= 0 && sx < 5 ? src[(sy * 5 + sx) * 3 + c] : 0;
-                            match &= out[(y * 5 + xx) * 3 + c] == v;
-                        }
-                if (match) { found = 1; shifted += dy || dx; }
-            }
+            for (dx = -2; dx <= 2 && !found; dx++)
+                if (is_shifted(out, src, dy, dx)) { found = 1; shifted += dy || dx; }
         ok &= found;
     }
     check(ok && shifted > 16, "crop with pad 2: every output is the image shifted by (dy, dx) in [-2, 2]^2, zero-filled "
           "(%d of 32 shifted)", shifted);
+}
 
-    /* RandAugment */
+static void aug_randaugment(const unsigned char *src) {
+    unsigned char out[6 * 5 * 3], out2[6 * 5 * 3];
+    pf_augment aug;
+    int k, ok, plain;
+
     memset(&aug, 0, sizeof aug);
     aug.randaug_n = 2;
     aug.randaug_m = 15;
@@ -871,10 +945,27 @@ static void test_batch(void) {
         pf_augment_image(src, 6, 5, 3, &aug, 11, (uint64_t)k, out);
         pf_augment_image(src, 6, 5, 3, &aug, 11, (uint64_t)k, out2);
         ok &= !memcmp(out, out2, sizeof out);
-        plain += !memcmp(out, src, sizeof src);
+        plain += !memcmp(out, src, 6 * 5 * 3);
     }
     check(ok, "RandAugment n=2 m=15: the same (seed, counter) gives the same image");
     check(plain <= 2, "RandAugment n=2 m=15 changes the image (%d of 16 unchanged: Identity twice is possible)", plain);
+}
+
+static void test_batch(void) {
+    batch_env e;
+    unsigned char src[6 * 5 * 3];
+    int i;
+
+    batch_env_init(&e);
+    batch_no_aug(&e);
+    batch_determinism(&e);
+    batch_limits(&e);
+    batch_env_free(&e);
+
+    for (i = 0; i < 90; i++) src[i] = (unsigned char)(1 + (i * 53) % 250);
+    aug_flip(src);
+    aug_crop(src);
+    aug_randaugment(src);
 }
 
 /* the RandAugment ops one by one on small images, against hand-computed results */

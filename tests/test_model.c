@@ -101,32 +101,22 @@ static int kind_of(const pf_tensor_spec *s) {
     }
 }
 
-static void run_case(const char *name) {
-    char path[256], rname[96]; /* rname: the reference tensor compared (grad.X, final.X) */
+/* one fixture case while it runs: the model with the fixture's parameters,
+   and the batch it is checked and trained on */
+typedef struct {
+    const char *name;
     pf_st_file *f;
-    pf_model *m = NULL;
-    pf_config cfg;
-    const char *cj, *tj;
-    double *x, *y, *ref, e, emax;
-    size_t n, i;
-    int B, active, steps, s, step, *labels, bad;
+    pf_model *m;
+    const pf_config *cfg;
+    const char *tj; /* the fixture's "test" metadata (JSON) */
+    int B, active, steps;
     pf_real *xin;
-    pf_optim o;
-    float loss;
+    int *labels;
+} ref_case;
 
-    snprintf(path, sizeof path, "tests/fixtures/ref_%s.safetensors", name);
-    if (pf_st_open(path, &f) != PF_OK) { check(0, "%s: %s", name, pf_last_error()); return; }
-    cj = pf_st_meta(f, "config");
-    tj = pf_st_meta(f, "test");
-    if (!cj || !tj || pf_config_from_json(cj, strlen(cj), &cfg) != PF_OK || pf_model_create(&cfg, &m) != PF_OK) {
-        check(0, "%s: config: %s", name, pf_last_error());
-        pf_st_close(f);
-        return;
-    }
-    B = (int)jnum(tj, "batch");
-    active = (int)jnum(tj, "active");
-    steps = (int)jnum(tj, "steps");
-    o = pf_optim_default();
+/* the optimizer the fixture was trained with, from its "test" metadata */
+static pf_optim case_optim(const char *tj) {
+    pf_optim o = pf_optim_default();
     o.adam = strstr(tj, "\"optim\": \"adam\"") != NULL;
     o.lr = (float)jnum(tj, "lr");
     o.beta1 = (float)jnum(tj, "beta1");
@@ -134,100 +124,169 @@ static void run_case(const char *name) {
     o.eps = (float)jnum(tj, "eps");
     o.weight_decay = (float)jnum(tj, "weight_decay");
     o.clip = (float)jnum(tj, "clip");
-    /* initial parameters by name */
-    bad = 0;
+    return o;
+}
+
+/* initial parameters by name; 0 when one is missing or of the wrong size */
+static int case_params(const ref_case *c) {
+    pf_model *m = c->m;
+    size_t n, i;
+    int s, bad = 0;
     for (s = 0; s < m->n_specs; s++) {
-        double *p = read_all(f, m->specs[s].name, &n);
+        double *p = read_all(c->f, m->specs[s].name, &n);
         if (!p || n != m->specs[s].numel) { bad = 1; free(p); break; }
         for (i = 0; i < n; i++) m->params[m->specs[s].offset + i] = (pf_real)p[i];
         free(p);
     }
-    check(!bad, "%s: fixture has every parameter by name", name);
-    if (bad) goto done;
-    x = read_all(f, "x", &n);
-    y = read_all(f, "y", &n);
-    xin = (pf_real *)malloc(sizeof(pf_real) * (size_t)B * cfg.channels * cfg.image_size * cfg.image_size);
-    labels = (int *)malloc(sizeof(int) * (size_t)B);
-    for (i = 0; i < (size_t)B * cfg.channels * cfg.image_size * cfg.image_size; i++) xin[i] = (pf_real)x[i];
-    for (i = 0; i < (size_t)B; i++) labels[i] = (int)y[i];
-    if (pf_model_reserve(m, B) || pf_model_alloc_train(m) || pf_model_set_active(m, active)) {
-        check(0, "%s: setup: %s", name, pf_last_error());
-        goto done2;
+    check(!bad, "%s: fixture has every parameter by name", c->name);
+    return !bad;
+}
+
+/* forward: logits and loss */
+static void case_forward(const ref_case *c) {
+    double *ref, e;
+    size_t n;
+    float loss;
+    pf_forward(c->m, c->xin, c->labels, c->B, (float)jnum(c->tj, "label_smoothing"), &loss);
+    ref = read_all(c->f, "logits", &n);
+    e = rel_err_ref(c->m->logits, ref, n);
+    note(K_LOGITS, e, c->name);
+    check(e <= TOL, "%s: logits rel err %.2e", c->name, e);
+    free(ref);
+    ref = read_all(c->f, "loss", &n);
+    e = loss_err(c->name, loss, ref[0]);
+    check(e <= TOL, "%s: loss %.8f vs %.8f rel err %.2e", c->name, (double)loss, ref[0], e);
+    free(ref);
+}
+
+/* the key part of qkv.bias must have a gradient of rounding noise only (see the top) */
+static void key_bias_noise(const ref_case *c, const pf_tensor_spec *sp, const char *rname, size_t n, int *bad) {
+    size_t D = (size_t)c->cfg->dim, i;
+    double gk = 0, gall = 0;
+    for (i = 0; i < n; i++) {
+        double g = fabs((double)c->m->grads[sp->offset + i]);
+        if (g > gall) gall = g;
+        if (i >= D && i < 2 * D && g > gk) gk = g;
     }
-    /* forward: logits and loss */
-    pf_forward(m, xin, labels, B, (float)jnum(tj, "label_smoothing"), &loss);
-    ref = read_all(f, "logits", &n);
-    e = rel_err_ref(m->logits, ref, n);
-    note(K_LOGITS, e, name);
-    check(e <= TOL, "%s: logits rel err %.2e", name, e);
-    free(ref);
-    ref = read_all(f, "loss", &n);
-    e = loss_err(name, loss, ref[0]);
-    check(e <= TOL, "%s: loss %.8f vs %.8f rel err %.2e", name, (double)loss, ref[0], e);
-    free(ref);
-    /* every gradient by name; inactive branches have none */
+    if (gk > 1e-6 * gall) { *bad = 1; check(0, "%s: key bias gradient %.2e is not ~0", rname, gk); }
+}
+
+/* every gradient by name; inactive branches have none */
+static void case_gradients(const ref_case *c) {
+    char rname[96]; /* the reference tensor compared (grad.X) */
+    pf_model *m = c->m;
+    const char *name = c->name;
+    double *ref, emax = 0;
+    size_t n;
+    int s, bad = 0;
     pf_backward(m);
-    emax = 0;
-    bad = 0;
     for (s = 0; s < m->n_specs; s++) {
         const pf_tensor_spec *sp = &m->specs[s];
-        ref = read_ref(f, "grad", sp, rname, sizeof rname, &n);
-        if (sp->part == PF_PART_BRANCH && sp->branch >= active) {
+        ref = read_ref(c->f, "grad", sp, rname, sizeof rname, &n);
+        if (sp->part == PF_PART_BRANCH && sp->branch >= c->active) {
             if (ref) { bad = 1; check(0, "%s: %s should not exist", name, rname); }
             free(ref);
             continue;
         }
         if (!ref || n != sp->numel) { bad = 1; check(0, "%s: %s missing", name, rname); free(ref); continue; }
         against_ref(name, rname, sp, m->grads, ref, kind_of(sp), &emax, &bad);
-        if (strstr(sp->name, "qkv.bias")) {
-            size_t D = (size_t)cfg.dim;
-            double gk = 0, gall = 0;
-            for (i = 0; i < n; i++) {
-                double g = fabs((double)m->grads[sp->offset + i]);
-                if (g > gall) gall = g;
-                if (i >= D && i < 2 * D && g > gk) gk = g;
-            }
-            if (gk > 1e-6 * gall) { bad = 1; check(0, "%s: key bias gradient %.2e is not ~0", rname, gk); }
-        }
+        if (strstr(sp->name, "qkv.bias")) key_bias_noise(c, sp, rname, n, &bad);
         free(ref);
     }
     check(!bad, "%s: every gradient by name, worst rel err %.2e", name, emax);
-    /* optimizer steps on the same batch; losses[t] is computed before step t */
-    ref = read_all(f, "losses", &n);
-    bad = 0;
-    for (step = 0; step < steps; step++) {
-        pf_forward(m, xin, labels, B, (float)jnum(tj, "label_smoothing"), &loss);
-        if (loss_err(name, loss, ref[step]) > TOL) bad = 1;
-        pf_backward(m);
-        pf_optim_step(m, &o);
+}
+
+/* optimizer steps on the same batch; losses[t] is computed before step t */
+static void case_steps(const ref_case *c, const pf_optim *o) {
+    double *ref;
+    size_t n;
+    int step, bad = 0;
+    float loss;
+    ref = read_all(c->f, "losses", &n);
+    for (step = 0; step < c->steps; step++) {
+        pf_forward(c->m, c->xin, c->labels, c->B, (float)jnum(c->tj, "label_smoothing"), &loss);
+        if (loss_err(c->name, loss, ref[step]) > TOL) bad = 1;
+        pf_backward(c->m);
+        pf_optim_step(c->m, o);
     }
-    check(!bad, "%s: %d %s step losses match", name, steps, o.adam ? "Adam" : "AdamW");
+    check(!bad, "%s: %d %s step losses match", c->name, c->steps, o->adam ? "Adam" : "AdamW");
     free(ref);
-    emax = 0;
-    bad = 0;
+}
+
+/* every parameter after the steps; inactive branches must not have moved */
+static void case_final(const ref_case *c) {
+    char rname[96]; /* the reference tensor compared (final.X) */
+    pf_model *m = c->m;
+    const char *name = c->name;
+    double *ref, e, emax = 0;
+    size_t n;
+    int s, bad = 0;
     for (s = 0; s < m->n_specs; s++) {
         const pf_tensor_spec *sp = &m->specs[s];
-        ref = read_ref(f, "final", sp, rname, sizeof rname, &n);
+        ref = read_ref(c->f, "final", sp, rname, sizeof rname, &n);
         if (!ref || n != sp->numel) { bad = 1; free(ref); continue; }
 #ifndef PF_DOUBLE
         if (strstr(sp->name, "qkv.bias")) { /* zero the key part (see the top) */
-            size_t D = (size_t)cfg.dim;
+            size_t D = (size_t)c->cfg->dim, i;
             for (i = D; i < 2 * D; i++) ref[i] = (double)m->params[sp->offset + i];
         }
 #endif
         e = against_ref(name, rname, sp, m->params, ref, K_FINAL, &emax, &bad);
-        if (sp->part == PF_PART_BRANCH && sp->branch >= active && e != 0.0) {
+        if (sp->part == PF_PART_BRANCH && sp->branch >= c->active && e != 0.0) {
             bad = 1;
             check(0, "%s: inactive %s changed", name, sp->name);
         }
         free(ref);
     }
-    check(!bad, "%s: every parameter after %d steps, worst rel err %.2e", name, steps, emax);
+    check(!bad, "%s: every parameter after %d steps, worst rel err %.2e", name, c->steps, emax);
+}
+
+static void run_case(const char *name) {
+    char path[256];
+    pf_config cfg;
+    const char *cj;
+    double *x, *y;
+    size_t n, i, numel;
+    pf_optim o;
+    ref_case c;
+
+    memset(&c, 0, sizeof c);
+    c.name = name;
+    c.cfg = &cfg;
+    snprintf(path, sizeof path, "tests/fixtures/ref_%s.safetensors", name);
+    if (pf_st_open(path, &c.f) != PF_OK) { check(0, "%s: %s", name, pf_last_error()); return; }
+    cj = pf_st_meta(c.f, "config");
+    c.tj = pf_st_meta(c.f, "test");
+    if (!cj || !c.tj || pf_config_from_json(cj, strlen(cj), &cfg) != PF_OK || pf_model_create(&cfg, &c.m) != PF_OK) {
+        check(0, "%s: config: %s", name, pf_last_error());
+        pf_st_close(c.f);
+        return;
+    }
+    c.B = (int)jnum(c.tj, "batch");
+    c.active = (int)jnum(c.tj, "active");
+    c.steps = (int)jnum(c.tj, "steps");
+    o = case_optim(c.tj);
+    if (!case_params(&c)) goto done;
+    x = read_all(c.f, "x", &n);
+    y = read_all(c.f, "y", &n);
+    numel = (size_t)c.B * cfg.channels * cfg.image_size * cfg.image_size;
+    c.xin = (pf_real *)malloc(sizeof(pf_real) * numel);
+    c.labels = (int *)malloc(sizeof(int) * (size_t)c.B);
+    for (i = 0; i < numel; i++) c.xin[i] = (pf_real)x[i];
+    for (i = 0; i < (size_t)c.B; i++) c.labels[i] = (int)y[i];
+    if (pf_model_reserve(c.m, c.B) || pf_model_alloc_train(c.m) || pf_model_set_active(c.m, c.active)) {
+        check(0, "%s: setup: %s", name, pf_last_error());
+        goto done2;
+    }
+    case_forward(&c);
+    case_gradients(&c);
+    case_steps(&c, &o);
+    case_final(&c);
 done2:
-    free(x); free(y); free(xin); free(labels);
+    free(x); free(y); free(c.xin); free(c.labels);
 done:
-    pf_model_free(m);
-    pf_st_close(f);
+    pf_model_free(c.m);
+    pf_st_close(c.f);
 }
 
 /* forward + backward + 3 optimizer steps with dropout and clipping, then a

@@ -366,11 +366,10 @@ static void test_st_half(void) {
 /* ---------------------------------------------------------------------- */
 /* safetensors: malformed files */
 
-static void test_st_bad(void) {
+/* The 8-byte length field, and headers over the 16 MiB limit. */
+static void st_bad_length(void) {
     tbuf b;
-    size_t i;
 
-    /* the length field */
     bad_st("empty file (0 bytes)", "st_empty.safetensors", "", 0);
     bad_st("3 bytes (inside the 8-byte length)", "st_3bytes.safetensors", "\x10\0\0", 3);
     bad_st_buf("header length 0", "st_hlen0.safetensors", st_bytes_len(0, "", 0, NULL, 0));
@@ -395,92 +394,123 @@ static void test_st_bad(void) {
         tb_byte(&b, ' ', hl - strlen(j));
         bad_st_buf("header of 17 MiB (limit 16 MiB), real bytes", "st_header_17mib.safetensors", b);
     }
+}
 
-    /* JSON syntax */
-    {
-        static const struct {
-            const char *label, *name, *json;
-        } cases[] = {
-            {"unterminated string", "st_json_unterminated_str", "{\"a"},
-            {"unterminated object", "st_json_unterminated_obj",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"},
-            {"unterminated array", "st_json_unterminated_arr", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3"},
-            {"bad escape \\q in a key", "st_json_bad_escape", "{\"a\\q\":{\"dtype\":\"F32\",\"shape\":[2,3],"
-                                                              "\"data_offsets\":[0,24]}}"},
-            {"truncated \\u escape", "st_json_bad_u", "{\"a\\u12\":{\"dtype\":\"F32\",\"shape\":[2,3],"
-                                                      "\"data_offsets\":[0,24]}}"},
-            {"escape at the very end", "st_json_escape_end", "{\"a\\"},
-            {"header is an array", "st_json_array", "[1,2,3]"},
-            {"header is a string", "st_json_string", "\"abc\""},
-            {"header is a number", "st_json_number", "12345"},
-            {"header is null", "st_json_null", "null"},
-            {"missing colon", "st_json_no_colon", "{\"a\" {\"dtype\":\"F32\"}}"},
-            {"trailing comma", "st_json_trailing_comma",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},}"},
-            {"garbage after the object", "st_json_trailing_garbage",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}xyz"},
-            {"single quotes", "st_json_single_quotes", "{'a':{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]}}"},
-            {"entry is not an object", "st_entry_array", "{\"a\":[1,2,3]}"},
-            {"unknown dtype Q7", "st_dtype_q7", "{\"a\":{\"dtype\":\"Q7\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
-            {"dtype is a number", "st_dtype_number", "{\"a\":{\"dtype\":4,\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
-            {"dtype f32 (lower case)", "st_dtype_lower",
-             "{\"a\":{\"dtype\":\"f32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
-            {"missing dtype", "st_no_dtype", "{\"a\":{\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
-            {"missing shape", "st_no_shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,24]}}"},
-            {"missing data_offsets", "st_no_offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3]}}"},
-            {"shape x offsets mismatch [2,4] in 24 B", "st_shape_mismatch",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,4],\"data_offsets\":[0,24]}}"},
-            {"F16 [2,3] in 24 B (dtype size)", "st_dtype_size_mismatch",
-             "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
-            {"negative dims [-2,-3] (product 6)", "st_shape_negative",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2,-3],\"data_offsets\":[0,24]}}"},
-            {"9 dims (> PF_MAX_DIMS)", "st_shape_9dims",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}"},
-            {"40 dims", "st_shape_40dims",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
-             "1,1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}"},
-            {"shape product wraps to 24 B mod 2^64", "st_shape_wrap",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6,4611686018427387905],\"data_offsets\":[0,24]}}"},
-            {"shape [2^62,2^62,2^62]", "st_shape_huge",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4611686018427387904,4611686018427387904],"
-             "\"data_offsets\":[0,24]}}"},
-            {"shape dim 1e400", "st_shape_1e400", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e400],\"data_offsets\":[0,24]}}"},
-            {"shape dim 2.5", "st_shape_frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2.5,2.4],\"data_offsets\":[0,24]}}"},
-            {"shape dim a string", "st_shape_string",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\",3],\"data_offsets\":[0,24]}}"},
-            {"shape not an array", "st_shape_scalar", "{\"a\":{\"dtype\":\"F32\",\"shape\":6,\"data_offsets\":[0,24]}}"},
-            {"data_offsets past the data [0,400]", "st_offsets_past_end",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}"},
-            {"data_offsets begin > end [24,0]", "st_offsets_reversed",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[24,0]}}"},
-            {"data_offsets negative [-24,0]", "st_offsets_negative",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[-24,0]}}"},
-            {"data_offsets 3 numbers", "st_offsets_three",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24,40]}}"},
-            {"data_offsets one number", "st_offsets_one", "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[24]}}"},
-            {"data_offsets begin near 2^64", "st_offsets_wrap",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[18446744073709551600,8]}}"},
-            {"data_offsets beyond 2^64", "st_offsets_2e64",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[36893488147419103232,36893488147419103256]}}"},
-            {"overlapping tensors", "st_offsets_overlap",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
-             "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}"},
-            {"same range twice", "st_offsets_alias",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
-             "\"b\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]}}"},
-            {"duplicate tensor name", "st_duplicate_name",
-             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
-             "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}"},
-            {"__metadata__ not an object", "st_meta_string", "{\"__metadata__\":\"x\"}"},
-            {"__metadata__ value not a string (str->str map)", "st_meta_number", "{\"__metadata__\":{\"k\":1}}"},
-        };
-        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            char name[128];
-            size_t dlen = strstr(cases[i].json, "[24,40]") ? 40 : 24;
-            snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
-            bad_st_buf(cases[i].label, name, st_bytes(cases[i].json, g_base_data, dlen));
-        }
+typedef struct {
+    const char *label, *name, *json;
+} st_json_case;
+
+/* Each header over the first 24 bytes of g_base_data (40 where a tensor
+   claims [24,40]), so that only the header is at fault. */
+static void bad_st_json(const st_json_case *cases, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        char name[128];
+        size_t dlen = strstr(cases[i].json, "[24,40]") ? 40 : 24;
+        snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
+        bad_st_buf(cases[i].label, name, st_bytes(cases[i].json, g_base_data, dlen));
     }
+}
+
+/* JSON syntax */
+static void st_bad_json_syntax(void) {
+    static const st_json_case cases[] = {
+        {"unterminated string", "st_json_unterminated_str", "{\"a"},
+        {"unterminated object", "st_json_unterminated_obj",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"},
+        {"unterminated array", "st_json_unterminated_arr", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3"},
+        {"bad escape \\q in a key", "st_json_bad_escape", "{\"a\\q\":{\"dtype\":\"F32\",\"shape\":[2,3],"
+                                                          "\"data_offsets\":[0,24]}}"},
+        {"truncated \\u escape", "st_json_bad_u", "{\"a\\u12\":{\"dtype\":\"F32\",\"shape\":[2,3],"
+                                                  "\"data_offsets\":[0,24]}}"},
+        {"escape at the very end", "st_json_escape_end", "{\"a\\"},
+        {"header is an array", "st_json_array", "[1,2,3]"},
+        {"header is a string", "st_json_string", "\"abc\""},
+        {"header is a number", "st_json_number", "12345"},
+        {"header is null", "st_json_null", "null"},
+        {"missing colon", "st_json_no_colon", "{\"a\" {\"dtype\":\"F32\"}}"},
+        {"trailing comma", "st_json_trailing_comma",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},}"},
+        {"garbage after the object", "st_json_trailing_garbage",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}xyz"},
+        {"single quotes", "st_json_single_quotes", "{'a':{'dtype':'F32','shape':[2,3],'data_offsets':[0,24]}}"},
+        {"entry is not an object", "st_entry_array", "{\"a\":[1,2,3]}"},
+    };
+    bad_st_json(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* entries: dtype, missing keys, shapes */
+static void st_bad_json_entries(void) {
+    static const st_json_case cases[] = {
+        {"unknown dtype Q7", "st_dtype_q7", "{\"a\":{\"dtype\":\"Q7\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+        {"dtype is a number", "st_dtype_number", "{\"a\":{\"dtype\":4,\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+        {"dtype f32 (lower case)", "st_dtype_lower",
+         "{\"a\":{\"dtype\":\"f32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+        {"missing dtype", "st_no_dtype", "{\"a\":{\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+        {"missing shape", "st_no_shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,24]}}"},
+        {"missing data_offsets", "st_no_offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3]}}"},
+        {"shape x offsets mismatch [2,4] in 24 B", "st_shape_mismatch",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,4],\"data_offsets\":[0,24]}}"},
+        {"F16 [2,3] in 24 B (dtype size)", "st_dtype_size_mismatch",
+         "{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,24]}}"},
+        {"negative dims [-2,-3] (product 6)", "st_shape_negative",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2,-3],\"data_offsets\":[0,24]}}"},
+        {"9 dims (> PF_MAX_DIMS)", "st_shape_9dims",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}"},
+        {"40 dims", "st_shape_40dims",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"
+         "1,1,1,1,1,1,1,2,3],\"data_offsets\":[0,24]}}"},
+        {"shape product wraps to 24 B mod 2^64", "st_shape_wrap",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6,4611686018427387905],\"data_offsets\":[0,24]}}"},
+        {"shape [2^62,2^62,2^62]", "st_shape_huge",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4611686018427387904,4611686018427387904],"
+         "\"data_offsets\":[0,24]}}"},
+        {"shape dim 1e400", "st_shape_1e400", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e400],\"data_offsets\":[0,24]}}"},
+        {"shape dim 2.5", "st_shape_frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2.5,2.4],\"data_offsets\":[0,24]}}"},
+        {"shape dim a string", "st_shape_string",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\",3],\"data_offsets\":[0,24]}}"},
+        {"shape not an array", "st_shape_scalar", "{\"a\":{\"dtype\":\"F32\",\"shape\":6,\"data_offsets\":[0,24]}}"},
+    };
+    bad_st_json(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* data_offsets, names and __metadata__ */
+static void st_bad_json_offsets(void) {
+    static const st_json_case cases[] = {
+        {"data_offsets past the data [0,400]", "st_offsets_past_end",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}"},
+        {"data_offsets begin > end [24,0]", "st_offsets_reversed",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[24,0]}}"},
+        {"data_offsets negative [-24,0]", "st_offsets_negative",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[-24,0]}}"},
+        {"data_offsets 3 numbers", "st_offsets_three",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24,40]}}"},
+        {"data_offsets one number", "st_offsets_one", "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[24]}}"},
+        {"data_offsets begin near 2^64", "st_offsets_wrap",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[18446744073709551600,8]}}"},
+        {"data_offsets beyond 2^64", "st_offsets_2e64",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[36893488147419103232,36893488147419103256]}}"},
+        {"overlapping tensors", "st_offsets_overlap",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}"},
+        {"same range twice", "st_offsets_alias",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]}}"},
+        {"duplicate tensor name", "st_duplicate_name",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+         "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}"},
+        {"__metadata__ not an object", "st_meta_string", "{\"__metadata__\":\"x\"}"},
+        {"__metadata__ value not a string (str->str map)", "st_meta_number", "{\"__metadata__\":{\"k\":1}}"},
+    };
+    bad_st_json(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Deep nesting, which a recursive parser must not follow down the stack,
+   and a NUL byte that a C-string parser would stop at. */
+static void st_bad_nesting(void) {
+    tbuf b;
+    size_t i;
+
     /* 10000 '[' and 10000 '{"a":' deep */
     b = st_bytes_len(0, "", 0, NULL, 0);
     b.n = 8;
@@ -501,6 +531,11 @@ static void test_st_bad(void) {
         bad_st_buf("NUL byte inside the header", "st_header_nul.safetensors",
                    st_bytes_len(sizeof j - 1, j, sizeof j - 1, g_base_data, 24));
     }
+}
+
+static void st_bad_data(void) {
+    tbuf b;
+
     /* the data section: a hole between tensors, bytes after the last one
        (the format requires the data to be indexed entirely, without holes) */
     bad_st_buf("hole between tensors (must be fully indexed)", "st_hole.safetensors",
@@ -510,6 +545,15 @@ static void test_st_bad(void) {
     b = st_bytes(BASE_JSON, g_base_data, 40);
     tb_le(&b, 0xdeadbeef, 4);
     bad_st_buf("4 bytes after the last tensor (fully indexed)", "st_trailing_bytes.safetensors", b);
+}
+
+static void test_st_bad(void) {
+    st_bad_length();
+    st_bad_json_syntax();
+    st_bad_json_entries();
+    st_bad_json_offsets();
+    st_bad_nesting();
+    st_bad_data();
 }
 
 /* Valid model files cut short at several points. */
@@ -571,28 +615,17 @@ static void test_st_random(const char *model_path) {
 /* ---------------------------------------------------------------------- */
 /* checkpoints: good and bad models */
 
-static void test_models(char *model_path, size_t cap) {
-    pf_config cfg;
-    pf_model *m = NULL, *back = NULL;
+/* pf_model_save -> pf_model_load, and what the saved file holds; the path
+   goes to model_path for the truncation and random tests that follow. */
+static void models_round_trip(const pf_model *m, char *model_path, size_t cap) {
+    pf_model *back = NULL;
     pf_status st;
-    const char *path;
-    variant v;
-    char cfgjson[4096], buf[4096];
-    size_t i;
+    const char *path = tmp_path("model_saved.safetensors");
+    pf_st_file *f = NULL;
+    const char *fmt = NULL, *c = NULL;
+    pf_config pc;
     int ok;
 
-    cfg = tiny_config();
-    cfg.channels = 1;
-    cfg.mean[0] = 0.25f;
-    cfg.std[0] = 0.5f;
-    if (pf_model_create(&cfg, &m) != PF_OK) {
-        check(0, "pf_model_create (tiny): %s", pf_last_error());
-        return;
-    }
-    pf_model_init(m, 7, 0.0f);
-
-    /* pf_model_save -> pf_model_load */
-    path = tmp_path("model_saved.safetensors");
     snprintf(model_path, cap, "%s", path);
     st = pf_model_save(m, path);
     check(st == PF_OK, "model_save tiny model (%lu parameters)%s%s", (unsigned long)m->n_params, st ? ": " : "",
@@ -603,207 +636,234 @@ static void test_models(char *model_path, size_t cap) {
     check(ok, "model_load round trip: same config (mean/std too) and bit-identical parameters%s%s",
           st ? ": " : "", st ? pf_last_error() : "");
     pf_model_free(back);
-    back = NULL;
-    {   /* the saved file's metadata */
-        pf_st_file *f = NULL;
-        const char *fmt = NULL, *c = NULL;
-        pf_config pc;
-        if (pf_st_open(path, &f) == PF_OK) {
-            fmt = pf_st_meta(f, "format");
-            c = pf_st_meta(f, "config");
-        }
-        ok = fmt && !strcmp(fmt, "paraformer") && c && pf_st_meta(f, "format_version") &&
-             pf_config_from_json(c, strlen(c), &pc) == PF_OK && (pf_config_resolve(&pc), configs_equal(&pc, &m->cfg)) &&
-             f->n == m->n_specs;
-        check(ok, "model_save metadata: format=paraformer, format_version, config; one tensor per spec");
-        pf_st_close(f);
-    }
 
-    /* written by hand through pf_st_write: F32 (checks write_model itself), F64 */
+    if (pf_st_open(path, &f) == PF_OK) {
+        fmt = pf_st_meta(f, "format");
+        c = pf_st_meta(f, "config");
+    }
+    ok = fmt && !strcmp(fmt, "paraformer") && c && pf_st_meta(f, "format_version") &&
+         pf_config_from_json(c, strlen(c), &pc) == PF_OK && (pf_config_resolve(&pc), configs_equal(&pc, &m->cfg)) &&
+         f->n == m->n_specs;
+    check(ok, "model_save metadata: format=paraformer, format_version, config; one tensor per spec");
+    pf_st_close(f);
+}
+
+/* writes `m` as tmp_path(name) through write_model and loads it into *back
+   (left NULL when either step fails) */
+static pf_status write_load(const char *name, const pf_model *m, const variant *v, pf_model **back) {
+    const char *path = tmp_path("%s", name);
+    pf_status st = write_model(path, m, v);
+    *back = NULL;
+    if (st == PF_OK) st = pf_model_load(path, back);
+    return st;
+}
+
+/* Checkpoints written by hand through pf_st_write: F32 (checks write_model
+   itself), F64, F16, BF16, with training state, with a minimal config. */
+static void models_handmade(const pf_model *m, const pf_config *cfg) {
+    pf_model *back = NULL, *q = NULL;
+    pf_dtype dts[2] = {PF_F16, PF_BF16};
+    pf_status st;
+    variant v;
+    size_t i;
+    int t, ok;
+
     memset(&v, 0, sizeof v);
     v.dtype = PF_F32;
-    path = tmp_path("model_handmade_f32.safetensors");
-    st = write_model(path, m, &v);
-    if (st == PF_OK) st = pf_model_load(path, &back);
+    st = write_load("model_handmade_f32.safetensors", m, &v, &back);
     check(st == PF_OK && params_equal(m, back), "model_load hand-written F32 checkpoint%s%s", st ? ": " : "",
           st ? pf_last_error() : "");
     pf_model_free(back);
-    back = NULL;
     v.dtype = PF_F64;
-    path = tmp_path("model_handmade_f64.safetensors");
-    st = write_model(path, m, &v);
-    if (st == PF_OK) st = pf_model_load(path, &back);
+    st = write_load("model_handmade_f64.safetensors", m, &v, &back);
     check(st == PF_OK && params_equal(m, back), "model_load F64 checkpoint (exact)%s%s", st ? ": " : "",
           st ? pf_last_error() : "");
     pf_model_free(back);
-    back = NULL;
-    {   /* F16 and BF16: parameters set to multiples of 1/8 in [-1, 1], exact in both */
-        pf_model *q = NULL;
-        pf_dtype dts[2] = {PF_F16, PF_BF16};
-        int t;
-        if (pf_model_create(&cfg, &q) == PF_OK) {
-            for (i = 0; i < q->n_params; i++) q->params[i] = (pf_real)((int)(i % 17) - 8) * (pf_real)0.125;
-            for (t = 0; t < 2; t++) {
-                v.dtype = dts[t];
-                path = tmp_path(t ? "model_bf16.safetensors" : "model_f16.safetensors");
-                st = write_model(path, q, &v);
-                if (st == PF_OK) st = pf_model_load(path, &back);
-                check(st == PF_OK && params_equal(q, back), "model_load %s checkpoint (values k/8, exact)%s%s",
-                      pf_dtype_name(dts[t]), st ? ": " : "", st ? pf_last_error() : "");
-                pf_model_free(back);
-                back = NULL;
-            }
+    /* F16 and BF16: parameters set to multiples of 1/8 in [-1, 1], exact in both */
+    if (pf_model_create(cfg, &q) == PF_OK) {
+        for (i = 0; i < q->n_params; i++) q->params[i] = (pf_real)((int)(i % 17) - 8) * (pf_real)0.125;
+        for (t = 0; t < 2; t++) {
+            v.dtype = dts[t];
+            st = write_load(t ? "model_bf16.safetensors" : "model_f16.safetensors", q, &v, &back);
+            check(st == PF_OK && params_equal(q, back), "model_load %s checkpoint (values k/8, exact)%s%s",
+                  pf_dtype_name(dts[t]), st ? ": " : "", st ? pf_last_error() : "");
+            pf_model_free(back);
         }
-        pf_model_free(q);
     }
+    pf_model_free(q);
     v.dtype = PF_F32;
     /* training state (train.*) is ignored by the model loader */
     v.extra = "train.adam_m.head.weight";
-    path = tmp_path("model_train_state.safetensors");
-    st = write_model(path, m, &v);
-    if (st == PF_OK) st = pf_model_load(path, &back);
+    st = write_load("model_train_state.safetensors", m, &v, &back);
     check(st == PF_OK && params_equal(m, back), "model_load ignores train.* tensors%s%s", st ? ": " : "",
           st ? pf_last_error() : "");
     pf_model_free(back);
-    back = NULL;
     v.extra = NULL;
     /* a config with only the required keys (docs/design.md §4): optional ones default */
     v.config = "{\"image_size\":8,\"channels\":1,\"patch_size\":4,\"dim\":8,\"heads\":2,\"mlp_dim\":16,"
                "\"branches\":2,\"depth\":1,\"classes\":3,\"residual\":\"prenorm\",\"aggregate\":\"delta\","
                "\"qkv_bias\":true,\"pool\":\"cls\"}";
-    path = tmp_path("model_minimal_config.safetensors");
-    st = write_model(path, m, &v);
-    if (st == PF_OK) st = pf_model_load(path, &back);
+    st = write_load("model_minimal_config.safetensors", m, &v, &back);
     ok = st == PF_OK && params_equal(m, back) && back->cfg.mean[0] == 0.0f && back->cfg.dropout == 0.0f &&
          (back->cfg.std[0] == 1.0f || back->cfg.std[0] == 0.0f);
     check(ok, "model_load config with the required keys only (mean 0, std 1, dropout 0)%s%s", st ? ": " : "",
           st ? pf_last_error() : "");
     pf_model_free(back);
-    back = NULL;
-    v.config = NULL;
+}
 
-    /* bad models in well-formed files */
+/* writes `m` with variant v as NAME.safetensors, which pf_model_load must
+   refuse (pf_st_open must accept it) */
+static void bad_model_variant(const pf_model *m, const variant *v, const char *label, const char *base) {
+    char name[128];
+    const char *path;
+    snprintf(name, sizeof name, "%s.safetensors", base);
+    path = tmp_path("%s", name);
+    if (write_model(path, m, v) != PF_OK) {
+        check(0, "pf_st_write %s: %s", name, pf_last_error());
+        return;
+    }
+    bad_model_file(label, path);
+}
+
+/* Well-formed files whose tensors do not fit the model's config. */
+static void models_bad_tensors(const pf_model *m) {
+    static const struct {
+        const char *label, *name;
+        int kind; /* 0 skip, 1 extra, 2 grow, 3 transpose, 4 I32, 5 no metadata, 6 no config */
+        const char *tensor;
+    } cases[] = {
+        {"missing tensor head.bias", "model_missing_tensor", 0, "head.bias"},
+        {"missing tensor branches.1.0.fc2.weight", "model_missing_branch_tensor", 0, "branches.1.0.fc2.weight"},
+        {"unknown extra tensor extra.weight", "model_extra_tensor", 1, "extra.weight"},
+        {"tensor of a third branch (2 in config)", "model_extra_branch", 1, "branches.2.0.ln1.weight"},
+        {"embed.pos [2, T, D] (dim 0 grown)", "model_shape_pos", 2, "embed.pos"},
+        {"head.weight [K+1, D]", "model_shape_head", 2, "head.weight"},
+        {"qkv.weight transposed (same numel)", "model_transposed", 3, "branches.0.0.qkv.weight"},
+        {"head.weight as I32", "model_dtype_i32", 4, "head.weight"},
+        {"no __metadata__ at all", "model_no_metadata", 5, NULL},
+        {"__metadata__ without config", "model_no_config", 6, NULL},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        variant v;
+        memset(&v, 0, sizeof v);
+        v.dtype = PF_F32;
+        switch (cases[i].kind) {
+        case 0: v.skip = cases[i].tensor; break;
+        case 1: v.extra = cases[i].tensor; break;
+        case 2: v.grow = cases[i].tensor; break;
+        case 3: v.transpose = cases[i].tensor; break;
+        case 4: v.int_dtype = cases[i].tensor; break;
+        case 5: v.n_meta = -1; break;
+        default: v.no_config = 1; break;
+        }
+        bad_model_variant(m, &v, cases[i].label, cases[i].name);
+    }
+}
+
+/* The model's own config JSON with one piece replaced (`from` NULL: the
+   whole config replaced), each of which pf_model_load must refuse. */
+static void models_bad_configs(const pf_model *m) {
+    static const struct {
+        const char *label, *name, *from, *to;
+    } cases[] = {
+        {"config: heads 3 does not divide dim 8", "model_cfg_heads", "\"heads\": 2", "\"heads\": 3"},
+        {"config: residual \"postnorm\"", "model_cfg_residual", "\"residual\": \"prenorm\"",
+         "\"residual\": \"postnorm\""},
+        {"config: aggregate \"max\"", "model_cfg_aggregate", "\"aggregate\": \"delta\"", "\"aggregate\": \"max\""},
+        {"config: pool \"max\"", "model_cfg_pool", "\"pool\": \"cls\"", "\"pool\": \"max\""},
+        {"config: image_size 10 (patch 4)", "model_cfg_image", "\"image_size\": 8", "\"image_size\": 10"},
+        {"config: dim -8", "model_cfg_dim_negative", "\"dim\": 8", "\"dim\": -8"},
+        {"config: dim 8.5", "model_cfg_dim_frac", "\"dim\": 8", "\"dim\": 8.5"},
+        {"config: dim 1e30", "model_cfg_dim_huge", "\"dim\": 8", "\"dim\": 1e30"},
+        {"config: qkv_bias \"maybe\"", "model_cfg_qkv_bias", "\"qkv_bias\": true", "\"qkv_bias\": \"maybe\""},
+        {"config: qkv_bias false, file has qkv.bias", "model_cfg_qkv_false", "\"qkv_bias\": true",
+         "\"qkv_bias\": false"},
+        {"config: channels 17 (> PF_MAX_CHANNELS)", "model_cfg_channels", "\"channels\": 1", "\"channels\": 17"},
+        {"config: format_version 99", "model_cfg_version", "\"format_version\": 1", "\"format_version\": 99"},
+        {"config: dropout 1.5", "model_cfg_dropout", "\"dropout\": 0", "\"dropout\": 1.5"},
+        {"config: std -0.5", "model_cfg_std_negative", "\"std\": [0.5]", "\"std\": [-0.5]"},
+        {"config: dim 4096 x 16 x 16 (200 GB), tiny file", "model_cfg_enormous", "\"dim\": 8, \"heads\": 2, "
+         "\"mlp_dim\": 16, \"branches\": 2, \"depth\": 1", "\"dim\": 4096, \"heads\": 1, \"mlp_dim\": 16384, "
+         "\"branches\": 16, \"depth\": 16"},
+        {"config: not JSON", "model_cfg_not_json", NULL, "{dim: 8"},
+        {"config: a JSON array", "model_cfg_array", NULL, "[8, 1, 4]"},
+        {"config: empty string", "model_cfg_empty", NULL, ""},
+        {"config: required key missing (heads)", "model_cfg_no_heads", "\"heads\": 2, ", ""},
+    };
+    char cfgjson[4096], buf[4096];
+    size_t i;
+
     pf_config_to_json(&m->cfg, cfgjson, sizeof cfgjson);
-    {
-        static const struct {
-            const char *label, *name;
-            int kind; /* 0 skip, 1 extra, 2 grow, 3 transpose, 4 I32, 5 no metadata, 6 no config */
-            const char *tensor;
-        } cases[] = {
-            {"missing tensor head.bias", "model_missing_tensor", 0, "head.bias"},
-            {"missing tensor branches.1.0.fc2.weight", "model_missing_branch_tensor", 0, "branches.1.0.fc2.weight"},
-            {"unknown extra tensor extra.weight", "model_extra_tensor", 1, "extra.weight"},
-            {"tensor of a third branch (2 in config)", "model_extra_branch", 1, "branches.2.0.ln1.weight"},
-            {"embed.pos [2, T, D] (dim 0 grown)", "model_shape_pos", 2, "embed.pos"},
-            {"head.weight [K+1, D]", "model_shape_head", 2, "head.weight"},
-            {"qkv.weight transposed (same numel)", "model_transposed", 3, "branches.0.0.qkv.weight"},
-            {"head.weight as I32", "model_dtype_i32", 4, "head.weight"},
-            {"no __metadata__ at all", "model_no_metadata", 5, NULL},
-            {"__metadata__ without config", "model_no_config", 6, NULL},
-        };
-        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            char name[128];
-            memset(&v, 0, sizeof v);
-            v.dtype = PF_F32;
-            switch (cases[i].kind) {
-            case 0: v.skip = cases[i].tensor; break;
-            case 1: v.extra = cases[i].tensor; break;
-            case 2: v.grow = cases[i].tensor; break;
-            case 3: v.transpose = cases[i].tensor; break;
-            case 4: v.int_dtype = cases[i].tensor; break;
-            case 5: v.n_meta = -1; break;
-            default: v.no_config = 1; break;
-            }
-            snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
-            path = tmp_path("%s", name);
-            st = write_model(path, m, &v);
-            if (st != PF_OK) {
-                check(0, "pf_st_write %s: %s", name, pf_last_error());
-                continue;
-            }
-            bad_model_file(cases[i].label, path);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *at = cases[i].from ? strstr(cfgjson, cases[i].from) : NULL;
+        variant v;
+        if (cases[i].from && !at) {
+            check(0, "%s: the saved config has no `%s` to replace: %s", cases[i].label, cases[i].from, cfgjson);
+            continue;
         }
+        if (at)
+            snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - cfgjson), cfgjson, cases[i].to,
+                     at + strlen(cases[i].from));
+        else
+            snprintf(buf, sizeof buf, "%s", cases[i].to);
+        memset(&v, 0, sizeof v);
+        v.dtype = PF_F32;
+        v.config = buf;
+        bad_model_variant(m, &v, cases[i].label, cases[i].name);
     }
-    {   /* config values */
-        static const struct {
-            const char *label, *name, *from, *to;
-        } cases[] = {
-            {"config: heads 3 does not divide dim 8", "model_cfg_heads", "\"heads\": 2", "\"heads\": 3"},
-            {"config: residual \"postnorm\"", "model_cfg_residual", "\"residual\": \"prenorm\"",
-             "\"residual\": \"postnorm\""},
-            {"config: aggregate \"max\"", "model_cfg_aggregate", "\"aggregate\": \"delta\"", "\"aggregate\": \"max\""},
-            {"config: pool \"max\"", "model_cfg_pool", "\"pool\": \"cls\"", "\"pool\": \"max\""},
-            {"config: image_size 10 (patch 4)", "model_cfg_image", "\"image_size\": 8", "\"image_size\": 10"},
-            {"config: dim -8", "model_cfg_dim_negative", "\"dim\": 8", "\"dim\": -8"},
-            {"config: dim 8.5", "model_cfg_dim_frac", "\"dim\": 8", "\"dim\": 8.5"},
-            {"config: dim 1e30", "model_cfg_dim_huge", "\"dim\": 8", "\"dim\": 1e30"},
-            {"config: qkv_bias \"maybe\"", "model_cfg_qkv_bias", "\"qkv_bias\": true", "\"qkv_bias\": \"maybe\""},
-            {"config: qkv_bias false, file has qkv.bias", "model_cfg_qkv_false", "\"qkv_bias\": true",
-             "\"qkv_bias\": false"},
-            {"config: channels 17 (> PF_MAX_CHANNELS)", "model_cfg_channels", "\"channels\": 1", "\"channels\": 17"},
-            {"config: format_version 99", "model_cfg_version", "\"format_version\": 1", "\"format_version\": 99"},
-            {"config: dropout 1.5", "model_cfg_dropout", "\"dropout\": 0", "\"dropout\": 1.5"},
-            {"config: std -0.5", "model_cfg_std_negative", "\"std\": [0.5]", "\"std\": [-0.5]"},
-            {"config: dim 4096 x 16 x 16 (200 GB), tiny file", "model_cfg_enormous", "\"dim\": 8, \"heads\": 2, "
-             "\"mlp_dim\": 16, \"branches\": 2, \"depth\": 1", "\"dim\": 4096, \"heads\": 1, \"mlp_dim\": 16384, "
-             "\"branches\": 16, \"depth\": 16"},
-            {"config: not JSON", "model_cfg_not_json", NULL, "{dim: 8"},
-            {"config: a JSON array", "model_cfg_array", NULL, "[8, 1, 4]"},
-            {"config: empty string", "model_cfg_empty", NULL, ""},
-            {"config: required key missing (heads)", "model_cfg_no_heads", "\"heads\": 2, ", ""},
-        };
-        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            char name[128];
-            const char *at = cases[i].from ? strstr(cfgjson, cases[i].from) : NULL;
-            if (cases[i].from && !at) {
-                check(0, "%s: the saved config has no `%s` to replace: %s", cases[i].label, cases[i].from, cfgjson);
-                continue;
-            }
-            if (at)
-                snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - cfgjson), cfgjson, cases[i].to,
-                         at + strlen(cases[i].from));
-            else
-                snprintf(buf, sizeof buf, "%s", cases[i].to);
-            memset(&v, 0, sizeof v);
-            v.dtype = PF_F32;
-            v.config = buf;
-            snprintf(name, sizeof name, "%s.safetensors", cases[i].name);
-            path = tmp_path("%s", name);
-            st = write_model(path, m, &v);
-            if (st != PF_OK) {
-                check(0, "pf_st_write %s: %s", name, pf_last_error());
-                continue;
-            }
-            bad_model_file(cases[i].label, path);
-        }
-    }
+}
 
-    /* the PyTorch-written fixture */
-    path = "tests/fixtures/torch_model.safetensors";
-    st = pf_model_load(path, &back);
-    ok = st == PF_OK && back->cfg.image_size == 16 && back->cfg.channels == 3 && back->cfg.dim == 16 &&
-         back->cfg.heads == 2 && back->cfg.branches == 3 && back->cfg.depth == 2 && back->cfg.classes == 7 &&
-         back->cfg.residual == PF_NORMED && back->cfg.aggregate == PF_AGG_SUM && back->cfg.no_qkv_bias == 1 &&
-         back->cfg.pool == PF_POOL_MEAN && fabs(back->cfg.mean[2] - 0.6) < 1e-6 && fabs(back->cfg.std[1] - 0.25) < 1e-6;
+/* the PyTorch-written fixture */
+static void models_torch_fixture(void) {
+    const char *path = "tests/fixtures/torch_model.safetensors";
+    pf_model *back = NULL;
+    pf_status st = pf_model_load(path, &back);
+    int ok = st == PF_OK && back->cfg.image_size == 16 && back->cfg.channels == 3 && back->cfg.dim == 16 &&
+             back->cfg.heads == 2 && back->cfg.branches == 3 && back->cfg.depth == 2 && back->cfg.classes == 7 &&
+             back->cfg.residual == PF_NORMED && back->cfg.aggregate == PF_AGG_SUM && back->cfg.no_qkv_bias == 1 &&
+             back->cfg.pool == PF_POOL_MEAN && fabs(back->cfg.mean[2] - 0.6) < 1e-6 &&
+             fabs(back->cfg.std[1] - 0.25) < 1e-6;
     check(ok, "model_load %s (written by PyTorch): config as documented%s%s", path, st ? ": " : "",
           st ? pf_last_error() : "");
     pf_model_free(back);
-    back = NULL;
+}
 
-    /* files that are not there, directories, unwritable destinations */
-    {
-        char why[1024];
-        const char *missing = tmp_path("no_such_file.safetensors");
-        const char *nodir = tmp_path("no_such_dir/model.safetensors");
-        check(refuses(read_st, missing, why, sizeof why), "st_open    missing file: %s", why);
-        check(refuses(read_model, missing, why, sizeof why), "model_load missing file: %s", why);
-        check(refuses(read_st, tmp_dir, why, sizeof why), "st_open    a directory: %s", why);
-        check(refuses(read_model, tmp_dir, why, sizeof why), "model_load a directory: %s", why);
-        clear_error();
-        st = pf_model_save(m, nodir);
-        ok = st != PF_OK && strstr(pf_last_error(), nodir) != NULL;
-        check(ok, "model_save into a missing directory: %s: %s", pf_status_name(st), pf_last_error());
+/* files that are not there, directories, unwritable destinations */
+static void models_missing_files(const pf_model *m) {
+    char why[1024];
+    const char *missing = tmp_path("no_such_file.safetensors");
+    const char *nodir = tmp_path("no_such_dir/model.safetensors");
+    pf_status st;
+    check(refuses(read_st, missing, why, sizeof why), "st_open    missing file: %s", why);
+    check(refuses(read_model, missing, why, sizeof why), "model_load missing file: %s", why);
+    check(refuses(read_st, tmp_dir, why, sizeof why), "st_open    a directory: %s", why);
+    check(refuses(read_model, tmp_dir, why, sizeof why), "model_load a directory: %s", why);
+    clear_error();
+    st = pf_model_save(m, nodir);
+    check(st != PF_OK && strstr(pf_last_error(), nodir) != NULL, "model_save into a missing directory: %s: %s",
+          pf_status_name(st), pf_last_error());
+}
+
+static void test_models(char *model_path, size_t cap) {
+    pf_config cfg;
+    pf_model *m = NULL;
+
+    cfg = tiny_config();
+    cfg.channels = 1;
+    cfg.mean[0] = 0.25f;
+    cfg.std[0] = 0.5f;
+    if (pf_model_create(&cfg, &m) != PF_OK) {
+        check(0, "pf_model_create (tiny): %s", pf_last_error());
+        return;
     }
+    pf_model_init(m, 7, 0.0f);
+    models_round_trip(m, model_path, cap);
+    models_handmade(m, &cfg);
+    models_bad_tensors(m);
+    models_bad_configs(m);
+    models_torch_fixture();
+    models_missing_files(m);
     pf_model_free(m);
 }
 

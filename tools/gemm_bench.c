@@ -217,178 +217,242 @@ static void usage(FILE *f) {
                "  --help           this text\n");
 }
 
-int main(int argc, char **argv) {
-    shape shapes[MAX_SHAPES];
-    result *res;
-    int threads[16], n_threads = 0, batch = 128, reps = 5, warm = 2, pause = 100, json = 0, peak_only = 0;
-    int n_shapes, i, j, ti, n_res = 0, failed = 0;
-    double peak[16], *t;
-    size_t max_a = 0, max_b = 0, max_c = 0;
-    float *A, *B, *C1, *C2;
-    uint64_t *first_hash;
+// the command line
+typedef struct opts {
+    int threads[16], n_threads;
+    int batch, reps, warm, pause, json, peak_only;
+} opts;
+
+// the comma-separated --threads list into o->threads
+static void parse_threads(const char *thr, opts *o) {
+    const char *p = thr;
+    while (*p) {
+        char buf[16];
+        size_t len = strcspn(p, ",");
+        if (!len || len >= sizeof buf || o->n_threads == 16) die(2, "--threads: bad list '%s'", thr);
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        o->threads[o->n_threads++] = parse_int("--threads", buf, 1, 4096);
+        p += len + (p[len] == ',');
+    }
+}
+
+// 0 when --help was asked for (and printed): nothing more to do
+static int parse_args(int argc, char **argv, opts *o) {
     const char *thr = "1,2";
+    int i;
+    memset(o, 0, sizeof *o);
+    o->batch = 128, o->reps = 5, o->warm = 2, o->pause = 100;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define VAL() (v ? (i++, v) : (die(2, "%s needs a value", a), ""))
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--threads")) thr = VAL();
-        else if (!strcmp(a, "--batch")) batch = parse_int(a, VAL(), 1, 4096);
-        else if (!strcmp(a, "--reps")) reps = parse_int(a, VAL(), 1, 10000);
-        else if (!strcmp(a, "--warm")) warm = parse_int(a, VAL(), 0, 10000);
-        else if (!strcmp(a, "--pause-ms")) pause = parse_int(a, VAL(), 0, 100000);
-        else if (!strcmp(a, "--quick")) batch = 32, reps = 3, warm = 1;
-        else if (!strcmp(a, "--peak-only")) peak_only = 1;
-        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--batch")) o->batch = parse_int(a, VAL(), 1, 4096);
+        else if (!strcmp(a, "--reps")) o->reps = parse_int(a, VAL(), 1, 10000);
+        else if (!strcmp(a, "--warm")) o->warm = parse_int(a, VAL(), 0, 10000);
+        else if (!strcmp(a, "--pause-ms")) o->pause = parse_int(a, VAL(), 0, 100000);
+        else if (!strcmp(a, "--quick")) o->batch = 32, o->reps = 3, o->warm = 1;
+        else if (!strcmp(a, "--peak-only")) o->peak_only = 1;
+        else if (!strcmp(a, "--json")) o->json = 1;
         else { usage(stderr); die(2, "unknown option '%s'", a); }
 #undef VAL
     }
-    { // --threads list
-        const char *p = thr;
-        while (*p) {
-            char buf[16];
-            size_t len = strcspn(p, ",");
-            if (!len || len >= sizeof buf || n_threads == 16) die(2, "--threads: bad list '%s'", thr);
-            memcpy(buf, p, len);
-            buf[len] = '\0';
-            threads[n_threads++] = parse_int("--threads", buf, 1, 4096);
-            p += len + (p[len] == ',');
-        }
-    }
-    for (ti = 0; ti < n_threads; ti++) peak[ti] = fma_peak_gflops(threads[ti]);
-    if (peak_only) {
-        if (json) {
-            printf("{\"isa\": \"%s\", \"peak_gflops\": {", fma_peak_isa());
-            for (ti = 0; ti < n_threads; ti++) printf("%s\"%d\": %.2f", ti ? ", " : "", threads[ti], peak[ti]);
-            printf("}}\n");
-        } else {
-            for (ti = 0; ti < n_threads; ti++)
-                printf("FP32 FMA peak (%s), %d thread%s: %.1f GFLOP/s\n", fma_peak_isa(), threads[ti],
-                       threads[ti] == 1 ? "" : "s", peak[ti]);
-        }
-        return 0;
-    }
+    parse_threads(thr, o);
+    return 1;
+}
 
-    n_shapes = build_shapes(shapes, batch);
+static void print_peaks(const opts *o, const double *peak) {
+    int ti;
+    for (ti = 0; ti < o->n_threads; ti++)
+        printf("FP32 FMA peak (%s), %d thread%s: %.1f GFLOP/s\n", fma_peak_isa(), o->threads[ti],
+               o->threads[ti] == 1 ? "" : "s", peak[ti]);
+}
+
+// the JSON object {"<threads>": GFLOP/s, ...}, without its braces
+static void print_peaks_json(const opts *o, const double *peak) {
+    int ti;
+    for (ti = 0; ti < o->n_threads; ti++) printf("%s\"%d\": %.2f", ti ? ", " : "", o->threads[ti], peak[ti]);
+}
+
+// --peak-only
+static void print_peak_only(const opts *o, const double *peak) {
+    if (o->json) {
+        printf("{\"isa\": \"%s\", \"peak_gflops\": {", fma_peak_isa());
+        print_peaks_json(o, peak);
+        printf("}}\n");
+    } else
+        print_peaks(o, peak);
+}
+
+// operands and results sized for the largest shape, shared by all of them
+typedef struct bufs {
+    size_t max_a, max_b, max_c;
+    float *A, *B, *C1, *C2;
+    double *t; // one time per timed call
+} bufs;
+
+static void bufs_alloc(bufs *b, const shape *shapes, int n_shapes, int reps) {
+    int i;
+    b->max_a = b->max_b = b->max_c = 0;
     for (i = 0; i < n_shapes; i++) {
         const shape *s = &shapes[i];
-        if ((size_t)s->M * s->K > max_a) max_a = (size_t)s->M * s->K;
-        if ((size_t)s->K * s->N > max_b) max_b = (size_t)s->K * s->N;
-        if ((size_t)s->M * s->N > max_c) max_c = (size_t)s->M * s->N;
+        if ((size_t)s->M * s->K > b->max_a) b->max_a = (size_t)s->M * s->K;
+        if ((size_t)s->K * s->N > b->max_b) b->max_b = (size_t)s->K * s->N;
+        if ((size_t)s->M * s->N > b->max_c) b->max_c = (size_t)s->M * s->N;
     }
-    A = (float *)xmalloc(max_a * sizeof(float));
-    B = (float *)xmalloc(max_b * sizeof(float));
-    C1 = (float *)xmalloc(max_c * sizeof(float));
-    C2 = (float *)xmalloc(max_c * sizeof(float));
-    t = (double *)xmalloc((size_t)reps * sizeof(double));
-    res = (result *)xmalloc((size_t)(n_shapes * n_threads) * sizeof(result));
-    first_hash = (uint64_t *)xmalloc((size_t)n_shapes * sizeof(uint64_t));
-    fill_uniform(A, max_a, 1);
-    fill_uniform(B, max_b, 2);
+    b->A = (float *)xmalloc(b->max_a * sizeof(float));
+    b->B = (float *)xmalloc(b->max_b * sizeof(float));
+    b->C1 = (float *)xmalloc(b->max_c * sizeof(float));
+    b->C2 = (float *)xmalloc(b->max_c * sizeof(float));
+    b->t = (double *)xmalloc((size_t)reps * sizeof(double));
+}
 
-    if (!json) {
-        printf("pf_gemm kernel %s; OpenBLAS %s, core %s; batch %d, median of %d after %d warm-up\n",
-               pf_gemm_kernel(), openblas_get_config(), openblas_get_corename(), batch, reps, warm);
-        for (ti = 0; ti < n_threads; ti++)
-            printf("FP32 FMA peak (%s), %d thread%s: %.1f GFLOP/s\n", fma_peak_isa(), threads[ti],
-                   threads[ti] == 1 ? "" : "s", peak[ti]);
-    }
-    for (ti = 0; ti < n_threads; ti++) {
-        pf_set_threads(threads[ti]);
-        openblas_set_num_threads(threads[ti]);
-        if (!json) {
-            printf("\n%d thread%s:\n", threads[ti], threads[ti] == 1 ? "" : "s");
-            printf("| config      | op    | pass | ta tb |     M |    N |     K | per step | ours GFLOP/s | "
-                   "OpenBLAS GFLOP/s | ours/OpenBLAS | max rel diff |\n");
-            printf("|-------------|-------|------|-------|------:|-----:|------:|---------:|-------------:|"
-                   "-----------------:|--------------:|-------------:|\n");
-        }
-        for (i = 0; i < n_shapes; i++) {
-            const shape *s = &shapes[i];
-            result *r = &res[n_res++];
-            double diff = 0.0, mx = 0.0;
-            size_t k, nc = (size_t)s->M * s->N;
-            r->shape = i;
-            r->threads = threads[ti];
-            r->ours_s = time_it(run_pf, s, A, B, C1, warm, reps, t);
-            pause_ms(pause);
-            r->blas_s = time_it(run_blas, s, A, B, C2, warm, reps, t);
-            pause_ms(pause);
-            for (k = 0; k < nc; k++) {
-                double d = fabs((double)C1[k] - C2[k]), b = fabs((double)C2[k]);
-                diff = d > diff ? d : diff;
-                mx = b > mx ? b : mx;
-            }
-            r->max_rel = mx > 0 ? diff / mx : diff;
-            if (ti == 0) first_hash[i] = hash_bits(C1, nc);
-            r->same_bits = hash_bits(C1, nc) == first_hash[i];
-            if (!(r->max_rel < 1e-4) || !r->same_bits) failed++;
-            if (!json) {
-                double gf = 2.0 * s->M * s->N * (double)s->K / 1e9;
-                printf("| %-11s | %-5s | %-4s | %d  %d  | %5d | %4d | %5d | %8d | %12.1f | %16.1f | %13.2f | %12.1e |%s\n",
-                       CONFIGS[s->config].name, s->op, s->pass, s->ta, s->tb, s->M, s->N, s->K, s->per_step,
-                       gf / r->ours_s, gf / r->blas_s, r->blas_s / r->ours_s, r->max_rel,
-                       !(r->max_rel < 1e-4) ? " DIFFERS" : !r->same_bits ? " BITS CHANGED WITH THREADS" : "");
-                fflush(stdout);
-            }
-        }
-    }
+static void print_table_header(int threads) {
+    printf("\n%d thread%s:\n", threads, threads == 1 ? "" : "s");
+    printf("| config      | op    | pass | ta tb |     M |    N |     K | per step | ours GFLOP/s | "
+           "OpenBLAS GFLOP/s | ours/OpenBLAS | max rel diff |\n");
+    printf("|-------------|-------|------|-------|------:|-----:|------:|---------:|-------------:|"
+           "-----------------:|--------------:|-------------:|\n");
+}
 
-    // per configuration and thread count: the GEMM time of one training step
-    if (json) {
-        printf("{\"pf_gemm_kernel\": \"%s\", \"openblas_core\": \"%s\", \"openblas_config\": \"%s\",\n",
-               pf_gemm_kernel(), openblas_get_corename(), openblas_get_config());
-        printf(" \"batch\": %d, \"reps\": %d, \"warm\": %d, \"isa\": \"%s\", \"peak_gflops\": {", batch, reps, warm,
-               fma_peak_isa());
-        for (ti = 0; ti < n_threads; ti++) printf("%s\"%d\": %.2f", ti ? ", " : "", threads[ti], peak[ti]);
-        printf("},\n \"shapes\": [");
-        for (j = 0; j < n_res; j++) {
-            const result *r = &res[j];
-            const shape *s = &shapes[r->shape];
-            double gf = 2.0 * s->M * s->N * (double)s->K / 1e9;
-            printf("%s\n  {\"config\": \"%s\", \"op\": \"%s\", \"pass\": \"%s\", \"ta\": %d, \"tb\": %d, \"M\": %d, "
-                   "\"N\": %d, \"K\": %d, \"per_step\": %d, \"threads\": %d, \"ours_ms\": %.4f, \"blas_ms\": %.4f, "
-                   "\"ours_gflops\": %.2f, \"blas_gflops\": %.2f, \"ratio\": %.4f, \"max_rel_diff\": %.3e, "
-                   "\"same_bits_across_threads\": %s}",
-                   j ? "," : "", CONFIGS[s->config].name, s->op, s->pass, s->ta, s->tb, s->M, s->N, s->K,
-                   s->per_step, r->threads, 1e3 * r->ours_s, 1e3 * r->blas_s, gf / r->ours_s, gf / r->blas_s,
-                   r->blas_s / r->ours_s, r->max_rel, r->same_bits ? "true" : "false");
-        }
-        printf("],\n \"per_step\": [");
-    } else {
-        printf("\nGEMM time of one training step (each shape x its count per step):\n");
-        printf("| config      | threads | ours ms | OpenBLAS ms | ours/OpenBLAS | ours GFLOP/s | %% of peak |\n");
-        printf("|-------------|--------:|--------:|------------:|--------------:|-------------:|----------:|\n");
+// times shape i with both libraries and compares their results; *first_hash
+// holds pf_gemm's bits at the first thread count (set when first is 1)
+static void measure(const shape *shapes, int i, int threads, int first, const opts *o, const bufs *b,
+                    uint64_t *first_hash, result *r) {
+    const shape *s = &shapes[i];
+    double diff = 0.0, mx = 0.0;
+    size_t k, nc = (size_t)s->M * s->N;
+    r->shape = i;
+    r->threads = threads;
+    r->ours_s = time_it(run_pf, s, b->A, b->B, b->C1, o->warm, o->reps, b->t);
+    pause_ms(o->pause);
+    r->blas_s = time_it(run_blas, s, b->A, b->B, b->C2, o->warm, o->reps, b->t);
+    pause_ms(o->pause);
+    for (k = 0; k < nc; k++) {
+        double d = fabs((double)b->C1[k] - b->C2[k]), bb = fabs((double)b->C2[k]);
+        diff = d > diff ? d : diff;
+        mx = bb > mx ? bb : mx;
     }
+    r->max_rel = mx > 0 ? diff / mx : diff;
+    if (first) *first_hash = hash_bits(b->C1, nc);
+    r->same_bits = hash_bits(b->C1, nc) == *first_hash;
+}
+
+static void print_row(const shape *s, const result *r) {
+    double gf = 2.0 * s->M * s->N * (double)s->K / 1e9;
+    printf("| %-11s | %-5s | %-4s | %d  %d  | %5d | %4d | %5d | %8d | %12.1f | %16.1f | %13.2f | %12.1e |%s\n",
+           CONFIGS[s->config].name, s->op, s->pass, s->ta, s->tb, s->M, s->N, s->K, s->per_step,
+           gf / r->ours_s, gf / r->blas_s, r->blas_s / r->ours_s, r->max_rel,
+           !(r->max_rel < 1e-4) ? " DIFFERS" : !r->same_bits ? " BITS CHANGED WITH THREADS" : "");
+    fflush(stdout);
+}
+
+// the JSON object up to the opening of "per_step"
+static void print_json_shapes(const opts *o, const double *peak, const shape *shapes, const result *res, int n_res) {
+    int j;
+    printf("{\"pf_gemm_kernel\": \"%s\", \"openblas_core\": \"%s\", \"openblas_config\": \"%s\",\n",
+           pf_gemm_kernel(), openblas_get_corename(), openblas_get_config());
+    printf(" \"batch\": %d, \"reps\": %d, \"warm\": %d, \"isa\": \"%s\", \"peak_gflops\": {", o->batch, o->reps,
+           o->warm, fma_peak_isa());
+    print_peaks_json(o, peak);
+    printf("},\n \"shapes\": [");
+    for (j = 0; j < n_res; j++) {
+        const result *r = &res[j];
+        const shape *s = &shapes[r->shape];
+        double gf = 2.0 * s->M * s->N * (double)s->K / 1e9;
+        printf("%s\n  {\"config\": \"%s\", \"op\": \"%s\", \"pass\": \"%s\", \"ta\": %d, \"tb\": %d, \"M\": %d, "
+               "\"N\": %d, \"K\": %d, \"per_step\": %d, \"threads\": %d, \"ours_ms\": %.4f, \"blas_ms\": %.4f, "
+               "\"ours_gflops\": %.2f, \"blas_gflops\": %.2f, \"ratio\": %.4f, \"max_rel_diff\": %.3e, "
+               "\"same_bits_across_threads\": %s}",
+               j ? "," : "", CONFIGS[s->config].name, s->op, s->pass, s->ta, s->tb, s->M, s->N, s->K,
+               s->per_step, r->threads, 1e3 * r->ours_s, 1e3 * r->blas_s, gf / r->ours_s, gf / r->blas_s,
+               r->blas_s / r->ours_s, r->max_rel, r->same_bits ? "true" : "false");
+    }
+    printf("],\n \"per_step\": [");
+}
+
+// per configuration and thread count: the GEMM time of one training step
+static void print_per_step(const opts *o, const double *peak, const shape *shapes, const result *res, int n_res) {
+    int i, j, ti;
     for (i = 0, j = 0; i < N_CONFIGS; i++)
-        for (ti = 0; ti < n_threads; ti++) {
+        for (ti = 0; ti < o->n_threads; ti++) {
             double ours = 0, blas = 0, fl = 0;
             int k;
             for (k = 0; k < n_res; k++) {
                 const shape *s = &shapes[res[k].shape];
-                if (s->config != i || res[k].threads != threads[ti]) continue;
+                if (s->config != i || res[k].threads != o->threads[ti]) continue;
                 ours += s->per_step * res[k].ours_s;
                 blas += s->per_step * res[k].blas_s;
                 fl += s->per_step * 2.0 * s->M * s->N * (double)s->K;
             }
-            if (json)
+            if (o->json)
                 printf("%s\n  {\"config\": \"%s\", \"threads\": %d, \"ours_ms\": %.3f, \"blas_ms\": %.3f, "
                        "\"ratio\": %.4f, \"ours_gflops\": %.2f, \"blas_gflops\": %.2f, \"peak_frac\": %.4f}",
-                       j++ ? "," : "", CONFIGS[i].name, threads[ti], 1e3 * ours, 1e3 * blas, blas / ours,
+                       j++ ? "," : "", CONFIGS[i].name, o->threads[ti], 1e3 * ours, 1e3 * blas, blas / ours,
                        fl / ours / 1e9, fl / blas / 1e9, peak[ti] > 0 ? fl / ours / 1e9 / peak[ti] : 0.0);
             else
                 printf("| %-11s | %7d | %7.1f | %11.1f | %13.2f | %12.1f | %8.1f%% |\n", CONFIGS[i].name,
-                       threads[ti], 1e3 * ours, 1e3 * blas, blas / ours, fl / ours / 1e9,
+                       o->threads[ti], 1e3 * ours, 1e3 * blas, blas / ours, fl / ours / 1e9,
                        peak[ti] > 0 ? 100.0 * fl / ours / 1e9 / peak[ti] : 0.0);
         }
-    if (json) printf("],\n \"failed\": %d}\n", failed);
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    shape shapes[MAX_SHAPES];
+    result *res;
+    bufs b;
+    int n_shapes, i, ti, n_res = 0, failed = 0;
+    double peak[16];
+    uint64_t *first_hash;
+    if (!parse_args(argc, argv, &o)) return 0;
+    for (ti = 0; ti < o.n_threads; ti++) peak[ti] = fma_peak_gflops(o.threads[ti]);
+    if (o.peak_only) {
+        print_peak_only(&o, peak);
+        return 0;
+    }
+
+    n_shapes = build_shapes(shapes, o.batch);
+    bufs_alloc(&b, shapes, n_shapes, o.reps);
+    res = (result *)xmalloc((size_t)(n_shapes * o.n_threads) * sizeof(result));
+    first_hash = (uint64_t *)xmalloc((size_t)n_shapes * sizeof(uint64_t));
+    fill_uniform(b.A, b.max_a, 1);
+    fill_uniform(b.B, b.max_b, 2);
+
+    if (!o.json) {
+        printf("pf_gemm kernel %s; OpenBLAS %s, core %s; batch %d, median of %d after %d warm-up\n",
+               pf_gemm_kernel(), openblas_get_config(), openblas_get_corename(), o.batch, o.reps, o.warm);
+        print_peaks(&o, peak);
+    }
+    for (ti = 0; ti < o.n_threads; ti++) {
+        pf_set_threads(o.threads[ti]);
+        openblas_set_num_threads(o.threads[ti]);
+        if (!o.json) print_table_header(o.threads[ti]);
+        for (i = 0; i < n_shapes; i++) {
+            result *r = &res[n_res++];
+            measure(shapes, i, o.threads[ti], ti == 0, &o, &b, &first_hash[i], r);
+            if (!(r->max_rel < 1e-4) || !r->same_bits) failed++;
+            if (!o.json) print_row(&shapes[i], r);
+        }
+    }
+
+    if (o.json) print_json_shapes(&o, peak, shapes, res, n_res);
+    else {
+        printf("\nGEMM time of one training step (each shape x its count per step):\n");
+        printf("| config      | threads | ours ms | OpenBLAS ms | ours/OpenBLAS | ours GFLOP/s | %% of peak |\n");
+        printf("|-------------|--------:|--------:|------------:|--------------:|-------------:|----------:|\n");
+    }
+    print_per_step(&o, peak, shapes, res, n_res);
+    if (o.json) printf("],\n \"failed\": %d}\n", failed);
     else printf("\n%s: %d of %d checks failed (max rel diff < 1e-4, same bits at every thread count)\n",
                 failed ? "FAIL" : "ok", failed, n_res);
     free(first_hash);
     free(res);
-    free(t);
-    free(C2);
-    free(C1);
-    free(B);
-    free(A);
+    free(b.t);
+    free(b.C2);
+    free(b.C1);
+    free(b.B);
+    free(b.A);
     return failed ? 1 : 0;
 }

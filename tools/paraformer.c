@@ -1742,7 +1742,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--model", "FILE", "required", "checkpoint (safetensors)"},
         {"--data", "SPEC", "required", "dataset spec as for train (default split: test)"},
         {"--sweep", NULL, "off", "also the accuracy of every branch prefix k = 1..n, in one pass"},
-        {"--json", NULL, "off", "print one JSON object (docs/design.md §4)"},
+        {"--json", NULL, "off", "print one JSON object (docs/design.md §4.4)"},
         {"--branches", "K", "all", "evaluate the first K branches"},
         {"--batch", "N", "256", "images per forward"},
         {"--threads", "N", "all cores", "threads"},
