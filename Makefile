@@ -228,6 +228,10 @@ $(BUILD)/test_data: tests/test_data.c $(HDR) | $(BUILD)
 $(BUILD)/test_train: tests/test_train.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
+# test_api: misuse of the public API (NULL arguments, calls out of order).
+$(BUILD)/test_api: tests/test_api.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
 # test_plan: the multi-device plan of the GPU backend, on the CPU.
 $(BUILD)/test_plan: tests/test_plan.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
@@ -285,6 +289,7 @@ TESTS_C := \
   $(if $(call have,tests/test_data.c),$(BUILD)/test_data) \
   $(if $(call have,tests/test_train.c),$(BUILD)/test_train) \
   $(if $(call have,tests/test_plan.c),$(BUILD)/test_plan) \
+  $(if $(call have,tests/test_api.c),$(BUILD)/test_api) \
   $(if $(call have,tests/test_cuda.c),$(BUILD)/test_cuda_emu) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
   $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \

@@ -154,7 +154,8 @@ typedef enum pf_status {
     PF_ERR_IO,     /* could not open/read/write a file */
     PF_ERR_FORMAT, /* file content is malformed */
     PF_ERR_SHAPE,  /* well-formed but wrong shape/dtype for this use */
-    PF_ERR_INTERRUPTED /* stopped on request (pf_trainer.stop) */
+    PF_ERR_INTERRUPTED, /* stopped on request (pf_trainer.stop) */
+    PF_ERR_NONFINITE   /* a NaN or an infinity where numbers must be finite */
 } pf_status;
 
 /* The message of the last failure in this thread ("" if none). Don't free. */
@@ -1142,6 +1143,11 @@ PFEXTDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap);
 
 #define PF__CALLOC(T, n) ((T *)pf__calloc((size_t)(n), sizeof(T)))
 
+/* A public function's check of a pointer argument: a NULL is an error
+   naming the function and the argument, never a crash (stb never exits,
+   and neither does this library). */
+#define PF__NEED(p, fn, what) do { if (!(p)) return pf_fail(PF_ERR_ARG, "%s: %s is NULL", fn, what); } while (0)
+
 static void *pf__calloc(size_t n, size_t size) {
     void *p;
     if (size && n > (size_t)-1 / size) return NULL;
@@ -1168,10 +1174,12 @@ static PF__TLS char pf__err[768];
 PFDEF const char *pf_last_error(void) { return pf__err; }
 
 PFDEF pf_status pf_fail(pf_status s, const char *fmt, ...) {
+    char msg[sizeof pf__err]; /* the arguments may be pf_last_error() itself */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(pf__err, sizeof pf__err, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt ? fmt : "(no message)", ap);
     va_end(ap);
+    memcpy(pf__err, msg, sizeof msg);
     return s;
 }
 
@@ -1185,6 +1193,7 @@ PFDEF const char *pf_status_name(pf_status s) {
     case PF_ERR_FORMAT: return "malformed file";
     case PF_ERR_SHAPE: return "wrong shape or type";
     case PF_ERR_INTERRUPTED: return "interrupted";
+    case PF_ERR_NONFINITE: return "non-finite number";
     }
     return "unknown status";
 }
@@ -1305,7 +1314,10 @@ static void pf__utf8(char *out, size_t cap, size_t *k, unsigned cp) {
     else if (cp < 0x800) { b[0] = (unsigned char)(0xC0 | (cp >> 6)); b[1] = (unsigned char)(0x80 | (cp & 63)); n = 2; }
     else if (cp < 0x10000) { b[0] = (unsigned char)(0xE0 | (cp >> 12)); b[1] = (unsigned char)(0x80 | ((cp >> 6) & 63)); b[2] = (unsigned char)(0x80 | (cp & 63)); n = 3; }
     else { b[0] = (unsigned char)(0xF0 | (cp >> 18)); b[1] = (unsigned char)(0x80 | ((cp >> 12) & 63)); b[2] = (unsigned char)(0x80 | ((cp >> 6) & 63)); b[3] = (unsigned char)(0x80 | (cp & 63)); n = 4; }
-    for (t = 0; t < n; t++) { if (*k + 1 < cap) out[*k] = (char)b[t]; (*k)++; }
+    for (t = 0; t < n; t++) {
+        if (*k + 1 < cap) { out[*k] = (char)b[t]; out[*k + 1] = 0; }
+        (*k)++;
+    }
 }
 static int pf__jhex4(pf__json *j, unsigned *v) {
     int t; *v = 0;
@@ -1322,8 +1334,12 @@ static int pf__jhex4(pf__json *j, unsigned *v) {
 }
 /* Parses a string into out (NUL-terminated, truncated to cap-1; *len gets
    the full decoded length). out may be NULL to skip. */
+/* A JSON string into out (truncated to cap-1 bytes). out stays a terminated
+   string at every step, also when the string turns out malformed: callers
+   name it in their error messages. */
 static int pf__jstring(pf__json *j, char *out, size_t cap, size_t *len) {
     size_t k = 0;
+    if (out && cap) out[0] = 0;
     if (!pf__jexpect(j, '"')) { j->err = "expected a string"; return 0; }
     for (;;) {
         unsigned char c;
@@ -1354,7 +1370,7 @@ static int pf__jstring(pf__json *j, char *out, size_t cap, size_t *len) {
             default: j->err = "bad escape in string"; return 0;
             }
         }
-        if (out && k + 1 < cap) out[k] = (char)c;
+        if (out && k + 1 < cap) { out[k] = (char)c; out[k + 1] = 0; }
         k++;
     }
     if (out && cap) out[k < cap ? k : cap - 1] = 0;
@@ -2426,6 +2442,9 @@ static void pf__build_specs(pf_model *m) {
 static pf_status pf__model_new(const pf_config *cfg, pf_model **out, int alloc_params);
 
 PFDEF pf_status pf_model_create(const pf_config *cfg, pf_model **out) {
+    PF__NEED(out, "pf_model_create", "out");
+    *out = NULL;
+    PF__NEED(cfg, "pf_model_create", "the config");
     return pf__model_new(cfg, out, 1);
 }
 
@@ -2546,6 +2565,7 @@ PFDEF void pf_model_changed(pf_model *m) { m->params_gen++; }
 
 
 PFDEF pf_status pf_model_alloc_train(pf_model *m) {
+    PF__NEED(m, "pf_model_alloc_train", "the model");
     if (m->grads) return PF_OK;
     m->grads = PF__CALLOC(pf_real, m->n_params);
     m->adam_m = PF__CALLOC(pf_real, m->n_params);
@@ -2604,7 +2624,12 @@ static pf__scratch pf__get_scratch(const pf_model *m) {
     return s;
 }
 
+static pf_status pf__model_reserve(pf_model *m, int B);
 PFDEF pf_status pf_model_reserve(pf_model *m, int B) {
+    PF__NEED(m, "pf_model_reserve", "the model");
+    return pf__model_reserve(m, B);
+}
+static pf_status pf__model_reserve(pf_model *m, int B) {
     const pf_config *c = &m->cfg;
     size_t Bz, T = (size_t)m->T, D = (size_t)c->dim, M = (size_t)c->mlp_dim, H = (size_t)c->heads;
     size_t K = (size_t)c->classes, NP = (size_t)m->n_patches, PD = (size_t)m->patch_dim;
@@ -3153,8 +3178,8 @@ static void pf__head_forward(pf_model *m, const int *labels, int B, float label_
     m->loss = labels ? total / B : 0.0;
 }
 
-PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
-                           float *loss) {
+static pf_status pf__forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
+                             float *loss) {
     const pf_config *c = &m->cfg;
     int T = m->T, D = c->dim, K = c->classes, NP = m->n_patches, k = m->active, b, l, n;
     size_t TD = (size_t)T * D, ND = (size_t)B * TD;
@@ -3267,7 +3292,7 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     });
 }
 
-PFDEF pf_status pf_backward(pf_model *m) {
+static pf_status pf__backward(pf_model *m) {
     const pf_config *c = &m->cfg;
     int B = m->B, T = m->T, D = c->dim, K = c->classes, NP = m->n_patches, k = m->active, b, l;
     size_t TD = (size_t)T * D, ND = (size_t)B * TD, i;
@@ -3340,7 +3365,7 @@ PFDEF pf_status pf_backward(pf_model *m) {
     return PF_OK;
 }
 
-PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out) {
+static pf_status pf__predict(pf_model *m, const float *x, int N, float *out) {
     const pf_config *c = &m->cfg;
     size_t per = (size_t)c->channels * c->image_size * c->image_size;
     int n0, saved = m->training;
@@ -3381,6 +3406,28 @@ PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out) {
     PF_FREE(buf);
 #endif
     return st;
+}
+
+/* The public entry points check what they are given (PF__NEED); the
+   bodies above trust it. */
+PFDEF pf_status pf_forward(pf_model *m, const pf_real *x, const int *labels, int B, float label_smoothing,
+                           float *loss) {
+    PF__NEED(m, "pf_forward", "the model");
+    PF__NEED(x, "pf_forward", "the input x");
+    return pf__forward(m, x, labels, B, label_smoothing, loss);
+}
+PFDEF pf_status pf_backward(pf_model *m) {
+    PF__NEED(m, "pf_backward", "the model");
+    return pf__backward(m);
+}
+PFDEF pf_status pf_predict(pf_model *m, const float *x, int N, float *out) {
+    PF__NEED(m, "pf_predict", "the model");
+    if (N < 0) return pf_fail(PF_ERR_ARG, "pf_predict: N = %d images", N);
+    if (N > 0) {
+        PF__NEED(x, "pf_predict", "the input x");
+        PF__NEED(out, "pf_predict", "the output");
+    }
+    return pf__predict(m, x, N, out);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -4035,7 +4082,25 @@ static void pf__shape_str(char *buf, size_t cap, const int64_t *s, int n) {
 static pf_status pf__model_save_with(const pf_model *m, const char *path, const pf_st_tensor *extra, int n_extra,
                                      const char *const *xkeys, const char *const *xvals, int n_xmeta);
 PFDEF pf_status pf_model_save(const pf_model *m, const char *path) {
+    PF__NEED(m, "pf_model_save", "the model");
+    PF__NEED(path, "pf_model_save", "the path");
     return pf__model_save_with(m, path, NULL, 0, NULL, NULL, 0);
+}
+
+/* PF_OK when every parameter of m is finite; else PF_ERR_NONFINITE naming
+   `what`, how many are not and the first tensor holding one. */
+static pf_status pf__params_finite(const pf_model *m, const char *what) {
+    size_t bad = 0, i;
+    int s, first = -1;
+    for (s = 0; s < m->n_specs; s++) {
+        const pf_real *p = m->params + m->specs[s].offset;
+        size_t n0 = bad;
+        for (i = 0; i < m->specs[s].numel; i++) bad += !isfinite(p[i]);
+        if (bad > n0 && first < 0) first = s;
+    }
+    if (!bad) return PF_OK;
+    return pf_fail(PF_ERR_NONFINITE, "%s: %zu parameter%s not finite (NaN or infinite; the first in '%s'): a diverged or "
+                   "damaged model", what, bad, bad == 1 ? " is" : "s are", m->specs[first].name);
 }
 
 /* the model and n_extra more tensors and metadata entries (training state) */
@@ -4079,7 +4144,9 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
     const char *cj;
     pf_status st;
     int s, i;
+    PF__NEED(out, "pf_model_load", "out");
     *out = NULL;
+    PF__NEED(path, "pf_model_load", "the path");
     if ((st = pf_st_open(path, &f)) != PF_OK) return st;
     cj = pf_st_meta(f, "config");
     if (!cj) {
@@ -4154,6 +4221,9 @@ PFDEF pf_status pf_model_load(const char *path, pf_model **out) {
 #endif
         if (st != PF_OK) goto fail;
     }
+    /* a NaN or infinite weight makes every prediction meaningless (NaN
+       logits, argmax class 0): refused, not loaded with a warning */
+    if ((st = pf__params_finite(m, path)) != PF_OK) goto fail;
     pf_st_close(f);
     *out = m;
     return PF_OK;
@@ -5054,8 +5124,9 @@ static pf_status pf__load_npy(const char *xp, const char *yp, pf_dataset *d) {
     else if (!(d->labels = PF__CALLOC(int, y.shape[0])))
         st = pf_fail(PF_ERR_NOMEM, "%s: out of memory", yp);
     for (i = 0; st == PF_OK && i < (size_t)y.shape[0]; i++) {
-        int64_t v = (int64_t)pf__elem((const unsigned char *)y.data + i * pf_dtype_size(y.dtype), y.dtype);
-        if (y.dtype == PF_I64) memcpy(&v, (const unsigned char *)y.data + i * 8, 8); /* exact beyond 2^53 */
+        int64_t v;
+        if (y.dtype == PF_I64) memcpy(&v, (const unsigned char *)y.data + i * 8, 8); /* exact: no trip through double */
+        else v = (int64_t)pf__elem((const unsigned char *)y.data + i * pf_dtype_size(y.dtype), y.dtype); /* u8, i32 */
         if (v < 0 || v >= PF__MAX_LABEL)
             st = pf_fail(PF_ERR_FORMAT, "%s: label %lld of item %zu is out of range (0..%d)", yp, (long long)v, i,
                          PF__MAX_LABEL - 1);
@@ -6145,6 +6216,15 @@ static pf_train_info pf__trainer_info(const pf_trainer *t, int event, const char
     return info;
 }
 
+/* A non-finite loss: the run stops before the step that would spread it
+   into the weights; the checkpoint on disk is the last finished epoch's. */
+static pf_status pf__diverged(const pf_trainer *t) {
+    return pf_fail(PF_ERR_NONFINITE, "training diverged: the loss is %g at step %lld (epoch %d); lower the learning "
+                   "rate or clip the gradients%s%s%s", t->m->loss, (long long)t->s.step + 1, t->s.epoch + 1,
+                   t->out_path ? " (" : "", t->out_path ? t->out_path : "",
+                   t->out_path ? " keeps the last finished epoch, to resume from)" : "");
+}
+
 /* one pass over the training data: `prefix` 1 takes a step per branch prefix
    1..n for every batch (the interleaved schedule's first pass) */
 static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass, int prefix, int64_t span_pos,
@@ -6177,11 +6257,13 @@ static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass
             if (be) {
                 if ((st = be->forward(be->ctx, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
                 if ((st = be->logits(be->ctx, t->logits)) != PF_OK) return st;
+                if (!isfinite(m->loss)) return pf__diverged(t);
                 if ((st = be->backward(be->ctx)) != PF_OK) return st;
                 if ((st = be->step(be->ctx, &opt, NULL)) != PF_OK) return st;
                 z = t->logits;
             } else {
                 if ((st = pf_forward(m, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
+                if (!isfinite(m->loss)) return pf__diverged(t);
                 if ((st = pf_backward(m)) != PF_OK) return st;
                 pf_optim_step(m, &opt);
             }
@@ -6484,6 +6566,10 @@ PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
     int b, n = m->cfg.branches;
     size_t i;
     if (t->backend && (st = t->backend->download(t->backend->ctx)) != PF_OK) return st;
+    /* a diverged model never replaces the last good checkpoint */
+    if (pf__params_finite(m, "training diverged") != PF_OK) /* (pf_fail may quote pf_last_error) */
+        return pf_fail(PF_ERR_NONFINITE, "%s (step %lld); %s keeps the last finished epoch: resume from it with a lower "
+                       "learning rate", pf_last_error(), (long long)t->s.step, path);
     if (pf__train_opts_json(&t->o, opts, sizeof opts) >= (int)sizeof opts)
         return pf_fail(PF_ERR_ARG, "%s: training options too long", path);
     if (snprintf(state, sizeof state,
@@ -6545,26 +6631,32 @@ static pf_status pf__resume_check_opts(const pf_trainer *t, const char *path, co
                    "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
 }
 
+#define PF__STATE_MAX_INT 1.0e9              /* epochs, evaluations */
+#define PF__STATE_MAX_I64 9007199254740992.0 /* 2^53: steps, images, lines */
+
 /* The run's counters from train_state. Each must be a whole number in
    range before it is trusted: a hand-edited or damaged state fails here,
    not as an out-of-range stage or a negative step count later. */
 static pf_status pf__resume_state(pf_trainer *t, const char *path, const char *sj) {
     double v;
     int n = t->m->cfg.branches;
-#define PF__STATE_INT(key, dst) do { \
-        if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || v < 0 || v > 9.0e15) \
-            return pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\"", path, key); \
+    /* int fields stay far below INT_MAX (the run adds to them), the 64-bit
+       counters below 2^53 (exact in the double they were written from) */
+#define PF__STATE_INT(key, dst, max) do { \
+        if (!pf_json_number(sj, strlen(sj), key, &v) || v != floor(v) || !(v >= 0 && v <= (max))) \
+            return pf_fail(PF_ERR_FORMAT, "%s: train_state has no valid \"%s\" (a whole number in 0..%.0f)", path, \
+                           key, (double)(max)); \
         dst = v; \
     } while (0)
-    PF__STATE_INT("stage", t->s.stage);
-    PF__STATE_INT("epoch", t->s.epoch);
-    PF__STATE_INT("stage_epoch", t->s.stage_epoch);
-    PF__STATE_INT("bad_evals", t->s.bad_evals);
-    PF__STATE_INT("done", t->s.done);
-    PF__STATE_INT("step", t->s.step);
-    PF__STATE_INT("samples", t->s.samples);
-    PF__STATE_INT("log_lines", t->s.log_lines);
-    PF__STATE_INT("dropout_counter", t->m->dropout_counter);
+    PF__STATE_INT("stage", t->s.stage, n);
+    PF__STATE_INT("epoch", t->s.epoch, PF__STATE_MAX_INT);
+    PF__STATE_INT("stage_epoch", t->s.stage_epoch, PF__STATE_MAX_INT);
+    PF__STATE_INT("bad_evals", t->s.bad_evals, PF__STATE_MAX_INT);
+    PF__STATE_INT("done", t->s.done, 1);
+    PF__STATE_INT("step", t->s.step, PF__STATE_MAX_I64);
+    PF__STATE_INT("samples", t->s.samples, PF__STATE_MAX_I64);
+    PF__STATE_INT("log_lines", t->s.log_lines, PF__STATE_MAX_I64);
+    PF__STATE_INT("dropout_counter", t->m->dropout_counter, PF__STATE_MAX_I64);
 #undef PF__STATE_INT
     if (!pf_json_number(sj, strlen(sj), "best_val", &v)) return pf_fail(PF_ERR_FORMAT, "%s: train_state has no best_val", path);
     t->s.best_val = v < 0 ? INFINITY : v;
@@ -6599,7 +6691,18 @@ static pf_status pf__resume_tensors(pf_trainer *t, pf_st_file *f, const char *pa
     if ((st = pf_st_read_raw(f, e[1], mv)) != PF_OK) goto done;
     for (j = 0; j < m->n_params; j++) m->adam_v[j] = mv[j];
     if ((st = pf_st_read_raw(f, e[2], m->steps)) != PF_OK) goto done;
+    for (i = 0; i < m->n_specs; i++) /* each step adds one: stay far from INT64_MAX */
+        if (m->steps[i] < 0 || (double)m->steps[i] > PF__STATE_MAX_I64) {
+            st = pf_fail(PF_ERR_FORMAT, "%s: train.steps[%d] (%s) is %lld, outside 0..2^53", path, i, m->specs[i].name,
+                         (long long)m->steps[i]);
+            goto done;
+        }
     if ((st = pf_st_read_raw(f, e[3], flags)) != PF_OK) goto done;
+    if (flags[n + 2] < 0 || flags[n + 2] > m->cfg.classes) {
+        st = pf_fail(PF_ERR_FORMAT, "%s: train.trainable's head_rows_from %lld is outside 0..%d", path,
+                     (long long)flags[n + 2], m->cfg.classes);
+        goto done;
+    }
     for (i = 0; i < n; i++) m->train_branch[i] = flags[i] != 0;
     m->train_stem = flags[n] != 0;
     m->train_head = flags[n + 1] != 0;

@@ -441,7 +441,7 @@ static const char *npy_spec(const char *x, const char *y) {
 
 static void test_npy(void) {
     unsigned char x[4 * 2 * 3 * 2];
-    int64_t y64[4] = {3, 0, 7, 1}, sx4[4] = {4, 2, 3, 2}, sx3[3] = {4, 2, 6}, sy[1] = {4}, sy3[1] = {3}, s2[2] = {4, 12};
+    int64_t y64[4] = {3, 0, 7, 1}, ybig[4] = {3, INT64_MAX, 7, INT64_MIN}, sx4[4] = {4, 2, 3, 2}, sx3[3] = {4, 2, 6}, sy[1] = {4}, sy3[1] = {3}, s2[2] = {4, 12};
     int32_t y32[4] = {1, 1, 0, 2}, yneg[4] = {1, -1, 0, 2};
     unsigned char y8[4] = {9, 8, 7, 6};
     float f[4 * 12];
@@ -455,6 +455,7 @@ static void test_npy(void) {
     put_npy(tmp_path("y32.npy"), PF_I32, 1, sy, y32);
     put_npy(tmp_path("y8.npy"), PF_U8, 1, sy, y8);
     put_npy(tmp_path("yneg.npy"), PF_I32, 1, sy, yneg);
+    put_npy(tmp_path("ybig.npy"), PF_I64, 1, sy, ybig);
     put_npy(tmp_path("y3.npy"), PF_I64, 1, sy3, y64);
     put_npy(tmp_path("xf.npy"), PF_F32, 4, sx4, f);
     put_npy(tmp_path("x2d.npy"), PF_U8, 2, s2, x);
@@ -476,6 +477,8 @@ static void test_npy(void) {
     load_fail(npy_spec("x4.npy", "y3.npy"), "npy: 3 labels for 4 images", tmp_path("y3.npy"));
     load_fail(npy_spec("x4.npy", "yf.npy"), "npy labels of dtype float32", tmp_path("yf.npy"));
     load_fail(npy_spec("x4.npy", "yneg.npy"), "npy label -1", tmp_path("yneg.npy"));
+    /* found by hand: INT64_MAX went through a double and overflowed its conversion back (UBSan) */
+    load_fail(npy_spec("x4.npy", "ybig.npy"), "npy label INT64_MAX", tmp_path("ybig.npy"));
     load_fail(tmp_str("npy:%s", tmp_path("x4.npy")), "npy with one file", "npy:");
     load_fail(npy_spec("x4.npy", "missing.npy"), "npy labels file missing", tmp_path("missing.npy"));
 }

@@ -790,6 +790,12 @@ static void models_bad_configs(const pf_model *m) {
         {"config: a JSON array", "model_cfg_array", NULL, "[8, 1, 4]"},
         {"config: empty string", "model_cfg_empty", NULL, ""},
         {"config: required key missing (heads)", "model_cfg_no_heads", "\"heads\": 2, ", ""},
+        /* found by fuzzing: a key longer than the parser's buffer, then a bad
+           escape, left the buffer unterminated for the error message */
+        {"config: a 70-character key with a bad escape", "model_cfg_long_key", NULL,
+         "{\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\\x\": 1}"},
+        {"config: a 70-character key, then a bad value", "model_cfg_long_key_value", NULL,
+         "{\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\": tru}"},
     };
     char cfgjson[4096], buf[4096];
     size_t i;

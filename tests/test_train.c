@@ -421,6 +421,50 @@ static void test_validation(void) {
     }
 }
 
+/* Copies checkpoint src to dst with one change: in train_state, the value
+   of "key" replaced by `value` (key NULL: none), and train.steps[0] set to
+   steps0 (when steps0_set). The hostile-checkpoint cases of resume. */
+static int tamper(const char *src, const char *dst, const char *key, const char *value, int steps0_set,
+                  int64_t steps0) {
+    pf_st_file *f = NULL;
+    pf_st_tensor *t = NULL;
+    void **data = NULL;
+    const char *vals[16];
+    char state[8192];
+    int i, ok = 0, n = 0;
+    if (pf_st_open(src, &f) != PF_OK || f->n_meta > 16) goto out;
+    t = (pf_st_tensor *)calloc((size_t)f->n, sizeof *t);
+    data = (void **)calloc((size_t)f->n, sizeof *data);
+    if (!t || !data) goto out;
+    for (i = 0; i < f->n; i++, n++) {
+        const pf_st_entry *e = &f->entries[i];
+        if (!(data[i] = malloc((size_t)(e->end - e->begin) + 1)) || pf_st_read_raw(f, e, data[i]) != PF_OK) goto out;
+        t[i].name = e->name, t[i].dtype = e->dtype, t[i].ndim = e->ndim, t[i].data = data[i];
+        memcpy(t[i].shape, e->shape, sizeof t[i].shape);
+        if (steps0_set && !strcmp(e->name, "train.steps")) memcpy(data[i], &steps0, sizeof steps0);
+    }
+    for (i = 0; i < f->n_meta; i++) {
+        vals[i] = f->meta_vals[i];
+        if (key && !strcmp(f->meta_keys[i], "train_state")) { /* "key":<number> -> "key":value */
+            char pat[64];
+            const char *at, *end;
+            snprintf(pat, sizeof pat, "\"%s\":", key);
+            if (!(at = strstr(f->meta_vals[i], pat))) goto out;
+            at += strlen(pat);
+            end = at + strspn(at, "-+.0123456789eE");
+            snprintf(state, sizeof state, "%.*s%s%s", (int)(at - f->meta_vals[i]), f->meta_vals[i], value, end);
+            vals[i] = state;
+        }
+    }
+    ok = pf_st_write(dst, t, f->n, (const char *const *)f->meta_keys, vals, f->n_meta) == PF_OK;
+out:
+    for (i = 0; data && i < n; i++) free(data[i]);
+    free(data);
+    free(t);
+    pf_st_close(f);
+    return ok;
+}
+
 static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
     const char *ckpt = tmp_path("full.safetensors"); /* the joint run of test_resume */
     const char *plain = tmp_path("plain.safetensors");
@@ -438,6 +482,38 @@ static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
     check(pf_trainer_resume(&t, plain) == PF_ERR_FORMAT && strstr(pf_last_error(), "train_state"),
           "resume from a model without training state is refused (%s)", pf_last_error());
     pf_trainer_free(&t);
+    {   /* hostile counters: refused, naming the field, before any conversion
+           (UBSan: no double->int overflow, no ++ past INT_MAX / INT64_MAX) */
+        static const struct { const char *key, *value; } bad[] = {
+            {"epoch", "3e9"}, {"epoch", "2147483647"}, {"stage_epoch", "2147483647"}, {"bad_evals", "-1"},
+            {"step", "9.3e18"}, {"samples", "1e300"}, {"dropout_counter", "0.5"}, {"done", "2"}, {"stage", "99"},
+        };
+        const char *evil = tmp_path("evil.safetensors");
+        size_t i;
+        o = tiny_opts(PF_SCHED_JOINT);
+        for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            pf_trainer_init(&t, m, tr, va, &o);
+            check(tamper(ckpt, evil, bad[i].key, bad[i].value, 0, 0) &&
+                      pf_trainer_resume(&t, evil) == PF_ERR_FORMAT && strstr(pf_last_error(), bad[i].key),
+                  "resume refuses train_state \"%s\": %s (%s)", bad[i].key, bad[i].value, pf_last_error());
+            pf_trainer_free(&t);
+        }
+        pf_trainer_init(&t, m, tr, va, &o);
+        check(tamper(ckpt, evil, NULL, NULL, 1, INT64_MAX) && pf_trainer_resume(&t, evil) == PF_ERR_FORMAT &&
+                  strstr(pf_last_error(), "train.steps"),
+              "resume refuses a train.steps of INT64_MAX (%s)", pf_last_error());
+        pf_trainer_free(&t);
+        pf_trainer_init(&t, m, tr, va, &o);
+        check(tamper(ckpt, evil, NULL, NULL, 1, -3) && pf_trainer_resume(&t, evil) == PF_ERR_FORMAT &&
+                  strstr(pf_last_error(), "train.steps"),
+              "resume refuses a negative train.steps (%s)", pf_last_error());
+        pf_trainer_free(&t);
+        pf_trainer_init(&t, m, tr, va, &o);
+        check(tamper(ckpt, evil, NULL, NULL, 0, 0) && pf_trainer_resume(&t, evil) == PF_OK,
+              "an untampered copy resumes (the tamper helper changes only what it is told: %s)",
+              pf_last_error());
+        pf_trainer_free(&t);
+    }
     pf_model_free(m);
 }
 
@@ -483,6 +559,50 @@ static void test_report_log(const pf_dataset *tr, const pf_dataset *te) {
           "report: the log ends with the sweep and end events");
 }
 
+/* A loss that turns non-finite stops the run with PF_ERR_NONFINITE naming
+   the step, before the step that would spread it, and the checkpoint of the
+   last finished epoch stays as it was; a model with a NaN weight is refused
+   by pf_model_load. */
+static void test_divergence(const pf_dataset *tr, const pf_dataset *va) {
+    const char *out = tmp_path("diverge.safetensors"), *nan_model = tmp_path("nan.safetensors");
+    pf_train_opts o = tiny_opts(PF_SCHED_JOINT);
+    pf_config c = train_config(10);
+    pf_model *m, *back = NULL;
+    pf_trainer t;
+    size_t n = 0, n2 = 0;
+    unsigned char *before, *after;
+    pf_status st;
+    o.epochs = 2;
+    pf_model_create(&c, &m);
+    pf_model_init(m, 3, 0.0f);
+    pf_trainer_init(&t, m, tr, va, &o);
+    t.out_path = out;
+    check(pf_trainer_run(&t) == PF_OK, "divergence: a good run writes its checkpoint");
+    before = (unsigned char *)read_file(out, &n);
+    pf_trainer_free(&t);
+    pf_trainer_init(&t, m, tr, va, &o); /* the trained model trains on, into the same file */
+    t.out_path = out;
+    m->params[m->specs[0].offset] = (pf_real)NAN; /* as if the last step had blown up */
+    pf_model_changed(m);
+    st = pf_trainer_run(&t);
+    check(st == PF_ERR_NONFINITE && strstr(pf_last_error(), "diverged") && strstr(pf_last_error(), "step") &&
+              strstr(pf_last_error(), out),
+          "divergence: a NaN loss stops the run, naming the step and the checkpoint (%s)", pf_last_error());
+    check(pf_trainer_save(&t, out) == PF_ERR_NONFINITE && strstr(pf_last_error(), "embed.proj.weight"),
+          "divergence: pf_trainer_save will not write a model with a NaN weight (%s)", pf_last_error());
+    after = (unsigned char *)read_file(out, &n2);
+    check(before && after && n == n2 && !memcmp(before, after, n), "divergence: the last good checkpoint is untouched");
+    free(before);
+    free(after);
+    pf_trainer_free(&t);
+    check(pf_model_save(m, nan_model) == PF_OK, "a model with a NaN weight can be saved (for the next check)");
+    st = pf_model_load(nan_model, &back);
+    check(st == PF_ERR_NONFINITE && back == NULL && strstr(pf_last_error(), nan_model) &&
+              strstr(pf_last_error(), m->specs[0].name),
+          "pf_model_load refuses a NaN weight, naming the file and the tensor (%s)", pf_last_error());
+    pf_model_free(m);
+}
+
 int main(void) {
     pf_dataset all, tr, va, te;
     if (!tmp_init("train")) return test_summary();
@@ -507,6 +627,7 @@ int main(void) {
     test_resume_refusals(&tr, &va);
     test_expand_incremental();
     test_report_log(&tr, &te);
+    test_divergence(&tr, &va);
     pf_dataset_free(&all); pf_dataset_free(&tr); pf_dataset_free(&va); pf_dataset_free(&te);
     tmp_done();
     return test_summary();
