@@ -174,6 +174,38 @@ expect_fail "output into a missing directory" "$T/nodir/y.npy" \
     "$EXE" predict --model "$M" --input "$X" --output "$T/nodir/y.npy"
 no_file "failed predict leaves no output" "$T/y.npy"
 
+# --- output paths: checked before any work -------------------------------------
+# Every output's folder must exist and take a file, before anything is read
+# (a missing model or data folder would otherwise be the error), and no
+# output may be the same file as an input (by inode, not by name).
+expect_fail "predict checks --output before reading the model" "$T/nodir/y.npy: cannot write there" \
+    "$EXE" predict --model "$T/missing.safetensors" --input "$X" --output "$T/nodir/y.npy"
+expect_fail "init --out under a file, not a folder" "$M is not a folder" "$EXE" init --out "$M/m.safetensors" "${SMALL[@]}"
+expect_fail "predict --output that is a folder" "$T/adir.npy: is a folder" \
+    "$EXE" predict --model "$M" --input "$X" --output "$T/adir.npy"
+if [ "$(id -u)" != 0 ]; then AS_USER=(); elif command -v setpriv >/dev/null; then
+    AS_USER=(setpriv --reuid=65534 --regid=65534 --clear-groups); chmod 711 "$T"
+else AS_USER=(none); fi
+if [ "${AS_USER[*]}" = none ]; then echo "# root without setpriv: the unwritable-folder checks are skipped"
+else
+    mkdir -p "$T/ro" && chmod 555 "$T/ro"
+    expect_fail "predict --output into a folder that takes no file" "$T/ro/y.npy|Permission denied" \
+        "${AS_USER[@]}" "$EXE" predict --model "$M" --input "$X" --output "$T/ro/y.npy"
+    if grep -qF "Permission denied" "$T/err"; then ok "the refusal says why"; else bad "no reason: $(first_line "$T/err")"; fi
+    no_file "the unwritable folder holds no output" "$T/ro/y.npy"
+fi
+cp "$X" "$T/in.npy"
+ln "$T/in.npy" "$T/in_link.npy"
+expect_fail "predict --output onto its --input" "same file as --input" \
+    "$EXE" predict --model "$M" --input "$T/in.npy" --output "$T/in.npy"
+expect_fail "predict --output onto a hard link of its --input" "same file as --input" \
+    "$EXE" predict --model "$M" --input "$T/in.npy" --output "$T/in_link.npy"
+if cmp -s "$T/in.npy" "$X"; then ok "the refused predicts left the input alone"; else bad "predict overwrote its input"; fi
+expect_ok "predict --output next to its input (another file) is fine" \
+    "$EXE" predict --model "$M" --input "$T/in.npy" --output "$T/in_y.npy"
+tmps=$(ls "$T"/*.tmp "$T"/adir.npy.* 2>/dev/null | tr '\n' ' ')
+if [ -z "$tmps" ]; then ok "the output checks leave no temporary behind"; else bad "temporaries left: $tmps"; fi
+
 # --- good invocations ------------------------------------------------------
 expect_ok "--help" "$EXE" --help
 if grep -q init "$T/out" && grep -q predict "$T/out"; then ok "--help lists init and predict"; else bad "--help does not list init and predict"; fi
@@ -264,6 +296,10 @@ expect_fail "plot of a directory" "$T/adir.npy" "$EXE" plot --log "$T/adir.npy" 
 expect_fail "plot of a good and an empty log" "$T/empty.jsonl" \
     "$EXE" plot --log "$LOG" --log "$T/empty.jsonl" --out "$T/x.svg"
 expect_fail "plot into a missing directory" "$T/nodir/x.svg" "$EXE" plot --log "$LOG" --out "$T/nodir/x.svg"
+expect_fail "plot checks --out before reading the logs" "$T/nodir/x.svg: cannot write there" \
+    "$EXE" plot --log "$T/missing.jsonl" --out "$T/nodir/x.svg"
+expect_fail "plot --out onto its --log by another name" "is also a --log" \
+    "$EXE" plot --log "$T/one.jsonl" --out "$T/./one.jsonl"
 no_file "failed plots leave no SVG" "$T/x.svg"
 if cmp -s "$T/one.jsonl" <(printf '{"event":"train","step":0,"loss":2.3,"acc":0.1}\n'); then
     ok "plot --out onto its --log left the log alone"; else bad "plot --out onto its --log changed the log"; fi
@@ -291,12 +327,54 @@ expect_fail "train on a missing data folder" "$T/nodata" "$EXE" train --data "fm
 expect_fail "train on an unknown data kind" "mnist2" "$EXE" train --data "mnist2:$S" --out "$T/t.safetensors"
 expect_fail "train with a model of too few classes" "label" "$EXE" train --data "fmnist:$S#limit=200" --classes 4 --out "$T/t.safetensors" "${TINY[@]}"
 expect_fail "train --resume from a model without training state" "train_state" "$EXE" train --data "fmnist:$S#limit=200" --out "$T/t.safetensors" --resume "$M"
+# the outputs are checked before the data is read: with a missing data
+# folder the error must still be the output's (a run would otherwise train a
+# whole stage first and then fail to save it)
+expect_fail "train --out into a missing folder, before reading the data" "$T/nodir/m.safetensors: cannot write there" \
+    "$EXE" train --data "fmnist:$T/nodata" --out "$T/nodir/m.safetensors"
+expect_fail "train --log into a missing folder, before reading the data" "$T/nodir/l.jsonl: cannot write there" \
+    "$EXE" train --data "fmnist:$T/nodata" --out "$T/t.safetensors" --log "$T/nodir/l.jsonl"
+expect_fail "train --out that is a folder" "$T/adir.npy: is a folder" \
+    "$EXE" train --data "fmnist:$T/nodata" --out "$T/adir.npy"
+expect_fail "train --log onto its --out (neither there yet)" "--log $T/./t.safetensors is the same file as --out" \
+    "$EXE" train --data "fmnist:$T/nodata" --out "$T/t.safetensors" --log "$T/./t.safetensors"
+expect_fail "train --out onto its --init, even with --overwrite" "same file as --init" \
+    "$EXE" train --data "fmnist:$T/nodata" --init "$M" --out "$T/./model.safetensors" --overwrite
+if [ "${AS_USER[*]}" != none ]; then
+    : >"$T/ro.jsonl" && chmod 444 "$T/ro.jsonl"
+    mkdir -p "$T/rw" && chmod 777 "$T/rw"
+    expect_fail "train --log onto a log that cannot be appended to" "$T/ro.jsonl: cannot append to it" \
+        "${AS_USER[@]}" "$EXE" train --data "fmnist:$T/nodata" --out "$T/rw/t.safetensors" --log "$T/ro.jsonl"
+    no_file "the output check left nothing in the writable folder" "$T/rw/t.safetensors"
+    expect_fail "train --out into a folder that takes no file" "$T/ro/t.safetensors: cannot create a file in $T/ro" \
+        "${AS_USER[@]}" "$EXE" train --data "fmnist:$T/nodata" --out "$T/ro/t.safetensors"
+fi
+expect_ok "train --help" "$EXE" train --help
+has "train --help offers --overwrite and says an existing --out is refused" "$T/out" "--overwrite" \
+    "An existing file at --out is refused"
 no_file "failed trains leave no checkpoint" "$T/t.safetensors"
 
 D="fmnist:$S#limit=1100"
 expect_ok "train staged on 1000 + 100 images" "$EXE" train --data "$D" --test "fmnist:$S@test#limit=300" "${TINY[@]}" \
     --out "$T/full.safetensors" --log "$T/full.jsonl"
 has "train prints the branch sweep and the test accuracy" "$T/out" "branch sweep" "test accuracy"
+# an existing --out may be another run's finished model: refused before the
+# data is read unless --resume names it or --overwrite is given
+cp "$T/full.safetensors" "$T/full_before.safetensors"
+expect_fail "train --out onto an existing model, before reading the data" "exists: pass --overwrite" \
+    "$EXE" train --data "fmnist:$T/nodata" --out "$T/full.safetensors"
+has "the refusal also offers --resume" "$T/err" "or --resume $T/full.safetensors"
+expect_fail "train --out onto an existing model with the same data" "--overwrite" \
+    "$EXE" train --data "$D" --test none "${TINY[@]}" --out "$T/full.safetensors"
+if cmp -s "$T/full.safetensors" "$T/full_before.safetensors"; then ok "the refused trains left the existing model alone"
+else bad "a refused train changed the existing model"; fi
+no_file "the refused trains left no temporary" "$T/full.safetensors.tmp"
+cp "$T/full.safetensors" "$T/ow.safetensors"
+expect_ok "train --overwrite replaces an existing model" "$EXE" train --data "fmnist:$S#limit=200" --test none \
+    --patch 7 --dim 16 --heads 2 --mlp-dim 32 --branches 1 --depth 1 --batch 50 --epochs 1 --quiet \
+    --out "$T/ow.safetensors" --overwrite
+expect_ok "info on the overwritten model" "$EXE" info --model "$T/ow.safetensors" --json
+has "the overwritten model is the new run's (1 branch, not 3)" "$T/out" '"branches": 1,'
 expect_ok "eval --sweep --json" "$EXE" eval --model "$T/full.safetensors" --data "fmnist:$S#limit=300" --sweep --json
 if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert 0<=d["accuracy"]<=1 and len(d["sweep"])==3 and len(d["per_class"])==10 and d["n"]==300 and d["sweep"][2]==d["accuracy"]' "$T/out" 2>/dev/null; then
     ok "eval --json: accuracy, 3 sweep values (the last = accuracy), 10 per-class values, n = 300"
@@ -314,6 +392,13 @@ expect_ok "info on the compressed model" "$EXE" info --model "$T/c2.safetensors"
 has "info shows the size ratio of each prefix" "$T/out" "keep 1 of 2"
 expect_fail "compress --keep 4 of 3" "--keep" "$EXE" compress --model "$T/full.safetensors" --keep 4 --out "$T/c4.safetensors"
 no_file "a failed compress leaves nothing" "$T/c4.safetensors"
+expect_fail "compress checks --out before reading the model" "$T/nodir/c.safetensors: cannot write there" \
+    "$EXE" compress --model "$T/missing.safetensors" --keep 1 --out "$T/nodir/c.safetensors"
+expect_fail "compress without --keep" "--keep" "$EXE" compress --model "$T/full.safetensors" --out "$T/c4.safetensors"
+expect_fail "compress --out onto its --model (another name)" "same file as --model" \
+    "$EXE" compress --model "$T/full.safetensors" --keep 1 --out "$T/./full.safetensors"
+if cmp -s "$T/full.safetensors" "$T/full_before.safetensors"; then ok "the refused compress left the model alone"
+else bad "compress overwrote its --model"; fi
 # only_branch4_changed BEFORE AFTER: the two checkpoints differ in branch 4
 # (branches.3.*) and the head rows from 10 on, and nowhere else
 only_branch4_changed() {
@@ -331,6 +416,18 @@ PY
 expect_ok "expand --add 1 --classes 12" "$EXE" expand --model "$T/full.safetensors" --add 1 --classes 12 --out "$T/e.safetensors"
 has "expand prints the fine-tuning command" "$T/out" "--train-branches 4-4" "--train-head 10"
 expect_fail "expand to fewer classes" "--classes" "$EXE" expand --model "$T/full.safetensors" --classes 5 --out "$T/e2.safetensors"
+expect_fail "expand with nothing to add" "expand: nothing to add" \
+    "$EXE" expand --model "$T/full.safetensors" --out "$T/e2.safetensors"
+if grep -qF "expand: expand:" "$T/err"; then bad "expand's message names the command twice: $(first_line "$T/err")"
+else ok "expand's message names the command once"; fi
+no_file "the failed expands leave nothing" "$T/e2.safetensors"
+expect_fail "expand checks --out before reading the model" "$T/nodir/e.safetensors: cannot write there" \
+    "$EXE" expand --model "$T/missing.safetensors" --add 1 --out "$T/nodir/e.safetensors"
+ln "$T/full.safetensors" "$T/full_link.safetensors"
+expect_fail "expand --out onto its --model (a hard link)" "same file as --model" \
+    "$EXE" expand --model "$T/full.safetensors" --add 1 --out "$T/full_link.safetensors"
+if cmp -s "$T/full.safetensors" "$T/full_before.safetensors"; then ok "the refused expand left the model alone"
+else bad "expand overwrote its --model"; fi
 expect_ok "train --init the expanded model, only the new branch" "$EXE" train --init "$T/e.safetensors" --data "$D" \
     --train-branches 4 --train-head 10 --epochs 1 --batch 50 --quiet --test none --out "$T/e_tuned.safetensors"
 if only_branch4_changed "$T/e.safetensors" "$T/e_tuned.safetensors"; then ok "--train-branches 4 --train-head 10: only branch 4 and head rows 10.. changed"
@@ -369,6 +466,22 @@ expect_fail "resume with another model width" "not the one of this run" "$EXE" t
     --out "$T/part.safetensors" --resume "$T/part.safetensors"
 expect_fail "resume with another learning rate" "lr" "$EXE" train --data "$D" --test none "${TINY[@]}" --lr 0.5 \
     --out "$T/part.safetensors" --resume "$T/part.safetensors"
+expect_fail "train --resume A --out B, B another existing model" "is not the --resume file: pass --overwrite" \
+    "$EXE" train --data "fmnist:$T/nodata" --out "$T/full.safetensors" --resume "$T/part.safetensors"
+if cmp -s "$T/full.safetensors" "$T/full_before.safetensors"; then ok "the refused resume left the other model alone"
+else bad "a refused resume changed the existing model at --out"; fi
+
+# tools/run_fmnist.sh (make run) twice into the same folder: the second run
+# replaces the first (--overwrite); with --resume it continues the model and
+# its log. A tiny model on 300 images (the extra flags override the preset).
+RUNF=(--data "fmnist:$S#limit=300" --patch 7 --dim 16 --heads 2 --mlp-dim 32 --branches 2 --depth 1 --batch 50 --quiet)
+RUNENV=(env -u PARAFORMER_DATA RUN_DIR="$T/run" RUN_EPOCHS=1 PARAFORMER_EXE="$EXE")
+expect_ok "tools/run_fmnist.sh (make run), a tiny model" "${RUNENV[@]}" tools/run_fmnist.sh "${RUNF[@]}"
+expect_ok "tools/run_fmnist.sh again into the same folder" "${RUNENV[@]}" tools/run_fmnist.sh "${RUNF[@]}"
+has "the second run wrote the model, log and plot" "$T/out" "wrote $T/run/model.safetensors, $T/run/train.jsonl"
+expect_ok "tools/run_fmnist.sh --resume the finished run" "${RUNENV[@]}" tools/run_fmnist.sh "${RUNF[@]}" \
+    --resume "$T/run/model.safetensors"
+has "the resumed run kept the run's log (not removed as a new run's)" "$T/run/train.jsonl" '{"event":"start"'
 expect_ok "plot the training log" "$EXE" plot --log "$T/full.jsonl" --out "$T/full.svg"
 has "the plot marks the stages" "$T/full.svg" "stage 2" "stage 3"
 

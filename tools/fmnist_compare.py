@@ -94,7 +94,7 @@ def main():
             if os.path.exists(log):
                 os.remove(log)
             cmd = [a.exe, "train", "--preset", "fmnist-small", "--data", "fmnist:" + a.data, "--threads", threads,
-                   "--seed", a.seed, "--quiet", "--out", os.path.join(a.out, n + ".safetensors"), "--log", log] + RUNS[n][1]
+                   "--seed", a.seed, "--quiet", "--overwrite", "--out", os.path.join(a.out, n + ".safetensors"), "--log", log] + RUNS[n][1]
             cmds[n] = cmd
             print("$ " + " ".join(cmd), flush=True)
             running.append((n, subprocess.Popen(cmd, stdout=open(os.path.join(a.out, n + ".txt"), "w"),

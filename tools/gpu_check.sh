@@ -90,7 +90,7 @@ CPU=build/paraformer GPU=${GPU_CHECK_EXE:-build/cuda/paraformer} D="$OUT_DIR/cli
 mkdir -p "$D"
 DATA="fmnist:data/fmnist-sample"
 $CPU train --data "$DATA#limit=1024" --image-size 28 --channels 1 --patch 7 --dim 32 --heads 2 --branches 3 --depth 2 \
-    --classes 10 --epochs 1 --batch 64 --seed 3 --out "$D/cpu.safetensors" --quiet >/dev/null 2>&1 \
+    --classes 10 --epochs 1 --batch 64 --seed 3 --overwrite --out "$D/cpu.safetensors" --quiet >/dev/null 2>&1 \
     && ok "a CPU-trained model" || bad "CPU train"
 for dev in cuda cuda:0; do
     $CPU eval --model "$D/cpu.safetensors" --data "$DATA" --sweep --json >"$D/eval_cpu.json" 2>&1
@@ -112,7 +112,7 @@ TRAIN=(train --data "$DATA#limit=2048" --test none --image-size 28 --channels 1 
        --branches 3 --depth 2 --classes 10 --epochs 8 --batch 64 --seed 3 --device cuda)
 for prec in "" "--bf16"; do
     name=${prec:-fp32}; name=${name#--}
-    $GPU "${TRAIN[@]}" $prec --out "$D/gpu_full_$name.safetensors" --log "$D/full_$name.jsonl" --quiet \
+    $GPU "${TRAIN[@]}" $prec --overwrite --out "$D/gpu_full_$name.safetensors" --log "$D/full_$name.jsonl" --quiet \
         >"$D/train_full_$name.txt" 2>&1 && ok "$name: train --device cuda $prec runs" || bad "train --device cuda $prec: $(tail -1 "$D/train_full_$name.txt")"
     rm -f "$D/gpu_split_$name.safetensors"
     $GPU "${TRAIN[@]}" $prec --out "$D/gpu_split_$name.safetensors" --log "$D/split_$name.jsonl" --quiet \

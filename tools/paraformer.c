@@ -42,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bench_common.h"
 
@@ -64,6 +66,16 @@ static void die_file(const char *path) {
     const char *e = pf_last_error();
     if (*e && strstr(e, path)) die(1, "%s", e);
     die(1, "%s: %s", path, *e ? e : "unknown error");
+}
+
+// The library's last message without a leading "CMD: ": messages of the
+// library's command-like functions (pf_model_expand: "expand: nothing to
+// add ...") already name the command that the CLI's own prefix names.
+static const char *lib_error(const char *cmd) {
+    const char *e = pf_last_error();
+    size_t n = strlen(cmd);
+    if (!strncmp(e, cmd, n) && e[n] == ':' && e[n + 1] == ' ') return e + n + 2;
+    return e;
 }
 
 static void *xmalloc(size_t n) {
@@ -171,6 +183,81 @@ static const char *cli_need(const cli *c, int k) {
     const char *v = cli_get(c, k);
     if (!v) usage_error(c, "%s is required", c->o[k].name);
     return v;
+}
+
+// ----------------------------------------------------------------------------
+// output paths, checked before any work starts: a run that would fail to
+// write its result fails at once, not after the work
+
+// the folder part of path ("." when it has none) in buf
+static const char *dir_of(const char *path, char *buf, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    size_t n;
+    if (!slash) return ".";
+    for (n = (size_t)(slash - path); n > 0 && path[n - 1] == '/'; n--) {} // "a//b"
+    if (n == 0) return "/";
+    if (n >= cap) n = cap - 1;
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int same_inode(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+// 1 when paths a and b are the same file: the same device and inode when
+// both exist; when neither does (two outputs yet to be written), the same
+// name in the same folder; one existing and one not: different files
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    const char *na = strrchr(a, '/'), *nb = strrchr(b, '/');
+    char da[4096], db[4096];
+    if (ea || eb) return ea && eb && same_inode(&sa, &sb);
+    na = na ? na + 1 : a;
+    nb = nb ? nb + 1 : b;
+    if (strcmp(na, nb)) return 0;
+    if (stat(dir_of(a, da, sizeof da), &sa) != 0 || stat(dir_of(b, db, sizeof db), &sb) != 0) return !strcmp(a, b);
+    return same_inode(&sa, &sb);
+}
+
+// how an output is written: replaced atomically (PATH.tmp renamed onto it),
+// or appended to (a log, created when it is not there)
+enum { OUT_REPLACE, OUT_APPEND };
+
+// The output `path` given to option `opt` can be written: the path is not a
+// folder, and its folder exists and takes a new file (a temporary next to
+// the target, created and removed at once, as the atomic write creates it);
+// OUT_APPEND to an existing file needs that file writable instead. Else
+// exit 1 naming the path and the reason.
+static void check_output(const char *cmd, const char *opt, const char *path, int how) {
+    struct stat sb;
+    char buf[4096];
+    const char *dir = dir_of(path, buf, sizeof buf);
+    pf_atomic a;
+    if (stat(dir, &sb) != 0)
+        die(1, "%s: %s %s: cannot write there: %s %s", cmd, opt, path, dir,
+            errno == ENOENT ? "does not exist" : strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) die(1, "%s: %s %s: cannot write there: %s is not a folder", cmd, opt, path, dir);
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) die(1, "%s: %s %s: is a folder (give a file name)", cmd, opt, path);
+        if (how == OUT_APPEND) {
+            if (access(path, W_OK) != 0) die(1, "%s: %s %s: cannot append to it: %s", cmd, opt, path, strerror(errno));
+            return;
+        }
+    }
+    errno = 0;
+    if (pf_atomic_open(&a, path) != PF_OK)
+        die(1, "%s: %s %s: cannot create a file in %s: %s", cmd, opt, path, dir, errno ? strerror(errno) : pf_last_error());
+    pf_atomic_abort(&a);
+}
+
+// An output that is the same file as an input (of option in_opt) would
+// destroy the input: usage error.
+static void check_not_input(const cli *c, const char *out_opt, const char *out, const char *in_opt, const char *in) {
+    if (same_file(out, in))
+        usage_error(c, "%s %s is the same file as %s %s: write the output to another file", out_opt, out, in_opt, in);
 }
 
 // ----------------------------------------------------------------------------
@@ -415,7 +502,8 @@ static int cmd_init(int argc, char **argv) {
     preset = arch_preset(&c, O_ARCH, &cfg);
     if (cli_get(&c, O_SEED)) seed = parse_u64(&c, O_SEED);
     arch_flags(&c, O_ARCH, &cfg);
-    if (pf_model_create(&cfg, &m) != PF_OK) die(1, "init: %s", pf_last_error());
+    check_output("init", "--out", out, OUT_REPLACE);
+    if (pf_model_create(&cfg, &m) != PF_OK) die(1, "init: %s", lib_error("init"));
     pf_model_init(m, seed, pf_preset_embed_std(preset));
     if (pf_model_save(m, out) != PF_OK) die_file(out);
     printf("wrote %s: PF(%dx%d) dim %d heads %d, %dx%d input, %d classes, %zu parameters, seed %llu\n",
@@ -902,6 +990,12 @@ static int cmd_predict(int argc, char **argv) {
     if (cli_get(&c, O_THREADS)) pf_set_threads((int)parse_int(&c, O_THREADS, 1, 4096));
     parse_device(&c, O_DEVICE, O_BF16, &dv);
     n_files = predict_inputs(&c, O_INPUT, &files, &names, &is_npy);
+    if (strcmp(output, "-")) { // before reading anything: the output can be written and is no input
+        int i;
+        check_not_input(&c, "--output", output, "--model", model);
+        for (i = 0; i < n_files; i++) check_not_input(&c, "--output", output, "--input", files[i]);
+        check_output("predict", "--output", output, OUT_REPLACE);
+    }
 
     if (pf_model_load(model, &m) != PF_OK) die_file(model);
     K = m->cfg.classes;
@@ -983,12 +1077,12 @@ static void train_step(bench_data *d) {
     const pf_backend *be = d->be;
     if ((be ? be->forward(be->ctx, d->resident ? NULL : d->x, d->labels, d->B, 0.0f, NULL)
             : pf_forward(d->m, d->x, d->labels, d->B, 0.0f, &loss)) != PF_OK)
-        die(1, "bench: %s", pf_last_error());
-    if ((be ? be->backward(be->ctx) : pf_backward(d->m)) != PF_OK) die(1, "bench: %s", pf_last_error());
+        die(1, "bench: %s", lib_error("bench"));
+    if ((be ? be->backward(be->ctx) : pf_backward(d->m)) != PF_OK) die(1, "bench: %s", lib_error("bench"));
     if (be) {
-        if (be->step(be->ctx, &d->opt, NULL) != PF_OK) die(1, "bench: %s", pf_last_error());
+        if (be->step(be->ctx, &d->opt, NULL) != PF_OK) die(1, "bench: %s", lib_error("bench"));
 #ifdef PF_WITH_CUDA
-        if (pf_cuda_sync((pf_cuda *)be->ctx) != PF_OK) die(1, "bench: %s", pf_last_error());
+        if (pf_cuda_sync((pf_cuda *)be->ctx) != PF_OK) die(1, "bench: %s", lib_error("bench"));
 #endif
         loss = (float)d->m->loss;
     } else {
@@ -1005,12 +1099,12 @@ static void bench_call(bench_data *d, int what, int n) {
     if (what == BENCH_TRAIN) {
         train_step(d);
     } else if (what == BENCH_PREDICT) {
-        if (device_predict(d->dv, d->m, d->x, n, d->logits) != PF_OK) die(1, "bench: %s", pf_last_error());
+        if (device_predict(d->dv, d->m, d->x, n, d->logits) != PF_OK) die(1, "bench: %s", lib_error("bench"));
     } else {
 #ifdef PF_WITH_CUDA
         if (pf_cuda_forward(d->dv->g, NULL, NULL, n, 0.0f, NULL) != PF_OK ||
             pf_cuda_logits(d->dv->g, d->logits) != PF_OK)
-            die(1, "bench: %s", pf_last_error());
+            die(1, "bench: %s", lib_error("bench"));
 #endif
     }
 }
@@ -1112,10 +1206,10 @@ static void bench_measure(bench_job *j) {
     float *x, *logits;
     int *labels;
     double *t;
-    if (pf_model_create(cfg, &j->m) != PF_OK) die(1, "bench: %s", pf_last_error());
+    if (pf_model_create(cfg, &j->m) != PF_OK) die(1, "bench: %s", lib_error("bench"));
     pf_model_init(j->m, 0, 0.0f);
     if (pf_model_alloc_train(j->m) != PF_OK || (!j->dv.cuda && pf_model_reserve(j->m, j->batch) != PF_OK))
-        die(1, "bench: %s", pf_last_error());
+        die(1, "bench: %s", lib_error("bench"));
     if ((size_t)n_in > SIZE_MAX / sizeof(float) / per) die(1, "bench: batch too large");
     x = (float *)xmalloc((size_t)n_in * per * sizeof(float));
     labels = (int *)xmalloc((size_t)j->batch * sizeof(int));
@@ -1378,7 +1472,8 @@ static void print_sweep(const double *sweep, int n, const pf_model *m) {
 enum { TR_DATA, TR_TEST, TR_VAL, TR_ARCH, TR_INIT = TR_ARCH + A_N, TR_RESUME, TR_TRAIN_BRANCHES, TR_TRAIN_HEAD,
        TR_SCHEDULE, TR_EPOCHS, TR_BATCH, TR_LR, TR_OPTIMIZER, TR_WD, TR_LR_SCHED, TR_WARMUP, TR_MIN_LR, TR_CLIP,
        TR_SMOOTH, TR_NEW_BRANCH, TR_FREEZE_OLD, TR_OLD_LR, TR_PATIENCE, TR_MIN_DELTA, TR_PREFIX_CLIP, TR_CROP,
-       TR_FLIP, TR_RANDAUG, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_LOG, TR_LOG_EVERY, TR_EVAL_BATCH,
+       TR_FLIP, TR_RANDAUG, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_OVERWRITE,
+       TR_LOG, TR_LOG_EVERY, TR_EVAL_BATCH,
        TR_QUIET, TR_N };
 static const optdef TRAIN_OPTS[TR_N] = {
     {"--data", "SPEC", "required", "training data: fmnist[:DIR] cifar10[:DIR] cifar100[:DIR] folder:DIR npy:X,Y "
@@ -1415,7 +1510,9 @@ static const optdef TRAIN_OPTS[TR_N] = {
     {"--threads", "N", "all cores", "threads"},
     DEVICE_OPTDEFS,
     {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
-    {"--out", "FILE", "required", "checkpoint with training state, rewritten at every epoch end"},
+    {"--out", "FILE", "required", "checkpoint with training state, rewritten at every epoch end; an existing "
+                                  "FILE is refused unless --resume names it or --overwrite is given"},
+    {"--overwrite", NULL, "off", "replace an existing --out (a model of another run) with this run's"},
     {"--log", "FILE", "none", "JSON-lines log, one object per event (paraformer plot reads it)"},
     {"--log-every", "N", "~20 per epoch", "steps per train log line"},
     {"--eval-batch", "N", "256", "batch of evaluations"},
@@ -1498,6 +1595,30 @@ static void train_opts_flags(const cli *c, pf_train_opts *opts) {
     if (cli_get(c, TR_EVAL_BATCH)) opts->eval_batch = (int)parse_int(c, TR_EVAL_BATCH, 1, 65536);
 }
 
+// The outputs, checked before any data is read: --out and --log can be
+// written, neither is an input, and an existing --out is replaced only when
+// --resume continues that very file or --overwrite says so (it may be a
+// finished model of another run).
+static void train_outputs(const train_job *j) {
+    const cli *c = &j->c;
+    const char *log = cli_get(c, TR_LOG);
+    struct stat sb;
+    if (j->init) check_not_input(c, "--out", j->out, "--init", j->init);
+    if (log) {
+        check_not_input(c, "--log", log, "--out", j->out);
+        if (j->init) check_not_input(c, "--log", log, "--init", j->init);
+        if (j->resume) check_not_input(c, "--log", log, "--resume", j->resume);
+    }
+    check_output("train", "--out", j->out, OUT_REPLACE);
+    if (log) { // appended to; on --resume first cut back by an atomic rewrite
+        if (j->resume) check_output("train", "--log", log, OUT_REPLACE);
+        check_output("train", "--log", log, OUT_APPEND);
+    }
+    if (stat(j->out, &sb) == 0 && !cli_get(c, TR_OVERWRITE) && !(j->resume && same_file(j->out, j->resume)))
+        die(1, "train: --out %s exists%s: pass --overwrite to replace it, or --resume %s to continue the run it holds",
+            j->out, j->resume ? " and is not the --resume file" : "", j->out);
+}
+
 // Step 1: the flags, checked before any data is read (all but those that
 // need the model), so that a typo fails at once, not after a long load.
 static void train_flags(train_job *j, int argc, char **argv) {
@@ -1531,7 +1652,7 @@ static void train_flags(train_job *j, int argc, char **argv) {
         j->opts.schedule = PF_SCHED_JOINT;
         j->opts.keep_trainable = 1;
     }
-    if (pf_train_opts_validate(&j->opts) != PF_OK) usage_error(c, "%s", pf_last_error());
+    if (pf_train_opts_validate(&j->opts) != PF_OK) usage_error(c, "%s", lib_error("train"));
     j->val_frac = 0.1;
     if ((val = cli_get(c, TR_VAL)) != NULL) {
         char *end;
@@ -1540,6 +1661,7 @@ static void train_flags(train_job *j, int argc, char **argv) {
         else if (!(v >= 0 && v < 1)) usage_error(c, "--val: a fraction must be in [0, 1)");
         else j->val_frac = v;
     }
+    train_outputs(j);
     // from here on a signal stops the trainer at its next step (the run is
     // then continued with --resume), before it would kill a half-read input
     signal(SIGINT, on_signal);
@@ -1598,7 +1720,7 @@ static pf_model *train_new_model(train_job *j) {
     if (!cli_get(c, TR_ARCH + A_MEAN) && !cli_get(c, TR_ARCH + A_STD) && !paper &&
         pf_config_fit(&j->cfg, &j->train, PF_FIT_NORM) != PF_OK)
         die(1, "%s", pf_last_error());
-    if (pf_model_create(&j->cfg, &m) != PF_OK) die(2, "train: %s", pf_last_error());
+    if (pf_model_create(&j->cfg, &m) != PF_OK) die(2, "train: %s", lib_error("train"));
     pf_model_init(m, j->opts.seed, j->embed_std);
     return m;
 }
@@ -1714,7 +1836,9 @@ static int cmd_train(int argc, char **argv) {
         printf("usage: paraformer train --data SPEC --out M.safetensors [options]\n\n"
                "Trains a ParaFormer progressively (docs/design.md §3). The checkpoint at --out carries the training state and\n"
                "is rewritten atomically at every epoch end, so an interrupted run continues bit-identically with\n"
-               "the same command plus --resume M.safetensors. At the end: test accuracy and the branch sweep.\n\n"
+               "the same command plus --resume M.safetensors. At the end: test accuracy and the branch sweep.\n"
+               "An existing file at --out is refused (it may be another run's finished model) unless --resume\n"
+               "names that file or --overwrite is given; --out and --log are checked before any data is read.\n\n"
                "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), paper (the\n"
                "authors' setup). Flags override the preset. Without --image-size/--channels/--classes/--mean/--std\n"
                "the model takes them from the data (mean/std: per-channel statistics of the training split).\n\n");
@@ -1831,6 +1955,9 @@ static int cmd_compress(int argc, char **argv) {
         return 0;
     }
     cli_parse(&c, argc, argv);
+    cli_need(&c, O_KEEP);
+    check_not_input(&c, "--out", cli_need(&c, O_OUT), "--model", cli_need(&c, O_MODEL));
+    check_output("compress", "--out", cli_need(&c, O_OUT), OUT_REPLACE);
     if (pf_model_load(cli_need(&c, O_MODEL), &m) != PF_OK) die_file(cli_need(&c, O_MODEL));
     if (pf_model_compress(m, (int)parse_int(&c, O_KEEP, 1, m->cfg.branches), &m2) != PF_OK) die(1, "%s", pf_last_error());
     if (pf_model_save(m2, cli_need(&c, O_OUT)) != PF_OK) die_file(cli_need(&c, O_OUT));
@@ -1864,12 +1991,14 @@ static int cmd_expand(int argc, char **argv) {
         return 0;
     }
     cli_parse(&c, argc, argv);
+    check_not_input(&c, "--out", cli_need(&c, O_OUT), "--model", cli_need(&c, O_MODEL));
+    check_output("expand", "--out", cli_need(&c, O_OUT), OUT_REPLACE);
     if (pf_model_load(cli_need(&c, O_MODEL), &m) != PF_OK) die_file(cli_need(&c, O_MODEL));
     add = cli_get(&c, O_ADD) ? (int)parse_int(&c, O_ADD, 0, 1024) : 0;
     if (cli_get(&c, O_CLASSES)) classes = (int)parse_int(&c, O_CLASSES, m->cfg.classes, 1 << 20);
     if (cli_get(&c, O_NEW_BRANCH)) nb = parse_choice(&c, O_NEW_BRANCH, NB, 2);
     if (pf_model_expand(m, add, classes, nb, cli_get(&c, O_SEED) ? parse_u64(&c, O_SEED) : 0, &m2) != PF_OK)
-        usage_error(&c, "%s", pf_last_error());
+        usage_error(&c, "%s", lib_error("expand"));
     if (pf_model_save(m2, cli_need(&c, O_OUT)) != PF_OK) die_file(cli_need(&c, O_OUT));
     printf("%s: %d -> %d branches, %d -> %d classes, %zu parameters\n", cli_need(&c, O_OUT), m->cfg.branches,
            m2->cfg.branches, m->cfg.classes, m2->cfg.classes, m2->n_params);
@@ -1921,9 +2050,10 @@ static int cmd_plot(int argc, char **argv) {
     if (cli_get(&c, O_WIDTH)) width = (int)parse_int(&c, O_WIDTH, 400, 10000);
     for (i = 0; i < c.n; i++) {
         if (c.which[i] != O_LOG) continue;
-        if (!strcmp(c.vals[i], out)) usage_error(&c, "--out %s is also a --log", out);
+        if (same_file(out, c.vals[i])) usage_error(&c, "--out %s is also a --log (%s)", out, c.vals[i]);
         if (++nr > PLOT_MAX_RUNS) usage_error(&c, "more than %d --log files", PLOT_MAX_RUNS);
     }
+    check_output("plot", "--out", out, OUT_REPLACE);
     runs = (plot_run *)xmalloc((size_t)nr * sizeof *runs);
     for (i = nr = 0; i < c.n; i++)
         if (c.which[i] == O_LOG) plot_read(&runs[nr++], c.vals[i]);

@@ -8,7 +8,8 @@
 # Data: $PARAFORMER_DATA/fashion-mnist when it holds the four IDX files
 # (.gz or raw), else the 4000/1000-image sample shipped in data/fmnist-sample.
 # Output in $RUN_DIR (default runs/fmnist): model.safetensors (with its
-# training state: rerun with --resume to continue), train.jsonl, train.svg.
+# training state: rerun with --resume to continue), train.jsonl, train.svg;
+# a rerun replaces them (--overwrite: the model of the previous run).
 # RUN_EPOCHS sets the epochs per stage (default: 4 on the full data, about
 # two minutes on 2 cores; 6 on the sample, seconds). The full recipe that reaches 90 %
 # is `paraformer train --preset fmnist-small` with its own epochs (README).
@@ -36,10 +37,13 @@ else
     echo "      set PARAFORMER_DATA to a folder holding fashion-mnist/ for the full set"
 fi
 
-rm -f "$out/train.jsonl"
+# a new run starts a new log; --resume (among the extra flags) continues it
+resume=0
+for a in "$@"; do case $a in --resume | --resume=*) resume=1 ;; esac; done
+[ "$resume" = 1 ] || rm -f "$out/train.jsonl"
 set -x
 "$exe" train --preset fmnist-small --data "$data" --epochs "$epochs" --patience 0 \
-    --out "$out/model.safetensors" --log "$out/train.jsonl" "$@"
+    --out "$out/model.safetensors" --overwrite --log "$out/train.jsonl" "$@"
 "$exe" eval --model "$out/model.safetensors" --data "$data@test" --sweep
 "$exe" plot --log "$out/train.jsonl" --out "$out/train.svg" --title "ParaFormer on Fashion-MNIST ($data)"
 { set +x; } 2>/dev/null
