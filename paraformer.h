@@ -27,7 +27,8 @@
        PF_TRY(pf_model_alloc_train(m));             // gradients, Adam moments
        PF_TRY(pf_forward(m, x, labels, 64, 0.0f, &loss)); // x: [B,C,H,W] normalised
        PF_TRY(pf_backward(m));                      // m->grads
-       pf_optim opt = pf_optim_default();  pf_optim_step(m, &opt);
+       pf_optim opt = pf_optim_default();
+       PF_TRY(pf_optim_step(m, &opt, NULL));       // AdamW
        pf_model_save(m, "model.safetensors");       // PyTorch reads it
 
    OPTIONS (define before including)
@@ -465,9 +466,10 @@ PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm);
 /* One optimizer step (clips first if o->clip > 0) on the tensors that exist:
    stem/head if trainable, branches b < active with train_branch[b]. Others
    take no step at all (no decay, no moment update, no step count), like
-   parameters without a gradient in PyTorch. Returns the grad norm if clipping
-   was done, else 0. */
-PFDEF double pf_optim_step(pf_model *m, const pf_optim *o);
+   parameters without a gradient in PyTorch. *norm (when not NULL) gets the
+   grad norm before clipping when clipping was done, else 0. A model without
+   training state (pf_model_alloc_train) is an error, not a silent no-op. */
+PFDEF pf_status pf_optim_step(pf_model *m, const pf_optim *o, double *norm);
 
 /* The rules of one optimizer step that the CPU and the GPU backend both
    apply (paraformer_cuda.cu calls these rather than restating them). */
@@ -3498,10 +3500,14 @@ PFDEF int pf_adam_step_of(pf_model *m, const pf_optim *o, int t, pf_adam_step *a
     return 1;
 }
 
-PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
-    double norm = 0, t0 = m->profile ? pf_time() : 0.0;
+PFDEF pf_status pf_optim_step(pf_model *m, const pf_optim *o, double *norm_out) {
+    double norm = 0, t0;
     int t;
-    if (!m->grads) return 0;
+    PF__NEED(m, "pf_optim_step", "the model");
+    PF__NEED(o, "pf_optim_step", "the optimizer settings");
+    if (norm_out) *norm_out = 0;
+    if (!m->grads) return pf_fail(PF_ERR_ARG, "pf_optim_step: the model has no gradients (call pf_model_alloc_train)");
+    t0 = m->profile ? pf_time() : 0.0;
     if (o->clip > 0.0f) norm = pf_clip_grad_norm(m, o->clip);
     for (t = 0; t < m->n_specs; t++) {
         const pf_tensor_spec *s = &m->specs[t];
@@ -3525,7 +3531,8 @@ PFDEF double pf_optim_step(pf_model *m, const pf_optim *o) {
     }
     pf__lap(m, 1, PF_OP_OPTIM, t0, 12.0 * (double)m->n_params);
     m->params_gen++;
-    return norm;
+    if (norm_out) *norm_out = norm;
+    return PF_OK;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -6265,7 +6272,7 @@ static pf_status pf__trainer_pass(pf_trainer *t, const char *pass_name, int pass
                 if ((st = pf_forward(m, t->x, t->labels, nb, t->o.label_smoothing, NULL)) != PF_OK) return st;
                 if (!isfinite(m->loss)) return pf__diverged(t);
                 if ((st = pf_backward(m)) != PF_OK) return st;
-                pf_optim_step(m, &opt);
+                if ((st = pf_optim_step(m, &opt, NULL)) != PF_OK) return st;
             }
             t->s.step++;
             for (i = 0; i < nb; i++) hits += pf__argmax(z + (size_t)i * K, K) == t->labels[i];

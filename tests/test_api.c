@@ -50,6 +50,19 @@ int main(void) {
     refused(pf_predict(m, xf, -1, out), "pf_predict(m, x, -1, out)", "pf_predict", NULL);
     check(pf_predict(m, NULL, 0, NULL) == PF_OK, "pf_predict of 0 images needs no arrays");
     refused(pf_model_alloc_train(NULL), "pf_model_alloc_train(NULL)", "pf_model_alloc_train", "model");
+    {
+        pf_optim o = pf_optim_default();
+        double norm = -1;
+        refused(pf_optim_step(m, &o, &norm), "pf_optim_step before pf_model_alloc_train", "pf_optim_step",
+                "pf_model_alloc_train");
+        check(norm == 0, "a refused step reports no norm");
+        refused(pf_optim_step(NULL, &o, NULL), "pf_optim_step(NULL, ...)", "pf_optim_step", "model");
+        refused(pf_optim_step(m, NULL, NULL), "pf_optim_step(m, NULL, ...)", "pf_optim_step", "optimizer");
+        o.clip = 1.0f;
+        check(pf_model_alloc_train(m) == PF_OK && pf_forward(m, x, y, 4, 0.0f, &loss) == PF_OK &&
+                  pf_backward(m) == PF_OK && pf_optim_step(m, &o, &norm) == PF_OK && norm > 0,
+              "with training state the step runs and reports the clipped norm (%g)", norm);
+    }
 
     refused(pf_model_save(NULL, path), "pf_model_save(NULL, path)", "pf_model_save", "model");
     refused(pf_model_save(m, NULL), "pf_model_save(m, NULL)", "pf_model_save", "path");

@@ -141,7 +141,7 @@ static void test_weight_cache(void) {
         pf_forward(m, x, y, 3, 0.0f, NULL);        /* packs per call */
         for (j = 0; j < 12; j++) ref[j] = (float)m->logits[j];
         if (memcmp(out, ref, sizeof out)) ok = 0;
-        if (i == 0) { pf_backward(m); pf_optim_step(m, &o); }        /* step bumps the generation */
+        if (i == 0) { pf_backward(m); pf_optim_step(m, &o, NULL); }        /* step bumps the generation */
         if (i == 1) { m->params[m->n_params - 1] += 0.5f; pf_model_changed(m); } /* direct edit */
     }
     check(ok, "pf_predict's packed-weight cache: same bits as pf_forward, refreshed after a step and pf_model_changed");

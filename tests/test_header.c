@@ -122,7 +122,7 @@ int main(void) {
     {
         pf_optim opt = pf_optim_default();
         float loss2 = -1.0f;
-        pf_optim_step(m, &opt);
+        pf_optim_step(m, &opt, NULL);
         st = pf_forward(m, x, labels, B, 0.0f, &loss2);
         snprintf(buf, sizeof buf, "loss %.6f -> %.6f", loss, loss2);
         check_d(st == PF_OK && all_finite(m->params, m->n_params) && loss2 == loss2 && loss2 < loss,

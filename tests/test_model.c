@@ -207,7 +207,7 @@ static void case_steps(const ref_case *c, const pf_optim *o) {
         pf_forward(c->m, c->xin, c->labels, c->B, (float)jnum(c->tj, "label_smoothing"), &loss);
         if (loss_err(c->name, loss, ref[step]) > TOL) bad = 1;
         pf_backward(c->m);
-        pf_optim_step(c->m, o);
+        pf_optim_step(c->m, o, NULL);
     }
     check(!bad, "%s: %d %s step losses match", c->name, c->steps, o->adam ? "Adam" : "AdamW");
     free(ref);
@@ -312,7 +312,7 @@ static pf_real *train_copy(int threads, size_t *n) {
     for (step = 0; step < 3; step++) {
         pf_forward(m, x, labels, 8, 0.1f, &loss);
         pf_backward(m);
-        pf_optim_step(m, &o);
+        pf_optim_step(m, &o, NULL);
     }
     *n = 2 * m->n_params + 8 * 7;
     out = (pf_real *)malloc(sizeof(pf_real) * *n);

@@ -1086,7 +1086,7 @@ static void train_step(bench_data *d) {
 #endif
         loss = (float)d->m->loss;
     } else {
-        pf_optim_step(d->m, &d->opt);
+        if (pf_optim_step(d->m, &d->opt, NULL) != PF_OK) die(1, "%s", pf_last_error());
     }
     if (!isfinite(loss)) die(1, "bench: the training loss is not finite (%g)", (double)loss);
 }
