@@ -485,6 +485,34 @@ has "the resumed run kept the run's log (not removed as a new run's)" "$T/run/tr
 expect_ok "plot the training log" "$EXE" plot --log "$T/full.jsonl" --out "$T/full.svg"
 has "the plot marks the stages" "$T/full.svg" "stage 2" "stage 3"
 
+# --- checkpoint writes cut short ----------------------------------------------
+# A write killed (SIGKILL at any moment) or stopped by a full disk (ulimit -f)
+# leaves at most a stale NAME.tmp: the checkpoint at NAME is the old one or
+# the new one, whole, every time, and the next run reuses the temporary.
+CK="$T/cut.safetensors"
+"$EXE" train --data "$D" --test none "${TINY[@]}" --out "$CK" >/dev/null 2>&1
+cut_ok=1 cut_killed=0
+for i in $(seq 1 20); do
+    "$EXE" train --data "$D" --test none "${TINY[@]}" --seed "$i" --overwrite --out "$CK" >/dev/null 2>&1 &
+    pid=$!
+    sleep "0.$(printf %03d $(( (i * 7919) % 300 )))"  # 0 to 0.3 s: a run takes about 0.3 s here
+    kill -KILL "$pid" 2>/dev/null && cut_killed=$((cut_killed + 1))
+    wait "$pid" 2>/dev/null
+    if ! "$EXE" info --model "$CK" >/dev/null 2>"$T/err"; then cut_ok=0; break; fi
+done
+if [ "$cut_ok" = 1 ]; then ok "20 runs killed at spread moments ($cut_killed while running): the checkpoint loads every time"
+else bad "after kill $i the checkpoint does not load: $(first_line "$T/err")"; fi
+size=$(wc -c <"$CK")
+{ ( ulimit -f $(( size / 1024 / 2 )); exec "$EXE" train --data "$D" --test none "${TINY[@]}" --seed 99 --overwrite \
+    --out "$CK" ) >/dev/null 2>&1; } 2>/dev/null
+rc=$?
+if [ "$rc" -ne 0 ] && "$EXE" info --model "$CK" >/dev/null 2>&1; then
+    ok "a write stopped by a full disk (ulimit -f, exit $rc) leaves the old checkpoint whole"
+else bad "ulimit -f: exit $rc, or the old checkpoint no longer loads"; fi
+expect_ok "the next run after a cut write succeeds (a stale .tmp is reused)" "$EXE" train --data "$D" --test none \
+    "${TINY[@]}" --overwrite --out "$CK"
+no_file "and leaves no temporary behind" "$CK.tmp"
+
 # --- --device: the GPU backend ------------------------------------------------
 # The program without the backend refuses --device cuda (exit 1, saying how to
 # get one). $PARAFORMER_EMU (make test: build/paraformer_emu) is the program
