@@ -4829,8 +4829,9 @@ static char **pf__read_names(const char *dir, const char *file, int k) {
 static pf_status pf__load_cifar(const char *dir, int split, int hundred, pf_dataset *d) {
     const size_t rec = hundred ? 3074 : 3073;
     const char *what = hundred ? "CIFAR-100 batch" : "CIFAR-10 batch";
-    char path[1024], base[64];
-    int f, nf = hundred || split == PF_SPLIT_TEST ? 1 : 5;
+    char path[1024], base[64], missing[64] = "";
+    int f, nf = hundred || split == PF_SPLIT_TEST ? 1 : 5, loaded = 0;
+    size_t ml = 0;
     pf_status st = PF_OK;
     d->h = d->w = 32;
     d->c = 3;
@@ -4843,7 +4844,15 @@ static pf_status pf__load_cifar(const char *dir, int split, int hundred, pf_data
         if (hundred) snprintf(base, sizeof base, "%s.bin", split == PF_SPLIT_TEST ? "test" : "train");
         else if (split == PF_SPLIT_TEST) snprintf(base, sizeof base, "test_batch.bin");
         else snprintf(base, sizeof base, "data_batch_%d.bin", f + 1);
-        if ((st = pf__find_file(path, sizeof path, dir, base, what)) != PF_OK) break;
+        if ((st = pf__find_file(path, sizeof path, dir, base, what)) != PF_OK) {
+            /* CIFAR-10's training split: the batches that are there (a
+               slice of the set), named in the dataset's name */
+            if (nf == 1 || st != PF_ERR_IO) break;
+            pf__appendf(missing, sizeof missing, &ml, "%s%d", ml ? "," : "", f + 1);
+            st = PF_OK;
+            continue;
+        }
+        loaded++;
         if ((st = pf__in_open(&in, path)) != PF_OK) break;
         st = pf__in_rest(&in, 0, rec, hundred ? "coarse label, fine label, 3072 pixels" : "label, 3072 pixels", &buf, &len);
         pf__in_close(&in);
@@ -4881,6 +4890,12 @@ static pf_status pf__load_cifar(const char *dir, int split, int hundred, pf_data
         }
         PF_FREE(buf);
         d->n += (int)nrec;
+    }
+    if (st == PF_OK && nf > 1 && !loaded)
+        st = pf_fail(PF_ERR_IO, "%s: no CIFAR-10 training batch (data_batch_1.bin .. data_batch_5.bin, or .bin.gz)", dir);
+    if (st == PF_OK && ml) {
+        size_t len = strlen(d->name);
+        pf__appendf(d->name, sizeof d->name, &len, " (%d of 5 training batches; data_batch_%s missing)", loaded, missing);
     }
     if (st == PF_OK) {
         d->class_names = pf__read_names(dir, hundred ? "fine_label_names.txt" : "batches.meta.txt", d->classes);

@@ -592,6 +592,7 @@ static void bad_gzip(const char *dir, const char *im, const char *lb, tbuf *b, t
 /* CIFAR batches that are not whole records, labels out of range, missing batches */
 static void bad_cifar(tbuf *b) {
     const char *spec;
+    int i;
     const char *c = mkd(tmp_path("c10_bad"));
     write_cifar10(c, 2, "");
     spec = tmp_str("cifar10:%s", c);
@@ -610,7 +611,16 @@ static void bad_cifar(tbuf *b) {
     write_file(tmp_path("c10_bad/data_batch_2.bin"), b->p, b->n);
     load_fail(spec, "cifar10: label 10", "data_batch_2.bin");
     remove(tmp_path("c10_bad/data_batch_2.bin"));
-    load_fail(spec, "cifar10: data_batch_2 missing", "data_batch_2.bin");
+    {   /* the batches that are there: a slice of the set, named */
+        pf_dataset d;
+        pf_status st = pf_dataset_load(spec, PF_SPLIT_TRAIN, &d);
+        check(st == PF_OK && d.n == 8 && strstr(d.name, "4 of 5 training batches") && strstr(d.name, "data_batch_2 missing"),
+              "cifar10 with data_batch_2 missing: the 4 others load, and the name says so (%s)",
+              st == PF_OK ? d.name : pf_last_error());
+        if (st == PF_OK) pf_dataset_free(&d);
+        for (i = 1; i <= 5; i++) remove(tmp_path("c10_bad/data_batch_%d.bin", i));
+        load_fail(spec, "cifar10 without any training batch", "data_batch_1.bin");
+    }
     {
         const char *c1 = mkd(tmp_path("c100_bad"));
         b->n = 0; cifar_file(b, 0, 2, 1); b->p[3074 + 1] = 100;
