@@ -44,9 +44,15 @@
                           <stb/stb_image.h> for the declarations, and one file
                           of the program compiles stb's implementation
                           (#define STB_IMAGE_IMPLEMENTATION, then #include
-                          <stb/stb_image.h>, before or after this header)
+                          <stb/stb_image.h>, after this header), with
+                          STBI_MALLOC/STBI_REALLOC/STBI_FREE set to
+                          pf_stbi_malloc/_realloc/_free and STBI_MAX_DIMENSIONS
+                          to 16384, so that a hostile file cannot make
+                          stb_image allocate without bound
        PF_DATASET_MAX_BYTES  most bytes one dataset file may (decompress to)
                           (default 1 GiB: stops gzip bombs)
+       PF_IMAGE_MAX_PIXELS   most pixels of one image file (default 2^25,
+                          e.g. 5792 x 5792; raise it for larger photos)
        OpenMP is used when the file is compiled with -fopenmp. Every parallel
        loop gives each output element to exactly one thread, so the results
        are bitwise identical for any number of threads.
@@ -694,10 +700,19 @@ PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, 
 
 /* Reads an image file (PNG, JPEG, BMP; needs PF_HAVE_STB) into 8-bit pixels
    [h, w, c] allocated with PF_MALLOC (free with pf_image_free). Refuses
-   images larger than 16384 on a side and JPEGs that would trip known
-   stb_image bugs. */
+   images larger than 16384 on a side or PF_IMAGE_MAX_PIXELS in all, and
+   JPEGs that would trip known stb_image bugs. */
 PFDEF pf_status pf_image_load(const char *path, unsigned char **pixels, int *h, int *w, int *c);
 PFDEF void pf_image_free(unsigned char *pixels);
+/* stb_image's allocator (define STBI_MALLOC(sz) as pf_stbi_malloc(sz), and
+   the other two alike, where stb_image's implementation is compiled):
+   PF_MALLOC & co., but refusing any one allocation above the bound that
+   pf_image_load sets from the image's declared size (256 MiB outside it),
+   so that a PNG whose chunk lengths lie fails cleanly instead of asking
+   for gigabytes. */
+PFDEF void *pf_stbi_malloc(size_t n);
+PFDEF void *pf_stbi_realloc(void *p, size_t n);
+PFDEF void pf_stbi_free(void *p);
 
 /* ---------------------------------------------------------------------- */
 /* compute backends: what the trainer and the evaluator run on (the CPU
@@ -4906,6 +4921,23 @@ static pf_status pf__load_cifar(const char *dir, int split, int hundred, pf_data
 
 /* ---- image files (stb_image) ---- */
 
+#ifndef PF_IMAGE_MAX_PIXELS
+#define PF_IMAGE_MAX_PIXELS ((size_t)1 << 25)
+#endif
+/* the largest single allocation stb_image may make now (0: the default) */
+static PF__TLS size_t pf__stbi_bound;
+#define PF__STBI_DEFAULT_BOUND ((size_t)256 << 20)
+
+PFDEF void *pf_stbi_malloc(size_t n) {
+    if (n > (pf__stbi_bound ? pf__stbi_bound : PF__STBI_DEFAULT_BOUND)) return NULL;
+    return PF_MALLOC(n ? n : 1);
+}
+PFDEF void *pf_stbi_realloc(void *p, size_t n) {
+    if (n > (pf__stbi_bound ? pf__stbi_bound : PF__STBI_DEFAULT_BOUND)) return NULL;
+    return PF_REALLOC(p, n ? n : 1);
+}
+PFDEF void pf_stbi_free(void *p) { if (p) PF_FREE(p); }
+
 #ifdef PF_HAVE_STB
 /* Debian's stb_image (2.27) overruns its Huffman tables when a JPEG DHT table
    declares more than 256 codes (nothings/stb#1289, fixed upstream later).
@@ -4935,7 +4967,7 @@ static pf_status pf__image_load(const char *path, int want, unsigned char **pixe
     FILE *f = fopen(path, "rb");
     long long size;
     unsigned char *buf, *img;
-    int iw = 0, ih = 0, ic = 0;
+    int iw = 0, ih = 0, ic = 0, known;
     size_t bytes;
     *pixels = NULL;
     *h = *w = *c = 0;
@@ -4953,7 +4985,10 @@ static pf_status pf__image_load(const char *path, int want, unsigned char **pixe
         PF_FREE(buf);
         return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (corrupt JPEG: a Huffman table has more than 256 codes)", path);
     }
-    if (!stbi_info_from_memory(buf, (int)size, &iw, &ih, &ic)) {
+    pf__stbi_bound = 2 * (size_t)size + ((size_t)16 << 20); /* the header probe reads, it does not decode */
+    known = stbi_info_from_memory(buf, (int)size, &iw, &ih, &ic);
+    pf__stbi_bound = 0;
+    if (!known) {
         PF_FREE(buf);
         return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%s)", path, stbi_failure_reason());
     }
@@ -4962,7 +4997,17 @@ static pf_status pf__image_load(const char *path, int want, unsigned char **pixe
         return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%dx%d: more than %d pixels on a side)", path, iw, ih,
                        PF__MAX_SIDE);
     }
+    if ((size_t)iw * (size_t)ih > PF_IMAGE_MAX_PIXELS) {
+        PF_FREE(buf);
+        return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%dx%d: more than PF_IMAGE_MAX_PIXELS = %zu pixels)", path,
+                       iw, ih, (size_t)PF_IMAGE_MAX_PIXELS);
+    }
+    /* what decoding this image can need at once: 16-bit RGBA rows with their
+       filter bytes, twice over (stb grows buffers by doubling), and the
+       file's own bytes; nothing a lying chunk length asks for beyond that */
+    pf__stbi_bound = 2 * ((size_t)iw * 8 + 1) * (size_t)ih + 2 * (size_t)size + ((size_t)1 << 20);
     img = stbi_load_from_memory(buf, (int)size, &iw, &ih, &ic, want);
+    pf__stbi_bound = 0;
     PF_FREE(buf);
     if (!img) return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (%s)", path, stbi_failure_reason());
     if (want) ic = want;

@@ -6,13 +6,18 @@
    Each image (PNG, JPEG, BMP) is resized to the model's input, converted to
    its channels, scaled to [0,1] and normalised with the mean/std stored in
    the checkpoint; prints the top classes with their probabilities. */
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+/* stb_image's implementation, its allocations bounded by the library */
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
+#define STBI_MAX_DIMENSIONS (1 << 14)
+#define STBI_MALLOC(sz) pf_stbi_malloc(sz)
+#define STBI_REALLOC(p, sz) pf_stbi_realloc(p, sz)
+#define STBI_FREE(p) pf_stbi_free(p)
 #include <stb/stb_image.h>
-#define PARAFORMER_IMPLEMENTATION
-#include "../paraformer.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -33,16 +33,20 @@
 #include "pf_alloc_guard.h" /* PF_MALLOC & co., counted and capped */
 #define PF_DATASET_MAX_BYTES ((uint64_t)8 << 20)
 
-#ifdef PF_HAVE_STB /* stb's implementation, here before the header (tools/paraformer.c puts it after) */
+#define PARAFORMER_IMPLEMENTATION
+#include "../paraformer.h"
+
+#ifdef PF_HAVE_STB /* stb's implementation, after the header, as a program compiles it (tools/paraformer.c) */
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_JPEG
+#define STBI_MAX_DIMENSIONS (1 << 14)
+#define STBI_MALLOC(sz) pf_stbi_malloc(sz)
+#define STBI_REALLOC(p, sz) pf_stbi_realloc(p, sz)
+#define STBI_FREE(p) pf_stbi_free(p)
 #include <stb/stb_image.h>
 #endif
-
-#define PARAFORMER_IMPLEMENTATION
-#include "../paraformer.h"
 
 #define PF_TEST_FILES
 #include "pf_test.h"
@@ -426,6 +430,51 @@ static void test_folder(void) {
         pf_guard_biggest = 0;
         st = pf_image_load(tmp_path("folder_odd/k/c.png"), &px, &h, &w, &c);
         expect_fail(st, "pf_image_load of garbage named .png", tmp_path("folder_odd/k/c.png"));
+    }
+    {   /* found by fuzzing stb_image 2.27: what a hostile header makes it do */
+        static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+        tbuf png = {0, 0, 0}, ih = {0, 0, 0};
+        unsigned char *px = NULL;
+        int h, w, c;
+        double t0;
+        tb_add(&png, sig, 8);
+        tb_be(&ih, 1, 4); tb_be(&ih, 1, 4); tb_byte(&ih, 8, 1); tb_byte(&ih, 0, 1); tb_byte(&ih, 0, 3);
+        png_chunk(&png, "IHDR", ih.p, ih.n);
+        tb_be(&png, 200u << 20, 4); /* an IDAT that says 200 MiB follow (below the 256 MiB outside an image) */
+        tb_add(&png, "IDAT", 4);
+        tb_add(&png, "\x78\x01\x01\x02\x00", 5);
+        write_file(tmp_path("lying_idat.png"), png.p, png.n);
+        pf_guard_biggest = 0;
+        st = pf_image_load(tmp_path("lying_idat.png"), &px, &h, &w, &c);
+        expect_fail(st, "a 1x1 PNG whose IDAT length says 200 MiB (stb's allocations bounded)", tmp_path("lying_idat.png"));
+        check(pf_guard_biggest < ((size_t)2 << 20), "and nothing above 2 MiB was asked for (largest %zu bytes)",
+              pf_guard_biggest);
+        if (st == PF_OK) pf_image_free(px);
+        {   /* stb_image allocates through pf_stbi_malloc (so through PF_MALLOC, counted here) */
+            size_t n = 0;
+            unsigned char *file = read_file(tmp_path("folder_odd/k/a.bmp"), &n), *img;
+            long live = pf_guard_live;
+            int iw, ihh, ic;
+            img = file ? stbi_load_from_memory(file, (int)n, &iw, &ihh, &ic, 0) : NULL;
+            check(img && pf_guard_live == live + 1, "stb_image's allocations go through pf_stbi_malloc (%ld -> %ld live)",
+                  live, pf_guard_live);
+            if (img) stbi_image_free(img);
+            free(file);
+        }
+        free(png.p); free(ih.p);
+        png.p = NULL; png.n = png.cap = 0;
+        /* a BMP header declaring 9930 x 16383 pixels (under 16384 a side, 163 M in all) */
+        tb_byte(&png, 'B', 1); tb_byte(&png, 'M', 1); tb_le(&png, 300, 4); tb_le(&png, 0, 4); tb_le(&png, 54, 4);
+        tb_le(&png, 40, 4); tb_le(&png, 9930, 4); tb_le(&png, 16383, 4); tb_le(&png, 1, 2); tb_le(&png, 24, 2);
+        tb_le(&png, 0, 4); tb_le(&png, 0, 4); tb_le(&png, 2835, 4); tb_le(&png, 2835, 4); tb_le(&png, 0, 4); tb_le(&png, 0, 4);
+        tb_add(&png, "0123456789012345678901234567890123456789", 40);
+        write_file(tmp_path("huge.bmp"), png.p, png.n);
+        t0 = pf_time();
+        st = pf_image_load(tmp_path("huge.bmp"), &px, &h, &w, &c);
+        check(st == PF_ERR_FORMAT && strstr(pf_last_error(), "PF_IMAGE_MAX_PIXELS") && pf_time() - t0 < 1.0,
+              "a BMP declaring 9930x16383 pixels is refused at once, naming PF_IMAGE_MAX_PIXELS (%s)", pf_last_error());
+        if (st == PF_OK) pf_image_free(px);
+        free(png.p);
     }
 #else
     (void)a; (void)b; (void)g; (void)i; (void)ok; (void)empty; (void)odd;
