@@ -433,6 +433,125 @@ expect_ok "train --init the expanded model, only the new branch" "$EXE" train --
 if only_branch4_changed "$T/e.safetensors" "$T/e_tuned.safetensors"; then ok "--train-branches 4 --train-head 10: only branch 4 and head rows 10.. changed"
 else bad "--train-branches changed more (or less) than branch 4 and the new head rows"; fi
 
+# --- data of another shape or more classes: refused unless --resize ---------------
+# eval, predict (uint8 arrays, image files) and train --init refuse images of
+# another size or channel count than the model's, naming both shapes (exit
+# 1), unless --resize; data of more classes than the model's is refused
+# whatever the flags, fewer are fine. float32 input must always match.
+# exit_is N LABEL CMD...: the command exits with status N
+exit_is() {
+    local want=$1 label=$2 rc
+    shift 2
+    rc=$("$@" >/dev/null 2>&1 </dev/null; echo $?)
+    if [ "$rc" -eq "$want" ]; then ok "$label exits $want"; else bad "$label: exit $rc, not $want"; fi
+}
+# npy_u8 PATH SHAPE: a uint8 .npy v1.0 of SHAPE (a Python tuple) holding stdin's bytes
+npy_u8() {
+    local h="{'descr': '|u1', 'fortran_order': False, 'shape': $2, }" pad n
+    pad=$(( (64 - (10 + ${#h} + 1) % 64) % 64 ))
+    h+=$(printf '%*s' "$pad" '')
+    n=$(( ${#h} + 1 ))
+    { printf '\x93NUMPY\x01\x00'; printf "\\$(printf %03o $((n & 255)))\\$(printf %03o $((n >> 8)))"
+      printf '%s\n' "$h"; cat; } >"$1"
+}
+fm_bytes() { gzip -dc "$S/t10k-images-idx3-ubyte.gz" | tail -c +17 | head -c "$1"; } # Fashion-MNIST pixels
+M10="$T/model10.safetensors" # 16x16x3 like $M, 10 classes
+expect_ok "init a 16x16x3 model of 10 classes" "$EXE" init --out "$M10" "${SMALL[@]}" --classes 10 --seed 5
+E100="fmnist:$S#limit=100"
+expect_fail "eval a 16x16x3 model on 28x28x1 data, naming both shapes" \
+    "eval: $M10 takes 16x16x3 images; fmnist:$S@test#limit=100 has 28x28x1: pass --resize to resize and convert them" \
+    "$EXE" eval --model "$M10" --data "$E100"
+exit_is 1 "eval on data of another shape" "$EXE" eval --model "$M10" --data "$E100"
+expect_ok "eval --resize on data of another shape" "$EXE" eval --model "$M10" --data "$E100" --resize --json
+has "eval --resize scores all 100 images" "$T/out" '"n": 100,'
+expect_fail "eval a 4-class model on 10-class data, even with --resize" "$M has 4 classes; fmnist:$S@test#limit=100 has 10" \
+    "$EXE" eval --model "$M" --data "$E100" --resize
+has "the refusal says how to keep the model's classes" "$T/err" "#classes=0-3"
+expect_fail "eval a 4-class model on #classes=2-5 (labels up to 5)" "has labels up to 5" \
+    "$EXE" eval --model "$M" --data "fmnist:$S#classes=2-5" --resize
+expect_ok "eval a 4-class model on #classes=0-3 (a subset of its classes)" "$EXE" eval --model "$M" \
+    --data "fmnist:$S#classes=0-3#limit=100" --resize --json
+expect_ok "eval a 10-class model on 5 of its classes" "$EXE" eval --model "$T/full.safetensors" \
+    --data "fmnist:$S#classes=0-4#limit=100" --json
+expect_ok "eval --help" "$EXE" eval --help
+if grep -qE -- '--resize .*\(default: off\)' "$T/out"; then ok "eval --help shows --resize (default: off)"
+else bad "eval --help does not show --resize with its default"; fi
+
+fm_bytes $((3 * 28 * 28)) | npy_u8 "$T/g28.npy" "(3, 28, 28)"         # uint8 [3,28,28]: gray 28x28
+fm_bytes $((2 * 20 * 24 * 4)) | npy_u8 "$T/rgba.npy" "(2, 20, 24, 4)" # uint8 [2,20,24,4]: RGBA 20x24
+fm_bytes $((2 * 20 * 24 * 7)) | npy_u8 "$T/c7.npy" "(2, 20, 24, 7)"   # 7 channels: no image
+expect_fail "predict a uint8 .npy of another shape, naming both" \
+    "predict: $M takes 16x16x3 images; $T/g28.npy has 28x28x1 (uint8 [3,28,28]): pass --resize" \
+    "$EXE" predict --model "$M" --input "$T/g28.npy" --output "$T/yr.csv"
+exit_is 1 "predict on a uint8 .npy of another shape" "$EXE" predict --model "$M" --input "$T/g28.npy" --output "$T/yr.csv"
+no_file "the refused predict leaves no output" "$T/yr.csv"
+expect_ok "predict --resize a uint8 [N,H,W] .npy of another size and channels" "$EXE" predict --model "$M" \
+    --input "$T/g28.npy" --output - --resize
+if [ "$(grep -c . "$T/out")" = 4 ]; then ok "predict --resize: a header and 3 rows"; else bad "predict --resize: $(grep -c . "$T/out") lines"; fi
+expect_ok "predict --resize a uint8 RGBA .npy of another size" "$EXE" predict --model "$M" --input "$T/rgba.npy" \
+    --output - --resize --top 1
+expect_fail "predict --resize a uint8 .npy of 7 channels" "expected uint8" \
+    "$EXE" predict --model "$M" --input "$T/c7.npy" --output - --resize
+expect_fail "predict --resize leaves float32 input alone (16x16 for an 8x8 model)" "--resize does not apply" \
+    "$EXE" predict --model "$M8" --input "$X" --output "$T/yr.npy" --resize
+expect_ok "predict --help" "$EXE" predict --help
+if grep -qE -- '--resize .*\(default: off\)' "$T/out"; then ok "predict --help shows --resize (default: off)"
+else bad "predict --help does not show --resize with its default"; fi
+
+if [ -x /usr/bin/python3 ]; then
+    # BMPs written by hand: a 16x16 24-bit one (the model's shape) and two
+    # 28x28 8-bit gray ones
+    /usr/bin/python3 - "$T/ok16.bmp" "$T/odd28.bmp" "$T/odd28b.bmp" <<'PY'
+import struct, sys
+def bmp(path, w, h, bpp, px, pal=b''):
+    off = 14 + 40 + len(pal)
+    open(path, 'wb').write(b'BM' + struct.pack('<IHHI', off + len(px), 0, 0, off) +
+        struct.pack('<IiiHHIIiiII', 40, w, h, 1, bpp, 0, len(px), 2835, 2835, len(pal) // 4, 0) + pal + px)
+bmp(sys.argv[1], 16, 16, 24, bytes((x * 16 + y * 7 + c * 50) % 256 for y in range(16) for x in range(16) for c in range(3)))
+gray = b''.join(struct.pack('<BBBB', i, i, i, 0) for i in range(256))
+for p in sys.argv[2:4]:
+    bmp(p, 28, 28, 8, bytes(255 if 11 <= x < 17 else 0 for _ in range(28) for x in range(28)), gray)
+PY
+    if "$EXE" predict --model "$M" --input "$T/ok16.bmp" --output - 2>&1 >/dev/null | grep -q "needs stb_image"; then
+        echo "# $EXE was built without stb_image: the image-file checks of --resize are skipped"
+    else
+        expect_ok "predict an image of the model's shape without --resize" "$EXE" predict --model "$M" \
+            --input "$T/ok16.bmp" --output -
+        expect_fail "predict on images of another size, naming the first and counting the others" \
+            "predict: $M takes 16x16x3 images; $T/odd28.bmp has 28x28x" \
+            "$EXE" predict --model "$M" --input "$T/ok16.bmp,$T/odd28.bmp" --input "$T/odd28b.bmp" --output "$T/yi.csv"
+        has "the refusal counts the other odd image" "$T/err" "(and 1 more of the 3 images differ)"
+        exit_is 1 "predict on images of another size" "$EXE" predict --model "$M" --input "$T/odd28.bmp" --output "$T/yi.csv"
+        no_file "the refused image predict leaves no output" "$T/yi.csv"
+        expect_ok "predict --resize on images of two sizes" "$EXE" predict --model "$M" \
+            --input "$T/ok16.bmp,$T/odd28.bmp" --input "$T/odd28b.bmp" --output "$T/yi.csv" --resize
+        if [ "$(grep -c . "$T/yi.csv")" = 4 ]; then ok "predict --resize on images: a header and 3 rows"
+        else bad "predict --resize on images: $(grep -c . "$T/yi.csv") lines"; fi
+    fi
+fi
+
+expect_fail "train --init on data of another shape" "train: $M10 takes 16x16x3 images" \
+    "$EXE" train --init "$M10" --data "fmnist:$S#limit=200" --epochs 1 --batch 50 --quiet --out "$T/tr.safetensors"
+has "the refusal names the data's shape" "$T/err" "has 28x28x1: pass --resize"
+exit_is 1 "train --init on data of another shape" "$EXE" train --init "$M10" --data "fmnist:$S#limit=200" --epochs 1 \
+    --batch 50 --quiet --out "$T/tr.safetensors"
+no_file "the refused train --init leaves no checkpoint" "$T/tr.safetensors"
+printf '\000\001' | npy_u8 "$T/rgba_y.npy" "(2,)"
+expect_fail "train --init on a --test of another shape" "has 20x24x4 (--test)" "$EXE" train --init "$T/full.safetensors" \
+    --data "fmnist:$S#limit=200" --test "npy:$T/rgba.npy,$T/rgba_y.npy" --epochs 1 --quiet --out "$T/tr.safetensors"
+expect_fail "train --init of a 4-class model on 10-class data, even with --resize" "$M has 4 classes" \
+    "$EXE" train --init "$M" --data "fmnist:$S#limit=200" --resize --epochs 1 --quiet --out "$T/tr.safetensors"
+expect_ok "train --init --resize on data of another shape" "$EXE" train --init "$M10" --data "fmnist:$S#limit=200" \
+    --test "fmnist:$S@test#limit=100" --resize --epochs 1 --batch 50 --quiet --out "$T/tr.safetensors"
+has "train --init --resize reports the test accuracy" "$T/out" "test accuracy"
+expect_fail "train --resize without --init" "--resize goes with --init" \
+    "$EXE" train --data "fmnist:$S#limit=200" --resize --out "$T/tr2.safetensors"
+exit_is 2 "train --resize without --init (a usage error)" "$EXE" train --data "fmnist:$S#limit=200" --resize \
+    --out "$T/tr2.safetensors"
+expect_ok "train --help" "$EXE" train --help
+if grep -qE -- '--resize .*\(default: off\)' "$T/out"; then ok "train --help shows --resize (default: off)"
+else bad "train --help does not show --resize with its default"; fi
+
 # SIGTERM in the middle, then --resume: the same bytes as the uninterrupted run.
 # The log already holds an earlier run (the same --log used again): the
 # resume cuts back only the interrupted run's own lines.
@@ -524,7 +643,7 @@ expect_fail "--bf16 without --device cuda" "--bf16" "$EXE" predict --model "$M" 
 if "$EXE" --version | grep -q "GPU backend"; then
     echo "# $EXE has a GPU backend: the checks of a build without one are skipped"
 else
-    for cmd in "predict --model $M --input $X --output $T/yd.npy" "eval --model $M --data fmnist:$S" \
+    for cmd in "predict --model $M --input $X --output $T/yd.npy" "eval --model $M --data fmnist:$S --resize" \
                "train --data fmnist:$T/nodata --out $T/t.safetensors"; do
         # shellcheck disable=SC2086 # the words of $cmd
         expect_fail "${cmd%% *} --device cuda without a backend (before reading anything)" \
@@ -574,7 +693,7 @@ else
     done
     expect_fail "predict --device cuda:99 (the emulation has 8)" "CUDA device 99 does not exist" \
         "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:99
-    expect_fail "eval --device cuda:99" "CUDA device 99 does not exist" "$EMU" eval --model "$M" --data "fmnist:$S" --device cuda:99
+    expect_fail "eval --device cuda:99" "CUDA device 99 does not exist" "$EMU" eval --model "$M" --data "fmnist:$S" --resize --device cuda:99
     expect_fail "--device cuda:0,1,2 for a model of 2 branches" "2 branches" \
         "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:0,1,2
     expect_fail "--device cuda:x" "--device" "$EMU" predict --model "$M" --input "$X" --output "$T/yd.npy" --device cuda:x

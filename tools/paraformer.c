@@ -2,9 +2,9 @@
 
        paraformer init     --out M.safetensors [--preset P] [architecture flags]
        paraformer info     --model M [--json] [--tensors]
-       paraformer predict  --model M --input X --output Y [--branches k] [--device D] ...
+       paraformer predict  --model M --input X --output Y [--branches k] [--resize] [--device D] ...
        paraformer train    --data SPEC --out M.safetensors [--preset P] [--schedule S] [--resume M] [--device D] ...
-       paraformer eval     --model M --data SPEC [--sweep] [--json] [--device D]
+       paraformer eval     --model M --data SPEC [--sweep] [--json] [--resize] [--device D]
        paraformer compress --model M --keep K --out M2
        paraformer expand   --model M --add J [--classes K2] --out M2
        paraformer bench    [--zoo vit12|pf4x3|...] [--dataset cifar|fmnist] [--threads N] [--json]
@@ -32,6 +32,9 @@
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_MAX_DIMENSIONS (1 << 14) // bounds what a hostile header makes it allocate
+#define STBI_MALLOC(sz) pf_stbi_malloc(sz) // and what a lying chunk length makes it ask for
+#define STBI_REALLOC(p, sz) pf_stbi_realloc(p, sz)
+#define STBI_FREE(p) pf_stbi_free(p)
 #include <stb/stb_image.h>             // the implementation (the header only saw the declarations)
 #endif
 
@@ -652,12 +655,58 @@ static int cmd_info(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
+// data of another shape than the model's: refused unless --resize
+
+#define RESIZE_HELP "resize and convert images of another size or channel count to the model's (else refused)"
+
+// Images of h x w x c that are not the model's input (S x S x C) are refused
+// (exit 1) naming both shapes, unless resize: then the library resizes them
+// bilinearly and converts the channels (pf_image_to_input, pf_dataset_batch).
+// `what` names the data; `extra` (may be "") follows its shape.
+static void check_shape(const char *cmd, const char *model, const pf_config *g, const char *what, int h, int w,
+                        int c, const char *extra, int resize) {
+    if (resize || (h == g->image_size && w == g->image_size && c == g->channels)) return;
+    die(1, "%s: %s takes %dx%dx%d images; %s has %dx%dx%d%s: pass --resize to resize and convert them", cmd, model,
+        g->image_size, g->image_size, g->channels, what, h, w, c, extra);
+}
+
+// The classes a dataset asks of a model: those of its source (d->classes:
+// 10 for fmnist, the subfolders of a folder, max label + 1 for npy), or
+// with #classes=LIST in its spec (d->name) the largest label kept + 1
+// (*selected = 1).
+static int data_classes(const pf_dataset *d, int *selected) {
+    size_t rest = 0;
+    int i, k = 0, split;
+    *selected = pf_dataset_spec_split(d->name, PF_SPLIT_TEST, &split, NULL, &rest) == PF_OK &&
+                strstr(d->name + rest, "#classes=") != NULL;
+    if (!*selected) return d->classes;
+    for (i = 0; i < d->n; i++) k = d->labels[i] + 1 > k ? d->labels[i] + 1 : k;
+    return k;
+}
+
+// A dataset of more classes than the model's K is refused (exit 1): the
+// model cannot score them. Fewer are fine (a subset of its classes).
+static void check_classes(const char *cmd, const char *model, int K, const pf_dataset *d) {
+    int selected, k = data_classes(d, &selected);
+    char keep[32], has[48];
+    if (k <= K) return;
+    if (K == 1) snprintf(keep, sizeof keep, "0");
+    else snprintf(keep, sizeof keep, "0-%d", K - 1);
+    if (selected) snprintf(has, sizeof has, "labels up to %d", k - 1);
+    else snprintf(has, sizeof has, "%d", k);
+    die(1, "%s: %s has %d classes; %s has %s: keep the model's with #classes=%s, or grow the model with expand "
+        "--classes %d", cmd, model, K, d->name, has, keep, k);
+}
+
+// ----------------------------------------------------------------------------
 // predict
 
 // An .npy array -> normalised float input [N,C,S,S] (malloc'd); *n_out = N.
-static float *load_npy_input(const char *path, const pf_config *g, int *n_out) {
+// uint8 images of another size or channel count need resize (else exit 1
+// naming both shapes); float32 must be the model's shape exactly.
+static float *load_npy_input(const char *path, const char *model, const pf_config *g, int resize, int *n_out) {
     pf_array a;
-    int C = g->channels, S = g->image_size, c, ok;
+    int C = g->channels, S = g->image_size, c, ok, exact = 0;
     int64_t n = 0;
     size_t per = (size_t)C * S * S, i, px;
     float *x;
@@ -667,16 +716,26 @@ static float *load_npy_input(const char *path, const pf_config *g, int *n_out) {
     if (a.dtype == PF_F32) {
         ok = a.ndim == 4 && a.shape[1] == C && a.shape[2] == S && a.shape[3] == S;
         if (!ok)
-            die(1, "%s: expected float32 [N,%d,%d,%d] (the model's channels and image size), got float32 %s",
-                path, C, S, S, got);
+            die(1, "%s: expected float32 [N,%d,%d,%d] (the model's channels and image size; --resize does not apply "
+                   "to normalised input), got float32 %s", path, C, S, S, got);
     } else if (a.dtype == PF_U8) {
-        ok = (a.ndim == 4 && a.shape[1] == S && a.shape[2] == S && a.shape[3] == C) ||
-             (a.ndim == 3 && C == 1 && a.shape[1] == S && a.shape[2] == S);
         char alt[64] = "";
+        exact = (a.ndim == 4 && a.shape[1] == S && a.shape[2] == S && a.shape[3] == C) ||
+                (a.ndim == 3 && C == 1 && a.shape[1] == S && a.shape[2] == S);
+        // images of another shape: [N,H,W,c] with c 1..4, or [N,H,W] (one channel)
+        ok = exact || (a.ndim == 4 && a.shape[3] >= 1 && a.shape[3] <= 4) || a.ndim == 3;
         if (C == 1) snprintf(alt, sizeof alt, " or [N,%d,%d]", S, S);
         if (!ok)
-            die(1, "%s: expected uint8 [N,%d,%d,%d]%s (the model's image size and channels), got uint8 %s",
-                path, S, S, C, alt, got);
+            die(1, "%s: expected uint8 [N,%d,%d,%d]%s (the model's image size and channels; with --resize [N,H,W,c], "
+                   "c 1..4, or [N,H,W]), got uint8 %s", path, S, S, C, alt, got);
+        if (!exact) {
+            char extra[200];
+            snprintf(extra, sizeof extra, " (uint8 %s)", got);
+            if (a.shape[1] < 1 || a.shape[2] < 1 || a.shape[1] > INT_MAX || a.shape[2] > INT_MAX)
+                die(1, "%s: uint8 %s holds no images of a usable size", path, got);
+            check_shape("predict", model, g, path, (int)a.shape[1], (int)a.shape[2],
+                        a.ndim == 4 ? (int)a.shape[3] : 1, extra, resize);
+        }
     } else {
         die(1, "%s: expected float32 [N,%d,%d,%d] (normalised) or uint8 [N,%d,%d,%d], got %s %s "
                "(convert with .astype(np.float32))", path, C, S, S, S, S, C, np_name(a.dtype), got);
@@ -687,6 +746,15 @@ static float *load_npy_input(const char *path, const pf_config *g, int *n_out) {
     *n_out = (int)n;
     if (a.dtype == PF_F32) return (float *)a.data; // used as is; PF_MALLOC is malloc here, so free() frees it
     x = (float *)xmalloc((size_t)n * per * sizeof(float));
+    if (!exact) { // --resize: each image resized and converted as an image file is
+        int h = (int)a.shape[1], w = (int)a.shape[2], ch = a.ndim == 4 ? (int)a.shape[3] : 1;
+        size_t src = (size_t)h * w * ch;
+        for (i = 0; i < (size_t)n; i++)
+            if (pf_image_to_input((const unsigned char *)a.data + i * src, h, w, ch, g, x + i * per) != PF_OK)
+                die(1, "%s: image %zu: %s", path, i, pf_last_error());
+        pf_array_free(&a);
+        return x;
+    }
     for (i = 0; i < (size_t)n; i++) // NHWC bytes -> NCHW, v/255 then (v-mean)/std
         for (px = 0; px < (size_t)S * S; px++)
             for (c = 0; c < C; c++) {
@@ -698,17 +766,20 @@ static float *load_npy_input(const char *path, const pf_config *g, int *n_out) {
     return x;
 }
 
-// image files -> normalised float input [N,C,S,S] (malloc'd)
-static float *load_images(const char *const *files, int n, const pf_config *g) {
+// image files -> normalised float input [N,C,S,S] (malloc'd). Every image
+// is read and checked before any is used: one of another size or channel
+// count than the model's is refused (naming it, and how many more differ)
+// unless resize.
+static float *load_images(const char *const *files, int n, const char *model, const pf_config *g, int resize) {
 #ifndef PF_HAVE_STB
-    (void)n; (void)g;
+    (void)n; (void)g; (void)model; (void)resize;
     die(1, "%s: image input needs stb_image, and this program was built without it "
            "(rebuild with -DPF_HAVE_STB, Debian package libstb-dev), or pass a .npy array", files[0]);
     return NULL;
 #else
     size_t per = (size_t)g->channels * g->image_size * g->image_size;
     float *x;
-    int i;
+    int i, odd = -1, n_odd = 0, oh = 0, ow = 0, oc = 0;
     if ((size_t)n > SIZE_MAX / sizeof(float) / per) die(1, "too many images (%d)", n);
     x = (float *)xmalloc((size_t)n * per * sizeof(float));
     for (i = 0; i < n; i++) {
@@ -716,9 +787,18 @@ static float *load_images(const char *const *files, int n, const pf_config *g) {
         unsigned char *img;
         pf_status st = pf_image_load(files[i], &img, &h, &w, &ch);
         if (st != PF_OK) die_file(files[i]);
-        st = pf_image_to_input(img, h, w, ch, g, x + (size_t)i * per);
+        if (!resize && (h != g->image_size || w != g->image_size || ch != g->channels)) {
+            if (odd < 0) odd = i, oh = h, ow = w, oc = ch;
+            n_odd++;
+        }
+        if (odd < 0) st = pf_image_to_input(img, h, w, ch, g, x + (size_t)i * per); // after a refusal: only checked
         pf_image_free(img);
         if (st != PF_OK) die_file(files[i]);
+    }
+    if (odd >= 0) {
+        char extra[96] = "";
+        if (n_odd > 1) snprintf(extra, sizeof extra, " (and %d more of the %d images differ)", n_odd - 1, n);
+        check_shape("predict", model, g, files[odd], oh, ow, oc, extra, 0);
     }
     return x;
 #endif
@@ -946,7 +1026,7 @@ static void predict_print_top(const float *y, int N, int K, int top, const char 
 }
 
 static int cmd_predict(int argc, char **argv) {
-    enum { O_MODEL, O_INPUT, O_OUTPUT, O_BRANCHES, O_THREADS, O_BATCH, O_PROBS, O_TOP, O_DEVICE, O_BF16, O_N };
+    enum { O_MODEL, O_INPUT, O_OUTPUT, O_BRANCHES, O_THREADS, O_BATCH, O_PROBS, O_TOP, O_RESIZE, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
         {"--model", "FILE", "required", "checkpoint (safetensors)"},
         {"--input", "X", "required", "a .npy array or image files (a,b,c; repeatable)"},
@@ -956,6 +1036,7 @@ static int cmd_predict(int argc, char **argv) {
         {"--batch", "B", "64", "images per forward pass"},
         {"--probs", NULL, "off", "write softmax probabilities instead of logits"},
         {"--top", "k", "off", "print the k most likely classes per input (and add them to a CSV)"},
+        {"--resize", NULL, "off", RESIZE_HELP ": uint8 arrays and image files"},
         DEVICE_OPTDEFS,
     };
     cli c = {"predict", o, O_N, 0, NULL, NULL};
@@ -964,15 +1045,17 @@ static int cmd_predict(int argc, char **argv) {
     char dev_buf[256], *names = NULL; // names: the --input values split at commas (files point into it)
     pf_model *m = NULL;
     float *x = NULL, *y = NULL;
-    int N = 0, K, n_files, is_npy, probs, top = 0, active = 0, batch = 64, csv;
+    int N = 0, K, n_files, is_npy, probs, top = 0, active = 0, batch = 64, csv, resize;
     if (wants_help(argc, argv)) {
         printf("usage: paraformer predict --model FILE --input X [--input X2 ...] --output Y [options]\n\n"
                "Writes class scores (logits, or probabilities with --probs) for the inputs:\n"
                "  X.npy float32 [N,C,H,W]   normalised already, used as is (C, H, W: the model's)\n"
                "  X.npy uint8 [N,H,W,C]     (or [N,H,W] for one channel) scaled to [0,1], then\n"
                "                            (v - mean)/std with the model's mean/std\n"
-               "  .png .jpg .jpeg .bmp      the same after a bilinear resize to the model's size\n"
-               "                            and channel conversion (gray <-> RGB, alpha dropped)\n\n");
+               "  .png .jpg .jpeg .bmp      the same\n"
+               "uint8 arrays and images must have the model's size and channels (info --model shows them):\n"
+               "others are refused, naming both shapes, unless --resize resizes them bilinearly and converts\n"
+               "the channels (gray <-> RGB, alpha dropped). Every input is checked before any is scored.\n\n");
         print_options(&c);
         return 0;
     }
@@ -1004,8 +1087,9 @@ static int cmd_predict(int argc, char **argv) {
                     m->cfg.branches == 1 ? "" : "es");
     if (active && pf_model_set_active(m, active) != PF_OK) die(1, "%s", pf_last_error());
     if (top > K) usage_error(&c, "--top %d: %s has %d classes", top, model, K);
-    if (is_npy) x = load_npy_input(files[0], &m->cfg, &N);
-    else x = load_images(files, N = n_files, &m->cfg);
+    resize = cli_get(&c, O_RESIZE) != NULL;
+    if (is_npy) x = load_npy_input(files[0], model, &m->cfg, resize, &N);
+    else x = load_images(files, N = n_files, model, &m->cfg, resize);
     if ((size_t)N > SIZE_MAX / sizeof(float) / (size_t)K) die(1, "too many inputs (%d)", N);
     y = (float *)xmalloc((size_t)N * K * sizeof(float));
     if (N > 0) {
@@ -1469,7 +1553,7 @@ static void print_sweep(const double *sweep, int n, const pf_model *m) {
 
 // The options of `train`, at file scope: the flags, model, run and report
 // steps below all read them (TR_* are their indices).
-enum { TR_DATA, TR_TEST, TR_VAL, TR_ARCH, TR_INIT = TR_ARCH + A_N, TR_RESUME, TR_TRAIN_BRANCHES, TR_TRAIN_HEAD,
+enum { TR_DATA, TR_TEST, TR_VAL, TR_ARCH, TR_INIT = TR_ARCH + A_N, TR_RESIZE, TR_RESUME, TR_TRAIN_BRANCHES, TR_TRAIN_HEAD,
        TR_SCHEDULE, TR_EPOCHS, TR_BATCH, TR_LR, TR_OPTIMIZER, TR_WD, TR_LR_SCHED, TR_WARMUP, TR_MIN_LR, TR_CLIP,
        TR_SMOOTH, TR_NEW_BRANCH, TR_FREEZE_OLD, TR_OLD_LR, TR_PATIENCE, TR_MIN_DELTA, TR_PREFIX_CLIP, TR_CROP,
        TR_FLIP, TR_RANDAUG, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_OVERWRITE,
@@ -1482,6 +1566,7 @@ static const optdef TRAIN_OPTS[TR_N] = {
     {"--val", "F|SPEC", "0.1", "validation: a seeded fraction of --data, or a dataset spec (its @test split unless it names @train)"},
     ARCH_OPTDEFS,
     {"--init", "FILE", "none", "start from these weights (architecture from the file)"},
+    {"--resize", NULL, "off", "with --init: " RESIZE_HELP},
     {"--resume", "FILE", "none", "continue the run saved in FILE (normally --out) bit-identically"},
     {"--train-branches", "LIST", "all", "train only these branches (1-based, e.g. 5-6), others and the stem frozen; "
                                          "joint schedule"},
@@ -1633,6 +1718,9 @@ static void train_flags(train_job *j, int argc, char **argv) {
     for (i = TR_ARCH + 1; i < TR_ARCH + A_N; i++) arch_given |= cli_get(c, i) != NULL;
     if (j->resume && j->init) usage_error(c, "--resume and --init exclude each other");
     if (j->init && arch_given) usage_error(c, "architecture flags do not apply with --init (the model comes from the file)");
+    if (cli_get(c, TR_RESIZE) && !j->init)
+        usage_error(c, "--resize goes with --init (a new model takes its input shape from the data or from "
+                       "--image-size/--channels)");
     if (j->resume) {
         pf_st_file *f;
         if (pf_st_open(j->resume, &f) != PF_OK) die_file(j->resume);
@@ -1751,8 +1839,19 @@ static void train_model(train_job *j) {
     const cli *c = &j->c;
     pf_trainer *t = &j->t;
     int i;
-    if (j->init) {
+    if (j->init) { // the data must fit the model, as for eval
+        int resize = cli_get(c, TR_RESIZE) != NULL;
         if (pf_model_load(j->init, &j->m) != PF_OK) die_file(j->init);
+        check_shape("train", j->init, &j->m->cfg, j->train.name, j->train.h, j->train.w, j->train.c, "", resize);
+        check_classes("train", j->init, j->m->cfg.classes, &j->train);
+        if (j->val_spec) {
+            check_shape("train", j->init, &j->m->cfg, j->val.name, j->val.h, j->val.w, j->val.c, " (--val)", resize);
+            check_classes("train", j->init, j->m->cfg.classes, &j->val);
+        }
+        if (j->have_test) {
+            check_shape("train", j->init, &j->m->cfg, j->test.name, j->test.h, j->test.w, j->test.c, " (--test)", resize);
+            check_classes("train", j->init, j->m->cfg.classes, &j->test);
+        }
     } else {
         j->m = train_new_model(j);
     }
@@ -1841,7 +1940,9 @@ static int cmd_train(int argc, char **argv) {
                "names that file or --overwrite is given; --out and --log are checked before any data is read.\n\n"
                "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), paper (the\n"
                "authors' setup). Flags override the preset. Without --image-size/--channels/--classes/--mean/--std\n"
-               "the model takes them from the data (mean/std: per-channel statistics of the training split).\n\n");
+               "the model takes them from the data (mean/std: per-channel statistics of the training split).\n"
+               "With --init the model comes from the file and the data must fit it, as for eval: images of its\n"
+               "size and channels (others are refused unless --resize) and at most its classes.\n\n");
         print_options(&j.c);
         return 0;
     }
@@ -1861,7 +1962,7 @@ static int cmd_train(int argc, char **argv) {
 }
 
 static int cmd_eval(int argc, char **argv) {
-    enum { O_MODEL, O_DATA, O_SWEEP, O_JSON, O_BRANCHES, O_BATCH, O_THREADS, O_DEVICE, O_BF16, O_N };
+    enum { O_MODEL, O_DATA, O_SWEEP, O_JSON, O_BRANCHES, O_BATCH, O_RESIZE, O_THREADS, O_DEVICE, O_BF16, O_N };
     static const optdef o[O_N] = {
         {"--model", "FILE", "required", "checkpoint (safetensors)"},
         {"--data", "SPEC", "required", "dataset spec as for train (default split: test)"},
@@ -1869,6 +1970,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--json", NULL, "off", "print one JSON object (docs/design.md §4.4)"},
         {"--branches", "K", "all", "evaluate the first K branches"},
         {"--batch", "N", "256", "images per forward"},
+        {"--resize", NULL, "off", RESIZE_HELP},
         {"--threads", "N", "all cores", "threads"},
         DEVICE_OPTDEFS,
     };
@@ -1881,9 +1983,13 @@ static int cmd_eval(int argc, char **argv) {
     double loss, acc, *per_class, *sweep = NULL;
     int k, K, do_sweep, batch = 256;
     if (wants_help(argc, argv)) {
-        printf("usage: paraformer eval --model FILE --data SPEC [--sweep] [--json]\n\n"
+        printf("usage: paraformer eval --model FILE --data SPEC [--sweep] [--json] [--resize]\n\n"
                "Accuracy, loss and per-class accuracy of a model on a dataset; with --sweep the accuracy of the first\n"
-               "k branches for every k (the compression curve).\n\n");
+               "k branches for every k (the compression curve).\n\n"
+               "The data's images must have the model's size and channels (info --model shows them): others are\n"
+               "refused, naming both shapes, unless --resize resizes and converts them. The data may have fewer\n"
+               "classes than the model (a subset of its classes, e.g. SPEC#classes=0-4), not more: a 5-class model\n"
+               "on 10-class data is refused (keep the model's classes with #classes=LIST).\n\n");
         print_options(&c);
         return 0;
     }
@@ -1895,6 +2001,8 @@ static int cmd_eval(int argc, char **argv) {
     if (cli_get(&c, O_BRANCHES)) pf_model_set_active(m, (int)parse_int(&c, O_BRANCHES, 1, m->cfg.branches));
     load_data(cli_need(&c, O_DATA), PF_SPLIT_TEST, &d);
     K = m->cfg.classes;
+    check_shape("eval", cli_need(&c, O_MODEL), &m->cfg, d.name, d.h, d.w, d.c, "", cli_get(&c, O_RESIZE) != NULL);
+    check_classes("eval", cli_need(&c, O_MODEL), K, &d);
     do_sweep = cli_get(&c, O_SWEEP) != NULL;
     per_class = (double *)xmalloc((size_t)K * sizeof(double));
     if (do_sweep) sweep = (double *)xmalloc((size_t)m->active * sizeof(double));
