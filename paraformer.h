@@ -1541,6 +1541,7 @@ PFDEF void pf_config_resolve(pf_config *c) {
 
 PFDEF pf_status pf_config_preset(pf_config *c, const char *name) {
     int i;
+    PF__NEED(c, "pf_config_preset", "the config");
     memset(c, 0, sizeof *c);
     if (!name || !strcmp(name, "paraformer") || !strcmp(name, "default")) {
         /* zero = defaults: PF(4x3) at width 192 on 32x32x3 */
@@ -1571,6 +1572,7 @@ PFDEF int pf_config_tokens(const pf_config *c) {
 
 PFDEF pf_status pf_config_validate(pf_config *c) {
     int i;
+    PF__NEED(c, "pf_config_validate", "the config");
     pf_config_resolve(c);
 #define PF__RANGE(f, lo, hi) if (c->f < (lo) || c->f > (hi)) \
         return pf_fail(PF_ERR_CONFIG, "config: " #f " = %d is out of range [%d, %d]", c->f, lo, hi)
@@ -1676,6 +1678,8 @@ PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c) 
                                      "branches", "depth", "classes", "residual", "aggregate", "qkv_bias", "pool"};
     pf__json j; char key[64]; int first = 1, i, seen = 0;
     key[0] = 0; /* the message names the key being read, none before the first */
+    PF__NEED(c, "pf_config_from_json", "the config");
+    PF__NEED(json, "pf_config_from_json", "the JSON text");
     memset(c, 0, sizeof *c);
     memset(&j, 0, sizeof j);
     j.s = json; j.n = len;
@@ -3922,7 +3926,9 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
     uint64_t hl;
     pf__json j;
     pf_status st;
+    PF__NEED(out, "pf_st_open", "out");
     *out = NULL;
+    PF__NEED(path, "pf_st_open", "the path");
     fp = fopen(path, "rb");
     if (!fp) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size = pf__file_size(fp);
@@ -4039,6 +4045,10 @@ PFDEF pf_status pf_st_write(const char *path, const pf_st_tensor *t, int n, cons
     unsigned char lenb[8];
     FILE *f;
     int pass, ok = 1, d;
+    PF__NEED(path, "pf_st_write", "the path");
+    if (n < 0 || (n > 0 && !t)) return pf_fail(PF_ERR_ARG, "%s: pf_st_write: %d tensors at %p", path, n, (const void *)t);
+    if (n_meta < 0 || (n_meta > 0 && (!meta_keys || !meta_vals)))
+        return pf_fail(PF_ERR_ARG, "%s: pf_st_write: %d metadata entries without their keys or values", path, n_meta);
     for (pass = 0; pass < 2; pass++) { /* pass 0 measures, pass 1 writes */
         k = 0; off = 0;
         pf__appendf(hdr, cap, &k, "{");
@@ -4353,7 +4363,9 @@ PFDEF pf_status pf_npy_load(const char *path, pf_array *out) {
     int major, fortran = 0, i;
     const char *why = NULL;
     pf_array a;
+    PF__NEED(out, "pf_npy_load", "out");
     memset(out, 0, sizeof *out);
+    PF__NEED(path, "pf_npy_load", "the path");
     memset(&a, 0, sizeof a);
     fp = fopen(path, "rb");
     if (!fp) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -4430,6 +4442,9 @@ PFDEF pf_status pf_npy_save(const char *path, const pf_array *a) {
     unsigned char pre[10];
     FILE *f;
     int i, ok;
+    PF__NEED(path, "pf_npy_save", "the path");
+    PF__NEED(a, "pf_npy_save", "the array");
+    if (a->nbytes && !a->data) return pf_fail(PF_ERR_ARG, "%s: pf_npy_save: the array's data is NULL", path);
     if ((unsigned)a->dtype >= PF_DTYPE_COUNT || !descr[a->dtype]) return pf_fail(PF_ERR_ARG, "%s: dtype cannot be stored in .npy", path);
     if (a->ndim < 0 || a->ndim > PF_MAX_DIMS) return pf_fail(PF_ERR_ARG, "%s: bad rank %d", path, a->ndim);
     pf__appendf(hdr, sizeof hdr, &k, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr[a->dtype]);
@@ -5762,7 +5777,7 @@ PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, 
 /* ---------------------------------------------------------------------- */
 /* datasets: batches */
 
-PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
+static pf_status pf__dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
                                  uint64_t seed, uint64_t counter, pf_real *x) {
     int S = cfg->image_size, C = cfg->channels, i, nt = pf_get_threads(), use_aug;
     size_t hwc = (size_t)d->h * d->w * d->c, per = (size_t)C * S * S, scratch;
@@ -5819,6 +5834,16 @@ PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, con
     PF_FREE(fbuf);
     return PF_OK;
 }
+PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
+                                 uint64_t seed, uint64_t counter, pf_real *x) {
+    PF__NEED(d, "pf_dataset_batch", "the dataset");
+    PF__NEED(cfg, "pf_dataset_batch", "the config");
+    if (B > 0) {
+        PF__NEED(idx, "pf_dataset_batch", "idx");
+        PF__NEED(x, "pf_dataset_batch", "the output x");
+    }
+    return pf__dataset_batch(d, idx, B, cfg, aug, seed, counter, x);
+}
 
 /* ---------------------------------------------------------------------- */
 /* evaluation with the branch sweep */
@@ -5855,7 +5880,7 @@ static void pf__eval_results(int K, int k, int n, const int *hit, const int *cnt
     for (i = 0; sweep && i < k; i++) sweep[i] = (double)hitk[i] / n;
 }
 
-PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+static pf_status pf__evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
                             double *per_class, double *sweep) {
     const pf_config *c = &m->cfg;
     int K = c->classes, k = m->active, n0, saved = m->training;
@@ -5906,8 +5931,14 @@ done:
     PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x);
     return st;
 }
+PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
+                            double *per_class, double *sweep) {
+    PF__NEED(m, "pf_evaluate", "the model");
+    PF__NEED(d, "pf_evaluate", "the dataset");
+    return pf__evaluate(m, d, batch, loss, accuracy, per_class, sweep);
+}
 
-PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
+static pf_status pf__evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
                                double *accuracy, double *per_class, double *sweep) {
     const pf_config *c = &m->cfg;
     int K = c->classes, k = m->active, n0, saved = m->training;
@@ -5958,6 +5989,12 @@ done:
     PF_FREE(idx); PF_FREE(hit); PF_FREE(cnt); PF_FREE(hitk); PF_FREE(x); PF_FREE(z);
     return st;
 }
+PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
+                               double *accuracy, double *per_class, double *sweep) {
+    PF__NEED(m, "pf_evaluate_on", "the model");
+    PF__NEED(d, "pf_evaluate_on", "the dataset");
+    return pf__evaluate_on(m, be, d, batch, loss, accuracy, per_class, sweep);
+}
 
 /* ---------------------------------------------------------------------- */
 /* compress and expand */
@@ -5973,7 +6010,7 @@ static void pf__copy_common(pf_model *dst, const pf_model *src) {
     pf_model_changed(dst);
 }
 
-PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out) {
+static pf_status pf__model_compress(const pf_model *m, int keep, pf_model **out) {
     pf_config c = m->cfg;
     pf_status st;
     *out = NULL;
@@ -5983,6 +6020,12 @@ PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out) {
     if ((st = pf_model_create(&c, out)) != PF_OK) return st;
     pf__copy_common(*out, m);
     return PF_OK;
+}
+PFDEF pf_status pf_model_compress(const pf_model *m, int keep, pf_model **out) {
+    PF__NEED(out, "pf_model_compress", "out");
+    *out = NULL;
+    PF__NEED(m, "pf_model_compress", "the model");
+    return pf__model_compress(m, keep, out);
 }
 
 /* zeroes the output projections (proj, fc2: weight and bias) of branch b */
@@ -5999,7 +6042,7 @@ static void pf__zero_branch_out(pf_model *m, int b) {
     pf_model_changed(m);
 }
 
-PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
+static pf_status pf__model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
                                 pf_model **out) {
     pf_config c = m->cfg;
     pf_status st;
@@ -6023,6 +6066,13 @@ PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new
     if (new_branch == PF_NEW_ZERO)
         for (b = m->cfg.branches; b < c.branches; b++) pf__zero_branch_out(*out, b);
     return PF_OK;
+}
+PFDEF pf_status pf_model_expand(const pf_model *m, int add, int classes, int new_branch, uint64_t seed,
+                                pf_model **out) {
+    PF__NEED(out, "pf_model_expand", "out");
+    *out = NULL;
+    PF__NEED(m, "pf_model_expand", "the model");
+    return pf__model_expand(m, add, classes, new_branch, seed, out);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -6196,7 +6246,7 @@ static void pf__trainer_apply_stage(pf_trainer *t) {
     }
 }
 
-PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
+static pf_status pf__trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
                                 const pf_train_opts *o) {
     const pf_config *c = &m->cfg;
     pf_status st;
@@ -6230,6 +6280,14 @@ PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *tr
     m->dropout_counter = 0;
     pf__trainer_apply_stage(t);
     return PF_OK;
+}
+PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
+                                const pf_train_opts *o) {
+    PF__NEED(t, "pf_trainer_init", "the trainer");
+    PF__NEED(m, "pf_trainer_init", "the model");
+    PF__NEED(train, "pf_trainer_init", "the training set");
+    PF__NEED(o, "pf_trainer_init", "the options");
+    return pf__trainer_init(t, m, train, val, o);
 }
 
 /* the learning rate at batch `it` of a span of `total` batches */
@@ -6548,7 +6606,10 @@ static pf_status pf__trainer_run(pf_trainer *t) {
 }
 
 PFDEF pf_status pf_trainer_run(pf_trainer *t) {
-    pf_status st = pf__trainer_run(t), st2;
+    pf_status st, st2;
+    PF__NEED(t, "pf_trainer_run", "the trainer");
+    PF__NEED(t->m, "pf_trainer_run", "the trainer's model (call pf_trainer_init)");
+    st = pf__trainer_run(t);
     /* finished or stopped: the model holds what the backend trained */
     if (t->backend && (st == PF_OK || st == PF_ERR_INTERRUPTED) &&
         (st2 = t->backend->download(t->backend->ctx)) != PF_OK)
@@ -6556,7 +6617,7 @@ PFDEF pf_status pf_trainer_run(pf_trainer *t) {
     return st;
 }
 
-PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double *loss, double *accuracy,
+static pf_status pf__trainer_report(pf_trainer *t, const pf_dataset *test, double *loss, double *accuracy,
                                   double *sweep) {
     double l = NAN, a = NAN, *sw;
     size_t cap, len = 0;
@@ -6594,6 +6655,12 @@ PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double 
     PF_FREE(line);
     return st;
 }
+PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double *loss, double *accuracy,
+                                  double *sweep) {
+    PF__NEED(t, "pf_trainer_report", "the trainer");
+    PF__NEED(t->m, "pf_trainer_report", "the trainer's model");
+    return pf__trainer_report(t, test, loss, accuracy, sweep);
+}
 
 /* ---------------------------------------------------------------------- */
 /* the trainer: checkpoints with training state */
@@ -6622,7 +6689,7 @@ static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
                     o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed, list);
 }
 
-PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
+static pf_status pf__trainer_save(pf_trainer *t, const char *path) {
     pf_model *m = t->m;
     char state[2048], opts[1536];
     const char *keys[2] = {"train_state", "train_args"}, *vals[2];
@@ -6666,6 +6733,12 @@ PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
     PF_FREE(mv);
     PF_FREE(flags);
     return st;
+}
+PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
+    PF__NEED(t, "pf_trainer_save", "the trainer");
+    PF__NEED(t->m, "pf_trainer_save", "the trainer's model");
+    PF__NEED(path, "pf_trainer_save", "the path");
+    return pf__trainer_save(t, path);
 }
 
 /* The saved options must be this run's: the data order, the learning rate
@@ -6780,7 +6853,7 @@ done:
     return st;
 }
 
-PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
+static pf_status pf__trainer_resume(pf_trainer *t, const char *path) {
     pf_model *m = t->m, *saved = NULL;
     pf_st_file *f = NULL;
     const char *sj;
@@ -6810,6 +6883,12 @@ PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
     pf_model_free(saved);
     return st;
 }
+PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
+    PF__NEED(t, "pf_trainer_resume", "the trainer");
+    PF__NEED(t->m, "pf_trainer_resume", "the trainer's model");
+    PF__NEED(path, "pf_trainer_resume", "the path");
+    return pf__trainer_resume(t, path);
+}
 
 /* The line number (from 0) of the last "start" event in the log f, 0 when
    there is none; f is left at its beginning. A log given to several runs
@@ -6830,7 +6909,7 @@ static int64_t pf__log_run_start(FILE *f) {
     return last;
 }
 
-PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
+static pf_status pf__trainer_open_log(pf_trainer *t, const char *path) {
     FILE *f;
     pf_status st;
     if (t->log) { fclose((FILE *)t->log); t->log = NULL; }
@@ -6861,6 +6940,12 @@ PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
     if (!(f = fopen(path, "ab"))) return pf_fail(PF_ERR_IO, "%s: cannot open the log: %s", path, strerror(errno));
     t->log = f;
     return PF_OK;
+}
+PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
+    PF__NEED(t, "pf_trainer_open_log", "the trainer");
+    PF__NEED(t->m, "pf_trainer_open_log", "the trainer's model");
+    PF__NEED(path, "pf_trainer_open_log", "the path");
+    return pf__trainer_open_log(t, path);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -72,6 +72,46 @@ int main(void) {
     check(pf_model_save(m, path) == PF_OK && pf_model_load(path, &back) == PF_OK && back,
           "with real arguments the same calls work (%s)", pf_last_error());
     pf_model_free(back);
+    {   /* files, datasets, evaluation, the trainer */
+        pf_st_file *f = (pf_st_file *)1;
+        pf_array arr;
+        pf_dataset d;
+        pf_trainer t;
+        pf_train_opts o = pf_train_opts_default();
+        pf_model *out2 = (pf_model *)1;
+        pf_config cc;
+        refused(pf_st_open(path, NULL), "pf_st_open(path, NULL)", "pf_st_open", "out");
+        refused(pf_st_open(NULL, &f), "pf_st_open(NULL, &f)", "pf_st_open", "path");
+        check(f == NULL, "a refused pf_st_open leaves *out NULL");
+        refused(pf_st_write(NULL, NULL, 0, NULL, NULL, 0), "pf_st_write(NULL, ...)", "pf_st_write", "path");
+        refused(pf_st_write(path, NULL, 3, NULL, NULL, 0), "pf_st_write(path, NULL, 3 tensors)", "pf_st_write", "3 tensors");
+        refused(pf_npy_load(path, NULL), "pf_npy_load(path, NULL)", "pf_npy_load", "out");
+        refused(pf_npy_load(NULL, &arr), "pf_npy_load(NULL, &a)", "pf_npy_load", "path");
+        refused(pf_npy_save(path, NULL), "pf_npy_save(path, NULL)", "pf_npy_save", "array");
+        memset(&arr, 0, sizeof arr);
+        arr.dtype = PF_F32; arr.ndim = 1; arr.shape[0] = 4; arr.nbytes = 16;
+        refused(pf_npy_save(path, &arr), "pf_npy_save of an array without data", "pf_npy_save", "data");
+        refused(pf_dataset_load("fmnist", PF_SPLIT_TRAIN, NULL), "pf_dataset_load(spec, split, NULL)", "no dataset", NULL);
+        refused(pf_dataset_batch(NULL, NULL, 1, &c, NULL, 0, 0, x), "pf_dataset_batch(NULL, ...)", "pf_dataset_batch",
+                "dataset");
+        memset(&d, 0, sizeof d);
+        refused(pf_evaluate(NULL, &d, 8, NULL, NULL, NULL, NULL), "pf_evaluate(NULL, ...)", "pf_evaluate", "model");
+        refused(pf_evaluate(m, NULL, 8, NULL, NULL, NULL, NULL), "pf_evaluate(m, NULL, ...)", "pf_evaluate", "dataset");
+        refused(pf_model_compress(NULL, 1, &out2), "pf_model_compress(NULL, ...)", "pf_model_compress", "model");
+        check(out2 == NULL, "a refused pf_model_compress leaves *out NULL");
+        refused(pf_model_expand(m, 1, 0, PF_NEW_ZERO, 1, NULL), "pf_model_expand(m, ..., NULL)", "pf_model_expand", "out");
+        refused(pf_trainer_init(NULL, m, &d, NULL, &o), "pf_trainer_init(NULL, ...)", "pf_trainer_init", "trainer");
+        refused(pf_trainer_init(&t, m, NULL, NULL, &o), "pf_trainer_init without a training set", "pf_trainer_init",
+                "training set");
+        refused(pf_trainer_run(NULL), "pf_trainer_run(NULL)", "pf_trainer_run", "trainer");
+        memset(&t, 0, sizeof t);
+        refused(pf_trainer_run(&t), "pf_trainer_run before pf_trainer_init", "pf_trainer_run", "pf_trainer_init");
+        refused(pf_trainer_save(&t, path), "pf_trainer_save before pf_trainer_init", "pf_trainer_save", "model");
+        refused(pf_trainer_resume(NULL, path), "pf_trainer_resume(NULL, path)", "pf_trainer_resume", "trainer");
+        refused(pf_config_from_json(NULL, 4, &cc), "pf_config_from_json(NULL, ...)", "pf_config_from_json", "JSON");
+        refused(pf_config_validate(NULL), "pf_config_validate(NULL)", "pf_config_validate", "config");
+        refused(pf_config_preset(NULL, "vit"), "pf_config_preset(NULL, ...)", "pf_config_preset", "config");
+    }
     pf_fail(PF_ERR_IO, "inner reason");
     check(pf_fail(PF_ERR_ARG, "outer: %s", pf_last_error()) == PF_ERR_ARG &&
               !strcmp(pf_last_error(), "outer: inner reason"),
