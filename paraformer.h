@@ -4944,8 +4944,12 @@ static PF__TLS size_t pf__stbi_bound;
 #define PF__STBI_DEFAULT_BOUND ((size_t)256 << 20)
 
 PFDEF void *pf_stbi_malloc(size_t n) {
+    void *p;
     if (n > (pf__stbi_bound ? pf__stbi_bound : PF__STBI_DEFAULT_BOUND)) return NULL;
-    return PF_MALLOC(n ? n : 1);
+    /* zeroed: stb_image 2.27 reads Huffman tables a hostile JPEG never
+       defined (found by fuzzing; uninitialised memory otherwise) */
+    if ((p = PF_MALLOC(n ? n : 1)) != NULL) memset(p, 0, n ? n : 1);
+    return p;
 }
 PFDEF void *pf_stbi_realloc(void *p, size_t n) {
     if (n > (pf__stbi_bound ? pf__stbi_bound : PF__STBI_DEFAULT_BOUND)) return NULL;
@@ -4983,7 +4987,7 @@ static pf_status pf__image_load(const char *path, int want, unsigned char **pixe
     long long size;
     unsigned char *buf, *img;
     int iw = 0, ih = 0, ic = 0, known;
-    size_t bytes;
+    size_t bytes, jpeg_at;
     *pixels = NULL;
     *h = *w = *c = 0;
     if (!f) return pf_fail(PF_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -4996,7 +5000,13 @@ static pf_status pf__image_load(const char *path, int want, unsigned char **pixe
     if (!buf) { fclose(f); return pf_fail(PF_ERR_NOMEM, "%s: out of memory", path); }
     if (fread(buf, 1, (size_t)size, f) != (size_t)size) { fclose(f); PF_FREE(buf); return pf_fail(PF_ERR_IO, "%s: read error", path); }
     fclose(f);
-    if (size >= 2 && buf[0] == 0xFF && buf[1] == 0xD8 && !pf__jpeg_tables_ok(buf, (size_t)size)) {
+    { /* stb_image takes any number of 0xFF fill bytes before the JPEG start
+         marker (found by fuzzing): check from the last of them */
+        size_t k = 0;
+        while (k < (size_t)size && buf[k] == 0xFF) k++;
+        jpeg_at = k >= 1 && k < (size_t)size && buf[k] == 0xD8 ? k - 1 : (size_t)-1;
+    }
+    if (jpeg_at != (size_t)-1 && !pf__jpeg_tables_ok(buf + jpeg_at, (size_t)size - jpeg_at)) {
         PF_FREE(buf);
         return pf_fail(PF_ERR_FORMAT, "%s: cannot read the image (corrupt JPEG: a Huffman table has more than 256 codes)", path);
     }

@@ -468,6 +468,26 @@ static void test_folder(void) {
         tb_le(&png, 40, 4); tb_le(&png, 9930, 4); tb_le(&png, 16383, 4); tb_le(&png, 1, 2); tb_le(&png, 24, 2);
         tb_le(&png, 0, 4); tb_le(&png, 0, 4); tb_le(&png, 2835, 4); tb_le(&png, 2835, 4); tb_le(&png, 0, 4); tb_le(&png, 0, 4);
         tb_add(&png, "0123456789012345678901234567890123456789", 40);
+        {   /* what the fuzzer found in stb_image (tests/fuzz/findings): each
+               read safely, under the sanitizers of make test SAN=1 too */
+            static const char *const found[] = {
+                "jpeg-fill-bytes-huffman-overflow.jpg", "jpeg-fill-bytes-huffman-overflow-fuzzed.jpg",
+                "jpeg-no-dht-uninitialized-huffman.jpg", "jpeg-undefined-huffman-assert.jpg",
+                "jpeg-undefined-huffman-shift.jpg"};
+            size_t k;
+            for (k = 0; k < sizeof found / sizeof found[0]; k++) {
+                char fp[256];
+                snprintf(fp, sizeof fp, "tests/fuzz/findings/%s", found[k]);
+                px = NULL;
+                st = pf_image_load(fp, &px, &h, &w, &c);
+                check(st == PF_OK ? px != NULL : strstr(pf_last_error(), fp) != NULL,
+                      "fuzz finding %s: read safely (%s)", found[k], st == PF_OK ? "decoded" : pf_last_error());
+                if (st == PF_OK) pf_image_free(px);
+            }
+            st = pf_image_load("tests/fuzz/findings/jpeg-fill-bytes-huffman-overflow.jpg", &px, &h, &w, &c);
+            check(st == PF_ERR_FORMAT && strstr(pf_last_error(), "Huffman"),
+                  "a JPEG behind fill bytes is checked for stb's Huffman bug too (%s)", pf_last_error());
+        }
         write_file(tmp_path("huge.bmp"), png.p, png.n);
         t0 = pf_time();
         st = pf_image_load(tmp_path("huge.bmp"), &px, &h, &w, &c);
