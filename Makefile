@@ -391,6 +391,78 @@ bench: bench-tools
 bench-compare: bench-tools
 	$(PYTHON) tools/bench_compare.py $(COMPARE_ARGS)
 
+# ---------------------------------------------------------------------------
+# Fuzzing (tests/fuzz/README.md). Not part of `make test`.
+#
+#   make fuzz              libFuzzer harnesses in build-fuzz/ (clang; ASan +
+#                          UBSan, every report fatal): fuzz_safetensors
+#                          (+ model load, predict, a training step, compress,
+#                          expand, resume), fuzz_npy, fuzz_config,
+#                          fuzz_dataset (IDX raw/.gz, CIFAR-10/100, npy pairs,
+#                          image folders), fuzz_image
+#   make fuzz-run FUZZ_S=60  each harness FUZZ_S seconds on a scratch copy of
+#                          its seed corpus (tests/fuzz/corpus/NAME); fails if
+#                          any crashes, naming the saved input
+#   make fuzz-corpus       rewrite tests/fuzz/corpus/ with the project's
+#                          writers (build/paraformer, build-fuzz/make_corpus)
+#   make fuzz-clean        remove build-fuzz/
+# Variables: FUZZ_CC (clang), FUZZ_S (60), FUZZ_RUNS (N inputs from seed 1 instead of FUZZ_S), FUZZ_NAMES (all five; e.g.
+# FUZZ_NAMES="npy config" for some).
+
+FUZZ_CC    ?= clang
+FUZZ_S     ?= 60
+FUZZ_RUNS  ?=
+FUZZ_BUILD := build-fuzz
+FUZZ_NAMES ?= safetensors npy config dataset image
+FUZZ_BINS   = $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_NAMES))
+FUZZ_SAN   := -fsanitize=fuzzer,address,undefined,float-cast-overflow -fno-sanitize-recover=all
+# stb_image's implementation is compiled into each harness (fuzz_common.h)
+# under the same flags, so UBSan checks it too. No OpenMP: one thread.
+FUZZ_FLAGS  = -std=c99 -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -Wall -Wextra -Wno-unknown-pragmas \
+              $(STBFLAGS) $(ZLIBFLAGS)
+FUZZ_LIBS  := -lz -lm
+FUZZ_HINT  := Debian: apt-get install clang libclang-rt-14-dev
+FUZZ_SRCS  := tests/fuzz/fuzz_common.h paraformer.h $(FUZZ_BUILD)/flags
+
+# rebuild when the compiler or the flags change (as $(BUILD)/flags does)
+ifneq ($(filter fuzz fuzz-run fuzz-corpus $(FUZZ_BUILD)/%,$(MAKECMDGOALS)),)
+$(shell mkdir -p $(FUZZ_BUILD) && { [ "$$(cat $(FUZZ_BUILD)/flags 2>/dev/null)" = '$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_LIBS)' ] || \
+	echo '$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_LIBS)' > $(FUZZ_BUILD)/flags; })
+endif
+$(FUZZ_BUILD)/flags:
+	@mkdir -p $(@D) && echo '$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_LIBS)' > $@
+
+# clang with libFuzzer and the sanitizer runtimes, stb_image and zlib: each
+# missing piece is named with what to install.
+fuzz-check: fuzz-check-libs
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "error: $(FUZZ_CC) not found: make fuzz needs clang with libFuzzer ($(FUZZ_HINT); or FUZZ_CC=...)" >&2; exit 1; }
+	@t=$$(mktemp -d) && printf '$(HASH)include <stddef.h>\n$(HASH)include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' > $$t/p.c && \
+	if $(FUZZ_CC) $(FUZZ_SAN) $$t/p.c -o $$t/p >$$t/log 2>&1; then rm -rf $$t; else \
+	sed -n 1,5p $$t/log >&2; rm -rf $$t; echo "error: $(FUZZ_CC) cannot link -fsanitize=fuzzer,address,undefined (the libFuzzer and sanitizer runtimes are missing? $(FUZZ_HINT))" >&2; exit 1; fi
+fuzz-check-libs:
+	@test -n "$(HAVE_STB)" || { echo "error: fuzzing needs stb_image ($(STB_INC)/stb/stb_image.h not found: apt-get install libstb-dev)" >&2; exit 1; }
+	@test -n "$(HAVE_ZLIB)" || { echo "error: fuzzing needs zlib (<zlib.h>, -lz not found: apt-get install zlib1g-dev)" >&2; exit 1; }
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) | fuzz-check
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBS)
+
+fuzz: $(FUZZ_BINS)
+
+fuzz-run: $(FUZZ_BINS)
+	@FUZZ_S=$(FUZZ_S) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_BUILD=$(FUZZ_BUILD) tests/fuzz/run.sh $(FUZZ_NAMES)
+
+# the seed corpora: the program's models and checkpoints, the rest from
+# build-fuzz/make_corpus (an ordinary build, with stb_image_write and zlib)
+$(FUZZ_BUILD)/make_corpus: tests/fuzz/make_corpus.c paraformer.h | fuzz-check-libs
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(CFLAGS) $(WARN) -Wno-unknown-pragmas $(STBFLAGS) $(ZLIBFLAGS) -o $@ $< $(LDFLAGS) -lz -lm
+
+fuzz-corpus: $(EXE) $(FUZZ_BUILD)/make_corpus
+	tests/fuzz/make_corpus.sh $(EXE) $(FUZZ_BUILD)/make_corpus
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+
 clean:
 	rm -rf build build-san
 
@@ -407,8 +479,12 @@ help:
 	@echo "  make cuda         GPU backend, program and tests in $(CUDA_BUILD)/ (nvcc -arch=$(CUDA_ARCH); NCCL_HOME=$(NCCL_HOME))"
 	@echo "  make cuda-generic the backend as PTX (compute_80)"
 	@echo "  make test-cuda    CPU/GPU parity tests (needs a GPU)"
+	@echo "  make fuzz         libFuzzer harnesses (clang, ASan + UBSan) in $(FUZZ_BUILD)/: $(FUZZ_NAMES)"
+	@echo "  make fuzz-run     run each for FUZZ_S=$(FUZZ_S) seconds on its seeds (tests/fuzz/corpus/); fails on any crash"
+	@echo "  make fuzz-corpus  regenerate tests/fuzz/corpus/ with the project's writers; make fuzz-clean: remove $(FUZZ_BUILD)/"
 	@echo "  make clean        remove build/ and build-san/"
 	@echo "variables: CC=$(CC) CXX=$(CXX) CFLAGS='$(CFLAGS)' OPENMP=$(OPENMP) STB=$(STB) ZLIB=$(ZLIB) SAN=$(SAN)"
 	@echo "compile:   $(CC) $(ALL_CFLAGS) [$(STBFLAGS) for build/paraformer, test_data] ... $(ALL_LDFLAGS) $(LDLIBS)"
 
-.PHONY: all run test test-torch bench bench-tools bench-compare clean help cuda cuda-generic cuda-check test-cuda
+.PHONY: all run test test-torch bench bench-tools bench-compare clean help cuda cuda-generic cuda-check test-cuda \
+        fuzz fuzz-run fuzz-check fuzz-check-libs fuzz-corpus fuzz-clean
