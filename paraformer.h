@@ -6699,6 +6699,14 @@ static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
                     o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed, list);
 }
 
+/* The arguments of the trainer's file functions (save, resume, open_log). */
+static pf_status pf__trainer_path_args(const pf_trainer *t, const char *path, const char *fn) {
+    PF__NEED(t, fn, "the trainer");
+    PF__NEED(t->m, fn, "the trainer's model");
+    PF__NEED(path, fn, "the path");
+    return PF_OK;
+}
+
 static pf_status pf__trainer_save(pf_trainer *t, const char *path) {
     pf_model *m = t->m;
     char state[2048], opts[1536];
@@ -6745,10 +6753,8 @@ static pf_status pf__trainer_save(pf_trainer *t, const char *path) {
     return st;
 }
 PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
-    PF__NEED(t, "pf_trainer_save", "the trainer");
-    PF__NEED(t->m, "pf_trainer_save", "the trainer's model");
-    PF__NEED(path, "pf_trainer_save", "the path");
-    return pf__trainer_save(t, path);
+    pf_status st = pf__trainer_path_args(t, path, "pf_trainer_save");
+    return st != PF_OK ? st : pf__trainer_save(t, path);
 }
 
 /* The saved options must be this run's: the data order, the learning rate
@@ -6894,10 +6900,8 @@ static pf_status pf__trainer_resume(pf_trainer *t, const char *path) {
     return st;
 }
 PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path) {
-    PF__NEED(t, "pf_trainer_resume", "the trainer");
-    PF__NEED(t->m, "pf_trainer_resume", "the trainer's model");
-    PF__NEED(path, "pf_trainer_resume", "the path");
-    return pf__trainer_resume(t, path);
+    pf_status st = pf__trainer_path_args(t, path, "pf_trainer_resume");
+    return st != PF_OK ? st : pf__trainer_resume(t, path);
 }
 
 /* The line number (from 0) of the last "start" event in the log f, 0 when
@@ -6952,10 +6956,8 @@ static pf_status pf__trainer_open_log(pf_trainer *t, const char *path) {
     return PF_OK;
 }
 PFDEF pf_status pf_trainer_open_log(pf_trainer *t, const char *path) {
-    PF__NEED(t, "pf_trainer_open_log", "the trainer");
-    PF__NEED(t->m, "pf_trainer_open_log", "the trainer's model");
-    PF__NEED(path, "pf_trainer_open_log", "the path");
-    return pf__trainer_open_log(t, path);
+    pf_status st = pf__trainer_path_args(t, path, "pf_trainer_open_log");
+    return st != PF_OK ? st : pf__trainer_open_log(t, path);
 }
 
 /* ---------------------------------------------------------------------- */
