@@ -185,7 +185,8 @@ typedef struct pf_rng {
 } pf_rng;
 /* A stream whose state starts at `seed`. */
 PFDEF pf_rng pf_rng_seed(uint64_t seed);
-/* The next 64 random bits. */
+/* The next 64 random bits. These three return 0 for a NULL generator, and
+   the last error names the function. */
 PFDEF uint64_t pf_rng_next(pf_rng *r);
 /* Uniform in [0, 1), 53 bits of one draw. */
 PFDEF double pf_rng_uniform(pf_rng *r);
@@ -195,7 +196,8 @@ PFDEF double pf_rng_normal(pf_rng *r);
 
 /* ---------------------------------------------------------------------- */
 /* small JSON lookups in the top level of one object (metadata, logs).
-   Each returns 1 when `key` is there with the right type, else 0. */
+   Each returns 1 when `key` is there with the right type, else 0 (also
+   for a NULL argument, which sets the last error). */
 PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v);
 /* A number array (a scalar counts as one element); *n gets the count. */
 PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n);
@@ -242,10 +244,11 @@ PFDEF float pf_preset_embed_std(const char *name);
 PFDEF void pf_config_resolve(pf_config *c);
 /* Resolves and checks; on failure the last error says what is wrong. */
 PFDEF pf_status pf_config_validate(pf_config *c);
-/* Tokens T = (image/patch)^2 + 1 of a resolved config. */
+/* Tokens T = (image/patch)^2 + 1 of a resolved config (0 for NULL or an
+   unresolved one). */
 PFDEF int pf_config_tokens(const pf_config *c);
 /* The config as the JSON object string of docs/design.md §4. Returns the length
-   written (excluding NUL) or -1 if cap is too small. */
+   written (excluding NUL) or -1 if cap is too small (or c or buf is NULL). */
 PFDEF int pf_config_to_json(const pf_config *c, char *buf, size_t cap);
 /* Parses such a JSON object (lenient about optional keys and bool forms). */
 PFDEF pf_status pf_config_from_json(const char *json, size_t len, pf_config *c);
@@ -259,9 +262,11 @@ PFDEF const char *pf_pool_name(int p);
    Packed, cache-blocked, AVX-512/AVX2 micro-kernels chosen at run time, a
    portable kernel otherwise. Each element of C belongs to one thread and its
    k-sum runs in a fixed order, so results are identical for any number of
-   threads. No allocation: packing buffers are thread-local statics. */
-PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                   float *C, int ldc, int accumulate);
+   threads. No allocation: packing buffers are thread-local statics.
+   PF_ERR_ARG for a negative size, a leading dimension below its row length
+   or a NULL matrix that the sizes need (M or N of 0 does nothing). */
+PFDEF pf_status pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        float *C, int ldc, int accumulate);
 /* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
 PFDEF const char *pf_gemm_kernel(void);
 /* 1: the model runs the plain reference loops instead of the fast kernels
@@ -384,8 +389,9 @@ PFDEF void pf_model_free(pf_model *m);
 /* Seeded initialisation, PyTorch's defaults in distribution: Linear weight and
    bias U(+-1/sqrt(fan_in)), LayerNorm 1/0, cls and pos N(0, embed_std^2)
    (embed_std <= 0 means 0.02). Each tensor draws from its own stream seeded by
-   (seed, name), so adding branches never changes the existing ones. */
-PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std);
+   (seed, name), so adding branches never changes the existing ones.
+   PF_ERR_ARG for a NULL model or an embed_std that is not finite or > 1000. */
+PFDEF pf_status pf_model_init(pf_model *m, uint64_t seed, float embed_std);
 /* Allocates gradients, Adam moments and step counters (zeroed). */
 PFDEF pf_status pf_model_alloc_train(pf_model *m);
 /* Allocates activations for batches up to B (no allocation in a step). */
@@ -394,7 +400,9 @@ PFDEF pf_status pf_model_reserve(pf_model *m, int B);
 PFDEF pf_status pf_model_set_active(pf_model *m, int k);
 /* The spec named `name`, or NULL. */
 PFDEF const pf_tensor_spec *pf_model_find(const pf_model *m, const char *name);
-/* Parameter (or gradient when buf = m->grads) pointers of layer l of branch b. */
+/* Parameter (or gradient when buf = m->grads) pointers of layer l of branch b
+   (all NULL, and the last error set, for a NULL model or buffer or a branch or
+   layer out of range). */
 PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l);
 /* Number of parameters of a part (PF_PART_*; for branches: one branch). */
 PFDEF size_t pf_model_part_size(const pf_model *m, int part);
@@ -464,10 +472,16 @@ typedef struct pf_optim {
 /* lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0.01 (torch's AdamW
    defaults), no clipping. */
 PFDEF pf_optim pf_optim_default(void);
+/* PF_OK for settings a step can use: adam 0 or 1, lr in [0, 10) (a
+   scheduled lr may reach 0), betas in [0, 1), eps > 0, weight decay in
+   [0, 10), clip >= 0, all finite. Else PF_ERR_ARG naming the field.
+   pf_optim_step, the GPU step and pf_train_opts_validate all check this. */
+PFDEF pf_status pf_optim_validate(const pf_optim *o);
 /* Global L2 norm of the gradients that exist (trainable, active tensors). */
 PFDEF double pf_grad_norm(const pf_model *m);
 /* torch.nn.utils.clip_grad_norm_: scales grads by max/(norm+1e-6) when that
-   is < 1. Returns the norm before clipping. */
+   is < 1. Returns the norm before clipping. A max_norm that is not > 0 (or
+   NaN) clips nothing; a NULL model or one without gradients has norm 0. */
 PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm);
 /* One optimizer step (clips first if o->clip > 0) on the tensors that exist:
    stem/head if trainable, branches b < active with train_branch[b]. Others
@@ -495,7 +509,8 @@ typedef struct pf_adam_step {
 } pf_adam_step;
 /* 0 when tensor t takes no step at all (not trainable, or a zero learning
    rate: PyTorch's parameter without a gradient); else 1, with *a filled in
-   and the tensor's step counter m->steps[t] advanced. */
+   and the tensor's step counter m->steps[t] advanced. 0 and the last error
+   for a NULL argument, a model without training state or t out of range. */
 PFDEF int pf_adam_step_of(pf_model *m, const pf_optim *o, int t, pf_adam_step *a);
 
 /* ---------------------------------------------------------------------- */
@@ -662,8 +677,9 @@ PFDEF pf_status pf_dataset_subset(const pf_dataset *d, const int *idx, int n, pf
    to `train`, each in their original order. Same seed, same split. */
 PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed, pf_dataset *train,
                                  pf_dataset *val);
-/* Per-channel mean and (biased) std of the pixels on the [0,1] scale. */
-PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std);
+/* Per-channel mean and (biased) std of the pixels on the [0,1] scale
+   (d->c values each; 0 for an empty dataset). */
+PFDEF pf_status pf_dataset_stats(const pf_dataset *d, float *mean, float *std);
 /* Fits a config to a dataset, so that a model needs no flags the data
    already answers: the parts of `what` (PF_FIT_*) are taken from d. The
    image size only from square images (others keep c's); the
@@ -841,7 +857,8 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o);
                      interleaved, Adam 1e-4 constant, batch 500, 300 epochs,
                      RandAugment(2, 14), crop (pad 4), flip
    Any model preset name ("paraformer", "vit") gives that model with
-   pf_train_opts_default(). *embed_std gets the cls/pos init std. */
+   pf_train_opts_default(). *embed_std (when not NULL) gets the cls/pos
+   init std. */
 PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o, float *embed_std);
 
 /* Where a run is: everything besides the parameters and the optimizer
@@ -906,6 +923,7 @@ typedef struct pf_trainer {
     pf_real *x, *logits;          /* a batch; its logits from the backend */
     int *perm, *labels, n_batches;
     double t_start;
+    uint64_t data_hash;           /* fingerprint of train and val (saved) */
 } pf_trainer;
 
 /* Sets up a trainer for m on `train` (and `val` for the stage decisions and
@@ -917,7 +935,9 @@ PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *tr
                                 const pf_train_opts *o);
 /* Continues from a checkpoint written by this trainer: loads parameters,
    Adam moments, step counters and the state; the options must match those
-   the run was started with (the error names the first that differs). */
+   the run was started with (the error names the first that differs), and
+   so must the data (the same training and validation images and labels,
+   checked by a fingerprint the checkpoint keeps). */
 PFDEF pf_status pf_trainer_resume(pf_trainer *t, const char *path);
 /* Opens the JSON-lines log (appends; after a resume it is first cut back to
    its lines at the checkpoint, so it reads as if never interrupted). */
@@ -1163,6 +1183,7 @@ PFEXTDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap);
 /* A public function's check of a pointer argument: a NULL is an error
    naming the function and the argument, never a crash (stb never exits,
    and neither does this library). */
+#define PF__MAX_SIDE 16384 /* pixels on a side of any image, file or argument */
 #define PF__NEED(p, fn, what) do { if (!(p)) return pf_fail(PF_ERR_ARG, "%s: %s is NULL", fn, what); } while (0)
 
 static void *pf__calloc(size_t n, size_t size) {
@@ -1294,9 +1315,11 @@ PFDEF pf_rng pf_rng_seed(uint64_t seed) {
     r.state = seed;
     return r;
 }
-PFDEF uint64_t pf_rng_next(pf_rng *r) { PF_ASSERT(r); return pf__next(&r->state); }
-PFDEF double pf_rng_uniform(pf_rng *r) { PF_ASSERT(r); return pf__uniform(&r->state); }
-PFDEF double pf_rng_normal(pf_rng *r) { PF_ASSERT(r); return pf__normal(&r->state); }
+/* a NULL generator draws 0 and sets the last error (no status to return) */
+#define PF__RNG_NEED(r, fn) if (!(r)) return (pf_fail(PF_ERR_ARG, "%s: the generator is NULL", fn), 0)
+PFDEF uint64_t pf_rng_next(pf_rng *r) { PF__RNG_NEED(r, "pf_rng_next"); return pf__next(&r->state); }
+PFDEF double pf_rng_uniform(pf_rng *r) { PF__RNG_NEED(r, "pf_rng_uniform"); return pf__uniform(&r->state); }
+PFDEF double pf_rng_normal(pf_rng *r) { PF__RNG_NEED(r, "pf_rng_normal"); return pf__normal(&r->state); }
 static uint64_t pf__hash_str(uint64_t h, const char *s) { /* FNV-1a then mix */
     h ^= 0xcbf29ce484222325ULL;
     while (*s) { h ^= (unsigned char)*s++; h *= 0x100000001b3ULL; }
@@ -1492,17 +1515,28 @@ static int pf__jfind(pf__json *j, const char *json, size_t len, const char *key)
     }
     return 0;
 }
+/* the lookups' arguments: 0 (not found) and the last error for a NULL one */
+static int pf__json_args(const char *json, const char *key, const void *out, const char *fn) {
+    if (json && key && out) return 1;
+    pf_fail(PF_ERR_ARG, "%s: %s is NULL", fn, !json ? "the JSON text" : !key ? "the key" : "the output");
+    return 0;
+}
 PFDEF int pf_json_number(const char *json, size_t len, const char *key, double *v) {
     pf__json j;
+    if (!pf__json_args(json, key, v, "pf_json_number")) return 0;
     return pf__jfind(&j, json, len, key) && pf__jnumber(&j, v);
 }
 PFDEF int pf_json_numbers(const char *json, size_t len, const char *key, double *v, int cap, int *n) {
     pf__json j;
+    if (!pf__json_args(json, key, n, "pf_json_numbers")) return 0;
     *n = 0;
+    if (cap < 0 || (cap > 0 && !v)) return (pf_fail(PF_ERR_ARG, "pf_json_numbers: room for %d numbers at %p", cap, (void *)v), 0);
     return pf__jfind(&j, json, len, key) && pf__jnumarray(&j, v, cap, n);
 }
 PFDEF int pf_json_string(const char *json, size_t len, const char *key, char *out, size_t cap) {
     pf__json j;
+    if (!pf__json_args(json, key, out, "pf_json_string")) return 0;
+    if (!cap) return (pf_fail(PF_ERR_ARG, "pf_json_string: no room for the string (cap 0)"), 0);
     return pf__jfind(&j, json, len, key) && pf__jpeek(&j) == '"' && pf__jstring(&j, out, cap, NULL);
 }
 PFDEF pf_status pf_json_check(const char *json, size_t len, int object) {
@@ -1526,6 +1560,7 @@ PFDEF const char *pf_pool_name(int p) { return p == PF_POOL_MEAN ? "mean" : "cls
 
 PFDEF void pf_config_resolve(pf_config *c) {
     int i;
+    if (!c) return;
     if (!c->image_size) c->image_size = 32;
     if (!c->channels) c->channels = 3;
     if (!c->patch_size) c->patch_size = 4;
@@ -1566,7 +1601,9 @@ PFDEF float pf_preset_embed_std(const char *name) {
 }
 
 PFDEF int pf_config_tokens(const pf_config *c) {
-    int g = c->image_size / c->patch_size;
+    int g;
+    if (!c || c->image_size < 1 || c->patch_size < 1) return 0;
+    g = c->image_size / c->patch_size;
     return g * g + 1;
 }
 
@@ -1625,6 +1662,8 @@ static int pf__appendf(char *buf, size_t cap, size_t *k, const char *fmt, ...) {
 
 PFDEF int pf_config_to_json(const pf_config *c, char *buf, size_t cap) {
     size_t k = 0; int i;
+    if (!c || !buf || !cap)
+        return pf_fail(PF_ERR_ARG, "pf_config_to_json: %s", !c ? "the config is NULL" : "no buffer"), -1;
     pf__appendf(buf, cap, &k,
                 "{\"image_size\": %d, \"channels\": %d, \"patch_size\": %d, \"dim\": %d, \"heads\": %d, "
                 "\"mlp_dim\": %d, \"branches\": %d, \"depth\": %d, \"classes\": %d, \"residual\": \"%s\", "
@@ -2074,9 +2113,20 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
     }
 }
 
-PFDEF void pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
-                   int ldc, int accumulate) {
+PFDEF pf_status pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                        float *C, int ldc, int accumulate) {
+    if (M < 0 || N < 0 || K < 0) return pf_fail(PF_ERR_ARG, "pf_gemm: sizes M=%d N=%d K=%d", M, N, K);
+    if (!M || !N) return PF_OK;
+    PF__NEED(C, "pf_gemm", "C");
+    if (ldc < N) return pf_fail(PF_ERR_ARG, "pf_gemm: ldc %d < N %d", ldc, N);
+    if (K > 0) {
+        PF__NEED(A, "pf_gemm", "A");
+        PF__NEED(B, "pf_gemm", "B");
+        if (lda < (ta ? M : K)) return pf_fail(PF_ERR_ARG, "pf_gemm: lda %d < %s %d", lda, ta ? "M" : "K", ta ? M : K);
+        if (ldb < (tb ? K : N)) return pf_fail(PF_ERR_ARG, "pf_gemm: ldb %d < %s %d", ldb, tb ? "K" : "N", tb ? K : N);
+    }
     pf__gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, NULL);
+    return PF_OK;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2521,22 +2571,33 @@ PFDEF void pf_model_free(pf_model *m) {
 
 PFDEF const pf_tensor_spec *pf_model_find(const pf_model *m, const char *name) {
     int i;
+    if (!m || !name) return NULL;
     for (i = 0; i < m->n_specs; i++)
         if (!strcmp(m->specs[i].name, name)) return &m->specs[i];
     return NULL;
 }
 
 PFDEF size_t pf_model_part_size(const pf_model *m, int part) {
+    if (!m) return 0;
     return part == PF_PART_STEM ? m->stem_size : part == PF_PART_BRANCH ? m->branch_size : m->head_size;
 }
 
 PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l) {
     /* every layer of every branch has the same internal layout */
-    const pf_config *c = &m->cfg;
-    size_t D = (size_t)c->dim, M = (size_t)c->mlp_dim;
-    size_t layer_size = m->branch_size / (size_t)c->depth;
-    pf_real *p = buf + m->stem_size + (size_t)b * m->branch_size + (size_t)l * layer_size;
+    const pf_config *c;
+    size_t D, M, layer_size;
+    pf_real *p;
     pf_layer_ptrs L;
+    memset(&L, 0, sizeof L);
+    if (!m || !buf || b < 0 || b >= m->cfg.branches || l < 0 || l >= m->cfg.depth) {
+        pf_fail(PF_ERR_ARG, "pf_model_layer: %s", !m ? "the model is NULL" : !buf ? "the buffer is NULL"
+                                                  : "branch or layer out of range");
+        return L;
+    }
+    c = &m->cfg;
+    D = (size_t)c->dim; M = (size_t)c->mlp_dim;
+    layer_size = m->branch_size / (size_t)c->depth;
+    p = buf + m->stem_size + (size_t)b * m->branch_size + (size_t)l * layer_size;
     L.ln1_w = p; p += D;
     L.ln1_b = p; p += D;
     L.qkv_w = p; p += 3 * D * D;
@@ -2559,9 +2620,11 @@ PFDEF pf_layer_ptrs pf_model_layer(const pf_model *m, pf_real *buf, int b, int l
 #define PF__STEM_POS(m, buf) (PF__STEM_CLS(m, buf) + (m)->cfg.dim)
 #define PF__HEAD(m, buf) ((buf) + (m)->stem_size + (size_t)(m)->cfg.branches * (m)->branch_size)
 
-PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
+PFDEF pf_status pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
     int i;
     double estd = embed_std > 0.0f ? (double)embed_std : 0.02;
+    PF__NEED(m, "pf_model_init", "the model");
+    if (!isfinite(embed_std) || embed_std > 1e3f) return pf_fail(PF_ERR_ARG, "pf_model_init: embed_std %g", embed_std);
     for (i = 0; i < m->n_specs; i++) {
         const pf_tensor_spec *s = &m->specs[i];
         pf_real *p = m->params + s->offset;
@@ -2579,9 +2642,10 @@ PFDEF void pf_model_init(pf_model *m, uint64_t seed, float embed_std) {
     }
     m->dropout_seed = pf_mix64(seed ^ 0x5eedd20b0u);
     m->params_gen++;
+    return PF_OK;
 }
 
-PFDEF void pf_model_changed(pf_model *m) { m->params_gen++; }
+PFDEF void pf_model_changed(pf_model *m) { if (m) m->params_gen++; }
 
 
 
@@ -2601,6 +2665,7 @@ PFDEF pf_status pf_model_alloc_train(pf_model *m) {
 }
 
 PFDEF pf_status pf_model_set_active(pf_model *m, int k) {
+    PF__NEED(m, "pf_model_set_active", "the model");
     if (k < 1 || k > m->cfg.branches)
         return pf_fail(PF_ERR_ARG, "active branches %d must be in 1..%d", k, m->cfg.branches);
     m->active = k;
@@ -3463,6 +3528,7 @@ PFDEF pf_optim pf_optim_default(void) {
 
 /* Does this tensor have a gradient and take optimizer steps? */
 PFDEF int pf_param_trainable(const pf_model *m, const pf_tensor_spec *s) {
+    if (!m || !s) return 0;
     if (s->part == PF_PART_STEM) return m->train_stem;
     if (s->part == PF_PART_HEAD)
         return m->train_head && (m->head_rows_from <= 0 || s->kind == PF_KIND_WEIGHT || s->kind == PF_KIND_BIAS);
@@ -3470,7 +3536,7 @@ PFDEF int pf_param_trainable(const pf_model *m, const pf_tensor_spec *s) {
 }
 PFDEF size_t pf_param_train_from(const pf_model *m, const pf_tensor_spec *s) {
     size_t from;
-    if (s->part != PF_PART_HEAD || m->head_rows_from <= 0) return 0;
+    if (!m || !s || s->part != PF_PART_HEAD || m->head_rows_from <= 0) return 0;
     from = (size_t)(m->head_rows_from < m->cfg.classes ? m->head_rows_from : m->cfg.classes);
     return s->kind == PF_KIND_WEIGHT ? from * (size_t)m->cfg.dim : from;
 }
@@ -3478,7 +3544,7 @@ PFDEF size_t pf_param_train_from(const pf_model *m, const pf_tensor_spec *s) {
 PFDEF double pf_grad_norm(const pf_model *m) {
     double total = 0;
     int t;
-    if (!m->grads) return 0;
+    if (!m || !m->grads) return 0;
     for (t = 0; t < m->n_specs; t++) {
         const pf_tensor_spec *s = &m->specs[t];
         const pf_real *g = m->grads + s->offset;
@@ -3494,7 +3560,7 @@ PFDEF double pf_grad_norm(const pf_model *m) {
 PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm) {
     double norm = pf_grad_norm(m), coef = max_norm / (norm + 1e-6);
     int t;
-    if (coef < 1.0) {
+    if (m && m->grads && max_norm > 0.0 && coef < 1.0) {
         for (t = 0; t < m->n_specs; t++) {
             const pf_tensor_spec *s = &m->specs[t];
             pf_real *g = m->grads + s->offset;
@@ -3507,8 +3573,14 @@ PFDEF double pf_clip_grad_norm(pf_model *m, double max_norm) {
 }
 
 PFDEF int pf_adam_step_of(pf_model *m, const pf_optim *o, int t, pf_adam_step *a) {
-    const pf_tensor_spec *s = &m->specs[t];
+    const pf_tensor_spec *s;
     int64_t step;
+    if (!m || !o || !a || !m->steps || t < 0 || t >= m->n_specs) {
+        pf_fail(PF_ERR_ARG, "pf_adam_step_of: %s", !m || !o || !a ? "NULL argument"
+                            : !m->steps ? "no training state (pf_model_alloc_train)" : "tensor index out of range");
+        return 0;
+    }
+    s = &m->specs[t];
     a->lr = o->lr * (s->part == PF_PART_BRANCH ? m->lr_scale[s->branch] : m->shared_lr_scale);
     if (!pf_param_trainable(m, s) || a->lr == 0.0f) return 0; /* no gradient: no step at all */
     step = ++m->steps[t];
@@ -3519,13 +3591,27 @@ PFDEF int pf_adam_step_of(pf_model *m, const pf_optim *o, int t, pf_adam_step *a
     return 1;
 }
 
+PFDEF pf_status pf_optim_validate(const pf_optim *p) {
+    PF__NEED(p, "pf_optim_validate", "o (the optimizer settings)");
+    if (p->adam != 0 && p->adam != 1) return pf_fail(PF_ERR_ARG, "optimizer: adam %d must be 0 (AdamW) or 1 (Adam)", p->adam);
+    if (!(p->lr >= 0.0f && p->lr < 10.0f)) return pf_fail(PF_ERR_ARG, "learning rate %g must be in [0, 10)", p->lr);
+    if (!(p->beta1 >= 0.0f && p->beta1 < 1.0f) || !(p->beta2 >= 0.0f && p->beta2 < 1.0f))
+        return pf_fail(PF_ERR_ARG, "Adam betas (%g, %g) must be in [0, 1)", p->beta1, p->beta2);
+    if (!(p->eps > 0.0f) || !isfinite(p->eps)) return pf_fail(PF_ERR_ARG, "Adam eps %g must be > 0", p->eps);
+    if (!(p->weight_decay >= 0.0f && p->weight_decay < 10.0f))
+        return pf_fail(PF_ERR_ARG, "weight decay %g must be in [0, 10)", p->weight_decay);
+    if (!(p->clip >= 0.0f) || !isfinite(p->clip)) return pf_fail(PF_ERR_ARG, "grad clip %g must be >= 0", p->clip);
+    return PF_OK;
+}
+
 PFDEF pf_status pf_optim_step(pf_model *m, const pf_optim *o, double *norm_out) {
     double norm = 0, t0;
     int t;
     PF__NEED(m, "pf_optim_step", "the model");
-    PF__NEED(o, "pf_optim_step", "the optimizer settings");
+    PF__NEED(o, "pf_optim_step", "o (the optimizer settings)");
     if (norm_out) *norm_out = 0;
     if (!m->grads) return pf_fail(PF_ERR_ARG, "pf_optim_step: the model has no gradients (call pf_model_alloc_train)");
+    if (pf_optim_validate(o) != PF_OK) return pf_fail(PF_ERR_ARG, "pf_optim_step: %s", pf_last_error());
     t0 = m->profile ? pf_time() : 0.0;
     if (o->clip > 0.0f) norm = pf_clip_grad_norm(m, o->clip);
     for (t = 0; t < m->n_specs; t++) {
@@ -3703,6 +3789,7 @@ static int pf__dtype_from_name(const char *s) {
 
 PFDEF size_t pf_st_numel(const pf_st_entry *e) {
     size_t n = 1; int i;
+    if (!e) return 0;
     for (i = 0; i < e->ndim; i++) n *= (size_t)e->shape[i];
     return n;
 }
@@ -3972,7 +4059,7 @@ PFDEF pf_status pf_st_open(const char *path, pf_st_file **out) {
 }
 
 PFDEF const pf_st_entry *pf_st_find(const pf_st_file *f, const char *name) {
-    int lo = 0, hi = f->n - 1;
+    int lo = 0, hi = f && name ? f->n - 1 : -1;
     while (lo <= hi) { /* binary search in the name index */
         int mid = lo + (hi - lo) / 2, c = strcmp(f->entries[f->by_name[mid]].name, name);
         if (!c) return &f->entries[f->by_name[mid]];
@@ -3983,14 +4070,28 @@ PFDEF const pf_st_entry *pf_st_find(const pf_st_file *f, const char *name) {
 
 PFDEF const char *pf_st_meta(const pf_st_file *f, const char *key) {
     int i;
+    if (!f || !key) return NULL;
     for (i = 0; i < f->n_meta; i++)
         if (!strcmp(f->meta_keys[i], key)) return f->meta_vals[i];
     return NULL;
 }
 
+/* a read's arguments: an open file, one of its own entries, a destination */
+static pf_status pf__st_read_args(const pf_st_file *f, const pf_st_entry *e, const void *dst, const char *fn) {
+    PF__NEED(f, fn, "the file");
+    PF__NEED(e, fn, "the entry");
+    PF__NEED(dst, fn, "the destination");
+    if (e < f->entries || e >= f->entries + f->n)
+        return pf_fail(PF_ERR_ARG, "%s: %s: the entry is not one of this file's (use pf_st_find on it)", fn, f->path);
+    return PF_OK;
+}
 PFDEF pf_status pf_st_read_raw(pf_st_file *f, const pf_st_entry *e, void *dst) {
-    FILE *fp = (FILE *)f->fp;
-    size_t n = (size_t)(e->end - e->begin);
+    FILE *fp;
+    size_t n;
+    pf_status st = pf__st_read_args(f, e, dst, "pf_st_read_raw");
+    if (st != PF_OK) return st;
+    fp = (FILE *)f->fp;
+    n = (size_t)(e->end - e->begin);
     if (fseek(fp, (long)(f->data_start + e->begin), SEEK_SET) != 0 || fread(dst, 1, n, fp) != n)
         return pf_fail(PF_ERR_IO, "%s: tensor '%s': cannot read %zu bytes at offset %llu", f->path, e->name, n,
                        (unsigned long long)(f->data_start + e->begin));
@@ -4017,10 +4118,14 @@ static pf_status pf__st_read_conv(pf_st_file *f, const pf_st_entry *e, float *d3
     return PF_OK;
 }
 PFDEF pf_status pf_st_read_f32(pf_st_file *f, const pf_st_entry *e, float *dst) {
+    pf_status st = pf__st_read_args(f, e, dst, "pf_st_read_f32");
+    if (st != PF_OK) return st;
     if (e->dtype == PF_F32) return pf_st_read_raw(f, e, dst);
     return pf__st_read_conv(f, e, dst, NULL);
 }
 PFDEF pf_status pf_st_read_f64(pf_st_file *f, const pf_st_entry *e, double *dst) {
+    pf_status st = pf__st_read_args(f, e, dst, "pf_st_read_f64");
+    if (st != PF_OK) return st;
     if (e->dtype == PF_F64) return pf_st_read_raw(f, e, dst);
     return pf__st_read_conv(f, e, NULL, dst);
 }
@@ -4272,6 +4377,7 @@ fail:
 
 PFDEF size_t pf_array_numel(const pf_array *a) {
     size_t n = 1; int i;
+    if (!a) return 0;
     for (i = 0; i < a->ndim; i++) n *= (size_t)a->shape[i];
     return n;
 }
@@ -4468,7 +4574,13 @@ PFDEF pf_status pf_npy_save(const char *path, const pf_array *a) {
 /* datasets: an 8-bit image to the model's input (resize, normalise) */
 
 PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c, const pf_config *cfg, float *out) {
-    int S = cfg->image_size, C = cfg->channels, ch, y, x;
+    int S, C, ch, y, x;
+    PF__NEED(img, "pf_image_to_input", "the image");
+    PF__NEED(cfg, "pf_image_to_input", "the config");
+    PF__NEED(out, "pf_image_to_input", "the output");
+    S = cfg->image_size; C = cfg->channels;
+    if (S < 1 || S > PF__MAX_SIDE || C < 1 || C > PF_MAX_CHANNELS)
+        return pf_fail(PF_ERR_CONFIG, "pf_image_to_input: the config's image size %d / channels %d are not usable (resolve it first)", S, C);
     if (h < 1 || w < 1 || c < 1 || c > 4) return pf_fail(PF_ERR_ARG, "image of %dx%d with %d channels is not supported", w, h, c);
     if (C != 1 && C != 3 && C != c) return pf_fail(PF_ERR_SHAPE, "a %d-channel image cannot feed a %d-channel model", c, C);
     for (ch = 0; ch < C; ch++) {
@@ -4513,7 +4625,6 @@ PFDEF pf_status pf_image_to_input(const unsigned char *img, int h, int w, int c,
 #ifndef PF_DATASET_MAX_BYTES
 #define PF_DATASET_MAX_BYTES ((uint64_t)1 << 30)
 #endif
-#define PF__MAX_SIDE 16384      /* pixels on a side, any source */
 #define PF__MAX_LABEL 100000    /* npy labels must be below this */
 
 #if defined(PF_HAVE_STB) && (defined(__unix__) || defined(__APPLE__))
@@ -5053,6 +5164,10 @@ static pf_status pf__image_load(const char *path, int want, unsigned char **pixe
 #endif
 
 PFDEF pf_status pf_image_load(const char *path, unsigned char **pixels, int *h, int *w, int *c) {
+    PF__NEED(pixels, "pf_image_load", "pixels");
+    *pixels = NULL;
+    PF__NEED(h && w && c, "pf_image_load", "h, w or c");
+    PF__NEED(path, "pf_image_load", "the path");
 #ifdef PF_HAVE_STB
     return pf__image_load(path, 0, pixels, h, w, c);
 #else
@@ -5063,7 +5178,7 @@ PFDEF pf_status pf_image_load(const char *path, unsigned char **pixels, int *h, 
 #endif
 }
 
-PFDEF void pf_image_free(unsigned char *pixels) { PF_FREE(pixels); }
+PFDEF void pf_image_free(unsigned char *pixels) { if (pixels) PF_FREE(pixels); }
 
 /* ---- folder:DIR, DIR/<class>/<image> ---- */
 
@@ -5420,12 +5535,30 @@ PFDEF pf_status pf_dataset_load(const char *spec, int default_split, pf_dataset 
     return PF_OK;
 }
 
+/* A dataset a caller passes in: not NULL, and a shape its arrays can hold
+   (a loaded one always is; one filled in by hand may not be). */
+static pf_status pf__dataset_args(const pf_dataset *d, const char *fn) {
+    PF__NEED(d, fn, "the dataset");
+    if (d->n < 0 || (d->n > 0 && (d->h < 1 || d->w < 1 || d->c < 1 || d->c > PF_MAX_CHANNELS ||
+                                  d->h > PF__MAX_SIDE || d->w > PF__MAX_SIDE || d->classes < 1)))
+        return pf_fail(PF_ERR_ARG, "%s: dataset '%.200s' has %d images of %dx%dx%d in %d classes", fn, d->name, d->n, d->h,
+                       d->w, d->c, d->classes);
+    if (d->n > 0 && (!d->images || !d->labels))
+        return pf_fail(PF_ERR_ARG, "%s: dataset '%.200s' has %d images but no %s", fn, d->name, d->n,
+                       !d->images ? "pixels" : "labels");
+    return PF_OK;
+}
+
 PFDEF pf_status pf_dataset_subset(const pf_dataset *d, const int *idx, int n, pf_dataset *out) {
-    size_t per = (size_t)d->h * d->w * d->c;
+    size_t per;
     int i;
     pf_dataset s;
     pf_status st;
+    PF__NEED(out, "pf_dataset_subset", "out");
     memset(out, 0, sizeof *out);
+    if ((st = pf__dataset_args(d, "pf_dataset_subset")) != PF_OK) return st;
+    if (n > 0) PF__NEED(idx, "pf_dataset_subset", "idx");
+    per = (size_t)d->h * d->w * d->c;
     if (n < 0) return pf_fail(PF_ERR_ARG, "%s: subset of %d images", d->name, n);
     for (i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= d->n)
@@ -5455,8 +5588,10 @@ PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed
     unsigned char *in_val;
     uint64_t s = pf_mix64(seed ^ 0x73706c6974ULL); /* "split" */
     pf_status st;
+    PF__NEED(train && val, "pf_dataset_split", "train or val");
     memset(train, 0, sizeof *train);
     memset(val, 0, sizeof *val);
+    if ((st = pf__dataset_args(d, "pf_dataset_split")) != PF_OK) return st;
     if (!(frac >= 0.0 && frac <= 1.0)) return pf_fail(PF_ERR_ARG, "%s: split fraction %g is not in [0, 1]", d->name, frac);
     nv = (int)floor(frac * d->n + 0.5);
     if (nv > d->n) nv = d->n;
@@ -5492,10 +5627,15 @@ PFDEF pf_status pf_dataset_split(const pf_dataset *d, double frac, uint64_t seed
 }
 
 /* Exact integer sums, then mean and biased variance in double. */
-PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std) {
+PFDEF pf_status pf_dataset_stats(const pf_dataset *d, float *mean, float *std) {
     uint64_t s1[PF_MAX_CHANNELS], s2[PF_MAX_CHANNELS];
-    size_t i, px = (size_t)d->n * d->h * d->w;
-    int c, C = d->c < PF_MAX_CHANNELS ? d->c : PF_MAX_CHANNELS;
+    size_t i, px;
+    int c, C;
+    pf_status st = pf__dataset_args(d, "pf_dataset_stats");
+    if (st != PF_OK) return st;
+    PF__NEED(mean && std, "pf_dataset_stats", "mean or std");
+    px = d->n > 0 ? (size_t)d->n * d->h * d->w : 0;
+    C = d->c < 1 ? 0 : d->c < PF_MAX_CHANNELS ? d->c : PF_MAX_CHANNELS;
     memset(s1, 0, sizeof s1);
     memset(s2, 0, sizeof s2);
     for (i = 0; i < px; i++)
@@ -5509,17 +5649,20 @@ PFDEF void pf_dataset_stats(const pf_dataset *d, float *mean, float *std) {
         mean[c] = (float)(m / 255.0);
         std[c] = (float)(sqrt(var > 0 ? var : 0.0) / 255.0);
     }
+    return PF_OK;
 }
 
 PFDEF pf_status pf_config_fit(pf_config *c, const pf_dataset *d, int what) {
-    if (!c || !d) return pf_fail(PF_ERR_ARG, "config fit: no config or no dataset");
+    pf_status st;
+    PF__NEED(c, "pf_config_fit", "the config");
+    if ((st = pf__dataset_args(d, "pf_config_fit")) != PF_OK) return st;
     if (what & ~PF_FIT_ALL) return pf_fail(PF_ERR_ARG, "config fit: unknown parts 0x%x", (unsigned)what);
     /* the model's input is square: a non-square source keeps the size
        asked for and is resized to it */
     if ((what & PF_FIT_IMAGE_SIZE) && d->h == d->w) c->image_size = d->h;
     if (what & PF_FIT_CHANNELS) c->channels = d->c;
     if (what & PF_FIT_CLASSES) c->classes = d->classes;
-    if (what & PF_FIT_NORM) pf_dataset_stats(d, c->mean, c->std);
+    if (what & PF_FIT_NORM) return pf_dataset_stats(d, c->mean, c->std);
     return PF_OK;
 }
 
@@ -5776,6 +5919,8 @@ PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, 
     unsigned char *tmp;
     pf_status st = pf__check_aug(aug);
     if (st != PF_OK) return st;
+    PF__NEED(src, "pf_augment_image", "the source image");
+    PF__NEED(dst, "pf_augment_image", "the destination");
     if (h < 1 || w < 1 || c < 1 || c > 4 || h > PF__MAX_SIDE || w > PF__MAX_SIDE)
         return pf_fail(PF_ERR_ARG, "augmentation: image of %dx%d with %d channels is not supported", w, h, c);
     if (!(tmp = (unsigned char *)PF_MALLOC((size_t)h * w * c))) return pf_fail(PF_ERR_NOMEM, "augmentation: out of memory");
@@ -5846,7 +5991,8 @@ static pf_status pf__dataset_batch(const pf_dataset *d, const int *idx, int B, c
 }
 PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
                                  uint64_t seed, uint64_t counter, pf_real *x) {
-    PF__NEED(d, "pf_dataset_batch", "the dataset");
+    pf_status st = pf__dataset_args(d, "pf_dataset_batch");
+    if (st != PF_OK) return st;
     PF__NEED(cfg, "pf_dataset_batch", "the config");
     if (B > 0) {
         PF__NEED(idx, "pf_dataset_batch", "idx");
@@ -5943,8 +6089,9 @@ done:
 }
 PFDEF pf_status pf_evaluate(pf_model *m, const pf_dataset *d, int batch, double *loss, double *accuracy,
                             double *per_class, double *sweep) {
+    pf_status st;
     PF__NEED(m, "pf_evaluate", "the model");
-    PF__NEED(d, "pf_evaluate", "the dataset");
+    if ((st = pf__dataset_args(d, "pf_evaluate")) != PF_OK) return st;
     return pf__evaluate(m, d, batch, loss, accuracy, per_class, sweep);
 }
 
@@ -6001,8 +6148,9 @@ done:
 }
 PFDEF pf_status pf_evaluate_on(pf_model *m, const pf_backend *be, const pf_dataset *d, int batch, double *loss,
                                double *accuracy, double *per_class, double *sweep) {
+    pf_status st;
     PF__NEED(m, "pf_evaluate_on", "the model");
-    PF__NEED(d, "pf_evaluate_on", "the dataset");
+    if ((st = pf__dataset_args(d, "pf_evaluate_on")) != PF_OK) return st;
     return pf__evaluate_on(m, be, d, batch, loss, accuracy, per_class, sweep);
 }
 
@@ -6111,6 +6259,9 @@ PFDEF pf_train_opts pf_train_opts_default(void) {
 }
 
 PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o, float *embed_std) {
+    PF__NEED(name, "pf_train_preset", "the name");
+    PF__NEED(c, "pf_train_preset", "the config");
+    PF__NEED(o, "pf_train_preset", "o (the options)");
     *o = pf_train_opts_default();
     memset(c, 0, sizeof *c);
     if (!strcmp(name, "fmnist-small")) {
@@ -6138,7 +6289,7 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
         o->patience = 0;   /* each stage runs its epochs (stage 2 dips first) */
         o->aug.crop_pad = 1;
         o->aug.flip = 1;
-        *embed_std = 0.02f;
+        if (embed_std) *embed_std = 0.02f;
         return PF_OK;
     }
     if (!strcmp(name, "paper")) {
@@ -6156,17 +6307,19 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
         o->aug.flip = 1;
         o->aug.randaug_n = 2;
         o->aug.randaug_m = 14;
-        *embed_std = pf_preset_embed_std("paper");
+        if (embed_std) *embed_std = pf_preset_embed_std("paper");
         return PF_OK;
     }
-    *embed_std = pf_preset_embed_std(name);
+    if (embed_std) *embed_std = pf_preset_embed_std(name);
     if (pf_config_preset(c, name) != PF_OK)
         return pf_fail(PF_ERR_ARG, "unknown preset '%s' (fmnist-small, paper, paraformer, vit)", name);
     return PF_OK;
 }
 
 PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
-    const pf_optim *p = &o->optim;
+    const pf_optim *p;
+    PF__NEED(o, "pf_train_opts_validate", "o (the options)");
+    p = &o->optim;
     if (o->schedule < PF_SCHED_STAGED || o->schedule > PF_SCHED_JOINT)
         return pf_fail(PF_ERR_ARG, "schedule %d is not staged, interleaved or joint", o->schedule);
     if (o->epochs < 1 || o->epochs > 100000) return pf_fail(PF_ERR_ARG, "epochs %d outside 1..100000", o->epochs);
@@ -6187,12 +6340,8 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
     if (o->eval_batch < 1 || o->eval_batch > 65536)
         return pf_fail(PF_ERR_ARG, "eval batch %d outside 1..65536", o->eval_batch);
     if (!(p->lr > 0.0f && p->lr < 10.0f)) return pf_fail(PF_ERR_ARG, "learning rate %g must be in (0, 10)", p->lr);
-    if (!(p->beta1 >= 0.0f && p->beta1 < 1.0f) || !(p->beta2 >= 0.0f && p->beta2 < 1.0f))
-        return pf_fail(PF_ERR_ARG, "Adam betas (%g, %g) must be in [0, 1)", p->beta1, p->beta2);
-    if (!(p->eps > 0.0f)) return pf_fail(PF_ERR_ARG, "Adam eps %g must be > 0", p->eps);
-    if (!(p->weight_decay >= 0.0f && p->weight_decay < 10.0f))
-        return pf_fail(PF_ERR_ARG, "weight decay %g must be in [0, 10)", p->weight_decay);
-    if (!(p->clip >= 0.0f) || !(o->prefix_clip >= 0.0f)) return pf_fail(PF_ERR_ARG, "grad clip must be >= 0");
+    if (pf_optim_validate(p) != PF_OK) return PF_ERR_ARG;
+    if (!(o->prefix_clip >= 0.0f) || !isfinite(o->prefix_clip)) return pf_fail(PF_ERR_ARG, "grad clip must be >= 0");
     if (o->lr_schedule != PF_LR_COSINE && o->lr_schedule != PF_LR_CONSTANT)
         return pf_fail(PF_ERR_ARG, "lr schedule %d is not cosine or constant", o->lr_schedule);
     if (!(o->warmup >= 0.0f && o->warmup <= (float)o->epochs))
@@ -6256,6 +6405,26 @@ static void pf__trainer_apply_stage(pf_trainer *t) {
     }
 }
 
+/* A fingerprint of a dataset's shape, pixels and labels (a resume must see
+   the data its run was trained on: the data order is a function of it). */
+static uint64_t pf__dataset_hash(uint64_t h, const pf_dataset *d) {
+    size_t i, bytes;
+    if (!d) return pf_mix64(h ^ 0x6e6f6e65u); /* "none" */
+    h = pf_mix64(h ^ (uint64_t)(unsigned)d->n);
+    h = pf_mix64(h ^ ((uint64_t)(unsigned)d->h << 32 | (uint64_t)(unsigned)d->w));
+    h = pf_mix64(h ^ ((uint64_t)(unsigned)d->c << 32 | (uint64_t)(unsigned)d->classes));
+    bytes = (size_t)d->n * d->h * d->w * d->c;
+    for (i = 0; i + 8 <= bytes; i += 8) {
+        uint64_t w = 0;
+        int b;
+        for (b = 7; b >= 0; b--) w = w << 8 | d->images[i + (size_t)b]; /* little-endian on any machine */
+        h = pf_mix64(h ^ w);
+    }
+    for (; i < bytes; i++) h = pf_mix64(h ^ d->images[i]);
+    for (i = 0; i < (size_t)d->n; i++) h = pf_mix64(h ^ (uint64_t)(unsigned)d->labels[i]);
+    return h;
+}
+
 static pf_status pf__trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
                                 const pf_train_opts *o) {
     const pf_config *c = &m->cfg;
@@ -6271,6 +6440,7 @@ static pf_status pf__trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *
     t->m = m;
     t->train = train;
     t->val = val && val->n > 0 ? val : NULL;
+    t->data_hash = pf__dataset_hash(pf__dataset_hash(0, t->train), t->val);
     t->o = *o;
     if (B > train->n) B = train->n;
     t->o.batch = B;
@@ -6293,10 +6463,13 @@ static pf_status pf__trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *
 }
 PFDEF pf_status pf_trainer_init(pf_trainer *t, pf_model *m, const pf_dataset *train, const pf_dataset *val,
                                 const pf_train_opts *o) {
+    pf_status st;
     PF__NEED(t, "pf_trainer_init", "the trainer");
     PF__NEED(m, "pf_trainer_init", "the model");
     PF__NEED(train, "pf_trainer_init", "the training set");
-    PF__NEED(o, "pf_trainer_init", "the options");
+    PF__NEED(o, "pf_trainer_init", "o (the options)");
+    if ((st = pf__dataset_args(train, "pf_trainer_init")) != PF_OK) return st;
+    if (val && (st = pf__dataset_args(val, "pf_trainer_init")) != PF_OK) return st;
     return pf__trainer_init(t, m, train, val, o);
 }
 
@@ -6323,7 +6496,7 @@ static void pf__json_num(char *buf, size_t cap, size_t *len, const char *key, do
 }
 
 PFDEF void pf_trainer_log(pf_trainer *t, const char *json) {
-    if (!t->log) return;
+    if (!t || !json || !t->log) return;
     fputs(json, (FILE *)t->log);
     fputc('\n', (FILE *)t->log);
     fflush((FILE *)t->log);
@@ -6669,6 +6842,10 @@ PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double 
                                   double *sweep) {
     PF__NEED(t, "pf_trainer_report", "the trainer");
     PF__NEED(t->m, "pf_trainer_report", "the trainer's model");
+    if (test) {
+        pf_status st = pf__dataset_args(test, "pf_trainer_report");
+        if (st != PF_OK) return st;
+    }
     return pf__trainer_report(t, test, loss, accuracy, sweep);
 }
 
@@ -6727,10 +6904,12 @@ static pf_status pf__trainer_save(pf_trainer *t, const char *path) {
     if (snprintf(state, sizeof state,
                  "{\"version\":1,\"stage\":%d,\"epoch\":%d,\"stage_epoch\":%d,\"bad_evals\":%d,\"done\":%d,"
                  "\"step\":%lld,\"samples\":%lld,\"best_val\":%.17g,\"log_lines\":%lld,"
-                 "\"dropout_counter\":%llu,\"options\":%s}",
+                 "\"dropout_counter\":%llu,\"data\":{\"train\":%d,\"val\":%d,\"hash\":\"%016llx\"},"
+                 "\"options\":%s}",
                  t->s.stage, t->s.epoch, t->s.stage_epoch, t->s.bad_evals, t->s.done, (long long)t->s.step,
                  (long long)t->s.samples, isfinite(t->s.best_val) ? t->s.best_val : -1.0,
-                 (long long)t->s.log_lines, (unsigned long long)m->dropout_counter, opts) >= (int)sizeof state)
+                 (long long)t->s.log_lines, (unsigned long long)m->dropout_counter, t->train->n,
+                 t->val ? t->val->n : 0, (unsigned long long)t->data_hash, opts) >= (int)sizeof state)
         return pf_fail(PF_ERR_ARG, "%s: training state too long", path);
     vals[0] = state;
     vals[1] = t->meta_extra ? t->meta_extra : "{}";
@@ -6757,34 +6936,79 @@ PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
     return st != PF_OK ? st : pf__trainer_save(t, path);
 }
 
+/* The first key of JSON object `now` whose value differs from the same
+   key's in `then` (or that `then` lacks): 1 with *key and the two values
+   (then's "not set" when missing) in msg as `"key" is A now, B in the
+   checkpoint`; 0 when every key of now has its value in then. */
+static int pf__json_first_diff(const char *now, const char *then, size_t then_len, char *msg, size_t cap) {
+    pf__json j, k;
+    char key[64];
+    int first = 1;
+    memset(&j, 0, sizeof j);
+    j.s = now; j.n = strlen(now);
+    if (!pf__jobj_begin(&j)) return 0;
+    while (pf__jobj_next(&j, &first, key, sizeof key)) {
+        size_t v0, v1, w0 = 0, w1 = 0;
+        int found;
+        pf__jws(&j);
+        v0 = j.i;
+        if (!pf__jskip(&j)) return 0;
+        v1 = j.i;
+        if ((found = pf__jfind(&k, then, then_len, key)) != 0) {
+            pf__jws(&k);
+            w0 = k.i;
+            found = pf__jskip(&k);
+            w1 = k.i;
+        }
+        if (!found || v1 - v0 != w1 - w0 || memcmp(now + v0, then + w0, v1 - v0)) {
+            snprintf(msg, cap, "\"%s\" is %.*s now, %.*s in the checkpoint", key, (int)(v1 - v0 > 200 ? 200 : v1 - v0),
+                     now + v0, found ? (int)(w1 - w0 > 200 ? 200 : w1 - w0) : 7, found ? then + w0 : "not set");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The saved options must be this run's: the data order, the learning rate
    and the stages are functions of them, so a resume under others would not
    be the run it claims to continue. The error names the first that differs. */
 static pf_status pf__resume_check_opts(const pf_trainer *t, const char *path, const char *sj) {
-    char opts_now[1536], opts_then[1536], key[64];
+    char opts_now[1536], msg[512];
+    const char *then = NULL;
     pf__json j;
-    int first = 1;
-    size_t a = 0, b = 0;
-    memset(&j, 0, sizeof j);
-    j.s = sj; j.n = strlen(sj);
-    opts_then[0] = 0;
-    if (pf__jobj_begin(&j))
-        while (pf__jobj_next(&j, &first, key, sizeof key)) {
-            size_t i0;
-            pf__jws(&j);
-            i0 = j.i;
-            if (!pf__jskip(&j)) break;
-            if (!strcmp(key, "options") && j.i - i0 < sizeof opts_then) {
-                memcpy(opts_then, sj + i0, j.i - i0);
-                opts_then[j.i - i0] = 0;
-            }
-        }
+    size_t then_len = 0;
+    if (pf__jfind(&j, sj, strlen(sj), "options") && pf__jpeek(&j) == '{') {
+        size_t i0 = j.i;
+        if (pf__jskip(&j)) then = sj + i0, then_len = j.i - i0;
+    }
+    if (!then) return pf_fail(PF_ERR_ARG, "%s: the checkpoint's train_state saved no training options", path);
     pf__train_opts_json(&t->o, opts_now, sizeof opts_now);
-    if (!strcmp(opts_now, opts_then)) return PF_OK;
-    while (opts_now[a] && opts_now[a] == opts_then[b]) a++, b++;
-    while (a > 0 && opts_now[a - 1] != ',' && opts_now[a - 1] != '{') a--;
-    return pf_fail(PF_ERR_ARG, "%s: the run was started with other training options (now %.60s ..., then %s); "
-                   "resume with the same options", path, opts_now + a, opts_then[0] ? opts_then : "none saved");
+    if (strlen(opts_now) == then_len && !memcmp(opts_now, then, then_len)) return PF_OK;
+    if (!pf__json_first_diff(opts_now, then, then_len, msg, sizeof msg))
+        snprintf(msg, sizeof msg, "the checkpoint has options this version does not set");
+    return pf_fail(PF_ERR_ARG, "%s: the run was started with other training options: %s; resume with the options it "
+                   "was started with", path, msg);
+}
+
+/* The data must be the run's too (its order and the stage decisions come
+   from it): the fingerprint of the training and validation sets, when the
+   checkpoint has one (train_state "data", written since the format had it). */
+static pf_status pf__resume_check_data(const pf_trainer *t, const char *path, const char *sj) {
+    pf__json j;
+    char hash[24], now[24];
+    double n_tr = -1, n_va = -1;
+    size_t i0;
+    if (!pf__jfind(&j, sj, strlen(sj), "data")) return PF_OK; /* an older checkpoint: nothing to compare */
+    i0 = j.i;
+    if (pf__jpeek(&j) != '{' || !pf__jskip(&j) || !pf_json_string(sj + i0, j.i - i0, "hash", hash, sizeof hash) ||
+        !pf_json_number(sj + i0, j.i - i0, "train", &n_tr) || !pf_json_number(sj + i0, j.i - i0, "val", &n_va) ||
+        !(n_tr >= 0 && n_tr <= 1e10) || !(n_va >= 0 && n_va <= 1e10))
+        return pf_fail(PF_ERR_FORMAT, "%s: train_state \"data\" is not {\"train\": N, \"val\": N, \"hash\": HEX}", path);
+    snprintf(now, sizeof now, "%016llx", (unsigned long long)t->data_hash);
+    if (!strcmp(now, hash)) return PF_OK;
+    return pf_fail(PF_ERR_ARG, "%s: the run was trained on other data: the checkpoint's run had %.0f training and %.0f "
+                   "validation images (fingerprint %.16s), this one has %d and %d (fingerprint %s); resume with the "
+                   "data it was started with", path, n_tr, n_va, hash, t->train->n, t->val ? t->val->n : 0, now);
 }
 
 #define PF__STATE_MAX_INT 1.0e9              /* epochs, evaluations */
@@ -6879,8 +7103,14 @@ static pf_status pf__trainer_resume(pf_trainer *t, const char *path) {
     pf_config_to_json(&m->cfg, cfg_now, sizeof cfg_now);
     pf_config_to_json(&saved->cfg, cfg_then, sizeof cfg_then);
     if (strcmp(cfg_now, cfg_then)) {
+        char msg[512];
+        if (!pf__json_first_diff(cfg_now, cfg_then, strlen(cfg_then), msg, sizeof msg))
+            snprintf(msg, sizeof msg, "the checkpoint's config has keys this version does not write");
         pf_model_free(saved);
-        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model (%s) is not the one of this run (%s)", path, cfg_then, cfg_now);
+        if (!strncmp(msg, "\"mean\"", 6) || !strncmp(msg, "\"std\"", 5)) /* fitted to the data */
+            return pf_fail(PF_ERR_ARG, "%s: the run was trained on other data: the input normalisation fitted to it "
+                           "differs (%s); resume with the data it was started with", path, msg);
+        return pf_fail(PF_ERR_ARG, "%s: the checkpoint's model is not the one of this run: %s", path, msg);
     }
     if ((st = pf_st_open(path, &f)) != PF_OK) { pf_model_free(saved); return st; }
     if (!(sj = pf_st_meta(f, "train_state")))
@@ -6889,6 +7119,7 @@ static pf_status pf__trainer_resume(pf_trainer *t, const char *path) {
     if (st == PF_OK) st = pf__resume_check_opts(t, path, sj);
     if (st == PF_OK) st = pf__resume_state(t, path, sj);
     if (st == PF_OK) st = pf__resume_tensors(t, f, path);
+    if (st == PF_OK) st = pf__resume_check_data(t, path, sj);
     if (st == PF_OK) {
         memcpy(m->params, saved->params, m->n_params * sizeof(pf_real));
         pf_model_changed(m);
@@ -6968,6 +7199,7 @@ PFDEF pf_status pf_branch_plan(int n, int d, const double *cost, int *device_of)
     int b;
     if (n < 1 || d < 1 || d > n) return pf_fail(PF_ERR_ARG, "branch plan: %d devices for %d branches (need 1..branches)", d, n);
     if (d > 256) return pf_fail(PF_ERR_ARG, "branch plan: %d devices (at most 256)", d);
+    PF__NEED(device_of, "pf_branch_plan", "device_of");
     if (!cost) {
         for (b = 0; b < n; b++) device_of[b] = b % d;
         return PF_OK;
@@ -6991,10 +7223,13 @@ PFDEF pf_status pf_branch_plan(int n, int d, const double *cost, int *device_of)
 
 PFDEF int pf_collective_plan(const pf_config *c, int B, int devices, int replicas, size_t n_params,
                              pf_collective *out, int cap) {
-    pf_config r = *c;
+    pf_config r;
     size_t act;
     int n = 0, i;
     pf_collective seq[5];
+    if (!c || cap < 0 || (cap > 0 && !out))
+        return pf_fail(PF_ERR_ARG, "pf_collective_plan: %s", !c ? "the config is NULL" : "no room for the plan"), -1;
+    r = *c;
     pf_config_resolve(&r);
     if (pf_config_validate(&r) != PF_OK) return -1;
     if (B < 1 || devices < 1 || devices > r.branches || replicas < 1) {

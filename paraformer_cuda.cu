@@ -1536,9 +1536,13 @@ PFDEF pf_cuda_opts pf_cuda_opts_default(void) {
     return o;
 }
 
+/* a public function's pointer argument: PF_ERR_ARG naming it when NULL */
+#define PFC_NEED(p, fn, what) do { if (!(p)) return pf_fail(PF_ERR_ARG, "%s: %s is NULL", fn, what); } while (0)
+
 PFDEF pf_status pf_cuda_parse_devices(const char *spec, pf_cuda_opts *o) {
     const char *p;
     int n = 0;
+    PFC_NEED(o, "pf_cuda_parse_devices", "o (the options)");
     if (!spec || strncmp(spec, "cuda", 4) != 0 || (spec[4] && spec[4] != ':'))
         return pf_fail(PF_ERR_ARG, "device '%s': expected cpu, cuda, cuda:N or cuda:N,M,...", spec ? spec : "");
     if (!spec[4]) { o->devices[0] = 0; o->n_devices = 1; return PF_OK; }
@@ -1639,6 +1643,7 @@ PFDEF int pf_cuda_device_count(void) {
 
 PFDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap) {
     int i;
+    if (!g || (cap > 0 && !out)) return 0;
     for (i = 0; i < g->n_trace && i < cap; i++) out[i] = g->trace[i];
     return i;
 }
@@ -1647,6 +1652,7 @@ static pf_status pfc_finish_loss(pf_cuda *g);
 PFDEF pf_status pf_cuda_sync(pf_cuda *g) {
     int i;
     pf_status st;
+    PFC_NEED(g, "pf_cuda_sync", "the context");
     if ((st = pfc_finish_loss(g)) != PF_OK) return st;
     for (i = 0; i < g->ndev; i++) {
         if ((st = pfc_set_device(&g->dev[i])) != PF_OK) return st;
@@ -1658,12 +1664,13 @@ PFDEF pf_status pf_cuda_sync(pf_cuda *g) {
 PFDEF unsigned long long pf_cuda_launches(const pf_cuda *g) {
     unsigned long long n = 0;
     int i;
+    if (!g) return 0;
     for (i = 0; i < g->ndev; i++) n += g->dev[i].launches;
     return n;
 }
 
 PFDEF int pf_cuda_branch_device(const pf_cuda *g, int b) {
-    return b >= 0 && b < g->m->cfg.branches ? g->device_of[b] : -1;
+    return g && b >= 0 && b < g->m->cfg.branches ? g->device_of[b] : -1;
 }
 
 static size_t pfc_head_start(const pf_model *m, int nb) { return m->stem_size + (size_t)nb * m->branch_size; }
@@ -2100,6 +2107,7 @@ static void pfc_refresh_bf16(pf_cuda *g, pfc_dev *d) {
 PFDEF pf_status pf_cuda_upload(pf_cuda *g) {
     int i;
     pf_status st;
+    PFC_NEED(g, "pf_cuda_upload", "the context");
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         if ((st = pfc_set_device(d)) != PF_OK) return st;
@@ -2117,6 +2125,7 @@ PFDEF pf_status pf_cuda_upload(pf_cuda *g) {
 PFDEF pf_status pf_cuda_download(pf_cuda *g) {
     int i;
     pf_status st;
+    PFC_NEED(g, "pf_cuda_download", "the context");
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
         if (d->replica != g->dev[0].replica) continue; /* the replicas hold the same values */
@@ -2783,11 +2792,15 @@ static pf_status pfc_finish_loss(pf_cuda *g) {
 }
 
 PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, int B, float label_smoothing, float *loss) {
-    pf_model *m = g->m;
-    const pf_config *c = &m->cfg;
-    const size_t per = (size_t)c->channels * c->image_size * c->image_size;
-    int k = m->active, i, n, Bper;
+    pf_model *m;
+    const pf_config *c;
+    size_t per;
+    int k, i, n, Bper;
     pf_status st;
+    PFC_NEED(g, "pf_cuda_forward", "the context");
+    m = g->m; c = &m->cfg;
+    per = (size_t)c->channels * c->image_size * c->image_size;
+    k = m->active;
     if (B < 1 || B > g->max_batch) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d outside 1..%d", B, g->max_batch);
     if (B % g->nlrep) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d is not a multiple of the %d replicas", B, g->nlrep);
     if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
@@ -2841,8 +2854,11 @@ PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, i
 }
 
 PFDEF pf_status pf_cuda_logits(pf_cuda *g, float *out) {
-    int i, K = g->m->cfg.classes;
+    int i, K;
     pf_status st;
+    PFC_NEED(g, "pf_cuda_logits", "the context");
+    PFC_NEED(out, "pf_cuda_logits", "the output");
+    K = g->m->cfg.classes;
     if ((st = pfc_finish_loss(g)) != PF_OK) return st;
     for (i = 0; i < g->ndev; i++) {
         pfc_dev *d = &g->dev[i];
@@ -2855,12 +2871,19 @@ PFDEF pf_status pf_cuda_logits(pf_cuda *g, float *out) {
 }
 
 PFDEF pf_status pf_cuda_predict(pf_cuda *g, const float *x, int N, float *out) {
-    pf_model *m = g->m;
-    const size_t per = (size_t)m->cfg.channels * m->cfg.image_size * m->cfg.image_size;
-    const int K = m->cfg.classes, R = g->nlrep;
-    int saved = m->training, n0 = 0;
+    pf_model *m;
+    size_t per;
+    int K, R, saved, n0 = 0;
     pf_status st = PF_OK;
+    PFC_NEED(g, "pf_cuda_predict", "the context");
     if (N < 0) return pf_fail(PF_ERR_ARG, "pf_cuda_predict: N = %d", N);
+    if (N > 0) {
+        PFC_NEED(x, "pf_cuda_predict", "the input x");
+        PFC_NEED(out, "pf_cuda_predict", "the output");
+    }
+    m = g->m;
+    per = (size_t)m->cfg.channels * m->cfg.image_size * m->cfg.image_size;
+    K = m->cfg.classes; R = g->nlrep; saved = m->training;
     m->training = 0;
     while (n0 < N && st == PF_OK) {
         int left = N - n0, B = left < g->max_batch ? left : g->max_batch;
@@ -3126,7 +3149,9 @@ static pf_status pfc_backward_work(pf_cuda *g, const void *arg) {
 }
 
 PFDEF pf_status pf_cuda_backward(pf_cuda *g) {
-    const pf_model *m = g->m;
+    const pf_model *m;
+    PFC_NEED(g, "pf_cuda_backward", "the context");
+    m = g->m;
     if (!g->has_labels || g->B < 1) return pf_fail(PF_ERR_ARG, "pf_cuda_backward: the last forward had no labels");
     {
         uint64_t key[PFC_KEY] = {2, (uint64_t)g->Bper, (uint64_t)g->fwd_active, (uint64_t)g->denom, 0,
@@ -3325,9 +3350,13 @@ static pf_status pfc_step_work(pf_cuda *g, const void *arg) {
 }
 
 PFDEF pf_status pf_cuda_step(pf_cuda *g, const pf_optim *o, double *norm_out) {
-    pf_model *m = g->m;
+    pf_model *m;
     pfc_step_args a;
     pf_status st;
+    PFC_NEED(g, "pf_cuda_step", "the context");
+    PFC_NEED(o, "pf_cuda_step", "o (the optimizer settings)");
+    if (pf_optim_validate(o) != PF_OK) return pf_fail(PF_ERR_ARG, "pf_cuda_step: %s", pf_last_error());
+    m = g->m;
     if (!m->steps) return pf_fail(PF_ERR_ARG, "pf_cuda_step: call pf_model_alloc_train on the model first");
     if ((st = pfc_step_tables(g, o, &a)) != PF_OK) return st;
     {

@@ -581,8 +581,10 @@ if diff <(tail -n "$(grep -c . "$T/whole.jsonl")" "$T/part.jsonl" | sed -E 's/"(
         <(sed -E 's/"(time|time_s|img_s)":[^,}]*//g' "$T/whole.jsonl") >/dev/null; then
     ok "the resumed run's lines are the uninterrupted run's but for timings"
 else bad "the resumed run's log lines differ from the uninterrupted run's beyond timings"; fi
-expect_fail "resume with another model width" "not the one of this run" "$EXE" train --data "$D" --test none "${TINY[@]}" --dim 8 \
-    --out "$T/part.safetensors" --resume "$T/part.safetensors"
+expect_fail "resume with another model width, naming the field" '"dim" is 8 now, 16 in the checkpoint' "$EXE" train \
+    --data "$D" --test none "${TINY[@]}" --dim 8 --out "$T/part.safetensors" --resume "$T/part.safetensors"
+expect_fail "resume on other data (one image fewer)" "trained on other data" "$EXE" train --data "fmnist:$S#limit=1099" --test none \
+    "${TINY[@]}" --out "$T/part.safetensors" --resume "$T/part.safetensors"
 expect_fail "resume with another learning rate" "lr" "$EXE" train --data "$D" --test none "${TINY[@]}" --lr 0.5 \
     --out "$T/part.safetensors" --resume "$T/part.safetensors"
 expect_fail "train --resume A --out B, B another existing model" "is not the --resume file: pass --overwrite" \

@@ -509,6 +509,44 @@ static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
               "resume refuses a negative train.steps (%s)", pf_last_error());
         pf_trainer_free(&t);
         pf_trainer_init(&t, m, tr, va, &o);
+        check(tamper(ckpt, evil, "train", "-5", 0, 0) && pf_trainer_resume(&t, evil) == PF_ERR_FORMAT &&
+                  strstr(pf_last_error(), "\"data\""),
+              "resume refuses a data fingerprint with -5 training images (%s)", pf_last_error());
+        pf_trainer_free(&t);
+        {   /* other data: fewer images, or the same count with one pixel or
+               one label changed, is not the run the checkpoint continues */
+            pf_dataset fewer, changed;
+            int *idx = (int *)malloc((size_t)tr->n * sizeof *idx), k;
+            for (k = 0; k < tr->n; k++) idx[k] = k;
+            if (pf_dataset_subset(tr, idx, tr->n - 1, &fewer) == PF_OK) {
+                pf_trainer_init(&t, m, &fewer, va, &o);
+                check(pf_trainer_resume(&t, ckpt) == PF_ERR_ARG && strstr(pf_last_error(), "other data") &&
+                          strstr(pf_last_error(), "this one has"),
+                      "resume on one training image fewer is refused (%s)", pf_last_error());
+                pf_trainer_free(&t);
+                pf_dataset_free(&fewer);
+            }
+            if (pf_dataset_subset(tr, idx, tr->n, &changed) == PF_OK) {
+                changed.images[17] ^= 1;
+                pf_trainer_init(&t, m, &changed, va, &o);
+                check(pf_trainer_resume(&t, ckpt) == PF_ERR_ARG && strstr(pf_last_error(), "other data"),
+                      "resume on data with one pixel changed is refused (%s)", pf_last_error());
+                pf_trainer_free(&t);
+                changed.images[17] ^= 1;
+                changed.labels[3] = (changed.labels[3] + 1) % changed.classes;
+                pf_trainer_init(&t, m, &changed, va, &o);
+                check(pf_trainer_resume(&t, ckpt) == PF_ERR_ARG && strstr(pf_last_error(), "other data"),
+                      "resume on data with one label changed is refused (%s)", pf_last_error());
+                pf_trainer_free(&t);
+                pf_trainer_init(&t, m, &changed, NULL, &o);
+                check(pf_trainer_resume(&t, ckpt) == PF_ERR_ARG && strstr(pf_last_error(), "other data"),
+                      "resume without the validation set is refused (%s)", pf_last_error());
+                pf_trainer_free(&t);
+                pf_dataset_free(&changed);
+            }
+            free(idx);
+        }
+        pf_trainer_init(&t, m, tr, va, &o);
         check(tamper(ckpt, evil, NULL, NULL, 0, 0) && pf_trainer_resume(&t, evil) == PF_OK,
               "an untampered copy resumes (the tamper helper changes only what it is told: %s)",
               pf_last_error());

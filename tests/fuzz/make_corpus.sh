@@ -59,6 +59,19 @@ cp tests/fixtures/c_init_logits.npy tests/fixtures/torch_input_u8.npy "$OUT/npy/
 "$GEN" "$OUT" "$DATA" "$st/init_prenorm_delta_cls.safetensors" "$st/init_normed_sum_mean.safetensors" \
     "$st/train_state.safetensors" "$st/torch_model.safetensors"
 
+# the findings (fixed crashes) stay in the corpora as regression inputs:
+# findings/NAME-*.* goes to corpus/NAME for a harness NAME, the other images
+# (.jpg, .png, .bmp) to corpus/image
+for f in tests/fuzz/findings/*; do
+    b=$(basename "$f")
+    case $b in
+        README.md) continue ;;
+        safetensors-*|npy-*|config-*|dataset-*|image-*) cp "$f" "$OUT/${b%%-*}/" ;;
+        *.jpg|*.jpeg|*.png|*.bmp) cp "$f" "$OUT/image/" ;;
+        *) echo "make_corpus.sh: $f: no harness for this finding (name it HARNESS-...)" >&2; exit 1 ;;
+    esac
+done
+
 for d in "$OUT"/*/; do
     printf '%-32s %3d files %7d bytes\n' "$d" "$(ls "$d" | wc -l)" "$(cat "$d"/* | wc -c)"
 done
