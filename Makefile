@@ -33,6 +33,7 @@
 #   STB_INC=DIR        where stb/stb_image.h lives (default /usr/include)
 #   ZLIB=0             build without zlib (no .gz datasets)
 #   SAN=1              sanitizers: -fsanitize=address,undefined, in build-san/
+#                      (CC=clang CXX=clang++: + float-cast-overflow, build-san-clang/)
 #   BENCH_THREADS=N    threads for `make bench` (default 2)
 #   BENCH_ARGS=...     extra flags for each `paraformer bench` of `make bench`
 #   COMPARE_ARGS=...   flags for tools/bench_compare.py (e.g. --quick)
@@ -61,10 +62,15 @@ PYTHON   ?= /usr/bin/python3
 # Sanitizer build: everything goes to build-san/ so that it never mixes with
 # the optimised objects in build/.
 
+comma := ,
 SAN ?= 0
 ifeq ($(SAN),1)
-BUILD    := build-san
-SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
+# clang's UBSan can also check float->int conversions (gcc's cannot):
+# make test SAN=1 CC=clang CXX=clang++ builds in build-san-clang/ with it
+SAN_CLANG := $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null | head -n 1)),1)
+BUILD    := build-san$(if $(SAN_CLANG),-clang)
+SANFLAGS := -fsanitize=address,undefined$(if $(SAN_CLANG),$(comma)float-cast-overflow) -fno-sanitize-recover=all \
+            -g -O1 -fno-omit-frame-pointer
 else
 BUILD    := build
 SANFLAGS :=
@@ -340,7 +346,6 @@ NVCC_ALL      = $(NVCCFLAGS) -std=c++14 --extended-lambda -Xcompiler -Wall,-fope
                 $(if $(NCCL_HOME),-I$(NCCL_HOME)/include)
 CUDA_LIBS     = $(if $(NCCL_HOME),-L$(NCCL_HOME)/lib -Wl$(comma)-rpath$(comma)$(NCCL_HOME)/lib) \
                 -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas $(NCCL_LIB) -lcudart
-comma := ,
 
 cuda-check:
 	@test -n "$(NVCC)" || { echo "error: nvcc not found: install the CUDA toolkit or set NVCC=/path/to/nvcc" >&2; exit 1; }
