@@ -469,7 +469,7 @@ fuzz-clean:
 	rm -rf $(FUZZ_BUILD)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-san-clang
 
 help:
 	@echo "targets:"
