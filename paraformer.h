@@ -606,7 +606,8 @@ typedef struct pf_array {
 /* Reads .npy v1/v2/v3: <f4 <f8 |u1 |i1 <i4 <i8 (also <f2), C order only.
    Validates the header and that the file holds exactly the data. */
 PFDEF pf_status pf_npy_load(const char *path, pf_array *out);
-/* Writes .npy v1.0 atomically. */
+/* Writes .npy v1.0 atomically: the numel(shape) x dtype-size bytes at
+   a->data, which a->nbytes must cover (PF_ERR_ARG otherwise). */
 PFDEF pf_status pf_npy_save(const char *path, const pf_array *a);
 PFDEF void pf_array_free(pf_array *a);
 PFDEF size_t pf_array_numel(const pf_array *a);
@@ -4154,6 +4155,33 @@ PFDEF pf_status pf_st_write(const char *path, const pf_st_tensor *t, int n, cons
     if (n < 0 || (n > 0 && !t)) return pf_fail(PF_ERR_ARG, "%s: pf_st_write: %d tensors at %p", path, n, (const void *)t);
     if (n_meta < 0 || (n_meta > 0 && (!meta_keys || !meta_vals)))
         return pf_fail(PF_ERR_ARG, "%s: pf_st_write: %d metadata entries without their keys or values", path, n_meta);
+    for (i = 0; i < (size_t)n_meta; i++)
+        if (!meta_keys[i] || !meta_vals[i])
+            return pf_fail(PF_ERR_ARG, "%s: pf_st_write: metadata entry %zu has no %s", path, i, !meta_keys[i] ? "key" : "value");
+    for (i = 0; i < (size_t)n; i++) { /* each tensor: a name, a dtype, a shape, its data */
+        uint64_t bytes;
+        size_t j;
+        if (!t[i].name || !t[i].name[0]) return pf_fail(PF_ERR_ARG, "%s: pf_st_write: tensor %zu has no name", path, i);
+        if (!strcmp(t[i].name, "__metadata__"))
+            return pf_fail(PF_ERR_ARG, "%s: pf_st_write: a tensor cannot be named __metadata__ (the format's metadata key)", path);
+        if (!pf_dtype_size(t[i].dtype))
+            return pf_fail(PF_ERR_ARG, "%s: pf_st_write: tensor '%s' has dtype %d", path, t[i].name, (int)t[i].dtype);
+        if (t[i].ndim < 0 || t[i].ndim > PF_MAX_DIMS)
+            return pf_fail(PF_ERR_ARG, "%s: pf_st_write: tensor '%s' has rank %d (0..%d)", path, t[i].name, t[i].ndim,
+                           PF_MAX_DIMS);
+        bytes = pf_dtype_size(t[i].dtype);
+        for (d = 0; d < t[i].ndim; d++) {
+            if (t[i].shape[d] < 0 || (t[i].shape[d] > 0 && bytes > ((uint64_t)1 << 62) / (uint64_t)t[i].shape[d]))
+                return pf_fail(PF_ERR_ARG, "%s: pf_st_write: tensor '%s' dimension %d is %lld", path, t[i].name, d,
+                               (long long)t[i].shape[d]);
+            bytes *= (uint64_t)t[i].shape[d];
+        }
+        if (bytes > SIZE_MAX / 2) return pf_fail(PF_ERR_ARG, "%s: pf_st_write: tensor '%s' is too large", path, t[i].name);
+        if (bytes && !t[i].data) return pf_fail(PF_ERR_ARG, "%s: pf_st_write: tensor '%s' has no data", path, t[i].name);
+        for (j = 0; j < i; j++)
+            if (!strcmp(t[j].name, t[i].name))
+                return pf_fail(PF_ERR_ARG, "%s: pf_st_write: two tensors are named '%s'", path, t[i].name);
+    }
     for (pass = 0; pass < 2; pass++) { /* pass 0 measures, pass 1 writes */
         k = 0; off = 0;
         pf__appendf(hdr, cap, &k, "{");
@@ -4553,6 +4581,15 @@ PFDEF pf_status pf_npy_save(const char *path, const pf_array *a) {
     if (a->nbytes && !a->data) return pf_fail(PF_ERR_ARG, "%s: pf_npy_save: the array's data is NULL", path);
     if ((unsigned)a->dtype >= PF_DTYPE_COUNT || !descr[a->dtype]) return pf_fail(PF_ERR_ARG, "%s: dtype cannot be stored in .npy", path);
     if (a->ndim < 0 || a->ndim > PF_MAX_DIMS) return pf_fail(PF_ERR_ARG, "%s: bad rank %d", path, a->ndim);
+    bytes = pf_dtype_size(a->dtype);
+    for (i = 0; i < a->ndim; i++) {
+        if (a->shape[i] < 0 || (a->shape[i] > 0 && bytes > ((size_t)1 << 62) / (size_t)a->shape[i]))
+            return pf_fail(PF_ERR_ARG, "%s: pf_npy_save: dimension %d is %lld", path, i, (long long)a->shape[i]);
+        bytes *= (size_t)a->shape[i];
+    }
+    if (bytes > a->nbytes) /* never read past what the array holds */
+        return pf_fail(PF_ERR_ARG, "%s: pf_npy_save: the shape needs %zu bytes but the array holds %zu (nbytes)", path,
+                       bytes, a->nbytes);
     pf__appendf(hdr, sizeof hdr, &k, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr[a->dtype]);
     for (i = 0; i < a->ndim; i++) pf__appendf(hdr, sizeof hdr, &k, "%lld,%s", (long long)a->shape[i], i + 1 < a->ndim ? " " : "");
     pf__appendf(hdr, sizeof hdr, &k, "), }");
@@ -4563,7 +4600,6 @@ PFDEF pf_status pf_npy_save(const char *path, const pf_array *a) {
     memcpy(pre, "\x93NUMPY\x01\x00", 8);
     pre[8] = (unsigned char)(k & 255);
     pre[9] = (unsigned char)(k >> 8);
-    bytes = pf_array_numel(a) * pf_dtype_size(a->dtype);
     f = pf__open_tmp(path, tmp, sizeof tmp);
     if (!f) return PF_ERR_IO;
     ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, k, f) == k && (!bytes || fwrite(a->data, 1, bytes, f) == bytes);

@@ -87,12 +87,43 @@ int main(void) {
         check(f == NULL, "a refused pf_st_open leaves *out NULL");
         refused(pf_st_write(NULL, NULL, 0, NULL, NULL, 0), "pf_st_write(NULL, ...)", "pf_st_write", "path");
         refused(pf_st_write(path, NULL, 3, NULL, NULL, 0), "pf_st_write(path, NULL, 3 tensors)", "pf_st_write", "3 tensors");
+        {   /* tensors pf_st_write cannot write: each refused, naming it */
+            static const float one[2] = {1, 2};
+            const char *keys[1] = {NULL}, *vals[1] = {"v"};
+            const char *wpath = tmp_path("w.safetensors");
+            pf_st_tensor w[2];
+            memset(w, 0, sizeof w);
+            w[0].name = "a"; w[0].dtype = PF_F32; w[0].ndim = 1; w[0].shape[0] = 2; w[0].data = one;
+            w[1] = w[0]; w[1].name = "b";
+            check(pf_st_write(wpath, w, 2, NULL, NULL, 0) == PF_OK, "pf_st_write of two good tensors");
+            w[1].name = NULL;
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of a tensor without a name", "pf_st_write", "no name");
+            w[1].name = "a";
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of two tensors named a", "pf_st_write", "two tensors");
+            w[1].name = "b"; w[1].ndim = PF_MAX_DIMS + 1;
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of rank 9", "pf_st_write", "rank");
+            w[1].ndim = 1; w[1].shape[0] = -2;
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of a negative dimension", "pf_st_write", "-2");
+            w[1].shape[0] = INT64_MAX;
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of 2^63 elements", "pf_st_write", "dimension 0");
+            w[1].shape[0] = 2; w[1].dtype = (pf_dtype)99;
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of dtype 99", "pf_st_write", "dtype 99");
+            w[1].dtype = PF_F32; w[1].data = NULL;
+            refused(pf_st_write(wpath, w, 2, NULL, NULL, 0), "pf_st_write of a tensor without data", "pf_st_write", "no data");
+            w[1].data = one;
+            refused(pf_st_write(wpath, w, 2, keys, vals, 1), "pf_st_write of a metadata entry without a key", "pf_st_write",
+                    "no key");
+        }
         refused(pf_npy_load(path, NULL), "pf_npy_load(path, NULL)", "pf_npy_load", "out");
         refused(pf_npy_load(NULL, &arr), "pf_npy_load(NULL, &a)", "pf_npy_load", "path");
         refused(pf_npy_save(path, NULL), "pf_npy_save(path, NULL)", "pf_npy_save", "array");
         memset(&arr, 0, sizeof arr);
         arr.dtype = PF_F32; arr.ndim = 1; arr.shape[0] = 4; arr.nbytes = 16;
         refused(pf_npy_save(path, &arr), "pf_npy_save of an array without data", "pf_npy_save", "data");
+        arr.data = xf; arr.nbytes = 8; /* the shape needs 16 */
+        refused(pf_npy_save(path, &arr), "pf_npy_save of an array smaller than its shape", "pf_npy_save", "holds 8");
+        arr.nbytes = 16; arr.shape[0] = -4;
+        refused(pf_npy_save(path, &arr), "pf_npy_save of a negative dimension", "pf_npy_save", "-4");
         refused(pf_dataset_load("fmnist", PF_SPLIT_TRAIN, NULL), "pf_dataset_load(spec, split, NULL)", "no dataset", NULL);
         refused(pf_dataset_batch(NULL, NULL, 1, &c, NULL, 0, 0, x), "pf_dataset_batch(NULL, ...)", "pf_dataset_batch",
                 "dataset");

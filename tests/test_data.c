@@ -260,6 +260,7 @@ static void put_npy(const char *path, pf_dtype t, int ndim, const int64_t *shape
     a.ndim = ndim;
     for (i = 0; i < ndim; i++) a.shape[i] = shape[i];
     a.data = (void *)data;
+    a.nbytes = pf_array_numel(&a) * pf_dtype_size(t);
     if (pf_npy_save(path, &a) != PF_OK) { fprintf(stderr, "%s\n", pf_last_error()); exit(2); }
 }
 
