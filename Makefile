@@ -212,6 +212,11 @@ $(BUILD)/test_model_f64: tests/test_model.c $(HDR) | $(BUILD)
 $(BUILD)/test_gemm: tests/test_gemm.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
 
+# test_bf16: the bf16 GEMM path (emulated kernel, and vdpbf16ps where the CPU
+# has it) against its scalar reference, and a bf16 training step against fp32.
+$(BUILD)/test_bf16: tests/test_bf16.c $(HDR) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
+
 # test_interop: PyTorch-written fixtures through the library and the program.
 $(BUILD)/test_interop: tests/test_interop.c $(HDR) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(LDLIBS)
@@ -299,6 +304,7 @@ TESTS_C := \
   $(if $(call have,tests/test_cuda.c),$(BUILD)/test_cuda_emu) \
   $(if $(call have,tests/test_ops.c),$(BUILD)/test_ops) \
   $(if $(call have,tests/test_gemm.c),$(BUILD)/test_gemm) \
+  $(if $(call have,tests/test_bf16.c),$(BUILD)/test_bf16) \
   $(if $(call have,tests/test_model.c),$(BUILD)/test_model $(BUILD)/test_model_f64) \
   $(if $(call have,tests/test_interop.c),$(BUILD)/test_interop)
 TEST_EXE := $(if $(call have,tools/paraformer.c),$(EXE))

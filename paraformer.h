@@ -267,8 +267,34 @@ PFDEF const char *pf_pool_name(int p);
    or a NULL matrix that the sizes need (M or N of 0 does nothing). */
 PFDEF pf_status pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                         float *C, int ldc, int accumulate);
-/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic". */
+/* The micro-kernel pf_gemm uses here: "avx512", "avx2" or "generic"; in
+   bf16 mode (pf_set_bf16) "avx512_bf16". */
 PFDEF const char *pf_gemm_kernel(void);
+/* bf16 GEMMs (mixed precision, as the GPU's bf16): while on, every GEMM of
+   the library (pf_gemm, and through it the model's linear layers and
+   attention, forward and backward) rounds its operands A and B to bf16
+   (round to nearest even) and accumulates their products in fp32; C, the
+   master weights, the optimizer state and everything outside the GEMMs stay
+   fp32. Needs AVX512_BF16 (vdpbf16ps): elsewhere pf_set_bf16(1) returns
+   PF_ERR_ARG with a message naming the missing instruction set, and the
+   mode stays off. Results are the same bits for any thread count, and the
+   same as pf_gemm_bf16_ref, the scalar reference of the same arithmetic.
+   A process-wide setting, like the thread count. */
+PFDEF pf_status pf_set_bf16(int on);
+PFDEF int pf_get_bf16(void);
+/* NULL when this machine runs the bf16 GEMM, else the reason ("needs
+   AVX512_BF16 (vdpbf16ps), which this CPU lacks", ...). */
+PFDEF const char *pf_bf16_missing(void);
+/* x rounded to bf16 as the hardware does (vcvtneps2bf16: nearest even,
+   NaN kept quiet, subnormals to signed zero), back in a float. */
+PFDEF float pf_bf16_round(float x);
+/* The scalar reference of the bf16 GEMM, on any machine: C (+)= op(A) op(B)
+   with each product of two bf16-rounded operands added in the kernel's
+   order: k in pairs (2p, 2p+1) from p = 0 up, in each pair 2p+1 first, each
+   addition one fp32 rounding with subnormals flushed to zero (the
+   semantics of vdpbf16ps). Plain loops; for tests. */
+PFDEF pf_status pf_gemm_bf16_ref(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                 float *C, int ldc, int accumulate);
 /* 1: the model runs the plain reference loops instead of the fast kernels
    (the tests compare the two). Always the reference under PF_DOUBLE. */
 PFDEF void pf_use_reference(int on);
@@ -700,18 +726,25 @@ typedef struct pf_augment {
     int flip;       /* 1: horizontal flip with probability 1/2 */
     int randaug_n;  /* > 0: RandAugment (torchvision's op set), n ops ... */
     int randaug_m;  /* ... at magnitude m of 0..30 */
+    float erase_p;  /* > 0: random erasing (timm's RandomErasing, mode
+                       'pixel') with this probability per image, in [0, 1];
+                       on the model input, so pf_dataset_batch only */
 } pf_augment;
 
 /* Builds model input x [B, C, S, S] (cfg's channels, image_size, mean/std)
    from images idx[0..B) of d: augmented at the source resolution when aug is
-   not NULL, then channels adapted and resized as pf_image_to_input does.
+   not NULL, then channels adapted and resized as pf_image_to_input does,
+   then (aug->erase_p > 0) randomly erased: a rectangle of the normalised
+   input, every channel, replaced by standard normal values.
    The randomness of image i comes from (seed, counter + i) alone, so a batch
    is the same for any thread count and can be rebuilt after a resume. */
 PFDEF pf_status pf_dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg,
                                  const pf_augment *aug, uint64_t seed, uint64_t counter, pf_real *x);
 /* The augmentation pf_dataset_batch applies to one image [h,w,c] (c 1..4),
    with the randomness of (seed, counter): dst (h*w*c bytes, not src) is
-   image i of a batch built with (seed, counter - i). */
+   image i of a batch built with (seed, counter - i), before resizing and
+   random erasing (erase_p is checked but not applied: it works on the
+   model input, in pf_dataset_batch). */
 PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, const pf_augment *aug, uint64_t seed,
                                  uint64_t counter, unsigned char *dst);
 
@@ -854,6 +887,9 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o);
      "fmnist-small"  ~0.3M-parameter ParaFormer for 28x28x1 (Fashion-MNIST),
                      staged, tuned to pass 90 % test accuracy in 20 minutes
                      on 2 CPU cores
+     "cifar10-small" ~1.2M-parameter PF(3x2) for 32x32x3 (CIFAR-10), staged
+                     12+10+10 epochs, crop, flip, random erasing; about an
+                     hour on 2 CPU cores (a first recipe, see docs/results.md)
      "paper"         the authors' released setup: the "paper" model preset,
                      interleaved, Adam 1e-4 constant, batch 500, 300 epochs,
                      RandAugment(2, 14), crop (pad 4), flip
@@ -1126,6 +1162,7 @@ PFEXTDEF int pf_cuda_trace(const pf_cuda *g, pf_collective *out, int cap);
 #define PARAFORMER_IMPLEMENTATION_DONE
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1828,6 +1865,7 @@ static void pf__kernel_generic(int kc, const float *a, const float *b, float *c,
 }
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(PF_NO_SIMD)
+#include <cpuid.h>
 #include <immintrin.h>
 #define PF__X86 1
 
@@ -1941,7 +1979,9 @@ static pf__kernel pf__get_kernel(void) {
     return pf__kern;
 }
 
-PFDEF const char *pf_gemm_kernel(void) { return pf__get_kernel().name; }
+static int pf__bf16; /* pf_set_bf16 */
+static const char *pf__bf16_kernel_name(void);
+PFDEF const char *pf_gemm_kernel(void) { return pf__bf16 ? pf__bf16_kernel_name() : pf__get_kernel().name; }
 
 /* For tests: use the named kernel ("generic", "avx2", "avx512") if this
    machine has it. Returns 1 on success. Not thread-safe. */
@@ -1977,6 +2017,8 @@ static void pf__gemm(int ta, int tb, int M, int N, int K, const float *A, int ld
                      int ldc, int accumulate, const float *bias) {
     pf__gemm_x(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, bias, 1, NULL, NULL);
 }
+static void pf__gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                          float *C, int ldc, int accumulate, const float *bias, int par, pf__epi_fn epi, void *ctx);
 /* B pre-packed by pf__pack_b (ta = 0 only); NULL: pack as usual */
 static PF__TLS const float *pf__bpre;
 
@@ -2081,6 +2123,7 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
     size_t bpre_off = 0;
     pf__bpre = NULL; /* one use, whatever happens below */
     if (M <= 0 || N <= 0) return;
+    if (pf__bf16 && K > 0) { pf__gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, bias, par, epi, ctx); return; }
     if (K <= 0) { /* C = bias or 0 (or unchanged) */
         int i, j;
         if (!accumulate)
@@ -2112,6 +2155,340 @@ static void pf__gemm_x(int ta, int tb, int M, int N, int K, const float *A, int 
             }
         }
     }
+}
+
+/* ---- bf16 GEMM: the same blocking over operands rounded to bf16 ----
+   Packed formats hold bf16 pairs in 32-bit words: a word is the bf16 of
+   op(X) at k = 2p (low half) and k = 2p + 1 (high half), zero past K. B
+   panels are [kc/2][NR] words; the A micro-panel holds 12 rows of words,
+   word (i, p) at a[i*rs + p*cs] (rows of A: rs = kc/2, cs = 1; A^T: rs 1,
+   cs 12). The kernel adds the products of one word pair per k pair, the
+   odd one first, each addition rounded once (vdpbf16ps); the portable
+   kernel does the same arithmetic in plain C (pf_gemm_bf16_ref's order). */
+
+static uint32_t pf__f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float pf__u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+/* fp32 -> bf16 bits as vcvtneps2bf16 (Intel SDM convert_fp32_to_bfloat16) */
+static uint16_t pf__bf16_bits(float f) {
+    uint32_t u = pf__f2u(f);
+    if ((u & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);      /* zero, subnormal: signed 0 */
+    if ((u & 0x7F800000u) == 0x7F800000u)                                      /* inf; NaN made quiet */
+        return (uint16_t)((u >> 16) | ((u & 0x007FFFFFu) ? 0x0040u : 0u));
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);                 /* nearest even */
+}
+static float pf__bf16_float(uint16_t h) { return pf__u2f((uint32_t)h << 16); }
+/* fp32 addition results as vdpbf16ps leaves them: subnormals to signed 0 */
+static float pf__ftz(float x) { return fabsf(x) < FLT_MIN ? (x < 0 || (x == 0 && signbit(x)) ? -0.0f : 0.0f) : x; }
+/* acc + lo/hi products of the word pair, as one lane of vdpbf16ps */
+static float pf__dp_pair(float acc, uint32_t a, uint32_t b) {
+    acc = pf__ftz(fmaf(pf__bf16_float((uint16_t)(a >> 16)), pf__bf16_float((uint16_t)(b >> 16)), pf__ftz(acc)));
+    return pf__ftz(fmaf(pf__bf16_float((uint16_t)a), pf__bf16_float((uint16_t)b), acc));
+}
+
+PFDEF float pf_bf16_round(float x) { return pf__bf16_float(pf__bf16_bits(x)); }
+
+/* the bf16 kernel's signature: c[mr,nr] (+)= words a . panel b over kp pairs */
+typedef void (*pf__bkernel_fn)(int kp, const uint32_t *a, long rs, long cs, const uint32_t *b, float *c, long ldc,
+                               int mr, int nr, int load_c);
+static void pf__bkernel_generic(int kp, const uint32_t *a, long rs, long cs, const uint32_t *b, float *c, long ldc,
+                                int mr, int nr, int load_c) {
+    int i, j, p;
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < nr; j++) {
+            float acc = load_c ? c[i * ldc + j] : 0.0f;
+            for (p = 0; p < kp; p++) acc = pf__dp_pair(acc, a[i * rs + p * cs], b[(size_t)p * PF__NR + j]);
+            c[i * ldc + j] = acc;
+        }
+}
+/* n floats to bf16 bits */
+static void pf__bf16_row_generic(uint16_t *dst, const float *src, int n) {
+    int i;
+    for (i = 0; i < n; i++) dst[i] = pf__bf16_bits(src[i]);
+}
+/* n words: bf16 of r0[j] (low half) and r1[j] (high half; r1 NULL: 0) */
+static void pf__bf16_pairs_generic(uint32_t *dst, const float *r0, const float *r1, int n) {
+    int j;
+    for (j = 0; j < n; j++) dst[j] = (uint32_t)pf__bf16_bits(r0[j]) | (r1 ? (uint32_t)pf__bf16_bits(r1[j]) << 16 : 0u);
+}
+
+#ifdef PF__X86
+#define PF__BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+/* 12 x 32 tile in 24 accumulators, one vdpbf16ps per (row, half) per pair */
+PF__BF16_TARGET static void pf__bkernel_avx512(int kp, const uint32_t *a, long rs, long cs, const uint32_t *b,
+                                               float *c, long ldc, int mr, int nr, int load_c) {
+    int full = mr == 12 && nr == PF__NR, p;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    __m512 c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+    if (load_c && full) {
+#define PF__LD(r, i) r##0 = _mm512_loadu_ps(c + (i) * ldc); r##1 = _mm512_loadu_ps(c + (i) * ldc + 16)
+        PF__LD(c0, 0); PF__LD(c1, 1); PF__LD(c2, 2); PF__LD(c3, 3); PF__LD(c4, 4); PF__LD(c5, 5);
+        PF__LD(c6, 6); PF__LD(c7, 7); PF__LD(c8, 8); PF__LD(c9, 9); PF__LD(ca, 10); PF__LD(cb, 11);
+#undef PF__LD
+    } else if (load_c) { /* a partial tile: its valid part, zeros elsewhere */
+        float t[12 * PF__NR];
+        int i, j;
+        for (i = 0; i < 12; i++)
+            for (j = 0; j < PF__NR; j++) t[i * PF__NR + j] = i < mr && j < nr ? c[i * ldc + j] : 0.0f;
+#define PF__LD(r, i) r##0 = _mm512_loadu_ps(t + (i) * PF__NR); r##1 = _mm512_loadu_ps(t + (i) * PF__NR + 16)
+        PF__LD(c0, 0); PF__LD(c1, 1); PF__LD(c2, 2); PF__LD(c3, 3); PF__LD(c4, 4); PF__LD(c5, 5);
+        PF__LD(c6, 6); PF__LD(c7, 7); PF__LD(c8, 8); PF__LD(c9, 9); PF__LD(ca, 10); PF__LD(cb, 11);
+#undef PF__LD
+    }
+    for (p = 0; p < kp; p++, a += cs, b += PF__NR) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)b), b1 = (__m512bh)_mm512_load_si512((const void *)(b + 16));
+        __m512bh t;
+#define PF__DP(r, i) t = (__m512bh)_mm512_set1_epi32((int)a[(i) * rs]); r##0 = _mm512_dpbf16_ps(r##0, t, b0); r##1 = _mm512_dpbf16_ps(r##1, t, b1)
+        PF__DP(c0, 0); PF__DP(c1, 1); PF__DP(c2, 2); PF__DP(c3, 3); PF__DP(c4, 4); PF__DP(c5, 5);
+        PF__DP(c6, 6); PF__DP(c7, 7); PF__DP(c8, 8); PF__DP(c9, 9); PF__DP(ca, 10); PF__DP(cb, 11);
+#undef PF__DP
+    }
+    if (full) {
+#define PF__ST(r, i) _mm512_storeu_ps(c + (i) * ldc, r##0); _mm512_storeu_ps(c + (i) * ldc + 16, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
+#undef PF__ST
+    } else {
+        float t[12 * PF__NR];
+#define PF__ST(r, i) _mm512_storeu_ps(t + (i) * PF__NR, r##0); _mm512_storeu_ps(t + (i) * PF__NR + 16, r##1)
+        PF__ST(c0, 0); PF__ST(c1, 1); PF__ST(c2, 2); PF__ST(c3, 3); PF__ST(c4, 4); PF__ST(c5, 5);
+        PF__ST(c6, 6); PF__ST(c7, 7); PF__ST(c8, 8); PF__ST(c9, 9); PF__ST(ca, 10); PF__ST(cb, 11);
+#undef PF__ST
+        _mm256_zeroupper();
+        pf__store_tile(c, ldc, t, mr, nr, 0);
+    }
+}
+PF__BF16_TARGET static void pf__bf16_row_avx512(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)h);
+    }
+    for (; i < n; i += 16) {
+        int r = n - i < 16 ? n - i : 16;
+        __mmask16 m = (__mmask16)((1u << r) - 1);
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16((void *)(dst + i), m, (__m256i)h);
+    }
+    _mm256_zeroupper();
+}
+
+PF__BF16_TARGET static void pf__bf16_pairs_avx512(uint32_t *dst, const float *r0, const float *r1, int n) {
+    /* both rows in one vector (r0's 16 values in lanes 0..15, r1's in
+       16..31); word t of the result = lanes t and 16 + t */
+    static const uint16_t inter[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    __m512i idx = _mm512_loadu_si512((const void *)inter);
+    int j;
+    for (j = 0; j < n; j += 16) {
+        int r = n - j < 16 ? n - j : 16;
+        __mmask16 m = (__mmask16)((1u << r) - 1);
+        __m512 lo = _mm512_maskz_loadu_ps(m, r0 + j), hi = r1 ? _mm512_maskz_loadu_ps(m, r1 + j) : _mm512_setzero_ps();
+        __m512i w = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_mask_storeu_epi32((void *)(dst + j), m, w);
+    }
+    _mm256_zeroupper();
+}
+#endif
+
+/* the bf16 kernel and converters this machine runs (NULL kernel: none) */
+typedef struct pf__bkernel {
+    pf__bkernel_fn fn;
+    void (*row)(uint16_t *, const float *, int);
+    void (*pairs)(uint32_t *, const float *, const float *, int);
+    const char *name;
+} pf__bkernel;
+static int pf__bf16_hw(void) {
+#ifdef PF__X86
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
+        return 0;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return 0;
+    return (eax >> 5) & 1; /* CPUID.(EAX=7,ECX=1):EAX[5] AVX512_BF16 */
+#else
+    return 0;
+#endif
+}
+static pf__bkernel pf__bkern;
+static pf__bkernel pf__get_bkernel(void) {
+    if (!pf__bkern.fn) {
+        pf__bkernel k = {pf__bkernel_generic, pf__bf16_row_generic, pf__bf16_pairs_generic, "generic"};
+#ifdef PF__X86
+        if (pf__bf16_hw()) {
+            k.fn = pf__bkernel_avx512; k.row = pf__bf16_row_avx512; k.pairs = pf__bf16_pairs_avx512;
+            k.name = "avx512_bf16";
+        }
+#endif
+        pf__bkern = k; /* idempotent: races write the same */
+    }
+    return pf__bkern;
+}
+/* For tests: the emulated ("generic") or the hardware ("avx512_bf16") bf16
+   kernel, and the bf16 mode on with it even where the hardware lacks it.
+   Returns 1 on success. Not thread-safe. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((unused))
+#endif
+static int pf__force_bf16(const char *name, int on) {
+    pf__bkernel k = {pf__bkernel_generic, pf__bf16_row_generic, pf__bf16_pairs_generic, "generic"};
+    if (name && !strcmp(name, "avx512_bf16")) {
+#ifdef PF__X86
+        if (!pf__bf16_hw()) return 0;
+        k.fn = pf__bkernel_avx512; k.row = pf__bf16_row_avx512; k.pairs = pf__bf16_pairs_avx512;
+        k.name = "avx512_bf16";
+#else
+        return 0;
+#endif
+    } else if (name && strcmp(name, "generic")) return 0;
+    pf__bkern = k;
+    pf__bf16 = on != 0;
+    return 1;
+}
+
+static const char *pf__bf16_kernel_name(void) { return pf__get_bkernel().name; }
+
+PFDEF const char *pf_bf16_missing(void) {
+#ifdef PF_DOUBLE
+    return "is not in the PF_DOUBLE build (its model runs the double reference loops)";
+#elif defined(PF__X86)
+    if (pf__bf16_hw()) return NULL;
+    return "needs AVX512_BF16 (vdpbf16ps), which this CPU lacks (see the avx512_bf16 flag in lscpu)";
+#else
+    return "needs AVX512_BF16 (vdpbf16ps), an x86-64 instruction set; this build is not for x86-64";
+#endif
+}
+PFDEF pf_status pf_set_bf16(int on) {
+    const char *why = on ? pf_bf16_missing() : NULL;
+    if (why) { pf__bf16 = 0; return pf_fail(PF_ERR_ARG, "bf16 on the CPU %s", why); }
+    pf__bf16 = on != 0;
+    if (on) pf__bkern.fn = NULL; /* pick the hardware kernel */
+    return PF_OK;
+}
+PFDEF int pf_get_bf16(void) { return pf__bf16; }
+
+/* thread-local packing buffers of the bf16 path (words; a row of bf16) */
+#define PF__KCB (2 * PF__KC) /* depth block: bf16 words take the bytes of fp32's */
+static PF__TLS uint32_t pf__bpack16[(PF__KCB / 2) * PF__NC] PF__ALIGN64;
+static PF__TLS uint32_t pf__apack16[(PF__KCB / 2) * PF__MR] PF__ALIGN64;
+static PF__TLS uint16_t pf__brow16[PF__KCB + 2] PF__ALIGN64;
+
+/* pf__gemm_block on bf16 words: pack B's panels (this thread's share) as
+   words, wait, pack each micro-row of A as words, run the kernel */
+static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, int lda, const float *B, int ldb,
+                                float *C, int ldc, int jc, int nc, int pc, int kc, int K, int load_c, const float *bz,
+                                uint32_t *bp, pf__bkernel kern, pf__epi_fn epi, void *ctx, int tid, int nth) {
+    int npanel = (nc + PF__NR - 1) / PF__NR, nmicro = (M + 11) / 12, kp = (kc + 1) / 2, p, r;
+    uint16_t *t0 = pf__brow16;
+    for (p = tid * npanel / nth; p < (tid + 1) * npanel / nth; p++) {
+        uint32_t *dst = bp + (size_t)p * kp * PF__NR;
+        int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
+        if (!tb) { /* rows 2q and 2q+1 of B, interleaved */
+            for (k = 0; k < kp; k++, dst += PF__NR) {
+                const float *r0 = B + (size_t)(pc + 2 * k) * ldb + j0;
+                kern.pairs(dst, r0, 2 * k + 1 < kc ? r0 + ldb : NULL, nr);
+                for (j = nr; j < PF__NR; j++) dst[j] = 0;
+            }
+        } else { /* B^T: row j of the source holds column j's k run, already in pairs */
+            for (j = 0; j < PF__NR; j++) {
+                if (j < nr) {
+                    kern.row(t0, B + (size_t)(j0 + j) * ldb + pc, kc);
+                    t0[kc] = 0;
+                }
+                for (k = 0; k < kp; k++)
+                    dst[(size_t)k * PF__NR + j] = j >= nr ? 0 : (uint32_t)t0[2 * k] | (uint32_t)t0[2 * k + 1] << 16;
+            }
+        }
+    }
+    if (nth > 1) {
+        PF__OMP(barrier)
+    }
+    for (r = tid * nmicro / nth; r < (tid + 1) * nmicro / nth; r++) {
+        int i0 = r * 12, mr = M - i0 < 12 ? M - i0 : 12, i, k, q, lc = load_c;
+        uint32_t *ap = pf__apack16;
+        long rs, cs;
+        if (!ta) { /* rows of A: each row's words are its bf16 run */
+            for (i = 0; i < mr; i++) {
+                uint16_t *row = (uint16_t *)(ap + (size_t)i * kp);
+                kern.row(row, A + (size_t)(i0 + i) * lda + pc, kc);
+                if (kc & 1) row[kc] = 0;
+            }
+            rs = kp; cs = 1;
+        } else { /* columns of A^T: 12 values per k, paired with the next k */
+            for (k = 0; k < kp; k++) {
+                const float *r0 = A + (size_t)(pc + 2 * k) * lda + i0;
+                kern.pairs(ap + k * 12, r0, 2 * k + 1 < kc ? r0 + lda : NULL, mr);
+                for (i = mr; i < 12; i++) ap[k * 12 + i] = 0;
+            }
+            rs = 1; cs = 12;
+        }
+        if (bz) { /* these rows start from the bias */
+            for (i = 0; i < mr; i++) memcpy(C + (size_t)(i0 + i) * ldc + jc, bz, (size_t)nc * sizeof(float));
+            lc = 1;
+        }
+        for (q = 0; q < npanel; q++) {
+            int j0 = q * PF__NR, nr = nc - j0 < PF__NR ? nc - j0 : PF__NR;
+            kern.fn(kp, ap, rs, cs, bp + (size_t)q * kp * PF__NR, C + (size_t)i0 * ldc + jc + j0, ldc, mr, nr, lc);
+        }
+        if (epi && pc + kc >= K) epi(ctx, i0, mr, jc, nc);
+    }
+}
+
+/* pf__gemm_x in bf16 (the caller has checked the sizes) */
+static void pf__gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                          float *C, int ldc, int accumulate, const float *bias, int par, pf__epi_fn epi, void *ctx) {
+    pf__bkernel kern = pf__get_bkernel();
+    int jc, pc, nth = par ? pf_get_threads() : 1;
+    uint32_t *bp = pf__bpack16;
+    for (jc = 0; jc < N; jc += PF__NC) {
+        int nc = N - jc < PF__NC ? N - jc : PF__NC;
+        for (pc = 0; pc < K; pc += PF__KCB) { /* even: k pairs never straddle two blocks */
+            int kc = K - pc < PF__KCB ? K - pc : PF__KCB, load_c = accumulate || pc > 0;
+            const float *bz = bias && pc == 0 && !accumulate ? bias + jc : NULL;
+            if (nth > 1) {
+                PF__OMP(parallel)
+                {
+#ifdef _OPENMP
+                    pf__gemm_block_bf16(ta, tb, M, N, A, lda, B, ldb, C, ldc, jc, nc, pc, kc, K, load_c, bz, bp, kern,
+                                        epi, ctx, omp_get_thread_num(), omp_get_num_threads());
+#endif
+                }
+            } else {
+                pf__gemm_block_bf16(ta, tb, M, N, A, lda, B, ldb, C, ldc, jc, nc, pc, kc, K, load_c, bz, bp, kern, epi,
+                                    ctx, 0, 1);
+            }
+        }
+    }
+}
+
+PFDEF pf_status pf_gemm_bf16_ref(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                 float *C, int ldc, int accumulate) {
+    int i, j, k;
+    if (M < 0 || N < 0 || K < 0) return pf_fail(PF_ERR_ARG, "pf_gemm_bf16_ref: sizes M=%d N=%d K=%d", M, N, K);
+    if (!M || !N) return PF_OK;
+    PF__NEED(C, "pf_gemm_bf16_ref", "C");
+    if (ldc < N) return pf_fail(PF_ERR_ARG, "pf_gemm_bf16_ref: ldc %d < N %d", ldc, N);
+    if (K > 0) {
+        PF__NEED(A, "pf_gemm_bf16_ref", "A");
+        PF__NEED(B, "pf_gemm_bf16_ref", "B");
+        if (lda < (ta ? M : K)) return pf_fail(PF_ERR_ARG, "pf_gemm_bf16_ref: lda %d < %s %d", lda, ta ? "M" : "K", ta ? M : K);
+        if (ldb < (tb ? K : N)) return pf_fail(PF_ERR_ARG, "pf_gemm_bf16_ref: ldb %d < %s %d", ldb, tb ? "K" : "N", tb ? K : N);
+    }
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            float acc = accumulate ? C[(size_t)i * ldc + j] : 0.0f;
+            for (k = 0; k < K; k += 2) { /* operands past K are zeros */
+                float a0 = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                float b0 = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                float a1 = k + 1 >= K ? 0.0f : ta ? A[(size_t)(k + 1) * lda + i] : A[(size_t)i * lda + k + 1];
+                float b1 = k + 1 >= K ? 0.0f : tb ? B[(size_t)j * ldb + k + 1] : B[(size_t)(k + 1) * ldb + j];
+                uint32_t wa = (uint32_t)pf__bf16_bits(a0) | (uint32_t)pf__bf16_bits(a1) << 16;
+                uint32_t wb = (uint32_t)pf__bf16_bits(b0) | (uint32_t)pf__bf16_bits(b1) << 16;
+                acc = pf__dp_pair(acc, wa, wb);
+            }
+            C[(size_t)i * ldc + j] = acc;
+        }
+    return PF_OK;
 }
 
 PFDEF pf_status pf_gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -5937,8 +6314,43 @@ static void pf__augment(const pf_augment *aug, const unsigned char *src, int h, 
     }
 }
 
+/* Random erasing (Zhong et al. 2017, as timm's RandomErasing with mode
+   'pixel' and one rectangle) of one model input x [C,S,S] in place, drawn
+   from the stream s: one uniform u, nothing more unless u < p; then up to
+   10 tries of a rectangle of area U(0.02, 1/3)·S·S and aspect ratio h/w =
+   exp(U(log 0.3, log 1/0.3)), h = round(sqrt(area·r)), w =
+   round(sqrt(area/r)) (halves up); the first with h < S and w < S is placed
+   at top, left uniform in [0, S-h] and [0, S-w] and filled, channel by
+   channel and row by row, with standard normal values (as floats). */
+#define PF__ERASE_TRIES 10
+#define PF__ERASE_STREAM 0x6572617365ULL /* "erase" */
+static void pf__erase(pf_real *x, int C, int S, double p, uint64_t s) {
+    double lo = log(0.3), hi = log(1.0 / 0.3), area = (double)S * S;
+    int t, k, y, i;
+    if (!(pf__uniform(&s) < p)) return;
+    for (t = 0; t < PF__ERASE_TRIES; t++) {
+        double a = area * (0.02 + pf__uniform(&s) * (1.0 / 3.0 - 0.02));
+        double r = exp(lo + pf__uniform(&s) * (hi - lo));
+        int h = (int)floor(sqrt(a * r) + 0.5), w = (int)floor(sqrt(a / r) + 0.5), top, left;
+        if (h >= S || w >= S) continue;
+        top = pf__below(&s, S - h + 1);
+        left = pf__below(&s, S - w + 1);
+        for (k = 0; k < C; k++)
+            for (y = top; y < top + h; y++) {
+                pf_real *row = x + ((size_t)k * S + (size_t)y) * S + left;
+                for (i = 0; i < w; i++) row[i] = (pf_real)(float)pf__normal(&s);
+            }
+        return;
+    }
+}
+
 static pf_status pf__check_aug(const pf_augment *aug) {
     if (!aug) return PF_OK;
+    if (aug->erase_p != aug->erase_p)
+        return pf_fail(PF_ERR_ARG, "augmentation: the random-erasing probability is NaN (give a value in [0, 1])");
+    if (!(aug->erase_p >= 0.0f && aug->erase_p <= 1.0f))
+        return pf_fail(PF_ERR_ARG, "augmentation: the random-erasing probability %g is out of range [0, 1]",
+                       (double)aug->erase_p);
     if (aug->crop_pad < 0 || aug->crop_pad > PF_AUG_MAX_PAD)
         return pf_fail(PF_ERR_ARG, "augmentation: crop padding %d is out of range (0..%d)", aug->crop_pad, PF_AUG_MAX_PAD);
     if (aug->randaug_n < 0 || aug->randaug_n > PF_AUG_MAX_OPS)
@@ -5970,7 +6382,7 @@ PFDEF pf_status pf_augment_image(const unsigned char *src, int h, int w, int c, 
 
 static pf_status pf__dataset_batch(const pf_dataset *d, const int *idx, int B, const pf_config *cfg, const pf_augment *aug,
                                  uint64_t seed, uint64_t counter, pf_real *x) {
-    int S = cfg->image_size, C = cfg->channels, i, nt = pf_get_threads(), use_aug;
+    int S = cfg->image_size, C = cfg->channels, i, nt = pf_get_threads(), use_aug, use_erase;
     size_t hwc = (size_t)d->h * d->w * d->c, per = (size_t)C * S * S, scratch;
     unsigned char *buf = NULL;
     float *fbuf = NULL;
@@ -5988,6 +6400,7 @@ static pf_status pf__dataset_batch(const pf_dataset *d, const int *idx, int B, c
         if (idx[i] < 0 || idx[i] >= d->n)
             return pf_fail(PF_ERR_ARG, "%s: batch index %d (item %d) is out of range (0..%d)", d->name, idx[i], i, d->n - 1);
     use_aug = aug && (aug->crop_pad > 0 || aug->flip || aug->randaug_n > 0);
+    use_erase = aug && aug->erase_p > 0.0f; /* off: not one number drawn */
     if (nt < 1) nt = 1;
     scratch = use_aug ? 2 * hwc : 0;
     if (scratch && !(buf = (unsigned char *)pf__calloc((size_t)nt, scratch)))
@@ -6020,6 +6433,9 @@ static pf_status pf__dataset_batch(const pf_dataset *d, const int *idx, int B, c
             for (j = 0; j < per; j++) x[(size_t)i * per + j] = o[j];
         }
 #endif
+        if (use_erase) /* its own stream: the draws above are the same with it on or off */
+            pf__erase(x + (size_t)i * per, C, S, aug->erase_p,
+                      pf_mix64(pf__aug_stream(seed, counter + (uint64_t)i) ^ PF__ERASE_STREAM));
     }
     PF_FREE(buf);
     PF_FREE(fbuf);
@@ -6328,6 +6744,37 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
         if (embed_std) *embed_std = 0.02f;
         return PF_OK;
     }
+    if (!strcmp(name, "cifar10-small")) {
+        /* PF(3x2) at width 128 (MLP 512, 4 heads), patch 4 (T = 65), 1.2M
+           parameters, for CIFAR-10 on 2 CPU cores in about an hour: branch
+           1 for 12 epochs, then 10 epochs each after adding branch 2 and 3
+           (zeroed output projections, everything at the full rate). Crop
+           (pad 4), flip and random erasing (p 0.25); no RandAugment, which
+           a run this short cannot use. A first recipe: docs/results.md
+           gives its curve. */
+        c->image_size = 32; c->channels = 3; c->patch_size = 4;
+        c->dim = 128; c->heads = 4; c->mlp_dim = 512;
+        c->branches = 3; c->depth = 2; c->classes = 10;
+        o->schedule = PF_SCHED_STAGED;
+        o->stage_epochs[0] = 12;
+        o->stage_epochs[1] = 10;
+        o->stage_epochs[2] = 10;
+        o->epochs = 10;
+        o->batch = 128;
+        o->optim.lr = 2e-3f;
+        o->optim.weight_decay = 0.05f;
+        o->warmup = 1.0f;
+        o->min_lr = 0.01f;
+        o->label_smoothing = 0.1f;
+        o->freeze_old = 0;
+        o->old_lr = 1.0f;
+        o->patience = 0;
+        o->aug.crop_pad = 4;
+        o->aug.flip = 1;
+        o->aug.erase_p = 0.25f;
+        if (embed_std) *embed_std = 0.02f;
+        return PF_OK;
+    }
     if (!strcmp(name, "paper")) {
         pf_config_preset(c, "paper");
         o->schedule = PF_SCHED_INTERLEAVED;
@@ -6348,7 +6795,7 @@ PFDEF pf_status pf_train_preset(const char *name, pf_config *c, pf_train_opts *o
     }
     if (embed_std) *embed_std = pf_preset_embed_std(name);
     if (pf_config_preset(c, name) != PF_OK)
-        return pf_fail(PF_ERR_ARG, "unknown preset '%s' (fmnist-small, paper, paraformer, vit)", name);
+        return pf_fail(PF_ERR_ARG, "unknown preset '%s' (fmnist-small, cifar10-small, paper, paraformer, vit)", name);
     return PF_OK;
 }
 
@@ -6683,6 +7130,8 @@ static void pf__trainer_log_start(pf_trainer *t) {
     pf__json_str(line, sizeof line, &len, t->log_backend ? t->log_backend : where);
     pf__appendf(line, sizeof line, &len, ",\"precision\":");
     pf__json_str(line, sizeof line, &len, t->log_precision ? t->log_precision : "fp32");
+    if (t->o.aug.erase_p > 0.0f) /* only when on, as in the checkpoint's options */
+        pf__appendf(line, sizeof line, &len, ",\"erase_p\":%.9g", (double)t->o.aug.erase_p);
     pf__appendf(line, sizeof line, &len, ",\"config\":%s}", cfg);
     if (len < sizeof line) pf_trainer_log(t, line);
 }
@@ -6891,8 +7340,10 @@ PFDEF pf_status pf_trainer_report(pf_trainer *t, const pf_dataset *test, double 
 /* the options that decide the trajectory, as JSON (saved and compared) */
 static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
     const pf_optim *p = &o->optim;
-    char list[16 * PF_TRAIN_MAX_LIST + 32] = "";
+    char list[16 * PF_TRAIN_MAX_LIST + 32] = "", erase[32] = "";
     int i, n;
+    if (o->aug.erase_p > 0.0f) /* only when on: a checkpoint without it (older) resumes as erase_p 0 */
+        snprintf(erase, sizeof erase, ",\"erase_p\":%.9g", (double)o->aug.erase_p);
     if (o->stage_epochs[0] > 0) { /* only when given, so older checkpoints still resume */
         n = snprintf(list, sizeof list, ",\"stage_epochs\":[");
         for (i = 0; i < PF_TRAIN_MAX_LIST && o->stage_epochs[i] > 0; i++)
@@ -6904,12 +7355,13 @@ static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
                     "\"beta2\":%.9g,\"eps\":%.9g,\"weight_decay\":%.9g,\"clip\":%.9g,\"lr_schedule\":\"%s\","
                     "\"warmup\":%.9g,\"min_lr\":%.9g,\"label_smoothing\":%.9g,\"new_branch\":\"%s\",\"freeze_old\":%d,"
                     "\"old_lr\":%.9g,\"patience\":%d,\"min_delta\":%.9g,\"prefix_clip\":%.9g,\"keep_trainable\":%d,"
-                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d,\"seed\":%llu%s}",
+                    "\"crop_pad\":%d,\"flip\":%d,\"randaug_n\":%d,\"randaug_m\":%d%s,\"seed\":%llu%s}",
                     pf_schedule_name(o->schedule), o->epochs, o->batch, p->adam ? "adam" : "adamw", p->lr, p->beta1,
                     p->beta2, p->eps, p->weight_decay, p->clip, o->lr_schedule == PF_LR_CONSTANT ? "constant" : "cosine",
                     o->warmup, o->min_lr, o->label_smoothing, o->new_branch == PF_NEW_ZERO ? "zero" : "random",
                     o->freeze_old, o->old_lr, o->patience, o->min_delta, o->prefix_clip, o->keep_trainable,
-                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, (unsigned long long)o->seed, list);
+                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, erase, (unsigned long long)o->seed,
+                    list);
 }
 
 /* The arguments of the trainer's file functions (save, resume, open_log). */
@@ -6973,9 +7425,10 @@ PFDEF pf_status pf_trainer_save(pf_trainer *t, const char *path) {
 }
 
 /* The first key of JSON object `now` whose value differs from the same
-   key's in `then` (or that `then` lacks): 1 with *key and the two values
-   (then's "not set" when missing) in msg as `"key" is A now, B in the
-   checkpoint`; 0 when every key of now has its value in then. */
+   key's in `then` (or that `then` lacks), else the first key of `then` that
+   `now` lacks (a key written only when set, such as "erase_p"): 1 with the
+   key and the two values ("not set" for a missing one) in msg as `"key" is
+   A now, B in the checkpoint`; 0 when both have the same keys and values. */
 static int pf__json_first_diff(const char *now, const char *then, size_t then_len, char *msg, size_t cap) {
     pf__json j, k;
     char key[64];
@@ -6999,6 +7452,21 @@ static int pf__json_first_diff(const char *now, const char *then, size_t then_le
         if (!found || v1 - v0 != w1 - w0 || memcmp(now + v0, then + w0, v1 - v0)) {
             snprintf(msg, cap, "\"%s\" is %.*s now, %.*s in the checkpoint", key, (int)(v1 - v0 > 200 ? 200 : v1 - v0),
                      now + v0, found ? (int)(w1 - w0 > 200 ? 200 : w1 - w0) : 7, found ? then + w0 : "not set");
+            return 1;
+        }
+    }
+    memset(&j, 0, sizeof j);
+    j.s = then; j.n = then_len;
+    first = 1;
+    if (!pf__jobj_begin(&j)) return 0;
+    while (pf__jobj_next(&j, &first, key, sizeof key)) {
+        size_t w0;
+        pf__jws(&j);
+        w0 = j.i;
+        if (!pf__jskip(&j)) return 0;
+        if (!pf__jfind(&k, now, strlen(now), key)) {
+            snprintf(msg, cap, "\"%s\" is not set now, %.*s in the checkpoint", key,
+                     (int)(j.i - w0 > 200 ? 200 : j.i - w0), then + w0);
             return 1;
         }
     }

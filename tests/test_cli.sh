@@ -319,6 +319,9 @@ expect_fail "train --epochs list without staged" "needs --schedule staged" "$EXE
 expect_fail "train --freeze-old with a bad value" "freeze-old" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --freeze-old maybe
 expect_fail "train --warmup beyond the epochs" "warmup" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --epochs 2 --warmup 5
 expect_fail "train --randaug with one number" "--randaug" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --randaug 2
+expect_fail "train --erase 1.5" "--erase: 1.5 is out of range" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --erase 1.5
+expect_fail "train --erase -0.1" "--erase" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --erase -0.1
+expect_fail "train --erase nan" "--erase: 'nan' is not a number" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --erase nan
 expect_fail "train --val 1.5" "--val" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --val 1.5
 expect_fail "train --resume with --init" "--init" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --resume "$M" --init "$M"
 expect_fail "train --init with architecture flags" "architecture" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --init "$M" --dim 8
@@ -352,6 +355,12 @@ fi
 expect_ok "train --help" "$EXE" train --help
 has "train --help offers --overwrite and says an existing --out is refused" "$T/out" "--overwrite" \
     "An existing file at --out is refused"
+has "train --help offers --erase" "$T/out" "--erase P" "random erasing with probability P"
+expect_ok "train --erase 0.5" "$EXE" train --data "fmnist:$S#limit=200" --val 0 --test none --patch 7 --dim 16 --heads 2 \
+    --mlp-dim 32 --branches 1 --depth 1 --batch 50 --epochs 1 --seed 3 --quiet --erase 0.5 \
+    --out "$T/erase.safetensors" --log "$T/erase.jsonl"
+has "train --erase 0.5: the checkpoint's training options hold it" "$T/erase.safetensors" 'randaug_m\":0,\"erase_p\":0.5,'
+has "train --erase 0.5: the log's start event holds it" "$T/erase.jsonl" '"precision":"fp32","erase_p":0.5,'
 no_file "failed trains leave no checkpoint" "$T/t.safetensors"
 
 D="fmnist:$S#limit=1100"
@@ -641,7 +650,6 @@ no_file "and leaves no temporary behind" "$CK.tmp"
 # emulated, 8 devices): its --device cuda must give the CPU build's logits,
 # accuracy and sweep, and a killed and resumed run the bytes of a whole one.
 expect_fail "--device with a bad value" "--device" "$EXE" predict --model "$M" --input "$X" --output "$T/yd.npy" --device gpu
-expect_fail "--bf16 without --device cuda" "--bf16" "$EXE" predict --model "$M" --input "$X" --output "$T/yd.npy" --bf16
 if "$EXE" --version | grep -q "GPU backend"; then
     echo "# $EXE has a GPU backend: the checks of a build without one are skipped"
 else
@@ -667,6 +675,28 @@ max_rel() {
 # within V LIMIT: V is a number <= LIMIT
 within() { [ -n "$1" ] && awk -v v="$1" -v l="$2" 'BEGIN { exit !(v + 0 <= l + 0) }'; }
 
+# --bf16 on the CPU: where the CPU has AVX512_BF16 (/proc/cpuinfo's flag,
+# read independently of the program's own CPUID check) the logits are
+# within bf16's bounds of fp32's and not equal to them; elsewhere it is
+# refused, naming the instruction set
+"$EXE" predict --model "$M" --input "$X" --output "$T/cpu32.csv" >/dev/null 2>&1
+if grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null; then
+    expect_ok "predict --bf16 on the CPU (AVX512_BF16)" "$EXE" predict --model "$M" --input "$X" --output "$T/bf.csv" --bf16
+    has "predict --bf16 says it ran in bf16" "$T/out" "on cpu (bf16)"
+    r=$(max_rel "$T/cpu32.csv" "$T/bf.csv")
+    if [ -s "$T/bf.csv" ] && within "$r" 3e-2 && ! within "$r" 0; then ok "predict --bf16: logits within 3e-2 of fp32's, not equal: $r"
+    else bad "predict --bf16: logits differ from fp32's by $r (relative; want (0, 3e-2])"; fi
+    expect_ok "eval --bf16 on the CPU" "$EXE" eval --model "$T/full.safetensors" --data "fmnist:$S#limit=300" --bf16
+    has "eval --bf16 says it ran in bf16" "$T/out" "on cpu (bf16)"
+    expect_ok "bench --bf16 --json on the CPU (a tiny model)" "$EXE" bench --zoo pf2x2 --dataset fmnist --dim 16 \
+        --heads 2 --batch 8 --infer-batch 8 --warm 0 --reps 1 --profile-steps 1 --bf16 --json
+    has "bench --bf16 names the precision" "$T/out" '"device": "cpu", "backend": "cpu", "precision": "bf16"'
+else
+    expect_fail "--bf16 on a CPU without AVX512_BF16" "AVX512_BF16" "$EXE" predict --model "$M" --input "$X" \
+        --output "$T/yd.npy" --bf16
+    no_file "--bf16 refused leaves no output" "$T/yd.npy"
+fi
+
 EMU="${PARAFORMER_EMU:-}"
 if [ -z "$EMU" ]; then
     echo "# PARAFORMER_EMU not set: the emulated GPU backend is not tested (make test sets it)"
@@ -682,7 +712,7 @@ else
     for v in "cuda" "cuda --batch 2" "cuda:0,1" "cuda:3 --branches 1" "cuda --bf16"; do
         ref="$T/cpu.csv" tol=1e-4 why="fp32"
         case $v in *--branches*) ref="$T/cpu_k1.csv" ;; esac
-        # bf16 rounds every GEMM operand to 8 significant bits (relative 2^-9
+        # bf16 rounds every GEMM operand to 8 significant bits (relative 2^-8
         # each), accumulated in fp32: a few 1e-3 on logits of this size
         case $v in *--bf16*) tol=3e-2 why="bf16" ;; esac
         rm -f "$T/dev.csv"
@@ -723,7 +753,6 @@ else
         has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \
             "| 2 | 2 | 1 |"
     fi
-    expect_fail "bench --bf16 on the CPU" "--bf16 is for the GPU" "$EXE" bench --bf16
 
     # eval --sweep --json: the CPU's object, key for key; accuracy, per-class
     # accuracy and the sweep to within one image (a near-tie of two logits may

@@ -604,11 +604,11 @@ static void test_resume(void) {
 }
 
 /* bf16 GEMM operands, fp32 master weights and accumulation. Tolerances:
-   a bf16 operand carries a relative rounding error of at most 2^-9 (0.2 %);
-   a K-term dot product of rounded operands has an error around
-   2^-9 * sqrt(K) of its typical term, and the layers compound it. We accept
-   2 % on the logits and 5 % on each gradient tensor relative to its largest
-   element (the fp32 path is held to 1e-4). */
+   a bf16 operand (8 significant bits) carries a relative rounding error of
+   at most 2^-8 (0.4 %); a K-term dot product of rounded operands has an
+   error around 2^-8 * sqrt(K) of its typical term, and the layers compound
+   it. We accept 2 % on the logits and 5 % on each gradient tensor relative
+   to its largest element (the fp32 path is held to 1e-4). */
 static const char *bf16_tag = ""; /* ", fused rows" while sw.row_fused is on */
 static void test_bf16_mode(int vi) {
     const variant *v = &VARIANTS[vi];

@@ -931,6 +931,155 @@ static void batch_determinism(batch_env *e) {
     check(ok, "pf_augment_image(seed, counter + i) then pf_image_to_input == batch image i");
 }
 
+/* Random erasing by the documented draws (docs/design.md §3.5, §3.8),
+   computed here from the public generator alone: the stream of image number
+   c is mix64(mix64(mix64(seed ^ "augment") ^ c) ^ "erase"); one uniform u,
+   erased when u < p; up to 10 tries of area S²·(0.02 + u·(1/3 − 0.02)) and
+   ratio exp(log 0.3 + u·(log(1/0.3) − log 0.3)), h = round(sqrt(area·r)),
+   w = round(sqrt(area/r)); the first with h < S and w < S: top = next %
+   (S−h+1), left = next % (S−w+1), then C·h·w normals (channel, row,
+   column). Returns 1 with the rectangle and its values, 0 for no erasing. */
+static int erase_ref(uint64_t seed, uint64_t c, double p, int C, int S, int *top, int *left, int *h, int *w,
+                     pf_real *vals) {
+    pf_rng r = pf_rng_seed(pf_mix64(pf_mix64(pf_mix64(seed ^ 0x6175676d656e74ULL) ^ c) ^ 0x6572617365ULL));
+    int t, k;
+    if (!(pf_rng_uniform(&r) < p)) return 0;
+    for (t = 0; t < 10; t++) {
+        double area = (double)S * S * (0.02 + pf_rng_uniform(&r) * (1.0 / 3.0 - 0.02));
+        double ratio = exp(log(0.3) + pf_rng_uniform(&r) * (log(1.0 / 0.3) - log(0.3)));
+        *h = (int)floor(sqrt(area * ratio) + 0.5);
+        *w = (int)floor(sqrt(area / ratio) + 0.5);
+        if (*h >= S || *w >= S) continue;
+        *top = (int)(pf_rng_next(&r) % (uint64_t)(S - *h + 1));
+        *left = (int)(pf_rng_next(&r) % (uint64_t)(S - *w + 1));
+        for (k = 0; k < C * *h * *w; k++) vals[k] = (pf_real)(float)pf_rng_normal(&r);
+        return 1;
+    }
+    return 0;
+}
+
+/* The values of image `a` that differ from image `b` ([C,S,S]) must be one
+   rectangle in every channel: 1 with its size in *h, *w (0 x 0 when none
+   differ), 0 when they are not. */
+static int diff_rect(const pf_real *a, const pf_real *b, int C, int S, int *h, int *w) {
+    int k, y, xx, y0 = S, y1 = -1, x0 = S, x1 = -1, n = 0;
+    for (k = 0; k < C; k++)
+        for (y = 0; y < S; y++)
+            for (xx = 0; xx < S; xx++)
+                if (a[((size_t)k * S + y) * S + xx] != b[((size_t)k * S + y) * S + xx]) {
+                    n++;
+                    if (y < y0) y0 = y;
+                    if (y > y1) y1 = y;
+                    if (xx < x0) x0 = xx;
+                    if (xx > x1) x1 = xx;
+                }
+    *h = n ? y1 - y0 + 1 : 0;
+    *w = n ? x1 - x0 + 1 : 0;
+    return n == C * *h * *w;
+}
+
+/* random erasing (pf_augment.erase_p) on the normalised model input */
+static void batch_erase(batch_env *e) {
+    const pf_dataset *d = &e->d;
+    const pf_config *cfg = &e->cfg;
+    const int *idx = e->idx;
+    const int S = 32, C = 3;
+    size_t per = e->per;
+    pf_real *x = e->x, *x2 = e->x2, *vals = (pf_real *)malloc(per * sizeof(pf_real));
+    pf_augment aug;
+    unsigned char a8[784], b8[784];
+    int i, k, ok, erased = 0, h = 0, w = 0;
+    double frac_sum = 0;
+
+    /* (1) the draws by hand, with crop, flip and RandAugment on: only the
+       rectangles change, and every other value is the erase-off batch's */
+    memset(&aug, 0, sizeof aug);
+    aug.crop_pad = 4; aug.flip = 1; aug.randaug_n = 2; aug.randaug_m = 9;
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x); /* off */
+    aug.erase_p = 0.5f;
+    ok = pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x2) == PF_OK;
+    for (i = 0; ok && i < 16; i++) {
+        int top = 0, left = 0, y, xx, on;
+        const pf_real *off = x + (size_t)i * per, *got = x2 + (size_t)i * per;
+        on = erase_ref(7, 100 + (uint64_t)i, 0.5, C, S, &top, &left, &h, &w, vals);
+        erased += on;
+        for (k = 0; ok && k < C; k++)
+            for (y = 0; ok && y < S; y++)
+                for (xx = 0; ok && xx < S; xx++) {
+                    size_t at = ((size_t)k * S + y) * S + xx;
+                    int inside = on && y >= top && y < top + h && xx >= left && xx < left + w;
+                    ok = inside ? got[at] == vals[((size_t)k * h + (y - top)) * w + (xx - left)] && got[at] != off[at]
+                                : got[at] == off[at];
+                }
+        if (!ok) printf("     (image %d: erased %d, rectangle %dx%d at %d,%d)\n", i, on, h, w, top, left);
+    }
+    check(ok && erased > 0 && erased < 16,
+          "erase p 0.5: the hand-computed rectangles of the documented draws hold exactly the hand-computed normals, "
+          "every other value is the erase-off batch's (%d of 16 images erased)", erased);
+
+    /* (2) erase_p 0 draws nothing: the batch is the one without the field */
+    aug.erase_p = 0.0f;
+    check(pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x2) == PF_OK && !memcmp(x, x2, 16 * per * sizeof(pf_real)),
+          "erase p 0: bitwise the batch without erasing");
+    memset(&aug, 0, sizeof aug);
+    pf_dataset_batch(d, idx, 16, cfg, NULL, 7, 100, x);
+    check(pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x2) == PF_OK && !memcmp(x, x2, 16 * per * sizeof(pf_real)),
+          "erase p 0 and nothing else: bitwise the batch without augmentation");
+
+    /* (3) erase_p 1 alone: every image of a batch of 8 gets one rectangle
+       (all channels) of h, w < S whose area is 0.02..1/3 of the image up to
+       the rounding of h and w; their mean fraction is in [0.02, 1/3] */
+    aug.erase_p = 1.0f;
+    ok = pf_dataset_batch(d, idx, 8, cfg, &aug, 11, 40, x2) == PF_OK;
+    for (i = 0; ok && i < 8; i++) {
+        double area = (double)S * S;
+        ok = diff_rect(x2 + (size_t)i * per, x + (size_t)i * per, C, S, &h, &w) && h > 0 && w > 0 && h < S && w < S &&
+             (h + 0.5) * (w + 0.5) >= 0.02 * area && (h - 0.5) * (w - 0.5) <= area / 3.0;
+        frac_sum += h * w / area;
+        if (!ok) printf("     (image %d: changed area %dx%d)\n", i, h, w);
+    }
+    check(ok && frac_sum / 8 >= 0.02 && frac_sum / 8 <= 1.0 / 3.0,
+          "erase p 1: each of 8 images has one erased rectangle in every channel, of 0.02..1/3 of the image "
+          "(mean fraction %.3f)", frac_sum / 8);
+
+    /* (4) the same for any thread count, and for a resumed batch */
+    aug.crop_pad = 4; aug.flip = 1; aug.randaug_n = 2; aug.randaug_m = 9; aug.erase_p = 0.5f;
+    pf_set_threads(1);
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x);
+    pf_set_threads(2);
+    pf_dataset_batch(d, idx, 16, cfg, &aug, 7, 100, x2);
+    check(!memcmp(x, x2, 16 * per * sizeof(pf_real)), "erase p 0.5 with crop, flip, RandAugment: identical for 1 and 2 threads");
+    pf_dataset_batch(d, idx + 3, 13, cfg, &aug, 7, 103, x2);
+    check(!memcmp(x + 3 * per, x2, 13 * per * sizeof(pf_real)), "erasing of image i depends on (seed, counter + i) only");
+
+    /* the 8-bit augmentation does not erase */
+    pf_augment_image(d->images + (size_t)idx[5] * 784, 28, 28, 1, &aug, 7, 105, a8);
+    aug.erase_p = 0.0f;
+    pf_augment_image(d->images + (size_t)idx[5] * 784, 28, 28, 1, &aug, 7, 105, b8);
+    check(!memcmp(a8, b8, sizeof a8), "pf_augment_image is the same with erase p 0.5 and 0 (erasing is on the model input)");
+
+    /* (5) probabilities outside [0, 1] and NaN are refused, everywhere */
+    {
+        static const float bad[] = {-0.1f, 1.5f};
+        pf_train_opts to = pf_train_opts_default();
+        memset(&aug, 0, sizeof aug);
+        for (k = 0; k < 2; k++) {
+            char label[64];
+            aug.erase_p = bad[k];
+            snprintf(label, sizeof label, "erase p %g", (double)bad[k]);
+            expect_fail(pf_dataset_batch(d, idx, 4, cfg, &aug, 1, 0, x), label, "random-erasing probability");
+        }
+        aug.erase_p = (float)NAN;
+        expect_fail(pf_dataset_batch(d, idx, 4, cfg, &aug, 1, 0, x), "erase p NaN", "NaN");
+        expect_fail(pf_augment_image(d->images, 28, 28, 1, &aug, 1, 0, a8), "pf_augment_image: erase p NaN", "NaN");
+        to.aug.erase_p = 1.5f;
+        expect_fail(pf_train_opts_validate(&to), "train options: erase p 1.5", "random-erasing probability");
+        to.aug.erase_p = 1.0f;
+        check(pf_train_opts_validate(&to) == PF_OK, "train options: erase p 1 accepted");
+    }
+    free(vals);
+}
+
 /* augmentation settings out of range, and an index past the dataset */
 static void batch_limits(batch_env *e) {
     const pf_dataset *d = &e->d;
@@ -1042,6 +1191,7 @@ static void test_batch(void) {
     batch_env_init(&e);
     batch_no_aug(&e);
     batch_determinism(&e);
+    batch_erase(&e);
     batch_limits(&e);
     batch_env_free(&e);
 

@@ -258,13 +258,20 @@ static void test_sweep_and_compress(const pf_dataset *te) {
     pf_model_free(m);
 }
 
-static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at) {
-    const char *full = tmp_path("full.safetensors"), *part = tmp_path("part.safetensors");
-    const char *lfull = tmp_path("full.jsonl"), *lpart = tmp_path("part.jsonl");
+/* An interrupted run resumed with 1 thread ends as the uninterrupted one
+   with 2. With random erasing (erase_p > 0) the files are erase_*, so that
+   full.safetensors stays the plain joint run test_resume_refusals reads. */
+static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at, float erase_p) {
+    const char *full = tmp_path(erase_p > 0 ? "erase_full.safetensors" : "full.safetensors");
+    const char *part = tmp_path(erase_p > 0 ? "erase_part.safetensors" : "part.safetensors");
+    const char *lfull = tmp_path(erase_p > 0 ? "erase_full.jsonl" : "full.jsonl");
+    const char *lpart = tmp_path(erase_p > 0 ? "erase_part.jsonl" : "part.jsonl");
     pf_train_opts o = tiny_opts(schedule);
     int64_t s1 = 0, s2 = 0, s3 = 0;
     pf_status st;
-    const char *name = pf_schedule_name(schedule);
+    char name[64];
+    o.aug.erase_p = erase_p;
+    snprintf(name, sizeof name, "%s%s", pf_schedule_name(schedule), erase_p > 0 ? " with erasing" : "");
     remove(lfull);
     remove(lpart);
     check(run(tr, va, &o, full, lfull, 0, 0, 2, &s1) == PF_OK, "%s: uninterrupted run", name);
@@ -284,6 +291,14 @@ static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule
                    (a[i].step == b[i].step || (isnan(a[i].step) && isnan(b[i].step))) && /* "start": no step */
                    (a[i].loss == b[i].loss || (isnan(a[i].loss) && isnan(b[i].loss)));
         check(same && na > 0, "%s: the resumed log reads as the uninterrupted one (%d and %d lines)", name, na, nb);
+    }
+    {   /* the "start" event names the erasing probability only when it is on */
+        FILE *f = fopen(lfull, "rb");
+        char line[4096] = "";
+        if (f) { if (!fgets(line, sizeof line, f)) line[0] = 0; fclose(f); }
+        check(strstr(line, "\"event\":\"start\"") && !strstr(line, "\"erase_p\"") == !(erase_p > 0) &&
+                  (!(erase_p > 0) || strstr(line, "\"erase_p\":0.5,")),
+              "%s: the log's start event %s \"erase_p\"", name, erase_p > 0 ? "holds" : "has no");
     }
 }
 
@@ -377,7 +392,7 @@ static void test_validation(void) {
         {"epochs 0", 0, 0}, {"batch 0", 1, 0}, {"lr 0", 2, 0}, {"lr NaN", 2, NAN}, {"beta1 1", 3, 1},
         {"label smoothing 1", 4, 1}, {"warmup beyond epochs", 5, 99}, {"min lr 2", 6, 2}, {"patience -1", 7, -1},
         {"schedule 7", 8, 7}, {"old lr -1", 9, -1}, {"crop 65", 10, 65}, {"randaug m 31", 11, 31},
-        {"keep_trainable with staged", 12, 1},
+        {"keep_trainable with staged", 12, 1}, {"erase p 1.5", 13, 1.5}, {"erase p NaN", 13, NAN},
     };
     size_t i;
     o = pf_train_opts_default();
@@ -398,6 +413,7 @@ static void test_validation(void) {
         case 10: o.aug.crop_pad = (int)bad[i].v; break;
         case 11: o.aug.randaug_n = 2; o.aug.randaug_m = (int)bad[i].v; break;
         case 12: o.keep_trainable = 1; break;
+        case 13: o.aug.erase_p = (float)bad[i].v; break;
         }
         check(pf_train_opts_validate(&o) == PF_ERR_ARG && *pf_last_error(), "options refused: %s (%s)", bad[i].what,
               pf_last_error());
@@ -405,6 +421,17 @@ static void test_validation(void) {
     check(pf_train_preset("fmnist-small", &c, &o, &es) == PF_OK && pf_train_opts_validate(&o) == PF_OK &&
               pf_config_validate(&c) == PF_OK,
           "preset fmnist-small is valid");
+    {   /* cifar10-small: a 32x32x3 model of at most 2.5M parameters, staged
+           over its 3 branches, with crop, flip and random erasing */
+        pf_model *cm = NULL;
+        check(pf_train_preset("cifar10-small", &c, &o, &es) == PF_OK && pf_train_opts_validate(&o) == PF_OK &&
+                  pf_config_validate(&c) == PF_OK && pf_model_create(&c, &cm) == PF_OK && cm->n_params <= 2500000 &&
+                  c.image_size == 32 && c.channels == 3 && c.classes == 10 && o.schedule == PF_SCHED_STAGED &&
+                  o.stage_epochs[c.branches - 1] > 0 && o.aug.crop_pad == 4 && o.aug.flip && o.aug.erase_p > 0,
+              "preset cifar10-small: valid, 32x32x3, %zu parameters (<= 2.5M), staged over %d branches, crop, flip, erasing",
+              cm ? cm->n_params : 0, c.branches);
+        pf_model_free(cm);
+    }
     check(pf_train_preset("paper", &c, &o, &es) == PF_OK && o.schedule == PF_SCHED_INTERLEAVED && o.optim.adam &&
               o.lr_schedule == PF_LR_CONSTANT && es == 1.0f,
           "preset paper: interleaved, Adam, constant lr, N(0,1) embeddings");
@@ -482,6 +509,41 @@ static void test_resume_refusals(const pf_dataset *tr, const pf_dataset *va) {
     check(pf_trainer_resume(&t, plain) == PF_ERR_FORMAT && strstr(pf_last_error(), "train_state"),
           "resume from a model without training state is refused (%s)", pf_last_error());
     pf_trainer_free(&t);
+    {   /* random erasing: its option is saved only when on, so a checkpoint
+           without it (all before it existed) resumes as erase_p 0, and any
+           other probability is refused, naming it, either way round */
+        const char *ckpt_e = tmp_path("erase_full.safetensors"); /* test_resume's erase_p 0.5 joint run */
+        pf_st_file *f = NULL;
+        const char *sj;
+        int absent = 0, present = 0;
+        if (pf_st_open(ckpt, &f) == PF_OK && (sj = pf_st_meta(f, "train_state")) != NULL) absent = !strstr(sj, "erase_p");
+        pf_st_close(f);
+        f = NULL;
+        if (pf_st_open(ckpt_e, &f) == PF_OK && (sj = pf_st_meta(f, "train_state")) != NULL)
+            present = strstr(sj, "\"erase_p\":0.5,") != NULL;
+        pf_st_close(f);
+        check(absent && present, "the options hold \"erase_p\" only when erasing is on (0.5 here)");
+        o = tiny_opts(PF_SCHED_JOINT);
+        o.aug.erase_p = 0.25f;
+        pf_trainer_init(&t, m, tr, va, &o);
+        check(pf_trainer_resume(&t, ckpt) == PF_ERR_ARG && strstr(pf_last_error(), "\"erase_p\" is 0.25 now, not set"),
+              "resume of a checkpoint without erasing with erase_p 0.25 is refused, naming it (%s)", pf_last_error());
+        check(pf_trainer_resume(&t, ckpt_e) == PF_ERR_ARG && strstr(pf_last_error(), "\"erase_p\" is 0.25 now, 0.5"),
+              "resume of an erase_p 0.5 run with 0.25 is refused, naming it (%s)", pf_last_error());
+        pf_trainer_free(&t);
+        o.aug.erase_p = 0.0f;
+        pf_trainer_init(&t, m, tr, va, &o);
+        check(pf_trainer_resume(&t, ckpt_e) == PF_ERR_ARG &&
+                  strstr(pf_last_error(), "\"erase_p\" is not set now, 0.5 in the checkpoint"),
+              "resume of an erase_p 0.5 run without erasing is refused, naming it (%s)", pf_last_error());
+        check(pf_trainer_resume(&t, ckpt) == PF_OK,
+              "a checkpoint without \"erase_p\" (as before it existed) resumes as erase_p 0 (%s)", pf_last_error());
+        pf_trainer_free(&t);
+        o.aug.erase_p = 0.5f;
+        pf_trainer_init(&t, m, tr, va, &o);
+        check(pf_trainer_resume(&t, ckpt_e) == PF_OK, "an erase_p 0.5 run resumes with erase_p 0.5 (%s)", pf_last_error());
+        pf_trainer_free(&t);
+    }
     {   /* hostile counters: refused, naming the field, before any conversion
            (UBSan: no double->int overflow, no ++ past INT_MAX / INT64_MAX) */
         static const struct { const char *key, *value; } bad[] = {
@@ -659,9 +721,10 @@ int main(void) {
     test_stage_epochs(&tr, &va);
     test_sweep_and_compress(&te);
     test_interleaved_steps(&tr, &va);
-    test_resume(&tr, &va, PF_SCHED_STAGED, 29);
-    test_resume(&tr, &va, PF_SCHED_INTERLEAVED, 61); /* 48 steps per epoch */
-    test_resume(&tr, &va, PF_SCHED_JOINT, 13);
+    test_resume(&tr, &va, PF_SCHED_STAGED, 29, 0.0f);
+    test_resume(&tr, &va, PF_SCHED_INTERLEAVED, 61, 0.0f); /* 48 steps per epoch */
+    test_resume(&tr, &va, PF_SCHED_JOINT, 13, 0.0f);
+    test_resume(&tr, &va, PF_SCHED_JOINT, 13, 0.5f);
     test_resume_refusals(&tr, &va);
     test_expand_incremental();
     test_report_log(&tr, &te);

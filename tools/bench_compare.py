@@ -14,7 +14,10 @@ In one invocation, on this machine, it runs (docs/design.md §6):
     at 2 and at 1 thread;
   * tools/torch_ref.py --device cpu --threads T, the PyTorch reference model,
     on the same models (PyTorch from Debian's python3-torch, run with
-    /usr/bin/python3; --python names another).
+    /usr/bin/python3; --python names another);
+  * with --bf16 (the default where the CPU has AVX512_BF16): ours again with
+    bench --bf16, and PyTorch with torch.autocast("cpu", dtype=bfloat16) in
+    the same PyTorch run, in a table of their own.
 Each measurement is repeated --rounds times, ours and PyTorch alternating
 (which of the two goes first alternates too); the tables show the medians
 over rounds (the FMA peak: the best round, it is a ceiling).
@@ -165,10 +168,20 @@ def main():
     p.add_argument("--python", default="/usr/bin/python3", help="the Python with PyTorch (default /usr/bin/python3, Debian's)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-gemm", action="store_true", help="skip gemm_bench (the peak then comes from ours)")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 rows: ours with --bf16, PyTorch with bf16 autocast (auto: where /proc/cpuinfo has "
+                        "avx512_bf16, which ours needs)")
     a = p.parse_args()
     if a.quick:
         a.rounds, a.batch, a.warm, a.reps = 1, 16 if a.batch == 128 else a.batch, 1, 1
     a.infer_batch = a.infer_batch or a.batch
+    if a.bf16 == "auto":
+        try:
+            with open("/proc/cpuinfo") as f:
+                a.bf16 = "on" if "avx512_bf16" in f.read().split() else "off"
+        except OSError:
+            a.bf16 = "off"
+    bf16 = a.bf16 == "on"
     threads = [int(t) for t in a.threads.split(",")]
     models = a.models.split(",")
     for m in models:
@@ -204,6 +217,7 @@ def main():
             "models": models}
     common = ["--batch", str(a.batch), "--warm", str(a.warm), "--reps", str(a.reps)]
     ours = {(m, t): [] for m in models for t in threads}
+    ours_bf = {(m, t): [] for m in models for t in threads}
     torch_ = {(m, t): [] for m in models for t in threads}
     gemm_runs, torch_info = [], None
     tl = ",".join(str(t) for t in sorted(set(threads)))
@@ -227,16 +241,19 @@ def main():
                     "--infer-batch", str(a.infer_batch), "--threads", str(t), "--json"] + (
                     ["--peak"] if a.no_gemm else [])
                 torch_cmd = [a.python, ref, "--device", "cpu", "--threads", str(t)] + MODELS[m][1] + common + [
-                    "--infer-batch", str(a.infer_batch)]
+                    "--infer-batch", str(a.infer_batch)] + (["--bf16"] if bf16 else [])
                 order = ["ours", "torch"] if (rnd + threads.index(t) + models.index(m)) % 2 == 0 else ["torch", "ours"]
+                if bf16:
+                    order.insert(1, "ours_bf16")
                 for who in order:
-                    if who == "ours":
-                        pr = R.run(ours_cmd)
+                    if who in ("ours", "ours_bf16"):
+                        pr = R.run(ours_cmd + (["--bf16"] if who == "ours_bf16" else []))
                         o = last_json(pr.stdout, "train_img_s")
                         if o is not None:
-                            ours[(m, t)].append(o)
+                            (ours if who == "ours" else ours_bf)[(m, t)].append(o)
                         else:
-                            R.failures.append(f"{m} at {t} threads: paraformer bench printed no JSON")
+                            R.failures.append(f"{m} at {t} threads: paraformer bench{' --bf16' if who != 'ours' else ''}"
+                                              " printed no JSON")
                     elif not a.no_torch:
                         pr = R.run(torch_cmd, env=blas_env(t, passive=True))
                         o = last_json(pr.stdout, "model")
@@ -305,6 +322,37 @@ def main():
         if r["params"] and r["torch_params"] and r["params"] != r["torch_params"] and r["threads"] == threads[0]:
             out.append(f"- note: {r['model']}: parameter counts differ (ours {r['params']}, "
                        f"PyTorch {r['torch_params']})")
+
+    # bf16: ours --bf16 against PyTorch's bf16 autocast and both fp32 rows
+    bf_table = []
+    if bf16:
+        out += ["", "## bf16 (ours: bench --bf16, bf16 GEMM operands, fp32 accumulation; PyTorch: "
+                "torch.autocast('cpu', dtype=torch.bfloat16))", "",
+                "| model | threads | train img/s ours bf16 | ours fp32 | PyTorch fp32 | PyTorch bf16 | "
+                "ours bf16 / PyTorch fp32 | ours bf16 / PyTorch bf16 | infer img/s ours bf16 | PyTorch bf16 | ratio |",
+                "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        by = {(r["model"], r["threads"]): r for r in table}
+        for m in models:
+            for t in threads:
+                o, q = ours_bf[(m, t)], torch_[(m, t)]
+                row = {"model": m, "threads": t,
+                       "ours_bf16_train_img_s": med([x["train_img_s"] for x in o]),
+                       "ours_fp32_train_img_s": by[(m, t)]["ours_train_img_s"],
+                       "torch_fp32_train_img_s": by[(m, t)]["torch_train_img_s"],
+                       "torch_bf16_train_img_s": med([x.get("train_img_s[bf16]") for x in q]),
+                       "ours_bf16_infer_img_s": med([x["infer_img_s"] for x in o]),
+                       "torch_bf16_infer_img_s": med([x.get("infer_img_s[bf16]") for x in q])}
+                row["vs_torch_fp32"] = ratio(row["ours_bf16_train_img_s"], row["torch_fp32_train_img_s"])
+                row["vs_torch_bf16"] = ratio(row["ours_bf16_train_img_s"], row["torch_bf16_train_img_s"])
+                row["infer_ratio"] = ratio(row["ours_bf16_infer_img_s"], row["torch_bf16_infer_img_s"])
+                bf_table.append(row)
+                out.append(f"| {m} | {t} | {fmt(row['ours_bf16_train_img_s'])} | {fmt(row['ours_fp32_train_img_s'])} | "
+                           f"{fmt(row['torch_fp32_train_img_s'])} | {fmt(row['torch_bf16_train_img_s'])} | "
+                           f"{fmt(row['vs_torch_fp32'], 2)} | {fmt(row['vs_torch_bf16'], 2)} | "
+                           f"{fmt(row['ours_bf16_infer_img_s'])} | {fmt(row['torch_bf16_infer_img_s'])} | "
+                           f"{fmt(row['infer_ratio'], 2)} |")
+    elif a.bf16 == "off":
+        out += ["", "(no bf16 rows: --bf16 off, or this CPU lacks AVX512_BF16, which `bench --bf16` needs)"]
 
     # per-op breakdown of ours (the first thread count), median over rounds
     t0 = threads[0]
@@ -397,8 +445,9 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"info": info, "torch": torch_info, "peak_gflops": {str(t): peak[t] for t in threads},
-                       "models": table, "scaling": scaling, "gemm": gemm_table, "gemm_per_step": gemm_steps,
+                       "models": table, "bf16": bf_table, "scaling": scaling, "gemm": gemm_table, "gemm_per_step": gemm_steps,
                        "runs": {"ours": {f"{m}@{t}": v for (m, t), v in ours.items()},
+                                "ours_bf16": {f"{m}@{t}": v for (m, t), v in ours_bf.items()},
                                 "torch": {f"{m}@{t}": v for (m, t), v in torch_.items()},
                                 "gemm_bench": gemm_runs},
                        "commands": R.commands, "failures": R.failures}, f, indent=1)

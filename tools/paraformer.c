@@ -814,7 +814,8 @@ static float *load_images(const char *const *files, int n, const char *model, co
 #define DEVICE_OPTDEFS \
     {"--device", "cpu|cuda[:N,...]", "cpu", "run on the CPU, or on CUDA device(s) N,... (cuda = cuda:0; needs a " \
                                            "build with the GPU backend)"}, \
-    {"--bf16", NULL, "off", "GPU: bf16 GEMM operands with fp32 master weights and accumulation (off: fp32)"}
+    {"--bf16", NULL, "off", "bf16 GEMM operands, fp32 accumulation, master weights and optimizer state: on the GPU, " \
+                            "or on a CPU with AVX512_BF16 (off: fp32)"}
 
 typedef struct device {
     int cuda;         // 0: the CPU
@@ -835,7 +836,7 @@ static void parse_device(const cli *c, int k_dev, int k_bf16, device *dv) {
     dv->spec = s;
     dv->bf16 = cli_get(c, k_bf16) != NULL;
     if (!strcmp(s, "cpu")) {
-        if (dv->bf16) usage_error(c, "--bf16 is for the GPU: add --device cuda");
+        if (dv->bf16 && pf_set_bf16(1) != PF_OK) die(1, "--bf16: %s", pf_last_error());
         return;
     }
     if (strncmp(s, "cuda", 4) != 0 || (s[4] && s[4] != ':'))
@@ -866,7 +867,7 @@ static void parse_device(const cli *c, int k_dev, int k_bf16, device *dv) {
 
 // "cpu", or e.g. "cuda:0 (emulated backend, bf16)" for messages
 static const char *device_label(const device *dv, char *buf, size_t cap) {
-    if (!dv->cuda) return "cpu";
+    if (!dv->cuda) return dv->bf16 ? "cpu (bf16)" : "cpu";
 #ifdef PF_WITH_CUDA
     snprintf(buf, cap, "%s (%s backend, %s)", dv->spec, pf_cuda_backend(), dv->bf16 ? "bf16" : "fp32");
 #else
@@ -1103,7 +1104,7 @@ static int cmd_predict(int argc, char **argv) {
         if (top) predict_print_top(y, N, K, top, files, is_npy);
         printf("wrote %s: %s [%d,%d] from %d input%s, %d of %d branches%s%s\n", output,
                probs ? "probabilities" : "logits", N, K, N, N == 1 ? "" : "s", m->active, m->cfg.branches,
-               dv.cuda ? ", on " : "", dv.cuda ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
+               dv.cuda || dv.bf16 ? ", on " : "", dv.cuda || dv.bf16 ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
     }
     device_close(&dv);
     free(y);
@@ -1556,7 +1557,7 @@ static void print_sweep(const double *sweep, int n, const pf_model *m) {
 enum { TR_DATA, TR_TEST, TR_VAL, TR_ARCH, TR_INIT = TR_ARCH + A_N, TR_RESIZE, TR_RESUME, TR_TRAIN_BRANCHES, TR_TRAIN_HEAD,
        TR_SCHEDULE, TR_EPOCHS, TR_BATCH, TR_LR, TR_OPTIMIZER, TR_WD, TR_LR_SCHED, TR_WARMUP, TR_MIN_LR, TR_CLIP,
        TR_SMOOTH, TR_NEW_BRANCH, TR_FREEZE_OLD, TR_OLD_LR, TR_PATIENCE, TR_MIN_DELTA, TR_PREFIX_CLIP, TR_CROP,
-       TR_FLIP, TR_RANDAUG, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_OVERWRITE,
+       TR_FLIP, TR_RANDAUG, TR_ERASE, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_OVERWRITE,
        TR_LOG, TR_LOG_EVERY, TR_EVAL_BATCH,
        TR_QUIET, TR_N };
 static const optdef TRAIN_OPTS[TR_N] = {
@@ -1592,6 +1593,7 @@ static const optdef TRAIN_OPTS[TR_N] = {
     {"--crop", "PAD", "0 (off)", "random crop with this zero padding"},
     {"--flip", "on|off", "off", "random horizontal flip"},
     {"--randaug", "N,M", "off", "RandAugment with N (0..16) ops at magnitude M (0..30)"},
+    {"--erase", "P", "0 (off)", "random erasing with probability P (0..1): a rectangle of the input gets noise"},
     {"--threads", "N", "all cores", "threads"},
     DEVICE_OPTDEFS,
     {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
@@ -1675,6 +1677,7 @@ static void train_opts_flags(const cli *c, pf_train_opts *opts) {
         opts->aug.randaug_n = (int)v[0];
         opts->aug.randaug_m = (int)v[1];
     }
+    if (cli_get(c, TR_ERASE)) opts->aug.erase_p = parse_float(c, TR_ERASE, 0, 1);
     if (cli_get(c, TR_SEED)) opts->seed = parse_u64(c, TR_SEED);
     if (cli_get(c, TR_LOG_EVERY)) opts->log_every = (int)parse_int(c, TR_LOG_EVERY, 1, INT_MAX);
     if (cli_get(c, TR_EVAL_BATCH)) opts->eval_batch = (int)parse_int(c, TR_EVAL_BATCH, 1, 65536);
@@ -1730,7 +1733,7 @@ static void train_flags(train_job *j, int argc, char **argv) {
         pf_st_close(f);
     }
     if (pf_train_preset(j->preset, &j->cfg, &j->opts, &j->embed_std) != PF_OK)
-        usage_error(c, "--preset: unknown preset '%s' (fmnist-small, paper, paraformer, vit)", j->preset);
+        usage_error(c, "--preset: unknown preset '%s' (fmnist-small, cifar10-small, paper, paraformer, vit)", j->preset);
     train_opts_flags(c, &j->opts);
     if (cli_get(c, TR_THREADS)) pf_set_threads((int)parse_int(c, TR_THREADS, 1, 1024));
     parse_device(c, TR_DEVICE, TR_BF16, &j->dv);
@@ -1938,8 +1941,8 @@ static int cmd_train(int argc, char **argv) {
                "the same command plus --resume M.safetensors. At the end: test accuracy and the branch sweep.\n"
                "An existing file at --out is refused (it may be another run's finished model) unless --resume\n"
                "names that file or --overwrite is given; --out and --log are checked before any data is read.\n\n"
-               "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), paper (the\n"
-               "authors' setup). Flags override the preset. Without --image-size/--channels/--classes/--mean/--std\n"
+               "--preset also takes training recipes: fmnist-small (the tuned Fashion-MNIST run), cifar10-small\n"
+               "(CIFAR-10 in about an hour on 2 cores), paper (the authors' setup). Flags override the preset. Without --image-size/--channels/--classes/--mean/--std\n"
                "the model takes them from the data (mean/std: per-channel statistics of the training split).\n"
                "With --init the model comes from the file and the data must fit it, as for eval: images of its\n"
                "size and channels (others are refused unless --resize) and at most its classes.\n\n");
@@ -2029,7 +2032,7 @@ static int cmd_eval(int argc, char **argv) {
     } else {
         printf("%s on %s: accuracy %.2f%% (%d images), loss %.4f, %d branch%s%s%s\n\nper class:\n",
                cli_need(&c, O_MODEL), d.name, 100 * acc, d.n, loss, m->active, m->active > 1 ? "es" : "",
-               dv.cuda ? ", on " : "", dv.cuda ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
+               dv.cuda || dv.bf16 ? ", on " : "", dv.cuda || dv.bf16 ? device_label(&dv, dev_buf, sizeof dev_buf) : "");
         for (k = 0; k < K; k++) {
             const char *name = d.class_names && k < d.classes ? d.class_names[k] : "";
             if (isfinite(per_class[k])) printf("  %3d %-16s %7.2f%%\n", k, name, 100 * per_class[k]);

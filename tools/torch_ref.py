@@ -63,8 +63,9 @@ of N layers. The standard configurations: vit12 and pf4x3 at width 192 on
 28x28x1 (--dim 128 --heads 4 --dataset fmnist); patch 4, MLP 4 x width.
 It prints one JSON line describing the setup (torch, device, gpu, threads,
 batch), then one per model: model, params, the architecture, and
-train_img_s[TAG], infer_img_s[TAG], latency_b1_ms[TAG] for TAG fp32 (and on
-CUDA bf16, +compile with --compile, +streams: one CUDA stream per branch).
+train_img_s[TAG], infer_img_s[TAG], latency_b1_ms[TAG] for TAG fp32 (and
+bf16 autocast on CUDA, or on the CPU with --bf16; +compile with --compile,
++streams: one CUDA stream per branch).
 """
 import argparse
 import collections
@@ -572,7 +573,7 @@ def bench(name, cfg, a):
     one = xb[:1]
     res = {"model": name, "params": sum(p.numel() for p in net.parameters())}
     res.update({k: cfg[k] for k in ("dim", "heads", "mlp_dim", "branches", "depth", "residual", "aggregate")})
-    precisions = [("fp32", None)] + ([("bf16", torch.bfloat16)] if kind == "cuda" else [])
+    precisions = [("fp32", None)] + ([("bf16", torch.bfloat16)] if kind == "cuda" or a.bf16 else [])
     for prec, dt in precisions:
         def cast():
             return torch.autocast(kind, dtype=dt) if dt is not None else contextlib.nullcontext()
@@ -632,6 +633,8 @@ def main(argv=None):
     p.add_argument("--warm", type=int, default=5, help="untimed repeats (default 5)")
     p.add_argument("--reps", type=int, default=20, help="timed repeats (default 20; batch-1 latency: 3x)")
     p.add_argument("--quick", action="store_true", help="CPU-sized: batch 64 unless given, warm 2, reps 5")
+    p.add_argument("--bf16", action="store_true",
+                   help="CPU: also time bf16 autocast (torch.autocast('cpu', dtype=torch.bfloat16); on CUDA always)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (torch >= 2)")
     p.add_argument("--compile-prec", default="bf16", help="precisions to compile, comma list (default bf16)")
     p.add_argument("--json", metavar="OUT", help="also write the results as a JSON list")

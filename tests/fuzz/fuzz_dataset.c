@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         float mean[PF_MAX_CHANNELS], sd[PF_MAX_CHANNELS];
         pf_real x[2 * 3 * 8 * 8];
         int idx[2] = {0, d.n - 1};
-        pf_augment aug = {2, 1, 2, 9}; /* crop pad 2, flip, RandAugment(2, 9) */
+        pf_augment aug = {2, 1, 2, 9, 0.5f}; /* crop pad 2, flip, RandAugment(2, 9), erasing p 0.5 */
         pf_config c;
         pf_dataset_stats(&d, mean, sd);
         pf_config_preset(&c, "paraformer");
