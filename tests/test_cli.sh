@@ -361,6 +361,16 @@ expect_ok "train --erase 0.5" "$EXE" train --data "fmnist:$S#limit=200" --val 0 
     --out "$T/erase.safetensors" --log "$T/erase.jsonl"
 has "train --erase 0.5: the checkpoint's training options hold it" "$T/erase.safetensors" 'randaug_m\":0,\"erase_p\":0.5,'
 has "train --erase 0.5: the log's start event holds it" "$T/erase.jsonl" '"precision":"fp32","erase_p":0.5,'
+expect_fail "train --mixup -1" "--mixup" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --mixup -1
+expect_fail "train --cutmix nan" "--cutmix: 'nan' is not a number" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --cutmix nan
+expect_fail "train --ema 1" "--ema: 1 is out of range" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --ema 1
+expect_fail "train --lr-schedule cosine-stage" "--lr-schedule" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" \
+    --lr-schedule cosine-stage
+expect_ok "train --mixup 0.8 --cutmix 1 --ema 0.99 --lr-schedule cosine-run" "$EXE" train --data "fmnist:$S#limit=200" \
+    --val 0.25 --test none --patch 7 --dim 16 --heads 2 --mlp-dim 32 --branches 2 --depth 1 --batch 50 --epochs 1 \
+    --seed 3 --quiet --mixup 0.8 --cutmix 1 --ema 0.99 --lr-schedule cosine-run --out "$T/mix.safetensors"
+has "train --mixup/--cutmix/--ema: the checkpoint's training options hold them" "$T/mix.safetensors" \
+    '\"lr_schedule\":\"cosine-run\"' '\"mixup\":0.8' '\"cutmix\":1' '\"ema\":0.99' 'train.ema'
 no_file "failed trains leave no checkpoint" "$T/t.safetensors"
 
 D="fmnist:$S#limit=1100"
@@ -826,7 +836,33 @@ PY
     else bad "--device cuda --train-branches changed more (or less) than branch 4 and the new head rows"; fi
     expect_fail "train --device cuda:99" "CUDA device 99 does not exist" "$EMU" train --data "$D" "${TINY[@]}" \
         --device cuda:99 --out "$T/t99.safetensors"
+    for f in "--mixup 0.8" "--cutmix 1" "--ema 0.99"; do
+        # shellcheck disable=SC2086 # the words of $f
+        expect_fail "train --device cuda $f is refused" "runs on the CPU only" "$EMU" train --data "$D" "${TINY[@]}" \
+            --device cuda $f --out "$T/tmix.safetensors"
+    done
+    no_file "a refused --device cuda --ema leaves no checkpoint" "$T/tmix.safetensors"
     no_file "train --device cuda:99 leaves no checkpoint" "$T/t99.safetensors"
+fi
+
+# --- the cifar10-small recipe, briefly, on a 512-image slice of CIFAR-10 ---------
+C10=${PARAFORMER_CIFAR10_MINI:-../shared/data/mini/cifar-10-batches-bin}
+if [ -f "$C10/data_batch_1.bin" ] && [ -f "$C10/test_batch.bin" ]; then
+    expect_ok "train --preset cifar10-small, 2+2 epochs on $C10" "$EXE" train --preset cifar10-small \
+        --data "cifar10:$C10" --epochs 2,2 --threads 2 --out "$T/c10.safetensors" --log "$T/c10.jsonl"
+    has "the cifar10-small run prints the sweep of 2 branches" "$T/out" "branch sweep" "   2   1205898"
+    if grep -q '"preset":"cifar10-small"' "$T/c10.jsonl" && grep -q '"params":1205898' "$T/c10.jsonl" &&
+        grep -q '"erase_p":0.25' "$T/c10.jsonl" && [ "$(grep -c '"event":"stage"' "$T/c10.jsonl")" = 2 ] &&
+        grep -q '"depth":3' "$T/c10.jsonl"; then
+        ok "its log: the preset, PF(2x3), 1,205,898 parameters, erasing 0.25, 2 stages"
+    else bad "the cifar10-small log lacks the preset, PF(2x3), parameter count, erasing or 2 stages"; fi
+    l0=$(grep '"event":"train"' "$T/c10.jsonl" | head -n 1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+    l1=$(grep '"event":"train"' "$T/c10.jsonl" | tail -n 1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+    if [ -n "$l0" ] && [ -n "$l1" ] && awk -v a="$l0" -v b="$l1" 'BEGIN { exit !(b + 0 < a + 0) }'; then
+        ok "the cifar10-small run learns: training loss $l0 -> $l1"
+    else bad "the cifar10-small run: training loss '$l0' -> '$l1' did not fall"; fi
+else
+    echo "# no CIFAR-10 slice at $C10 (set PARAFORMER_CIFAR10_MINI): the cifar10-small run is skipped"
 fi
 
 # --- examples -------------------------------------------------------------------

@@ -40,7 +40,7 @@ static pf_train_opts tiny_opts(int schedule) {
 
 /* ---- reading a JSON-lines log back ---- */
 
-typedef struct logline { char event[16]; double step, stage, active, loss; } logline;
+typedef struct logline { char event[16]; double step, stage, active, loss, lr; } logline;
 
 static int read_log(const char *path, logline *out, int cap) {
     FILE *f = fopen(path, "rb");
@@ -51,12 +51,13 @@ static int read_log(const char *path, logline *out, int cap) {
         size_t len = strlen(line);
         logline *l = &out[n];
         memset(l, 0, sizeof *l);
-        l->loss = l->stage = l->active = l->step = NAN;
+        l->loss = l->stage = l->active = l->step = l->lr = NAN;
         if (!pf_json_string(line, len, "event", l->event, sizeof l->event)) continue;
         pf_json_number(line, len, "step", &l->step);
         pf_json_number(line, len, "stage", &l->stage);
         pf_json_number(line, len, "active", &l->active);
         pf_json_number(line, len, "loss", &l->loss);
+        pf_json_number(line, len, "lr", &l->lr);
         n++;
     }
     fclose(f);
@@ -134,6 +135,41 @@ static void test_staged(const pf_dataset *tr, const pf_dataset *va) {
 }
 
 /* epochs per stage: caps 1, 2, then 2 again for stage 3 */
+/* The learning rate that every step of a staged run logs: a fresh warmup
+   and cosine in each stage (cosine), or one over the whole run
+   (cosine-run), each against pf__lr_at's formula. */
+static void test_lr_span(const pf_dataset *tr, const pf_dataset *va) {
+    const char *ckpt = tmp_path("span.safetensors");
+    static logline L[400];
+    int k, n, i, seen, ok, restart, decr;
+    double prev;
+    for (k = 0; k < 2; k++) {
+        const char *log = tmp_path(k ? "span1.jsonl" : "span0.jsonl");
+        pf_train_opts o = tiny_opts(PF_SCHED_STAGED);
+        o.lr_schedule = k ? PF_LR_COSINE_RUN : PF_LR_COSINE;
+        o.log_every = 1;
+        o.min_lr = 0.1f;
+        check(run(tr, va, &o, ckpt, log, 0, 0, 1, NULL) == PF_OK, "%s: runs", k ? "cosine-run" : "cosine");
+        n = read_log(log, L, 400);
+        seen = 0; ok = 1; restart = 0; decr = 1; prev = INFINITY;
+        for (i = 0; i < n; i++) {
+            int64_t s;
+            double want;
+            if (strcmp(L[i].event, "train")) continue;
+            s = (int64_t)L[i].step - 1; /* 0-based step of this line; 12 per epoch, 2 epochs per stage */
+            want = k ? pf__lr_at(&o, s, 72, 12) : pf__lr_at(&o, s % 24, 24, 12);
+            ok &= fabs(L[i].lr - want) <= 1e-5 * want; /* the log has 6 digits */
+            if (s == 24) restart = L[i].lr < 0.2 * o.optim.lr; /* stage 2's first step */
+            if (k && s >= 6) decr &= L[i].lr <= prev;
+            prev = L[i].lr;
+            seen++;
+        }
+        check(seen == 72 && ok, "%s: all 72 steps log pf__lr_at's rate (%d lines)", k ? "cosine-run" : "cosine", seen);
+        if (!k) check(restart, "cosine: stage 2 starts a new warmup");
+        else check(!restart && decr, "cosine-run: no warmup at stage 2; the rate only falls after the first warmup");
+    }
+}
+
 static void test_stage_epochs(const pf_dataset *tr, const pf_dataset *va) {
     const char *ckpt = tmp_path("stage_epochs.safetensors"), *log = tmp_path("stage_epochs.jsonl");
     logline L[400];
@@ -261,17 +297,20 @@ static void test_sweep_and_compress(const pf_dataset *te) {
 /* An interrupted run resumed with 1 thread ends as the uninterrupted one
    with 2. With random erasing (erase_p > 0) the files are erase_*, so that
    full.safetensors stays the plain joint run test_resume_refusals reads. */
-static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at, float erase_p) {
-    const char *full = tmp_path(erase_p > 0 ? "erase_full.safetensors" : "full.safetensors");
-    const char *part = tmp_path(erase_p > 0 ? "erase_part.safetensors" : "part.safetensors");
-    const char *lfull = tmp_path(erase_p > 0 ? "erase_full.jsonl" : "full.jsonl");
-    const char *lpart = tmp_path(erase_p > 0 ? "erase_part.jsonl" : "part.jsonl");
+/* mix: MixUp and CutMix (alpha 0.8 and 1) and a weight average (0.9) */
+static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at, float erase_p,
+                        int mix) {
+    const char *tag = mix ? "mix_" : erase_p > 0 ? "erase_" : "";
+    const char *full = tmp_path("%sfull.safetensors", tag), *part = tmp_path("%spart.safetensors", tag);
+    const char *lfull = tmp_path("%sfull.jsonl", tag), *lpart = tmp_path("%spart.jsonl", tag);
     pf_train_opts o = tiny_opts(schedule);
     int64_t s1 = 0, s2 = 0, s3 = 0;
     pf_status st;
     char name[64];
     o.aug.erase_p = erase_p;
-    snprintf(name, sizeof name, "%s%s", pf_schedule_name(schedule), erase_p > 0 ? " with erasing" : "");
+    if (mix) { o.mixup = 0.8f; o.cutmix = 1.0f; o.ema = 0.9f; }
+    snprintf(name, sizeof name, "%s%s", pf_schedule_name(schedule),
+             mix ? " with MixUp, CutMix and ema" : erase_p > 0 ? " with erasing" : "");
     remove(lfull);
     remove(lpart);
     check(run(tr, va, &o, full, lfull, 0, 0, 2, &s1) == PF_OK, "%s: uninterrupted run", name);
@@ -283,6 +322,35 @@ static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule
           (long long)s1);
     check(same_file(full, part), "%s: resumed (1 thread) and uninterrupted (2 threads) checkpoints are byte-identical",
           name);
+    if (mix) { /* the finished run's model is the weight average */
+        pf_model *fm = NULL;
+        pf_st_file *f = NULL;
+        const pf_st_entry *e;
+        float *ema = NULL;
+        int same = 0, moved = 0;
+        size_t i;
+        if (pf_model_load(full, &fm) == PF_OK && pf_st_open(full, &f) == PF_OK && (e = pf_st_find(f, "train.ema")) &&
+            e->shape[0] == (int64_t)fm->n_params && (ema = (float *)malloc(fm->n_params * sizeof(float))) &&
+            pf_st_read_raw(f, e, ema) == PF_OK) {
+            same = 1;
+            for (i = 0; i < fm->n_params; i++) same &= (float)fm->params[i] == ema[i];
+        }
+        { /* and it differs from the last step's weights, which the stopped run's log cannot show: compare
+             with a run of the same options without the average */
+            pf_train_opts q = o;
+            pf_model *pm = NULL;
+            const char *plain = tmp_path("mix_plain.safetensors");
+            q.ema = 0.0f;
+            if (run(tr, va, &q, plain, NULL, 0, 0, 2, NULL) == PF_OK && pf_model_load(plain, &pm) == PF_OK && fm)
+                for (i = 0; i < fm->n_params; i++) moved += fm->params[i] != pm->params[i];
+            pf_model_free(pm);
+        }
+        check(same && moved > 0, "%s: the final weights are train.ema bit for bit (and differ from the run without "
+              "it in %d values)", name, moved);
+        free(ema);
+        pf_st_close(f);
+        pf_model_free(fm);
+    }
     {
         logline a[400], b[400];
         int na = read_log(lfull, a, 400), nb = read_log(lpart, b, 400), i, same = na == nb;
@@ -299,6 +367,159 @@ static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule
         check(strstr(line, "\"event\":\"start\"") && !strstr(line, "\"erase_p\"") == !(erase_p > 0) &&
                   (!(erase_p > 0) || strstr(line, "\"erase_p\":0.5,")),
               "%s: the log's start event %s \"erase_p\"", name, erase_p > 0 ? "holds" : "has no");
+    }
+}
+
+/* pf__trainer_mix against the same draws worked by hand: MixUp blends image
+   i with image n-1-i, CutMix swaps one box between them; the soft targets */
+static void test_mix_cases(void) {
+    pf_config c = shape_config(8, 2, 4, 16, 2, 32, 1, 1, 3);
+    pf_model *m = NULL;
+    pf_trainer t;
+    pf_real x[5 * 2 * 64], x0[5 * 2 * 64], tg[15];
+    int labels[5] = {0, 2, 1, 1, 0}, n = 5, k, i, j, ok;
+    check(pf_model_create(&c, &m) == PF_OK, "mix: a model of 8x8x2, 3 classes");
+    if (!m) return;
+    for (i = 0; i < n * 128; i++) x0[i] = (pf_real)((i * 37) % 101) / 10 - 5;
+    for (k = 0; k < 2; k++) {
+        uint64_t r;
+        double lam, on = 1 - 0.1 + 0.1 / 3, off = 0.1 / 3;
+        memset(&t, 0, sizeof t);
+        t.m = m; t.x = x; t.labels = labels; t.targets = tg;
+        t.o = pf_train_opts_default();
+        t.o.seed = 11; t.o.label_smoothing = 0.1f;
+        if (k) t.o.cutmix = 1.0f; else t.o.mixup = 0.4f;
+        memcpy(x, x0, sizeof x);
+        pf__trainer_mix(&t, n, 300);
+        r = pf_mix64(11 ^ pf_mix64(300 ^ PF__MIX_STREAM));
+        lam = pf__beta(&r, k ? 1.0 : 0.4);
+        ok = 1;
+        if (!k) {
+            for (i = 0; i < n; i++)
+                for (j = 0; j < 128; j++) {
+                    double want = i == 2 ? x0[i * 128 + j] : lam * x0[i * 128 + j] + (1 - lam) * x0[(n - 1 - i) * 128 + j];
+                    ok &= fabs(x[i * 128 + j] - want) <= 1e-6 * (1 + fabs(want));
+                }
+            check(ok && lam > 0 && lam < 1, "MixUp: image i = lam x_i + (1 - lam) x_(4-i), the middle one unchanged "
+                  "(lam %.4f)", lam);
+        } else {
+            int hh = (int)(8 * sqrt(1 - lam)) / 2, cy = (int)(pf__next(&r) % 8), cx = (int)(pf__next(&r) % 8);
+            int y0 = cy - hh < 0 ? 0 : cy - hh, y1 = cy + hh > 8 ? 8 : cy + hh;
+            int x0b = cx - hh < 0 ? 0 : cx - hh, x1b = cx + hh > 8 ? 8 : cx + hh, ch, y, xx, inside = 0;
+            for (i = 0; i < n; i++)
+                for (ch = 0; ch < 2; ch++)
+                    for (y = 0; y < 8; y++)
+                        for (xx = 0; xx < 8; xx++) {
+                            int in = y >= y0 && y < y1 && xx >= x0b && xx < x1b, src = in ? n - 1 - i : i;
+                            size_t at = (size_t)ch * 64 + (size_t)y * 8 + (size_t)xx;
+                            ok &= x[(size_t)i * 128 + at] == x0[(size_t)src * 128 + at];
+                            inside += in && i == 0 && ch == 0;
+                        }
+            lam = 1.0 - inside / 64.0;
+            check(ok, "CutMix: the box [%d,%d)x[%d,%d) of image i comes from image 4-i, the rest stays", y0, y1, x0b,
+                  x1b);
+        }
+        ok = 1;
+        for (i = 0; i < n; i++)
+            for (j = 0; j < 3; j++) {
+                double want = off + (j == labels[i] ? lam * (on - off) : 0) + (j == labels[n - 1 - i] ? (1 - lam) * (on - off) : 0);
+                ok &= fabs(tg[i * 3 + j] - want) < 1e-6;
+            }
+        check(ok, "%s: targets = lam·smooth(y_i) + (1 - lam)·smooth(y_(4-i)), smoothing 0.1 (lam %.4f)",
+              k ? "CutMix" : "MixUp", lam);
+    }
+    pf_model_free(m);
+}
+
+/* Beta draws, the soft-target loss and its gradient, the weight average */
+static void test_mix_and_ema(const pf_dataset *tr) {
+    { /* Beta(a, a): mean 1/2, variance 1/(4(2a + 1)) */
+        static const double as[3] = {0.4, 1.0, 2.5};
+        int k, i;
+        for (k = 0; k < 3; k++) {
+            uint64_t r = 5;
+            double s = 0, s2 = 0, a = as[k], var, want = 1.0 / (4 * (2 * a + 1));
+            int in = 1;
+            for (i = 0; i < 40000; i++) {
+                double v = pf__beta(&r, a);
+                in &= v >= 0 && v <= 1;
+                s += v; s2 += v * v;
+            }
+            s /= 40000; var = s2 / 40000 - s * s;
+            check(in && fabs(s - 0.5) < 0.01 && fabs(var - want) < 0.05 * want,
+                  "Beta(%.1f, %.1f): 40000 draws in [0, 1], mean %.4f, variance %.4f (%.4f)", a, a, s, var, want);
+        }
+    }
+    test_mix_cases();
+    { /* soft targets: the loss and every gradient are linear in the targets */
+        pf_config c = train_config(10);
+        pf_model *m = NULL;
+        pf_real x[6 * 784], tg[60];
+        int la[6], lb[6], i, j, nb = 6;
+        float lam = 0.3f, l_a, l_b, l_s;
+        pf_real *ga = NULL, *gb = NULL;
+        double worst = 0, scale = 0;
+        pf_status st;
+        pf_set_threads(2);
+        check(pf_model_create(&c, &m) == PF_OK && pf_model_alloc_train(m) == PF_OK && pf_model_reserve(m, 6) == PF_OK,
+              "soft targets: a model");
+        if (!m) return;
+        pf_model_init(m, 4, 0.0f);
+        for (i = 0; i < nb; i++) { la[i] = tr->labels[i]; lb[i] = tr->labels[nb + i]; }
+        pf_dataset_batch(tr, (const int[]){0, 1, 2, 3, 4, 5}, nb, &c, NULL, 0, 0, x);
+        ga = (pf_real *)malloc(m->n_params * sizeof(pf_real));
+        gb = (pf_real *)malloc(m->n_params * sizeof(pf_real));
+        pf_forward(m, x, la, nb, 0.0f, &l_a); pf_backward(m); memcpy(ga, m->grads, m->n_params * sizeof(pf_real));
+        pf_forward(m, x, lb, nb, 0.0f, &l_b); pf_backward(m); memcpy(gb, m->grads, m->n_params * sizeof(pf_real));
+        for (i = 0; i < nb; i++)
+            for (j = 0; j < 10; j++) tg[i * 10 + j] = (j == la[i] ? lam : 0) + (j == lb[i] ? 1 - lam : 0);
+        st = pf_forward_soft(m, x, tg, nb, &l_s);
+        check(st == PF_OK && pf_backward(m) == PF_OK, "soft targets: forward, backward");
+        for (i = 0; i < (int)m->n_params; i++) {
+            double want = lam * ga[i] + (1 - lam) * gb[i];
+            if (fabs(m->grads[i] - want) > worst) worst = fabs(m->grads[i] - want);
+            if (fabs(want) > scale) scale = fabs(want);
+        }
+        check(fabs(l_s - (lam * l_a + (1 - lam) * l_b)) < 1e-5 * l_s,
+              "soft loss = 0.3 L(a) + 0.7 L(b): %.6f vs %.6f", l_s, lam * l_a + (1 - lam) * l_b);
+        check(worst <= 1e-5 * scale, "soft gradients = 0.3 g(a) + 0.7 g(b): worst %.2e of max %.2e", worst, scale);
+        for (i = 0; i < 60; i++) tg[i] = (pf_real)0.1; /* uniform: what label smoothing 1 gives */
+        pf_forward(m, x, la, nb, 1.0f, &l_a);
+        st = pf_forward_soft(m, x, tg, nb, &l_s);
+        check(st == PF_OK && fabs(l_s - l_a) < 1e-5 * l_a, "soft uniform targets = label smoothing 1 (%.6f, %.6f)",
+              l_s, l_a);
+        tg[7] = NAN;
+        st = pf_forward_soft(m, x, tg, nb, &l_s);
+        check(st == PF_ERR_ARG && strstr(pf_last_error(), "image 0, class 7"), "a NaN target is refused: %s",
+              pf_last_error());
+        tg[7] = -0.1f;
+        check(pf_forward_soft(m, x, tg, nb, &l_s) == PF_ERR_ARG, "a negative target is refused");
+        check(pf_forward_soft(m, x, NULL, nb, &l_s) == PF_ERR_ARG, "NULL targets are refused");
+        free(ga); free(gb);
+        pf_model_free(m);
+    }
+    { /* ema: d = min(decay, (1 + n)/(10 + n)) after step n */
+        pf_config c = train_config(10);
+        pf_model *m = NULL;
+        pf_trainer t;
+        size_t i;
+        int ok = 1;
+        check(pf_model_create(&c, &m) == PF_OK, "ema: a model");
+        if (!m) return;
+        memset(&t, 0, sizeof t);
+        t.m = m;
+        t.o.ema = 0.5f;
+        t.ema = (pf_real *)malloc(m->n_params * sizeof(pf_real));
+        for (i = 0; i < m->n_params; i++) { t.ema[i] = 1; m->params[i] = 3; }
+        t.s.step = 0; /* d = 0.1: 0.1·1 + 0.9·3 */
+        pf__ema_update(&t);
+        for (i = 0; i < m->n_params; i++) ok &= fabs(t.ema[i] - 2.8) < 1e-6;
+        t.s.step = 100; /* d = min(0.5, 101/110) = 0.5: 0.5·2.8 + 0.5·3 */
+        pf__ema_update(&t);
+        for (i = 0; i < m->n_params; i++) ok &= fabs(t.ema[i] - 2.9) < 1e-6;
+        check(ok, "ema: 1 -> 2.8 after step 0 (decay 0.1), -> 2.9 after step 100 (decay 0.5) toward 3");
+        free(t.ema);
+        pf_model_free(m);
     }
 }
 
@@ -393,6 +614,8 @@ static void test_validation(void) {
         {"label smoothing 1", 4, 1}, {"warmup beyond epochs", 5, 99}, {"min lr 2", 6, 2}, {"patience -1", 7, -1},
         {"schedule 7", 8, 7}, {"old lr -1", 9, -1}, {"crop 65", 10, 65}, {"randaug m 31", 11, 31},
         {"keep_trainable with staged", 12, 1}, {"erase p 1.5", 13, 1.5}, {"erase p NaN", 13, NAN},
+        {"mixup -1", 14, -1}, {"mixup NaN", 14, NAN}, {"cutmix 101", 15, 101}, {"ema 1", 16, 1}, {"ema NaN", 16, NAN},
+        {"lr schedule 3", 17, 3},
     };
     size_t i;
     o = pf_train_opts_default();
@@ -414,6 +637,10 @@ static void test_validation(void) {
         case 11: o.aug.randaug_n = 2; o.aug.randaug_m = (int)bad[i].v; break;
         case 12: o.keep_trainable = 1; break;
         case 13: o.aug.erase_p = (float)bad[i].v; break;
+        case 14: o.mixup = (float)bad[i].v; break;
+        case 15: o.cutmix = (float)bad[i].v; break;
+        case 16: o.ema = (float)bad[i].v; break;
+        case 17: o.lr_schedule = (int)bad[i].v; break;
         }
         check(pf_train_opts_validate(&o) == PF_ERR_ARG && *pf_last_error(), "options refused: %s (%s)", bad[i].what,
               pf_last_error());
@@ -719,12 +946,15 @@ int main(void) {
     test_frozen_skip();
     test_staged(&tr, &va);
     test_stage_epochs(&tr, &va);
+    test_lr_span(&tr, &va);
     test_sweep_and_compress(&te);
     test_interleaved_steps(&tr, &va);
-    test_resume(&tr, &va, PF_SCHED_STAGED, 29, 0.0f);
-    test_resume(&tr, &va, PF_SCHED_INTERLEAVED, 61, 0.0f); /* 48 steps per epoch */
-    test_resume(&tr, &va, PF_SCHED_JOINT, 13, 0.0f);
-    test_resume(&tr, &va, PF_SCHED_JOINT, 13, 0.5f);
+    test_resume(&tr, &va, PF_SCHED_STAGED, 29, 0.0f, 0);
+    test_resume(&tr, &va, PF_SCHED_INTERLEAVED, 61, 0.0f, 0); /* 48 steps per epoch */
+    test_resume(&tr, &va, PF_SCHED_JOINT, 13, 0.0f, 0);
+    test_resume(&tr, &va, PF_SCHED_JOINT, 13, 0.5f, 0);
+    test_resume(&tr, &va, PF_SCHED_STAGED, 29, 0.0f, 1);
+    test_mix_and_ema(&tr);
     test_resume_refusals(&tr, &va);
     test_expand_incremental();
     test_report_log(&tr, &te);

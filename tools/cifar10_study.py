@@ -27,11 +27,10 @@ It writes them into docs/results.md between the markers
 <!-- cifar10-study:begin --> and <!-- cifar10-study:end --> (appended the
 first time), the SVGs beside it, and the same tables to stdout.
 
-Equal compute: the runs get about the same work, counted in branch-epochs
-(one epoch over the training split through one branch of 2 layers): staged
-12 x 1 + 10 x 2 + 10 x 3 = 62; joint 21 x 3 = 63; the ViT's 6 layers are 3
-branch-equivalents (21 x 3 = 63); interleaved 7 x (1 + 2 + 3 prefix steps +
-3 joint) = 63. The wall times are in the table; with --parallel 2 two runs
+Equal compute: the runs get about the same work, counted in layer-epochs
+(one epoch over the training split through one layer): staged 32 x 3 +
+20 x 6 = 216; joint and the ViT (6 layers each) 36 x 6 = 216; interleaved
+14 x (3 + 6 prefix steps + 6 joint) = 210. The wall times are in the table; with --parallel 2 two runs
 share the machine with one thread each, so their times compare only with
 each other's. Plain Python (no third-party modules); a benchmark, not a
 test: the full study takes many hours on 2 cores.
@@ -43,22 +42,25 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_compare import machine  # noqa: E402  (the same machine line as the benchmarks)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 # name -> (description, flags after --preset cifar10-small)
 RUNS = {
-    "pf-staged": ("ParaFormer PF(3x2) w128, staged 12+10+10 (the cifar10-small preset)", []),
-    "pf-joint": ("ParaFormer PF(3x2) w128, joint, 21 epochs", ["--schedule", "joint", "--epochs", "21"]),
-    "pf-interleaved": ("ParaFormer PF(3x2) w128, interleaved (the authors' loop), 7 epochs",
-                       ["--schedule", "interleaved", "--epochs", "7"]),
-    "vit-joint": ("ViT 1x6 w128, same width and parameters, 21 epochs",
-                  ["--branches", "1", "--depth", "6", "--schedule", "joint", "--epochs", "21"]),
-    "paper-staged": ("the authors' variant (normed residual, sum, no qkv bias), staged 12+10+10",
+    "pf-staged": ("ParaFormer PF(2x3) w128, staged 32+20 (the cifar10-small preset)", []),
+    "pf-joint": ("ParaFormer PF(2x3) w128, joint, 36 epochs", ["--schedule", "joint", "--epochs", "36"]),
+    "pf-interleaved": ("ParaFormer PF(2x3) w128, interleaved (the authors' loop), 14 epochs",
+                       ["--schedule", "interleaved", "--epochs", "14"]),
+    "vit-joint": ("ViT 1x6 w128, same width and parameters, 36 epochs",
+                  ["--branches", "1", "--depth", "6", "--schedule", "joint", "--epochs", "36"]),
+    "paper-staged": ("the authors' variant (normed residual, sum, no qkv bias), staged 32+20",
                      ["--residual", "normed", "--aggregate", "sum", "--qkv-bias", "off"]),
 }
-SMOKE = {"pf-staged": ["--epochs", "1,1,1"], "pf-joint": ["--epochs", "1"], "pf-interleaved": ["--epochs", "1"],
-         "vit-joint": ["--epochs", "1"], "paper-staged": ["--epochs", "1,1,1"]}
+SMOKE = {"pf-staged": ["--epochs", "1,1"], "pf-joint": ["--epochs", "1"], "pf-interleaved": ["--epochs", "1"],
+         "vit-joint": ["--epochs", "1"], "paper-staged": ["--epochs", "1,1"]}
 BEGIN, END = "<!-- cifar10-study:begin -->", "<!-- cifar10-study:end -->"
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
@@ -299,18 +301,6 @@ def main():
         os.replace(a.results + ".tmp", a.results)
         print("wrote %s, %s, %s" % (a.results, t_svg, b_svg), file=sys.stderr)
     return 0
-
-
-def machine():
-    name = os.uname().machine
-    try:
-        out = subprocess.run(["lscpu"], stdout=subprocess.PIPE, universal_newlines=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "%s, %d CPUs" % (name, os.cpu_count() or 0)
 
 
 if __name__ == "__main__":
