@@ -651,11 +651,14 @@ static void test_validation(void) {
     {   /* cifar10-small: a 32x32x3 model of at most 2.5M parameters, staged
            over its 3 branches, with crop, flip and random erasing */
         pf_model *cm = NULL;
-        check(pf_train_preset("cifar10-small", &c, &o, &es) == PF_OK && pf_train_opts_validate(&o) == PF_OK &&
-                  pf_config_validate(&c) == PF_OK && pf_model_create(&c, &cm) == PF_OK && cm->n_params <= 2500000 &&
+        int made = pf_train_preset("cifar10-small", &c, &o, &es) == PF_OK && pf_train_opts_validate(&o) == PF_OK &&
+                   pf_config_validate(&c) == PF_OK && pf_model_create(&c, &cm) == PF_OK;
+        check(made && cm->n_params <= 2500000 &&
                   c.image_size == 32 && c.channels == 3 && c.classes == 10 && o.schedule == PF_SCHED_STAGED &&
-                  o.stage_epochs[c.branches - 1] > 0 && o.aug.crop_pad == 4 && o.aug.flip && o.aug.erase_p > 0,
-              "preset cifar10-small: valid, 32x32x3, %zu parameters (<= 2.5M), staged over %d branches, crop, flip, erasing",
+                  o.stage_epochs[c.branches - 1] > 0 && o.aug.crop_pad == 4 && o.aug.flip && o.aug.erase_p > 0 &&
+                  c.branches == 2 && c.depth == 3 && o.lr_schedule == PF_LR_COSINE_RUN && o.old_lr == 0.3f,
+              "preset cifar10-small: valid, 32x32x3, %zu parameters (<= 2.5M), PF(%dx3) staged under cosine-run, old "
+              "branch at 0.3, crop, flip, erasing",
               cm ? cm->n_params : 0, c.branches);
         pf_model_free(cm);
     }
