@@ -180,7 +180,7 @@ def main():
     ap.add_argument("--parallel", type=int, default=1, help="runs side by side, one thread each (default 1)")
     ap.add_argument("--out", default="runs/cifar10", help="logs, checkpoints (default runs/cifar10)")
     ap.add_argument("--exe", default="build/paraformer")
-    ap.add_argument("--extra", default="", help="more train flags for every run (e.g. --bf16)")
+    ap.add_argument("--extra", default="", help="more train flags for every run, as one argument (e.g. --extra=--bf16)")
     ap.add_argument("--results", default="docs/results.md", help="the Markdown file to update ('' : none)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs (a log with an end event)")
     ap.add_argument("--smoke", action="store_true", help="1 epoch per stage on 2000 images: tests the pipeline")
@@ -213,8 +213,8 @@ def main():
     if not res:
         sys.exit("no run finished")
     lines = ["### CIFAR-10: ParaFormer against a ViT, schedules, variants and compression", "",
-             "`tools/cifar10_study.py --seeds %s --parallel %d%s`, %s threads per run%s; machine: %s." % (
-                 a.seeds, a.parallel, (" --extra '%s'" % a.extra) if a.extra else "", threads,
+             "`tools/cifar10_study.py --seeds %s --parallel %d%s`, %s thread%s per run%s; machine: %s." % (
+                 a.seeds, a.parallel, (" --extra '%s'" % a.extra) if a.extra else "", threads, "" if threads == "1" else "s",
                  " (two runs side by side)" if a.parallel > 1 else "", machine()), ""]
     if a.smoke:
         lines += ["**A smoke run (1 epoch per stage on 2000 images): the numbers test the pipeline only.**", ""]
