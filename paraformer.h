@@ -6882,8 +6882,10 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
     if (!(o->min_lr >= 0.0f && o->min_lr <= 1.0f)) return pf_fail(PF_ERR_ARG, "min lr fraction %g must be in [0, 1]", o->min_lr);
     if (!(o->label_smoothing >= 0.0f && o->label_smoothing < 1.0f))
         return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1)", o->label_smoothing);
-    if (!(o->mixup >= 0.0f && o->mixup <= 100.0f)) return pf_fail(PF_ERR_ARG, "mixup alpha %g must be in [0, 100]", o->mixup);
-    if (!(o->cutmix >= 0.0f && o->cutmix <= 100.0f)) return pf_fail(PF_ERR_ARG, "cutmix alpha %g must be in [0, 100]", o->cutmix);
+    if (!(o->mixup >= 0.0f && o->mixup <= 100.0f))
+        return pf_fail(PF_ERR_ARG, "mixup alpha %g must be in [0, 100]", o->mixup);
+    if (!(o->cutmix >= 0.0f && o->cutmix <= 100.0f))
+        return pf_fail(PF_ERR_ARG, "cutmix alpha %g must be in [0, 100]", o->cutmix);
     if (!(o->ema >= 0.0f && o->ema < 1.0f)) return pf_fail(PF_ERR_ARG, "ema decay %g must be in [0, 1)", o->ema);
     if (o->new_branch != PF_NEW_ZERO && o->new_branch != PF_NEW_RANDOM)
         return pf_fail(PF_ERR_ARG, "new-branch %d is not zero or random", o->new_branch);
@@ -7526,13 +7528,14 @@ static const char *pf__lr_schedule_name(int s) {
 /* the options that decide the trajectory, as JSON (saved and compared) */
 static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
     const pf_optim *p = &o->optim;
-    char list[16 * PF_TRAIN_MAX_LIST + 32] = "", erase[112] = "";
+    char list[16 * PF_TRAIN_MAX_LIST + 32] = "", opt[112] = "";
     int i, n, e = 0;
-    /* only when on: a checkpoint without them (older) resumes as 0 */
-    if (o->aug.erase_p > 0.0f) e += snprintf(erase + e, sizeof erase - (size_t)e, ",\"erase_p\":%.9g", (double)o->aug.erase_p);
-    if (o->mixup > 0.0f) e += snprintf(erase + e, sizeof erase - (size_t)e, ",\"mixup\":%.9g", (double)o->mixup);
-    if (o->cutmix > 0.0f) e += snprintf(erase + e, sizeof erase - (size_t)e, ",\"cutmix\":%.9g", (double)o->cutmix);
-    if (o->ema > 0.0f) snprintf(erase + e, sizeof erase - (size_t)e, ",\"ema\":%.9g", (double)o->ema);
+    const size_t cap_opt = sizeof opt;
+    /* keys written only when on: a checkpoint without them (older) resumes as 0 */
+    if (o->aug.erase_p > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"erase_p\":%.9g", (double)o->aug.erase_p);
+    if (o->mixup > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"mixup\":%.9g", (double)o->mixup);
+    if (o->cutmix > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"cutmix\":%.9g", (double)o->cutmix);
+    if (o->ema > 0.0f) snprintf(opt + e, cap_opt - (size_t)e, ",\"ema\":%.9g", (double)o->ema);
     if (o->stage_epochs[0] > 0) { /* only when given, so older checkpoints still resume */
         n = snprintf(list, sizeof list, ",\"stage_epochs\":[");
         for (i = 0; i < PF_TRAIN_MAX_LIST && o->stage_epochs[i] > 0; i++)
@@ -7549,7 +7552,7 @@ static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
                     p->beta2, p->eps, p->weight_decay, p->clip, pf__lr_schedule_name(o->lr_schedule),
                     o->warmup, o->min_lr, o->label_smoothing, o->new_branch == PF_NEW_ZERO ? "zero" : "random",
                     o->freeze_old, o->old_lr, o->patience, o->min_delta, o->prefix_clip, o->keep_trainable,
-                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, erase, (unsigned long long)o->seed,
+                    o->aug.crop_pad, o->aug.flip, o->aug.randaug_n, o->aug.randaug_m, opt, (unsigned long long)o->seed,
                     list);
 }
 
@@ -7607,8 +7610,8 @@ static pf_status pf__trainer_save(pf_trainer *t, const char *path) {
     extra[2].name = "train.steps"; extra[2].dtype = PF_I64; extra[2].ndim = 1; extra[2].shape[0] = m->n_specs; extra[2].data = m->steps;
     extra[3].name = "train.trainable"; extra[3].dtype = PF_I64; extra[3].ndim = 1; extra[3].shape[0] = n + 3; extra[3].data = flags;
     if (t->ema) {
-        extra[4].name = "train.ema"; extra[4].dtype = PF_F32; extra[4].ndim = 1; extra[4].shape[0] = (int64_t)m->n_params;
-        extra[4].data = mv + 2 * m->n_params;
+        extra[4].name = "train.ema"; extra[4].dtype = PF_F32; extra[4].ndim = 1;
+        extra[4].shape[0] = (int64_t)m->n_params; extra[4].data = mv + 2 * m->n_params;
         n_extra = 5;
     }
     st = pf__model_save_with(m, path, extra, n_extra, keys, vals, 2);
