@@ -414,7 +414,7 @@ static void print_presets(void) {
 enum { A_PRESET, A_IMAGE, A_CHANNELS, A_PATCH, A_DIM, A_HEADS, A_MLP, A_BRANCHES, A_DEPTH, A_CLASSES,
        A_RESIDUAL, A_AGGREGATE, A_QKV, A_POOL, A_DROPOUT, A_EMB_DROPOUT, A_MEAN, A_STD, A_N };
 #define ARCH_OPTDEFS \
-    {"--preset", "NAME", "paraformer", "paraformer | vit | paper"}, \
+    {"--preset", "NAME", "paraformer", "paraformer | vit | paper (train also: fmnist-small, cifar10-small)"}, \
     {"--image-size", "N", "preset", "input image side (pixels)"}, \
     {"--channels", "N", "preset", "input channels"}, \
     {"--patch", "N", "preset", "patch side (divides the image size)"}, \
