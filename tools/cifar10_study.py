@@ -2,6 +2,7 @@
 """cifar10_study.py - the paper's claims tested on CIFAR-10, on a CPU.
 
     tools/cifar10_study.py --data DIR [--seeds 1,2] [--parallel 2] [--out runs/cifar10]
+    tools/cifar10_study.py --data DIR --scale 0.2  # every run at a fifth of its epochs
     tools/cifar10_study.py --data DIR --smoke      # a few minutes: the pipeline only
 
 --data: the folder with CIFAR-10's binary batches (data_batch_1..5.bin,
@@ -30,8 +31,8 @@ first time), the SVGs beside it, and the same tables to stdout.
 Equal compute: the runs get about the same work, counted in layer-epochs
 (one epoch over the training split through one layer): staged 32 x 3 +
 20 x 6 = 216; joint and the ViT (6 layers each) 36 x 6 = 216; interleaved
-14 x (3 + 6 prefix steps + 6 joint) = 210. The wall times are in the table; with --parallel 2 two runs
-share the machine with one thread each, so their times compare only with
+14 x (3 + 6 prefix steps + 6 joint) = 210 (--scale multiplies every count).
+The wall times are in the table; with --parallel 2 two runs share the machine with one thread each, so their times compare only with
 each other's. Plain Python (no third-party modules); a benchmark, not a
 test: the full study takes many hours on 2 cores.
 """
@@ -48,19 +49,16 @@ from bench_compare import machine  # noqa: E402  (the same machine line as the b
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# name -> (description, flags after --preset cifar10-small)
+# name -> (description, flags after --preset cifar10-small, epochs: per stage for staged runs)
 RUNS = {
-    "pf-staged": ("ParaFormer PF(2x3) w128, staged 32+20 (the cifar10-small preset)", []),
-    "pf-joint": ("ParaFormer PF(2x3) w128, joint, 36 epochs", ["--schedule", "joint", "--epochs", "36"]),
-    "pf-interleaved": ("ParaFormer PF(2x3) w128, interleaved (the authors' loop), 14 epochs",
-                       ["--schedule", "interleaved", "--epochs", "14"]),
-    "vit-joint": ("ViT 1x6 w128, same width and parameters, 36 epochs",
-                  ["--branches", "1", "--depth", "6", "--schedule", "joint", "--epochs", "36"]),
-    "paper-staged": ("the authors' variant (normed residual, sum, no qkv bias), staged 32+20",
-                     ["--residual", "normed", "--aggregate", "sum", "--qkv-bias", "off"]),
+    "pf-staged": ("ParaFormer PF(2x3) w128, staged (the cifar10-small preset)", [], [32, 20]),
+    "pf-joint": ("ParaFormer PF(2x3) w128, joint", ["--schedule", "joint"], [36]),
+    "pf-interleaved": ("ParaFormer PF(2x3) w128, interleaved (the authors' loop)", ["--schedule", "interleaved"], [14]),
+    "vit-joint": ("ViT 1x6 w128, same width and parameters, joint",
+                  ["--branches", "1", "--depth", "6", "--schedule", "joint"], [36]),
+    "paper-staged": ("the authors' variant (normed residual, sum, no qkv bias), staged",
+                     ["--residual", "normed", "--aggregate", "sum", "--qkv-bias", "off"], [32, 20]),
 }
-SMOKE = {"pf-staged": ["--epochs", "1,1"], "pf-joint": ["--epochs", "1"], "pf-interleaved": ["--epochs", "1"],
-         "vit-joint": ["--epochs", "1"], "paper-staged": ["--epochs", "1,1"]}
 BEGIN, END = "<!-- cifar10-study:begin -->", "<!-- cifar10-study:end -->"
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
@@ -140,6 +138,11 @@ def svg_lines(path, title, xlabel, ylabel, series, xmin=None, xmax=None, ymin=No
     os.replace(path + ".tmp", path)
 
 
+def epochs(n, a):
+    """The run's --epochs: its budget times --scale (1 epoch per stage for --smoke), at least 1."""
+    return ",".join(str(1 if a.smoke else max(1, int(round(e * a.scale)))) for e in RUNS[n][2])
+
+
 def run_all(a, names, seeds):
     threads = "1" if a.parallel > 1 else str(os.cpu_count() or 1)
     pending = [(n, s) for s in seeds for n in names]
@@ -157,7 +160,7 @@ def run_all(a, names, seeds):
             test = ["--test", "cifar10:" + a.data + "@test#limit=1000"] if a.smoke else []
             cmd = [a.exe, "train", "--preset", "cifar10-small", "--data", data, "--threads", threads, "--seed", s,
                    "--quiet", "--overwrite", "--out", base + ".safetensors", "--log", base + ".jsonl"] + test + \
-                RUNS[n][1] + (SMOKE[n] if a.smoke else []) + a.extra.split()
+                RUNS[n][1] + ["--epochs", epochs(n, a)] + a.extra.split()
             print("$ " + " ".join(cmd), flush=True)
             running.append((n, s, subprocess.Popen(cmd, cwd=ROOT, stdout=open(base + ".txt", "w"),
                                                    stderr=subprocess.STDOUT)))
@@ -183,8 +186,12 @@ def main():
     ap.add_argument("--extra", default="", help="more train flags for every run, as one argument (e.g. --extra=--bf16)")
     ap.add_argument("--results", default="docs/results.md", help="the Markdown file to update ('' : none)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs (a log with an end event)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="every run's epochs times F (default 1: the full budget; 0.2 takes about a fifth of the time)")
     ap.add_argument("--smoke", action="store_true", help="1 epoch per stage on 2000 images: tests the pipeline")
     a = ap.parse_args()
+    if not 0 < a.scale <= 10:
+        ap.error("--scale must be in (0, 10]")
     if not a.data:
         ap.error("give --data DIR (the folder with CIFAR-10's binary batches) or set PARAFORMER_DATA")
     names = [n for n in a.runs.split(",") if n]
@@ -216,6 +223,9 @@ def main():
              "`tools/cifar10_study.py --seeds %s --parallel %d%s`, %s thread%s per run%s; machine: %s." % (
                  a.seeds, a.parallel, (" --extra '%s'" % a.extra) if a.extra else "", threads, "" if threads == "1" else "s",
                  " (two runs side by side)" if a.parallel > 1 else "", machine()), ""]
+    if a.scale != 1.0 and not a.smoke:
+        lines += ["**At %g of the full budget** (`--scale %g`): epochs per run %s." % (
+            a.scale, a.scale, ", ".join("%s %s" % (n, epochs(n, a)) for n in names)), ""]
     if a.smoke:
         lines += ["**A smoke run (1 epoch per stage on 2000 images): the numbers test the pipeline only.**", ""]
     lines += ["| configuration | params | wall time | test accuracy, mean (range) | branch sweep k = 1..n (mean) |",
