@@ -12,6 +12,10 @@
    what the cores sustain under a full FMA load, so it already includes any
    frequency drop that AVX-512 causes. fma_peak_isa() names what was used.
 
+   bf16_peak_gflops(threads) does the same with vdpbf16ps (AVX512_BF16: 32
+   bf16 pairs per instruction, 4 flops per lane) and returns 0 where the CPU
+   lacks it: the ceiling of pf_gemm with pf_set_bf16(1).
+
    Needs GCC or Clang on x86-64 (target attributes); compiles to a stub that
    returns 0 elsewhere. Without OpenMP only one thread is measured. */
 #ifndef BENCH_COMMON_H
@@ -64,8 +68,52 @@ __attribute__((target("avx512f"))) static float fma_peak__avx512(int64_t iters) 
 __attribute__((target("avx2,fma"))) static float fma_peak__avx2(int64_t iters) {
     FMA_PEAK__BODY(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, 8)
 }
+/* vdpbf16ps on 24 chains: acc += a.b over pairs of bf16 (a, b near 1e-3, so
+   the sums stay finite for any run length a benchmark takes) */
+#define FMA_PEAK__DP(v) v = _mm512_dpbf16_ps(v, a, b)
+__attribute__((target("avx512f,avx512bf16"))) static float fma_peak__bf16(int64_t iters) {
+    __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f)), b = a;
+    /* distinct starts, or the compiler folds equal chains into one */
+    __m512 c0 = _mm512_set1_ps(1.0f), c1 = _mm512_set1_ps(1.1f), c2 = _mm512_set1_ps(1.2f);
+    __m512 c3 = _mm512_set1_ps(1.3f), c4 = _mm512_set1_ps(1.4f), c5 = _mm512_set1_ps(1.5f);
+    __m512 c6 = _mm512_set1_ps(1.6f), c7 = _mm512_set1_ps(1.7f), c8 = _mm512_set1_ps(1.8f);
+    __m512 c9 = _mm512_set1_ps(1.9f), c10 = _mm512_set1_ps(2.0f), c11 = _mm512_set1_ps(2.1f);
+    __m512 c12 = _mm512_set1_ps(2.2f), c13 = _mm512_set1_ps(2.3f), c14 = _mm512_set1_ps(2.4f);
+    __m512 c15 = _mm512_set1_ps(2.5f), c16 = _mm512_set1_ps(2.6f), c17 = _mm512_set1_ps(2.7f);
+    __m512 c18 = _mm512_set1_ps(2.8f), c19 = _mm512_set1_ps(2.9f), c20 = _mm512_set1_ps(3.0f);
+    __m512 c21 = _mm512_set1_ps(3.1f), c22 = _mm512_set1_ps(3.2f), c23 = _mm512_set1_ps(3.3f);
+    float out[16], s = 0.0f;
+    int64_t i;
+    int j;
+    for (i = 0; i < iters; i++) {
+        FMA_PEAK__DP(c0); FMA_PEAK__DP(c1); FMA_PEAK__DP(c2); FMA_PEAK__DP(c3); FMA_PEAK__DP(c4);
+        FMA_PEAK__DP(c5); FMA_PEAK__DP(c6); FMA_PEAK__DP(c7); FMA_PEAK__DP(c8); FMA_PEAK__DP(c9);
+        FMA_PEAK__DP(c10); FMA_PEAK__DP(c11); FMA_PEAK__DP(c12); FMA_PEAK__DP(c13); FMA_PEAK__DP(c14);
+        FMA_PEAK__DP(c15); FMA_PEAK__DP(c16); FMA_PEAK__DP(c17); FMA_PEAK__DP(c18); FMA_PEAK__DP(c19);
+        FMA_PEAK__DP(c20); FMA_PEAK__DP(c21); FMA_PEAK__DP(c22); FMA_PEAK__DP(c23);
+    }
+    c0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)), _mm512_add_ps(c4, c5));
+    c6 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c6, c7), _mm512_add_ps(c8, c9)), _mm512_add_ps(c10, c11));
+    c12 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c12, c13), _mm512_add_ps(c14, c15)), _mm512_add_ps(c16, c17));
+    c18 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c18, c19), _mm512_add_ps(c20, c21)), _mm512_add_ps(c22, c23));
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(c0, c6), _mm512_add_ps(c12, c18)));
+    for (j = 0; j < 16; j++) s += out[j];
+    return s;
+}
+#undef FMA_PEAK__DP
 #undef FMA_PEAK__BODY
 #endif
+
+/* the peak loop of `kind` (0: FP32 FMA, 1: vdpbf16ps); flops per call per iteration */
+static float fma_peak__run(int kind, int lanes, int64_t iters) {
+#ifdef FMA_PEAK_X86
+    if (kind) return fma_peak__bf16(iters);
+    return lanes == 16 ? fma_peak__avx512(iters) : fma_peak__avx2(iters);
+#else
+    (void)kind; (void)lanes; (void)iters;
+    return 0.0f;
+#endif
+}
 
 /* "avx512", "avx2" or "none" (then the peak is 0). */
 static const char *fma_peak_isa(void) {
@@ -77,16 +125,27 @@ static const char *fma_peak_isa(void) {
     return "none";
 }
 
+/* 1 when the CPU has AVX512_BF16 (vdpbf16ps) */
+static int bf16_peak_available(void) {
+#ifdef FMA_PEAK_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
 /* Best GFLOP/s of `tries` runs of about `seconds` each on `threads` threads
-   (0: the OpenMP default). 0 when there is no FMA path. */
-static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
+   (0: the OpenMP default) of the FP32 FMA loop (kind 0) or the vdpbf16ps
+   loop (kind 1). 0 when the CPU has no such instructions. */
+static double peak_gflops_ex(int kind, int threads, double seconds, int tries) {
 #ifdef FMA_PEAK_X86
     const char *isa = fma_peak_isa();
-    int lanes = isa[3] == '5' ? 16 : 8, t, nt = 1;
+    int lanes = kind ? 32 : isa[3] == '5' ? 16 : 8, t, nt = 1;
     int64_t iters = 1 << 16;
     double best = 0.0;
     volatile float sink = 0.0f;
-    if (isa[0] == 'n') return 0.0;
+    if (isa[0] == 'n' || (kind && !bf16_peak_available())) return 0.0;
 #ifdef _OPENMP
     nt = threads > 0 ? threads : omp_get_max_threads();
 #else
@@ -95,7 +154,7 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
     /* calibrate on one thread: iterations for about `seconds` */
     for (;;) {
         double t0 = pf_time(), dt;
-        sink += lanes == 16 ? fma_peak__avx512(iters) : fma_peak__avx2(iters);
+        sink += fma_peak__run(kind, lanes, iters);
         dt = pf_time() - t0;
         if (dt > 0.02 || iters > ((int64_t)1 << 40)) {
             iters = (int64_t)((double)iters * seconds / (dt > 1e-9 ? dt : 1e-9)) + 1;
@@ -109,7 +168,7 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
 #pragma omp parallel num_threads(nt)
 #endif
         {
-            float v = lanes == 16 ? fma_peak__avx512(iters) : fma_peak__avx2(iters);
+            float v = fma_peak__run(kind, lanes, iters);
 #ifdef _OPENMP
 #pragma omp critical
 #endif
@@ -122,12 +181,14 @@ static double fma_peak_gflops_ex(int threads, double seconds, int tries) {
     (void)sink;
     return best;
 #else
-    (void)threads; (void)seconds; (void)tries;
+    (void)kind; (void)threads; (void)seconds; (void)tries;
     return 0.0;
 #endif
 }
 
-static double fma_peak_gflops(int threads) { return fma_peak_gflops_ex(threads, 0.1, 8); }
+static inline double fma_peak_gflops_ex(int threads, double seconds, int tries) { return peak_gflops_ex(0, threads, seconds, tries); }
+static inline double fma_peak_gflops(int threads) { return peak_gflops_ex(0, threads, 0.1, 8); }
+static inline double bf16_peak_gflops(int threads) { return peak_gflops_ex(1, threads, 0.1, 8); }
 
 /* median of v[0..n) (sorts v) */
 static int bench__cmp_double(const void *a, const void *b) {

@@ -226,7 +226,8 @@ def main():
         log(f"== round {rnd + 1} of {a.rounds}")
         if not a.no_gemm:
             cmd = [gemm, "--threads", tl, "--json"] + (["--quick"] if a.quick else
-                                                        ["--batch", str(a.batch), "--reps", "5", "--warm", "2"])
+                                                        ["--batch", str(a.batch), "--reps", "5", "--warm", "2"]) + (
+                ["--bf16"] if bf16 else [])
             pr = R.run(cmd, env=blas_env())
             o = last_json(pr.stdout, "shapes")
             if o is not None:
@@ -422,9 +423,13 @@ def main():
             out.append(f"| {k[0]} | {k[1]} | {k[2]} | {s0['M']} x {s0['N']} x {s0['K']} | {k[3]} | {s0['per_step']} | "
                        f"{fmt(row['ours_gflops'])} | {fmt(row['blas_gflops'])} | {fmt(row['ratio'], 2)} | "
                        f"{row['max_rel_diff']:.1e} |")
-        out += ["", "GEMM time of one training step (every shape times its count per step):", "",
-                "| config | threads | ours ms | OpenBLAS ms | ours/OpenBLAS | ours GFLOP/s | % of peak |",
-                "|---|--:|--:|--:|--:|--:|--:|"]
+        peak16 = {t: max([g.get("bf16_peak_gflops", {}).get(str(t)) or 0 for g in gemm_runs] or [0]) or None
+                  for t in threads}
+        out += ["", "GEMM time of one training step (every shape times its count per step"
+                + ("; bf16: pf_gemm with pf_set_bf16(1), % of the vdpbf16ps peak" if bf16 else "") + "):", "",
+                "| config | threads | ours ms | OpenBLAS ms | ours/OpenBLAS | ours GFLOP/s | % of peak |"
+                + (" ours bf16 ms | bf16 GFLOP/s | % of bf16 peak |" if bf16 else ""),
+                "|---|--:|--:|--:|--:|--:|--:|" + ("--:|--:|--:|" if bf16 else "")]
         for ps in gemm_runs[0]["per_step"]:
             rs = [x for g in gemm_runs for x in g["per_step"]
                   if (x["config"], x["threads"]) == (ps["config"], ps["threads"])]
@@ -432,10 +437,17 @@ def main():
                    "blas_ms": med([x["blas_ms"] for x in rs]), "ours_gflops": med([x["ours_gflops"] for x in rs])}
             row["ratio"] = ratio(row["blas_ms"], row["ours_ms"])
             row["peak_frac"] = ratio(row["ours_gflops"], peak.get(ps["threads"]))
+            line = (f"| {row['config']} | {row['threads']} | {fmt(row['ours_ms'])} | {fmt(row['blas_ms'])} | "
+                    f"{fmt(row['ratio'], 2)} | {fmt(row['ours_gflops'])} | "
+                    f"{fmt(None if row['peak_frac'] is None else 100 * row['peak_frac'])}% |")
+            if bf16:
+                row["bf16_ms"] = med([x.get("bf16_ms") for x in rs])
+                row["bf16_gflops"] = med([x.get("bf16_gflops") for x in rs])
+                row["bf16_peak_frac"] = ratio(row["bf16_gflops"], peak16.get(ps["threads"]))
+                line += (f" {fmt(row['bf16_ms'])} | {fmt(row['bf16_gflops'])} | "
+                         f"{fmt(None if row['bf16_peak_frac'] is None else 100 * row['bf16_peak_frac'])}% |")
             gemm_steps.append(row)
-            out.append(f"| {row['config']} | {row['threads']} | {fmt(row['ours_ms'])} | {fmt(row['blas_ms'])} | "
-                       f"{fmt(row['ratio'], 2)} | {fmt(row['ours_gflops'])} | "
-                       f"{fmt(None if row['peak_frac'] is None else 100 * row['peak_frac'])}% |")
+            out.append(line)
 
     out += ["", "## Commands", "", "Run from the repository root (" + ROOT + "):", "", "```"]
     out += R.commands + ["```"]

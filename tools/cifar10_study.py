@@ -220,8 +220,9 @@ def main():
     if not res:
         sys.exit("no run finished")
     lines = ["### CIFAR-10: ParaFormer against a ViT, schedules, variants and compression", "",
-             "`tools/cifar10_study.py --seeds %s --parallel %d%s`, %s thread%s per run%s; machine: %s." % (
-                 a.seeds, a.parallel, (" --extra '%s'" % a.extra) if a.extra else "", threads, "" if threads == "1" else "s",
+             "`tools/cifar10_study.py --seeds %s --parallel %d%s%s`, %s thread%s per run%s; machine: %s." % (
+                 a.seeds, a.parallel, (" --scale %g" % a.scale) if a.scale != 1.0 else "",
+                 (" --extra '%s'" % a.extra) if a.extra else "", threads, "" if threads == "1" else "s",
                  " (two runs side by side)" if a.parallel > 1 else "", machine()), ""]
     if a.scale != 1.0 and not a.smoke:
         lines += ["**At %g of the full budget** (`--scale %g`): epochs per run %s." % (

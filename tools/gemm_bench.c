@@ -2,6 +2,7 @@
 
        build/gemm_bench [--threads 1,2] [--batch 128] [--reps 5] [--warm 2] [--json]
        build/gemm_bench --peak-only [--threads 1,2]
+       build/gemm_bench --bf16 [...]      also pf_gemm in bf16 (pf_set_bf16)
 
    For every Linear of the three standard configurations (docs/design.md §6: vit12 and
    pf4x3 at width 192, MLP 768, 32x32x3 patch 4; pf2x3 at width 128, MLP 512,
@@ -22,6 +23,12 @@
    below 1e-4 (a normwise bound: float sums of up to 8320 terms in different
    orders). pf_gemm must also give the same bits at every thread count. It
    also measures the FP32 FMA peak (tools/bench_common.h) at each thread count.
+
+   With --bf16 (needs AVX512_BF16) each shape also runs pf_gemm with
+   pf_set_bf16(1), against the vdpbf16ps peak. Its check: 16 sampled entries
+   must equal pf_gemm_bf16_ref (the scalar reference of the same arithmetic,
+   run on that row and column) bit for bit, and the bits must not change
+   with the thread count.
    Exit status 1 if any check fails, 2 on a usage error.
 
    Run OpenBLAS with its best kernel on this machine: the CPU is AVX-512 but
@@ -173,10 +180,33 @@ typedef struct result {
     int shape, threads;
     double ours_s, blas_s, max_rel;
     int same_bits; // pf_gemm gave the same bits as at the first thread count
+    double bf16_s; // pf_gemm with pf_set_bf16(1) (--bf16; else 0)
+    int bf16_ok;   // its sampled entries equal pf_gemm_bf16_ref, its bits those of the first thread count
 } result;
 
 static void run_pf(const shape *s, const float *A, const float *B, float *C) {
     pf_gemm(s->ta, s->tb, s->M, s->N, s->K, A, s->ta ? s->M : s->K, B, s->tb ? s->K : s->N, C, s->N, 0);
+}
+
+static void run_pf_bf16(const shape *s, const float *A, const float *B, float *C) {
+    pf_set_bf16(1);
+    run_pf(s, A, B, C);
+    pf_set_bf16(0);
+}
+
+// 16 entries of C (seeded positions) against pf_gemm_bf16_ref on their row of
+// op(A) and column of op(B): 1 when every one has the same bits
+static int bf16_matches_ref(const shape *s, const float *A, const float *B, const float *C) {
+    uint64_t seed = 7;
+    int q, lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+    for (q = 0; q < 16; q++) {
+        int i = (int)(rng_next(&seed) % (uint64_t)s->M), j = (int)(rng_next(&seed) % (uint64_t)s->N);
+        float ref = 0.0f;
+        const float *a = s->ta ? A + i : A + (size_t)i * lda, *b = s->tb ? B + (size_t)j * ldb : B + j;
+        if (pf_gemm_bf16_ref(s->ta, s->tb, 1, 1, s->K, a, lda, b, ldb, &ref, 1, 0) != PF_OK) return 0;
+        if (memcmp(&ref, &C[(size_t)i * s->N + j], sizeof ref)) return 0;
+    }
+    return 1;
 }
 
 static void run_blas(const shape *s, const float *A, const float *B, float *C) {
@@ -212,7 +242,8 @@ static void usage(FILE *f) {
                "  --warm W         untimed calls first (default: 2)\n"
                "  --pause-ms MS    pause when switching library (default: 100)\n"
                "  --quick          batch 32, reps 3, warm 1 (a smoke run)\n"
-               "  --peak-only      only the FMA peak\n"
+               "  --peak-only      only the FMA peak (and with --bf16 the vdpbf16ps peak)\n"
+               "  --bf16           also pf_gemm in bf16 (needs AVX512_BF16)\n"
                "  --json           one JSON object instead of the table\n"
                "  --help           this text\n");
 }
@@ -220,7 +251,7 @@ static void usage(FILE *f) {
 // the command line
 typedef struct opts {
     int threads[16], n_threads;
-    int batch, reps, warm, pause, json, peak_only;
+    int batch, reps, warm, pause, json, peak_only, bf16;
 } opts;
 
 // the comma-separated --threads list into o->threads
@@ -255,6 +286,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--quick")) o->batch = 32, o->reps = 3, o->warm = 1;
         else if (!strcmp(a, "--peak-only")) o->peak_only = 1;
         else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "--bf16")) o->bf16 = 1;
         else { usage(stderr); die(2, "unknown option '%s'", a); }
 #undef VAL
     }
@@ -262,11 +294,14 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 1;
 }
 
-static void print_peaks(const opts *o, const double *peak) {
+static void print_peaks(const opts *o, const double *peak, const double *peak16) {
     int ti;
     for (ti = 0; ti < o->n_threads; ti++)
         printf("FP32 FMA peak (%s), %d thread%s: %.1f GFLOP/s\n", fma_peak_isa(), o->threads[ti],
                o->threads[ti] == 1 ? "" : "s", peak[ti]);
+    for (ti = 0; o->bf16 && ti < o->n_threads; ti++)
+        printf("bf16 peak (vdpbf16ps), %d thread%s: %.1f GFLOP/s\n", o->threads[ti], o->threads[ti] == 1 ? "" : "s",
+               peak16[ti]);
 }
 
 // the JSON object {"<threads>": GFLOP/s, ...}, without its braces
@@ -276,13 +311,17 @@ static void print_peaks_json(const opts *o, const double *peak) {
 }
 
 // --peak-only
-static void print_peak_only(const opts *o, const double *peak) {
+static void print_peak_only(const opts *o, const double *peak, const double *peak16) {
     if (o->json) {
         printf("{\"isa\": \"%s\", \"peak_gflops\": {", fma_peak_isa());
         print_peaks_json(o, peak);
+        if (o->bf16) {
+            printf("}, \"bf16_peak_gflops\": {");
+            print_peaks_json(o, peak16);
+        }
         printf("}}\n");
     } else
-        print_peaks(o, peak);
+        print_peaks(o, peak, peak16);
 }
 
 // operands and results sized for the largest shape, shared by all of them
@@ -308,18 +347,18 @@ static void bufs_alloc(bufs *b, const shape *shapes, int n_shapes, int reps) {
     b->t = (double *)xmalloc((size_t)reps * sizeof(double));
 }
 
-static void print_table_header(int threads) {
+static void print_table_header(int threads, int bf16) {
     printf("\n%d thread%s:\n", threads, threads == 1 ? "" : "s");
     printf("| config      | op    | pass | ta tb |     M |    N |     K | per step | ours GFLOP/s | "
-           "OpenBLAS GFLOP/s | ours/OpenBLAS | max rel diff |\n");
+           "OpenBLAS GFLOP/s | ours/OpenBLAS | max rel diff |%s\n", bf16 ? " ours bf16 GFLOP/s |" : "");
     printf("|-------------|-------|------|-------|------:|-----:|------:|---------:|-------------:|"
-           "-----------------:|--------------:|-------------:|\n");
+           "-----------------:|--------------:|-------------:|%s\n", bf16 ? "------------------:|" : "");
 }
 
 // times shape i with both libraries and compares their results; *first_hash
 // holds pf_gemm's bits at the first thread count (set when first is 1)
 static void measure(const shape *shapes, int i, int threads, int first, const opts *o, const bufs *b,
-                    uint64_t *first_hash, result *r) {
+                    uint64_t *first_hash, uint64_t *first_hash16, result *r) {
     const shape *s = &shapes[i];
     double diff = 0.0, mx = 0.0;
     size_t k, nc = (size_t)s->M * s->N;
@@ -337,25 +376,40 @@ static void measure(const shape *shapes, int i, int threads, int first, const op
     r->max_rel = mx > 0 ? diff / mx : diff;
     if (first) *first_hash = hash_bits(b->C1, nc);
     r->same_bits = hash_bits(b->C1, nc) == *first_hash;
+    r->bf16_s = 0.0;
+    r->bf16_ok = 1;
+    if (o->bf16) {
+        r->bf16_s = time_it(run_pf_bf16, s, b->A, b->B, b->C1, o->warm, o->reps, b->t);
+        pause_ms(o->pause);
+        if (first) *first_hash16 = hash_bits(b->C1, nc);
+        r->bf16_ok = hash_bits(b->C1, nc) == *first_hash16 && bf16_matches_ref(s, b->A, b->B, b->C1);
+    }
 }
 
 static void print_row(const shape *s, const result *r) {
     double gf = 2.0 * s->M * s->N * (double)s->K / 1e9;
-    printf("| %-11s | %-5s | %-4s | %d  %d  | %5d | %4d | %5d | %8d | %12.1f | %16.1f | %13.2f | %12.1e |%s\n",
+    printf("| %-11s | %-5s | %-4s | %d  %d  | %5d | %4d | %5d | %8d | %12.1f | %16.1f | %13.2f | %12.1e |",
            CONFIGS[s->config].name, s->op, s->pass, s->ta, s->tb, s->M, s->N, s->K, s->per_step,
-           gf / r->ours_s, gf / r->blas_s, r->blas_s / r->ours_s, r->max_rel,
-           !(r->max_rel < 1e-4) ? " DIFFERS" : !r->same_bits ? " BITS CHANGED WITH THREADS" : "");
+           gf / r->ours_s, gf / r->blas_s, r->blas_s / r->ours_s, r->max_rel);
+    if (r->bf16_s > 0) printf(" %17.1f |", gf / r->bf16_s);
+    printf("%s%s\n", !(r->max_rel < 1e-4) ? " DIFFERS" : !r->same_bits ? " BITS CHANGED WITH THREADS" : "",
+           r->bf16_ok ? "" : " BF16 DIFFERS FROM pf_gemm_bf16_ref OR ACROSS THREADS");
     fflush(stdout);
 }
 
 // the JSON object up to the opening of "per_step"
-static void print_json_shapes(const opts *o, const double *peak, const shape *shapes, const result *res, int n_res) {
+static void print_json_shapes(const opts *o, const double *peak, const double *peak16, const shape *shapes,
+                              const result *res, int n_res) {
     int j;
     printf("{\"pf_gemm_kernel\": \"%s\", \"openblas_core\": \"%s\", \"openblas_config\": \"%s\",\n",
            pf_gemm_kernel(), openblas_get_corename(), openblas_get_config());
     printf(" \"batch\": %d, \"reps\": %d, \"warm\": %d, \"isa\": \"%s\", \"peak_gflops\": {", o->batch, o->reps,
            o->warm, fma_peak_isa());
     print_peaks_json(o, peak);
+    if (o->bf16) {
+        printf("}, \"bf16_peak_gflops\": {");
+        print_peaks_json(o, peak16);
+    }
     printf("},\n \"shapes\": [");
     for (j = 0; j < n_res; j++) {
         const result *r = &res[j];
@@ -364,37 +418,52 @@ static void print_json_shapes(const opts *o, const double *peak, const shape *sh
         printf("%s\n  {\"config\": \"%s\", \"op\": \"%s\", \"pass\": \"%s\", \"ta\": %d, \"tb\": %d, \"M\": %d, "
                "\"N\": %d, \"K\": %d, \"per_step\": %d, \"threads\": %d, \"ours_ms\": %.4f, \"blas_ms\": %.4f, "
                "\"ours_gflops\": %.2f, \"blas_gflops\": %.2f, \"ratio\": %.4f, \"max_rel_diff\": %.3e, "
-               "\"same_bits_across_threads\": %s}",
+               "\"same_bits_across_threads\": %s",
                j ? "," : "", CONFIGS[s->config].name, s->op, s->pass, s->ta, s->tb, s->M, s->N, s->K,
                s->per_step, r->threads, 1e3 * r->ours_s, 1e3 * r->blas_s, gf / r->ours_s, gf / r->blas_s,
                r->blas_s / r->ours_s, r->max_rel, r->same_bits ? "true" : "false");
+        if (o->bf16)
+            printf(", \"bf16_ms\": %.4f, \"bf16_gflops\": %.2f, \"bf16_ok\": %s", 1e3 * r->bf16_s,
+                   gf / r->bf16_s, r->bf16_ok ? "true" : "false");
+        printf("}");
     }
     printf("],\n \"per_step\": [");
 }
 
 // per configuration and thread count: the GEMM time of one training step
-static void print_per_step(const opts *o, const double *peak, const shape *shapes, const result *res, int n_res) {
+static void print_per_step(const opts *o, const double *peak, const double *peak16, const shape *shapes,
+                           const result *res, int n_res) {
     int i, j, ti;
     for (i = 0, j = 0; i < N_CONFIGS; i++)
         for (ti = 0; ti < o->n_threads; ti++) {
-            double ours = 0, blas = 0, fl = 0;
+            double ours = 0, blas = 0, fl = 0, b16 = 0;
             int k;
             for (k = 0; k < n_res; k++) {
                 const shape *s = &shapes[res[k].shape];
                 if (s->config != i || res[k].threads != o->threads[ti]) continue;
                 ours += s->per_step * res[k].ours_s;
                 blas += s->per_step * res[k].blas_s;
+                b16 += s->per_step * res[k].bf16_s;
                 fl += s->per_step * 2.0 * s->M * s->N * (double)s->K;
             }
-            if (o->json)
+            if (o->json) {
                 printf("%s\n  {\"config\": \"%s\", \"threads\": %d, \"ours_ms\": %.3f, \"blas_ms\": %.3f, "
-                       "\"ratio\": %.4f, \"ours_gflops\": %.2f, \"blas_gflops\": %.2f, \"peak_frac\": %.4f}",
+                       "\"ratio\": %.4f, \"ours_gflops\": %.2f, \"blas_gflops\": %.2f, \"peak_frac\": %.4f",
                        j++ ? "," : "", CONFIGS[i].name, o->threads[ti], 1e3 * ours, 1e3 * blas, blas / ours,
                        fl / ours / 1e9, fl / blas / 1e9, peak[ti] > 0 ? fl / ours / 1e9 / peak[ti] : 0.0);
-            else
-                printf("| %-11s | %7d | %7.1f | %11.1f | %13.2f | %12.1f | %8.1f%% |\n", CONFIGS[i].name,
+                if (o->bf16)
+                    printf(", \"bf16_ms\": %.3f, \"bf16_gflops\": %.2f, \"bf16_peak_frac\": %.4f", 1e3 * b16,
+                           fl / b16 / 1e9, peak16[ti] > 0 ? fl / b16 / 1e9 / peak16[ti] : 0.0);
+                printf("}");
+            } else {
+                printf("| %-11s | %7d | %7.1f | %11.1f | %13.2f | %12.1f | %8.1f%% |", CONFIGS[i].name,
                        o->threads[ti], 1e3 * ours, 1e3 * blas, blas / ours, fl / ours / 1e9,
                        peak[ti] > 0 ? 100.0 * fl / ours / 1e9 / peak[ti] : 0.0);
+                if (o->bf16)
+                    printf(" %7.1f | %12.1f | %13.1f%% |", 1e3 * b16, fl / b16 / 1e9,
+                           peak16[ti] > 0 ? 100.0 * fl / b16 / 1e9 / peak16[ti] : 0.0);
+                printf("\n");
+            }
         }
 }
 
@@ -404,12 +473,14 @@ int main(int argc, char **argv) {
     result *res;
     bufs b;
     int n_shapes, i, ti, n_res = 0, failed = 0;
-    double peak[16];
-    uint64_t *first_hash;
+    double peak[16], peak16[16] = {0};
+    uint64_t *first_hash, *first_hash16;
     if (!parse_args(argc, argv, &o)) return 0;
+    if (o.bf16 && pf_bf16_missing()) die(2, "--bf16: pf_gemm in bf16 %s", pf_bf16_missing());
     for (ti = 0; ti < o.n_threads; ti++) peak[ti] = fma_peak_gflops(o.threads[ti]);
+    for (ti = 0; o.bf16 && ti < o.n_threads; ti++) peak16[ti] = bf16_peak_gflops(o.threads[ti]);
     if (o.peak_only) {
-        print_peak_only(&o, peak);
+        print_peak_only(&o, peak, peak16);
         return 0;
     }
 
@@ -417,36 +488,40 @@ int main(int argc, char **argv) {
     bufs_alloc(&b, shapes, n_shapes, o.reps);
     res = (result *)xmalloc((size_t)(n_shapes * o.n_threads) * sizeof(result));
     first_hash = (uint64_t *)xmalloc((size_t)n_shapes * sizeof(uint64_t));
+    first_hash16 = (uint64_t *)xmalloc((size_t)n_shapes * sizeof(uint64_t));
     fill_uniform(b.A, b.max_a, 1);
     fill_uniform(b.B, b.max_b, 2);
 
     if (!o.json) {
         printf("pf_gemm kernel %s; OpenBLAS %s, core %s; batch %d, median of %d after %d warm-up\n",
                pf_gemm_kernel(), openblas_get_config(), openblas_get_corename(), o.batch, o.reps, o.warm);
-        print_peaks(&o, peak);
+        print_peaks(&o, peak, peak16);
     }
     for (ti = 0; ti < o.n_threads; ti++) {
         pf_set_threads(o.threads[ti]);
         openblas_set_num_threads(o.threads[ti]);
-        if (!o.json) print_table_header(o.threads[ti]);
+        if (!o.json) print_table_header(o.threads[ti], o.bf16);
         for (i = 0; i < n_shapes; i++) {
             result *r = &res[n_res++];
-            measure(shapes, i, o.threads[ti], ti == 0, &o, &b, &first_hash[i], r);
-            if (!(r->max_rel < 1e-4) || !r->same_bits) failed++;
+            measure(shapes, i, o.threads[ti], ti == 0, &o, &b, &first_hash[i], &first_hash16[i], r);
+            if (!(r->max_rel < 1e-4) || !r->same_bits || !r->bf16_ok) failed++;
             if (!o.json) print_row(&shapes[i], r);
         }
     }
 
-    if (o.json) print_json_shapes(&o, peak, shapes, res, n_res);
+    if (o.json) print_json_shapes(&o, peak, peak16, shapes, res, n_res);
     else {
         printf("\nGEMM time of one training step (each shape x its count per step):\n");
-        printf("| config      | threads | ours ms | OpenBLAS ms | ours/OpenBLAS | ours GFLOP/s | %% of peak |\n");
-        printf("|-------------|--------:|--------:|------------:|--------------:|-------------:|----------:|\n");
+        printf("| config      | threads | ours ms | OpenBLAS ms | ours/OpenBLAS | ours GFLOP/s | %% of peak |%s\n",
+               o.bf16 ? " bf16 ms | bf16 GFLOP/s | % of bf16 peak |" : "");
+        printf("|-------------|--------:|--------:|------------:|--------------:|-------------:|----------:|%s\n",
+               o.bf16 ? "--------:|-------------:|---------------:|" : "");
     }
-    print_per_step(&o, peak, shapes, res, n_res);
+    print_per_step(&o, peak, peak16, shapes, res, n_res);
     if (o.json) printf("],\n \"failed\": %d}\n", failed);
-    else printf("\n%s: %d of %d checks failed (max rel diff < 1e-4, same bits at every thread count)\n",
-                failed ? "FAIL" : "ok", failed, n_res);
+    else printf("\n%s: %d of %d checks failed (max rel diff < 1e-4, same bits at every thread count%s)\n",
+                failed ? "FAIL" : "ok", failed, n_res, o.bf16 ? "; bf16: sampled entries as pf_gemm_bf16_ref" : "");
+    free(first_hash16);
     free(first_hash);
     free(res);
     free(b.t);

@@ -1223,7 +1223,7 @@ static const optdef BENCH_OPTS[BE_N] = {
     {"--reps", "R", "5", "timed repeats (medians reported; batch-1 latency: 3R)"},
     {"--profile-steps", "P", "2", "extra training steps timed per op (m->profile)"},
     {"--seed", "S", "0", "seed of the random input and labels"},
-    {"--peak", NULL, "off", "also measure the FP32 FMA peak and report the share of it"},
+    {"--peak", NULL, "off", "also measure the FP32 FMA peak (with --bf16 also the vdpbf16ps peak) and report the share of it"},
     {"--json", NULL, "off", "print one JSON object"},
     {"--row", NULL, "off", "print one markdown table row (see --row-header)"},
     {"--row-header", NULL, "off", "print the header of the --row table and exit"},
@@ -1242,7 +1242,7 @@ typedef struct bench_job {
     pf_model *m;
     pf_profile prof;        // psteps profiled steps (the CPU only)
     double t_train, t_train_host, t_infer, t_infer_host, t_b1, t_prof;
-    double flops, op_s, peak, gflops; // per step; peak 0: not measured
+    double flops, op_s, peak, peak16, gflops; // per step; peak 0: not measured; peak16: the bf16 one
 } bench_job;
 
 // the flags (parsed); the model's shape: the preset, --zoo, --dataset, then
@@ -1334,6 +1334,7 @@ static void bench_measure(bench_job *j) {
         j->t_infer = bench_median(&d, BENCH_PREDICT_RESIDENT, j->infer_batch, j->warm, j->reps, t);
     j->t_b1 = bench_median(&d, BENCH_PREDICT, 1, j->warm, 3 * j->reps, t);
     if (j->peak_on) j->peak = fma_peak_gflops(j->threads);
+    if (j->peak_on && j->dv.bf16) j->peak16 = bf16_peak_gflops(j->threads);
     free(t);
     free(logits);
     free(labels);
@@ -1373,6 +1374,7 @@ static void bench_print_json(const bench_job *j) {
            "\"unprofiled_ms\": %.3f,\n", j->flops / 1e9, j->gflops, 1e3 * j->t_prof, 1e3 * (j->t_prof - j->op_s));
     if (j->peak > 0) printf(" \"peak_gflops\": %.2f, \"peak_frac\": %.4f, \"peak_isa\": \"%s\",\n", j->peak,
                             j->gflops / j->peak, fma_peak_isa());
+    if (j->peak16 > 0) printf(" \"bf16_peak_gflops\": %.2f, \"bf16_peak_frac\": %.4f,\n", j->peak16, j->gflops / j->peak16);
     printf(" \"ops\": {");
     for (op = 0; op < PF_OP_COUNT; op++) {
         double fs = j->prof.fwd_s[op] / j->psteps, bs = j->prof.bwd_s[op] / j->psteps;
@@ -1408,6 +1410,8 @@ static void bench_print_text(const bench_job *j) {
     if (!j->dv.cuda) printf(", %.2f GFLOP, %.1f GFLOP/s", j->flops / 1e9, j->gflops);
     if (j->peak > 0) printf(" = %.1f%% of the %.0f GFLOP/s FMA peak (%s)", 100.0 * j->gflops / j->peak, j->peak,
                             fma_peak_isa());
+    if (j->peak16 > 0) printf(", %.1f%% of the %.0f GFLOP/s bf16 peak (vdpbf16ps)", 100.0 * j->gflops / j->peak16,
+                              j->peak16);
     printf("\ninfer     %9.2f img/s   %d images in %.1f ms\n", j->infer_batch / j->t_infer, j->infer_batch,
            1e3 * j->t_infer);
     printf("latency   %9.3f ms      batch 1, median of %d\n", 1e3 * j->t_b1, 3 * j->reps);
