@@ -104,7 +104,7 @@ __attribute__((target("avx512f,avx512bf16"))) static float fma_peak__bf16(int64_
 #undef FMA_PEAK__BODY
 #endif
 
-/* the peak loop of `kind` (0: FP32 FMA, 1: vdpbf16ps); flops per call per iteration */
+/* one run of the peak loop of `kind` (0: FP32 FMA, 1: vdpbf16ps); its sum */
 static float fma_peak__run(int kind, int lanes, int64_t iters) {
 #ifdef FMA_PEAK_X86
     if (kind) return fma_peak__bf16(iters);
@@ -186,7 +186,6 @@ static double peak_gflops_ex(int kind, int threads, double seconds, int tries) {
 #endif
 }
 
-static inline double fma_peak_gflops_ex(int threads, double seconds, int tries) { return peak_gflops_ex(0, threads, seconds, tries); }
 static inline double fma_peak_gflops(int threads) { return peak_gflops_ex(0, threads, 0.1, 8); }
 static inline double bf16_peak_gflops(int threads) { return peak_gflops_ex(1, threads, 0.1, 8); }
 

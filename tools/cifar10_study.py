@@ -32,8 +32,9 @@ Equal compute: the runs get about the same work, counted in layer-epochs
 (one epoch over the training split through one layer): staged 32 x 3 +
 20 x 6 = 216; joint and the ViT (6 layers each) 36 x 6 = 216; interleaved
 14 x (3 + 6 prefix steps + 6 joint) = 210 (--scale multiplies every count).
-The wall times are in the table; with --parallel 2 two runs share the machine with one thread each, so their times compare only with
-each other's. Plain Python (no third-party modules); a benchmark, not a
+The wall times are in the table; with --parallel 2 two runs share the
+machine with one thread each, so their times compare only with each
+other's. Plain Python (no third-party modules); a benchmark, not a
 test: the full study takes many hours on 2 cores.
 """
 import argparse
