@@ -2020,8 +2020,12 @@ static int pf__force_kernel(const char *name) {
    thread), A micro-panel private to each thread; 64-byte aligned */
 #if defined(__GNUC__) || defined(__clang__)
 #define PF__ALIGN64 __attribute__((aligned(64)))
+#define PF__PREFETCH(p) __builtin_prefetch(p)           /* into L1 */
+#define PF__PREFETCH_L2(p) __builtin_prefetch(p, 0, 2) /* into L2 */
 #else
 #define PF__ALIGN64
+#define PF__PREFETCH(p) ((void)0)
+#define PF__PREFETCH_L2(p) ((void)0)
 #endif
 static PF__TLS float pf__bpack[PF__KC * PF__NC] PF__ALIGN64;
 static PF__TLS float pf__apack[PF__KC * PF__MR] PF__ALIGN64;
@@ -2387,29 +2391,48 @@ PFDEF pf_status pf_set_bf16(int on) {
 }
 PFDEF int pf_get_bf16(void) { return pf__bf16; }
 
-/* thread-local packing buffers of the bf16 path (words; a row of bf16) */
+/* thread-local packing buffers of the bf16 path (words; a row of bf16).
+   A^T and B are packed from runs of their rows (PF__AG micro-rows of A^T, a
+   thread's whole share of B's panels at once), each run prefetched PF__APF
+   rows ahead: packing one micro-row's 12 values per row left the loads
+   waiting on memory (40 % of a weight-gradient GEMM's time) */
 #define PF__KCB (2 * PF__KC) /* depth block: bf16 words take the bytes of fp32's */
+#define PF__AG 8
+#ifndef PF__APF
+#define PF__APF 16
+#endif
 static PF__TLS uint32_t pf__bpack16[(PF__KCB / 2) * PF__NC] PF__ALIGN64;
-static PF__TLS uint32_t pf__apack16[(PF__KCB / 2) * PF__MR] PF__ALIGN64;
+static PF__TLS uint32_t pf__apack16[(PF__KCB / 2) * PF__MR * PF__AG] PF__ALIGN64;
 static PF__TLS uint16_t pf__brow16[PF__KCB + 2] PF__ALIGN64;
 
 /* pf__gemm_block on bf16 words: pack B's panels (this thread's share) as
-   words, wait, pack each micro-row of A as words, run the kernel */
+   words, wait, pack each micro-row of A (of A^T: PF__AG at a time) as
+   words, run the kernel */
 static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, int lda, const float *B, int ldb,
                                 float *C, int ldc, int jc, int nc, int pc, int kc, int K, int load_c, const float *bz,
                                 uint32_t *bp, pf__bkernel kern, pf__epi_fn epi, void *ctx, int tid, int nth) {
     int npanel = (nc + PF__NR - 1) / PF__NR, nmicro = (M + 11) / 12, kp = (kc + 1) / 2, p, r;
     uint16_t *t0 = pf__brow16;
-    for (p = tid * npanel / nth; p < (tid + 1) * npanel / nth; p++) {
-        uint32_t *dst = bp + (size_t)p * kp * PF__NR;
-        int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
-        if (!tb) { /* rows 2q and 2q+1 of B, interleaved */
-            for (k = 0; k < kp; k++, dst += PF__NR) {
-                const float *r0 = B + (size_t)(pc + 2 * k) * ldb + j0;
-                kern.pairs(dst, r0, 2 * k + 1 < kc ? r0 + ldb : NULL, nr);
-                for (j = nr; j < PF__NR; j++) dst[j] = 0;
-            }
-        } else { /* B^T: row j of the source holds column j's k run, already in pairs */
+    if (!tb) { /* rows 2q and 2q+1 of B, interleaved: this thread's panels, a row run at a time */
+        int p0 = tid * npanel / nth, p1 = (tid + 1) * npanel / nth, j0 = jc + p0 * PF__NR, k, j;
+        int ncol = N - j0 < (p1 - p0) * PF__NR ? N - j0 : (p1 - p0) * PF__NR;
+        uint32_t run[PF__NC];
+        for (k = 0; k < kp && p1 > p0; k++) {
+            const float *r0 = B + (size_t)(pc + 2 * k) * ldb + j0;
+            if (2 * k + PF__APF + 1 < kc)
+                for (j = 0; j < ncol; j += 16) {
+                    PF__PREFETCH(r0 + (size_t)PF__APF * ldb + j);
+                    PF__PREFETCH(r0 + (size_t)(PF__APF + 1) * ldb + j);
+                }
+            kern.pairs(run, r0, 2 * k + 1 < kc ? r0 + ldb : NULL, ncol);
+            for (j = ncol; j < (p1 - p0) * PF__NR; j++) run[j] = 0;
+            for (p = p0; p < p1; p++)
+                memcpy(bp + ((size_t)p * kp + k) * PF__NR, run + (p - p0) * PF__NR, PF__NR * sizeof(uint32_t));
+        }
+    } else { /* B^T: row j of the source holds column j's k run, already in pairs */
+        for (p = tid * npanel / nth; p < (tid + 1) * npanel / nth; p++) {
+            uint32_t *dst = bp + (size_t)p * kp * PF__NR;
+            int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
             for (j = 0; j < PF__NR; j++) {
                 if (j < nr) {
                     kern.row(t0, B + (size_t)(j0 + j) * ldb + pc, kc);
@@ -2425,9 +2448,10 @@ static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, in
     }
     for (r = tid * nmicro / nth; r < (tid + 1) * nmicro / nth; r++) {
         int i0 = r * 12, mr = M - i0 < 12 ? M - i0 : 12, i, k, q, lc = load_c;
-        uint32_t *ap = pf__apack16;
+        uint32_t *ap;
         long rs, cs;
         if (!ta) { /* rows of A: each row's words are its bf16 run */
+            ap = pf__apack16;
             for (i = 0; i < mr; i++) {
                 uint16_t *row = (uint16_t *)(ap + (size_t)i * kp);
                 kern.row(row, A + (size_t)(i0 + i) * lda + pc, kc);
@@ -2435,11 +2459,24 @@ static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, in
             }
             rs = kp; cs = 1;
         } else { /* columns of A^T: 12 values per k, paired with the next k */
-            for (k = 0; k < kp; k++) {
-                const float *r0 = A + (size_t)(pc + 2 * k) * lda + i0;
-                kern.pairs(ap + k * 12, r0, 2 * k + 1 < kc ? r0 + lda : NULL, mr);
-                for (i = mr; i < 12; i++) ap[k * 12 + i] = 0;
+            int g = (r - tid * nmicro / nth) % PF__AG;
+            if (!g) { /* pack the next PF__AG micro-rows at once: longer runs of each row of A */
+                int rend = (tid + 1) * nmicro / nth, ng = rend - r < PF__AG ? rend - r : PF__AG;
+                int ncol = M - i0 < ng * 12 ? M - i0 : ng * 12, h;
+                uint32_t run[PF__AG * 12];
+                for (k = 0; k < kp; k++) {
+                    const float *r0 = A + (size_t)(pc + 2 * k) * lda + i0;
+                    if (2 * k + PF__APF + 1 < kc)
+                        for (h = 0; h < ncol; h += 16) {
+                            PF__PREFETCH(r0 + (size_t)PF__APF * lda + h);
+                            PF__PREFETCH(r0 + (size_t)(PF__APF + 1) * lda + h);
+                        }
+                    kern.pairs(run, r0, 2 * k + 1 < kc ? r0 + lda : NULL, ncol);
+                    for (i = ncol; i < ng * 12; i++) run[i] = 0;
+                    for (h = 0; h < ng; h++) memcpy(pf__apack16 + ((size_t)h * kp + k) * 12, run + h * 12, 12 * sizeof(uint32_t));
+                }
             }
+            ap = pf__apack16 + (size_t)g * kp * 12;
             rs = 1; cs = 12;
         }
         if (bz) { /* these rows start from the bias */
@@ -2771,6 +2808,14 @@ static void pf__softmax_row_bwd(float *dp, const float *p, int n, float scale) {
     for (j = 0; j < n; j++) dp[j] = p[j] * (dp[j] - s) * scale;
 }
 
+/* prefetch n rows of w floats, ld apart, into L2: the next head's slices
+   of qkv (rows 2.3 KB apart) were read at memory latency, a row at a time */
+static void pf__prefetch_rows(const float *p, int n, int w, size_t ld) {
+    int i, j;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < w; j += 16) PF__PREFETCH_L2(p + (size_t)i * ld + j);
+}
+
 /* Fast attention: per (image, head), S = Q K^T, row softmax, Y = P V as
    small GEMMs on the calling thread; the T x T tile stays in L1/L2. */
 static void pf__attention_forward_fast(float *out, float *att, const float *qkv, int B, int T, int D, int H) {
@@ -2781,6 +2826,12 @@ static void pf__attention_forward_fast(float *out, float *att, const float *qkv,
         int b = bh / H, h = bh % H, i;
         const float *q = qkv + (size_t)b * T * 3 * D + h * hd, *k = q + D, *v = q + 2 * D;
         float *S = att + (size_t)bh * T * T;
+        if (bh + 1 < B * H) { /* the next head's q, k, v */
+            const float *qn = qkv + (size_t)((bh + 1) / H) * T * 3 * D + ((bh + 1) % H) * hd;
+            pf__prefetch_rows(qn, T, hd, 3 * (size_t)D);
+            pf__prefetch_rows(qn + D, T, hd, 3 * (size_t)D);
+            pf__prefetch_rows(qn + 2 * D, T, hd, 3 * (size_t)D);
+        }
         pf__gemm_x(0, 1, T, T, hd, q, 3 * D, k, 3 * D, S, T, 0, NULL, 0, NULL, NULL);
         for (i = 0; i < T; i++) pf__softmax_row(S + (size_t)i * T, T, scale);
         pf__gemm_x(0, 0, T, hd, T, S, T, v, 3 * D, out + (size_t)b * T * D + h * hd, D, 0, NULL, 0, NULL, NULL);
@@ -2796,6 +2847,14 @@ static void pf__attention_backward_fast(float *dqkv, float *datt, const float *d
         const float *q = qkv + (size_t)b * T * 3 * D + h * hd, *k = q + D, *v = q + 2 * D;
         const float *P = att + (size_t)bh * T * T, *dy = dout + (size_t)b * T * D + h * hd;
         float *dP = datt + (size_t)bh * T * T, *dq = dqkv + (size_t)b * T * 3 * D + h * hd;
+        if (bh + 1 < B * H) { /* the next head's q, k, v and dY */
+            int bn = (bh + 1) / H, hn = (bh + 1) % H;
+            const float *qn = qkv + (size_t)bn * T * 3 * D + hn * hd;
+            pf__prefetch_rows(qn, T, hd, 3 * (size_t)D);
+            pf__prefetch_rows(qn + D, T, hd, 3 * (size_t)D);
+            pf__prefetch_rows(qn + 2 * D, T, hd, 3 * (size_t)D);
+            pf__prefetch_rows(dout + (size_t)bn * T * D + hn * hd, T, hd, (size_t)D);
+        }
         pf__gemm_x(0, 1, T, T, hd, dy, D, v, 3 * D, dP, T, 0, NULL, 0, NULL, NULL);          /* dP = dY V^T */
         pf__gemm_x(1, 0, T, hd, T, P, T, dy, D, dq + 2 * D, 3 * D, 0, NULL, 0, NULL, NULL);  /* dV = P^T dY */
         for (i = 0; i < T; i++) pf__softmax_row_bwd(dP + (size_t)i * T, P + (size_t)i * T, T, scale);
