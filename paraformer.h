@@ -382,6 +382,11 @@ typedef struct pf_model {
                                this one on train, and the final LN is frozen
                                (fine-tuning the classes an expand added) */
     int training;           /* 1: dropout on */
+    float drop_path;        /* stochastic depth while training (0: off): layer
+                               l of a branch of depth L drops each residual
+                               sub-layer of an image with probability
+                               drop_path * l / (L - 1) (drop_path when L = 1),
+                               keeping it scaled by 1 / (1 - that); CPU only */
     uint64_t dropout_seed;  /* dropout masks = hash(seed, counter, site, i) */
     uint64_t dropout_counter; /* advanced by every training forward */
     /* activations (pf_model_reserve) */
@@ -891,6 +896,9 @@ typedef struct pf_train_opts {
     float ema;           /* > 0: decay of an exponential moving average of the
                             weights; validation uses it and the model becomes
                             it when the run ends (0: off; CPU only) */
+    float drop_path;     /* stochastic depth rate of the deepest layer of each
+                            branch (pf_model.drop_path during the run; 0: off;
+                            CPU only) */
     uint64_t seed;       /* data order, augmentation and dropout */
 } pf_train_opts;
 
@@ -3527,6 +3535,30 @@ static void pf__dropout(pf_real *x, size_t n, uint64_t key, float p) {
     PF__OMP(parallel for schedule(static))
     for (i = 0; i < n; i++) x[i] *= pf_dropout_kept(key, i, p) ? scale : (pf_real)0;
 }
+/* Stochastic depth: the B images of x (rows of `per` values) each kept with
+   probability 1 - p and scaled by 1/(1-p), or zeroed. Image n's draw is
+   pf_dropout_kept of the site's key mixed with PF__DROP_PATH_STREAM, so it
+   is independent of the site's dropout (same key, other stream). */
+#define PF__DROP_PATH_STREAM 0x64726f7070617468ULL /* "droppath" */
+static int pf__drop_path_kept(uint64_t key, int n, float p) {
+    return pf_dropout_kept(pf_mix64(key ^ PF__DROP_PATH_STREAM), (size_t)n, p);
+}
+static void pf__drop_path(pf_real *x, int B, size_t per, uint64_t key, float p) {
+    const pf_real scale = (pf_real)(1.0 / (1.0 - (double)p));
+    int n;
+    PF__OMP(parallel for schedule(static))
+    for (n = 0; n < B; n++) {
+        pf_real f = pf__drop_path_kept(key, n, p) ? scale : (pf_real)0;
+        size_t i;
+        for (i = 0; i < per; i++) x[(size_t)n * per + i] *= f;
+    }
+}
+/* layer l's drop-path rate (0 when not training) */
+static float pf__drop_path_rate(const pf_model *m, int l) {
+    int L = m->cfg.depth;
+    if (!m->training || !(m->drop_path > 0.0f)) return 0.0f;
+    return L > 1 ? (float)((double)m->drop_path * l / (L - 1)) : m->drop_path;
+}
 
 /* The next GEMM on this thread uses the cached packed copy of weight W
    (inference with a valid cache only). */
@@ -3611,6 +3643,7 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     pf_layer_ptrs P = pf_model_layer(m, m->params, b, l);
     pf_layer_acts *a = &m->acts[b * c->depth + l];
     int drop = m->training && c->dropout > 0.0f;
+    float dpath = pf__drop_path_rate(m, l);
     const pf_real *res;
     /* attention sub-layer: x1 = (x | LN x) + Drop(Attn(LN x)) */
     PF__PROF(m, fwd, PF_OP_LAYERNORM, 8 * nd,
@@ -3624,6 +3657,7 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     res = c->residual == PF_PRENORM ? xin : a->u1;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
         if (drop) pf__dropout(a->x1, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 0)), c->dropout);
+        if (dpath > 0.0f) pf__drop_path(a->x1, B, (size_t)T * D, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 0)), dpath);
         PF__OMP(parallel for schedule(static))
         for (i = 0; i < ND; i++) a->x1[i] += res[i];
     });
@@ -3649,6 +3683,7 @@ static void pf__layer_forward(pf_model *m, int b, int l, const pf_real *xin, int
     res = c->residual == PF_PRENORM ? a->x1 : a->u2;
     PF__PROF(m, fwd, PF_OP_RESIDUAL, nd, {
         if (drop) pf__dropout(a->x2, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 2)), c->dropout);
+        if (dpath > 0.0f) pf__drop_path(a->x2, B, (size_t)T * D, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 2)), dpath);
         PF__OMP(parallel for schedule(static))
         for (i = 0; i < ND; i++) a->x2[i] += res[i];
     });
@@ -3790,11 +3825,13 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     pf_layer_ptrs P = pf_model_layer(m, m->params, b, l), G = pf_model_layer(m, m->grads, b, l);
     pf_layer_acts *a = &m->acts[b * c->depth + l];
     int drop = m->training && c->dropout > 0.0f, prenorm = c->residual == PF_PRENORM;
+    float dpath = pf__drop_path_rate(m, l);
     pf_real *dproj;
     /* MLP sub-layer */
     PF__PROF(m, bwd, PF_OP_RESIDUAL, nd, {
         memcpy(s->dres, s->dcur, ND * sizeof(pf_real));
         if (drop) pf__dropout(s->dres, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 2)), c->dropout);
+        if (dpath > 0.0f) pf__drop_path(s->dres, B, (size_t)T * D, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 2)), dpath);
     });
 #ifdef PF__VEC512
     if (PF__FUSE_GELU(drop)) { /* profiled as fc2 */
@@ -3822,10 +3859,12 @@ static void pf__layer_backward(pf_model *m, pf__scratch *s, int b, int l, const 
     });
     /* attention sub-layer; s->dres = dx1 */
     dproj = s->dres;
-    if (drop) {
+    if (drop || dpath > 0.0f) {
         PF__PROF(m, bwd, PF_OP_RESIDUAL, nd, {
+            uint64_t key = pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 0));
             memcpy(s->du, s->dres, ND * sizeof(pf_real));
-            pf__dropout(s->du, ND, pf__site_key(m, pf_dropout_site(m->cfg.depth, b, l, 0)), c->dropout);
+            if (drop) pf__dropout(s->du, ND, key, c->dropout);
+            if (dpath > 0.0f) pf__drop_path(s->du, B, (size_t)T * D, key, dpath);
         });
         dproj = s->du;
     }
@@ -6946,6 +6985,8 @@ PFDEF pf_status pf_train_opts_validate(const pf_train_opts *o) {
     if (!(o->cutmix >= 0.0f && o->cutmix <= 100.0f))
         return pf_fail(PF_ERR_ARG, "cutmix alpha %g must be in [0, 100]", o->cutmix);
     if (!(o->ema >= 0.0f && o->ema < 1.0f)) return pf_fail(PF_ERR_ARG, "ema decay %g must be in [0, 1)", o->ema);
+    if (!(o->drop_path >= 0.0f && o->drop_path < 1.0f))
+        return pf_fail(PF_ERR_ARG, "drop-path rate %g must be in [0, 1)", o->drop_path);
     if (o->new_branch != PF_NEW_ZERO && o->new_branch != PF_NEW_RANDOM)
         return pf_fail(PF_ERR_ARG, "new-branch %d is not zero or random", o->new_branch);
     if (!(o->old_lr >= 0.0f && o->old_lr <= 100.0f)) return pf_fail(PF_ERR_ARG, "old-branch lr multiplier %g must be in [0, 100]", o->old_lr);
@@ -7491,9 +7532,10 @@ static pf_status pf__trainer_run(pf_trainer *t) {
     pf_status st;
     if (be && be->max_batch > 0 && be->max_batch < t->o.batch)
         return pf_fail(PF_ERR_ARG, "trainer: batch %d, but the backend takes at most %d", t->o.batch, be->max_batch);
-    if (be && (t->targets || t->ema))
-        return pf_fail(PF_ERR_ARG, "trainer: %s runs on the CPU only (the GPU backend takes hard labels and keeps the "
-                       "weights on the device)", t->ema ? "the weight average (ema)" : "MixUp/CutMix");
+    if (be && (t->targets || t->ema || t->o.drop_path > 0.0f))
+        return pf_fail(PF_ERR_ARG, "trainer: %s runs on the CPU only (the GPU backend takes hard labels, keeps the "
+                       "weights on the device and has no stochastic depth)",
+                       t->ema ? "the weight average (ema)" : t->targets ? "MixUp/CutMix" : "drop-path");
     /* the host's values to the backend (pf_model_init, a resume, anything
        the caller did before), or the activations on the host */
     if (be) st = be->upload(be->ctx);
@@ -7501,19 +7543,18 @@ static pf_status pf__trainer_run(pf_trainer *t) {
     if (st != PF_OK) return st;
     t->t_start = pf_time();
     m->training = 1;
+    m->drop_path = t->o.drop_path;
     if (t->s.step == 0 && t->s.epoch == 0) { /* fresh; a resume starts at an epoch's end */
         if (t->ema) memcpy(t->ema, m->params, m->n_params * sizeof(pf_real));
         pf__trainer_log_start(t);
         if (t->o.schedule == PF_SCHED_STAGED && !t->o.keep_trainable) pf__trainer_stage_start(t);
     }
-    while (!t->s.done)
-        if ((st = pf__trainer_epoch(t)) != PF_OK) {
-            m->training = 0;
-            return st;
-        }
-    pf__trainer_apply_stage(t);
+    st = PF_OK;
+    while (!t->s.done && st == PF_OK) st = pf__trainer_epoch(t);
+    if (st == PF_OK) pf__trainer_apply_stage(t);
     m->training = 0;
-    return PF_OK;
+    m->drop_path = 0.0f;
+    return st;
 }
 
 PFDEF pf_status pf_trainer_run(pf_trainer *t) {
@@ -7587,14 +7628,15 @@ static const char *pf__lr_schedule_name(int s) {
 /* the options that decide the trajectory, as JSON (saved and compared) */
 static int pf__train_opts_json(const pf_train_opts *o, char *buf, size_t cap) {
     const pf_optim *p = &o->optim;
-    char list[16 * PF_TRAIN_MAX_LIST + 32] = "", opt[112] = "";
+    char list[16 * PF_TRAIN_MAX_LIST + 32] = "", opt[160] = "";
     int i, n, e = 0;
     const size_t cap_opt = sizeof opt;
     /* keys written only when on: a checkpoint without them (older) resumes as 0 */
     if (o->aug.erase_p > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"erase_p\":%.9g", (double)o->aug.erase_p);
     if (o->mixup > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"mixup\":%.9g", (double)o->mixup);
     if (o->cutmix > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"cutmix\":%.9g", (double)o->cutmix);
-    if (o->ema > 0.0f) snprintf(opt + e, cap_opt - (size_t)e, ",\"ema\":%.9g", (double)o->ema);
+    if (o->ema > 0.0f) e += snprintf(opt + e, cap_opt - (size_t)e, ",\"ema\":%.9g", (double)o->ema);
+    if (o->drop_path > 0.0f) snprintf(opt + e, cap_opt - (size_t)e, ",\"drop_path\":%.9g", (double)o->drop_path);
     if (o->stage_epochs[0] > 0) { /* only when given, so older checkpoints still resume */
         n = snprintf(list, sizeof list, ",\"stage_epochs\":[");
         for (i = 0; i < PF_TRAIN_MAX_LIST && o->stage_epochs[i] > 0; i++)

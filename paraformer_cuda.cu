@@ -2805,6 +2805,9 @@ PFDEF pf_status pf_cuda_forward(pf_cuda *g, const float *x, const int *labels, i
     if (B % g->nlrep) return pf_fail(PF_ERR_ARG, "pf_cuda_forward: batch %d is not a multiple of the %d replicas", B, g->nlrep);
     if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
     if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
+    if (m->training && m->drop_path > 0.0f)
+        return pf_fail(PF_ERR_ARG, "pf_cuda_forward: drop-path (stochastic depth, m->drop_path %g) runs on the CPU only",
+                       (double)m->drop_path);
     if (!x && g->input_B != B)
         return pf_fail(PF_ERR_ARG, "pf_cuda_forward: no images on the device for a batch of %d (x is NULL)", B);
     if (labels)

@@ -364,13 +364,16 @@ has "train --erase 0.5: the log's start event holds it" "$T/erase.jsonl" '"preci
 expect_fail "train --mixup -1" "--mixup" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --mixup -1
 expect_fail "train --cutmix nan" "--cutmix: 'nan' is not a number" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --cutmix nan
 expect_fail "train --ema 1" "--ema: 1 is out of range" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" --ema 1
+expect_fail "train --drop-path 1" "--drop-path: 1 is out of range" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" \
+    --drop-path 1
 expect_fail "train --lr-schedule cosine-stage" "--lr-schedule" "$EXE" train --data "fmnist:$S" --out "$T/t.safetensors" \
     --lr-schedule cosine-stage
-expect_ok "train --mixup 0.8 --cutmix 1 --ema 0.99 --lr-schedule cosine-run" "$EXE" train --data "fmnist:$S#limit=200" \
-    --val 0.25 --test none --patch 7 --dim 16 --heads 2 --mlp-dim 32 --branches 2 --depth 1 --batch 50 --epochs 1 \
-    --seed 3 --quiet --mixup 0.8 --cutmix 1 --ema 0.99 --lr-schedule cosine-run --out "$T/mix.safetensors"
-has "train --mixup/--cutmix/--ema: the checkpoint's training options hold them" "$T/mix.safetensors" \
-    '\"lr_schedule\":\"cosine-run\"' '\"mixup\":0.8' '\"cutmix\":1' '\"ema\":0.99' 'train.ema'
+expect_ok "train --mixup 0.8 --cutmix 1 --ema 0.99 --drop-path 0.2 --lr-schedule cosine-run" "$EXE" train \
+    --data "fmnist:$S#limit=200" --val 0.25 --test none --patch 7 --dim 16 --heads 2 --mlp-dim 32 --branches 2 --depth 1 \
+    --batch 50 --epochs 1 --seed 3 --quiet --mixup 0.8 --cutmix 1 --ema 0.99 --drop-path 0.2 --lr-schedule cosine-run \
+    --out "$T/mix.safetensors"
+has "train --mixup/--cutmix/--ema/--drop-path: the checkpoint's training options hold them" "$T/mix.safetensors" \
+    '\"lr_schedule\":\"cosine-run\"' '\"mixup\":0.8' '\"cutmix\":1' '\"ema\":0.99' '\"drop_path\":0.2' 'train.ema'
 no_file "failed trains leave no checkpoint" "$T/t.safetensors"
 
 D="fmnist:$S#limit=1100"
@@ -836,7 +839,7 @@ PY
     else bad "--device cuda --train-branches changed more (or less) than branch 4 and the new head rows"; fi
     expect_fail "train --device cuda:99" "CUDA device 99 does not exist" "$EMU" train --data "$D" "${TINY[@]}" \
         --device cuda:99 --out "$T/t99.safetensors"
-    for f in "--mixup 0.8" "--cutmix 1" "--ema 0.99"; do
+    for f in "--mixup 0.8" "--cutmix 1" "--ema 0.99" "--drop-path 0.1"; do
         # shellcheck disable=SC2086 # the words of $f
         expect_fail "train --device cuda $f is refused" "runs on the CPU only" "$EMU" train --data "$D" "${TINY[@]}" \
             --device cuda $f --out "$T/tmix.safetensors"

@@ -893,6 +893,13 @@ static void test_bad_input(void) {
     check(pf_cuda_forward(g, x, y, 8, 0.0f, NULL) == PF_ERR_ARG, "label 5 of 5 classes refused: %s", pf_last_error());
     check(pf_cuda_forward(g, x, NULL, 8, 0.0f, NULL) == PF_OK && pf_cuda_backward(g) == PF_ERR_ARG,
           "backward after a forward without labels refused: %s", pf_last_error());
+    m->training = 1;
+    m->drop_path = 0.1f;
+    y[3] = 1;
+    check(pf_cuda_forward(g, x, y, 8, 0.0f, NULL) == PF_ERR_ARG && strstr(pf_last_error(), "CPU only"),
+          "a training forward with drop-path refused: %s", pf_last_error());
+    m->training = 0;
+    m->drop_path = 0.0f;
     pf_cuda_free(g);
     o = pf_cuda_opts_default();
     o.max_batch = 200000000; /* activations of ~10^12 bytes: no device has them */

@@ -289,7 +289,7 @@ done:
     pf_st_close(c.f);
 }
 
-/* forward + backward + 3 optimizer steps with dropout and clipping, then a
+/* forward + backward + 3 optimizer steps with dropout, drop-path and clipping, then a
    copy of params, grads and logits (*n values) */
 static pf_real *train_copy(int threads, size_t *n) {
     pf_config c;
@@ -305,6 +305,7 @@ static pf_real *train_copy(int threads, size_t *n) {
     pf_model_init(m, 7, 0);
     if (pf_model_reserve(m, 8) || pf_model_alloc_train(m)) { pf_model_free(m); return NULL; }
     m->training = 1;
+    m->drop_path = 0.3f;
     o.clip = 1.0f;
     x = (pf_real *)malloc(sizeof(pf_real) * 8 * 3 * 16 * 16);
     for (i = 0; i < 8 * 3 * 16 * 16; i++) x[i] = (pf_real)sin(0.37 * i);
@@ -328,9 +329,125 @@ static void test_threads(void) {
     size_t na = 0, nb = 0;
     pf_real *a = train_copy(1, &na), *b = train_copy(2, &nb);
     check(a && b && na == nb && !memcmp(a, b, na * sizeof(pf_real)),
-          "1 and 2 threads give bitwise identical params, grads and logits after 3 steps with dropout (%zu values)", na);
+          "1 and 2 threads give bitwise identical params, grads and logits after 3 steps with dropout and drop-path (%zu values)", na);
     free(a);
     free(b);
+}
+
+/* Stochastic depth (m->drop_path = p): layer l of a branch of depth L drops
+   each image's residual sub-layers with probability p*l/(L-1), keeping them
+   scaled by 1/(1-p*l/(L-1)). Checks, on PF(2x2) with p = 0.5 (layer 1 at
+   0.5, layer 0 never): the attention sub-layer of layer 1 adds exactly f_n
+   times what it adds without drop-path, f_n = 0 or 2 as
+   pf__drop_path_kept says, both present in the batch; layer 0 is
+   untouched; the backward against central differences of the loss at the
+   same masks; evaluation (training 0) ignores it. */
+static double dp_loss(pf_model *m, const pf_real *x, const int *labels, int B, uint64_t ctr) {
+    float loss;
+    m->dropout_counter = ctr; /* the same masks on every call */
+    pf_model_changed(m);
+    pf_forward(m, x, labels, B, 0.0f, &loss);
+    return m->loss;
+}
+static void test_drop_path(void) {
+    enum { B = 8 };
+    pf_config c = shape_config(8, 3, 4, 16, 2, 32, 2, 2, 5);
+    pf_model *m;
+    pf_real *x, *x1_plain, *xin, *x2_l0, *grad;
+    int labels[B], i, n, kept = 0, dropped = 0, bad = 0;
+    size_t per, ND, j, probe[6];
+    uint64_t ctr, key;
+    double err = 0, gmax = 0, worst_scale = 0;
+    float eval_plain, eval_dp;
+    const float p = 0.5f;
+    pf_set_threads(2);
+    if (pf_model_create(&c, &m) != PF_OK) { check(0, "drop-path: model"); return; }
+    pf_model_init(m, 11, 0);
+    if (pf_model_reserve(m, B) || pf_model_alloc_train(m)) { check(0, "drop-path: reserve"); pf_model_free(m); return; }
+    per = (size_t)m->T * c.dim;
+    ND = per * B;
+    x = (pf_real *)malloc(sizeof(pf_real) * B * 3 * 8 * 8);
+    x1_plain = (pf_real *)malloc(sizeof(pf_real) * ND);
+    xin = (pf_real *)malloc(sizeof(pf_real) * ND);
+    x2_l0 = (pf_real *)malloc(sizeof(pf_real) * ND);
+    grad = (pf_real *)malloc(sizeof(pf_real) * m->n_params);
+    for (i = 0; i < B * 3 * 8 * 8; i++) x[i] = (pf_real)sin(0.61 * i + 0.2);
+    for (i = 0; i < B; i++) labels[i] = (3 * i) % 5;
+    /* the zeroed output projections of pf_model_init's later branches would
+       hide the sub-layers: give every parameter a value */
+    for (j = 0; j < m->n_params; j++) m->params[j] += (pf_real)(0.02 * sin(0.7 * (double)j));
+
+    m->training = 1;
+    ctr = m->dropout_counter + 1;
+    dp_loss(m, x, labels, B, ctr - 1); /* without drop-path */
+    memcpy(x1_plain, m->acts[1].x1, sizeof(pf_real) * ND);   /* branch 1, layer 1 */
+    memcpy(xin, m->acts[0].x2, sizeof(pf_real) * ND);        /* its input */
+    memcpy(x2_l0, m->acts[0].x2, sizeof(pf_real) * ND);
+    m->drop_path = p;
+    dp_loss(m, x, labels, B, ctr - 1);
+    check(!memcmp(x2_l0, m->acts[0].x2, sizeof(pf_real) * ND), "drop-path: layer 0 (rate 0) is untouched");
+    key = pf__site_key(m, pf_dropout_site(c.depth, 0, 1, 0));
+    for (n = 0; n < B; n++) {
+        int k = pf__drop_path_kept(key, n, p);
+        double f = k ? 1.0 / (1.0 - p) : 0.0, scale = 1e-30;
+        kept += k;
+        dropped += !k;
+        for (j = (size_t)n * per; j < (size_t)(n + 1) * per; j++) {
+            double want = f * ((double)x1_plain[j] - xin[j]), got = (double)m->acts[1].x1[j] - xin[j];
+            if (fabs(want - got) > worst_scale) worst_scale = fabs(want - got);
+            scale = fabs((double)x1_plain[j] - xin[j]) > scale ? fabs((double)x1_plain[j] - xin[j]) : scale;
+        }
+        if (worst_scale > 1e-5 * (1 + scale)) bad++;
+    }
+    check(kept > 0 && dropped > 0, "drop-path: layer 1 keeps %d and drops %d of %d images at p = 0.5", kept, dropped, B);
+    check(bad == 0, "drop-path: layer 1's attention adds 0 or 1/(1-p) times its plain output per image (%d images off, "
+          "worst %.1e)", bad, worst_scale);
+
+    /* backward against central differences, masks fixed */
+    dp_loss(m, x, labels, B, ctr);
+    pf_backward(m);
+    memcpy(grad, m->grads, sizeof(pf_real) * m->n_params);
+    for (j = 0; j < m->n_params; j++) gmax = fabs((double)grad[j]) > gmax ? fabs((double)grad[j]) : gmax;
+    {
+        pf_layer_ptrs L1 = pf_model_layer(m, m->params, 0, 1), L1b = pf_model_layer(m, m->params, 1, 1);
+        probe[0] = (size_t)(L1.qkv_w - m->params) + 5;
+        probe[1] = (size_t)(L1.proj_w - m->params) + 17;
+        probe[2] = (size_t)(L1.fc1_w - m->params) + 3;
+        probe[3] = (size_t)(L1.fc2_w - m->params) + 40;
+        probe[4] = (size_t)(L1b.fc2_b - m->params) + 1;
+        probe[5] = (size_t)(L1b.ln1_w - m->params) + 2;
+    }
+    for (i = 0; i < 6; i++) {
+#ifdef PF_DOUBLE
+        const double h = 1e-5;
+#else
+        const double h = 1e-2;
+#endif
+        pf_real save = m->params[probe[i]];
+        double lp, lm, fd;
+        m->params[probe[i]] = (pf_real)(save + h);
+        lp = dp_loss(m, x, labels, B, ctr);
+        m->params[probe[i]] = (pf_real)(save - h);
+        lm = dp_loss(m, x, labels, B, ctr);
+        m->params[probe[i]] = save;
+        fd = (lp - lm) / (2 * h);
+        if (fabs(fd - grad[probe[i]]) / gmax > err) err = fabs(fd - grad[probe[i]]) / gmax;
+    }
+#ifdef PF_DOUBLE
+    check(err < 1e-7, "drop-path: backward = central differences at 6 parameters (err %.1e of the largest gradient)", err);
+#else
+    check(err < 2e-2, "drop-path: backward = central differences at 6 parameters (err %.1e of the largest gradient)", err);
+#endif
+
+    /* evaluation ignores it */
+    m->training = 0;
+    m->drop_path = 0;
+    pf_forward(m, x, labels, B, 0.0f, &eval_plain);
+    m->drop_path = p;
+    pf_forward(m, x, labels, B, 0.0f, &eval_dp);
+    check(eval_plain == eval_dp, "drop-path: an evaluation forward ignores it (loss %.6f = %.6f)", eval_plain, eval_dp);
+    free(x); free(x1_plain); free(xin); free(x2_l0); free(grad);
+    pf_model_free(m);
 }
 
 int main(void) {
@@ -342,6 +459,7 @@ int main(void) {
     printf("# test_model (%s build, tolerance %.0e relative)\n", BUILD, TOL);
     for (c = 0; c < sizeof cases / sizeof *cases; c++) run_case(cases[c]);
     test_threads();
+    test_drop_path();
     printf("# worst relative error against PyTorch (float64) per tensor kind:\n");
     for (k = 0; k < K_COUNT; k++) printf("#   %-22s %.2e  (%s)\n", kind_name[k], worst[k], worst_at[k]);
     return test_summary();

@@ -297,7 +297,8 @@ static void test_sweep_and_compress(const pf_dataset *te) {
 /* An interrupted run resumed with 1 thread ends as the uninterrupted one
    with 2. With random erasing (erase_p > 0) the files are erase_*, so that
    full.safetensors stays the plain joint run test_resume_refusals reads. */
-/* mix: MixUp and CutMix (alpha 0.8 and 1) and a weight average (0.9) */
+/* mix: MixUp and CutMix (alpha 0.8 and 1), a weight average (0.9) and
+   drop-path (0.3) */
 static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule, int64_t stop_at, float erase_p,
                         int mix) {
     const char *tag = mix ? "mix_" : erase_p > 0 ? "erase_" : "";
@@ -308,9 +309,9 @@ static void test_resume(const pf_dataset *tr, const pf_dataset *va, int schedule
     pf_status st;
     char name[64];
     o.aug.erase_p = erase_p;
-    if (mix) { o.mixup = 0.8f; o.cutmix = 1.0f; o.ema = 0.9f; }
+    if (mix) { o.mixup = 0.8f; o.cutmix = 1.0f; o.ema = 0.9f; o.drop_path = 0.3f; }
     snprintf(name, sizeof name, "%s%s", pf_schedule_name(schedule),
-             mix ? " with MixUp, CutMix and ema" : erase_p > 0 ? " with erasing" : "");
+             mix ? " with MixUp, CutMix, ema and drop-path" : erase_p > 0 ? " with erasing" : "");
     remove(lfull);
     remove(lpart);
     check(run(tr, va, &o, full, lfull, 0, 0, 2, &s1) == PF_OK, "%s: uninterrupted run", name);
@@ -615,7 +616,7 @@ static void test_validation(void) {
         {"schedule 7", 8, 7}, {"old lr -1", 9, -1}, {"crop 65", 10, 65}, {"randaug m 31", 11, 31},
         {"keep_trainable with staged", 12, 1}, {"erase p 1.5", 13, 1.5}, {"erase p NaN", 13, NAN},
         {"mixup -1", 14, -1}, {"mixup NaN", 14, NAN}, {"cutmix 101", 15, 101}, {"ema 1", 16, 1}, {"ema NaN", 16, NAN},
-        {"lr schedule 3", 17, 3},
+        {"lr schedule 3", 17, 3}, {"drop path 1", 18, 1}, {"drop path -0.1", 18, -0.1}, {"drop path NaN", 18, NAN},
     };
     size_t i;
     o = pf_train_opts_default();
@@ -641,6 +642,7 @@ static void test_validation(void) {
         case 15: o.cutmix = (float)bad[i].v; break;
         case 16: o.ema = (float)bad[i].v; break;
         case 17: o.lr_schedule = (int)bad[i].v; break;
+        case 18: o.drop_path = (float)bad[i].v; break;
         }
         check(pf_train_opts_validate(&o) == PF_ERR_ARG && *pf_last_error(), "options refused: %s (%s)", bad[i].what,
               pf_last_error());

@@ -1561,7 +1561,7 @@ static void print_sweep(const double *sweep, int n, const pf_model *m) {
 enum { TR_DATA, TR_TEST, TR_VAL, TR_ARCH, TR_INIT = TR_ARCH + A_N, TR_RESIZE, TR_RESUME, TR_TRAIN_BRANCHES, TR_TRAIN_HEAD,
        TR_SCHEDULE, TR_EPOCHS, TR_BATCH, TR_LR, TR_OPTIMIZER, TR_WD, TR_LR_SCHED, TR_WARMUP, TR_MIN_LR, TR_CLIP,
        TR_SMOOTH, TR_NEW_BRANCH, TR_FREEZE_OLD, TR_OLD_LR, TR_PATIENCE, TR_MIN_DELTA, TR_PREFIX_CLIP, TR_CROP,
-       TR_FLIP, TR_RANDAUG, TR_ERASE, TR_MIXUP, TR_CUTMIX, TR_EMA, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_OVERWRITE,
+       TR_FLIP, TR_RANDAUG, TR_ERASE, TR_MIXUP, TR_CUTMIX, TR_EMA, TR_DROP_PATH, TR_THREADS, TR_DEVICE, TR_BF16, TR_SEED, TR_OUT, TR_OVERWRITE,
        TR_LOG, TR_LOG_EVERY, TR_EVAL_BATCH,
        TR_QUIET, TR_N };
 static const optdef TRAIN_OPTS[TR_N] = {
@@ -1603,6 +1603,8 @@ static const optdef TRAIN_OPTS[TR_N] = {
                                       "of the two per batch (CPU only)"},
     {"--ema", "DECAY", "0 (off)", "average the weights (e.g. 0.999): validation uses the average, and the final model "
                                   "is it (CPU only)"},
+    {"--drop-path", "P", "0 (off)", "stochastic depth: each residual sub-layer of an image dropped, in layer l of a "
+                                    "branch of depth L with probability P*l/(L-1) (CPU only)"},
     {"--threads", "N", "all cores", "threads"},
     DEVICE_OPTDEFS,
     {"--seed", "N", "0", "initialisation, split, data order, augmentation, dropout"},
@@ -1690,6 +1692,7 @@ static void train_opts_flags(const cli *c, pf_train_opts *opts) {
     if (cli_get(c, TR_MIXUP)) opts->mixup = parse_float(c, TR_MIXUP, 0, 100);
     if (cli_get(c, TR_CUTMIX)) opts->cutmix = parse_float(c, TR_CUTMIX, 0, 100);
     if (cli_get(c, TR_EMA)) opts->ema = parse_float(c, TR_EMA, 0, 0.99999);
+    if (cli_get(c, TR_DROP_PATH)) opts->drop_path = parse_float(c, TR_DROP_PATH, 0, 0.99);
     if (cli_get(c, TR_SEED)) opts->seed = parse_u64(c, TR_SEED);
     if (cli_get(c, TR_LOG_EVERY)) opts->log_every = (int)parse_int(c, TR_LOG_EVERY, 1, INT_MAX);
     if (cli_get(c, TR_EVAL_BATCH)) opts->eval_batch = (int)parse_int(c, TR_EVAL_BATCH, 1, 65536);
@@ -1749,9 +1752,10 @@ static void train_flags(train_job *j, int argc, char **argv) {
     train_opts_flags(c, &j->opts);
     if (cli_get(c, TR_THREADS)) pf_set_threads((int)parse_int(c, TR_THREADS, 1, 1024));
     parse_device(c, TR_DEVICE, TR_BF16, &j->dv);
-    if (j->dv.cuda && (j->opts.mixup > 0 || j->opts.cutmix > 0 || j->opts.ema > 0))
-        usage_error(c, "%s runs on the CPU only: the GPU backend takes hard labels and keeps the weights on the device",
-                    j->opts.mixup > 0 ? "--mixup" : j->opts.cutmix > 0 ? "--cutmix" : "--ema");
+    if (j->dv.cuda && (j->opts.mixup > 0 || j->opts.cutmix > 0 || j->opts.ema > 0 || j->opts.drop_path > 0))
+        usage_error(c, "%s runs on the CPU only: the GPU backend takes hard labels, keeps the weights on the device "
+                    "and has no stochastic depth", j->opts.mixup > 0 ? "--mixup" : j->opts.cutmix > 0 ? "--cutmix"
+                    : j->opts.ema > 0 ? "--ema" : "--drop-path");
     if (cli_get(c, TR_TRAIN_BRANCHES)) {
         if (j->opts.schedule != PF_SCHED_JOINT && cli_get(c, TR_SCHEDULE))
             usage_error(c, "--train-branches trains some branches jointly: use --schedule joint (the default then)");
