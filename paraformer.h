@@ -2441,14 +2441,13 @@ static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, in
         for (p = tid * npanel / nth; p < (tid + 1) * npanel / nth; p++) {
             uint32_t *dst = bp + (size_t)p * kp * PF__NR;
             int j0 = jc + p * PF__NR, nr = N - j0 < PF__NR ? N - j0 : PF__NR, k, j;
-            for (j = 0; j < PF__NR; j++) {
-                if (j < nr) {
-                    kern.row(t0, B + (size_t)(j0 + j) * ldb + pc, kc);
-                    t0[kc] = 0;
-                }
-                for (k = 0; k < kp; k++)
-                    dst[(size_t)k * PF__NR + j] = j >= nr ? 0 : (uint32_t)t0[2 * k] | (uint32_t)t0[2 * k + 1] << 16;
+            for (j = 0; j < nr; j++) { /* the row's bf16 run, read as words, down column j */
+                kern.row(t0, B + (size_t)(j0 + j) * ldb + pc, kc);
+                t0[kc] = 0;
+                for (k = 0; k < kp; k++) memcpy(dst + (size_t)k * PF__NR + j, t0 + 2 * k, sizeof(uint32_t));
             }
+            for (k = 0; k < kp && nr < PF__NR; k++)
+                for (j = nr; j < PF__NR; j++) dst[(size_t)k * PF__NR + j] = 0;
         }
     }
     if (nth > 1) {
