@@ -758,9 +758,21 @@ else
             --exe "$EMU" --no-torch --models vit1,pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 --json "$T/gb.json"
         has "gpu_bench.py prints a table per model, fp32 and bf16, resident and from the host" "$T/out" \
             "pf2x1 (batch 2, inference batch 2)" "| ParaFormer-C bf16 |" "| ParaFormer-C fp32, images from the host |"
-        if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ours"]["pf2x1/bf16"]["precision"] == "bf16" and d["ours"]["vit1/fp32"]["train_img_s"] > 0' "$T/gb.json"; then
+        if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ours"]["pf2x1/bf16"]["precision"] == "bf16" and d["ours"]["vit1/fp32"]["train_img_s"] > 0 and d["failed"] == {}' "$T/gb.json"; then
             ok "gpu_bench.py --json: every run of ours under model/precision"
         else bad "gpu_bench.py --json: $(head -c 300 "$T/gb.json")"; fi
+        # a failing PyTorch side, and one past --timeout: ours are kept
+        printf 'import sys\nsys.exit("torch anchor: no CUDA here")\n' >"$T/anchor_fail.py"
+        printf 'import time\ntime.sleep(30)\n' >"$T/anchor_slow.py"
+        expect_fail "gpu_bench.py with a failing PyTorch side: exit 1" "gpu_bench: failed: torch (exit 1: torch anchor: no CUDA here)" \
+            /usr/bin/python3 tools/gpu_bench.py --exe "$EMU" --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 \
+            --torch-ref "$T/anchor_fail.py" --json "$T/gbf.json"
+        expect_fail "gpu_bench.py with a PyTorch side past --timeout: exit 1" "ran past --timeout 3 s" \
+            /usr/bin/python3 tools/gpu_bench.py --exe "$EMU" --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 \
+            --torch-ref "$T/anchor_slow.py" --timeout 3 --json "$T/gbs.json"
+        if /usr/bin/python3 -c 'import json,sys; ds=[json.load(open(f)) for f in sys.argv[1:]]; assert all(d["ours"]["pf2x1/bf16"]["train_img_s"] > 0 and "torch" in d["failed"] for d in ds)' "$T/gbf.json" "$T/gbs.json"; then
+            ok "gpu_bench.py --json keeps our runs and names the failed PyTorch side"
+        else bad "gpu_bench.py --json after a failed PyTorch side: $(head -c 300 "$T/gbf.json")"; fi
         expect_ok "tools/latency_model.py --run on the emulated backend" /usr/bin/python3 tools/latency_model.py --run \
             --exe "$EMU" --model pf2x1 --gpus 1,2 --batch 2 --warm 0 --reps 1
         has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \

@@ -20,7 +20,11 @@ ParaFormer 4x3's batch-1 latency against ViT 1x12's. Each figure is a median
 over --reps timed repeats after --warm untimed ones (both sides the same).
 
 Only the standard library is needed here; PyTorch runs in a subprocess with
-the same python3. Exit status: 0, or 1 if a run failed.
+the same python3. Each run has a time limit (--timeout); a run that fails or
+runs past it is recorded under "failed" and the others still run. With
+--json, the file is rewritten (to a temporary file, then renamed) after every
+run, so a session cut short keeps what was measured. Exit status: 0, or 1 if
+a run failed.
 """
 import argparse
 import json
@@ -32,19 +36,44 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def run_json_lines(cmd):
-    """Runs cmd; returns the JSON objects it printed (one per line or one
-    multi-line object), or exits with its output."""
+def run_json_lines(cmd, timeout):
+    """Runs cmd for at most timeout seconds; returns (the JSON objects it
+    printed, one per line or one multi-line object; None on failure) and
+    why it failed (None on success)."""
     print("$ " + " ".join(cmd), flush=True)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        why = "ran past --timeout %g s" % timeout
+        print("gpu_bench: %s %s" % (cmd[0], why), file=sys.stderr, flush=True)
+        return None, why
+    except OSError as e:
+        print("gpu_bench: %s: %s" % (cmd[0], e), file=sys.stderr, flush=True)
+        return None, str(e)
     if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr)
-        sys.exit("gpu_bench: %s failed (exit %d)" % (cmd[0], p.returncode))
+        sys.stderr.write(p.stdout[-2000:] + p.stderr[-2000:])
+        why = "exit %d: %s" % (p.returncode, (p.stderr.strip().splitlines() or ["(no message)"])[-1][:300])
+        print("gpu_bench: %s failed (%s)" % (cmd[0], why), file=sys.stderr, flush=True)
+        return None, why
     text = p.stdout.strip()
     try:
-        return [json.loads(text)]
+        return [json.loads(text)], None
     except ValueError:
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        try:
+            objs = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        except ValueError as e:
+            return None, "output is not JSON: %s" % e
+        return (objs, None) if objs else (None, "no JSON in the output")
+
+
+def save(path, out):
+    """Writes out to path through a temporary file and a rename (no torn file)."""
+    if not path:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, path)
 
 
 def main():
@@ -59,27 +88,41 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--no-torch", action="store_true", help="ours only")
     ap.add_argument("--no-compile", action="store_true", help="PyTorch eager only (no torch.compile: faster)")
-    ap.add_argument("--json", help="write every measurement here")
+    ap.add_argument("--json", help="write every measurement here (rewritten after each run)")
+    ap.add_argument("--timeout", type=float, default=300,
+                    help="seconds each run may take: ours per model and precision, PyTorch's all at once "
+                         "(default %(default)s)")
     a = ap.parse_args()
     models = a.models.split(",")
     common = ["--batch", str(a.batch), "--infer-batch", str(a.infer_batch), "--warm", str(a.warm),
               "--reps", str(a.reps)]
     ours = {}
+    torch = {}
+    gpu = torch_version = None
+    out = {"gpu": None, "ours": {}, "torch": torch, "ratios": {}, "failed": {}}
     for m in models:
         for prec in ("fp32", "bf16"):
             cmd = [a.exe, "bench", "--zoo", m, "--device", "cuda", "--json"] + common + (["--bf16"] if prec == "bf16" else [])
-            ours[(m, prec)] = run_json_lines(cmd)[0]
-    torch = {}
-    gpu = torch_version = None
+            objs, why = run_json_lines(cmd, a.timeout)
+            if objs:
+                ours[(m, prec)] = objs[0]
+                out["ours"]["%s/%s" % (m, prec)] = objs[0]
+            else:
+                out["failed"]["ours %s/%s" % (m, prec)] = why
+            save(a.json, out)
     if not a.no_torch:
         cmd = [sys.executable, a.torch_ref, "--device", "cuda", "--models", a.models] + common + \
               ([] if a.no_compile else ["--compile"])
-        for r in run_json_lines(cmd):
+        objs, why = run_json_lines(cmd, a.timeout)
+        for r in objs or []:
             if "gpu" in r:
                 gpu = r["gpu"]
                 torch_version = r.get("torch")
             elif "model" in r:
                 torch[r["model"]] = r
+        if why:
+            out["failed"]["torch"] = why
+        save(a.json, out)
     if gpu is None:
         try:
             gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
@@ -88,20 +131,23 @@ def main():
             pass
     print()
     print("GPU: %s%s" % (gpu or "?", "; PyTorch %s" % torch_version if torch else ""))
-    out = {"gpu": gpu, "ours": {"%s/%s" % k: v for k, v in ours.items()}, "torch": torch, "ratios": {}}
+    out["gpu"] = gpu
     for m in models:
         print()
         print("%s (batch %d, inference batch %d)" % (m, a.batch, a.infer_batch))
         print("| run | train img/s | infer img/s | batch-1 latency ms |")
         print("|---|--:|--:|--:|")
         for prec in ("fp32", "bf16"):
-            r = ours[(m, prec)]
+            r = ours.get((m, prec))
+            if r is None:
+                print("| ParaFormer-C %s | failed: %s | | |" % (prec, out["failed"].get("ours %s/%s" % (m, prec))))
+                continue
             print("| ParaFormer-C %s | %.0f | %.0f | %.3f |" % (prec, r["train_img_s"], r["infer_img_s"], r["latency_b1_ms"]))
             if "train_host_img_s" in r:  # the images copied from the host at each call
                 print("| ParaFormer-C %s, images from the host | %.0f | %.0f | |"
                       % (prec, r["train_host_img_s"], r["infer_host_img_s"]))
         t = torch.get(m)
-        if not t:
+        if not t or (m, "fp32") not in ours or (m, "bf16") not in ours:
             continue
         tags = sorted(k[len("train_img_s["):-1] for k in t if k.startswith("train_img_s["))
         for tag in tags:
@@ -124,16 +170,16 @@ def main():
               % (ratios["train_bf16_vs_torch_best"], best_train,
                  "%.2fx" % ratios["infer_vs_torch_compile_bf16"] if compiled else "(no compile)",
                  ours_b1, ratios["latency_b1_vs_torch_best"], best_b1))
-    if "vit12" in models and "pf4x3" in models:
+    if all((m, p) in ours for m in ("vit12", "pf4x3") for p in ("fp32", "bf16")):
         r = min(ours[("pf4x3", p)]["latency_b1_ms"] for p in ("fp32", "bf16")) / \
             min(ours[("vit12", p)]["latency_b1_ms"] for p in ("fp32", "bf16"))
         out["ratios"]["pf4x3_vs_vit12_latency_b1"] = r
         print()
         print("ParaFormer 4x3 batch-1 latency / ViT 1x12's (ours): %.2f" % r)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
-    return 0
+    save(a.json, out)
+    for what, why in out["failed"].items():
+        print("gpu_bench: failed: %s (%s)" % (what, why), file=sys.stderr)
+    return 1 if out["failed"] else 0
 
 
 if __name__ == "__main__":
