@@ -773,6 +773,24 @@ else
         if /usr/bin/python3 -c 'import json,sys; ds=[json.load(open(f)) for f in sys.argv[1:]]; assert all(d["ours"]["pf2x1/bf16"]["train_img_s"] > 0 and "torch" in d["failed"] for d in ds)' "$T/gbf.json" "$T/gbs.json"; then
             ok "gpu_bench.py --json keeps our runs and names the failed PyTorch side"
         else bad "gpu_bench.py --json after a failed PyTorch side: $(head -c 300 "$T/gbf.json")"; fi
+        # tools/gpu_check.sh's budget: a step that cannot start is skipped and
+        # said so; a command past its limit fails, and the run ends in time
+        GPU_CHECK_NO_BUILD=1 GPU_CHECK_EXE="$EMU" GPU_CHECK_BUDGET_S=5 GPU_CHECK_LOG="$T/gc_skip.log" \
+            bash tools/gpu_check.sh "$T/gc" >/dev/null 2>&1
+        rc=$?
+        if [ "$rc" = 0 ] && grep -q 'note - skipped (the program on the GPU): past GPU_CHECK_BUDGET_S=5' "$T/gc_skip.log" &&
+            grep -q '0 failure(s), 1 step(s) skipped for the budget' "$T/gc_skip.log"; then
+            ok "gpu_check.sh with a 5 s budget skips the program's checks, says so in GPU_CHECK_LOG, exit 0"
+        else bad "gpu_check.sh with a 5 s budget: exit $rc: $(tail -3 "$T/gc_skip.log" 2>/dev/null)"; fi
+        printf '#!/bin/sh\nexec sleep 100\n' >"$T/hang.sh"
+        chmod +x "$T/hang.sh"
+        s0=$(date +%s)
+        GPU_CHECK_NO_BUILD=1 GPU_CHECK_EXE="$T/hang.sh" GPU_CHECK_BUDGET_S=14 GPU_CHECK_LOG="$T/gc_hang.log" \
+            bash tools/gpu_check.sh "$T/gc" >/dev/null 2>&1
+        rc=$? el=$(( $(date +%s) - s0 ))
+        if [ "$rc" != 0 ] && [ "$el" -le 24 ] && grep -q '^FAIL - eval --device cuda ran past its limit' "$T/gc_hang.log"; then
+            ok "gpu_check.sh with a hanging GPU program: the commands fail at the budget (14 s), the run ends in $el s, exit $rc"
+        else bad "gpu_check.sh with a hanging GPU program: exit $rc after $el s: $(grep -m2 '^FAIL' "$T/gc_hang.log" 2>/dev/null)"; fi
         expect_ok "tools/latency_model.py --run on the emulated backend" /usr/bin/python3 tools/latency_model.py --run \
             --exe "$EMU" --model pf2x1 --gpus 1,2 --batch 2 --warm 0 --reps 1
         has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \

@@ -22,8 +22,11 @@
 # latency_model.json, profile.txt; the rest stays in runs/gpu_session_work.
 # When test_cuda fails and passes with one feature's switch off (gpu_check
 # tries each), steps 2-5 run with that switch off.
-# Steps 3-5 are skipped once the session has run for BUDGET_S seconds
-# (default 480: a device call may last 600). Exit status: gpu_check's.
+# BUDGET_S (default 480: a device call may last 600) bounds the session:
+# gpu_check gets 55 % of it (GPU_CHECK_BUDGET_S; it skips what would not fit
+# and says so), writing gpu_check.log and test_cuda.txt into OUT_DIR as it
+# runs; gpu_bench's runs are limited to the time left, and steps 3-5 are
+# skipped once the budget is spent. Exit status: gpu_check's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT:-runs/gpu_session}
@@ -37,14 +40,16 @@ exec > >(tee "$OUT_DIR/session.txt") 2>&1
 S=$(date +%s)
 t() { echo "[$(( $(date +%s) - S )) s] $*"; }
 left() { [ $(( $(date +%s) - S )) -lt "${BUDGET_S:-480}" ] || { t "skipped ($*): past BUDGET_S"; return 1; }; }
+# seconds of the budget left
+left_s() { echo $(( ${BUDGET_S:-480} - ($(date +%s) - S) )); }
 
-t "gpu_check"
-tools/gpu_check.sh "$WORK/check" >/dev/null 2>&1
+B=${BUDGET_S:-480}
+t "gpu_check (at most $((B * 55 / 100)) s)"
+GPU_CHECK_BUDGET_S=$((B * 55 / 100)) GPU_CHECK_LOG="$OUT_DIR/gpu_check.log" GPU_CHECK_TEST_LOG="$OUT_DIR/test_cuda.txt" \
+    tools/gpu_check.sh "$WORK/check" >/dev/null 2>&1
 rc=$?
-cp "$WORK/check/gpu_check.log" "$OUT_DIR/gpu_check.log" 2>/dev/null
-cp "$WORK/check/test_cuda.txt" "$OUT_DIR/test_cuda.txt" 2>/dev/null
-grep -E "^(FAIL|note)|passed,|ERROR SUMMARY" "$WORK/check/gpu_check.log"
-grep -E "AdamW|T=65|graph|x = NULL|bf16|fused rows" "$WORK/check/test_cuda.txt" | cut -c1-160
+grep -E "^(FAIL|note)|passed,|ERROR SUMMARY|gpu_check:" "$OUT_DIR/gpu_check.log"
+grep -E "AdamW|T=65|graph|x = NULL|bf16|fused rows" "$OUT_DIR/test_cuda.txt" 2>/dev/null | cut -c1-160
 t "gpu_check exit $rc"
 [ -x build/cuda/paraformer ] || { echo "no build/cuda/paraformer: stopping"; exit 1; }
 # a feature that fails on the GPU (test_cuda passes only with its switch
@@ -53,12 +58,12 @@ fix=$(grep -m1 -oE '^note - with PF_CUDA_[A-Z_]+=[0-9]+: 0 failures, exit 0;' "$
       sed -E 's/^note - with ([^:]+):.*/\1/')
 [ -n "$fix" ] && { export "${fix?}"; t "test_cuda passes only with $fix: the benches run with it"; }
 
-t "gpu_bench (tools/torch_ref.py${QUICK:+, eager only})"
+left gpu_bench && t "gpu_bench (tools/torch_ref.py${QUICK:+, eager only}; each run at most $(left_s) s)" &&
 if python3 -c 'import torch' 2>/dev/null; then
-    python3 tools/gpu_bench.py $QUICK --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
+    python3 tools/gpu_bench.py $QUICK --timeout "$(left_s)" --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
 else
     echo "python3 cannot import torch: ours only"
-    python3 tools/gpu_bench.py --no-torch --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
+    python3 tools/gpu_bench.py --no-torch --timeout "$(left_s)" --json "$OUT_DIR/gpu_bench.json" | grep -v '^\$'
 fi
 
 left switches && t "switches (bench, ours)" &&
