@@ -57,6 +57,8 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 #include <nccl.h>
+#include <sys/stat.h>
+#include <time.h>
 #define PFC_HD __host__ __device__
 #define PFC_LAMBDA [=] __device__
 #endif
@@ -95,6 +97,7 @@ struct pfc_dev {
     size_t n_local;  /* parameters in the local layout */
     size_t smem_max; /* shared memory one block may use (bytes) */
     mutable unsigned long long launches; /* kernels and GEMMs run (pf_cuda_launches; the launchers take a const device) */
+    mutable int attr_err; /* the first failed cudaFuncSetAttribute (a cudaError_t; 0: none), reported by pfc_launch_status */
     int sms;         /* streaming multiprocessors */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
@@ -326,8 +329,11 @@ template <class... F> __global__ void pfc_blocks_kernel(F... phases) {
 template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
     if (!nblk) return;
     d->launches++;
-    if (smem > 48 * 1024) /* the device's maximum: a later launch must never lower what a captured graph needs */
-        cudaFuncSetAttribute(pfc_blocks_kernel<F...>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)d->smem_max);
+    if (smem > 48 * 1024) { /* the device's maximum: a later launch must never lower what a captured graph needs */
+        cudaError_t e = cudaFuncSetAttribute(pfc_blocks_kernel<F...>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)d->smem_max);
+        if (e != cudaSuccess && !d->attr_err) d->attr_err = (int)e;
+    }
     pfc_blocks_kernel<<<(unsigned)nblk, nthr, smem, d->stream>>>(phases...);
 }
 #endif
@@ -1856,7 +1862,10 @@ static pf_status pfc_alloc_dev(pf_cuda *g, pfc_dev *d) {
 
 #ifndef PF_CUDA_EMULATE
 /* the NCCL unique id: rank 0 makes it and writes it (hex) to the id file;
-   the others wait for the file (or read PF_NCCL_ID) */
+   the others wait for the file (or read PF_NCCL_ID). A file written more
+   than PFC_ID_STALE_S seconds before a rank asks is an earlier run's and is
+   never read (rank 0 also removes the file once every rank has joined). */
+#define PFC_ID_STALE_S 120
 static pf_status pfc_nccl_id(const pf_cuda_opts *o, ncclUniqueId *id) {
     const char *env = o->nccl_id;
     char hex[2 * NCCL_UNIQUE_ID_BYTES + 2];
@@ -1884,8 +1893,10 @@ static pf_status pfc_nccl_id(const pf_cuda_opts *o, ncclUniqueId *id) {
     }
     {
         int tries;
+        time_t asked = time(NULL);
         for (tries = 0; tries < 600; tries++) { /* up to 60 s */
-            FILE *f = fopen(o->id_file, "r");
+            struct stat sb;
+            FILE *f = stat(o->id_file, &sb) == 0 && sb.st_mtime + PFC_ID_STALE_S >= asked ? fopen(o->id_file, "r") : NULL;
             if (f) {
                 size_t n = fread(hex, 1, 2 * NCCL_UNIQUE_ID_BYTES, f);
                 fclose(f);
@@ -1931,16 +1942,21 @@ static pf_status pfc_comms_init(pf_cuda *g, int world_dev) {
             r = ncclCommInitRank(&world[i], world_dev, id, o->rank * o->n_devices + i);
         }
         if (ncclGroupEnd() != ncclSuccess && r == ncclSuccess) r = ncclSystemError;
+        /* every rank has joined (the init is collective): the id is spent */
+        if (r == ncclSuccess && o->rank == 0 && !o->nccl_id[0] && o->id_file[0]) remove(o->id_file);
     }
     if (r == ncclSuccess) {
         ncclGroupStart();
+        ncclResult_t e;
         for (i = 0; i < g->ndev && r == ncclSuccess; i++)
             r = ncclCommSplit(world[i], g->dev[i].replica, g->dev[i].pos, &g->dev[i].group_comm, NULL);
-        ncclGroupEnd();
-        ncclGroupStart();
-        for (i = 0; i < g->ndev && r == ncclSuccess; i++)
-            r = ncclCommSplit(world[i], g->dev[i].pos, g->dev[i].replica, &g->dev[i].pos_comm, NULL);
-        ncclGroupEnd();
+        if ((e = ncclGroupEnd()) != ncclSuccess && r == ncclSuccess) r = e;
+        if (r == ncclSuccess) {
+            ncclGroupStart();
+            for (i = 0; i < g->ndev && r == ncclSuccess; i++)
+                r = ncclCommSplit(world[i], g->dev[i].pos, g->dev[i].replica, &g->dev[i].pos_comm, NULL);
+            if ((e = ncclGroupEnd()) != ncclSuccess && r == ncclSuccess) r = e;
+        }
     }
     for (i = 0; i < g->ndev; i++) if (world[i]) ncclCommDestroy(world[i]);
     if (r != ncclSuccess) return pf_fail(PF_ERR_IO, "NCCL setup over %d devices failed: %s", world_dev, ncclGetErrorString(r));
@@ -2001,6 +2017,7 @@ static pf_status pfc_dev_open(pf_cuda *g, int i, int total) {
     return PF_OK;
 }
 
+static void pfc_clear_errors(pf_cuda *g);
 PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **out) {
     pf_cuda *g;
     const pf_config *c = m ? &m->cfg : NULL;
@@ -2074,6 +2091,7 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
 #ifndef PF_CUDA_EMULATE
     if ((world_dev > 1 || o.collectives) && (st = pfc_comms_init(g, world_dev)) != PF_OK) { pf_cuda_free(g); return st; }
 #endif
+    pfc_clear_errors(g); /* what the set-up left (pfc_launch_status) */
     if ((st = pf_cuda_upload(g)) != PF_OK) { pf_cuda_free(g); return st; }
     *out = g;
     return PF_OK;
@@ -2729,30 +2747,48 @@ static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64
 
 /* a kernel launch that failed (too many threads or too much shared memory
    for the device, an invalid configuration) leaves its error for
-   cudaGetLastError only: cleared before each part of a step (other
-   libraries may leave one there: NCCL's setup does) and asked after it */
-static pf_status pfc_launch_status(pf_cuda *g, int clear) {
+   cudaGetLastError only: asked after each part of a step. What the set-up
+   left there (NCCL's probes of kernels not built for this GPU do) is
+   cleared once, at the end of pf_cuda_create (pfc_clear_errors); nothing
+   else is cleared, so an error shows in the part that raised it. A failed
+   cudaFuncSetAttribute is reported here too. */
+static pf_status pfc_launch_status(pf_cuda *g) {
 #ifndef PF_CUDA_EMULATE
     int i;
     for (i = 0; i < g->ndev; i++) {
         cudaError_t e;
+        if (g->dev[i].attr_err) {
+            e = (cudaError_t)g->dev[i].attr_err;
+            g->dev[i].attr_err = 0;
+            return pf_fail(PF_ERR_IO, "GPU %d: allowing %zu bytes of shared memory per block failed: %s", g->dev[i].id,
+                           g->dev[i].smem_max, cudaGetErrorString(e));
+        }
         cudaSetDevice(g->dev[i].id);
-        if ((e = cudaGetLastError()) != cudaSuccess && !clear)
+        if ((e = cudaGetLastError()) != cudaSuccess)
             return pf_fail(PF_ERR_IO, "GPU %d: a kernel launch failed: %s", g->dev[i].id, cudaGetErrorString(e));
     }
 #else
-    (void)g; (void)clear;
+    (void)g;
 #endif
     return PF_OK;
+}
+static void pfc_clear_errors(pf_cuda *g) {
+#ifndef PF_CUDA_EMULATE
+    int i;
+    for (i = 0; i < g->ndev; i++) {
+        cudaSetDevice(g->dev[i].id);
+        cudaGetLastError();
+    }
+#else
+    (void)g;
+#endif
 }
 /* one part of a step: as a graph (pfc_graph_run) when graphs are on, else
    directly; then the launches' status */
 static pf_status pfc_run_part(pf_cuda *g, pfc_graph *cache, int n, const uint64_t *key, pfc_work_fn work,
                               const void *arg) {
-    pf_status st;
-    pfc_launch_status(g, 1);
-    st = pfc_graphs_on(g) ? pfc_graph_run(g, cache, n, key, work, arg) : work(g, arg);
-    return st != PF_OK ? st : pfc_launch_status(g, 0);
+    pf_status st = pfc_graphs_on(g) ? pfc_graph_run(g, cache, n, key, work, arg) : work(g, arg);
+    return st != PF_OK ? st : pfc_launch_status(g);
 }
 
 struct pfc_fwd_args {
