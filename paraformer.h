@@ -2413,6 +2413,26 @@ static PF__TLS uint32_t pf__bpack16[(PF__KCB / 2) * PF__NC] PF__ALIGN64;
 static PF__TLS uint32_t pf__apack16[(PF__KCB / 2) * PF__MR * PF__AG] PF__ALIGN64;
 static PF__TLS uint16_t pf__brow16[PF__KCB + 2] PF__ALIGN64;
 
+/* Rows pc + 2k and pc + 2k + 1 of X (ld apart), columns c0 .. c0 + ncol, as
+   words (bf16 pairs), dealt out to npan panels of w words: panel q's word j
+   of pair k at dst[(q * kp + k) * w + j], zero past ncol; npan * w <= PF__NC */
+static void pf__pack_row_pairs(uint32_t *dst, const float *X, int ld, int pc, int kc, int c0, int ncol, int npan, int w,
+                               pf__bkernel kern) {
+    uint32_t run[PF__NC];
+    int kp = (kc + 1) / 2, k, j, q;
+    for (k = 0; k < kp; k++) {
+        const float *r0 = X + (size_t)(pc + 2 * k) * ld + c0;
+        if (2 * k + PF__APF + 1 < kc)
+            for (j = 0; j < ncol; j += 16) {
+                PF__PREFETCH(r0 + (size_t)PF__APF * ld + j);
+                PF__PREFETCH(r0 + (size_t)(PF__APF + 1) * ld + j);
+            }
+        kern.pairs(run, r0, 2 * k + 1 < kc ? r0 + ld : NULL, ncol);
+        for (j = ncol; j < npan * w; j++) run[j] = 0;
+        for (q = 0; q < npan; q++) memcpy(dst + ((size_t)q * kp + k) * w, run + q * w, (size_t)w * sizeof(uint32_t));
+    }
+}
+
 /* pf__gemm_block on bf16 words: pack B's panels (this thread's share) as
    words, wait, pack each micro-row of A (of A^T: PF__AG at a time) as
    words, run the kernel */
@@ -2422,21 +2442,9 @@ static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, in
     int npanel = (nc + PF__NR - 1) / PF__NR, nmicro = (M + 11) / 12, kp = (kc + 1) / 2, p, r;
     uint16_t *t0 = pf__brow16;
     if (!tb) { /* rows 2q and 2q+1 of B, interleaved: this thread's panels, a row run at a time */
-        int p0 = tid * npanel / nth, p1 = (tid + 1) * npanel / nth, j0 = jc + p0 * PF__NR, k, j;
+        int p0 = tid * npanel / nth, p1 = (tid + 1) * npanel / nth, j0 = jc + p0 * PF__NR;
         int ncol = N - j0 < (p1 - p0) * PF__NR ? N - j0 : (p1 - p0) * PF__NR;
-        uint32_t run[PF__NC];
-        for (k = 0; k < kp && p1 > p0; k++) {
-            const float *r0 = B + (size_t)(pc + 2 * k) * ldb + j0;
-            if (2 * k + PF__APF + 1 < kc)
-                for (j = 0; j < ncol; j += 16) {
-                    PF__PREFETCH(r0 + (size_t)PF__APF * ldb + j);
-                    PF__PREFETCH(r0 + (size_t)(PF__APF + 1) * ldb + j);
-                }
-            kern.pairs(run, r0, 2 * k + 1 < kc ? r0 + ldb : NULL, ncol);
-            for (j = ncol; j < (p1 - p0) * PF__NR; j++) run[j] = 0;
-            for (p = p0; p < p1; p++)
-                memcpy(bp + ((size_t)p * kp + k) * PF__NR, run + (p - p0) * PF__NR, PF__NR * sizeof(uint32_t));
-        }
+        if (p1 > p0) pf__pack_row_pairs(bp + (size_t)p0 * kp * PF__NR, B, ldb, pc, kc, j0, ncol, p1 - p0, PF__NR, kern);
     } else { /* B^T: row j of the source holds column j's k run, already in pairs */
         for (p = tid * npanel / nth; p < (tid + 1) * npanel / nth; p++) {
             uint32_t *dst = bp + (size_t)p * kp * PF__NR;
@@ -2454,7 +2462,7 @@ static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, in
         PF__OMP(barrier)
     }
     for (r = tid * nmicro / nth; r < (tid + 1) * nmicro / nth; r++) {
-        int i0 = r * 12, mr = M - i0 < 12 ? M - i0 : 12, i, k, q, lc = load_c;
+        int i0 = r * 12, mr = M - i0 < 12 ? M - i0 : 12, i, q, lc = load_c;
         uint32_t *ap;
         long rs, cs;
         if (!ta) { /* rows of A: each row's words are its bf16 run */
@@ -2469,19 +2477,8 @@ static void pf__gemm_block_bf16(int ta, int tb, int M, int N, const float *A, in
             int g = (r - tid * nmicro / nth) % PF__AG;
             if (!g) { /* pack the next PF__AG micro-rows at once: longer runs of each row of A */
                 int rend = (tid + 1) * nmicro / nth, ng = rend - r < PF__AG ? rend - r : PF__AG;
-                int ncol = M - i0 < ng * 12 ? M - i0 : ng * 12, h;
-                uint32_t run[PF__AG * 12];
-                for (k = 0; k < kp; k++) {
-                    const float *r0 = A + (size_t)(pc + 2 * k) * lda + i0;
-                    if (2 * k + PF__APF + 1 < kc)
-                        for (h = 0; h < ncol; h += 16) {
-                            PF__PREFETCH(r0 + (size_t)PF__APF * lda + h);
-                            PF__PREFETCH(r0 + (size_t)(PF__APF + 1) * lda + h);
-                        }
-                    kern.pairs(run, r0, 2 * k + 1 < kc ? r0 + lda : NULL, ncol);
-                    for (i = ncol; i < ng * 12; i++) run[i] = 0;
-                    for (h = 0; h < ng; h++) memcpy(pf__apack16 + ((size_t)h * kp + k) * 12, run + h * 12, 12 * sizeof(uint32_t));
-                }
+                int ncol = M - i0 < ng * 12 ? M - i0 : ng * 12;
+                pf__pack_row_pairs(pf__apack16, A, lda, pc, kc, i0, ncol, ng, 12, kern);
             }
             ap = pf__apack16 + (size_t)g * kp * 12;
             rs = 1; cs = 12;
