@@ -386,7 +386,8 @@ typedef struct pf_model {
                                l of a branch of depth L drops each residual
                                sub-layer of an image with probability
                                drop_path * l / (L - 1) (drop_path when L = 1),
-                               keeping it scaled by 1 / (1 - that); CPU only */
+                               keeping it scaled by 1 / (1 - that); in [0, 1)
+                               (a training forward refuses others); CPU only */
     uint64_t dropout_seed;  /* dropout masks = hash(seed, counter, site, i) */
     uint64_t dropout_counter; /* advanced by every training forward */
     /* activations (pf_model_reserve) */
@@ -3769,6 +3770,8 @@ static pf_status pf__forward(pf_model *m, const pf_real *x, const int *labels, c
     if (k < 1 || k > c->branches) return pf_fail(PF_ERR_ARG, "active branches %d outside 1..%d", k, c->branches);
     if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
         return pf_fail(PF_ERR_ARG, "label smoothing %g must be in [0, 1]", label_smoothing);
+    if (m->training && !(m->drop_path >= 0.0f && m->drop_path < 1.0f))
+        return pf_fail(PF_ERR_ARG, "drop-path rate (m->drop_path) %g must be in [0, 1)", m->drop_path);
     if (labels)
         for (n = 0; n < B; n++)
             if (labels[n] < 0 || labels[n] >= K) return pf_fail(PF_ERR_ARG, "label %d of image %d outside 0..%d", labels[n], n, K - 1);

@@ -439,6 +439,14 @@ static void test_drop_path(void) {
     check(err < 2e-2, "drop-path: backward = central differences at 6 parameters (err %.1e of the largest gradient)", err);
 #endif
 
+    m->drop_path = 1.0f;
+    {
+        float l1;
+        pf_status st = pf_forward(m, x, labels, B, 0.0f, &l1);
+        check(st == PF_ERR_ARG && strstr(pf_last_error(), "drop-path"), "drop-path: a training forward refuses a rate of 1: %s",
+              pf_last_error());
+    }
+    m->drop_path = p;
     /* evaluation ignores it */
     m->training = 0;
     m->drop_path = 0;
