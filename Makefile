@@ -357,9 +357,16 @@ cuda-check:
 	@test -n "$(NVCC)" || { echo "error: nvcc not found: install the CUDA toolkit or set NVCC=/path/to/nvcc" >&2; exit 1; }
 	@test -n "$(NCCL_HOME)" || { echo "error: NCCL not found (nccl.h): set NCCL_HOME to the folder holding include/nccl.h and lib/libnccl.so" >&2; exit 1; }
 
-$(CUDA_BUILD)/paraformer_cuda.o: paraformer_cuda.cu $(HDR) | cuda-check
+# The object is kept only when tools/cuda_gate.sh passes it: no kernel spills
+# registers, none has over 4 KB of parameters (ptxas -v and the PTX; the
+# counts are printed, the full report is in $(CUDA_BUILD)/ptxas.log).
+$(CUDA_BUILD)/paraformer_cuda.o: paraformer_cuda.cu $(HDR) tools/cuda_gate.sh | cuda-check
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCC_ALL) -arch=$(CUDA_ARCH) -c -o $@ $<
+	$(NVCC) $(NVCC_ALL) -arch=$(CUDA_ARCH) -Xptxas -v -c -o $@ $< 2>$(CUDA_BUILD)/ptxas.log; \
+	  rc=$$?; grep -v -e '^ptxas info' -e '^    [0-9]* bytes stack frame' $(CUDA_BUILD)/ptxas.log >&2; \
+	  [ $$rc = 0 ] || { rm -f $@; exit $$rc; }
+	$(NVCC) $(NVCC_ALL) -arch=$(CUDA_ARCH) -ptx -o $(CUDA_BUILD)/paraformer_cuda.ptx $< 2>/dev/null || { rm -f $@; exit 1; }
+	sh tools/cuda_gate.sh $(CUDA_BUILD)/ptxas.log $(CUDA_BUILD)/paraformer_cuda.ptx || { rm -f $@; exit 1; }
 $(CUDA_BUILD)/paraformer_cuda_generic.o: paraformer_cuda.cu $(HDR) | cuda-check
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCC_ALL) -gencode arch=compute_80,code=compute_80 -c -o $@ $<

@@ -878,6 +878,46 @@ PY
     no_file "train --device cuda:99 leaves no checkpoint" "$T/t99.safetensors"
 fi
 
+# --- tools/cuda_gate.sh: the spill and parameter gate of make cuda --------------
+# (on hand-written ptxas -v and PTX excerpts: no nvcc needed)
+cat >"$T/ptxas_ok.log" <<'EOF'
+ptxas info    : Compiling entry function '_Z3fooPf' for 'sm_90'
+ptxas info    : Function properties for _Z3fooPf
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 40 registers, used 0 barriers
+ptxas info    : Compiling entry function '_Z3barPf' for 'sm_90'
+ptxas info    : Function properties for _Z3barPf
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 96 registers, used 1 barriers
+EOF
+awk '/_Z3barPf/ {b = 1} b && /spill/ {sub(/0 bytes spill stores, 0 bytes spill loads/, "24 bytes spill stores, 16 bytes spill loads")} {print}' \
+    "$T/ptxas_ok.log" >"$T/ptxas_spill.log"
+cat >"$T/k.ptx" <<'EOF'
+.visible .entry _Z3fooPf(
+	.param .u64 _Z3fooPf_param_0,
+	.param .align 8 .b8 _Z3fooPf_param_1[3000]
+)
+{
+	ret;
+}
+.visible .entry _Z3barPf(
+	.param .align 8 .b8 _Z3barPf_param_0[5000],
+	.param .u32 _Z3barPf_param_1
+)
+{
+	ret;
+}
+EOF
+expect_ok "cuda_gate.sh: no spills, parameters under 8 KB" sh tools/cuda_gate.sh "$T/ptxas_ok.log" "$T/k.ptx" 8192
+has "cuda_gate.sh prints the counts" "$T/out" \
+    "2 kernels (ptxas), 2 in the PTX; at most 96 registers; 0 bytes spilled; largest parameter block 5004 bytes (limit 8192)"
+expect_fail "cuda_gate.sh: a kernel that spills fails, named" "_Z3barPf: 24 bytes spill stores, 16 bytes spill loads" \
+    sh tools/cuda_gate.sh "$T/ptxas_spill.log" "$T/k.ptx" 8192
+expect_fail "cuda_gate.sh: over 4 KB of parameters fails, named" "_Z3barPf: 5004 bytes of parameters" \
+    sh tools/cuda_gate.sh "$T/ptxas_ok.log" "$T/k.ptx"
+expect_fail "cuda_gate.sh: a log without kernels fails" "no kernels found" sh tools/cuda_gate.sh "$T/k.ptx" "$T/k.ptx"
+expect_fail "cuda_gate.sh: a missing log" "cannot read it" sh tools/cuda_gate.sh "$T/nothing.log" "$T/k.ptx"
+
 # --- the cifar10-small recipe, briefly, on a 512-image slice of CIFAR-10 ---------
 C10=${PARAFORMER_CIFAR10_MINI:-../shared/data/mini/cifar-10-batches-bin}
 if [ -f "$C10/data_batch_1.bin" ] && [ -f "$C10/test_batch.bin" ]; then
