@@ -245,14 +245,16 @@ template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
 /* blocks of nthr threads with `smem` bytes of shared memory, each running
    its phases in order with a barrier after each: phase(block, thread, smem).
    Emulated: per block, every thread runs phase 1, then phase 2, ... As a
-   race detector, even blocks run a phase's threads in ascending order and
-   odd blocks in descending order, and shared memory starts as NaN bytes:
-   a thread that reads what another writes in the same phase (a missing
-   barrier), or shared memory nothing wrote, changes the results, which the
-   tests compare with the CPU. */
-template <class F> static int pfc_emu_phase(size_t b, int nthr, float *sm, F &f) {
+   race detector, blocks run a phase's threads in ascending and descending
+   order by turns (block b of launch n descending when b + n is odd, so a
+   single-block kernel runs both ways over its launches), and all of a
+   block's shared memory (PFC_EMU_SMEM bytes, not only the requested ones)
+   starts as NaN bytes: a thread that reads what another writes in the same
+   phase (a missing barrier), or shared memory nothing wrote, changes the
+   results, which the tests compare with the CPU. */
+template <class F> static int pfc_emu_phase(size_t b, int desc, int nthr, float *sm, F &f) {
     int t;
-    if (b % 2)
+    if (desc)
         for (t = nthr - 1; t >= 0; t--) f(b, t, sm);
     else
         for (t = 0; t < nthr; t++) f(b, t, sm);
@@ -260,6 +262,7 @@ template <class F> static int pfc_emu_phase(size_t b, int nthr, float *sm, F &f)
 }
 template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
     long long b, nb = (long long)nblk;
+    size_t flip = (size_t)(d->launches % 2);
     if (nblk) d->launches++;
     if (smem > PFC_EMU_SMEM) { /* as d->smem_max says, never */
         fprintf(stderr, "pfc_blocks: %zu bytes of shared memory per block (at most %d)\n", smem, PFC_EMU_SMEM);
@@ -268,8 +271,8 @@ template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int 
 #pragma omp parallel for schedule(static)
     for (b = 0; b < nb; b++) {
         alignas(128) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
-        memset(sm, 0xff, smem);
-        int order[] = {pfc_emu_phase((size_t)b, nthr, sm, phases)...};
+        memset(sm, 0xff, sizeof sm);
+        int order[] = {pfc_emu_phase((size_t)b, (int)(((size_t)b + flip) % 2), nthr, sm, phases)...};
         (void)order;
     }
 }
