@@ -782,11 +782,14 @@ else
             grep -q '0 failure(s), 1 step(s) skipped for the budget' "$T/gc_skip.log"; then
             ok "gpu_check.sh with a 5 s budget skips the program's checks, says so in GPU_CHECK_LOG, exit 0"
         else bad "gpu_check.sh with a 5 s budget: exit $rc: $(tail -3 "$T/gc_skip.log" 2>/dev/null)"; fi
+        # (the CPU side a stand-in that answers at once, so that the budget
+        # goes to the hanging GPU program whatever the build's speed)
         printf '#!/bin/sh\nexec sleep 100\n' >"$T/hang.sh"
-        chmod +x "$T/hang.sh"
+        printf '#!/bin/sh\necho "{}"\n' >"$T/cpu_now.sh"
+        chmod +x "$T/hang.sh" "$T/cpu_now.sh"
         s0=$(date +%s)
-        GPU_CHECK_NO_BUILD=1 GPU_CHECK_EXE="$T/hang.sh" GPU_CHECK_BUDGET_S=14 GPU_CHECK_LOG="$T/gc_hang.log" \
-            bash tools/gpu_check.sh "$T/gc" >/dev/null 2>&1
+        GPU_CHECK_NO_BUILD=1 GPU_CHECK_EXE="$T/hang.sh" GPU_CHECK_CPU_EXE="$T/cpu_now.sh" GPU_CHECK_BUDGET_S=14 \
+            GPU_CHECK_LOG="$T/gc_hang.log" bash tools/gpu_check.sh "$T/gc" >/dev/null 2>&1
         rc=$? el=$(( $(date +%s) - s0 ))
         if [ "$rc" != 0 ] && [ "$el" -le 24 ] && grep -q '^FAIL - eval --device cuda ran past its limit' "$T/gc_hang.log"; then
             ok "gpu_check.sh with a hanging GPU program: the commands fail at the budget (14 s), the run ends in $el s, exit $rc"

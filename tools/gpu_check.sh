@@ -22,7 +22,8 @@
 # limit is cut to the time left; a step that cannot start with 10 s left is
 # skipped, and says so). It exits non-zero when any step fails.
 # GPU_CHECK_EXE=build/paraformer_emu GPU_CHECK_NO_BUILD=1 runs step 3 against
-# the emulated backend (how the script itself is tested).
+# the emulated backend (how the script itself is tested); GPU_CHECK_CPU_EXE
+# is the CPU build it compares with (default build/paraformer).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-runs/gpu_check}}
@@ -110,7 +111,7 @@ fi
 
 step "the program on the GPU (each command at most 120 s)"
 if can "the program on the GPU"; then
-CPU="T build/paraformer" GPU="T ${GPU_CHECK_EXE:-build/cuda/paraformer}" D="$OUT_DIR/cli"
+CPU="T ${GPU_CHECK_CPU_EXE:-build/paraformer}" GPU="T ${GPU_CHECK_EXE:-build/cuda/paraformer}" D="$OUT_DIR/cli"
 mkdir -p "$D"
 DATA="fmnist:data/fmnist-sample"
 $CPU train --data "$DATA#limit=1024" --image-size 28 --channels 1 --patch 7 --dim 32 --heads 2 --branches 3 --depth 2 \
