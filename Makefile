@@ -41,6 +41,8 @@
 #   CUDA_HOME=DIR      the CUDA toolkit (default: nvcc's parent directory)
 #   NCCL_HOME=DIR      NCCL's include/ and lib/ (default: the toolkit's, then
 #                      the Python package nvidia.nccl)
+#   CUDA_DEBUG=1       make cuda: checked launches by default (a kernel fault
+#                      names its kernel) and -lineinfo (after rm -rf build/cuda)
 #
 # The library is header-only: every program compiles paraformer.h with
 # PARAFORMER_IMPLEMENTATION in its own translation unit, so there is no
@@ -349,7 +351,7 @@ test-torch: $(EXE)
 CUDA_BUILD   := build/cuda
 NVCCFLAGS    ?= -O2 -g
 NVCC_ALL      = $(NVCCFLAGS) -std=c++14 --extended-lambda -Xcompiler -Wall,-fopenmp $(ZLIBFLAGS) \
-                $(if $(NCCL_HOME),-I$(NCCL_HOME)/include)
+                $(if $(NCCL_HOME),-I$(NCCL_HOME)/include) $(if $(CUDA_DEBUG),-lineinfo -DPF_CUDA_DEBUG)
 CUDA_LIBS     = $(if $(NCCL_HOME),-L$(NCCL_HOME)/lib -Wl$(comma)-rpath$(comma)$(NCCL_HOME)/lib) \
                 -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas $(NCCL_LIB) -lcudart
 

@@ -1114,6 +1114,10 @@ typedef struct pf_cuda_opts {
     int att_tiles;       /* > 0: query tiles per attention block (0: chosen) */
     int row_tiles;       /* 1..4: row tiles per fused-rows block (0: the most
                             that fit) */
+    int check_launches;  /* on: wait for each kernel and GEMM and report a
+                            fault against its line in paraformer_cuda.cu
+                            (slow; auto: on only in a build with
+                            -DPF_CUDA_DEBUG, make cuda CUDA_DEBUG=1) */
 } pf_cuda_opts;
 enum { PF_CUDA_AUTO = 0, PF_CUDA_ON = 1, PF_CUDA_OFF = -1 };
 
@@ -1121,7 +1125,8 @@ PFEXTDEF pf_cuda_opts pf_cuda_opts_default(void);
 /* Fills o from the environment, the only place the backend reads it:
    RANK, WORLD_SIZE, LOCAL_RANK, PF_NCCL_ID_FILE and PF_NCCL_ID (several
    processes), and the switches PF_CUDA_GRAPHS, PF_CUDA_FUSED_ATTENTION,
-   PF_CUDA_TC_ATTENTION, PF_CUDA_ROW_FUSED ("0" off, "1" on) and
+   PF_CUDA_TC_ATTENTION, PF_CUDA_ROW_FUSED, PF_CUDA_CHECK_LAUNCHES ("0" off,
+   "1" on) and
    PF_CUDA_ATT_TILES, PF_CUDA_ROW_TILES (counts). Variables not set leave
    their fields as they are; a malformed value is an error naming it. */
 PFEXTDEF pf_status pf_cuda_opts_from_env(pf_cuda_opts *o);

@@ -10,7 +10,8 @@
    kernel body on the CPU: memory is host memory, a kernel launch is a loop
    over its indices (a block kernel: each phase for every thread of the
    block, then the next phase), a GEMM is pf_gemm, a collective is a loop
-   over the emulated devices, a CUDA graph is its work run directly. make test builds it that way, so the backend's layout,
+   over the emulated devices, a CUDA graph is the list of launches recorded
+   at capture, replayed. make test builds it that way, so the backend's layout,
    indexing, branch batching, multi-device plan and optimizer are checked
    against the CPU model on every machine; make test-cuda runs the same
    tests on a real GPU.
@@ -49,8 +50,14 @@
 #include <string.h>
 
 #ifdef PF_CUDA_EMULATE
+#include <functional>
+#include <new>
+#include <vector>
 #define PFC_HD
 #define PFC_LAMBDA [=]
+/* an emulated CUDA graph: the launches recorded while capturing, with the
+   arguments they were given then (pfc_graph_run) */
+typedef std::vector<std::function<pf_status()> > pfc_emu_ops;
 #else
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -98,6 +105,14 @@ struct pfc_dev {
     size_t smem_max; /* shared memory one block may use (bytes) */
     mutable unsigned long long launches; /* kernels and GEMMs run (pf_cuda_launches; the launchers take a const device) */
     mutable int attr_err; /* the first failed cudaFuncSetAttribute (a cudaError_t; 0: none), reported by pfc_launch_status */
+    int check;            /* checked launches (opts.check_launches): each kernel and GEMM waited for and its error kept */
+    mutable int fault;    /* the first kernel or GEMM that failed (a cudaError_t; 0: none), reported by pfc_launch_status */
+    mutable int fault_line; /* its launch's line in this file (0: not known, launches unchecked) */
+    mutable const char *fault_what; /* and what it was */
+#ifdef PF_CUDA_EMULATE
+    pfc_emu_ops *rec; /* capturing a graph: launches are appended here, not run */
+    mutable unsigned long long block_runs; /* block launches run (which order their threads take) */
+#endif
     int sms;         /* streaming multiprocessors */
     float *params, *grads, *adam_m, *adam_v;
     uint16_t *wbf;   /* bf16 copy of params (bf16 mode) */
@@ -143,10 +158,13 @@ struct pfc_dev {
 struct pfc_graph {
     uint64_t key[PFC_KEY]; /* key[0] = 0: unused */
     unsigned long long launches; /* the kernels and GEMMs it holds */
-#ifndef PF_CUDA_EMULATE
+#ifdef PF_CUDA_EMULATE
+    pfc_emu_ops *exec;     /* NULL: seen once, not captured yet */
+#else
     cudaGraphExec_t exec;  /* NULL: seen once, not captured yet */
 #endif
 };
+static void pfc_graph_free(pfc_graph *s);
 
 struct pf_cuda {
     pf_model *m;
@@ -162,6 +180,8 @@ struct pf_cuda {
     int has_labels;
     float ls;
     int fwd_active;
+    int check;                /* checked launches (opts.check_launches; pfc_after_launch) */
+    int wmma;                 /* every device takes bf16 tensor-core tiles (compute capability 8.0 on, and code built for it) */
     int fused_att;            /* attention in shared memory (pfc_attention_fwd) */
     int tc_att;               /* bf16: that attention on tensor cores (pfc_attention_fwd_tc; opts.tc_attention) */
     int att_tiles;            /* query tiles per forward attention block: 0 automatic (opts.att_tiles) */
@@ -229,30 +249,65 @@ static void pfc_release(const pfc_dev *d, void *p) {
     pfc_emu_used[d->id & 63] -= bytes;
     free((char *)p - 256);
 }
+/* a copy between host and device, or waiting for the device, while a graph
+   is captured: refused, as by a GPU (copies from pageable host memory and
+   synchronisation are not allowed in stream capture) */
+static pf_status pfc_emu_capturing(const pfc_dev *d, const char *what) {
+    return pf_fail(PF_ERR_IO, "GPU %d (emulated): %s while capturing a CUDA graph: not allowed on a GPU", d->id, what);
+}
 static pf_status pfc_h2d(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
-    (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
+    if (d->rec) return pfc_emu_capturing(d, "a copy to the device");
+    if (bytes) memcpy(dst, src, bytes);
+    return PF_OK;
 }
 static pf_status pfc_d2h(const pfc_dev *d, void *dst, const void *src, size_t bytes) {
-    (void)d; if (bytes) memcpy(dst, src, bytes); return PF_OK;
+    if (d->rec) return pfc_emu_capturing(d, "a copy to the host");
+    if (bytes) memcpy(dst, src, bytes);
+    return PF_OK;
 }
-static pf_status pfc_sync(const pfc_dev *d) { (void)d; return PF_OK; }
-template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
-    long long i, nn = (long long)n;
-    if (n) d->launches++;
+static pf_status pfc_sync(const pfc_dev *d) { return d->rec ? pfc_emu_capturing(d, "cudaStreamSynchronize") : PF_OK; }
+/* fault injection, to test how a fault is reported: the n-th launch after
+   pf_cuda_emu_fault(n) fails as a kernel fault would (not one recorded into
+   a graph: replays run as recorded) */
+static unsigned long long pfc_emu_fault_in;
+extern "C" void pf_cuda_emu_fault(unsigned long long n) { pfc_emu_fault_in = n; }
+static void pfc_after_launch(const pfc_dev *d, const char *what, int line) {
+    if (d->rec || !pfc_emu_fault_in || --pfc_emu_fault_in) return;
+    if (d->fault) return;
+    d->fault = 700; /* (cudaErrorIllegalAddress) */
+    d->fault_line = d->check ? line : 0;
+    d->fault_what = what;
+}
+/* a launch: run now, or recorded (with the values it captured) when a graph
+   is being captured, to run when the graph is replayed */
+static pf_status pfc_emu_launch(const pfc_dev *d, const std::function<pf_status()> &run) {
+    if (!d->rec) return run();
+    d->rec->push_back(run);
+    return PF_OK;
+}
+template <class F> static void pfc_for_at(int line, const pfc_dev *d, size_t n, F f) {
+    if (!n) return;
+    d->launches++;
+    pfc_emu_launch(d, [=]() {
+        long long i, nn = (long long)n;
 #pragma omp parallel for schedule(static)
-    for (i = 0; i < nn; i++) f((size_t)i);
+        for (i = 0; i < nn; i++) f((size_t)i);
+        return PF_OK;
+    });
+    pfc_after_launch(d, "the kernel (pfc_for)", line);
 }
 /* blocks of nthr threads with `smem` bytes of shared memory, each running
    its phases in order with a barrier after each: phase(block, thread, smem).
    Emulated: per block, every thread runs phase 1, then phase 2, ... As a
    race detector, blocks run a phase's threads in ascending and descending
-   order by turns (block b of launch n descending when b + n is odd, so a
-   single-block kernel runs both ways over its launches), and all of a
+   order by turns (block b of the n-th block launch run descending when
+   b + n is odd, so a single-block kernel runs both ways over its launches,
+   replayed graphs included), and all of a
    block's shared memory (PFC_EMU_SMEM bytes, not only the requested ones)
    starts as NaN bytes: a thread that reads what another writes in the same
    phase (a missing barrier), or shared memory nothing wrote, changes the
    results, which the tests compare with the CPU. */
-template <class F> static int pfc_emu_phase(size_t b, int desc, int nthr, float *sm, F &f) {
+template <class F> static int pfc_emu_phase(size_t b, int desc, int nthr, float *sm, const F &f) {
     int t;
     if (desc)
         for (t = nthr - 1; t >= 0; t--) f(b, t, sm);
@@ -260,27 +315,56 @@ template <class F> static int pfc_emu_phase(size_t b, int desc, int nthr, float 
         for (t = 0; t < nthr; t++) f(b, t, sm);
     return 0;
 }
-template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
-    long long b, nb = (long long)nblk;
-    size_t flip = (size_t)(d->launches % 2);
-    if (nblk) d->launches++;
+template <class... F> static void pfc_blocks_at(int line, const pfc_dev *d, size_t nblk, int nthr, size_t smem,
+                                               F... phases) {
+    if (!nblk) return;
+    d->launches++;
     if (smem > PFC_EMU_SMEM) { /* as d->smem_max says, never */
         fprintf(stderr, "pfc_blocks: %zu bytes of shared memory per block (at most %d)\n", smem, PFC_EMU_SMEM);
         abort();
     }
+    pfc_emu_launch(d, [=]() {
+        long long b, nb = (long long)nblk;
+        size_t flip = (size_t)(d->block_runs++ % 2);
 #pragma omp parallel for schedule(static)
-    for (b = 0; b < nb; b++) {
-        alignas(128) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
-        memset(sm, 0xff, sizeof sm);
-        int order[] = {pfc_emu_phase((size_t)b, (int)(((size_t)b + flip) % 2), nthr, sm, phases)...};
-        (void)order;
-    }
+        for (b = 0; b < nb; b++) {
+            alignas(128) static thread_local float sm[PFC_EMU_SMEM / 4]; /* aligned as a GPU's shared memory */
+            memset(sm, 0xff, sizeof sm);
+            int order[] = {pfc_emu_phase((size_t)b, (int)(((size_t)b + flip) % 2), nthr, sm, phases)...};
+            (void)order;
+        }
+        return PF_OK;
+    });
+    pfc_after_launch(d, "the block kernel (pfc_blocks)", line);
 }
 #else
+/* errors a kernel raises while it runs (they show at the next wait) */
+static int pfc_kernel_fault(cudaError_t e) {
+    return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure || e == cudaErrorMisalignedAddress ||
+           e == cudaErrorIllegalInstruction || e == cudaErrorInvalidPc || e == cudaErrorHardwareStackError ||
+           e == cudaErrorAssert || e == cudaErrorLaunchTimeout;
+}
 static pf_status pfc_cuda_fail(cudaError_t e, const char *what, int dev) {
     if (e == cudaErrorMemoryAllocation)
         return pf_fail(PF_ERR_NOMEM, "GPU %d: out of device memory (%s)", dev, what);
-    return pf_fail(PF_ERR_IO, "GPU %d: %s failed: %s", dev, what, cudaGetErrorString(e));
+    return pf_fail(PF_ERR_IO, "GPU %d: %s failed: %s%s", dev, what, cudaGetErrorString(e),
+                   pfc_kernel_fault(e) ? " (a kernel faulted earlier; PF_CUDA_CHECK_LAUNCHES=1 names it)" : "");
+}
+/* a checked launch (d->check): its launch error and, outside graph
+   capture, a wait for it, so that a fault is kept against the kernel that
+   raised it (by its line in this file) rather than showing at a later
+   wait; reported by pfc_launch_status */
+static void pfc_after_launch(const pfc_dev *d, const char *what, int line) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    cudaError_t e;
+    if (!d->check || d->fault) return;
+    e = cudaGetLastError();
+    if (e == cudaSuccess && cudaStreamIsCapturing(d->stream, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone)
+        e = cudaStreamSynchronize(d->stream);
+    if (e == cudaSuccess) return;
+    d->fault = (int)e;
+    d->fault_line = line;
+    d->fault_what = what;
 }
 #define PFC_CUDA(d, call) do { cudaError_t pfc__e = (call); \
     if (pfc__e != cudaSuccess) return pfc_cuda_fail(pfc__e, #call, (d)->id); } while (0)
@@ -317,10 +401,11 @@ template <class F> __global__ void pfc_for_kernel(size_t n, F f) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) f(i);
 }
-template <class F> static void pfc_for(const pfc_dev *d, size_t n, F f) {
+template <class F> static void pfc_for_at(int line, const pfc_dev *d, size_t n, F f) {
     if (!n) return;
     d->launches++;
     pfc_for_kernel<<<(unsigned)((n + 255) / 256), 256, 0, d->stream>>>(n, f);
+    pfc_after_launch(d, "the kernel (pfc_for)", line);
 }
 /* blocks of nthr threads with `smem` bytes of shared memory, each running
    its phases in order with a barrier after each: phase(block, thread, smem) */
@@ -329,7 +414,8 @@ template <class... F> __global__ void pfc_blocks_kernel(F... phases) {
     int order[] = {(phases((size_t)blockIdx.x, (int)threadIdx.x, pfc_smem), __syncthreads(), 0)...};
     (void)order;
 }
-template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int nthr, size_t smem, F... phases) {
+template <class... F> static void pfc_blocks_at(int line, const pfc_dev *d, size_t nblk, int nthr, size_t smem,
+                                               F... phases) {
     if (!nblk) return;
     d->launches++;
     if (smem > 48 * 1024) { /* the device's maximum: a later launch must never lower what a captured graph needs */
@@ -338,8 +424,12 @@ template <class... F> static void pfc_blocks(const pfc_dev *d, size_t nblk, int 
         if (e != cudaSuccess && !d->attr_err) d->attr_err = (int)e;
     }
     pfc_blocks_kernel<<<(unsigned)nblk, nthr, smem, d->stream>>>(phases...);
+    pfc_after_launch(d, "the block kernel (pfc_blocks)", line);
 }
 #endif
+/* (the launchers take their call's line, which names the kernel in a fault) */
+#define pfc_for(...) pfc_for_at(__LINE__, __VA_ARGS__)
+#define pfc_blocks(...) pfc_blocks_at(__LINE__, __VA_ARGS__)
 
 /* bf16: round to nearest even, as __float2bfloat16_rn (NaN kept NaN) */
 PFC_HD static inline uint16_t pfc_to_bf16(float f) {
@@ -391,9 +481,9 @@ static const uint16_t *pfc_twin_of(const pfc_dev *d, const float *p) {
    produce them (Ab, Bb when given, else the weights' copy and the forward
    activations' twins). Twinned activations may hold no fp32 values at all
    (pfc_layers_forward). */
-static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
-                             long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
-                             int batch, int beta, const uint16_t *Ab, const uint16_t *Bb, uint16_t *Cb) {
+static pf_status pfc_gemm_bf_at(int line, pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A,
+                                int lda, long long sA, const float *B, int ldb, long long sB, float *C, int ldc,
+                                long long sC, int batch, int beta, const uint16_t *Ab, const uint16_t *Bb, uint16_t *Cb) {
     int bf = g->o.bf16;
     if (!bf) Ab = Bb = NULL;
     if (Cb && (!bf || beta)) return pf_fail(PF_ERR_ARG, "pf_cuda: a bf16 GEMM output needs bf16 mode and beta 0");
@@ -404,9 +494,10 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
         return pf_fail(PF_ERR_ARG, "pf_cuda: internal error: a bf16 GEMM operand (%dx%dx%d) has no bf16 copy", M, N, K);
     d->launches++; /* (one strided-batched call, whatever the batch of branches) */
 #ifdef PF_CUDA_EMULATE
-    {
+    pf_status st;
+    (void)g;
+    st = pfc_emu_launch(d, [=]() {
         int b;
-        (void)g;
         for (b = 0; b < batch; b++) {
             if (!bf) {
                 pf_gemm(ta, tb, M, N, K, A + b * sA, lda, B + b * sB, ldb, C + b * sC, ldc, beta);
@@ -429,7 +520,10 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
                 free(fa); free(fb); free(fc);
             }
         }
-    }
+        return PF_OK;
+    });
+    pfc_after_launch(d, "the GEMM (cuBLAS)", line);
+    return st;
 #else
     {
         const float one = 1.0f, fbeta = beta ? 1.0f : 0.0f;
@@ -442,19 +536,22 @@ static pf_status pfc_gemm_bf(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int 
                                         Cb ? (void *)Cb : (void *)C, Cb ? CUDA_R_16BF : CUDA_R_32F, ldc, sC, batch,
                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (st != CUBLAS_STATUS_SUCCESS)
-            return pf_fail(PF_ERR_IO, "GPU %d: cuBLAS GEMM %dx%dx%d (batch %d) failed: %s", d->id, M, N, K, batch,
-                           cublasGetStatusString(st));
+            return pf_fail(PF_ERR_IO, "GPU %d: cuBLAS GEMM %dx%dx%d (batch %d) at line %d of paraformer_cuda.cu failed: %s",
+                           d->id, M, N, K, batch, line, cublasGetStatusString(st));
+        pfc_after_launch(d, "the GEMM (cuBLAS)", line);
     }
 #endif
     return PF_OK;
 }
 
 /* (without twins named: those pfc_twin_of finds) */
-static pf_status pfc_gemm(pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A, int lda,
-                          long long sA, const float *B, int ldb, long long sB, float *C, int ldc, long long sC,
-                          int batch, int beta) {
-    return pfc_gemm_bf(g, d, ta, tb, M, N, K, A, lda, sA, B, ldb, sB, C, ldc, sC, batch, beta, NULL, NULL, NULL);
+static pf_status pfc_gemm_at(int line, pf_cuda *g, pfc_dev *d, int ta, int tb, int M, int N, int K, const float *A,
+                             int lda, long long sA, const float *B, int ldb, long long sB, float *C, int ldc,
+                             long long sC, int batch, int beta) {
+    return pfc_gemm_bf_at(line, g, d, ta, tb, M, N, K, A, lda, sA, B, ldb, sB, C, ldc, sC, batch, beta, NULL, NULL, NULL);
 }
+#define pfc_gemm_bf(...) pfc_gemm_bf_at(__LINE__, __VA_ARGS__)
+#define pfc_gemm(...) pfc_gemm_at(__LINE__, __VA_ARGS__)
 
 /* Collectives among the devices of this process (and, through NCCL, of the
    other processes). Emulated: sums in rank order over the local devices. */
@@ -1593,13 +1690,13 @@ static int pfc_env_switch(const char *name, int *out) {
 
 static pf_status pfc_switches_from_env(pf_cuda_opts *o) {
     static const char *const sw[] = {"PF_CUDA_GRAPHS", "PF_CUDA_FUSED_ATTENTION", "PF_CUDA_TC_ATTENTION",
-                                     "PF_CUDA_ROW_FUSED"};
+                                     "PF_CUDA_ROW_FUSED", "PF_CUDA_CHECK_LAUNCHES"};
     static const char *const num[] = {"PF_CUDA_ATT_TILES", "PF_CUDA_ROW_TILES"};
-    int *swf[] = {&o->graphs, &o->fused_attention, &o->tc_attention, &o->row_fused};
+    int *swf[] = {&o->graphs, &o->fused_attention, &o->tc_attention, &o->row_fused, &o->check_launches};
     int *numf[] = {&o->att_tiles, &o->row_tiles};
     const char *id = getenv("PF_NCCL_ID");
     int i;
-    for (i = 0; i < 4; i++)
+    for (i = 0; i < 5; i++)
         if (pfc_env_switch(sw[i], swf[i]) < 0) return pf_fail(PF_ERR_ARG, "%s must be 0 (off) or 1 (on)", sw[i]);
     for (i = 0; i < 2; i++)
         if (pfc_env_int(num[i], numf[i]) < 0) return pf_fail(PF_ERR_ARG, "%s must be a non-negative integer", num[i]);
@@ -1728,10 +1825,10 @@ PFDEF void pf_cuda_free(pf_cuda *g) {
     if (!g) return;
 #ifndef PF_CUDA_EMULATE
     if (g->ndev) cudaSetDevice(g->dev[0].id);
-    for (i = 0; i < PFC_GRAPHS_FWD; i++) if (g->fwd_graphs[i].exec) cudaGraphExecDestroy(g->fwd_graphs[i].exec);
-    for (i = 0; i < PFC_GRAPHS_BWD; i++) if (g->bwd_graphs[i].exec) cudaGraphExecDestroy(g->bwd_graphs[i].exec);
-    for (i = 0; i < PFC_GRAPHS_STEP; i++) if (g->step_graphs[i].exec) cudaGraphExecDestroy(g->step_graphs[i].exec);
 #endif
+    for (i = 0; i < PFC_GRAPHS_FWD; i++) pfc_graph_free(&g->fwd_graphs[i]);
+    for (i = 0; i < PFC_GRAPHS_BWD; i++) pfc_graph_free(&g->bwd_graphs[i]);
+    for (i = 0; i < PFC_GRAPHS_STEP; i++) pfc_graph_free(&g->step_graphs[i]);
     for (i = 0; i < g->ndev; i++) pfc_free_dev(&g->dev[i], g->m->cfg.depth);
     free(g->host_loss);
     free(g);
@@ -1977,6 +2074,7 @@ static pf_status pfc_dev_open(pf_cuda *g, int i, int total) {
     pfc_dev *d = &g->dev[i];
     int gd = o->rank * o->n_devices + i, b;
     d->id = o->devices[i];
+    d->check = g->check;
     d->replica = gd / total;
     d->pos = gd % total;
     d->lrep = d->replica - (o->rank * o->n_devices) / total;
@@ -2014,7 +2112,8 @@ static pf_status pfc_dev_open(pf_cuda *g, int i, int total) {
         if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d->id) != cudaSuccess) major = 0;
         ptx = cudaFuncGetAttributes(&fa, pfc_probe_kernel) == cudaSuccess ? fa.ptxVersion : 0;
 #endif
-        if (major < 8 || ptx < 80 || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
+        if (major < 8 || ptx < 80) g->wmma = 0;
+        if (!g->wmma || !g->fused_att || pfc_tc_layout(m->T, c->dim / c->heads, 1, 1).total > d->smem_max)
             g->tc_att = 0;
     }
     return PF_OK;
@@ -2072,6 +2171,12 @@ PFDEF pf_status pf_cuda_create(pf_model *m, const pf_cuda_opts *opts, pf_cuda **
     g->use_graphs = o.graphs != PF_CUDA_OFF;
     /* the attention kernels: narrowed per device below */
     g->fused_att = o.fused_attention != PF_CUDA_OFF;
+    g->wmma = 1;
+#ifdef PF_CUDA_DEBUG
+    g->check = o.check_launches != PF_CUDA_OFF; /* (a debug build: on unless turned off) */
+#else
+    g->check = o.check_launches == PF_CUDA_ON;
+#endif
     g->tc_att = o.bf16 && g->fused_att && o.tc_attention != PF_CUDA_OFF;
     g->att_tiles = o.att_tiles > 0 ? o.att_tiles : 0;
     for (i = 0; i < g->ndev; i++)
@@ -2191,8 +2296,11 @@ static int pfc_active_local(const pfc_dev *d, int k) {
    rt = 1, for inference when those blocks do not fill the GPU (small
    batches); forced on (opts.row_fused on), with the most rows that fit,
    at any batch and for a training forward too (which then also stores what
-   the backward reads). Needs sizes that are multiples of 16, 32-byte
-   aligned weights and no dropout. */
+   the backward reads). Any attention kernel can follow: the next layer's
+   qkv is written in bf16 for the tensor-core attention, else in fp32 (with
+   the qkv bias when the thread-per-row attention, which does not add it,
+   reads it). Needs tensor cores (g->wmma), sizes that are multiples of 16,
+   32-byte aligned weights and no dropout. */
 struct pfc_rfl {
     int R, LA, LG, LF;                     /* rows (16 per row tile); row strides: bf16 [D + 8], [M + 8]; float [D + 4] */
     size_t x, u, a, gb, f, red, scr, total; /* byte offsets: x, u [R][D] float (u: the normed residual only);
@@ -2276,7 +2384,7 @@ static int pfc_rf_possible(const pf_cuda *g, size_t smem_max) {
     const pf_model *m = g->m;
     const pf_config *c = &m->cfg;
     int l;
-    if (!g->o.bf16 || !g->tc_att || c->dim % 16 || c->mlp_dim % 16 || m->stem_size % 16 || m->branch_size % 16 ||
+    if (!g->o.bf16 || !g->wmma || c->dim % 16 || c->mlp_dim % 16 || m->stem_size % 16 || m->branch_size % 16 ||
         pfc_rf_layout(c->dim, c->mlp_dim, 1, c->residual == PF_PRENORM).total > smem_max)
         return 0;
     for (l = 0; l < c->depth; l++) {
@@ -2303,7 +2411,12 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
     const pfc_layer_off o = pfc_layer(m, lm >= 0 ? lm : 0), on = pfc_layer(m, ln >= 0 ? ln : 0);
     const uint16_t *atty = lm >= 0 ? d->attyb[lm] : NULL;
     float *x2 = lm >= 0 ? d->x2[lm] : NULL;
-    uint16_t *qkvb = ln >= 0 ? d->qkvb[ln] : NULL;
+    /* the next layer's qkv: bf16 for the tensor-core attention, else fp32
+       (with the bias added when the attention does not add it) */
+    const int nxt = ln >= 0;
+    uint16_t *qkvb = nxt && g->tc_att ? d->qkvb[ln] : NULL;
+    float *qkvf = nxt && !g->tc_att ? d->qkv[ln] : NULL;
+    const float *bq = nxt && !g->fused_att && on.qkv_b != (size_t)-1 ? W + on.qkv_b : NULL;
     /* a training forward also stores what the backward reads: x1, the
        LayerNorms' statistics and outputs (bf16), fc1's output (bf16,
        before its bias) and GELU's */
@@ -2390,26 +2503,28 @@ static void pfc_rows_fused(pf_cuda *g, pfc_dev *d, int lm, int ln, int na, size_
                         X[r * D + c] = v;
                         if (r0 + r < N) x2[(j * N + r0 + r) * D + c] = v;
                     }
-            if (qkvb) pfc_rf_ln(0, tid, R, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
+            if (nxt) pfc_rf_ln(0, tid, R, X, D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (qkvb) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { (void)blk; if (nxt) pfc_rf_ln(1, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), NULL, NULL, NULL, NULL, 0); },
         PFC_LAMBDA(size_t blk, int tid, float *sm) { /* the next layer's u1 = LN1(x), bf16 into a */
             const size_t j = blk / nt, r0 = blk % nt * R;
             pfc_rf_keep k = k1;
             k.row0 = j * N + r0, k.n = N - r0 < (size_t)R ? (int)(N - r0) : R;
-            if (qkvb)
+            if (nxt)
                 pfc_rf_ln(2, tid, R, PFC_FL(sm, L.x), D, PFC_FL(sm, L.red), W + j * BS + on.ln1_w, W + j * BS + on.ln1_b,
                           NULL, PFC_BF(sm, L.a), LA, k);
         },
-        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* its qkv GEMM, stored in bf16 as the GEMM's output (the attention adds the bias) */
+        PFC_LAMBDA(size_t blk, int tid, float *sm) { /* its qkv GEMM, stored as the GEMM's output (bf16 or fp32) */
             const size_t j = blk / nt, r0 = blk % nt * R;
             int t;
-            if (qkvb)
+            if (nxt)
                 for (t = tid / 32; t < 3 * D / 16; t += NW)
                     pfc_mma_rows(rt, NULL, 0, PFC_BF(sm, L.a), LA, Wb + j * BS + on.qkv_w + (size_t)t * 16 * D, D, D / 16,
                                  PFC_FL(sm, L.scr) + tid / 32 * 256, tid % 32, PFC_LAMBDA(int r, int i, int jj, float v) {
-                        const size_t row = r0 + (size_t)r * 16 + i;
-                        if (row < N) qkvb[(j * N + row) * 3 * D + t * 16 + jj] = pfc_to_bf16(v);
+                        const size_t row = r0 + (size_t)r * 16 + i, e = (j * N + row) * 3 * D + t * 16 + jj;
+                        if (row >= N) return;
+                        if (qkvb) qkvb[e] = pfc_to_bf16(v);
+                        else qkvf[e] = bq ? v + bq[j * BS + t * 16 + jj] : v;
                     });
         });
 }
@@ -2453,8 +2568,10 @@ static pf_status pfc_layers_forward(pf_cuda *g, pfc_dev *d, int na, int B, int i
         pfc_rows_fused(g, d, -1, 0, na, N, d->x0, 0, rt, keep);
         for (l = 0; l < depth; l++) {
             pfc_layer_off o = pfc_layer(m, l);
-            pfc_attention_fwd(g, d, NULL, d->qkvb[l], o.qkv_b != (size_t)-1 ? W + o.qkv_b : NULL, BS, (size_t)B, d->att[l],
-                              keep, NULL, d->attyb[l], (size_t)na * B, T, D, H);
+            const int tc = g->tc_att; /* (else the fp32 attention kernels, with the qkv bias added when they do not add it) */
+            pfc_attention_fwd(g, d, tc ? NULL : d->qkv[l], tc ? d->qkvb[l] : NULL,
+                              o.qkv_b != (size_t)-1 && g->fused_att ? W + o.qkv_b : NULL, BS, (size_t)B, d->att[l], keep,
+                              tc ? NULL : d->atty[l], d->attyb[l], (size_t)na * B, T, D, H);
             pfc_rows_fused(g, d, l, l + 1 < depth ? l + 1 : -1, na, N, l ? d->x2[l - 1] : d->x0, l ? N * D : 0, rt, keep);
         }
         return PF_OK;
@@ -2702,50 +2819,78 @@ static pf_status pfc_forward_work(pf_cuda *g, int Bper, int k, int with_labels, 
    (images, labels, the dropout counter, the optimizer's tables) is copied
    to fixed device addresses before the launch. The second call with a key
    is captured (the first warms cuBLAS up) and every later one replays it
-   with a single launch; the oldest entry makes room. Emulated: the work
-   runs directly. */
+   with a single launch; the oldest entry makes room. Emulated, a graph is
+   the list of launches recorded while capturing, each with the arguments it
+   had then, and a replay runs that list: a value missing from the key
+   shows as a stale argument, as on a GPU. */
 typedef pf_status (*pfc_work_fn)(pf_cuda *g, const void *arg);
 static int pfc_graphs_on(const pf_cuda *g) { return g->use_graphs && g->ndev == 1 && !g->o.collectives; }
-static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64_t *key, pfc_work_fn work,
-                               const void *arg) {
 #ifdef PF_CUDA_EMULATE
-    (void)cache; (void)n; (void)key;
-    return work(g, arg);
-#else
+static void pfc_graph_free(pfc_graph *s) { delete s->exec; s->exec = NULL; }
+static pf_status pfc_graph_launch(pfc_dev *d, pfc_graph *s) {
+    size_t i;
+    pf_status st;
+    for (i = 0; i < s->exec->size(); i++)
+        if ((st = (*s->exec)[i]()) != PF_OK) return st;
+    (void)d;
+    return PF_OK;
+}
+static pf_status pfc_capture(pf_cuda *g, pfc_graph *s, pfc_work_fn work, const void *arg) {
     pfc_dev *d = &g->dev[0];
-    pfc_graph *slot = NULL;
+    pf_status st;
+    if (!(s->exec = new (std::nothrow) pfc_emu_ops)) return pf_fail(PF_ERR_NOMEM, "out of host memory");
+    d->rec = s->exec;
+    st = work(g, arg);
+    d->rec = NULL;
+    if (st != PF_OK) pfc_graph_free(s);
+    return st;
+}
+#else
+static void pfc_graph_free(pfc_graph *s) { if (s->exec) cudaGraphExecDestroy(s->exec); s->exec = NULL; }
+static pf_status pfc_graph_launch(pfc_dev *d, pfc_graph *s) {
+    PFC_CUDA(d, cudaGraphLaunch(s->exec, d->stream));
+    pfc_after_launch(d, "a CUDA graph", -1); /* (its kernels were checked as they were captured) */
+    return PF_OK;
+}
+static pf_status pfc_capture(pf_cuda *g, pfc_graph *s, pfc_work_fn work, const void *arg) {
+    pfc_dev *d = &g->dev[0];
     cudaGraph_t graph = NULL;
     cudaError_t e;
+    pf_status st;
+    PFC_CUDA(d, cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeRelaxed));
+    st = work(g, arg);
+    e = cudaStreamEndCapture(d->stream, &graph);
+    if (st != PF_OK) { if (graph) cudaGraphDestroy(graph); return st; }
+    if (e != cudaSuccess) return pfc_cuda_fail(e, "capturing a CUDA graph", d->id);
+    e = cudaGraphInstantiate(&s->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) { s->exec = NULL; return pfc_cuda_fail(e, "cudaGraphInstantiate", d->id); }
+    return PF_OK;
+}
+#endif
+static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64_t *key, pfc_work_fn work,
+                               const void *arg) {
+    pfc_dev *d = &g->dev[0];
+    pfc_graph *slot = NULL;
     pf_status st;
     int i;
     for (i = 0; i < n && !slot; i++)
         if (!memcmp(cache[i].key, key, sizeof cache[i].key)) slot = &cache[i];
-    if (slot && slot->exec) {
-        PFC_CUDA(d, cudaGraphLaunch(slot->exec, d->stream));
+    if (slot && slot->exec) { /* captured: replay */
         d->launches += slot->launches;
-        return PF_OK;
+        return pfc_graph_launch(d, slot);
     }
     if (!slot) { /* first time: run it plainly, remember the key (in the oldest slot) */
-        slot = &cache[n - 1];
-        if (slot->exec) cudaGraphExecDestroy(slot->exec);
+        pfc_graph_free(&cache[n - 1]);
         memmove(cache + 1, cache, (size_t)(n - 1) * sizeof *cache);
         memcpy(cache[0].key, key, sizeof cache[0].key);
         cache[0].exec = NULL;
         return work(g, arg);
     }
-    PFC_CUDA(d, cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeRelaxed));
-    slot->launches = d->launches;
-    st = work(g, arg);
+    slot->launches = d->launches; /* second time: capture, then launch */
+    st = pfc_capture(g, slot, work, arg);
     slot->launches = d->launches - slot->launches;
-    e = cudaStreamEndCapture(d->stream, &graph);
-    if (st != PF_OK) { if (graph) cudaGraphDestroy(graph); return st; }
-    if (e != cudaSuccess) return pfc_cuda_fail(e, "capturing a CUDA graph", d->id);
-    e = cudaGraphInstantiate(&slot->exec, graph, 0);
-    cudaGraphDestroy(graph);
-    if (e != cudaSuccess) { slot->exec = NULL; return pfc_cuda_fail(e, "cudaGraphInstantiate", d->id); }
-    PFC_CUDA(d, cudaGraphLaunch(slot->exec, d->stream));
-    return PF_OK;
-#endif
+    return st != PF_OK ? st : pfc_graph_launch(d, slot);
 }
 
 /* a kernel launch that failed (too many threads or too much shared memory
@@ -2754,25 +2899,42 @@ static pf_status pfc_graph_run(pf_cuda *g, pfc_graph *cache, int n, const uint64
    left there (NCCL's probes of kernels not built for this GPU do) is
    cleared once, at the end of pf_cuda_create (pfc_clear_errors); nothing
    else is cleared, so an error shows in the part that raised it. A failed
-   cudaFuncSetAttribute is reported here too. */
+   cudaFuncSetAttribute is reported here too, and first the fault a checked
+   launch kept (pfc_after_launch), with the kernel's line. */
 static pf_status pfc_launch_status(pf_cuda *g) {
-#ifndef PF_CUDA_EMULATE
     int i;
     for (i = 0; i < g->ndev; i++) {
-        cudaError_t e;
-        if (g->dev[i].attr_err) {
-            e = (cudaError_t)g->dev[i].attr_err;
-            g->dev[i].attr_err = 0;
-            return pf_fail(PF_ERR_IO, "GPU %d: allowing %zu bytes of shared memory per block failed: %s", g->dev[i].id,
-                           g->dev[i].smem_max, cudaGetErrorString(e));
-        }
-        cudaSetDevice(g->dev[i].id);
-        if ((e = cudaGetLastError()) != cudaSuccess)
-            return pf_fail(PF_ERR_IO, "GPU %d: a kernel launch failed: %s", g->dev[i].id, cudaGetErrorString(e));
-    }
+        pfc_dev *d = &g->dev[i];
+        if (d->fault) { /* a checked launch (or, emulated, an injected fault) */
+#ifdef PF_CUDA_EMULATE
+            const char *why = "an illegal memory access was encountered (emulated fault)";
 #else
-    (void)g;
+            const char *why = cudaGetErrorString((cudaError_t)d->fault);
 #endif
+            const int line = d->fault_line;
+            d->fault = 0;
+            if (line > 0)
+                return pf_fail(PF_ERR_IO, "GPU %d: %s launched at line %d of paraformer_cuda.cu failed: %s", d->id,
+                               d->fault_what, line, why);
+            if (line < 0)
+                return pf_fail(PF_ERR_IO, "GPU %d: a kernel of a CUDA graph failed: %s (PF_CUDA_GRAPHS=0 with "
+                               "PF_CUDA_CHECK_LAUNCHES=1 names it)", d->id, why);
+            return pf_fail(PF_ERR_IO, "GPU %d: a kernel failed: %s (PF_CUDA_CHECK_LAUNCHES=1 names it)", d->id, why);
+        }
+#ifndef PF_CUDA_EMULATE
+        cudaError_t e;
+        if (d->attr_err) {
+            e = (cudaError_t)d->attr_err;
+            d->attr_err = 0;
+            return pf_fail(PF_ERR_IO, "GPU %d: allowing %zu bytes of shared memory per block failed: %s", d->id,
+                           d->smem_max, cudaGetErrorString(e));
+        }
+        cudaSetDevice(d->id);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return pf_fail(PF_ERR_IO, "GPU %d: a kernel launch failed: %s%s", d->id, cudaGetErrorString(e),
+                           d->check || !pfc_kernel_fault(e) ? "" : " (PF_CUDA_CHECK_LAUNCHES=1 names the kernel)");
+#endif
+    }
     return PF_OK;
 }
 static void pfc_clear_errors(pf_cuda *g) {

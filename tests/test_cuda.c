@@ -11,13 +11,19 @@
    the CPU (fp32: max|gpu - cpu| / max|cpu| <= 1e-4 per tensor). The model's
    real attention shape (T = 65, head width 64) with each attention path,
    fp32 and bf16 (tensor cores).
-   Then: the results repeat bit for bit (on a GPU the repeats replay CUDA
-   graphs); images left on the device are reused; several devices, replicas
+   Then: the results repeat bit for bit (the repeats replay CUDA graphs,
+   recorded ones in the emulated build); steps that differ in one value of
+   a graph's key equal the same steps without graphs, bit for bit; images
+   left on the device are reused; several devices, replicas
    and the forced collectives equal one device; the collectives run are
    pf_collective_plan's; resuming from downloaded state is bit-identical;
    bf16 training stays within its stated tolerance and bf16 inference
    equals the labelled forward; bad input is refused
-   with a message. */
+   with a message.
+
+       test_cuda [GROUP...]     only those groups (parity, predict, graphs,
+                                shape, tc, wide, multi, resume, bf16, rows,
+                                launches, bad, faults); all by default */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #define PARAFORMER_IMPLEMENTATION
 #include "../paraformer.h"
@@ -83,6 +89,8 @@ static pf_cuda *make_ctx(pf_model *m, int ndev, int replicas, int collectives, i
     int i;
     o.graphs = sw.graphs, o.fused_attention = sw.fused_attention, o.tc_attention = sw.tc_attention;
     o.row_fused = sw.row_fused, o.att_tiles = sw.att_tiles, o.row_tiles = sw.row_tiles;
+    /* checked launches: a kernel fault names its kernel (unless PF_CUDA_CHECK_LAUNCHES=0) */
+    o.check_launches = sw.check_launches ? sw.check_launches : PF_CUDA_ON;
     o.n_devices = ndev;
     for (i = 0; i < ndev; i++) o.devices[i] = i;
     o.replicas = replicas;
@@ -371,14 +379,14 @@ static void test_wide(void) {
    there. Logits and every gradient against the CPU, with the fused kernels
    and with the thread-per-row ones (PF_CUDA_FUSED_ATTENTION=0), and after
    a forward with labels in inference mode (m->training 0). */
-static void test_shape(void) {
+static void test_shape_at(int bf16) {
     pf_config cf;
     pf_model *c, *m;
     float x[4 * 256], lg[4 * 10];
     int y[4], pass;
     char worst[64];
     if (!cpu_reference(&cf, 16, 1, 2, 128, 2, 128, 1, 10, 5, 4, x, y, &c, &m, "shape")) return; /* T = 65 */
-    for (pass = 0; pass < 4; pass++) {
+    for (pass = 0; pass < 4 && !bf16; pass++) {
         static const char *const how_[] = {"shared-memory attention, 3 query tiles", "thread-per-row attention",
                                            "shared-memory attention, a forward with labels in inference mode",
                                            "shared-memory attention, one query tile (as for large batches)"};
@@ -398,7 +406,7 @@ static void test_shape(void) {
        CPU at the bf16 tolerances (test_bf16_mode), and against the same bf16
        model with the fp32 shared-memory attention: what the tensor cores
        change is only the rounding of q, k, v, P, dy and dS to bf16 */
-    {
+    if (bf16) {
         pf_model *r = NULL;
         float lr[4 * 10];
         for (pass = 0; pass < 4; pass++) {
@@ -449,6 +457,8 @@ static void test_shape(void) {
     pf_model_free(c);
     pf_model_free(m);
 }
+static void test_shape(void) { test_shape_at(0); }
+static void test_shape_tc(void) { test_shape_at(1); }
 
 /* runs `steps` training steps of model m on context g; returns the final logits in lg */
 static void train_steps(pf_cuda *g, pf_model *m, int steps, int first, float *lg) {
@@ -468,6 +478,98 @@ static void train_steps(pf_cuda *g, pf_model *m, int steps, int first, float *lg
     m->training = 1;
     pf_cuda_logits(g, lg);
     pf_cuda_download(g);
+}
+
+/* CUDA graphs: a graph is captured with the values its launches are given
+   then, so everything those depend on must be in its key. Two one-device
+   contexts, graphs on and off, run the same calls: a base step A and a
+   step X that differs from it in one thing, as A X A X A X (first run,
+   capture, replays of each), then X A X A X A. A value left out of a key
+   replays A's graph for X or X's for A, and the bits differ. The emulated build records the
+   launches at capture and replays the recording, so this holds there too. */
+typedef struct graph_case {
+    const char *what;
+    int B, k, labels, training, adam, freeze0;
+    float ls, dropout, clip, b1, b2, eps;
+} graph_case;
+static void graph_call(pf_cuda *g, pf_model *m, const graph_case *gc, int s, float *loss, float *lg) {
+    float x[16 * 192];
+    int y[16];
+    pf_optim o = pf_optim_default();
+    o.lr = 5e-3f; o.weight_decay = 0.05f;
+    o.adam = gc->adam, o.clip = gc->clip, o.beta1 = gc->b1, o.beta2 = gc->b2, o.eps = gc->eps;
+    make_batch(m, gc->B, 300 + s, x, y);
+    pf_model_set_active(m, gc->k);
+    m->training = gc->training;
+    m->cfg.dropout = m->cfg.emb_dropout = gc->dropout;
+    m->train_branch[0] = !gc->freeze0;
+    *loss = -1;
+    pf_cuda_forward(g, x, gc->labels ? y : NULL, gc->B, gc->ls, gc->labels ? loss : NULL);
+    if (gc->labels && gc->training) {
+        pf_cuda_backward(g);
+        pf_cuda_step(g, &o, NULL);
+    }
+    pf_cuda_logits(g, lg);
+}
+/* fresh contexts on m[0] (graphs on) and m[1] (off); 0 if they cannot be made */
+static int graph_contexts(pf_model **m, pf_cuda **g) {
+    int i;
+    for (i = 0; i < 2; i++) {
+        if (g[i]) pf_cuda_free(g[i]);
+        sw.graphs = i == 0 ? PF_CUDA_ON : PF_CUDA_OFF;
+        g[i] = make_ctx(m[i], 1, 1, 0, 0);
+    }
+    sw_reset();
+    if (!g[0] || !g[1]) check(0, "graphs: contexts");
+    return g[0] && g[1];
+}
+/* one call on both: the same loss and logits, bit for bit */
+static int graph_same(pf_model **m, pf_cuda **g, const graph_case *gc, int s) {
+    float loss[2], lg[2][16 * 5];
+    int i;
+    for (i = 0; i < 2; i++) graph_call(g[i], m[i], gc, s, &loss[i], lg[i]);
+    return memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0 && memcmp(lg[0], lg[1], (size_t)gc->B * 5 * sizeof(float)) == 0;
+}
+static void test_graphs(void) {
+    static const graph_case A = {"A", 12, 3, 1, 1, 0, 0, 0.05f, 0.1f, 1.0f, 0.9f, 0.999f, 1e-8f};
+    graph_case xs[13];
+    pf_model *m[2];
+    pf_cuda *g[2] = {NULL, NULL};
+    int n = 0, i, j, s, r;
+    for (i = 0; i < 13; i++) xs[i] = A;
+    xs[n].what = "label smoothing 0", xs[n++].ls = 0.0f;
+    xs[n].what = "batch 8", xs[n++].B = 8;
+    xs[n].what = "2 active branches", xs[n++].k = 2;
+    xs[n].what = "no labels", xs[n++].labels = 0;
+    xs[n].what = "evaluation", xs[n++].training = 0;
+    xs[n].what = "dropout 0.2", xs[n++].dropout = 0.2f;
+    xs[n].what = "clip 0.5", xs[n++].clip = 0.5f;
+    xs[n].what = "no clipping", xs[n++].clip = 0.0f;
+    xs[n].what = "beta1 0.8", xs[n++].b1 = 0.8f;
+    xs[n].what = "beta2 0.99", xs[n++].b2 = 0.99f;
+    xs[n].what = "eps 1e-6", xs[n++].eps = 1e-6f;
+    xs[n].what = "Adam's L2 decay", xs[n++].adam = 1;
+    xs[n].what = "branch 0 frozen", xs[n++].freeze0 = 1;
+    for (i = 0; i < 2; i++) m[i] = make_model(&VARIANTS[4], 3, 11);
+    for (j = 0, s = 0; j < 2 * n; j++) { /* A first, then X first, each with a fresh cache */
+        const graph_case *first = j < n ? &A : &xs[j % n], *second = j < n ? &xs[j % n] : &A;
+        int same = graph_contexts(m, g);
+        for (r = 0; same && r < 6; r++, s++) same &= graph_same(m, g, r % 2 ? second : first, s);
+        same = same && pf_cuda_download(g[0]) == PF_OK && pf_cuda_download(g[1]) == PF_OK &&
+               memcmp(m[0]->params, m[1]->params, m[0]->n_params * sizeof(float)) == 0 &&
+               memcmp(m[0]->adam_v, m[1]->adam_v, m[0]->n_params * sizeof(float)) == 0;
+        check(same, "graphs: A and A with %s, 3 times each (%s first): losses, logits, parameters and moments equal those "
+              "without graphs, bit for bit", xs[j % n].what, j < n ? "A" : "the other");
+    }
+    { /* more keys than a cache holds: the oldest make room, and are run plainly again when they come back */
+        int same = graph_contexts(m, g);
+        for (r = 0; same && r < 3 * n; r++, s++) same &= graph_same(m, g, &xs[r % n], s);
+        check(same, "graphs: %d kinds of step in turn, more than a cache holds: the same bits as without graphs", n);
+    }
+    for (i = 0; i < 2; i++) {
+        pf_cuda_free(g[i]);
+        pf_model_free(m[i]);
+    }
 }
 
 /* several devices, replicas, forced collectives: equal to one device */
@@ -701,18 +803,23 @@ static void test_bf16_inference(void) {
    opts.row_tiles to tiles (NULL: automatic), one forward of n images: logits. Inference mode
    (labels y may be NULL); with train, a training forward with labels y and
    its backward, the gradients downloaded into m */
+static int rows_att;                   /* the attention run_rows uses: 0 the tensor cores', 1 fp32 fused, 2 thread per row */
+static unsigned long long rows_launches; /* the kernels and GEMMs of run_rows's last forward (and backward) */
 static int run_rows(pf_model *m, const char *rf, const char *tiles, int train, const float *x, const int *y, int n,
                     float *lg) {
     pf_cuda *g;
     int ok;
     if (rf) sw.row_fused = rf[0] == '1' ? PF_CUDA_ON : PF_CUDA_OFF;
     if (tiles) sw.row_tiles = atoi(tiles);
+    if (rows_att >= 1) sw.tc_attention = PF_CUDA_OFF;
+    if (rows_att >= 2) sw.fused_attention = PF_CUDA_OFF;
     g = make_ctx(m, 1, 1, 0, 1);
     sw_reset();
     if (!g) return 0;
     m->training = train;
     ok = pf_cuda_forward(g, x, y, n, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK &&
          (!train || (pf_cuda_backward(g) == PF_OK && pf_cuda_download(g) == PF_OK));
+    rows_launches = pf_cuda_launches(g);
     m->training = 1;
     pf_cuda_free(g);
     return ok;
@@ -779,7 +886,7 @@ static void test_rows_fused(void) {
             pf_model_free(m2);
         }
         for (rt = 2; rt <= 4; rt++) { /* blocks of 32, 48, 64 rows (the last of 260 partly past the end) */
-            char tiles[8];
+            char tiles[16];
             snprintf(tiles, sizeof tiles, "%d", rt);
             check(infer_rows(m, "1", x, NULL, 4, y1) && run_rows(m, "1", tiles, 0, x, NULL, 4, y2) &&
                   memcmp(y1, y2, 4 * 10 * sizeof *y1) == 0, "T=65, head width 64, fused rows in blocks of %d rows: the "
@@ -806,6 +913,45 @@ static void test_rows_fused(void) {
         pf_model_free(c);
         pf_model_free(m);
     }
+    /* with the fp32 attention kernels (PF_CUDA_TC_ATTENTION=0, and
+       PF_CUDA_FUSED_ATTENTION=0 too): the fused rows still run, writing
+       the next layer's qkv in fp32 (with its bias for the thread-per-row
+       kernel), so each switch isolates its own feature */
+    for (rows_att = 1; rows_att <= 2; rows_att++)
+        for (vi = 0; vi < 2; vi++) {
+            const variant *v = &VARIANTS[vi];
+            const char *att = rows_att == 1 ? "fp32 fused attention" : "thread-per-row attention";
+            pf_model *m2 = make_model(v, 3, 51);
+            unsigned long long n0 = 0, n1;
+            char worst[64];
+            c = make_model(v, 3, 51), m = make_model(v, 3, 51);
+            make_batch(c, BATCH, 3, x, y);
+            perturb_norms(c, m);
+            memcpy(m2->params, m->params, m->n_params * sizeof(float));
+            m->cfg.dropout = m->cfg.emb_dropout = m2->cfg.dropout = m2->cfg.emb_dropout = c->cfg.dropout;
+            pf_forward(c, x, y, BATCH, 0.0f, NULL);
+            pf_backward(c);
+            check(infer_rows(m, "0", x, NULL, BATCH, y0) && (n0 = rows_launches, infer_rows(m, "1", x, NULL, BATCH, y1)),
+                  "fused rows, %s (%s): runs", att, v->name);
+            n1 = rows_launches;
+            e = rel_err(y1, y0, (size_t)BATCH * 5);
+            check(e <= 1e-2 && n1 < n0, "fused rows, %s (%s): logits within 1%% of the unfused bf16 path's (rel %.2e), "
+                  "in %llu launches instead of %llu", att, v->name, e, n1, n0);
+            e = rel_err(y1, c->logits, (size_t)BATCH * 5);
+            check(e <= 2e-2, "fused rows, %s (%s): logits within 2%% of fp32 (rel %.2e)", att, v->name, e);
+            check(run_rows(m, "1", NULL, 1, x, y, BATCH, y2) && run_rows(m2, "0", NULL, 1, x, y, BATCH, y0),
+                  "fused rows, %s (%s): a training forward and backward run", att, v->name);
+            e = grads_err(m, m2, worst, sizeof worst);
+            check(e <= 3e-2, "fused rows, %s (%s): every gradient within 3%% of the unfused bf16 path's (worst %.2e, %s)",
+                  att, v->name, e, worst);
+            e = grads_err(m, c, worst, sizeof worst);
+            check(e <= 5e-2, "fused rows, %s (%s): every gradient within 5%% of fp32 (worst %.2e, %s)", att, v->name, e,
+                  worst);
+            pf_model_free(c);
+            pf_model_free(m);
+            pf_model_free(m2);
+        }
+    rows_att = 0;
 }
 
 /* bf16 training: pre-norm, normed (its residual reads the LayerNorm
@@ -815,6 +961,8 @@ static void test_bf16(void) {
     test_bf16_mode(1);
     test_bf16_mode(4);
     test_bf16_inference();
+}
+static void test_rows(void) {
     test_rows_fused();
     /* training through the fused rows (on: automatic only for inference) */
     sw.row_fused = PF_CUDA_ON;
@@ -927,8 +1075,84 @@ static void test_bad_input(void) {
     unsetenv("PF_CUDA_ROW_TILES");
 }
 
-int main(void) {
+/* a kernel fault is reported against its kernel with checked launches (as
+   test_cuda runs), and with a pointer to them without; the emulated build
+   injects one (pf_cuda_emu_fault, which a GPU build does not have) */
+extern void pf_cuda_emu_fault(unsigned long long n) __attribute__((weak));
+static void test_faults(void) {
+    float x[BATCH * 192], lg[BATCH * 5];
+    int y[BATCH], checked;
+    if (!pf_cuda_emu_fault) {
+        printf("     (a GPU build: faults are injected in the emulated build only)\n");
+        return;
+    }
+    for (checked = 0; checked < 2; checked++) {
+        pf_model *m = make_model(&VARIANTS[0], 3, 1);
+        pf_cuda *g;
+        const char *e, *at;
+        pf_status st;
+        sw.check_launches = checked ? PF_CUDA_ON : PF_CUDA_OFF;
+        g = make_ctx(m, 1, 1, 0, 0);
+        sw_reset();
+        if (!g) { check(0, "faults: context"); pf_model_free(m); continue; }
+        make_batch(m, BATCH, 1, x, y);
+        pf_cuda_emu_fault(3);
+        st = pf_cuda_forward(g, x, y, BATCH, 0.0f, NULL);
+        e = pf_last_error();
+        at = strstr(e, "launched at line ");
+        if (checked)
+            check(st == PF_ERR_IO && at && atoi(at + 17) > 0 && strstr(e, "of paraformer_cuda.cu failed: an illegal memory access"),
+                  "a kernel fault with checked launches: named by its line (%s)", e);
+        else
+            check(st == PF_ERR_IO && !at && strstr(e, "PF_CUDA_CHECK_LAUNCHES=1 names it"),
+                  "a kernel fault without checked launches: reported, with how to name it (%s)", e);
+        check(pf_cuda_forward(g, x, y, BATCH, 0.0f, NULL) == PF_OK && pf_cuda_logits(g, lg) == PF_OK,
+              "faults: reported once (%s launches)", checked ? "checked" : "unchecked");
+        pf_cuda_free(g);
+        pf_model_free(m);
+    }
+}
+
+static void test_parity_all(void) {
     size_t v;
+    for (v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) test_parity(&VARIANTS[v]);
+}
+
+/* the groups, in the order they run; `test_cuda tc rows` runs only those
+   (tools/gpu_check.sh runs the sanitizers on the newest kernels this way) */
+static const struct {
+    const char *name, *what;
+    void (*run)(void);
+} GROUPS[] = {
+    {"parity", "every variant against the CPU: logits, loss, gradients, AdamW steps, a prefix", test_parity_all},
+    {"predict", "pf_cuda_predict, repeats, images left on the device, determinism", test_predict_determinism},
+    {"graphs", "CUDA graphs against the same steps without them", test_graphs},
+    {"shape", "T = 65, head width 64: the fp32 attention paths", test_shape},
+    {"tc", "T = 65, head width 64: bf16, the tensor-core attention", test_shape_tc},
+    {"wide", "a wide model", test_wide},
+    {"multi", "several devices, replicas, collectives", test_multi},
+    {"resume", "resuming from downloaded state", test_resume},
+    {"bf16", "bf16 training and inference", test_bf16},
+    {"rows", "the fused rows (pfc_rows_fused): inference, training, every attention kernel", test_rows},
+    {"launches", "kernels and GEMMs per step", test_launches},
+    {"bad", "bad input refused", test_bad_input},
+    {"faults", "a kernel fault reported against its kernel (emulated: injected)", test_faults},
+};
+#define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
+
+int main(int argc, char **argv) {
+    size_t v;
+    int i, want[NGROUPS];
+    for (v = 0; v < NGROUPS; v++) want[v] = argc < 2;
+    for (i = 1; i < argc; i++) {
+        for (v = 0; v < NGROUPS && strcmp(argv[i], GROUPS[v].name); v++) {}
+        if (v == NGROUPS) {
+            fprintf(stderr, "test_cuda: no test group '%s'. Usage: test_cuda [GROUP...] (all by default); groups:\n", argv[i]);
+            for (v = 0; v < NGROUPS; v++) fprintf(stderr, "  %-9s %s\n", GROUPS[v].name, GROUPS[v].what);
+            return 2;
+        }
+        want[v] = 1;
+    }
     printf("backend: %s, %d device(s)\n", pf_cuda_backend(), pf_cuda_device_count());
     sw_env = pf_cuda_opts_default();
     if (pf_cuda_opts_from_env(&sw_env) != PF_OK) {
@@ -947,14 +1171,10 @@ int main(void) {
         printf("SKIPPED: no GPU visible, so no CPU/GPU parity was checked (exit 77)\n");
         return 77;
     }
-    for (v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) test_parity(&VARIANTS[v]);
-    test_predict_determinism();
-    test_shape();
-    test_wide();
-    test_multi();
-    test_resume();
-    test_bf16();
-    test_launches();
-    test_bad_input();
+    for (v = 0; v < NGROUPS; v++)
+        if (want[v]) {
+            printf("# %s: %s\n", GROUPS[v].name, GROUPS[v].what);
+            GROUPS[v].run();
+        }
     return test_summary();
 }
