@@ -764,22 +764,22 @@ else
         # a failing PyTorch side, and one past --timeout: ours are kept
         printf 'import sys\nsys.exit("torch anchor: no CUDA here")\n' >"$T/anchor_fail.py"
         printf 'import time\ntime.sleep(30)\n' >"$T/anchor_slow.py"
-        expect_fail "gpu_bench.py with a failing PyTorch side: exit 1" "gpu_bench: failed: torch (exit 1: torch anchor: no CUDA here)" \
+        expect_fail "gpu_bench.py with a failing PyTorch side: exit 1" "gpu_bench: failed: torch eager pf2x1 (exit 1: torch anchor: no CUDA here)" \
             /usr/bin/python3 tools/gpu_bench.py --exe "$EMU" --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 \
             --torch-ref "$T/anchor_fail.py" --json "$T/gbf.json"
         expect_fail "gpu_bench.py with a PyTorch side past --timeout: exit 1" "ran past --timeout 3 s" \
             /usr/bin/python3 tools/gpu_bench.py --exe "$EMU" --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 \
             --torch-ref "$T/anchor_slow.py" --timeout 3 --json "$T/gbs.json"
-        if /usr/bin/python3 -c 'import json,sys; ds=[json.load(open(f)) for f in sys.argv[1:]]; assert all(d["ours"]["pf2x1/bf16"]["train_img_s"] > 0 and "torch" in d["failed"] for d in ds)' "$T/gbf.json" "$T/gbs.json"; then
+        if /usr/bin/python3 -c 'import json,sys; ds=[json.load(open(f)) for f in sys.argv[1:]]; assert all(d["ours"]["pf2x1/bf16"]["train_img_s"] > 0 and "torch eager pf2x1" in d["failed"] for d in ds)' "$T/gbf.json" "$T/gbs.json"; then
             ok "gpu_bench.py --json keeps our runs and names the failed PyTorch side"
         else bad "gpu_bench.py --json after a failed PyTorch side: $(head -c 300 "$T/gbf.json")"; fi
         # tools/gpu_check.sh's budget: a step that cannot start is skipped and
         # said so; a command past its limit fails, and the run ends in time
-        GPU_CHECK_NO_BUILD=1 GPU_CHECK_EXE="$EMU" GPU_CHECK_BUDGET_S=5 GPU_CHECK_LOG="$T/gc_skip.log" \
+        GPU_CHECK_STEPS=program GPU_CHECK_EXE="$EMU" GPU_CHECK_BUDGET_S=5 GPU_CHECK_LOG="$T/gc_skip.log" \
             bash tools/gpu_check.sh "$T/gc" >/dev/null 2>&1
         rc=$?
         if [ "$rc" = 0 ] && grep -q 'note - skipped (the program on the GPU): past GPU_CHECK_BUDGET_S=5' "$T/gc_skip.log" &&
-            grep -q '0 failure(s), 1 step(s) skipped for the budget' "$T/gc_skip.log"; then
+            grep -q '0 failure(s), 1 step(s) skipped (see the notes)' "$T/gc_skip.log"; then
             ok "gpu_check.sh with a 5 s budget skips the program's checks, says so in GPU_CHECK_LOG, exit 0"
         else bad "gpu_check.sh with a 5 s budget: exit $rc: $(tail -3 "$T/gc_skip.log" 2>/dev/null)"; fi
         # (the CPU side a stand-in that answers at once, so that the budget
@@ -788,12 +788,69 @@ else
         printf '#!/bin/sh\necho "{}"\n' >"$T/cpu_now.sh"
         chmod +x "$T/hang.sh" "$T/cpu_now.sh"
         s0=$(date +%s)
-        GPU_CHECK_NO_BUILD=1 GPU_CHECK_EXE="$T/hang.sh" GPU_CHECK_CPU_EXE="$T/cpu_now.sh" GPU_CHECK_BUDGET_S=14 \
+        GPU_CHECK_STEPS=program GPU_CHECK_EXE="$T/hang.sh" GPU_CHECK_CPU_EXE="$T/cpu_now.sh" GPU_CHECK_BUDGET_S=14 \
             GPU_CHECK_LOG="$T/gc_hang.log" bash tools/gpu_check.sh "$T/gc" >/dev/null 2>&1
         rc=$? el=$(( $(date +%s) - s0 ))
         if [ "$rc" != 0 ] && [ "$el" -le 24 ] && grep -q '^FAIL - eval --device cuda ran past its limit' "$T/gc_hang.log"; then
             ok "gpu_check.sh with a hanging GPU program: the commands fail at the budget (14 s), the run ends in $el s, exit $rc"
         else bad "gpu_check.sh with a hanging GPU program: exit $rc after $el s: $(grep -m2 '^FAIL' "$T/gc_hang.log" 2>/dev/null)"; fi
+        # gpu_bench.py with a PyTorch side that answers: eager, then compile
+        # per model, merged; the ratios against torch.compile bf16; a budget
+        # too small for the PyTorch side skips it, keeping ours
+        cat >"$T/anchor_ok.py" <<'EOF'
+import json, sys
+m = sys.argv[sys.argv.index("--models") + 1]
+print(json.dumps({"torch": "stand-in", "gpu": "stand-in GPU"}))
+if "--compile-only" in sys.argv:
+    print(json.dumps({"model": m, "train_img_s[bf16+compile]": 3.0, "infer_img_s[bf16+compile]": 4.0, "latency_b1_ms[bf16+compile]": 0.5}))
+else:
+    print(json.dumps({"model": m, "train_img_s[fp32]": 1.0, "infer_img_s[fp32]": 2.0, "latency_b1_ms[fp32]": 1.0}))
+EOF
+        expect_ok "gpu_bench.py with a PyTorch side: eager and compile per model" /usr/bin/python3 tools/gpu_bench.py \
+            --exe "$EMU" --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 --torch-ref "$T/anchor_ok.py" \
+            --json "$T/gbo.json"
+        if /usr/bin/python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+t, o, r = d["torch"]["pf2x1"], d["ours"], d["ratios"]["pf2x1"]
+assert t["train_img_s[fp32]"] == 1.0 and t["infer_img_s[bf16+compile]"] == 4.0, t
+best_infer = max(o["pf2x1/fp32"]["infer_img_s"], o["pf2x1/bf16"]["infer_img_s"])
+assert abs(r["infer_vs_torch_compile_bf16"] - best_infer / 4.0) < 1e-9 * best_infer, r
+assert abs(r["train_bf16_vs_torch_best"] - o["pf2x1/bf16"]["train_img_s"] / 3.0) < 1e-9 * o["pf2x1/bf16"]["train_img_s"], r
+assert d["failed"] == {} and d["skipped"] == {} and d["gpu"] == "stand-in GPU", d' "$T/gbo.json"; then
+            ok "gpu_bench.py --json: both PyTorch runs merged per model; ratios against its best and torch.compile bf16"
+        else bad "gpu_bench.py --json with a PyTorch side: $(head -c 400 "$T/gbo.json")"; fi
+        expect_fail "gpu_bench.py --budget 1: the runs are skipped, exit 1" \
+            "gpu_bench: skipped: torch compile pf2x1 (past --budget 1 s)" \
+            /usr/bin/python3 tools/gpu_bench.py --exe "$EMU" --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1 \
+            --torch-ref "$T/anchor_ok.py" --budget 1 --json "$T/gbb.json"
+        # tools/gpu_session.sh's order and budget, on the CPU: a stand-in
+        # test_cuda whose "rows" group fails unless PF_CUDA_ROW_FUSED=0, no
+        # compute-sanitizer, the emulated program and bench, a 40 s budget
+        cat >"$T/tc_standin.sh" <<'EOF'
+#!/bin/sh
+if [ -n "${CUDA_VISIBLE_DEVICES+set}" ] && [ -z "$CUDA_VISIBLE_DEVICES" ]; then echo "no CUDA device found"; exit 77; fi
+echo "backend: stand-in; groups: $*"
+echo "# parity: every variant"
+echo "ok   - parity"
+echo "# rows: the fused rows"
+if [ "${PF_CUDA_ROW_FUSED:-}" = 0 ]; then echo "ok   - rows"; echo "2 passed, 0 failed"; exit 0; fi
+echo "FAIL - rows: logits differ"; echo "1 passed, 1 failed"; exit 1
+EOF
+        chmod +x "$T/tc_standin.sh"
+        s0=$(date +%s)
+        OUT= BUDGET_S=40 GPU_SESSION_WORK="$T/gsw" GPU_CHECK_NO_BUILD=1 GPU_CHECK_TEST_EXE="$T/tc_standin.sh" GPU_CHECK_EXE="$EMU" \
+            GPU_CHECK_CPU_EXE="$EXE" GPU_CHECK_SANITIZER=no-such-sanitizer GPU_BENCH_ARGS="--exe $EMU --no-torch --models pf2x1 --batch 2 --infer-batch 2 --warm 0 --reps 1" \
+            bash tools/gpu_session.sh "$T/gs" >/dev/null 2>&1
+        rc=$? el=$(( $(date +%s) - s0 ))
+        if [ "$rc" = 1 ] && [ "$el" -le 43 ] &&
+            grep -q '^note - isolated: test_cuda passes with PF_CUDA_ROW_FUSED=0$' "$T/gs/gpu_check.log" &&
+            grep -q 'test_cuda passes only with PF_CUDA_ROW_FUSED=0: the later steps run with it' "$T/gs/session.txt" &&
+            grep -q 'note - skipped (sanitizers): no-such-sanitizer not found' "$T/gs/session.txt" &&
+            grep -q 'done (budget 40 s), exit 1' "$T/gs/session.txt" && [ "$(ls "$T/gs" | wc -l)" -le 7 ] &&
+            /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ours"]["pf2x1/bf16"]["train_img_s"] > 0' "$T/gs/gpu_bench.json"; then
+            ok "gpu_session.sh with a 40 s budget: test_cuda fails, PF_CUDA_ROW_FUSED=0 isolates it, the bench runs with it, done in $el s, exit 1"
+        else bad "gpu_session.sh with a 40 s budget: exit $rc after $el s: $(tail -5 "$T/gs/session.txt" 2>/dev/null)"; fi
         expect_ok "tools/latency_model.py --run on the emulated backend" /usr/bin/python3 tools/latency_model.py --run \
             --exe "$EMU" --model pf2x1 --gpus 1,2 --batch 2 --warm 0 --reps 1
         has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \

@@ -20,17 +20,22 @@ ParaFormer 4x3's batch-1 latency against ViT 1x12's. Each figure is a median
 over --reps timed repeats after --warm untimed ones (both sides the same).
 
 Only the standard library is needed here; PyTorch runs in a subprocess with
-the same python3. Each run has a time limit (--timeout); a run that fails or
-runs past it is recorded under "failed" and the others still run. With
---json, the file is rewritten (to a temporary file, then renamed) after every
-run, so a session cut short keeps what was measured. Exit status: 0, or 1 if
-a run failed.
+the same python3. The runs go in order of what they are worth: ours (each
+model, fp32 and bf16), then PyTorch eager per model, then torch.compile per
+model (the slowest to start). Each run has a time limit (--timeout, cut to
+what is left of --budget); a run that fails or runs past it is recorded
+under "failed", one that cannot start before the budget ends under
+"skipped", and the others still run. With --json, the file is rewritten (to
+a temporary file, then renamed) after every run, so a session cut short
+keeps what was measured. Exit status: 0, or 1 if a run failed or was
+skipped.
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -90,39 +95,65 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="PyTorch eager only (no torch.compile: faster)")
     ap.add_argument("--json", help="write every measurement here (rewritten after each run)")
     ap.add_argument("--timeout", type=float, default=300,
-                    help="seconds each run may take: ours per model and precision, PyTorch's all at once "
+                    help="seconds each run may take: ours per model and precision, PyTorch's per model and mode "
                          "(default %(default)s)")
+    ap.add_argument("--budget", type=float, default=0,
+                    help="seconds all the runs may take together (0: no limit); a run that cannot start with "
+                         "10 s left is skipped")
     a = ap.parse_args()
+    t0 = time.time()
+
+    def limit(what):
+        """The time limit of the next run, or None (recorded as skipped) when the budget is spent."""
+        if not a.budget:
+            return a.timeout
+        left = a.budget - (time.time() - t0)
+        if left < 10:
+            out["skipped"][what] = "past --budget %g s" % a.budget
+            print("gpu_bench: skipped %s: past --budget %g s" % (what, a.budget), file=sys.stderr, flush=True)
+            save(a.json, out)
+            return None
+        return min(a.timeout, left)
+
     models = a.models.split(",")
     common = ["--batch", str(a.batch), "--infer-batch", str(a.infer_batch), "--warm", str(a.warm),
               "--reps", str(a.reps)]
     ours = {}
     torch = {}
     gpu = torch_version = None
-    out = {"gpu": None, "ours": {}, "torch": torch, "ratios": {}, "failed": {}}
+    out = {"gpu": None, "ours": {}, "torch": torch, "ratios": {}, "failed": {}, "skipped": {}}
     for m in models:
         for prec in ("fp32", "bf16"):
+            what = "ours %s/%s" % (m, prec)
+            lim = limit(what)
+            if lim is None:
+                continue
             cmd = [a.exe, "bench", "--zoo", m, "--device", "cuda", "--json"] + common + (["--bf16"] if prec == "bf16" else [])
-            objs, why = run_json_lines(cmd, a.timeout)
+            objs, why = run_json_lines(cmd, lim)
             if objs:
                 ours[(m, prec)] = objs[0]
                 out["ours"]["%s/%s" % (m, prec)] = objs[0]
             else:
-                out["failed"]["ours %s/%s" % (m, prec)] = why
+                out["failed"][what] = why
             save(a.json, out)
-    if not a.no_torch:
-        cmd = [sys.executable, a.torch_ref, "--device", "cuda", "--models", a.models] + common + \
-              ([] if a.no_compile else ["--compile"])
-        objs, why = run_json_lines(cmd, a.timeout)
-        for r in objs or []:
-            if "gpu" in r:
-                gpu = r["gpu"]
-                torch_version = r.get("torch")
-            elif "model" in r:
-                torch[r["model"]] = r
-        if why:
-            out["failed"]["torch"] = why
-        save(a.json, out)
+    modes = [] if a.no_torch else [("eager", [])] + ([] if a.no_compile else [("compile", ["--compile", "--compile-only"])])
+    for mode, flags in modes:
+        for m in models:
+            what = "torch %s %s" % (mode, m)
+            lim = limit(what)
+            if lim is None:
+                continue
+            cmd = [sys.executable, a.torch_ref, "--device", "cuda", "--models", m] + common + flags
+            objs, why = run_json_lines(cmd, lim)
+            for r in objs or []:
+                if "gpu" in r:
+                    gpu = r["gpu"]
+                    torch_version = r.get("torch")
+                elif "model" in r:
+                    torch.setdefault(r["model"], {}).update(r)
+            if why:
+                out["failed"][what] = why
+            save(a.json, out)
     if gpu is None:
         try:
             gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
@@ -150,6 +181,8 @@ def main():
         if not t or (m, "fp32") not in ours or (m, "bf16") not in ours:
             continue
         tags = sorted(k[len("train_img_s["):-1] for k in t if k.startswith("train_img_s["))
+        if not tags:
+            continue
         for tag in tags:
             print("| PyTorch %s | %.0f | %.0f | %.3f |" % (tag, t["train_img_s[%s]" % tag], t["infer_img_s[%s]" % tag],
                                                        t["latency_b1_ms[%s]" % tag]))
@@ -179,7 +212,9 @@ def main():
     save(a.json, out)
     for what, why in out["failed"].items():
         print("gpu_bench: failed: %s (%s)" % (what, why), file=sys.stderr)
-    return 1 if out["failed"] else 0
+    for what, why in out["skipped"].items():
+        print("gpu_bench: skipped: %s (%s)" % (what, why), file=sys.stderr)
+    return 1 if out["failed"] or out["skipped"] else 0
 
 
 if __name__ == "__main__":

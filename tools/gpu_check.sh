@@ -5,25 +5,41 @@
 #
 #   tools/gpu_check.sh [OUT_DIR]        (default: $OUT, else runs/gpu_check)
 #
-# 1. builds the backend (make cuda, sm_90; NCCL from NCCL_HOME, the toolkit,
-#    or the Python package nvidia.nccl)
-# 2. make test-cuda: CPU/GPU parity (fp32 <= 1e-4, bf16), determinism,
-#    multi-device path as a single rank, resume, bad input (on a failure,
-#    again with each switch off, to show which feature fails); then under
-#    compute-sanitizer memcheck and racecheck
-# 3. the program: predict and eval --sweep on the GPU against the CPU build,
-#    a short train on the GPU, killed and resumed, against an uninterrupted
-#    one (byte-identical checkpoints), and the no-GPU error
-# Everything it prints goes, as it runs, to GPU_CHECK_LOG (default
-# OUT_DIR/gpu_check.log) and test_cuda's output to GPU_CHECK_TEST_LOG
-# (default OUT_DIR/test_cuda.txt): a run killed midway keeps what it did.
-# Every step has a time limit, and one that runs past it is a failure.
-# GPU_CHECK_BUDGET_S=N: the whole run ends within about N seconds (each step's
-# limit is cut to the time left; a step that cannot start with 10 s left is
-# skipped, and says so). It exits non-zero when any step fails.
-# GPU_CHECK_EXE=build/paraformer_emu GPU_CHECK_NO_BUILD=1 runs step 3 against
-# the emulated backend (how the script itself is tested); GPU_CHECK_CPU_EXE
-# is the CPU build it compares with (default build/paraformer).
+# 1. build: the backend (make cuda, sm_90; NCCL from NCCL_HOME, the toolkit,
+#    or the Python package nvidia.nccl) and the CPU build
+# 2. test: make test-cuda (build/cuda/test_cuda): CPU/GPU parity (fp32 <=
+#    1e-4, bf16), graphs, determinism, the multi-device path as a single
+#    rank, resume, bad input, with checked launches (a fault names its kernel)
+# 3. switches: when test_cuda fails, its failing groups again with one
+#    feature switch off at a time, the narrowest first (PF_CUDA_ROW_FUSED=0,
+#    PF_CUDA_ATT_TILES=1, PF_CUDA_TC_ATTENTION=0, PF_CUDA_GRAPHS=0,
+#    PF_CUDA_FUSED_ATTENTION=0), stopping at the first that passes: the line
+#    "note - isolated: test_cuda passes with PF_CUDA_X=0" names it; when
+#    none does, with all of them off
+# 4. sanitize: compute-sanitizer memcheck, racecheck, initcheck and
+#    synccheck on the newest kernels' tests only (test_cuda tc rows;
+#    GPU_CHECK_SANITIZE_GROUPS), each at most 60 s
+# 5. nogpu: test_cuda with no GPU visible exits 77 with a clear message
+# 6. program: predict and eval --sweep on the GPU against the CPU build, a
+#    short train on the GPU, killed and resumed, against an uninterrupted
+#    one (byte-identical checkpoints)
+# GPU_CHECK_STEPS="build test switches sanitize nogpu program" (the default)
+# picks the steps; tools/gpu_session.sh runs them in two calls with the
+# benches between. Everything it prints goes, as it runs, to GPU_CHECK_LOG
+# (default OUT_DIR/gpu_check.log) and test_cuda's output to
+# GPU_CHECK_TEST_LOG (default OUT_DIR/test_cuda.txt): a run killed midway
+# keeps what it did. Every step has a time limit, and one that runs past it
+# is a failure. GPU_CHECK_BUDGET_S=N: the whole run ends within about N
+# seconds (each step's limit is cut to the time left; a step that cannot
+# start with 10 s left is skipped, and says so). It exits non-zero when any
+# step fails.
+# How the script itself is tested on the CPU (tests/test_cli.sh):
+# GPU_CHECK_NO_BUILD=1 leaves out the build; GPU_CHECK_TEST_EXE is the
+# test_cuda to run (default build/cuda/test_cuda); GPU_CHECK_EXE the GPU
+# program (default build/cuda/paraformer; build/paraformer_emu runs step 6
+# against the emulated backend) and GPU_CHECK_CPU_EXE the CPU build it
+# compares with (default build/paraformer); GPU_CHECK_SANITIZER replaces
+# compute-sanitizer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-runs/gpu_check}}
@@ -31,6 +47,9 @@ mkdir -p "$OUT_DIR"
 LOG=${GPU_CHECK_LOG:-$OUT_DIR/gpu_check.log}
 TLOG=${GPU_CHECK_TEST_LOG:-$OUT_DIR/test_cuda.txt}
 exec > >(tee "$LOG") 2>&1
+# (at exit: stdout closed and tee waited for, so that the log is complete when this returns)
+TEE_PID=$!
+trap 'exec >&- 2>&-; wait "$TEE_PID"' EXIT
 fails=0 skipped=0
 S0=$(date +%s)
 BUDGET_S=${GPU_CHECK_BUDGET_S:-0}
@@ -56,61 +75,102 @@ if [ -z "${NCCL_HOME:-}" ] && [ ! -f /usr/local/cuda/include/nccl.h ]; then
 fi
 echo "NCCL_HOME=${NCCL_HOME:-(toolkit)}"
 
-if [ -n "${GPU_CHECK_NO_BUILD:-}" ]; then
-    step "build, test-cuda: skipped (GPU_CHECK_NO_BUILD)"
-else
+STEPS=" ${GPU_CHECK_STEPS:-build test switches sanitize nogpu program} "
+want() { case $STEPS in *" $1 "*) return 0;; esac; return 1; }
+[ -n "${GPU_CHECK_NO_BUILD:-}" ] && STEPS=${STEPS// build / }
+echo "steps:$STEPS"
+TEST=${GPU_CHECK_TEST_EXE:-build/cuda/test_cuda}
+# the groups of a test_cuda log that failed (a crash or a timeout: the last one begun too)
+failed_groups() {
+    awk -v crashed="$2" '/^# [a-z0-9]+:/ { g = substr($2, 1, length($2) - 1) }
+        /^FAIL/ && g != "" { f[g] = 1 } END { if (crashed && g != "") f[g] = 1; for (k in f) printf "%s ", k }' "$1"
+}
+
+if want build; then
 step "build"
 timeout "$(lim 900)" make -j"$(nproc)" all cuda >"$OUT_DIR/build.log" 2>&1 && ok "make cuda" || {
     bad "make cuda, exit $? (124: past its limit; see $OUT_DIR/build.log)"; tail -30 "$OUT_DIR/build.log"
     command -v nvcc; ls /usr/local/cuda/lib64 2>/dev/null | grep -E 'cublas|nccl|cudart' | head; exit 1; }
+grep -m1 '^cuda_gate:' "$OUT_DIR/build.log"
+fi
 
-step "make test-cuda (at most 300 s)"
 rc=skipped
+if want test; then
+step "make test-cuda: $TEST (at most 300 s)"
 if can test_cuda; then
-    timeout "$(lim 300)" build/cuda/test_cuda | tee "$TLOG"
+    timeout "$(lim 300)" "$TEST" | tee "$TLOG"
     rc=${PIPESTATUS[0]}
     case $rc in 0) ok "test_cuda passed";; 124) bad "test_cuda ran past its limit";; *) bad "test_cuda exit $rc";; esac
 fi
-if [ "$rc" != 0 ] && [ "$rc" != skipped ]; then
-    # which feature: the failures with each one turned off (notes, not checks)
-    for v in PF_CUDA_GRAPHS=0 PF_CUDA_TC_ATTENTION=0 PF_CUDA_FUSED_ATTENTION=0 PF_CUDA_ATT_TILES=1 PF_CUDA_ROW_FUSED=0; do
-        can "test_cuda with $v" || break
-        env $v timeout "$(lim 120)" build/cuda/test_cuda >"$OUT_DIR/test_cuda_$v.txt" 2>&1
-        vrc=$?
-        echo "note - with $v: $(grep -c '^FAIL' "$OUT_DIR/test_cuda_$v.txt") failures, exit $vrc; first: $(grep -m1 '^FAIL' "$OUT_DIR/test_cuda_$v.txt" | cut -c1-150)"
-    done
 fi
 
+if want switches && [ "$rc" != 0 ] && [ "$rc" != skipped ]; then
+    # which feature: the failing groups again with each switch off, the
+    # narrowest first (notes, not checks); the first that passes isolates it
+    crashed=0; [ "$rc" != 1 ] && crashed=1
+    groups=$(failed_groups "$TLOG" $crashed)
+    step "switches: test_cuda ${groups:-(all)}with one feature off at a time"
+    found=
+    for v in PF_CUDA_ROW_FUSED=0 PF_CUDA_ATT_TILES=1 PF_CUDA_TC_ATTENTION=0 PF_CUDA_GRAPHS=0 PF_CUDA_FUSED_ATTENTION=0 \
+             "PF_CUDA_ROW_FUSED=0 PF_CUDA_ATT_TILES=1 PF_CUDA_TC_ATTENTION=0 PF_CUDA_GRAPHS=0 PF_CUDA_FUSED_ATTENTION=0"; do
+        can "test_cuda with $v" || break
+        f="$OUT_DIR/test_cuda_${v%%=*}.txt"
+        # shellcheck disable=SC2086
+        env $v timeout "$(lim 120)" "$TEST" $groups >"$f" 2>&1
+        vrc=$?
+        echo "note - with $v: $(grep -c '^FAIL' "$f") failures, exit $vrc; first: $(grep -m1 '^FAIL' "$f" | cut -c1-150)"
+        if [ "$vrc" = 0 ]; then found=$v; break; fi
+    done
+    case $found in
+        "") echo "note - isolated: no switch (the failure is in a path every switch leaves on)";;
+        *" "*) echo "note - isolated: none alone; test_cuda passes with every switch off";;
+        *) echo "note - isolated: test_cuda passes with $found";;
+    esac
+fi
+
+if want sanitize; then
 # (--report-api-errors no: NCCL's init probes kernels with cudaFuncGetAttributes
 # and gets cudaErrorNoKernelImageForDevice for architectures it was not built
-# for, by design; memory errors and leaks are what this step looks for)
-step "compute-sanitizer memcheck: test_cuda (at most 150 s)"
-if command -v compute-sanitizer >/dev/null && can memcheck; then
-    timeout "$(lim 150)" compute-sanitizer --tool memcheck --leak-check full --report-api-errors no --error-exitcode 9 build/cuda/test_cuda >"$OUT_DIR/memcheck.txt" 2>&1
-    rc=$?
-    grep -E "ERROR SUMMARY|passed, " "$OUT_DIR/memcheck.txt" | tail -2
-    case $rc in 0) ok "memcheck: no errors";; 124) bad "memcheck ran past its limit";; *) bad "memcheck exit $rc"; grep -m5 -A6 "=========" "$OUT_DIR/memcheck.txt";; esac
+# for, by design; memory errors and leaks are what memcheck looks for)
+SAN_GROUPS=${GPU_CHECK_SANITIZE_GROUPS:-tc rows}
+SANITIZER=${GPU_CHECK_SANITIZER:-compute-sanitizer}
+if ! command -v "$SANITIZER" >/dev/null; then
+    step "compute-sanitizer"
+    echo "note - skipped (sanitizers): $SANITIZER not found"; skipped=$((skipped + 1))
+else
+    for tool in memcheck racecheck initcheck synccheck; do
+        step "compute-sanitizer $tool: test_cuda $SAN_GROUPS (at most 60 s)"
+        can "$tool" || continue
+        case $tool in
+            memcheck) extra="--leak-check full --report-api-errors no";;
+            *) extra="--report-api-errors no";;
+        esac
+        # shellcheck disable=SC2086
+        timeout "$(lim 60)" "$SANITIZER" --tool $tool $extra --error-exitcode 9 "$TEST" $SAN_GROUPS \
+            >"$OUT_DIR/$tool.txt" 2>&1
+        src=$?
+        grep -E "(ERROR|RACECHECK|INITCHECK|SYNCCHECK) SUMMARY|passed, " "$OUT_DIR/$tool.txt" | tail -2
+        case $src in
+            0) ok "$tool: no errors";;
+            124) bad "$tool ran past its limit";;
+            *) bad "$tool exit $src"; grep -m5 -A6 "=========" "$OUT_DIR/$tool.txt";;
+        esac
+    done
+fi
 fi
 
-step "compute-sanitizer racecheck: test_cuda (shared-memory hazards; at most 100 s)"
-if command -v compute-sanitizer >/dev/null && can racecheck; then
-    timeout "$(lim 100)" compute-sanitizer --tool racecheck --error-exitcode 9 build/cuda/test_cuda >"$OUT_DIR/racecheck.txt" 2>&1
-    rc=$?
-    grep -E "RACECHECK SUMMARY|ERROR SUMMARY|passed, " "$OUT_DIR/racecheck.txt" | tail -2
-    case $rc in 0) ok "racecheck: no hazards";; 124) bad "racecheck ran past its limit";; *) bad "racecheck exit $rc"; grep -m5 -A6 "=========" "$OUT_DIR/racecheck.txt";; esac
-fi
-
+if want nogpu; then
 step "no GPU visible"
 if ! can "no GPU visible"; then :
-elif CUDA_VISIBLE_DEVICES= timeout "$(lim 60)" build/cuda/test_cuda >"$OUT_DIR/nogpu.txt" 2>&1; [ $? = 77 ] && grep -q 'no CUDA device' "$OUT_DIR/nogpu.txt"; then
+elif CUDA_VISIBLE_DEVICES= timeout "$(lim 60)" "$TEST" bad >"$OUT_DIR/nogpu.txt" 2>&1; [ $? = 77 ] && grep -q 'no CUDA device' "$OUT_DIR/nogpu.txt"; then
     ok "CUDA_VISIBLE_DEVICES='': a clear error, exit 77"
 else
     bad "no-GPU run: $(tail -2 "$OUT_DIR/nogpu.txt")"
 fi
 fi
 
-step "the program on the GPU (each command at most 120 s)"
-if can "the program on the GPU"; then
+want program && step "the program on the GPU (each command at most 120 s)"
+if want program && can "the program on the GPU"; then
 CPU="T ${GPU_CHECK_CPU_EXE:-build/paraformer}" GPU="T ${GPU_CHECK_EXE:-build/cuda/paraformer}" D="$OUT_DIR/cli"
 mkdir -p "$D"
 DATA="fmnist:data/fmnist-sample"
@@ -124,6 +184,7 @@ for dev in cuda cuda:0; do
     grc=$?
     if [ ! -s "$D/eval_cpu.json" ]; then bad "eval on the CPU printed nothing (past its limit?)"
     elif [ "$grc" = 124 ]; then bad "eval --device $dev ran past its limit"
+    elif [ "$grc" != 0 ]; then bad "eval --device $dev: exit $grc: $(tail -1 "$D/eval_gpu.json")"
     elif cmp -s "$D/eval_cpu.json" "$D/eval_gpu.json"; then ok "eval --sweep --json --device $dev equals the CPU's"
     else
         python3 - "$D/eval_cpu.json" "$D/eval_gpu.json" <<'EOF' && ok "eval --device $dev: accuracy and sweep equal, loss within 1e-4" || bad "eval --device $dev differs"
@@ -151,7 +212,7 @@ for prec in "" "--bf16"; do
     w=$(lim 60) # the first checkpoint: at most 60 s (or the time left)
     for _ in $(seq 1 $((w * 100))); do [ -f "$D/gpu_split_$name.safetensors" ] && break; sleep 0.01; done
     kill -TERM $pid 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 $(( $(lim 10) * 10 ))); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
     kill -KILL $pid 2>/dev/null
     wait $pid
     rc=$?
@@ -178,5 +239,5 @@ EOF
 fi
 
 echo
-echo "gpu_check: $fails failure(s), $skipped step(s) skipped for the budget; log in $LOG"
+echo "gpu_check: $fails failure(s), $skipped step(s) skipped (see the notes); log in $LOG"
 exit $((fails != 0))

@@ -578,6 +578,8 @@ def bench(name, cfg, a):
         def cast():
             return torch.autocast(kind, dtype=dt) if dt is not None else contextlib.nullcontext()
         compiles = [False, True] if a.compile and hasattr(torch, "compile") and prec in a.compile_prec.split(",") else [False]
+        if a.compile_only:
+            compiles = [c for c in compiles if c]
         for compiled in compiles:
             model = torch.compile(net) if compiled else net
             opt = torch.optim.AdamW(net.parameters(), lr=1e-3, **({"fused": True} if kind == "cuda" else {}))
@@ -637,6 +639,8 @@ def main(argv=None):
                    help="CPU: also time bf16 autocast (torch.autocast('cpu', dtype=torch.bfloat16); on CUDA always)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (torch >= 2)")
     p.add_argument("--compile-prec", default="bf16", help="precisions to compile, comma list (default bf16)")
+    p.add_argument("--compile-only", action="store_true",
+                   help="with --compile: time only the compiled runs (the eager ones timed by another call)")
     p.add_argument("--json", metavar="OUT", help="also write the results as a JSON list")
     a = p.parse_args(argv)
     if a.threads:
