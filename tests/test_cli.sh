@@ -855,6 +855,34 @@ EOF
             --exe "$EMU" --model pf2x1 --gpus 1,2 --batch 2 --warm 0 --reps 1
         has "latency_model.py says it is a model and prints its table" "$T/out" "A MODEL, not a measurement" \
             "| 2 | 2 | 1 |"
+        # the model's arithmetic, from saved times: NCCL's cost model with
+        # alpha 2 and 10 us, beta 370 GB/s, on 1, 2 and 4 GPUs
+        cat >"$T/lm_times.json" <<'EOF'
+{"times": {
+ "vit1": {"latency_b1_ms": 0.3, "batch_ms": 2.0, "tokens": 65, "dim": 192, "batch": 256, "precision": "bf16"},
+ "vit2": {"latency_b1_ms": 0.4, "batch_ms": 3.0, "tokens": 65, "dim": 192, "batch": 256, "precision": "bf16"},
+ "vit12": {"latency_b1_ms": 1.4, "batch_ms": 13.0, "tokens": 65, "dim": 192, "batch": 256, "precision": "bf16"},
+ "pf4x3": {"latency_b1_ms": 0.6, "batch_ms": 13.5, "tokens": 65, "dim": 192, "batch": 256, "precision": "bf16"},
+ "pf2x3": {"latency_b1_ms": 0.45, "batch_ms": 7.0, "tokens": 65, "dim": 192, "batch": 256, "precision": "bf16"},
+ "pf1x3": {"latency_b1_ms": 0.4, "batch_ms": 4.0, "tokens": 65, "dim": 192, "batch": 256, "precision": "bf16"}}}
+EOF
+        expect_ok "tools/latency_model.py --from saved times" /usr/bin/python3 tools/latency_model.py --from "$T/lm_times.json" \
+            --gpus 1,2,4 --json "$T/lm_out.json"
+        if /usr/bin/python3 -c '
+import json, sys
+rows = {(r["batch"], r["gpus"]): r for r in json.load(open(sys.argv[1]))["model"]}
+S = 256 * 65 * 192 * 2  # bytes of the batch-256 activation in bf16
+for n, t in ((1, 13.5), (2, 7.0), (4, 4.0)):
+    r = rows[(256, n)]
+    for a, got in zip((2.0, 10.0), r["branch_per_gpu_ms"]):
+        want = t + (0 if n == 1 else (a * 1e-3 + S / 370e6) + (a * 1e-3 + 2 * (n - 1) / n * S / 370e6))
+        assert abs(got - want) < 1e-9, (n, a, got, want)
+    assert abs(r["pipeline_ms"][1] - (13.0 + (n - 1) * (10e-3 + S / 370e6))) < 1e-9, r
+assert rows[(1, 4)]["branches_ms"] == 0.4 and abs(rows[(1, 1)]["stem_head_ms"] - 0.2) < 1e-12' "$T/lm_out.json"; then
+            ok "latency_model.py: broadcast alpha + S/beta, all-reduce alpha + 2(n-1)/n S/beta, pipeline hand-offs, per alpha"
+        else bad "latency_model.py's model: $(head -c 300 "$T/lm_out.json")"; fi
+        expect_fail "latency_model.py --alpha-us x refused" "--alpha-us must be one or two" \
+            /usr/bin/python3 tools/latency_model.py --from "$T/lm_times.json" --alpha-us x
     fi
 
     # eval --sweep --json: the CPU's object, key for key; accuracy, per-class

@@ -15,17 +15,22 @@ each as batch-1 latency and as one inference call of --batch images.
 The model (per GPU count n; S = batch x tokens x width x bytes per value is
 the activation a collective moves):
   stem + head          E = 2 t(vit1) - t(vit2)         (t(vitL) = E + L l)
-  branch per GPU       t_bp(n) = t(pfkxL) + bcast(S, n) + reduce(S, n)
+  branch per GPU       t_bp(n) = t(pfkxL) + bcast(S) + allreduce(S, n)
                        (GPU 0 embeds and broadcasts X0; each GPU runs its
-                       k = ceil(B/n) branches as one batch; ncclReduce sums
-                       the branch outputs on GPU 0, which runs the head)
+                       k = ceil(B/n) branches as one batch; the branch
+                       outputs are summed: the backend runs ncclReduce onto
+                       GPU 0, which runs the head; the model charges an
+                       all-reduce, which costs at least as much)
   pipeline (GPipe)     t_pp(n) = t(vitD) + (n - 1) p2p(S)
                        (n stages of D/n layers run one after another for
                        one batch: splitting adds transfers, not parallelism;
                        micro-batching raises throughput, not latency)
-  collectives          bcast = reduce = (n - 1) alpha + S / beta (ring,
-                       pipelined), p2p = alpha + S / beta; alpha and beta
-                       are assumptions (flags), not measurements.
+  collectives          NCCL's cost model with its bus bandwidth beta:
+                       allreduce = alpha + 2 (n - 1) / n * S / beta,
+                       bcast = p2p = alpha + S / beta (0 on one GPU).
+                       alpha and beta are published H100 NVLink figures,
+                       not measurements: alpha 2 to 10 us (both ends are
+                       shown), beta 370 GB/s of bus bandwidth.
 Exit status 0, or 1 if a bench run failed.
 """
 import argparse
@@ -72,7 +77,16 @@ def measure(a, names):
     return out
 
 
-def model(times, L, B, gpus, alpha_us, beta_gbs):
+def collectives_ms(S, n, alpha_us, beta_gbs):
+    """NCCL's cost model, in ms, for a message of S bytes on n GPUs: (broadcast
+    or point-to-point, all-reduce); nothing moves on one GPU."""
+    if n < 2:
+        return 0.0, 0.0
+    a, b = alpha_us * 1e-3, beta_gbs * 1e6  # ms; bytes per ms
+    return a + S / b, a + 2.0 * (n - 1) / n * S / b
+
+
+def model(times, L, B, gpus, alphas_us, beta_gbs):
     D = L * B
     ref = times["vit%d" % D]
     T, C, prec = ref["tokens"], ref["dim"], ref["precision"]
@@ -83,13 +97,14 @@ def model(times, L, B, gpus, alpha_us, beta_gbs):
         E = 2 * times["vit1"][key] - times["vit2"][key]
         for n in gpus:
             k = math.ceil(B / n)
-            ring = 1e3 * ((n - 1) * alpha_us * 1e-6 + (S / (beta_gbs * 1e9) if n > 1 else 0.0))
-            p2p = 1e3 * (alpha_us * 1e-6 + S / (beta_gbs * 1e9))
-            t_bp = times["pf%dx%d" % (k, L)][key] + 2 * ring
-            t_pp = times["vit%d" % D][key] + (n - 1) * p2p
-            rows.append({"batch": batch, "gpus": n, "branches_per_gpu": k, "message_bytes": S, "stem_head_ms": E,
-                         "branch_per_gpu_ms": t_bp, "pipeline_ms": t_pp,
-                         "idle_gpus": max(0, n - B)})
+            row = {"batch": batch, "gpus": n, "branches_per_gpu": k, "message_bytes": S, "stem_head_ms": E,
+                   "branches_ms": times["pf%dx%d" % (k, L)][key], "vit_ms": times["vit%d" % D][key],
+                   "idle_gpus": max(0, n - B), "branch_per_gpu_ms": [], "pipeline_ms": []}
+            for alpha in alphas_us:
+                bcast, allreduce = collectives_ms(S, n, alpha, beta_gbs)
+                row["branch_per_gpu_ms"].append(row["branches_ms"] + bcast + allreduce)
+                row["pipeline_ms"].append(row["vit_ms"] + (n - 1) * bcast)  # n - 1 point-to-point hand-offs
+            rows.append(row)
     return rows
 
 
@@ -105,11 +120,20 @@ def main():
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--warm", type=int, default=5)
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--alpha-us", type=float, default=5.0, help="ASSUMED latency per collective step (us)")
-    ap.add_argument("--beta-gbs", type=float, default=150.0, help="ASSUMED collective bandwidth (GB/s)")
+    ap.add_argument("--alpha-us", default="2,10",
+                    help="ASSUMED latency of a collective, us, one value or a range lo,hi (default %(default)s: "
+                         "published H100 NVLink figures)")
+    ap.add_argument("--beta-gbs", type=float, default=370.0,
+                    help="ASSUMED bus bandwidth, GB/s (default %(default)s: H100 NVLink, NCCL's busbw)")
     a = ap.parse_args()
     L, B = parse_pf(a.model)
     gpus = [int(g) for g in a.gpus.split(",")]
+    try:
+        alphas = [float(v) for v in a.alpha_us.split(",")]
+        if not 1 <= len(alphas) <= 2 or min(alphas) < 0 or a.beta_gbs <= 0:
+            raise ValueError
+    except ValueError:
+        sys.exit("latency_model: --alpha-us must be one or two non-negative numbers (lo,hi) and --beta-gbs positive")
     names = needed(L, B, gpus)
     if a.run:
         times = measure(a, names)
@@ -121,22 +145,27 @@ def main():
     missing = [nm for nm in names if nm not in times]
     if missing:
         sys.exit("latency_model: no times for %s" % ", ".join(missing))
-    rows = model(times, L, B, gpus, a.alpha_us, a.beta_gbs)
+    rows = model(times, L, B, gpus, alphas, a.beta_gbs)
+    span = (lambda v: "%.3f" % v[0]) if len(alphas) == 1 else (lambda v: "%.3f-%.3f" % (v[0], v[1]))
     print()
     print("A MODEL, not a measurement: %s (%d branches x %d layers) against a ViT of %d layers; single-GPU times "
-          "measured (%s), collectives assumed: alpha %.1f us per step, beta %.0f GB/s"
-          % (a.model, B, L, L * B, times[names[0]]["precision"], a.alpha_us, a.beta_gbs))
+          "measured (%s); collectives modelled as NCCL's alpha + (bus factor) S / beta with the published H100 "
+          "NVLink alpha %s us and beta %.0f GB/s (all-reduce factor 2 (n - 1) / n; broadcast and point-to-point 1)"
+          % (a.model, B, L, L * B, times[names[0]]["precision"], a.alpha_us.replace(",", " to "), a.beta_gbs))
     print("stem + head (fitted, E = 2 t(vit1) - t(vit2)): %.3f ms at batch 1, %.3f ms at batch %d; the rest runs "
           "in the branches or stages" % (rows[0]["stem_head_ms"], rows[-1]["stem_head_ms"], rows[-1]["batch"]))
-    print("| batch | GPUs | branches per GPU | message | branch per GPU ms | pipeline ms |")
-    print("|--:|--:|--:|--:|--:|--:|")
+    print("| batch | GPUs | branches per GPU | message | branches alone ms (measured) | branch per GPU ms | "
+          "pipeline ms |")
+    print("|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
-        print("| %d | %d | %d%s | %.0f KB | %.3f | %.3f |" % (r["batch"], r["gpus"], r["branches_per_gpu"],
-              " (%d idle)" % r["idle_gpus"] if r["idle_gpus"] else "", r["message_bytes"] / 1e3,
-              r["branch_per_gpu_ms"], r["pipeline_ms"]))
+        print("| %d | %d | %d%s | %.0f KB | %.3f | %s | %s |" % (r["batch"], r["gpus"], r["branches_per_gpu"],
+              " (%d idle)" % r["idle_gpus"] if r["idle_gpus"] else "", r["message_bytes"] / 1e3, r["branches_ms"],
+              span(r["branch_per_gpu_ms"]), span(r["pipeline_ms"])))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"times": times, "model": rows, "alpha_us": a.alpha_us, "beta_gbs": a.beta_gbs}, f, indent=1)
+            json.dump({"times": times, "model": rows, "alpha_us": alphas, "beta_gbs": a.beta_gbs,
+                       "note": "a model, not a measurement: collectives from NCCL's cost model with assumed "
+                               "alpha and beta"}, f, indent=1)
     return 0
 
 
