@@ -11,10 +11,10 @@
    over its indices (a block kernel: each phase for every thread of the
    block, then the next phase), a GEMM is pf_gemm, a collective is a loop
    over the emulated devices, a CUDA graph is the list of launches recorded
-   at capture, replayed. make test builds it that way, so the backend's layout,
-   indexing, branch batching, multi-device plan and optimizer are checked
-   against the CPU model on every machine; make test-cuda runs the same
-   tests on a real GPU.
+   at capture, replayed. make test builds it that way, so the backend's
+   layout, indexing, branch batching, multi-device plan, graphs and
+   optimizer are checked against the CPU model on every machine; make
+   test-cuda runs the same tests on a real GPU.
 
    How a step runs (per device; device 0 of each replica holds stem and head):
        embed      patches -> GEMM -> + bias, cls, pos -> X0     (device 0)
@@ -302,9 +302,8 @@ template <class F> static void pfc_for_at(int line, const pfc_dev *d, size_t n, 
    race detector, blocks run a phase's threads in ascending and descending
    order by turns (block b of the n-th block launch run descending when
    b + n is odd, so a single-block kernel runs both ways over its launches,
-   replayed graphs included), and all of a
-   block's shared memory (PFC_EMU_SMEM bytes, not only the requested ones)
-   starts as NaN bytes: a thread that reads what another writes in the same
+   replayed graphs included), and all of a block's shared memory
+   (PFC_EMU_SMEM bytes, not only the requested ones) starts as NaN bytes: a thread that reads what another writes in the same
    phase (a missing barrier), or shared memory nothing wrote, changes the
    results, which the tests compare with the CPU. */
 template <class F> static int pfc_emu_phase(size_t b, int desc, int nthr, float *sm, const F &f) {

@@ -847,7 +847,7 @@ EOF
             grep -q '^note - isolated: test_cuda passes with PF_CUDA_ROW_FUSED=0$' "$T/gs/gpu_check.log" &&
             grep -q 'test_cuda passes only with PF_CUDA_ROW_FUSED=0: the later steps run with it' "$T/gs/session.txt" &&
             grep -q 'note - skipped (sanitizers): no-such-sanitizer not found' "$T/gs/session.txt" &&
-            grep -q 'done (budget 40 s), exit 1' "$T/gs/session.txt" && [ "$(ls "$T/gs" | wc -l)" -le 7 ] &&
+            grep -q 'done (budget 40 s), exit 1' "$T/gs/session.txt" && [ "$(ls "$T/gs" | wc -l)" -le 8 ] &&
             /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ours"]["pf2x1/bf16"]["train_img_s"] > 0' "$T/gs/gpu_bench.json"; then
             ok "gpu_session.sh with a 40 s budget: test_cuda fails, PF_CUDA_ROW_FUSED=0 isolates it, the bench runs with it, done in $el s, exit 1"
         else bad "gpu_session.sh with a 40 s budget: exit $rc after $el s: $(tail -5 "$T/gs/session.txt" 2>/dev/null)"; fi

@@ -24,8 +24,8 @@
 #    short train on the GPU, killed and resumed, against an uninterrupted
 #    one (byte-identical checkpoints)
 # GPU_CHECK_STEPS="build test switches sanitize nogpu program" (the default)
-# picks the steps; tools/gpu_session.sh runs them in two calls with the
-# benches between. Everything it prints goes, as it runs, to GPU_CHECK_LOG
+# picks the steps; tools/gpu_session.sh runs them in three calls (build
+# test switches; sanitize; nogpu program) with the benches before the last. Everything it prints goes, as it runs, to GPU_CHECK_LOG
 # (default OUT_DIR/gpu_check.log) and test_cuda's output to
 # GPU_CHECK_TEST_LOG (default OUT_DIR/test_cuda.txt): a run killed midway
 # keeps what it did. Every step has a time limit, and one that runs past it

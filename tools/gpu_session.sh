@@ -22,10 +22,11 @@
 # before BUDGET_S (default 480: a device call may last 600).
 # When test_cuda fails and passes with one switch off, steps 2-4 run with
 # that switch off, so that the session still measures.
-# OUT_DIR gets at most seven files (a device call brings back 8), each
-# written as its step runs: session.txt (everything printed), gpu_check.log,
-# test_cuda.txt, gpu_check_more.log (step 4's checks), gpu_bench.json,
-# latency_model.json, profile.txt; the rest stays in runs/gpu_session_work.
+# OUT_DIR gets at most eight files (what a device call brings back), each
+# written as its step runs: session.txt (the summary), gpu_check.log (step
+# 1), test_cuda.txt, sanitize.log (step 2), gpu_bench.json,
+# gpu_check_more.log (step 4's checks), latency_model.json, profile.txt;
+# the rest stays in runs/gpu_session_work.
 # Exit status: 0 when the checks of steps 1, 2 and 4 passed, else 1.
 # On the CPU (how tests/test_cli.sh tests it): GPU_CHECK_NO_BUILD,
 # GPU_CHECK_TEST_EXE, GPU_CHECK_EXE and GPU_CHECK_CPU_EXE pass to
@@ -75,9 +76,8 @@ fix=$(sed -nE 's/^note - isolated: test_cuda passes with (PF_CUDA_[A-Z_]+=[0-9]+
 
 if share 55 sanitizers; then
     t "2. sanitizers on the newest kernels (until $((B * 55 / 100)) s)"
-    check sanitize 55 "$WORK/sanitize.log" || rc=1
-    cat "$WORK/sanitize.log" >>"$OUT_DIR/gpu_check.log"
-    grep -E "^(FAIL|ok|note)|SUMMARY" "$WORK/sanitize.log"
+    check sanitize 55 "$OUT_DIR/sanitize.log" || rc=1
+    grep -E "^(FAIL|ok|note)|SUMMARY" "$OUT_DIR/sanitize.log"
 fi
 
 if share 97 gpu_bench; then
