@@ -485,14 +485,16 @@ static void train_steps(pf_cuda *g, pf_model *m, int steps, int first, float *lg
    contexts, graphs on and off, run the same calls: a base step A and a
    step X that differs from it in one thing, as A X A X A X (first run,
    capture, replays of each), then X A X A X A. A value left out of a key
-   replays A's graph for X or X's for A, and the bits differ. The emulated build records the
-   launches at capture and replays the recording, so this holds there too. */
+   replays A's graph for X or X's for A, and the bits differ. The emulated
+   build records the launches at capture and replays the recording, so this
+   holds there too. */
 typedef struct graph_case {
     const char *what;
     int B, k, labels, training, adam, freeze0;
     float ls, dropout, clip, b1, b2, eps;
 } graph_case;
-static void graph_call(pf_cuda *g, pf_model *m, const graph_case *gc, int s, float *loss, float *lg) {
+/* one call (a forward; with labels in training, a backward and a step too): 1 when all succeed */
+static int graph_call(pf_cuda *g, pf_model *m, const graph_case *gc, int s, float *loss, float *lg) {
     float x[16 * 192];
     int y[16];
     pf_optim o = pf_optim_default();
@@ -504,12 +506,9 @@ static void graph_call(pf_cuda *g, pf_model *m, const graph_case *gc, int s, flo
     m->cfg.dropout = m->cfg.emb_dropout = gc->dropout;
     m->train_branch[0] = !gc->freeze0;
     *loss = -1;
-    pf_cuda_forward(g, x, gc->labels ? y : NULL, gc->B, gc->ls, gc->labels ? loss : NULL);
-    if (gc->labels && gc->training) {
-        pf_cuda_backward(g);
-        pf_cuda_step(g, &o, NULL);
-    }
-    pf_cuda_logits(g, lg);
+    if (pf_cuda_forward(g, x, gc->labels ? y : NULL, gc->B, gc->ls, gc->labels ? loss : NULL) != PF_OK) return 0;
+    if (gc->labels && gc->training && (pf_cuda_backward(g) != PF_OK || pf_cuda_step(g, &o, NULL) != PF_OK)) return 0;
+    return pf_cuda_logits(g, lg) == PF_OK;
 }
 /* fresh contexts on m[0] (graphs on) and m[1] (off); 0 if they cannot be made */
 static int graph_contexts(pf_model **m, pf_cuda **g) {
@@ -523,11 +522,15 @@ static int graph_contexts(pf_model **m, pf_cuda **g) {
     if (!g[0] || !g[1]) check(0, "graphs: contexts");
     return g[0] && g[1];
 }
-/* one call on both: the same loss and logits, bit for bit */
+/* one call on both: it runs, and gives the same loss and logits, bit for bit */
 static int graph_same(pf_model **m, pf_cuda **g, const graph_case *gc, int s) {
     float loss[2], lg[2][16 * 5];
     int i;
-    for (i = 0; i < 2; i++) graph_call(g[i], m[i], gc, s, &loss[i], lg[i]);
+    for (i = 0; i < 2; i++)
+        if (!graph_call(g[i], m[i], gc, s, &loss[i], lg[i])) {
+            printf("     (graphs: %s, graphs %s: %s)\n", gc->what, i ? "off" : "on", pf_last_error());
+            return 0;
+        }
     return memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0 && memcmp(lg[0], lg[1], (size_t)gc->B * 5 * sizeof(float)) == 0;
 }
 static void test_graphs(void) {
