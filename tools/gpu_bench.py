@@ -171,7 +171,9 @@ def main():
         for prec in ("fp32", "bf16"):
             r = ours.get((m, prec))
             if r is None:
-                print("| ParaFormer-C %s | failed: %s | | |" % (prec, out["failed"].get("ours %s/%s" % (m, prec))))
+                what = "ours %s/%s" % (m, prec)
+                print("| ParaFormer-C %s | %s | | |" % (prec, "failed: %s" % out["failed"][what] if what in out["failed"]
+                                                      else "skipped: %s" % out["skipped"].get(what)))
                 continue
             print("| ParaFormer-C %s | %.0f | %.0f | %.3f |" % (prec, r["train_img_s"], r["infer_img_s"], r["latency_b1_ms"]))
             if "train_host_img_s" in r:  # the images copied from the host at each call
